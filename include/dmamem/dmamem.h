@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* dmamem: DMA-aware memory management. One include for every mechanism. */
+#ifndef DMAMEM_H
+#define DMAMEM_H
+
+#include "error.h"
+#include "constraint.h"
+#include "platform.h"
+#include "machine.h"
+#include "mem.h"
+#include "page_alloc.h"
+#include "range.h"
+
+#endif

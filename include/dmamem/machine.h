@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Machine description: what RAM exists where, and the low-memory limits.
+ *
+ * Zones are derived from this description, never from architecture
+ * constants: DMA = [0, dma_limit), DMA32 = [dma_limit, dma32_limit),
+ * NORMAL = [dma32_limit, end). A zone with no RAM is absent.
+ */
+#ifndef DMAMEM_MACHINE_H
+#define DMAMEM_MACHINE_H
+
+#include <stdint.h>
+
+#include "constraint.h"
+
+#define DMM_MAX_REGIONS 32
+#define DMM_MACHINE_NAME_MAX 48
+
+enum dmm_zone_type { DMM_ZONE_DMA = 0, DMM_ZONE_DMA32, DMM_ZONE_NORMAL, DMM_NR_ZONE_TYPES };
+
+enum dmm_lowmem_policy {
+	/* Ordinary allocations may fall back into the low (DMA) zone once the
+	 * higher zones are below their watermarks: the classic behaviour,
+	 * tempered only by the lowmem_reserve ratios. */
+	DMM_LOWMEM_FALLBACK = 0,
+	/* The low zone is out of ordinary fallback; it serves only requests
+	 * whose constraint lies entirely below dma_limit. */
+	DMM_LOWMEM_RESERVED = 1,
+};
+
+struct dmm_region {
+	dmm_phys_t base;
+	uint64_t size;
+};
+
+struct dmm_machine {
+	char name[DMM_MACHINE_NAME_MAX];
+	unsigned nr_ram;                          /* RAM regions, any order, no overlap */
+	struct dmm_region ram[DMM_MAX_REGIONS];
+	unsigned nr_reserved;                     /* firmware/kernel-reserved ranges inside RAM */
+	struct dmm_region reserved[DMM_MAX_REGIONS];
+	uint32_t page_size;                       /* must be 4096 */
+	uint32_t cache_line;                      /* CPU cache line size, power of two */
+	uint32_t dma_min_align;                   /* DMA minimum alignment (>= cache_line) */
+	dmm_phys_t dma_limit;                     /* 0 = no DMA zone */
+	dmm_phys_t dma32_limit;                   /* 0 = no DMA32 zone (usually 4 GiB) */
+	enum dmm_lowmem_policy lowmem_policy;
+	uint64_t min_free_kbytes;                 /* 0 = derive as Linux does */
+	uint32_t watermark_scale_factor;          /* in 1/10000 of zone size; 0 = 10 */
+	/* lowmem_reserve_ratio[z]: a lower zone z keeps managed(higher)/ratio
+	 * pages from allocations that could have used a higher zone.
+	 * 0 = no protection. */
+	uint32_t lowmem_reserve_ratio[DMM_NR_ZONE_TYPES];
+	uint32_t pcp_batch;                       /* per-CPU refill batch; 0 = auto */
+	uint32_t pcp_high;                        /* per-CPU high mark; 0 = auto */
+};
+
+/* Fill @m with defaults (4 KiB pages, 64-byte lines, 4 GiB DMA32 limit,
+ * Linux's lowmem_reserve ratios 256/256/32, fallback policy, no RAM). */
+void dmm_machine_defaults(struct dmm_machine *m);
+
+/*
+ * Validate a description. Fails with -DMM_EINVAL if: page_size != 4096, a
+ * region is empty or wraps, regions overlap, a line size or alignment is not
+ * a power of two, dma32_limit < dma_limit (when both set), a zone limit is
+ * not a multiple of 2 MiB (the pageblock size), no RAM page exists,
+ * or a reserved range lies outside RAM.
+ */
+int dmm_machine_validate(const struct dmm_machine *m);
+
+/* Total bytes of RAM (whole pages only). */
+uint64_t dmm_machine_ram_bytes(const struct dmm_machine *m);
+
+#endif

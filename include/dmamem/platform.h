@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Platform hooks: everything the freestanding core needs from its embedder.
+ *
+ * The core never calls libc allocation, stdio or threads. An embedder (a
+ * kernel, a hypervisor, an RTOS, a user-space driver framework, the hosted
+ * implementation in src/platform/hosted.c, or the simulator's hardware model)
+ * fills a struct dmm_platform and hands it to dmm_mem_create().
+ *
+ * Contract, hook by hook (context: "atomic" means the caller may hold a
+ * spinlock and must not sleep):
+ *
+ *  lock_init/lock_destroy  Prepare/retire the opaque storage of a lock.
+ *                          Called from process context only.
+ *  lock/unlock             Mutual exclusion usable from atomic context (a
+ *                          spinlock, or a mutex on a host where nothing is
+ *                          atomic). Never recursive. Required.
+ *  defer                   Queue fn(arg) to run later on a worker, outside
+ *                          every dmamem lock. Callable from atomic context.
+ *                          Returns 0 or -DMM_ENOMEM. May be NULL: then the
+ *                          features that need background work report
+ *                          -DMM_ENOTSUP.
+ *  defer_flush             Wait until every queued function has run.
+ *                          Process context. May be NULL.
+ *  now_ns                  Monotonic time in nanoseconds. Atomic context.
+ *  log                     Print one message (printf-style format, va_list).
+ *                          Atomic context. May be NULL (silent).
+ *  panic                   Called when an assertion fails; must not return.
+ *                          May be NULL (the core then traps).
+ *  phys_to_virt            CPU pointer to managed physical memory at @pa, or
+ *                          NULL if @pa is not RAM. Atomic context. Required:
+ *                          the core keeps its own metadata in managed RAM.
+ *  cache_clean/invalidate/flush
+ *                          Cache maintenance by physical range (write back,
+ *                          discard, both). No-ops on a coherent host. May be
+ *                          NULL (treated as no-op).
+ *  set_memattr             Change the CPU memory attribute of the linear
+ *                          mapping of a physical range (write-back, write-
+ *                          combine, uncached). Returns 0 or a negative code.
+ *                          May be NULL (treated as success: coherent host).
+ *  cpu_id                  Index of the current CPU in [0, nr_cpus). Used to
+ *                          pick a per-CPU cache; every per-CPU structure is
+ *                          still protected by its own lock, so a thread that
+ *                          migrates between CPUs is safe. May be NULL (CPU 0).
+ */
+#ifndef DMAMEM_PLATFORM_H
+#define DMAMEM_PLATFORM_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "constraint.h"
+
+/* Opaque lock storage, large enough for a pthread mutex or a ticket lock. */
+struct dmm_lock {
+	_Alignas(16) unsigned char opaque[64];
+};
+
+enum dmm_log_level { DMM_LOG_ERR = 0, DMM_LOG_WARN, DMM_LOG_INFO, DMM_LOG_DEBUG };
+
+enum dmm_memattr {
+	DMM_MEMATTR_WB = 0,   /* normal cacheable write-back */
+	DMM_MEMATTR_WC,       /* write-combining (bufferable, not cacheable) */
+	DMM_MEMATTR_UC,       /* uncached */
+};
+
+enum dmm_cache_op { DMM_CACHE_CLEAN = 0, DMM_CACHE_INVALIDATE, DMM_CACHE_FLUSH };
+
+struct dmm_platform {
+	void *ctx;
+	void (*lock_init)(void *ctx, struct dmm_lock *l);
+	void (*lock_destroy)(void *ctx, struct dmm_lock *l);
+	void (*lock)(void *ctx, struct dmm_lock *l);
+	void (*unlock)(void *ctx, struct dmm_lock *l);
+	int (*defer)(void *ctx, void (*fn)(void *arg), void *arg);
+	void (*defer_flush)(void *ctx);
+	uint64_t (*now_ns)(void *ctx);
+	void (*log)(void *ctx, int level, const char *fmt, va_list ap);
+	void (*panic)(void *ctx, const char *msg);
+	void *(*phys_to_virt)(void *ctx, dmm_phys_t pa);
+	void (*cache_maint)(void *ctx, enum dmm_cache_op op, dmm_phys_t pa, size_t len);
+	int (*set_memattr)(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr);
+	unsigned (*cpu_id)(void *ctx);
+	unsigned nr_cpus;      /* number of per-CPU caches to create (>= 1) */
+};
+
+/* Returns 0 if the required hooks are present and nr_cpus is sane. */
+int dmm_platform_validate(const struct dmm_platform *p);
+
+#endif

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private structures of the memory map, the buddy allocator and the range
+ * index. Only src/mm/ (and later layers of the library) include this.
+ *
+ * Lock order: per-CPU cache lock -> zone lock. The range allocator takes
+ * only zone locks. Functions named *_locked expect the zone lock held.
+ */
+#ifndef DMM_MM_INTERNAL_H
+#define DMM_MM_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <dmamem/error.h>
+#include <dmamem/mem.h>
+#include <dmamem/page_alloc.h>
+#include <dmamem/platform.h>
+#include <dmamem/range.h>
+
+#include "lib/assert.h"
+#include "lib/bits.h"
+
+/* Sparse memory map: sections of 2^15 pages (128 MiB), each with its own
+ * descriptor array; sections without RAM have none. */
+#define DMM_SECTION_SHIFT 15
+#define DMM_SECTION_PAGES ((uint64_t)1 << DMM_SECTION_SHIFT)
+
+/* dmm_page.flags */
+#define DMM_PGF_NORAM 0x01   /* descriptor of a hole inside a present section */
+
+#define DMM_ZONE_NONE 0xff
+#define DMM_PCP_NR_MT 3      /* unmovable, movable, reclaimable */
+#define DMM_NR_PCP_ORDERS (DMM_PCP_MAX_ORDER + 1)
+#define DMM_CACHELINE 64
+
+/* Range index node: free-run summary of 64 << level pages. */
+struct dmm_rt_node {
+	uint32_t pre;   /* free pages from the left edge */
+	uint32_t suf;   /* free pages up to the right edge */
+	uint32_t best;  /* longest free run inside */
+};
+
+/* Range index of one zone: a bitmap of buddy-free pages (bit set = the page
+ * is in a buddy free block; pages in per-CPU caches count as allocated) and a
+ * segment tree of free-run summaries over the bitmap's 64-bit words. */
+struct dmm_rt {
+	dmm_pfn_t base;             /* pfn of bit 0 (zone start rounded down to 64) */
+	uint64_t nr_words;          /* bitmap words covering the zone span */
+	uint64_t nr_leaves;         /* power of two >= nr_words */
+	uint64_t *bitmap;
+	struct dmm_rt_node *tree;   /* 2 * nr_leaves nodes, root at 1 */
+};
+
+struct dmm_pcp {
+	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+	struct dmm_page *list[DMM_NR_PCP_ORDERS][DMM_PCP_NR_MT]; /* singly linked via next */
+	uint32_t nr[DMM_NR_PCP_ORDERS][DMM_PCP_NR_MT];
+	uint64_t count;             /* pages held */
+	uint64_t alloc, free, refill, drain;
+};
+
+struct dmm_zone {
+	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+	struct dmm_mem *mem;
+	enum dmm_zone_type type;
+	unsigned idx;
+	dmm_pfn_t start_pfn, end_pfn;     /* span */
+	uint64_t present, managed;
+	uint64_t free;                    /* buddy-free pages; atomic loads outside the lock */
+	uint64_t free_cma;
+	uint64_t wmark[3];                /* min, low, high */
+	uint64_t lowmem_reserve[DMM_NR_ZONE_TYPES];
+	uint32_t pcp_batch, pcp_high;
+	int wmark_armed;                  /* low-watermark hook armed (atomic) */
+	struct dmm_page *free_list[DMM_NR_ORDERS][DMM_NR_MIGRATETYPES];
+	uint64_t nr_free[DMM_NR_ORDERS][DMM_NR_MIGRATETYPES];
+	uint64_t pageblocks_mt[DMM_NR_MIGRATETYPES];
+	struct dmm_zone_stats stats;      /* under the lock (wmark_low_events: atomic) */
+	struct dmm_pcp *pcp;              /* nr_cpus entries */
+	struct dmm_rt rt;
+};
+
+struct dmm_mem {
+	struct dmm_machine machine;
+	struct dmm_platform plat;
+	dmm_pfn_t min_pfn, max_pfn;
+	uint64_t sec_base, nr_sections;   /* section index of sections[0] */
+	struct dmm_page **sections;
+	unsigned nr_zones;
+	struct dmm_zone zones[DMM_NR_ZONE_TYPES];
+	int zone_of_type[DMM_NR_ZONE_TYPES]; /* -1 if absent */
+	dmm_phys_t meta_base;             /* physical placement of the metadata */
+	uint64_t meta_bytes, meta_pages;
+	uint64_t ram_pages, managed_pages, reserved_pages;
+	uint64_t init_ns;
+	uint64_t fail_invalid, fail_range; /* atomic */
+	dmm_wmark_hook_fn wmark_hook;
+	void *wmark_hook_arg;
+};
+
+/* ---- memmap.c ------------------------------------------------------------ */
+
+/* Descriptor of any pfn in a present section (including holes), or NULL. */
+static inline struct dmm_page *dmm__pfn_page(const struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	uint64_t sec = (pfn >> DMM_SECTION_SHIFT) - mem->sec_base;
+	if (sec >= mem->nr_sections || !mem->sections[sec])
+		return (struct dmm_page *)0;
+	return &mem->sections[sec][pfn & (DMM_SECTION_PAGES - 1)];
+}
+
+static inline struct dmm_page *dmm__pageblock_head(const struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	return dmm__pfn_page(mem, dmm_align_down(pfn, DMM_PAGEBLOCK_PAGES));
+}
+
+static inline void dmm__lock(const struct dmm_mem *mem, struct dmm_lock *l)
+{
+	mem->plat.lock(mem->plat.ctx, l);
+}
+
+static inline void dmm__unlock(const struct dmm_mem *mem, struct dmm_lock *l)
+{
+	mem->plat.unlock(mem->plat.ctx, l);
+}
+
+static inline uint64_t dmm__now(const struct dmm_mem *mem)
+{
+	return mem->plat.now_ns ? mem->plat.now_ns(mem->plat.ctx) : 0;
+}
+
+void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
+uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi);
+
+/* ---- page_alloc.c -------------------------------------------------------- */
+
+/* Set up zones (spans, counts, watermarks, per-CPU caches) after the memmap. */
+void dmm__zones_init_watermarks(struct dmm_mem *mem);
+void dmm__pcp_init(struct dmm_mem *mem);
+/* Add a free block at init (no merging: the caller passes maximal blocks). */
+void dmm__init_free_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order);
+
+/* Buddy internals used by the range allocator (zone lock held). */
+void dmm__free_block_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order);
+void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg);
+void dmm__add_free_locked(struct dmm_zone *z, struct dmm_page *pg, unsigned order, unsigned mt);
+bool dmm__zone_wmark_ok(const struct dmm_zone *z, uint64_t nr_pages, unsigned flags,
+			enum dmm_zone_type classzone);
+void dmm__zone_set_free(struct dmm_zone *z, uint64_t v);
+void dmm__drain_zone_pcp(struct dmm_zone *z);
+void dmm__wmark_after_alloc(struct dmm_zone *z);
+void dmm__wmark_after_free(struct dmm_zone *z);
+uint64_t dmm__zone_pcp_pages(struct dmm_zone *z);
+int dmm__constraint_pfns(const struct dmm_mem *mem, const struct dmm_constraint *c, dmm_pfn_t *lo,
+			 dmm_pfn_t *hi);
+int dmm__class_zone(const struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi);
+bool dmm__lowmem_policy_allows(const struct dmm_mem *mem, const struct dmm_zone *z,
+			       const struct dmm_zone *cz);
+/* Failure accounting: each returns the error code it counted. */
+int dmm__count_invalid(struct dmm_mem *mem);
+int dmm__count_range(struct dmm_mem *mem);
+int dmm__count_fail(struct dmm_mem *mem, int class_zone, bool saw_wmark);
+/* Block head containing pfn, if pfn lies in a free buddy block. */
+struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn);
+
+/* ---- range.c ------------------------------------------------------------- */
+
+uint64_t dmm__rt_meta_words(dmm_pfn_t start, dmm_pfn_t end, uint64_t *nr_words,
+			    uint64_t *nr_leaves);
+void dmm__rt_setup(struct dmm_rt *rt, dmm_pfn_t start, dmm_pfn_t end, void *mem_for_words,
+		   void *mem_for_tree);
+/* Mark [pfn, pfn + n) buddy-free (set) or not (clear) and update summaries. */
+void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free);
+/* Rebuild every summary from the bitmap (init). */
+void dmm__rt_build(struct dmm_rt *rt);
+/* Find a fit in zone z (lock held). Returns true and *out on success. */
+bool dmm__rt_find_fit(const struct dmm_rt *rt, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
+		      uint64_t align_pages, uint64_t boundary_pages, dmm_pfn_t *out);
+/* Take [pfn, pfn + n) out of the buddy lists (all pages must be buddy-free). */
+void dmm__take_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n);
+/* Give [pfn, pfn + n) back to the buddy lists with merging. */
+void dmm__give_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n);
+/* Find and take n pages in [lo, hi) of zone z (takes the zone lock). */
+int dmm__range_take_in_zone(struct dmm_zone *z, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
+			    uint64_t align_pages, uint64_t boundary_pages, dmm_pfn_t *out);
+uint64_t dmm__rt_popcount(const struct dmm_rt *rt);
+bool dmm__rt_test(const struct dmm_rt *rt, dmm_pfn_t pfn);
+int dmm__rt_check_zone(const struct dmm_mem *mem, const struct dmm_zone *z);
+
+#endif

@@ -1,0 +1,1054 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Zoned buddy page allocator.
+ *
+ * Theory. A binary buddy system (Knowlton 1965; Knuth TAOCP vol. 1, 2.5):
+ * free memory is a set of naturally aligned blocks of 2^k pages, k in
+ * 0..DMM_MAX_ORDER, one free list per order. Allocation of order k takes the
+ * smallest free block of order >= k and splits it, returning the upper
+ * halves to the lists; freeing merges a block with its buddy (pfn ^ 2^k)
+ * while the buddy is free and of the same order. Both are O(MAX_ORDER).
+ * Internal fragmentation is below 50 %; external fragmentation is what the
+ * rest of this file fights:
+ *
+ *  - Mobility grouping. Memory is grouped in pageblocks of 2^9 pages, each
+ *    with a migratetype (unmovable, movable, reclaimable, CMA, isolate), and
+ *    each order has one free list per migratetype. A request is served from
+ *    its own type first. Otherwise it falls back: it first tries to *claim*
+ *    a whole pageblock of another type (largest free block first, if the
+ *    block is big or the request is unmovable/reclaimable, and at least
+ *    half the pageblock is free or already of the requested type), so that
+ *    unmovable data gathers in few pageblocks instead of scattering across
+ *    movable memory; only then does it *steal* a single block (smallest
+ *    first) without changing the pageblock's type. Invariant: every free
+ *    block is on the list of its pageblock's type, and blocks above the
+ *    pageblock order never merge across pageblocks of different types.
+ *
+ *  - Zones and watermarks. Zones are derived from address limits. Each has
+ *    min/low/high watermarks computed as Linux does from min_free_kbytes;
+ *    ordinary requests keep the zone above min, DMM_GFP_ATOMIC requests may
+ *    use half of it (the atomic reserve). Falling back from a higher zone
+ *    into a lower one must also leave lowmem_reserve[classzone] pages there.
+ *    A hook is told when a zone drops below low (re-armed above high).
+ *
+ *  - Low-zone policy. With DMM_LOWMEM_RESERVED the DMA zone is out of the
+ *    fallback path entirely: only requests whose window lies below
+ *    dma_limit reach it.
+ *
+ *  - Per-CPU caches. Orders 0..DMM_PCP_MAX_ORDER of the unmovable, movable
+ *    and reclaimable types are served from a per-CPU cache refilled and
+ *    drained in batches under the zone lock, so the common path takes only
+ *    its CPU's (uncontended) lock. Pages in a cache are allocated from the
+ *    buddy's point of view (state PCP); a failed request drains every cache
+ *    and retries once.
+ *
+ *  - Constraints. A request whose window covers whole zones and whose
+ *    alignment/boundary the buddy's natural alignment satisfies goes through
+ *    the lists; any other (a limit in the middle of a zone, alignment above
+ *    the block size) is served by the range allocator in range.c, which
+ *    takes pages from the same free lists.
+ */
+#include "mm/mm_internal.h"
+
+static const char *const zone_names[DMM_NR_ZONE_TYPES] = { "DMA", "DMA32", "Normal" };
+static const char *const mt_names[DMM_NR_MIGRATETYPES] = { "Unmovable", "Movable", "Reclaimable",
+							   "CMA", "Isolate" };
+static const char *const fail_names[DMM_NR_FAIL_REASONS] = { "nomem", "watermark", "range",
+							     "lowmem-policy" };
+
+/* Fallback order per requested type (Linux's fallbacks[]). */
+static const uint8_t fallbacks[DMM_PCP_NR_MT][2] = {
+	[DMM_MT_UNMOVABLE] = { DMM_MT_RECLAIMABLE, DMM_MT_MOVABLE },
+	[DMM_MT_MOVABLE] = { DMM_MT_RECLAIMABLE, DMM_MT_UNMOVABLE },
+	[DMM_MT_RECLAIMABLE] = { DMM_MT_UNMOVABLE, DMM_MT_MOVABLE },
+};
+
+const char *dmm_zone_name(enum dmm_zone_type t)
+{
+	return (unsigned)t < DMM_NR_ZONE_TYPES ? zone_names[t] : "?";
+}
+
+const char *dmm_migratetype_name(enum dmm_migratetype mt)
+{
+	return (unsigned)mt < DMM_NR_MIGRATETYPES ? mt_names[mt] : "?";
+}
+
+const char *dmm_fail_reason_name(enum dmm_fail_reason r)
+{
+	return (unsigned)r < DMM_NR_FAIL_REASONS ? fail_names[r] : "?";
+}
+
+/* ---- counters read without the lock ----------------------------------------- */
+
+static inline uint64_t zone_free(const struct dmm_zone *z)
+{
+	return __atomic_load_n(&z->free, __ATOMIC_RELAXED);
+}
+
+void dmm__zone_set_free(struct dmm_zone *z, uint64_t v)
+{
+	__atomic_store_n(&z->free, v, __ATOMIC_RELAXED);
+}
+
+static inline void stat_inc(uint64_t *c)
+{
+	__atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+static inline unsigned pageblock_mt(const struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	return dmm__pageblock_head(mem, pfn)->pb_mt;
+}
+
+static void set_pageblock_mt(struct dmm_zone *z, dmm_pfn_t pfn, unsigned mt)
+{
+	struct dmm_page *pb = dmm__pageblock_head(z->mem, pfn);
+	z->pageblocks_mt[pb->pb_mt]--;
+	pb->pb_mt = (uint8_t)mt;
+	z->pageblocks_mt[mt]++;
+}
+
+/* ---- free lists ------------------------------------------------------------- */
+
+void dmm__add_free_locked(struct dmm_zone *z, struct dmm_page *pg, unsigned order, unsigned mt)
+{
+	struct dmm_page **head = &z->free_list[order][mt];
+
+	DMM_ASSERT_INT(z->mem, pg->state == DMM_PAGE_TAIL);
+	DMM_ASSERT_INT(z->mem, !(pg->pfn & (((uint64_t)1 << order) - 1)));
+	pg->state = DMM_PAGE_FREE;
+	pg->order = (uint8_t)order;
+	pg->mt = (uint8_t)mt;
+	pg->prev = (struct dmm_page *)0;
+	pg->next = *head;
+	if (*head)
+		(*head)->prev = pg;
+	*head = pg;
+	z->nr_free[order][mt]++;
+	dmm__zone_set_free(z, z->free + ((uint64_t)1 << order));
+	if (mt == DMM_MT_CMA)
+		z->free_cma += (uint64_t)1 << order;
+}
+
+void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg)
+{
+	unsigned order = pg->order, mt = pg->mt;
+
+	DMM_ASSERT_INT(z->mem, pg->state == DMM_PAGE_FREE);
+	if (pg->prev)
+		pg->prev->next = pg->next;
+	else
+		z->free_list[order][mt] = pg->next;
+	if (pg->next)
+		pg->next->prev = pg->prev;
+	pg->next = pg->prev = (struct dmm_page *)0;
+	pg->state = DMM_PAGE_TAIL;
+	z->nr_free[order][mt]--;
+	dmm__zone_set_free(z, z->free - ((uint64_t)1 << order));
+	if (mt == DMM_MT_CMA)
+		z->free_cma -= (uint64_t)1 << order;
+}
+
+void dmm__init_free_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
+{
+	struct dmm_page *pg = dmm__pfn_page(z->mem, pfn);
+
+	dmm__add_free_locked(z, pg, order, pageblock_mt(z->mem, pfn));
+	dmm__rt_mark(&z->rt, pfn, (uint64_t)1 << order, true);
+}
+
+/* The free buddy of [pfn, pfn + 2^order) if it may merge, else NULL. */
+static struct dmm_page *mergeable_buddy(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
+{
+	dmm_pfn_t bpfn = pfn ^ ((dmm_pfn_t)1 << order);
+	struct dmm_page *b;
+
+	if (bpfn < z->start_pfn || bpfn >= z->end_pfn)
+		return (struct dmm_page *)0;
+	b = dmm__pfn_page(z->mem, bpfn);
+	if (!b || b->state != DMM_PAGE_FREE || b->order != order || b->zone != z->idx)
+		return (struct dmm_page *)0;
+	/* Above the pageblock size, merge only blocks of the same type. */
+	if (order >= DMM_PAGEBLOCK_ORDER &&
+	    pageblock_mt(z->mem, pfn) != pageblock_mt(z->mem, bpfn))
+		return (struct dmm_page *)0;
+	return b;
+}
+
+/* Free one block with merging; the range index is the caller's business. */
+static void free_one_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
+{
+	while (order < DMM_MAX_ORDER) {
+		struct dmm_page *b = mergeable_buddy(z, pfn, order);
+		if (!b)
+			break;
+		dmm__del_free_locked(z, b);
+		pfn &= ~((dmm_pfn_t)1 << order);
+		order++;
+	}
+	dmm__add_free_locked(z, dmm__pfn_page(z->mem, pfn), order, pageblock_mt(z->mem, pfn));
+}
+
+void dmm__free_block_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
+{
+	struct dmm_page *pg = dmm__pfn_page(z->mem, pfn);
+
+	pg->state = DMM_PAGE_TAIL;
+	pg->next = pg->prev = (struct dmm_page *)0;
+	dmm__rt_mark(&z->rt, pfn, (uint64_t)1 << order, true);
+	free_one_locked(z, pfn, order);
+}
+
+struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn)
+{
+	for (unsigned k = 0; k <= DMM_MAX_ORDER; k++) {
+		dmm_pfn_t h = pfn & ~(((dmm_pfn_t)1 << k) - 1);
+		struct dmm_page *pg;
+		if (h < z->start_pfn)
+			break;
+		pg = dmm__pfn_page(z->mem, h);
+		if (pg && pg->state == DMM_PAGE_FREE && pg->order >= k)
+			return pg;
+	}
+	return (struct dmm_page *)0;
+}
+
+/* Split a block of order @high down to @low, freeing the upper halves. */
+static void expand(struct dmm_zone *z, dmm_pfn_t pfn, unsigned low, unsigned high, unsigned mt)
+{
+	while (high > low) {
+		high--;
+		dmm__add_free_locked(z, dmm__pfn_page(z->mem, pfn + ((dmm_pfn_t)1 << high)), high, mt);
+	}
+}
+
+static struct dmm_page *rmqueue_smallest(struct dmm_zone *z, unsigned order, unsigned mt)
+{
+	for (unsigned o = order; o <= DMM_MAX_ORDER; o++) {
+		struct dmm_page *pg = z->free_list[o][mt];
+		if (!pg)
+			continue;
+		dmm__del_free_locked(z, pg);
+		expand(z, pg->pfn, order, o, mt);
+		return pg;
+	}
+	return (struct dmm_page *)0;
+}
+
+/*
+ * Try to convert the pageblock holding @pfn to @mt: possible when at least
+ * half of it is free or already allocated as @mt. Moves its free blocks.
+ */
+static bool try_claim_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned mt)
+{
+	dmm_pfn_t start = dmm_align_down(pfn, DMM_PAGEBLOCK_PAGES);
+	dmm_pfn_t end = start + DMM_PAGEBLOCK_PAGES;
+	uint64_t free = 0, alike = 0;
+	unsigned old = pageblock_mt(z->mem, pfn);
+
+	if (old == DMM_MT_CMA || old == DMM_MT_ISOLATE)
+		return false;
+	for (dmm_pfn_t p = dmm_max64(start, z->start_pfn); p < end && p < z->end_pfn;) {
+		struct dmm_page *pg = dmm__pfn_page(z->mem, p);
+		uint64_t n = 1;
+		if (pg->state == DMM_PAGE_FREE) {
+			n = (uint64_t)1 << pg->order;
+			free += n;
+		} else if (pg->state == DMM_PAGE_ALLOC || pg->state == DMM_PAGE_PCP) {
+			n = (uint64_t)1 << pg->order;
+			if (pg->state == DMM_PAGE_ALLOC &&
+			    (pg->mt == mt || (mt != DMM_MT_MOVABLE && pg->mt != DMM_MT_MOVABLE)))
+				alike += n;
+		}
+		p += n;
+	}
+	if (free + alike < DMM_PAGEBLOCK_PAGES / 2)
+		return false;
+	set_pageblock_mt(z, start, mt);
+	for (dmm_pfn_t p = dmm_max64(start, z->start_pfn); p < end && p < z->end_pfn;) {
+		struct dmm_page *pg = dmm__pfn_page(z->mem, p);
+		uint64_t n = 1;
+		if (pg->state == DMM_PAGE_FREE) {
+			unsigned o = pg->order;
+			n = (uint64_t)1 << o;
+			dmm__del_free_locked(z, pg);
+			dmm__add_free_locked(z, pg, o, mt);
+		} else if (pg->state == DMM_PAGE_ALLOC || pg->state == DMM_PAGE_PCP) {
+			n = (uint64_t)1 << pg->order;
+		}
+		p += n;
+	}
+	z->stats.steal_block++;
+	return true;
+}
+
+static struct dmm_page *rmqueue_fallback(struct dmm_zone *z, unsigned order, unsigned mt)
+{
+	/* Claim: largest block first, converting whole pageblocks. */
+	for (int o = DMM_MAX_ORDER; o >= (int)order; o--) {
+		for (unsigned i = 0; i < 2; i++) {
+			unsigned f = fallbacks[mt][i];
+			struct dmm_page *pg = z->free_list[o][f];
+			if (!pg)
+				continue;
+			if (o >= DMM_PAGEBLOCK_ORDER) {
+				dmm_pfn_t pfn = pg->pfn;
+				for (uint64_t b = 0; b < ((uint64_t)1 << o); b += DMM_PAGEBLOCK_PAGES)
+					set_pageblock_mt(z, pfn + b, mt);
+				dmm__del_free_locked(z, pg);
+				dmm__add_free_locked(z, pg, (unsigned)o, mt);
+				z->stats.steal_block++;
+				z->stats.fallback++;
+				return rmqueue_smallest(z, order, mt);
+			}
+			if ((o >= DMM_PAGEBLOCK_ORDER / 2 || mt != DMM_MT_MOVABLE) &&
+			    try_claim_block(z, pg->pfn, mt)) {
+				z->stats.fallback++;
+				return rmqueue_smallest(z, order, mt);
+			}
+		}
+	}
+	/* Steal: smallest block, the pageblock keeps its type. */
+	for (unsigned o = order; o <= DMM_MAX_ORDER; o++) {
+		for (unsigned i = 0; i < 2; i++) {
+			unsigned f = fallbacks[mt][i];
+			struct dmm_page *pg = z->free_list[o][f];
+			if (!pg)
+				continue;
+			dmm__del_free_locked(z, pg);
+			expand(z, pg->pfn, order, o, f);
+			z->stats.fallback++;
+			return pg;
+		}
+	}
+	return (struct dmm_page *)0;
+}
+
+/* Take a block of 2^order pages of type @mt from the lists (lock held). */
+static struct dmm_page *rmqueue_locked(struct dmm_zone *z, unsigned order, unsigned mt)
+{
+	struct dmm_page *pg = (struct dmm_page *)0;
+
+	/* Movable requests use CMA first once it holds over half the free memory. */
+	if (mt == DMM_MT_MOVABLE && z->free_cma && z->free_cma > z->free / 2)
+		pg = rmqueue_smallest(z, order, DMM_MT_CMA);
+	if (!pg)
+		pg = rmqueue_smallest(z, order, mt);
+	if (!pg)
+		pg = rmqueue_fallback(z, order, mt);
+	if (!pg && mt == DMM_MT_MOVABLE && z->free_cma)
+		pg = rmqueue_smallest(z, order, DMM_MT_CMA);
+	if (pg)
+		dmm__rt_mark(&z->rt, pg->pfn, (uint64_t)1 << order, false);
+	return pg;
+}
+
+/* ---- watermarks --------------------------------------------------------------- */
+
+uint64_t dmm_default_min_free_kbytes(uint64_t managed_pages)
+{
+	uint64_t kb = managed_pages * (DMM_PAGE_SIZE / 1024) * 16, r = 0;
+
+	/* integer square root, bit by bit */
+	for (uint64_t bit = (uint64_t)1 << 62; bit; bit >>= 2) {
+		if (kb >= r + bit) {
+			kb -= r + bit;
+			r = (r >> 1) + bit;
+		} else {
+			r >>= 1;
+		}
+	}
+	if (r < 128)
+		r = 128;
+	if (r > 262144)
+		r = 262144;
+	return r;
+}
+
+void dmm_calc_watermarks(uint64_t min_free_kbytes, uint32_t scale_factor, unsigned nr,
+			 const uint64_t *managed, uint64_t *min, uint64_t *low, uint64_t *high)
+{
+	uint64_t pages_min = min_free_kbytes / (DMM_PAGE_SIZE / 1024), lowmem = 0;
+
+	for (unsigned i = 0; i < nr; i++)
+		lowmem += managed[i];
+	for (unsigned i = 0; i < nr; i++) {
+		uint64_t tmp = lowmem ? pages_min * managed[i] / lowmem : 0;
+		uint64_t delta = dmm_max64(tmp >> 2, managed[i] * scale_factor / 10000);
+		min[i] = tmp;
+		low[i] = tmp + delta;
+		high[i] = tmp + 2 * delta;
+	}
+}
+
+void dmm_calc_lowmem_reserve(const uint32_t ratio[DMM_NR_ZONE_TYPES],
+			     const uint64_t managed[DMM_NR_ZONE_TYPES],
+			     uint64_t out[DMM_NR_ZONE_TYPES][DMM_NR_ZONE_TYPES])
+{
+	for (unsigned i = 0; i < DMM_NR_ZONE_TYPES; i++) {
+		uint64_t sum = 0;
+		bool clear = !ratio[i] || !managed[i];
+		for (unsigned j = 0; j <= i; j++)
+			out[i][j] = 0;
+		for (unsigned j = i + 1; j < DMM_NR_ZONE_TYPES; j++) {
+			sum += managed[j];
+			out[i][j] = clear ? 0 : sum / ratio[i];
+		}
+	}
+}
+
+/* Pageblocks of @z by type (those whose first descriptor exists). */
+static void count_pageblocks(const struct dmm_mem *mem, const struct dmm_zone *z, uint64_t *out)
+{
+	for (unsigned mt = 0; mt < DMM_NR_MIGRATETYPES; mt++)
+		out[mt] = 0;
+	for (dmm_pfn_t p = dmm_align_down(z->start_pfn, DMM_PAGEBLOCK_PAGES); p < z->end_pfn;
+	     p += DMM_PAGEBLOCK_PAGES) {
+		const struct dmm_page *b = dmm__pfn_page(mem, p);
+		if (b)
+			out[b->pb_mt]++;
+	}
+}
+
+void dmm__zones_init_watermarks(struct dmm_mem *mem)
+{
+	const struct dmm_machine *m = &mem->machine;
+	uint64_t managed[DMM_NR_ZONE_TYPES] = { 0 }, mins[DMM_NR_ZONE_TYPES],
+		 lows[DMM_NR_ZONE_TYPES], highs[DMM_NR_ZONE_TYPES];
+	uint64_t reserve[DMM_NR_ZONE_TYPES][DMM_NR_ZONE_TYPES];
+	uint64_t min_kb = m->min_free_kbytes ? m->min_free_kbytes
+					     : dmm_default_min_free_kbytes(mem->managed_pages);
+	uint32_t scale = m->watermark_scale_factor ? m->watermark_scale_factor : 10;
+
+	for (unsigned i = 0; i < mem->nr_zones; i++)
+		managed[mem->zones[i].type] = mem->zones[i].managed;
+	dmm_calc_watermarks(min_kb, scale, DMM_NR_ZONE_TYPES, managed, mins, lows, highs);
+	dmm_calc_lowmem_reserve(m->lowmem_reserve_ratio, managed, reserve);
+	for (unsigned i = 0; i < mem->nr_zones; i++) {
+		struct dmm_zone *z = &mem->zones[i];
+		z->wmark[0] = mins[z->type];
+		z->wmark[1] = lows[z->type];
+		z->wmark[2] = highs[z->type];
+		for (unsigned j = 0; j < DMM_NR_ZONE_TYPES; j++)
+			z->lowmem_reserve[j] = reserve[z->type][j];
+		z->wmark_armed = 1;
+		count_pageblocks(mem, z, z->pageblocks_mt);
+	}
+}
+
+bool dmm__zone_wmark_ok(const struct dmm_zone *z, uint64_t nr_pages, unsigned flags,
+			enum dmm_zone_type classzone)
+{
+	uint64_t mark, free = zone_free(z);
+
+	if (flags & DMM_GFP_NOWMARK)
+		return free >= nr_pages;
+	mark = z->wmark[0];
+	if (flags & DMM_GFP_ATOMIC)
+		mark -= mark / 2;
+	if (classzone > z->type)
+		mark += z->lowmem_reserve[classzone];
+	return free >= nr_pages + mark;
+}
+
+void dmm__wmark_after_alloc(struct dmm_zone *z)
+{
+	struct dmm_mem *mem = z->mem;
+	uint64_t free = zone_free(z);
+
+	if (free >= z->wmark[1] || !__atomic_load_n(&z->wmark_armed, __ATOMIC_RELAXED))
+		return;
+	if (!__atomic_exchange_n(&z->wmark_armed, 0, __ATOMIC_ACQ_REL))
+		return;
+	stat_inc(&z->stats.wmark_low_events);
+	if (mem->wmark_hook)
+		mem->wmark_hook(mem->wmark_hook_arg, mem, z->idx, free);
+}
+
+void dmm__wmark_after_free(struct dmm_zone *z)
+{
+	if (zone_free(z) > z->wmark[2] && !__atomic_load_n(&z->wmark_armed, __ATOMIC_RELAXED))
+		__atomic_store_n(&z->wmark_armed, 1, __ATOMIC_RELAXED);
+}
+
+int dmm_page_set_wmark_hook(struct dmm_mem *mem, dmm_wmark_hook_fn fn, void *arg)
+{
+	if (!mem)
+		return -DMM_EINVAL;
+	mem->wmark_hook = fn;
+	mem->wmark_hook_arg = arg;
+	return 0;
+}
+
+/* ---- per-CPU caches ----------------------------------------------------------- */
+
+static uint32_t zone_batchsize(const struct dmm_zone *z)
+{
+	uint64_t batch = dmm_min64(z->managed >> 10, (1u << 20) / DMM_PAGE_SIZE) / 4;
+
+	if (batch < 1)
+		batch = 1;
+	batch = ((uint64_t)1 << dmm_ilog2(batch + batch / 2)) - 1;
+	return (uint32_t)(batch < 1 ? 1 : batch);
+}
+
+void dmm__pcp_init(struct dmm_mem *mem)
+{
+	for (unsigned i = 0; i < mem->nr_zones; i++) {
+		struct dmm_zone *z = &mem->zones[i];
+		z->pcp_batch = mem->machine.pcp_batch ? mem->machine.pcp_batch : zone_batchsize(z);
+		z->pcp_high = mem->machine.pcp_high ? mem->machine.pcp_high : 6 * z->pcp_batch;
+		if (z->pcp_high < z->pcp_batch)
+			z->pcp_high = z->pcp_batch;
+		for (unsigned c = 0; c < mem->plat.nr_cpus; c++)
+			mem->plat.lock_init(mem->plat.ctx, &z->pcp[c].lock);
+	}
+}
+
+static inline struct dmm_pcp *this_pcp(struct dmm_zone *z)
+{
+	const struct dmm_platform *p = &z->mem->plat;
+	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
+	return &z->pcp[cpu < p->nr_cpus ? cpu : cpu % p->nr_cpus];
+}
+
+static inline void pcp_push(struct dmm_pcp *pcp, struct dmm_page *pg, unsigned order, unsigned mt)
+{
+	pg->state = DMM_PAGE_PCP;
+	pg->order = (uint8_t)order;
+	pg->mt = (uint8_t)mt;
+	pg->next = pcp->list[order][mt];
+	pcp->list[order][mt] = pg;
+	pcp->nr[order][mt]++;
+	pcp->count += (uint64_t)1 << order;
+}
+
+static inline struct dmm_page *pcp_pop(struct dmm_pcp *pcp, unsigned order, unsigned mt)
+{
+	struct dmm_page *pg = pcp->list[order][mt];
+	if (!pg)
+		return pg;
+	pcp->list[order][mt] = pg->next;
+	pg->next = (struct dmm_page *)0;
+	pcp->nr[order][mt]--;
+	pcp->count -= (uint64_t)1 << order;
+	return pg;
+}
+
+/* Give up to @pages pages (all if ~0) from @pcp back to the zone (both locks held). */
+static void pcp_drain_locked(struct dmm_zone *z, struct dmm_pcp *pcp, uint64_t pages)
+{
+	uint64_t done = 0;
+
+	for (unsigned o = 0; o < DMM_NR_PCP_ORDERS && done < pages; o++) {
+		for (unsigned mt = 0; mt < DMM_PCP_NR_MT && done < pages; mt++) {
+			struct dmm_page *pg;
+			while (done < pages && (pg = pcp_pop(pcp, o, mt))) {
+				dmm__free_block_locked(z, pg->pfn, o);
+				done += (uint64_t)1 << o;
+			}
+		}
+	}
+	pcp->drain++;
+}
+
+static struct dmm_page *pcp_alloc(struct dmm_zone *z, unsigned order, unsigned mt)
+{
+	struct dmm_pcp *pcp = this_pcp(z);
+	struct dmm_page *pg;
+
+	dmm__lock(z->mem, &pcp->lock);
+	pg = pcp_pop(pcp, order, mt);
+	if (!pg) {
+		uint64_t n = dmm_max64(1, z->pcp_batch >> order);
+		dmm__lock(z->mem, &z->lock);
+		for (uint64_t i = 0; i < n; i++) {
+			struct dmm_page *b = rmqueue_locked(z, order, mt);
+			if (!b)
+				break;
+			pcp_push(pcp, b, order, mt);
+		}
+		dmm__unlock(z->mem, &z->lock);
+		pcp->refill++;
+		pg = pcp_pop(pcp, order, mt);
+	}
+	if (pg)
+		pcp->alloc++;
+	dmm__unlock(z->mem, &pcp->lock);
+	return pg;
+}
+
+static void pcp_free(struct dmm_zone *z, struct dmm_page *pg, unsigned order)
+{
+	struct dmm_pcp *pcp = this_pcp(z);
+	unsigned mt = pageblock_mt(z->mem, pg->pfn);
+
+	if (mt == DMM_MT_CMA)
+		mt = DMM_MT_MOVABLE;
+	dmm__lock(z->mem, &pcp->lock);
+	pcp_push(pcp, pg, order, mt);
+	pcp->free++;
+	if (pcp->count > z->pcp_high) {
+		dmm__lock(z->mem, &z->lock);
+		pcp_drain_locked(z, pcp, z->pcp_batch);
+		dmm__unlock(z->mem, &z->lock);
+	}
+	dmm__unlock(z->mem, &pcp->lock);
+}
+
+void dmm__drain_zone_pcp(struct dmm_zone *z)
+{
+	for (unsigned c = 0; c < z->mem->plat.nr_cpus; c++) {
+		struct dmm_pcp *pcp = &z->pcp[c];
+		dmm__lock(z->mem, &pcp->lock);
+		if (pcp->count) {
+			dmm__lock(z->mem, &z->lock);
+			pcp_drain_locked(z, pcp, ~(uint64_t)0);
+			dmm__unlock(z->mem, &z->lock);
+		}
+		dmm__unlock(z->mem, &pcp->lock);
+	}
+	dmm__wmark_after_free(z);
+}
+
+void dmm_page_drain_pcp(struct dmm_mem *mem)
+{
+	if (!mem)
+		return;
+	for (unsigned i = 0; i < mem->nr_zones; i++)
+		dmm__drain_zone_pcp(&mem->zones[i]);
+}
+
+uint64_t dmm__zone_pcp_pages(struct dmm_zone *z)
+{
+	uint64_t n = 0;
+	for (unsigned c = 0; c < z->mem->plat.nr_cpus; c++)
+		n += __atomic_load_n(&z->pcp[c].count, __ATOMIC_RELAXED);
+	return n;
+}
+
+/* ---- allocation entry points ----------------------------------------------- */
+
+static unsigned gfp_migratetype(unsigned flags)
+{
+	if (flags & DMM_GFP_MOVABLE)
+		return DMM_MT_MOVABLE;
+	if (flags & DMM_GFP_RECLAIMABLE)
+		return DMM_MT_RECLAIMABLE;
+	return DMM_MT_UNMOVABLE;
+}
+
+static void mark_allocated(struct dmm_page *pg, unsigned order, unsigned mt)
+{
+	pg->state = DMM_PAGE_ALLOC;
+	pg->order = (uint8_t)order;
+	pg->mt = (uint8_t)mt;
+	pg->refcount = 1;
+	pg->pincount = 0;
+	pg->owner = (void *)0;
+	pg->private = 0;
+	pg->next = pg->prev = (struct dmm_page *)0;
+}
+
+/* Resolve @c / DMA shorthands into a validated constraint. */
+static int resolve_constraint(const struct dmm_mem *mem, const struct dmm_constraint *c,
+			      unsigned flags, struct dmm_constraint *out)
+{
+	const struct dmm_machine *m = &mem->machine;
+
+	if (c) {
+		if (flags & (DMM_GFP_DMA | DMM_GFP_DMA32))
+			return -DMM_EINVAL;
+		if (dmm_constraint_validate(c))
+			return -DMM_EINVAL;
+		*out = *c;
+		return 0;
+	}
+	*out = DMM_CONSTRAINT_ANY;
+	if ((flags & DMM_GFP_DMA) && (flags & DMM_GFP_DMA32))
+		return -DMM_EINVAL;
+	if (flags & DMM_GFP_DMA)
+		out->hi = m->dma_limit ? m->dma_limit : (m->dma32_limit ? m->dma32_limit : DMM_PHYS_MAX);
+	else if (flags & DMM_GFP_DMA32)
+		out->hi = m->dma32_limit ? m->dma32_limit : DMM_PHYS_MAX;
+	return 0;
+}
+
+int dmm__constraint_pfns(const struct dmm_mem *mem, const struct dmm_constraint *c,
+			 dmm_pfn_t *lo, dmm_pfn_t *hi)
+{
+	*lo = dmm_align_up(c->lo, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	if (c->lo > DMM_PHYS_MAX - DMM_PAGE_SIZE)
+		return -DMM_ERANGE;
+	*hi = c->hi >> DMM_PAGE_SHIFT;
+	if (*hi <= *lo || dmm__ram_pages_in(&mem->machine, *lo, *hi) == 0)
+		return -DMM_ERANGE;
+	return 0;
+}
+
+/* Highest zone intersecting [lo, hi): the "class zone" for lowmem_reserve. */
+int dmm__class_zone(const struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi)
+{
+	for (int i = (int)mem->nr_zones - 1; i >= 0; i--)
+		if (mem->zones[i].start_pfn < hi && mem->zones[i].end_pfn > lo)
+			return i;
+	return -1;
+}
+
+/* May zone @z serve a request whose class zone is @cz under the low-zone policy? */
+bool dmm__lowmem_policy_allows(const struct dmm_mem *mem, const struct dmm_zone *z,
+			       const struct dmm_zone *cz)
+{
+	return mem->machine.lowmem_policy != DMM_LOWMEM_RESERVED || z->type != DMM_ZONE_DMA ||
+	       cz == z;
+}
+
+int dmm__count_invalid(struct dmm_mem *mem)
+{
+	if (mem)
+		stat_inc(&mem->fail_invalid);
+	return -DMM_EINVAL;
+}
+
+int dmm__count_range(struct dmm_mem *mem)
+{
+	stat_inc(&mem->fail_range);
+	return -DMM_ERANGE;
+}
+
+int dmm__count_fail(struct dmm_mem *mem, int ci, bool saw_wmark)
+{
+	struct dmm_zone *cz = &mem->zones[ci];
+
+	stat_inc(&cz->stats.fail[saw_wmark ? DMM_FAIL_WMARK : DMM_FAIL_NOMEM]);
+	/* Say so when the reserved low zone might have served it. */
+	if (mem->machine.lowmem_policy == DMM_LOWMEM_RESERVED && ci > 0 &&
+	    mem->zones[0].type == DMM_ZONE_DMA && !dmm__lowmem_policy_allows(mem, &mem->zones[0], cz))
+		stat_inc(&cz->stats.fail[DMM_FAIL_LOWMEM_POLICY]);
+	return saw_wmark ? -DMM_EWMARK : -DMM_ENOMEM;
+}
+
+/* Serve 2^order pages from zone @z (watermark already checked). */
+static struct dmm_page *zone_alloc(struct dmm_zone *z, unsigned order, unsigned mt, unsigned flags,
+				   bool through_lists, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t align_pages,
+				   uint64_t boundary_pages)
+{
+	struct dmm_page *pg = (struct dmm_page *)0;
+	dmm_pfn_t got;
+
+	if (through_lists) {
+		if (order <= DMM_PCP_MAX_ORDER && mt < DMM_PCP_NR_MT && !(flags & DMM_GFP_NOCACHE))
+			return pcp_alloc(z, order, mt);
+		dmm__lock(z->mem, &z->lock);
+		pg = rmqueue_locked(z, order, mt);
+		if (pg)
+			z->stats.alloc_ok++;
+		dmm__unlock(z->mem, &z->lock);
+		return pg;
+	}
+	if (dmm__range_take_in_zone(z, dmm_max64(lo, z->start_pfn), dmm_min64(hi, z->end_pfn),
+				    (uint64_t)1 << order, align_pages, boundary_pages, &got))
+		return pg;
+	dmm__lock(z->mem, &z->lock);
+	z->stats.alloc_ok++;
+	dmm__unlock(z->mem, &z->lock);
+	return dmm__pfn_page(z->mem, got);
+}
+
+int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c,
+		   unsigned flags, dmm_pfn_t *pfn)
+{
+	struct dmm_constraint k;
+	dmm_pfn_t lo, hi;
+	uint64_t nr, align_pages, boundary_pages;
+	unsigned mt;
+	int ci;
+	bool natural, saw_wmark = false;
+
+	if (!mem || !pfn || order > DMM_MAX_ORDER || (flags & ~DMM_GFP_ALL))
+		return dmm__count_invalid(mem);
+	if ((flags & DMM_GFP_MOVABLE) && (flags & DMM_GFP_RECLAIMABLE))
+		return dmm__count_invalid(mem);
+	if (resolve_constraint(mem, c, flags, &k))
+		return dmm__count_invalid(mem);
+	nr = (uint64_t)1 << order;
+	if (k.boundary && k.boundary < nr * DMM_PAGE_SIZE)
+		return dmm__count_invalid(mem);
+	if (dmm__constraint_pfns(mem, &k, &lo, &hi))
+		return dmm__count_range(mem);
+	align_pages = dmm_max64(nr, k.align >> DMM_PAGE_SHIFT);
+	boundary_pages = k.boundary >> DMM_PAGE_SHIFT;
+	natural = align_pages == nr;
+	mt = gfp_migratetype(flags);
+	ci = dmm__class_zone(mem, lo, hi);
+
+	/* Second attempt only after draining the per-CPU caches. */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct dmm_zone *cz = &mem->zones[ci];
+		uint64_t held = 0;
+
+		for (int i = ci; i >= 0; i--) {
+			struct dmm_zone *z = &mem->zones[i];
+			struct dmm_page *pg;
+			bool whole;
+
+			if (z->start_pfn >= hi || z->end_pfn <= lo || !dmm__lowmem_policy_allows(mem, z, cz))
+				continue;
+			if (!dmm__zone_wmark_ok(z, nr, flags, cz->type)) {
+				saw_wmark = true;
+				continue;
+			}
+			whole = natural && z->start_pfn >= lo && z->end_pfn <= hi;
+			pg = zone_alloc(z, order, mt, flags, whole, lo, hi, align_pages, boundary_pages);
+			if (!pg)
+				continue;
+			mark_allocated(pg, order, mt);
+			if (flags & DMM_GFP_ZERO)
+				dmm__zero_pages(mem, pg->pfn, nr);
+			dmm__wmark_after_alloc(z);
+			*pfn = pg->pfn;
+			return 0;
+		}
+		for (int i = ci; i >= 0; i--)
+			held += dmm__zone_pcp_pages(&mem->zones[i]);
+		if (!held)
+			break;
+		for (int i = ci; i >= 0; i--)
+			dmm__drain_zone_pcp(&mem->zones[i]);
+	}
+	return dmm__count_fail(mem, ci, saw_wmark);
+}
+
+static struct dmm_zone *zone_of_page(struct dmm_mem *mem, const struct dmm_page *pg)
+{
+	return pg->zone < mem->nr_zones ? &mem->zones[pg->zone] : (struct dmm_zone *)0;
+}
+
+int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
+{
+	struct dmm_page *pg;
+	struct dmm_zone *z;
+
+	if (!mem)
+		return -DMM_EINVAL;
+	pg = dmm_pfn_to_page(mem, pfn);
+	if (!pg)
+		return -DMM_ENOENT;
+	z = zone_of_page(mem, pg);
+	if (!z)
+		return -DMM_ENOENT;
+	if (pg->state != DMM_PAGE_ALLOC) {
+		stat_inc(&z->stats.bad_free);
+		return -DMM_ENOENT;
+	}
+	if (order > DMM_MAX_ORDER || pg->order != order) {
+		stat_inc(&z->stats.bad_free);
+		return -DMM_EINVAL;
+	}
+	pg->refcount = 0;
+	pg->owner = (void *)0;
+	if (order <= DMM_PCP_MAX_ORDER && pageblock_mt(mem, pfn) != DMM_MT_ISOLATE) {
+		pcp_free(z, pg, order);
+	} else {
+		dmm__lock(mem, &z->lock);
+		dmm__free_block_locked(z, pfn, order);
+		z->stats.free_ok++;
+		dmm__unlock(mem, &z->lock);
+	}
+	dmm__wmark_after_free(z);
+	return 0;
+}
+
+/* ---- information ---------------------------------------------------------------- */
+
+unsigned dmm_mem_nr_zones(const struct dmm_mem *mem)
+{
+	return mem ? mem->nr_zones : 0;
+}
+
+int dmm_zone_index(const struct dmm_mem *mem, enum dmm_zone_type type)
+{
+	if (!mem || (unsigned)type >= DMM_NR_ZONE_TYPES)
+		return -DMM_EINVAL;
+	return mem->zone_of_type[type] < 0 ? -DMM_ENOENT : mem->zone_of_type[type];
+}
+
+uint64_t dmm_mem_free_pages(struct dmm_mem *mem)
+{
+	uint64_t n = 0;
+	if (!mem)
+		return 0;
+	for (unsigned i = 0; i < mem->nr_zones; i++)
+		n += zone_free(&mem->zones[i]);
+	return n;
+}
+
+int dmm_zone_get_info(struct dmm_mem *mem, unsigned zone, struct dmm_zone_info *out)
+{
+	struct dmm_zone *z;
+	uint64_t pcp_alloc = 0, pcp_free = 0, pcp_refill = 0, pcp_drain = 0, pcp_pages = 0;
+
+	if (!mem || !out || zone >= mem->nr_zones)
+		return -DMM_EINVAL;
+	z = &mem->zones[zone];
+	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
+		struct dmm_pcp *pcp = &z->pcp[c];
+		dmm__lock(mem, &pcp->lock);
+		pcp_alloc += pcp->alloc;
+		pcp_free += pcp->free;
+		pcp_refill += pcp->refill;
+		pcp_drain += pcp->drain;
+		pcp_pages += pcp->count;
+		dmm__unlock(mem, &pcp->lock);
+	}
+	dmm_memset(out, 0, sizeof(*out));
+	dmm__lock(mem, &z->lock);
+	out->type = z->type;
+	out->name = dmm_zone_name(z->type);
+	out->start_pfn = z->start_pfn;
+	out->end_pfn = z->end_pfn;
+	out->spanned = z->end_pfn - z->start_pfn;
+	out->present = z->present;
+	out->managed = z->managed;
+	out->free = z->free;
+	out->pcp = pcp_pages;
+	out->wmark_min = z->wmark[0];
+	out->wmark_low = z->wmark[1];
+	out->wmark_high = z->wmark[2];
+	for (unsigned t = 0; t < DMM_NR_ZONE_TYPES; t++)
+		out->protection[t] = z->lowmem_reserve[t];
+	for (unsigned o = 0; o < DMM_NR_ORDERS; o++)
+		for (unsigned mt = 0; mt < DMM_NR_MIGRATETYPES; mt++) {
+			out->free_blocks_mt[mt][o] = z->nr_free[o][mt];
+			out->free_blocks[o] += z->nr_free[o][mt];
+		}
+	for (unsigned mt = 0; mt < DMM_NR_MIGRATETYPES; mt++)
+		out->pageblocks_mt[mt] = z->pageblocks_mt[mt];
+	{
+		const uint64_t *src = (const uint64_t *)&z->stats;
+		uint64_t *dst = (uint64_t *)&out->stats;
+		for (size_t i = 0; i < sizeof(z->stats) / sizeof(uint64_t); i++)
+			dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	}
+	dmm__unlock(mem, &z->lock);
+	out->stats.alloc_ok += pcp_alloc;
+	out->stats.free_ok += pcp_free;
+	out->stats.pcp_alloc = pcp_alloc;
+	out->stats.pcp_free = pcp_free;
+	out->stats.pcp_refill = pcp_refill;
+	out->stats.pcp_drain = pcp_drain;
+	return 0;
+}
+
+/* ---- invariant walk --------------------------------------------------------------- */
+
+#define CHECK(mem, cond, ...)                                     \
+	do {                                                      \
+		if (!(cond)) {                                    \
+			dmm_log(mem, DMM_LOG_ERR, __VA_ARGS__);   \
+			err = -DMM_EFAULT;                        \
+			goto out;                                 \
+		}                                                 \
+	} while (0)
+
+static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
+{
+	uint64_t total = 0, heads = 0, listed = 0, pcp_total = 0, pb[DMM_NR_MIGRATETYPES] = { 0 };
+	int err = 0;
+
+	for (unsigned o = 0; o < DMM_NR_ORDERS; o++) {
+		for (unsigned mt = 0; mt < DMM_NR_MIGRATETYPES; mt++) {
+			uint64_t n = 0;
+			struct dmm_page *prev = (struct dmm_page *)0;
+			for (struct dmm_page *pg = z->free_list[o][mt]; pg; pg = pg->next) {
+				uint64_t size = (uint64_t)1 << o;
+				CHECK(mem, pg->prev == prev, "check: zone %s order %u: broken back link at pfn %llu",
+				      dmm_zone_name(z->type), o, (unsigned long long)pg->pfn);
+				CHECK(mem, pg->state == DMM_PAGE_FREE && pg->order == o && pg->mt == mt,
+				      "check: pfn %llu on list (%u,%u) has state %u order %u mt %u",
+				      (unsigned long long)pg->pfn, o, mt, pg->state, pg->order, pg->mt);
+				CHECK(mem, !(pg->pfn & (size - 1)) && pg->pfn >= z->start_pfn &&
+					       pg->pfn + size <= z->end_pfn && pg->zone == z->idx,
+				      "check: free block pfn %llu order %u misplaced", (unsigned long long)pg->pfn, o);
+				for (uint64_t b = 0; b < size; b += DMM_PAGEBLOCK_PAGES)
+					CHECK(mem, pageblock_mt(mem, pg->pfn + b) == mt,
+					      "check: free block pfn %llu (mt %u) in pageblock of type %u",
+					      (unsigned long long)pg->pfn, mt, pageblock_mt(mem, pg->pfn + b));
+				for (uint64_t i = 0; i < size; i++)
+					CHECK(mem, dmm__rt_test(&z->rt, pg->pfn + i),
+					      "check: free pfn %llu missing from the range index",
+					      (unsigned long long)(pg->pfn + i));
+				total += size;
+				n++;
+				prev = pg;
+			}
+			CHECK(mem, n == z->nr_free[o][mt], "check: list (%u,%u) has %llu blocks, count says %llu",
+			      o, mt, (unsigned long long)n, (unsigned long long)z->nr_free[o][mt]);
+			listed += n;
+		}
+	}
+	CHECK(mem, total == z->free, "check: zone %s lists hold %llu pages, free says %llu",
+	      dmm_zone_name(z->type), (unsigned long long)total, (unsigned long long)z->free);
+	/* Bits set == pages listed and every listed page has its bit: no overlap. */
+	CHECK(mem, dmm__rt_popcount(&z->rt) == total, "check: zone %s range index has %llu free pages, lists %llu",
+	      dmm_zone_name(z->type), (unsigned long long)dmm__rt_popcount(&z->rt), (unsigned long long)total);
+
+	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
+		struct dmm_pcp *pcp = &z->pcp[c];
+		uint64_t pages = 0;
+		for (unsigned o = 0; o < DMM_NR_PCP_ORDERS; o++)
+			for (unsigned mt = 0; mt < DMM_PCP_NR_MT; mt++) {
+				uint64_t n = 0;
+				for (struct dmm_page *pg = pcp->list[o][mt]; pg; pg = pg->next) {
+					CHECK(mem, pg->state == DMM_PAGE_PCP && pg->order == o && pg->zone == z->idx,
+					      "check: pcp page pfn %llu bad state %u order %u",
+					      (unsigned long long)pg->pfn, pg->state, pg->order);
+					CHECK(mem, !dmm__rt_test(&z->rt, pg->pfn),
+					      "check: pcp page pfn %llu also marked free", (unsigned long long)pg->pfn);
+					n++;
+					pages += (uint64_t)1 << o;
+				}
+				CHECK(mem, n == pcp->nr[o][mt], "check: pcp list count mismatch");
+			}
+		CHECK(mem, pages == pcp->count, "check: pcp count %llu != %llu", (unsigned long long)pcp->count,
+		      (unsigned long long)pages);
+		pcp_total += pages;
+	}
+	(void)pcp_total;
+
+	/* Every FREE head in the zone is on a list; pageblock counts agree. */
+	count_pageblocks(mem, z, pb);
+	for (unsigned mt = 0; mt < DMM_NR_MIGRATETYPES; mt++)
+		CHECK(mem, pb[mt] == z->pageblocks_mt[mt], "check: zone %s has %llu pageblocks of type %s, count %llu",
+		      dmm_zone_name(z->type), (unsigned long long)pb[mt], dmm_migratetype_name(mt),
+		      (unsigned long long)z->pageblocks_mt[mt]);
+	for (dmm_pfn_t p = z->start_pfn; p < z->end_pfn; p++) {
+		struct dmm_page *pg = dmm__pfn_page(mem, p);
+		if (pg && pg->state == DMM_PAGE_FREE)
+			heads++;
+	}
+	CHECK(mem, heads == listed, "check: zone %s has %llu free heads, %llu listed", dmm_zone_name(z->type),
+	      (unsigned long long)heads, (unsigned long long)listed);
+	err = dmm__rt_check_zone(mem, z);
+out:
+	return err;
+}
+
+int dmm_page_alloc_check(struct dmm_mem *mem)
+{
+	int err = 0;
+
+	if (!mem)
+		return -DMM_EINVAL;
+	for (unsigned i = 0; i < mem->nr_zones && !err; i++) {
+		struct dmm_zone *z = &mem->zones[i];
+		for (unsigned c = 0; c < mem->plat.nr_cpus; c++)
+			dmm__lock(mem, &z->pcp[c].lock);
+		dmm__lock(mem, &z->lock);
+		err = check_zone_locked(mem, z);
+		dmm__unlock(mem, &z->lock);
+		for (unsigned c = mem->plat.nr_cpus; c-- > 0;)
+			dmm__unlock(mem, &z->pcp[c].lock);
+	}
+	return err;
+}

@@ -1,0 +1,610 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Range allocator: N contiguous pages inside [lo, hi), aligned, not crossing
+ * a boundary, taken from the buddy allocator's own free pages.
+ *
+ * Index. Each zone keeps a bitmap of its buddy-free pages (bit set = the page
+ * lies in a block on a free list) and a segment tree over the bitmap's 64-bit
+ * words. Every tree node summarises the pages it covers by three numbers:
+ *
+ *     pre  = free pages from its left edge,
+ *     suf  = free pages up to its right edge,
+ *     best = longest free run inside,
+ *
+ * and a parent is computed from its children in O(1):
+ *
+ *     pre  = L.pre  == half ? half + R.pre : L.pre
+ *     suf  = R.suf  == half ? half + L.suf : R.suf
+ *     best = max(L.best, R.best, L.suf + R.pre)
+ *
+ *            [ pre | suf | best ]            root: 64 * 2^h pages
+ *             /                \
+ *     [pre|suf|best]     [pre|suf|best]
+ *       ...                  ...
+ *     w0   w1   w2   w3 ...                  leaves: one bitmap word each
+ *
+ * Updates. The set of free pages changes only by the pages a caller
+ * allocates or frees (splitting and merging leave it unchanged), so the
+ * buddy allocator marks exactly those pages: O(n/64 + log N) for n pages.
+ *
+ * Search. "Leftmost run of at least n free pages in [lo, hi)" descends from
+ * the root, skipping every node inside the window whose best < n and
+ * carrying the free run that ends at a node's left edge: O(log N). The end
+ * of a run is found the same way (first non-free page): O(log N). A run
+ * [s, e) is usable if some s' >= s aligned to A has [s', s' + n) inside it
+ * and not crossing a multiple of the boundary B. A run of at least
+ * G = n + A - 1 pages always holds an aligned fit; with a boundary B > A a
+ * run of 2G does (it either contains a whole B-window, which fits since
+ * n <= B, or has a piece of at least G inside one window). So the search
+ * examines the first few runs of length >= n in address order (first fit),
+ * then asks for a run of length >= G (a guaranteed fit), and only if none
+ * exists scans the remaining runs of length in [n, G). Cost:
+ * O((1 + k) log N), k = runs long enough but unusable by alignment or
+ * boundary; a request no run can satisfy fails in O(log N).
+ *
+ * Taking a range out of the buddy lists removes every free block overlapping
+ * it and gives back the parts outside as maximal aligned blocks; freeing a
+ * range frees its maximal aligned blocks with ordinary buddy merging. Ranges
+ * never straddle zones.
+ */
+#include "mm/mm_internal.h"
+
+#define RT_NONE (~(uint64_t)0)
+#define RT_FIRST_FIT_TRIES 4
+
+/* ---- geometry --------------------------------------------------------------- */
+
+uint64_t dmm__rt_meta_words(dmm_pfn_t start, dmm_pfn_t end, uint64_t *nr_words, uint64_t *nr_leaves)
+{
+	uint64_t base = dmm_align_down(start, 64);
+	uint64_t nw = (dmm_align_up(end, 64) - base) / 64;
+	uint64_t nl = 1;
+
+	while (nl < nw)
+		nl <<= 1;
+	*nr_words = nw;
+	*nr_leaves = nl;
+	return nw;
+}
+
+void dmm__rt_setup(struct dmm_rt *rt, dmm_pfn_t start, dmm_pfn_t end, void *words, void *tree)
+{
+	dmm__rt_meta_words(start, end, &rt->nr_words, &rt->nr_leaves);
+	rt->base = dmm_align_down(start, 64);
+	rt->bitmap = words;
+	rt->tree = tree;
+}
+
+/* ---- summaries --------------------------------------------------------------- */
+
+static inline unsigned trailing_ones(uint64_t x)
+{
+	return x == ~(uint64_t)0 ? 64 : dmm_ctz64(~x);
+}
+
+static inline unsigned leading_ones(uint64_t x)
+{
+	return x == ~(uint64_t)0 ? 64 : dmm_clz64(~x);
+}
+
+static unsigned longest_run(uint64_t w)
+{
+	unsigned best = 0;
+
+	if (w == ~(uint64_t)0)
+		return 64;
+	while (w) {
+		unsigned r;
+		w >>= dmm_ctz64(w);
+		r = trailing_ones(w);
+		if (r > best)
+			best = r;
+		if (r >= 64)
+			break;
+		w >>= r;
+	}
+	return best;
+}
+
+static inline struct dmm_rt_node leaf_summary(uint64_t w)
+{
+	struct dmm_rt_node n = { trailing_ones(w), leading_ones(w), longest_run(w) };
+	return n;
+}
+
+static inline struct dmm_rt_node combine(const struct dmm_rt_node *l, const struct dmm_rt_node *r,
+					 uint32_t half)
+{
+	struct dmm_rt_node n;
+	uint32_t mid = l->suf + r->pre;
+
+	n.pre = l->pre == half ? half + r->pre : l->pre;
+	n.suf = r->suf == half ? half + l->suf : r->suf;
+	n.best = l->best > r->best ? l->best : r->best;
+	if (mid > n.best)
+		n.best = mid;
+	return n;
+}
+
+static inline bool node_eq(const struct dmm_rt_node *a, const struct dmm_rt_node *b)
+{
+	return a->pre == b->pre && a->suf == b->suf && a->best == b->best;
+}
+
+/* Recompute leaves [a, b] and their ancestors. */
+static void update_leaves(struct dmm_rt *rt, uint64_t a, uint64_t b)
+{
+	uint64_t lo = rt->nr_leaves + a, hi = rt->nr_leaves + b;
+	uint32_t half = 64;
+	bool changed = false;
+
+	for (uint64_t i = lo; i <= hi; i++) {
+		struct dmm_rt_node n = leaf_summary(rt->bitmap[i - rt->nr_leaves]);
+		if (!node_eq(&n, &rt->tree[i])) {
+			rt->tree[i] = n;
+			changed = true;
+		}
+	}
+	while (lo > 1 && changed) {
+		lo >>= 1;
+		hi >>= 1;
+		changed = false;
+		for (uint64_t i = lo; i <= hi; i++) {
+			struct dmm_rt_node n = combine(&rt->tree[2 * i], &rt->tree[2 * i + 1], half);
+			if (!node_eq(&n, &rt->tree[i])) {
+				rt->tree[i] = n;
+				changed = true;
+			}
+		}
+		/* A wide update must reach the root even if one level looked unchanged. */
+		if (lo != hi)
+			changed = true;
+		half <<= 1;
+	}
+}
+
+void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free)
+{
+	uint64_t s = pfn - rt->base, e = s + n;
+	uint64_t ws = s / 64, we = (e - 1) / 64;
+
+	for (uint64_t w = ws; w <= we; w++) {
+		uint64_t lo = w == ws ? s % 64 : 0;
+		uint64_t hi = w == we ? (e - 1) % 64 + 1 : 64;
+		uint64_t mask = (hi - lo == 64) ? ~(uint64_t)0 : (((uint64_t)1 << (hi - lo)) - 1) << lo;
+		if (free)
+			rt->bitmap[w] |= mask;
+		else
+			rt->bitmap[w] &= ~mask;
+	}
+	update_leaves(rt, ws, we);
+}
+
+void dmm__rt_build(struct dmm_rt *rt)
+{
+	uint32_t half = 64;
+
+	for (uint64_t i = 0; i < rt->nr_leaves; i++)
+		rt->tree[rt->nr_leaves + i] = leaf_summary(i < rt->nr_words ? rt->bitmap[i] : 0);
+	for (uint64_t level = rt->nr_leaves >> 1; level >= 1; level >>= 1) {
+		for (uint64_t i = level; i < 2 * level; i++)
+			rt->tree[i] = combine(&rt->tree[2 * i], &rt->tree[2 * i + 1], half);
+		half <<= 1;
+	}
+}
+
+bool dmm__rt_test(const struct dmm_rt *rt, dmm_pfn_t pfn)
+{
+	uint64_t b = pfn - rt->base;
+	if (pfn < rt->base || b / 64 >= rt->nr_words)
+		return false;
+	return (rt->bitmap[b / 64] >> (b % 64)) & 1;
+}
+
+uint64_t dmm__rt_popcount(const struct dmm_rt *rt)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < rt->nr_words; i++)
+		n += (uint64_t)__builtin_popcountll(rt->bitmap[i]);
+	return n;
+}
+
+/* ---- search -------------------------------------------------------------------- */
+
+static inline uint64_t window_mask(uint64_t nlo, uint64_t from, uint64_t to)
+{
+	uint64_t lo = from > nlo ? from - nlo : 0;
+	uint64_t hi = to < nlo + 64 ? to - nlo : 64;
+	uint64_t m = hi >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << hi) - 1;
+	return m & ~(((uint64_t)1 << lo) - 1);
+}
+
+static uint64_t leaf_find(uint64_t w, uint64_t nlo, uint64_t need, uint64_t *carry)
+{
+	uint64_t pos = 0;
+
+	for (;;) {
+		uint64_t x = w >> pos;
+		uint64_t ones = trailing_ones(x);
+		if (ones > 64 - pos)
+			ones = 64 - pos;
+		if (*carry + ones >= need)
+			return nlo + pos - *carry;
+		if (pos + ones >= 64) {
+			*carry += ones;
+			return RT_NONE;
+		}
+		*carry = 0;
+		pos += ones;
+		x = w >> pos;
+		if (!x)
+			return RT_NONE;
+		pos += dmm_ctz64(x);
+	}
+}
+
+/* Leftmost run of >= need free pages inside [from, to): returns its start. */
+static uint64_t find_rec(const struct dmm_rt *rt, uint64_t node, uint64_t nlo, uint64_t nlen,
+			 uint64_t from, uint64_t to, uint64_t need, uint64_t *carry)
+{
+	uint64_t nhi = nlo + nlen, r;
+
+	if (nhi <= from || nlo >= to)
+		return RT_NONE;
+	if (nlo >= from && nhi <= to) {
+		const struct dmm_rt_node *n = &rt->tree[node];
+		if (*carry + n->pre >= need)
+			return nlo - *carry;
+		if (n->best < need) {
+			*carry = n->pre == nlen ? *carry + nlen : n->suf;
+			return RT_NONE;
+		}
+	}
+	if (nlen == 64)
+		return leaf_find(rt->bitmap[node - rt->nr_leaves] & window_mask(nlo, from, to), nlo, need,
+				 carry);
+	r = find_rec(rt, 2 * node, nlo, nlen / 2, from, to, need, carry);
+	if (r != RT_NONE)
+		return r;
+	return find_rec(rt, 2 * node + 1, nlo + nlen / 2, nlen / 2, from, to, need, carry);
+}
+
+static uint64_t find_run(const struct dmm_rt *rt, uint64_t from, uint64_t to, uint64_t need)
+{
+	uint64_t carry = 0;
+	if (from >= to || to - from < need)
+		return RT_NONE;
+	return find_rec(rt, 1, rt->base, rt->nr_leaves * 64, from, to, need, &carry);
+}
+
+/* First page in [from, to) that is not free. */
+static uint64_t zero_rec(const struct dmm_rt *rt, uint64_t node, uint64_t nlo, uint64_t nlen,
+			 uint64_t from, uint64_t to)
+{
+	uint64_t nhi = nlo + nlen, r;
+
+	if (nhi <= from || nlo >= to)
+		return RT_NONE;
+	if (nlo >= from && nhi <= to && rt->tree[node].pre == nlen)
+		return RT_NONE;
+	if (nlen == 64) {
+		uint64_t w = ~rt->bitmap[node - rt->nr_leaves] & window_mask(nlo, from, to);
+		return w ? nlo + dmm_ctz64(w) : RT_NONE;
+	}
+	r = zero_rec(rt, 2 * node, nlo, nlen / 2, from, to);
+	if (r != RT_NONE)
+		return r;
+	return zero_rec(rt, 2 * node + 1, nlo + nlen / 2, nlen / 2, from, to);
+}
+
+static uint64_t run_end(const struct dmm_rt *rt, uint64_t from, uint64_t to)
+{
+	uint64_t r;
+	if (from >= to)
+		return to;
+	r = zero_rec(rt, 1, rt->base, rt->nr_leaves * 64, from, to);
+	return r == RT_NONE ? to : r;
+}
+
+/* An aligned, boundary-respecting start for n pages inside [rs, re). */
+static uint64_t fit_in_run(uint64_t rs, uint64_t re, uint64_t n, uint64_t align, uint64_t boundary)
+{
+	uint64_t s = dmm_align_up(rs, align);
+
+	for (int i = 0; i < 3; i++) {
+		if (s + n > re || s + n < s)
+			return RT_NONE;
+		if (!boundary || s / boundary == (s + n - 1) / boundary)
+			return s;
+		s = dmm_align_up(dmm_align_up(s + 1, boundary), align);
+	}
+	return RT_NONE;
+}
+
+bool dmm__rt_find_fit(const struct dmm_rt *rt, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
+		      uint64_t align, uint64_t boundary, dmm_pfn_t *out)
+{
+	uint64_t pos = lo, rs, re, s, guarantee;
+
+	if (!align)
+		align = 1;
+	for (int i = 0; i < RT_FIRST_FIT_TRIES; i++) {
+		rs = find_run(rt, pos, hi, n);
+		if (rs == RT_NONE)
+			return false;
+		re = run_end(rt, rs + n, hi);
+		s = fit_in_run(rs, re, n, align, boundary);
+		if (s != RT_NONE) {
+			*out = s;
+			return true;
+		}
+		pos = re;
+	}
+	guarantee = n + align - 1;
+	if (boundary && align < boundary)
+		guarantee *= 2;
+	rs = find_run(rt, pos, hi, guarantee);
+	if (rs != RT_NONE) {
+		re = run_end(rt, rs + guarantee, hi);
+		s = fit_in_run(rs, re, n, align, boundary);
+		if (s != RT_NONE) {
+			*out = s;
+			return true;
+		}
+	}
+	/* No guaranteed run: the remaining candidates are all shorter than G. */
+	for (;;) {
+		rs = find_run(rt, pos, hi, n);
+		if (rs == RT_NONE)
+			return false;
+		re = run_end(rt, rs + n, hi);
+		s = fit_in_run(rs, re, n, align, boundary);
+		if (s != RT_NONE) {
+			*out = s;
+			return true;
+		}
+		pos = re;
+	}
+}
+
+/* ---- taking and giving pages ----------------------------------------------------- */
+
+/* Put [a, b) on the free lists as maximal aligned blocks, without merging. */
+static void add_pieces(struct dmm_zone *z, dmm_pfn_t a, dmm_pfn_t b, unsigned mt)
+{
+	while (a < b) {
+		unsigned o = a ? dmm_ctz64(a) : DMM_MAX_ORDER;
+		if (o > DMM_MAX_ORDER)
+			o = DMM_MAX_ORDER;
+		while (((uint64_t)1 << o) > b - a)
+			o--;
+		dmm__add_free_locked(z, dmm__pfn_page(z->mem, a), o, mt);
+		a += (uint64_t)1 << o;
+	}
+}
+
+void dmm__take_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n)
+{
+	dmm_pfn_t p = pfn, e = pfn + n;
+
+	while (p < e) {
+		struct dmm_page *h = dmm__free_head_of(z, p);
+		dmm_pfn_t hs, he;
+		unsigned mt;
+
+		DMM_ASSERT(z->mem, h != (struct dmm_page *)0);
+		hs = h->pfn;
+		he = hs + ((uint64_t)1 << h->order);
+		mt = h->mt;
+		dmm__del_free_locked(z, h);
+		add_pieces(z, hs, p, mt);
+		add_pieces(z, e < he ? e : he, he, mt);
+		p = e < he ? e : he;
+	}
+	dmm__rt_mark(&z->rt, pfn, n, false);
+}
+
+void dmm__give_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n)
+{
+	dmm_pfn_t a = pfn, b = pfn + n;
+
+	while (a < b) {
+		unsigned o = a ? dmm_ctz64(a) : DMM_MAX_ORDER;
+		if (o > DMM_MAX_ORDER)
+			o = DMM_MAX_ORDER;
+		while (((uint64_t)1 << o) > b - a)
+			o--;
+		dmm__free_block_locked(z, a, o);
+		a += (uint64_t)1 << o;
+	}
+}
+
+int dmm__range_take_in_zone(struct dmm_zone *z, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
+			    uint64_t align_pages, uint64_t boundary_pages, dmm_pfn_t *out)
+{
+	dmm_pfn_t s;
+	bool ok;
+
+	dmm__lock(z->mem, &z->lock);
+	ok = dmm__rt_find_fit(&z->rt, lo, hi, n, align_pages, boundary_pages, &s);
+	if (ok)
+		dmm__take_range_locked(z, s, n);
+	dmm__unlock(z->mem, &z->lock);
+	if (!ok)
+		return -DMM_ENOMEM;
+	*out = s;
+	return 0;
+}
+
+/* ---- public entry points ----------------------------------------------------------- */
+
+int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t nr_pages,
+		    unsigned flags, dmm_pfn_t *pfn)
+{
+	dmm_pfn_t lo, hi, got;
+	uint64_t align_pages, boundary_pages;
+	int ci, err;
+	bool saw_wmark = false;
+
+	if (!mem || !c || !pfn || nr_pages == 0 || (flags & ~DMM_GFP_ALL) ||
+	    (flags & (DMM_GFP_DMA | DMM_GFP_DMA32)))
+		return dmm__count_invalid(mem);
+	if (dmm_constraint_validate(c) || nr_pages > ((uint64_t)1 << (52 - DMM_PAGE_SHIFT)))
+		return dmm__count_invalid(mem);
+	if (c->boundary && c->boundary < (uint64_t)nr_pages * DMM_PAGE_SIZE)
+		return dmm__count_invalid(mem);
+	err = dmm__constraint_pfns(mem, c, &lo, &hi);
+	if (err)
+		return dmm__count_range(mem);
+	align_pages = dmm_max64(1, c->align >> DMM_PAGE_SHIFT);
+	boundary_pages = c->boundary >> DMM_PAGE_SHIFT;
+	ci = dmm__class_zone(mem, lo, hi);
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct dmm_zone *cz = &mem->zones[ci];
+		uint64_t held = 0;
+
+		for (int i = ci; i >= 0; i--) {
+			struct dmm_zone *z = &mem->zones[i];
+			struct dmm_page *pg;
+
+			if (z->start_pfn >= hi || z->end_pfn <= lo || !dmm__lowmem_policy_allows(mem, z, cz))
+				continue;
+			if (!dmm__zone_wmark_ok(z, nr_pages, flags, cz->type)) {
+				saw_wmark = true;
+				continue;
+			}
+			if (dmm__range_take_in_zone(z, dmm_max64(lo, z->start_pfn), dmm_min64(hi, z->end_pfn),
+						    nr_pages, align_pages, boundary_pages, &got))
+				continue;
+			pg = dmm__pfn_page(mem, got);
+			pg->state = DMM_PAGE_RANGE;
+			pg->order = 0;
+			pg->mt = DMM_MT_UNMOVABLE;
+			pg->private = nr_pages;
+			pg->refcount = 1;
+			pg->pincount = 0;
+			pg->owner = (void *)0;
+			dmm__lock(mem, &z->lock);
+			z->stats.range_ok++;
+			z->stats.range_pages += nr_pages;
+			dmm__unlock(mem, &z->lock);
+			if (flags & DMM_GFP_ZERO)
+				dmm__zero_pages(mem, got, nr_pages);
+			dmm__wmark_after_alloc(z);
+			*pfn = got;
+			return 0;
+		}
+		for (int i = ci; i >= 0; i--)
+			held += dmm__zone_pcp_pages(&mem->zones[i]);
+		if (!held)
+			break;
+		for (int i = ci; i >= 0; i--)
+			dmm__drain_zone_pcp(&mem->zones[i]);
+	}
+	return dmm__count_fail(mem, ci, saw_wmark);
+}
+
+int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
+{
+	struct dmm_page *pg;
+	struct dmm_zone *z;
+
+	if (!mem)
+		return -DMM_EINVAL;
+	pg = dmm_pfn_to_page(mem, pfn);
+	if (!pg || pg->zone >= mem->nr_zones)
+		return -DMM_ENOENT;
+	z = &mem->zones[pg->zone];
+	if (pg->state != DMM_PAGE_RANGE) {
+		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
+		return -DMM_ENOENT;
+	}
+	if (pg->private != nr_pages) {
+		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
+		return -DMM_EINVAL;
+	}
+	dmm__lock(mem, &z->lock);
+	pg->state = DMM_PAGE_TAIL;
+	pg->private = 0;
+	pg->refcount = 0;
+	dmm__give_range_locked(z, pfn, nr_pages);
+	z->stats.range_free++;
+	dmm__unlock(mem, &z->lock);
+	dmm__wmark_after_free(z);
+	return 0;
+}
+
+/* ---- invariants ----------------------------------------------------------------------- */
+
+int dmm__rt_check_zone(const struct dmm_mem *mem, const struct dmm_zone *z)
+{
+	const struct dmm_rt *rt = &z->rt;
+	uint32_t half = 64;
+
+	for (uint64_t i = 0; i < rt->nr_leaves; i++) {
+		uint64_t w = i < rt->nr_words ? rt->bitmap[i] : 0;
+		struct dmm_rt_node n = leaf_summary(w);
+		for (unsigned b = 0; b < 64 && w; b++) {
+			dmm_pfn_t pfn = rt->base + i * 64 + b;
+			if (((w >> b) & 1) && (pfn < z->start_pfn || pfn >= z->end_pfn)) {
+				dmm_log(mem, DMM_LOG_ERR, "range check: pfn %llu outside zone marked free",
+					(unsigned long long)pfn);
+				return -DMM_EFAULT;
+			}
+		}
+		if (!node_eq(&n, &rt->tree[rt->nr_leaves + i])) {
+			dmm_log(mem, DMM_LOG_ERR, "range check: zone %s leaf %llu summary stale",
+				dmm_zone_name(z->type), (unsigned long long)i);
+			return -DMM_EFAULT;
+		}
+	}
+	for (uint64_t level = rt->nr_leaves >> 1; level >= 1; level >>= 1) {
+		for (uint64_t i = level; i < 2 * level; i++) {
+			struct dmm_rt_node n = combine(&rt->tree[2 * i], &rt->tree[2 * i + 1], half);
+			if (!node_eq(&n, &rt->tree[i])) {
+				dmm_log(mem, DMM_LOG_ERR, "range check: zone %s node %llu summary stale",
+					dmm_zone_name(z->type), (unsigned long long)i);
+				return -DMM_EFAULT;
+			}
+		}
+		half <<= 1;
+	}
+	return 0;
+}
+
+int dmm_range_check(struct dmm_mem *mem)
+{
+	int err = 0;
+
+	if (!mem)
+		return -DMM_EINVAL;
+	for (unsigned i = 0; i < mem->nr_zones && !err; i++) {
+		struct dmm_zone *z = &mem->zones[i];
+		dmm__lock(mem, &z->lock);
+		err = dmm__rt_check_zone(mem, z);
+		/* Every range head must cover pages that are not buddy-free. */
+		for (dmm_pfn_t p = z->start_pfn; p < z->end_pfn && !err; p++) {
+			struct dmm_page *pg = dmm__pfn_page(mem, p);
+			if (!pg || pg->state != DMM_PAGE_RANGE)
+				continue;
+			if (p + pg->private > z->end_pfn) {
+				dmm_log(mem, DMM_LOG_ERR, "range check: range at %llu leaves its zone",
+					(unsigned long long)p);
+				err = -DMM_EFAULT;
+				break;
+			}
+			for (uint64_t k = 0; k < pg->private; k++) {
+				struct dmm_page *q = dmm__pfn_page(mem, p + k);
+				if (dmm__rt_test(&z->rt, p + k) || (k && q->state != DMM_PAGE_TAIL)) {
+					dmm_log(mem, DMM_LOG_ERR, "range check: page %llu of range %llu is not owned",
+						(unsigned long long)(p + k), (unsigned long long)p);
+					err = -DMM_EFAULT;
+					break;
+				}
+			}
+		}
+		dmm__unlock(mem, &z->lock);
+	}
+	return err;
+}
