@@ -63,7 +63,8 @@ void dmm_machine_defaults(struct dmm_machine *m);
  * Validate a description. Fails with -DMM_EINVAL if: page_size != 4096, a
  * region is empty or wraps, regions overlap, a line size or alignment is not
  * a power of two, dma32_limit < dma_limit (when both set), a zone limit is
- * not a multiple of 2 MiB (the pageblock size), no RAM page exists,
+ * not a multiple of 2 MiB (the pageblock size), no RAM page exists, RAM
+ * spans more than 8 TiB,
  * or a reserved range lies outside RAM.
  */
 int dmm_machine_validate(const struct dmm_machine *m);

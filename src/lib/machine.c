@@ -75,6 +75,16 @@ int dmm_machine_validate(const struct dmm_machine *m)
 	}
 	if (pages == 0)
 		return -DMM_EINVAL;
+	/* Range-index summaries are 32-bit page counts: keep the span below 8 TiB. */
+	{
+		dmm_phys_t lo = DMM_PHYS_MAX, hi = 0;
+		for (unsigned i = 0; i < m->nr_ram; i++) {
+			lo = dmm_min64(lo, m->ram[i].base);
+			hi = dmm_max64(hi, m->ram[i].base + m->ram[i].size);
+		}
+		if (hi - lo > ((uint64_t)1 << 43))
+			return -DMM_EINVAL;
+	}
 	for (unsigned i = 0; i < m->nr_reserved; i++) {
 		const struct dmm_region *r = &m->reserved[i];
 		if (r->size == 0 || r->base + r->size < r->base || !inside_ram(m, r))

@@ -44,12 +44,19 @@ struct dmm_rt_node {
 /* Range index of one zone: a bitmap of buddy-free pages (bit set = the page
  * is in a buddy free block; pages in per-CPU caches count as allocated) and a
  * segment tree of free-run summaries over the bitmap's 64-bit words. */
+#define DMM_RT_DIRTY_MAX 256
+
 struct dmm_rt {
 	dmm_pfn_t base;             /* pfn of bit 0 (zone start rounded down to 64) */
 	uint64_t nr_words;          /* bitmap words covering the zone span */
 	uint64_t nr_leaves;         /* power of two >= nr_words */
 	uint64_t *bitmap;
 	struct dmm_rt_node *tree;   /* 2 * nr_leaves nodes, root at 1 */
+	/* Summaries are brought up to date lazily: buddy operations only flip
+	 * bits and queue the leaf; the next search (or check) recomputes the
+	 * queued leaves and their ancestors once. */
+	uint32_t nr_dirty;
+	uint64_t dirty[DMM_RT_DIRTY_MAX];
 };
 
 struct dmm_pcp {
@@ -175,7 +182,7 @@ void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free);
 /* Rebuild every summary from the bitmap (init). */
 void dmm__rt_build(struct dmm_rt *rt);
 /* Find a fit in zone z (lock held). Returns true and *out on success. */
-bool dmm__rt_find_fit(const struct dmm_rt *rt, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
+bool dmm__rt_find_fit(struct dmm_rt *rt, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
 		      uint64_t align_pages, uint64_t boundary_pages, dmm_pfn_t *out);
 /* Take [pfn, pfn + n) out of the buddy lists (all pages must be buddy-free). */
 void dmm__take_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n);
@@ -186,6 +193,6 @@ int dmm__range_take_in_zone(struct dmm_zone *z, dmm_pfn_t lo, dmm_pfn_t hi, uint
 			    uint64_t align_pages, uint64_t boundary_pages, dmm_pfn_t *out);
 uint64_t dmm__rt_popcount(const struct dmm_rt *rt);
 bool dmm__rt_test(const struct dmm_rt *rt, dmm_pfn_t pfn);
-int dmm__rt_check_zone(const struct dmm_mem *mem, const struct dmm_zone *z);
+int dmm__rt_check_zone(const struct dmm_mem *mem, struct dmm_zone *z);
 
 #endif

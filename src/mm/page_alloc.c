@@ -769,18 +769,27 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
 		return dmm__count_invalid(mem);
 	if ((flags & DMM_GFP_MOVABLE) && (flags & DMM_GFP_RECLAIMABLE))
 		return dmm__count_invalid(mem);
-	if (resolve_constraint(mem, c, flags, &k))
-		return dmm__count_invalid(mem);
 	nr = (uint64_t)1 << order;
-	if (k.boundary && k.boundary < nr * DMM_PAGE_SIZE)
-		return dmm__count_invalid(mem);
-	if (dmm__constraint_pfns(mem, &k, &lo, &hi))
-		return dmm__count_range(mem);
-	align_pages = dmm_max64(nr, k.align >> DMM_PAGE_SHIFT);
-	boundary_pages = k.boundary >> DMM_PAGE_SHIFT;
+	if (!c && !(flags & (DMM_GFP_DMA | DMM_GFP_DMA32))) {
+		/* Common case: anywhere. Every zone qualifies, highest first. */
+		lo = 0;
+		hi = ~(dmm_pfn_t)0;
+		align_pages = nr;
+		boundary_pages = 0;
+		ci = (int)mem->nr_zones - 1;
+	} else {
+		if (resolve_constraint(mem, c, flags, &k))
+			return dmm__count_invalid(mem);
+		if (k.boundary && k.boundary < nr * DMM_PAGE_SIZE)
+			return dmm__count_invalid(mem);
+		if (dmm__constraint_pfns(mem, &k, &lo, &hi))
+			return dmm__count_range(mem);
+		align_pages = dmm_max64(nr, k.align >> DMM_PAGE_SHIFT);
+		boundary_pages = k.boundary >> DMM_PAGE_SHIFT;
+		ci = dmm__class_zone(mem, lo, hi);
+	}
 	natural = align_pages == nr;
 	mt = gfp_migratetype(flags);
-	ci = dmm__class_zone(mem, lo, hi);
 
 	/* Second attempt only after draining the per-CPU caches. */
 	for (int attempt = 0; attempt < 2; attempt++) {

@@ -25,7 +25,13 @@
  *
  * Updates. The set of free pages changes only by the pages a caller
  * allocates or frees (splitting and merging leave it unchanged), so the
- * buddy allocator marks exactly those pages: O(n/64 + log N) for n pages.
+ * buddy allocator marks exactly those pages. Marking flips bits and queues
+ * the touched leaves (a dirty marker in the leaf avoids duplicates); the
+ * summaries are recomputed when a search or check needs them, level by
+ * level so that shared ancestors are computed once: an order-0 buddy
+ * operation costs O(1) here, a flush of d leaves O(d log N) at most. Wide
+ * marks (ranges) update their leaves and ancestors directly,
+ * O(n/64 + log N).
  *
  * Search. "Leftmost run of at least n free pages in [lo, hi)" descends from
  * the root, skipping every node inside the window whose best < n and
@@ -163,6 +169,40 @@ static void update_leaves(struct dmm_rt *rt, uint64_t a, uint64_t b)
 	}
 }
 
+#define RT_DIRTY 0xffffffffu
+
+/* Recompute every queued leaf and its ancestors, each node once. */
+static void rt_flush(struct dmm_rt *rt)
+{
+	uint32_t n = rt->nr_dirty;
+	uint32_t half = 64;
+
+	if (!n)
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t leaf = rt->dirty[i];
+		rt->tree[rt->nr_leaves + leaf] = leaf_summary(rt->bitmap[leaf]);
+		rt->dirty[i] = rt->nr_leaves + leaf;
+	}
+	while (n && rt->dirty[0] > 1) {
+		uint32_t m = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t parent = rt->dirty[i] >> 1;
+			if (rt->tree[parent].best == RT_DIRTY)
+				continue;
+			rt->tree[parent].best = RT_DIRTY;
+			rt->dirty[m++] = parent;
+		}
+		for (uint32_t i = 0; i < m; i++) {
+			uint64_t p = rt->dirty[i];
+			rt->tree[p] = combine(&rt->tree[2 * p], &rt->tree[2 * p + 1], half);
+		}
+		half <<= 1;
+		n = m;
+	}
+	rt->nr_dirty = 0;
+}
+
 void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free)
 {
 	uint64_t s = pfn - rt->base, e = s + n;
@@ -177,13 +217,27 @@ void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free)
 		else
 			rt->bitmap[w] &= ~mask;
 	}
-	update_leaves(rt, ws, we);
+	if (we - ws >= 16) {
+		rt_flush(rt);
+		update_leaves(rt, ws, we);
+		return;
+	}
+	for (uint64_t w = ws; w <= we; w++) {
+		struct dmm_rt_node *leaf = &rt->tree[rt->nr_leaves + w];
+		if (leaf->best == RT_DIRTY)
+			continue;
+		if (rt->nr_dirty == DMM_RT_DIRTY_MAX)
+			rt_flush(rt);
+		leaf->best = RT_DIRTY;
+		rt->dirty[rt->nr_dirty++] = w;
+	}
 }
 
 void dmm__rt_build(struct dmm_rt *rt)
 {
 	uint32_t half = 64;
 
+	rt->nr_dirty = 0;
 	for (uint64_t i = 0; i < rt->nr_leaves; i++)
 		rt->tree[rt->nr_leaves + i] = leaf_summary(i < rt->nr_words ? rt->bitmap[i] : 0);
 	for (uint64_t level = rt->nr_leaves >> 1; level >= 1; level >>= 1) {
@@ -321,11 +375,12 @@ static uint64_t fit_in_run(uint64_t rs, uint64_t re, uint64_t n, uint64_t align,
 	return RT_NONE;
 }
 
-bool dmm__rt_find_fit(const struct dmm_rt *rt, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
+bool dmm__rt_find_fit(struct dmm_rt *rt, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
 		      uint64_t align, uint64_t boundary, dmm_pfn_t *out)
 {
 	uint64_t pos = lo, rs, re, s, guarantee;
 
+	rt_flush(rt);
 	if (!align)
 		align = 1;
 	for (int i = 0; i < RT_FIRST_FIT_TRIES; i++) {
@@ -537,11 +592,12 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 
 /* ---- invariants ----------------------------------------------------------------------- */
 
-int dmm__rt_check_zone(const struct dmm_mem *mem, const struct dmm_zone *z)
+int dmm__rt_check_zone(const struct dmm_mem *mem, struct dmm_zone *z)
 {
-	const struct dmm_rt *rt = &z->rt;
+	struct dmm_rt *rt = &z->rt;
 	uint32_t half = 64;
 
+	rt_flush(rt);
 	for (uint64_t i = 0; i < rt->nr_leaves; i++) {
 		uint64_t w = i < rt->nr_words ? rt->bitmap[i] : 0;
 		struct dmm_rt_node n = leaf_summary(w);
