@@ -10,5 +10,8 @@
 #include "mem.h"
 #include "page_alloc.h"
 #include "range.h"
+#include "migrate.h"
+#include "handles.h"
+#include "cma.h"
 
 #endif

@@ -33,6 +33,29 @@ struct dmm_region {
 	uint64_t size;
 };
 
+#define DMM_MAX_CMA_AREAS 8
+#define DMM_CMA_NAME_MAX 16
+
+/* How eagerly movable allocations use the free pages of contiguous areas. */
+enum dmm_cma_policy {
+	/* Linux's rule: CMA first once it holds more than half the zone's free
+	 * pages, otherwise only when ordinary movable memory is exhausted. */
+	DMM_CMA_POLICY_HALF = 0,
+	DMM_CMA_POLICY_FIRST,   /* always CMA first for movable requests */
+	DMM_CMA_POLICY_LAST,    /* only when ordinary memory is exhausted */
+	DMM_CMA_POLICY_NEVER,   /* never lend the areas out */
+};
+
+/* A contiguous memory area reserved at start-up and lent to movable pages. */
+struct dmm_cma_decl {
+	char name[DMM_CMA_NAME_MAX];
+	uint64_t size;          /* bytes (rounded up to 2 MiB pageblocks) */
+	dmm_phys_t base;        /* fixed placement, or 0 = anywhere */
+	dmm_phys_t limit;       /* place entirely below this address (0 = none) */
+	uint64_t align;         /* placement alignment (>= 2 MiB; 0 = 2 MiB) */
+	int is_default;         /* the area devices use when they name none */
+};
+
 struct dmm_machine {
 	char name[DMM_MACHINE_NAME_MAX];
 	unsigned nr_ram;                          /* RAM regions, any order, no overlap */
@@ -53,6 +76,12 @@ struct dmm_machine {
 	uint32_t lowmem_reserve_ratio[DMM_NR_ZONE_TYPES];
 	uint32_t pcp_batch;                       /* per-CPU refill batch; 0 = auto */
 	uint32_t pcp_high;                        /* per-CPU high mark; 0 = auto */
+	unsigned nr_cma;                          /* contiguous memory areas */
+	struct dmm_cma_decl cma[DMM_MAX_CMA_AREAS];
+	enum dmm_cma_policy cma_policy;
+	/* Long-term pins migrate a page out of a contiguous area first (as
+	 * Linux does for FOLL_LONGTERM). 0 turns that protection off. */
+	int longterm_pin_migrate;
 };
 
 /* Fill @m with defaults (4 KiB pages, 64-byte lines, 4 GiB DMA32 limit,
@@ -65,7 +94,9 @@ void dmm_machine_defaults(struct dmm_machine *m);
  * a power of two, dma32_limit < dma_limit (when both set), a zone limit is
  * not a multiple of 2 MiB (the pageblock size), no RAM page exists, RAM
  * spans more than 8 TiB,
- * or a reserved range lies outside RAM.
+ * a reserved range lies outside RAM, or a contiguous area is malformed
+ * (zero size, non-power-of-two alignment, fixed base not pageblock-aligned,
+ * two default areas, unknown policy).
  */
 int dmm_machine_validate(const struct dmm_machine *m);
 

@@ -51,15 +51,21 @@ struct dmm_page {
 	void *owner;             /* owner cookie (later: movable operations) */
 	uint64_t private;        /* range allocations: number of pages */
 	uint32_t refcount;
-	uint32_t pincount;
+	uint16_t pins;           /* short-term pins (I/O in flight) */
+	uint16_t lt_pins;        /* long-term pins (RDMA, VFIO-style) */
 	uint8_t state;           /* enum dmm_page_state */
 	uint8_t order;           /* buddy order of a FREE/PCP/ALLOC head */
 	uint8_t mt;              /* migratetype of the free list / allocation */
 	uint8_t zone;            /* index of the zone holding the page */
 	uint8_t pb_mt;           /* pageblock migratetype (first page of a block) */
-	uint8_t flags;
-	uint16_t reserved16;
+	uint8_t pb_saved;        /* type to restore when the pageblock is unisolated */
+	uint8_t flags;           /* DMM_PGF_* */
+	uint8_t cma;             /* contiguous area index + 1 of the page, 0 = none */
 };
+
+/* dmm_page.flags visible to users */
+#define DMM_PGF_MOVABLE  0x02   /* owned by a movable owner (owner = struct dmm_movable_owner *) */
+#define DMM_PGF_MIGRATING 0x04  /* being migrated right now */
 
 struct dmm_mem_info {
 	uint64_t ram_pages;          /* whole pages of RAM in the description */

@@ -35,7 +35,8 @@
 #define DMM_GFP_ZERO         (1u << 5)  /* zero the contents */
 #define DMM_GFP_NOCACHE      (1u << 6)  /* bypass the per-CPU caches */
 #define DMM_GFP_NOWMARK      (1u << 7)  /* ignore watermarks (emergency/internal) */
-#define DMM_GFP_ALL          ((1u << 8) - 1)
+#define DMM_GFP_NOCMA        (1u << 8)  /* never from a contiguous area (long-term pins) */
+#define DMM_GFP_ALL          ((1u << 9) - 1)
 
 /* Failure reasons counted per zone (index into dmm_zone_stats.fail). */
 enum dmm_fail_reason {
@@ -102,8 +103,8 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
 /*
  * Free a block from dmm_page_alloc(). Fails with -DMM_ENOENT if @pfn is not
  * the head of an allocated buddy block (never allocated, already freed, or a
- * range allocation), -DMM_EINVAL if @order differs from the allocation's.
- * Nothing is changed on failure.
+ * range allocation), -DMM_EINVAL if @order differs from the allocation's,
+ * -DMM_EBUSY if the page is still pinned. Nothing is changed on failure.
  */
 int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order);
 

@@ -21,6 +21,8 @@ void dmm_machine_defaults(struct dmm_machine *m)
 	m->lowmem_reserve_ratio[DMM_ZONE_DMA] = 256;
 	m->lowmem_reserve_ratio[DMM_ZONE_DMA32] = 256;
 	m->lowmem_reserve_ratio[DMM_ZONE_NORMAL] = 32;
+	m->cma_policy = DMM_CMA_POLICY_HALF;
+	m->longterm_pin_migrate = 1;
 }
 
 /* Whole pages of a region: [align_up(base), align_down(base + size)). */
@@ -83,6 +85,34 @@ int dmm_machine_validate(const struct dmm_machine *m)
 			hi = dmm_max64(hi, m->ram[i].base + m->ram[i].size);
 		}
 		if (hi - lo > ((uint64_t)1 << 43))
+			return -DMM_EINVAL;
+	}
+	if (m->nr_cma > DMM_MAX_CMA_AREAS || (unsigned)m->cma_policy > DMM_CMA_POLICY_NEVER)
+		return -DMM_EINVAL;
+	{
+		unsigned defaults = 0;
+		for (unsigned i = 0; i < m->nr_cma; i++) {
+			const struct dmm_cma_decl *a = &m->cma[i];
+			if (a->size == 0 || a->size > ((uint64_t)1 << 43))
+				return -DMM_EINVAL;
+			if (a->align && !dmm_is_pow2(a->align))
+				return -DMM_EINVAL;
+			if (a->base & ((2u << 20) - 1))
+				return -DMM_EINVAL;
+			if (a->name[0] == '\0' || a->name[DMM_CMA_NAME_MAX - 1] != '\0')
+				return -DMM_EINVAL;
+			for (unsigned j = 0; j < i; j++) {
+				const char *x = a->name, *y = m->cma[j].name;
+				while (*x && *x == *y) {
+					x++;
+					y++;
+				}
+				if (*x == *y)
+					return -DMM_EINVAL; /* duplicate name */
+			}
+			defaults += a->is_default ? 1u : 0u;
+		}
+		if (defaults > 1)
 			return -DMM_EINVAL;
 	}
 	for (unsigned i = 0; i < m->nr_reserved; i++) {

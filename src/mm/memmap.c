@@ -198,6 +198,22 @@ static struct dmm_mem *carve_all(struct carve *c, const struct dmm_mem *g)
 			dmm__rt_setup(&mem->zones[i].rt, gz->start_pfn, gz->end_pfn, words, tree);
 		}
 	}
+	if (g->machine.nr_cma) {
+		struct dmm_cma_area *areas =
+			carve(c, g->machine.nr_cma * sizeof(struct dmm_cma_area), DMM_CACHELINE);
+		if (mem) {
+			mem->cma = areas;
+			mem->nr_cma = g->machine.nr_cma;
+		}
+		for (unsigned i = 0; i < g->machine.nr_cma; i++) {
+			uint64_t pages = dmm__cma_decl_pages(&g->machine.cma[i]);
+			uint64_t *bitmap = carve(c, dmm_align_up(pages, 64) / 8, 8);
+			if (mem) {
+				areas[i].bitmap = bitmap;
+				areas[i].count = pages;
+			}
+		}
+	}
 	return mem;
 }
 
@@ -291,14 +307,14 @@ static void release_free_pages(struct dmm_mem *mem)
 			struct dmm_page *pg = dmm__pfn_page(mem, p);
 			dmm_pfn_t run;
 
-			if (!pg || pg->state != DMM_PAGE_TAIL) {
+			if (!pg || dmm__state(pg) != DMM_PAGE_TAIL) {
 				p++;
 				continue;
 			}
 			run = p;
 			while (run < z->end_pfn) {
 				struct dmm_page *q = dmm__pfn_page(mem, run);
-				if (!q || q->state != DMM_PAGE_TAIL)
+				if (!q || dmm__state(q) != DMM_PAGE_TAIL)
 					break;
 				run++;
 			}
@@ -309,6 +325,11 @@ static void release_free_pages(struct dmm_mem *mem)
 					order = DMM_MAX_ORDER;
 				while (((uint64_t)1 << order) > run - p)
 					order--;
+				/* Blocks above a pageblock never span two types. */
+				if (order > DMM_PAGEBLOCK_ORDER &&
+				    dmm__pageblock_head(mem, p)->pb_mt !=
+					    dmm__pageblock_head(mem, p + DMM_PAGEBLOCK_PAGES)->pb_mt)
+					order = DMM_PAGEBLOCK_ORDER;
 				dmm__init_free_block(z, p, order);
 				p += (uint64_t)1 << order;
 			}
@@ -326,6 +347,7 @@ int dmm_mem_create(const struct dmm_machine *m, const struct dmm_platform *p, st
 	struct dmm_mem *mem;
 	uint8_t *virt;
 	uint64_t t0;
+	int err;
 
 	if (!out || dmm_machine_validate(m) || dmm_platform_validate(p))
 		return -DMM_EINVAL;
@@ -355,11 +377,16 @@ int dmm_mem_create(const struct dmm_machine *m, const struct dmm_platform *p, st
 	mem = carve_all(&c, &g);
 
 	init_descriptors(mem);
+	err = dmm__cma_place(mem);
+	if (err)
+		return err;
 	release_free_pages(mem);
 	dmm__zones_init_watermarks(mem);
 	dmm__pcp_init(mem);
 	for (unsigned i = 0; i < mem->nr_zones; i++)
 		mem->plat.lock_init(mem->plat.ctx, &mem->zones[i].lock);
+	for (unsigned i = 0; i < mem->nr_cma; i++)
+		mem->plat.lock_init(mem->plat.ctx, &mem->cma[i].lock);
 	mem->init_ns = (mem->plat.now_ns ? mem->plat.now_ns(mem->plat.ctx) : 0) - t0;
 	*out = mem;
 	return 0;
@@ -375,6 +402,8 @@ void dmm_mem_destroy(struct dmm_mem *mem)
 			mem->plat.lock_destroy(mem->plat.ctx, &z->pcp[c].lock);
 		mem->plat.lock_destroy(mem->plat.ctx, &z->lock);
 	}
+	for (unsigned i = 0; i < mem->nr_cma; i++)
+		mem->plat.lock_destroy(mem->plat.ctx, &mem->cma[i].lock);
 }
 
 void dmm_mem_get_info(const struct dmm_mem *mem, struct dmm_mem_info *info)

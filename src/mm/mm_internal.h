@@ -12,7 +12,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <dmamem/cma.h>
 #include <dmamem/error.h>
+#include <dmamem/migrate.h>
 #include <dmamem/mem.h>
 #include <dmamem/page_alloc.h>
 #include <dmamem/platform.h>
@@ -88,6 +90,24 @@ struct dmm_zone {
 	struct dmm_rt rt;
 };
 
+struct dmm_cma_area {
+	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+	struct dmm_mem *mem;
+	unsigned idx;
+	char name[DMM_CMA_NAME_MAX];
+	int is_default;
+	dmm_pfn_t base;
+	uint64_t count;                   /* pages */
+	struct dmm_zone *zone;
+	uint64_t *bitmap;                 /* bit set = handed out or being claimed */
+	uint64_t used;                    /* bits set */
+	uint32_t claims;                  /* claims in progress */
+	struct dmm_cma_info st;           /* statistics (name/geometry filled on query) */
+};
+
+/* dmm_page.flags, private to the library */
+#define DMM_PGF_UNCACHED 0x08   /* CMA range head: remapped uncached */
+
 struct dmm_mem {
 	struct dmm_machine machine;
 	struct dmm_platform plat;
@@ -102,6 +122,9 @@ struct dmm_mem {
 	uint64_t ram_pages, managed_pages, reserved_pages;
 	uint64_t init_ns;
 	uint64_t fail_invalid, fail_range; /* atomic */
+	unsigned nr_cma;
+	struct dmm_cma_area *cma;         /* nr_cma areas */
+	struct dmm_migrate_stats mstats;  /* atomic counters */
 	dmm_wmark_hook_fn wmark_hook;
 	void *wmark_hook_arg;
 };
@@ -115,6 +138,40 @@ static inline struct dmm_page *dmm__pfn_page(const struct dmm_mem *mem, dmm_pfn_
 	if (sec >= mem->nr_sections || !mem->sections[sec])
 		return (struct dmm_page *)0;
 	return &mem->sections[sec][pfn & (DMM_SECTION_PAGES - 1)];
+}
+
+/* Page states and orders are written under a lock but read by migration
+ * scans without one: store them atomically. */
+static inline void dmm__set_state(struct dmm_page *pg, uint8_t st)
+{
+	if (!pg)
+		__builtin_unreachable(); /* callers pass descriptors of RAM pages */
+	__atomic_store_n(&pg->state, st, __ATOMIC_RELEASE);
+}
+
+static inline uint8_t dmm__state(const struct dmm_page *pg)
+{
+	return __atomic_load_n(&pg->state, __ATOMIC_ACQUIRE);
+}
+
+static inline uint8_t dmm__order(const struct dmm_page *pg)
+{
+	return __atomic_load_n(&pg->order, __ATOMIC_RELAXED);
+}
+
+static inline void dmm__set_order(struct dmm_page *pg, unsigned order)
+{
+	__atomic_store_n(&pg->order, (uint8_t)order, __ATOMIC_RELAXED);
+}
+
+static inline uint8_t dmm__mt(const struct dmm_page *pg)
+{
+	return __atomic_load_n(&pg->mt, __ATOMIC_RELAXED);
+}
+
+static inline void dmm__set_mt(struct dmm_page *pg, unsigned mt)
+{
+	__atomic_store_n(&pg->mt, (uint8_t)mt, __ATOMIC_RELAXED);
 }
 
 static inline struct dmm_page *dmm__pageblock_head(const struct dmm_mem *mem, dmm_pfn_t pfn)
@@ -152,8 +209,10 @@ void dmm__init_free_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order);
 void dmm__free_block_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order);
 void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg);
 void dmm__add_free_locked(struct dmm_zone *z, struct dmm_page *pg, unsigned order, unsigned mt);
-bool dmm__zone_wmark_ok(const struct dmm_zone *z, uint64_t nr_pages, unsigned flags,
-			enum dmm_zone_type classzone);
+/* 0 if the zone may give @nr_pages; -DMM_EWMARK if only by going below its
+ * watermark (+ lowmem_reserve for @classzone); -DMM_ENOMEM if it has fewer free. */
+int dmm__zone_wmark_check(const struct dmm_zone *z, uint64_t nr_pages, unsigned flags,
+			  enum dmm_zone_type classzone);
 void dmm__zone_set_free(struct dmm_zone *z, uint64_t v);
 void dmm__drain_zone_pcp(struct dmm_zone *z);
 void dmm__wmark_after_alloc(struct dmm_zone *z);
@@ -168,8 +227,32 @@ bool dmm__lowmem_policy_allows(const struct dmm_mem *mem, const struct dmm_zone 
 int dmm__count_invalid(struct dmm_mem *mem);
 int dmm__count_range(struct dmm_mem *mem);
 int dmm__count_fail(struct dmm_mem *mem, int class_zone, bool saw_wmark);
+unsigned dmm__pageblock_mt(const struct dmm_mem *mem, dmm_pfn_t pfn);
+/* Isolate a pageblock (its free pages leave the allocatable lists);
+ * -DMM_EAGAIN if it is isolated already. Zone lock held. */
+int dmm__isolate_pageblock_locked(struct dmm_zone *z, dmm_pfn_t pfn);
+void dmm__unisolate_pageblock_locked(struct dmm_zone *z, dmm_pfn_t pfn);
 /* Block head containing pfn, if pfn lies in a free buddy block. */
 struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn);
+
+/* ---- cma.c / migrate.c ------------------------------------------------- */
+
+/* Pages of declared area @d (size rounded up to pageblocks). */
+uint64_t dmm__cma_decl_pages(const struct dmm_cma_decl *d);
+/* Place the declared areas in RAM (after descriptors, before the free
+ * lists are built): marks their pages and pageblocks. */
+int dmm__cma_place(struct dmm_mem *mem);
+/* Migrate one movable page; on success *new_pfn is where it went. */
+enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned gfp,
+					 dmm_pfn_t *new_pfn);
+
+uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, unsigned gfp,
+			       bool stop_early, struct dmm_migrate_report *r, dmm_pfn_t *first_bad,
+			       enum dmm_migrate_reason *first_why);
+/* Isolate / restore the pageblocks covering [lo, hi). -DMM_EAGAIN if one is
+ * isolated already (nothing stays isolated then). */
+int dmm__isolate_range(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi);
+void dmm__unisolate_range(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi);
 
 /* ---- range.c ------------------------------------------------------------- */
 

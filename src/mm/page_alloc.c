@@ -95,17 +95,23 @@ static inline void stat_inc(uint64_t *c)
 	__atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
 }
 
+/* Pageblock types are written under the zone lock and read anywhere. */
 static inline unsigned pageblock_mt(const struct dmm_mem *mem, dmm_pfn_t pfn)
 {
-	return dmm__pageblock_head(mem, pfn)->pb_mt;
+	return __atomic_load_n(&dmm__pageblock_head(mem, pfn)->pb_mt, __ATOMIC_RELAXED);
 }
 
 static void set_pageblock_mt(struct dmm_zone *z, dmm_pfn_t pfn, unsigned mt)
 {
 	struct dmm_page *pb = dmm__pageblock_head(z->mem, pfn);
 	z->pageblocks_mt[pb->pb_mt]--;
-	pb->pb_mt = (uint8_t)mt;
+	__atomic_store_n(&pb->pb_mt, (uint8_t)mt, __ATOMIC_RELAXED);
 	z->pageblocks_mt[mt]++;
+}
+
+unsigned dmm__pageblock_mt(const struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	return pageblock_mt(mem, pfn);
 }
 
 /* ---- free lists ------------------------------------------------------------- */
@@ -114,11 +120,11 @@ void dmm__add_free_locked(struct dmm_zone *z, struct dmm_page *pg, unsigned orde
 {
 	struct dmm_page **head = &z->free_list[order][mt];
 
-	DMM_ASSERT_INT(z->mem, pg->state == DMM_PAGE_TAIL);
+	DMM_ASSERT_INT(z->mem, dmm__state(pg) == DMM_PAGE_TAIL);
 	DMM_ASSERT_INT(z->mem, !(pg->pfn & (((uint64_t)1 << order) - 1)));
-	pg->state = DMM_PAGE_FREE;
-	pg->order = (uint8_t)order;
-	pg->mt = (uint8_t)mt;
+	dmm__set_state(pg, DMM_PAGE_FREE);
+	dmm__set_order(pg, order);
+	dmm__set_mt(pg, (uint8_t)mt);
 	pg->prev = (struct dmm_page *)0;
 	pg->next = *head;
 	if (*head)
@@ -132,9 +138,9 @@ void dmm__add_free_locked(struct dmm_zone *z, struct dmm_page *pg, unsigned orde
 
 void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg)
 {
-	unsigned order = pg->order, mt = pg->mt;
+	unsigned order = dmm__order(pg), mt = dmm__mt(pg);
 
-	DMM_ASSERT_INT(z->mem, pg->state == DMM_PAGE_FREE);
+	DMM_ASSERT_INT(z->mem, dmm__state(pg) == DMM_PAGE_FREE);
 	if (pg->prev)
 		pg->prev->next = pg->next;
 	else
@@ -142,19 +148,33 @@ void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg)
 	if (pg->next)
 		pg->next->prev = pg->prev;
 	pg->next = pg->prev = (struct dmm_page *)0;
-	pg->state = DMM_PAGE_TAIL;
+	dmm__set_state(pg, DMM_PAGE_TAIL);
 	z->nr_free[order][mt]--;
 	dmm__zone_set_free(z, z->free - ((uint64_t)1 << order));
 	if (mt == DMM_MT_CMA)
 		z->free_cma -= (uint64_t)1 << order;
 }
 
+/*
+ * The range index covers the free pages of ordinary pageblocks only: free
+ * pages of contiguous areas (CMA) and of isolated pageblocks are never handed
+ * out by the range allocator. Bits are set when pages become free in an
+ * ordinary pageblock and when a pageblock is unisolated; cleared when pages
+ * are allocated (harmless if already clear) and when a pageblock is isolated.
+ */
+static inline bool mt_indexed(unsigned mt)
+{
+	return mt < DMM_MT_CMA;
+}
+
 void dmm__init_free_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
 {
 	struct dmm_page *pg = dmm__pfn_page(z->mem, pfn);
+	unsigned mt = pageblock_mt(z->mem, pfn);
 
-	dmm__add_free_locked(z, pg, order, pageblock_mt(z->mem, pfn));
-	dmm__rt_mark(&z->rt, pfn, (uint64_t)1 << order, true);
+	dmm__add_free_locked(z, pg, order, mt);
+	if (mt_indexed(mt))
+		dmm__rt_mark(&z->rt, pfn, (uint64_t)1 << order, true);
 }
 
 /* The free buddy of [pfn, pfn + 2^order) if it may merge, else NULL. */
@@ -166,7 +186,7 @@ static struct dmm_page *mergeable_buddy(struct dmm_zone *z, dmm_pfn_t pfn, unsig
 	if (bpfn < z->start_pfn || bpfn >= z->end_pfn)
 		return (struct dmm_page *)0;
 	b = dmm__pfn_page(z->mem, bpfn);
-	if (!b || b->state != DMM_PAGE_FREE || b->order != order || b->zone != z->idx)
+	if (!b || dmm__state(b) != DMM_PAGE_FREE || dmm__order(b) != order || b->zone != z->idx)
 		return (struct dmm_page *)0;
 	/* Above the pageblock size, merge only blocks of the same type. */
 	if (order >= DMM_PAGEBLOCK_ORDER &&
@@ -193,9 +213,10 @@ void dmm__free_block_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
 {
 	struct dmm_page *pg = dmm__pfn_page(z->mem, pfn);
 
-	pg->state = DMM_PAGE_TAIL;
+	dmm__set_state(pg, DMM_PAGE_TAIL);
 	pg->next = pg->prev = (struct dmm_page *)0;
-	dmm__rt_mark(&z->rt, pfn, (uint64_t)1 << order, true);
+	if (mt_indexed(pageblock_mt(z->mem, pfn)))
+		dmm__rt_mark(&z->rt, pfn, (uint64_t)1 << order, true);
 	free_one_locked(z, pfn, order);
 }
 
@@ -207,7 +228,7 @@ struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn)
 		if (h < z->start_pfn)
 			break;
 		pg = dmm__pfn_page(z->mem, h);
-		if (pg && pg->state == DMM_PAGE_FREE && pg->order >= k)
+		if (pg && dmm__state(pg) == DMM_PAGE_FREE && dmm__order(pg) >= k)
 			return pg;
 	}
 	return (struct dmm_page *)0;
@@ -251,13 +272,13 @@ static bool try_claim_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned mt)
 	for (dmm_pfn_t p = dmm_max64(start, z->start_pfn); p < end && p < z->end_pfn;) {
 		struct dmm_page *pg = dmm__pfn_page(z->mem, p);
 		uint64_t n = 1;
-		if (pg->state == DMM_PAGE_FREE) {
-			n = (uint64_t)1 << pg->order;
+		if (dmm__state(pg) == DMM_PAGE_FREE) {
+			n = (uint64_t)1 << dmm__order(pg);
 			free += n;
-		} else if (pg->state == DMM_PAGE_ALLOC || pg->state == DMM_PAGE_PCP) {
-			n = (uint64_t)1 << pg->order;
-			if (pg->state == DMM_PAGE_ALLOC &&
-			    (pg->mt == mt || (mt != DMM_MT_MOVABLE && pg->mt != DMM_MT_MOVABLE)))
+		} else if (dmm__state(pg) == DMM_PAGE_ALLOC || dmm__state(pg) == DMM_PAGE_PCP) {
+			n = (uint64_t)1 << dmm__order(pg);
+			if (dmm__state(pg) == DMM_PAGE_ALLOC &&
+			    (dmm__mt(pg) == mt || (mt != DMM_MT_MOVABLE && dmm__mt(pg) != DMM_MT_MOVABLE)))
 				alike += n;
 		}
 		p += n;
@@ -268,13 +289,13 @@ static bool try_claim_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned mt)
 	for (dmm_pfn_t p = dmm_max64(start, z->start_pfn); p < end && p < z->end_pfn;) {
 		struct dmm_page *pg = dmm__pfn_page(z->mem, p);
 		uint64_t n = 1;
-		if (pg->state == DMM_PAGE_FREE) {
-			unsigned o = pg->order;
+		if (dmm__state(pg) == DMM_PAGE_FREE) {
+			unsigned o = dmm__order(pg);
 			n = (uint64_t)1 << o;
 			dmm__del_free_locked(z, pg);
 			dmm__add_free_locked(z, pg, o, mt);
-		} else if (pg->state == DMM_PAGE_ALLOC || pg->state == DMM_PAGE_PCP) {
-			n = (uint64_t)1 << pg->order;
+		} else if (dmm__state(pg) == DMM_PAGE_ALLOC || dmm__state(pg) == DMM_PAGE_PCP) {
+			n = (uint64_t)1 << dmm__order(pg);
 		}
 		p += n;
 	}
@@ -324,23 +345,91 @@ static struct dmm_page *rmqueue_fallback(struct dmm_zone *z, unsigned order, uns
 	return (struct dmm_page *)0;
 }
 
-/* Take a block of 2^order pages of type @mt from the lists (lock held). */
-static struct dmm_page *rmqueue_locked(struct dmm_zone *z, unsigned order, unsigned mt)
+/*
+ * Take a block of 2^order pages of type @mt from the lists (lock held).
+ * Movable requests may use contiguous-area pageblocks, as eagerly as the
+ * machine's CMA policy says (Linux's rule: first once CMA holds more than
+ * half of the zone's free pages, else only when all else failed).
+ */
+static struct dmm_page *rmqueue_locked(struct dmm_zone *z, unsigned order, unsigned mt,
+				       bool allow_cma)
 {
 	struct dmm_page *pg = (struct dmm_page *)0;
+	enum dmm_cma_policy pol = z->mem->machine.cma_policy;
+	bool cma = allow_cma && mt == DMM_MT_MOVABLE && z->free_cma && pol != DMM_CMA_POLICY_NEVER;
 
-	/* Movable requests use CMA first once it holds over half the free memory. */
-	if (mt == DMM_MT_MOVABLE && z->free_cma && z->free_cma > z->free / 2)
+	if (cma && (pol == DMM_CMA_POLICY_FIRST ||
+		    (pol == DMM_CMA_POLICY_HALF && z->free_cma > z->free / 2)))
 		pg = rmqueue_smallest(z, order, DMM_MT_CMA);
 	if (!pg)
 		pg = rmqueue_smallest(z, order, mt);
 	if (!pg)
 		pg = rmqueue_fallback(z, order, mt);
-	if (!pg && mt == DMM_MT_MOVABLE && z->free_cma)
+	if (!pg && cma)
 		pg = rmqueue_smallest(z, order, DMM_MT_CMA);
 	if (pg)
 		dmm__rt_mark(&z->rt, pg->pfn, (uint64_t)1 << order, false);
 	return pg;
+}
+
+/* ---- pageblock isolation ----------------------------------------------------- */
+
+int dmm__isolate_pageblock_locked(struct dmm_zone *z, dmm_pfn_t pfn)
+{
+	dmm_pfn_t start = dmm_align_down(pfn, DMM_PAGEBLOCK_PAGES);
+	dmm_pfn_t end = dmm_min64(start + DMM_PAGEBLOCK_PAGES, z->end_pfn);
+	struct dmm_page *pb = dmm__pageblock_head(z->mem, start);
+	struct dmm_page *h;
+
+	if (pb->pb_mt == DMM_MT_ISOLATE)
+		return -DMM_EAGAIN;
+	/* A free block larger than a pageblock is split at pageblock size. */
+	h = dmm__free_head_of(z, dmm_max64(start, z->start_pfn));
+	if (h && dmm__order(h) > DMM_PAGEBLOCK_ORDER) {
+		dmm_pfn_t hs = h->pfn;
+		uint64_t size = (uint64_t)1 << dmm__order(h);
+		dmm__del_free_locked(z, h);
+		for (uint64_t b = 0; b < size; b += DMM_PAGEBLOCK_PAGES)
+			dmm__add_free_locked(z, dmm__pfn_page(z->mem, hs + b), DMM_PAGEBLOCK_ORDER,
+					     pageblock_mt(z->mem, hs + b));
+	}
+	pb->pb_saved = pb->pb_mt;
+	set_pageblock_mt(z, start, DMM_MT_ISOLATE);
+	for (dmm_pfn_t p = dmm_max64(start, z->start_pfn); p < end;) {
+		struct dmm_page *pg = dmm__pfn_page(z->mem, p);
+		uint64_t n = 1;
+		if (dmm__state(pg) == DMM_PAGE_FREE) {
+			unsigned o = dmm__order(pg);
+			n = (uint64_t)1 << o;
+			dmm__del_free_locked(z, pg);
+			dmm__add_free_locked(z, pg, o, DMM_MT_ISOLATE);
+			if (mt_indexed(pb->pb_saved))
+				dmm__rt_mark(&z->rt, p, n, false);
+		}
+		p += n;
+	}
+	return 0;
+}
+
+void dmm__unisolate_pageblock_locked(struct dmm_zone *z, dmm_pfn_t pfn)
+{
+	dmm_pfn_t start = dmm_align_down(pfn, DMM_PAGEBLOCK_PAGES);
+	dmm_pfn_t end = dmm_min64(start + DMM_PAGEBLOCK_PAGES, z->end_pfn);
+	struct dmm_page *pb = dmm__pageblock_head(z->mem, start);
+
+	DMM_ASSERT_INT(z->mem, pb->pb_mt == DMM_MT_ISOLATE);
+	set_pageblock_mt(z, start, pb->pb_saved);
+	/* Give every isolated free block back with merging. */
+	for (dmm_pfn_t p = dmm_max64(start, z->start_pfn); p < end; p++) {
+		struct dmm_page *pg = dmm__pfn_page(z->mem, p);
+		if (dmm__state(pg) == DMM_PAGE_FREE && dmm__mt(pg) == DMM_MT_ISOLATE) {
+			unsigned o = dmm__order(pg);
+			dmm__del_free_locked(z, pg);
+			if (mt_indexed(pb->pb_mt))
+				dmm__rt_mark(&z->rt, p, (uint64_t)1 << o, true);
+			free_one_locked(z, p, o);
+		}
+	}
 }
 
 /* ---- watermarks --------------------------------------------------------------- */
@@ -436,19 +525,21 @@ void dmm__zones_init_watermarks(struct dmm_mem *mem)
 	}
 }
 
-bool dmm__zone_wmark_ok(const struct dmm_zone *z, uint64_t nr_pages, unsigned flags,
-			enum dmm_zone_type classzone)
+int dmm__zone_wmark_check(const struct dmm_zone *z, uint64_t nr_pages, unsigned flags,
+			  enum dmm_zone_type classzone)
 {
 	uint64_t mark, free = zone_free(z);
 
+	if (free < nr_pages)
+		return -DMM_ENOMEM;
 	if (flags & DMM_GFP_NOWMARK)
-		return free >= nr_pages;
+		return 0;
 	mark = z->wmark[0];
 	if (flags & DMM_GFP_ATOMIC)
 		mark -= mark / 2;
 	if (classzone > z->type)
 		mark += z->lowmem_reserve[classzone];
-	return free >= nr_pages + mark;
+	return free >= nr_pages + mark ? 0 : -DMM_EWMARK;
 }
 
 void dmm__wmark_after_alloc(struct dmm_zone *z)
@@ -514,9 +605,9 @@ static inline struct dmm_pcp *this_pcp(struct dmm_zone *z)
 
 static inline void pcp_push(struct dmm_pcp *pcp, struct dmm_page *pg, unsigned order, unsigned mt)
 {
-	pg->state = DMM_PAGE_PCP;
-	pg->order = (uint8_t)order;
-	pg->mt = (uint8_t)mt;
+	dmm__set_state(pg, DMM_PAGE_PCP);
+	dmm__set_order(pg, order);
+	dmm__set_mt(pg, (uint8_t)mt);
 	pg->next = pcp->list[order][mt];
 	pcp->list[order][mt] = pg;
 	pcp->nr[order][mt]++;
@@ -563,7 +654,7 @@ static struct dmm_page *pcp_alloc(struct dmm_zone *z, unsigned order, unsigned m
 		uint64_t n = dmm_max64(1, z->pcp_batch >> order);
 		dmm__lock(z->mem, &z->lock);
 		for (uint64_t i = 0; i < n; i++) {
-			struct dmm_page *b = rmqueue_locked(z, order, mt);
+			struct dmm_page *b = rmqueue_locked(z, order, mt, true);
 			if (!b)
 				break;
 			pcp_push(pcp, b, order, mt);
@@ -640,11 +731,12 @@ static unsigned gfp_migratetype(unsigned flags)
 
 static void mark_allocated(struct dmm_page *pg, unsigned order, unsigned mt)
 {
-	pg->state = DMM_PAGE_ALLOC;
-	pg->order = (uint8_t)order;
-	pg->mt = (uint8_t)mt;
+	dmm__set_state(pg, DMM_PAGE_ALLOC);
+	dmm__set_order(pg, order);
+	dmm__set_mt(pg, (uint8_t)mt);
 	pg->refcount = 1;
-	pg->pincount = 0;
+	pg->pins = 0;
+	pg->lt_pins = 0;
 	pg->owner = (void *)0;
 	pg->private = 0;
 	pg->next = pg->prev = (struct dmm_page *)0;
@@ -737,10 +829,11 @@ static struct dmm_page *zone_alloc(struct dmm_zone *z, unsigned order, unsigned 
 	dmm_pfn_t got;
 
 	if (through_lists) {
-		if (order <= DMM_PCP_MAX_ORDER && mt < DMM_PCP_NR_MT && !(flags & DMM_GFP_NOCACHE))
+		if (order <= DMM_PCP_MAX_ORDER && mt < DMM_PCP_NR_MT &&
+		    !(flags & (DMM_GFP_NOCACHE | DMM_GFP_NOCMA)))
 			return pcp_alloc(z, order, mt);
 		dmm__lock(z->mem, &z->lock);
-		pg = rmqueue_locked(z, order, mt);
+		pg = rmqueue_locked(z, order, mt, !(flags & DMM_GFP_NOCMA));
 		if (pg)
 			z->stats.alloc_ok++;
 		dmm__unlock(z->mem, &z->lock);
@@ -800,11 +893,13 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
 			struct dmm_zone *z = &mem->zones[i];
 			struct dmm_page *pg;
 			bool whole;
+			int wm;
 
 			if (z->start_pfn >= hi || z->end_pfn <= lo || !dmm__lowmem_policy_allows(mem, z, cz))
 				continue;
-			if (!dmm__zone_wmark_ok(z, nr, flags, cz->type)) {
-				saw_wmark = true;
+			wm = dmm__zone_wmark_check(z, nr, flags, cz->type);
+			if (wm) {
+				saw_wmark |= wm == -DMM_EWMARK;
 				continue;
 			}
 			whole = natural && z->start_pfn >= lo && z->end_pfn <= hi;
@@ -846,16 +941,22 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	z = zone_of_page(mem, pg);
 	if (!z)
 		return -DMM_ENOENT;
-	if (pg->state != DMM_PAGE_ALLOC) {
+	if (dmm__state(pg) != DMM_PAGE_ALLOC) {
 		stat_inc(&z->stats.bad_free);
 		return -DMM_ENOENT;
 	}
-	if (order > DMM_MAX_ORDER || pg->order != order) {
+	if (order > DMM_MAX_ORDER || dmm__order(pg) != order) {
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EINVAL;
 	}
+	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
+		stat_inc(&z->stats.bad_free);
+		return -DMM_EBUSY;
+	}
 	pg->refcount = 0;
 	pg->owner = (void *)0;
+	pg->private = 0;
+	__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING), __ATOMIC_RELEASE);
 	if (order <= DMM_PCP_MAX_ORDER && pageblock_mt(mem, pfn) != DMM_MT_ISOLATE) {
 		pcp_free(z, pg, order);
 	} else {
@@ -962,7 +1063,8 @@ int dmm_zone_get_info(struct dmm_mem *mem, unsigned zone, struct dmm_zone_info *
 
 static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 {
-	uint64_t total = 0, heads = 0, listed = 0, pcp_total = 0, pb[DMM_NR_MIGRATETYPES] = { 0 };
+	uint64_t total = 0, indexed = 0, heads = 0, listed = 0, pcp_total = 0,
+		 pb[DMM_NR_MIGRATETYPES] = { 0 };
 	int err = 0;
 
 	for (unsigned o = 0; o < DMM_NR_ORDERS; o++) {
@@ -973,9 +1075,9 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 				uint64_t size = (uint64_t)1 << o;
 				CHECK(mem, pg->prev == prev, "check: zone %s order %u: broken back link at pfn %llu",
 				      dmm_zone_name(z->type), o, (unsigned long long)pg->pfn);
-				CHECK(mem, pg->state == DMM_PAGE_FREE && pg->order == o && pg->mt == mt,
+				CHECK(mem, dmm__state(pg) == DMM_PAGE_FREE && dmm__order(pg) == o && dmm__mt(pg) == mt,
 				      "check: pfn %llu on list (%u,%u) has state %u order %u mt %u",
-				      (unsigned long long)pg->pfn, o, mt, pg->state, pg->order, pg->mt);
+				      (unsigned long long)pg->pfn, o, mt, dmm__state(pg), dmm__order(pg), dmm__mt(pg));
 				CHECK(mem, !(pg->pfn & (size - 1)) && pg->pfn >= z->start_pfn &&
 					       pg->pfn + size <= z->end_pfn && pg->zone == z->idx,
 				      "check: free block pfn %llu order %u misplaced", (unsigned long long)pg->pfn, o);
@@ -984,10 +1086,13 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 					      "check: free block pfn %llu (mt %u) in pageblock of type %u",
 					      (unsigned long long)pg->pfn, mt, pageblock_mt(mem, pg->pfn + b));
 				for (uint64_t i = 0; i < size; i++)
-					CHECK(mem, dmm__rt_test(&z->rt, pg->pfn + i),
-					      "check: free pfn %llu missing from the range index",
-					      (unsigned long long)(pg->pfn + i));
+					CHECK(mem, dmm__rt_test(&z->rt, pg->pfn + i) == mt_indexed(mt),
+					      "check: free pfn %llu (%s) %s the range index",
+					      (unsigned long long)(pg->pfn + i), dmm_migratetype_name(mt),
+					      mt_indexed(mt) ? "missing from" : "wrongly in");
 				total += size;
+				if (mt_indexed(mt))
+					indexed += size;
 				n++;
 				prev = pg;
 			}
@@ -999,8 +1104,9 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 	CHECK(mem, total == z->free, "check: zone %s lists hold %llu pages, free says %llu",
 	      dmm_zone_name(z->type), (unsigned long long)total, (unsigned long long)z->free);
 	/* Bits set == pages listed and every listed page has its bit: no overlap. */
-	CHECK(mem, dmm__rt_popcount(&z->rt) == total, "check: zone %s range index has %llu free pages, lists %llu",
-	      dmm_zone_name(z->type), (unsigned long long)dmm__rt_popcount(&z->rt), (unsigned long long)total);
+	CHECK(mem, dmm__rt_popcount(&z->rt) == indexed,
+	      "check: zone %s range index has %llu free pages, ordinary lists %llu", dmm_zone_name(z->type),
+	      (unsigned long long)dmm__rt_popcount(&z->rt), (unsigned long long)indexed);
 
 	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
 		struct dmm_pcp *pcp = &z->pcp[c];
@@ -1009,9 +1115,9 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 			for (unsigned mt = 0; mt < DMM_PCP_NR_MT; mt++) {
 				uint64_t n = 0;
 				for (struct dmm_page *pg = pcp->list[o][mt]; pg; pg = pg->next) {
-					CHECK(mem, pg->state == DMM_PAGE_PCP && pg->order == o && pg->zone == z->idx,
+					CHECK(mem, dmm__state(pg) == DMM_PAGE_PCP && dmm__order(pg) == o && pg->zone == z->idx,
 					      "check: pcp page pfn %llu bad state %u order %u",
-					      (unsigned long long)pg->pfn, pg->state, pg->order);
+					      (unsigned long long)pg->pfn, dmm__state(pg), dmm__order(pg));
 					CHECK(mem, !dmm__rt_test(&z->rt, pg->pfn),
 					      "check: pcp page pfn %llu also marked free", (unsigned long long)pg->pfn);
 					n++;
@@ -1033,7 +1139,7 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 		      (unsigned long long)z->pageblocks_mt[mt]);
 	for (dmm_pfn_t p = z->start_pfn; p < z->end_pfn; p++) {
 		struct dmm_page *pg = dmm__pfn_page(mem, p);
-		if (pg && pg->state == DMM_PAGE_FREE)
+		if (pg && dmm__state(pg) == DMM_PAGE_FREE)
 			heads++;
 	}
 	CHECK(mem, heads == listed, "check: zone %s has %llu free heads, %llu listed", dmm_zone_name(z->type),

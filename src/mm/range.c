@@ -449,8 +449,8 @@ void dmm__take_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n)
 
 		DMM_ASSERT(z->mem, h != (struct dmm_page *)0);
 		hs = h->pfn;
-		he = hs + ((uint64_t)1 << h->order);
-		mt = h->mt;
+		he = hs + ((uint64_t)1 << dmm__order(h));
+		mt = dmm__mt(h);
 		dmm__del_free_locked(z, h);
 		add_pieces(z, hs, p, mt);
 		add_pieces(z, e < he ? e : he, he, mt);
@@ -525,20 +525,22 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 
 			if (z->start_pfn >= hi || z->end_pfn <= lo || !dmm__lowmem_policy_allows(mem, z, cz))
 				continue;
-			if (!dmm__zone_wmark_ok(z, nr_pages, flags, cz->type)) {
-				saw_wmark = true;
+			int wm = dmm__zone_wmark_check(z, nr_pages, flags, cz->type);
+			if (wm) {
+				saw_wmark |= wm == -DMM_EWMARK;
 				continue;
 			}
 			if (dmm__range_take_in_zone(z, dmm_max64(lo, z->start_pfn), dmm_min64(hi, z->end_pfn),
 						    nr_pages, align_pages, boundary_pages, &got))
 				continue;
 			pg = dmm__pfn_page(mem, got);
-			pg->state = DMM_PAGE_RANGE;
-			pg->order = 0;
-			pg->mt = DMM_MT_UNMOVABLE;
+			dmm__set_state(pg, DMM_PAGE_RANGE);
+			dmm__set_order(pg, 0);
+			dmm__set_mt(pg, DMM_MT_UNMOVABLE);
 			pg->private = nr_pages;
 			pg->refcount = 1;
-			pg->pincount = 0;
+			pg->pins = 0;
+			pg->lt_pins = 0;
 			pg->owner = (void *)0;
 			dmm__lock(mem, &z->lock);
 			z->stats.range_ok++;
@@ -571,7 +573,7 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 	if (!pg || pg->zone >= mem->nr_zones)
 		return -DMM_ENOENT;
 	z = &mem->zones[pg->zone];
-	if (pg->state != DMM_PAGE_RANGE) {
+	if (dmm__state(pg) != DMM_PAGE_RANGE) {
 		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
 		return -DMM_ENOENT;
 	}
@@ -580,7 +582,7 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 		return -DMM_EINVAL;
 	}
 	dmm__lock(mem, &z->lock);
-	pg->state = DMM_PAGE_TAIL;
+	dmm__set_state(pg, DMM_PAGE_TAIL);
 	pg->private = 0;
 	pg->refcount = 0;
 	dmm__give_range_locked(z, pfn, nr_pages);
@@ -642,7 +644,7 @@ int dmm_range_check(struct dmm_mem *mem)
 		/* Every range head must cover pages that are not buddy-free. */
 		for (dmm_pfn_t p = z->start_pfn; p < z->end_pfn && !err; p++) {
 			struct dmm_page *pg = dmm__pfn_page(mem, p);
-			if (!pg || pg->state != DMM_PAGE_RANGE)
+			if (!pg || dmm__state(pg) != DMM_PAGE_RANGE)
 				continue;
 			if (p + pg->private > z->end_pfn) {
 				dmm_log(mem, DMM_LOG_ERR, "range check: range at %llu leaves its zone",
@@ -652,7 +654,7 @@ int dmm_range_check(struct dmm_mem *mem)
 			}
 			for (uint64_t k = 0; k < pg->private; k++) {
 				struct dmm_page *q = dmm__pfn_page(mem, p + k);
-				if (dmm__rt_test(&z->rt, p + k) || (k && q->state != DMM_PAGE_TAIL)) {
+				if (dmm__rt_test(&z->rt, p + k) || (k && dmm__state(q) != DMM_PAGE_TAIL)) {
 					dmm_log(mem, DMM_LOG_ERR, "range check: page %llu of range %llu is not owned",
 						(unsigned long long)(p + k), (unsigned long long)p);
 					err = -DMM_EFAULT;

@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Movable pages, migration and pinning.
+ *
+ * Protocol for moving one page P owned by a movable owner O:
+ *
+ *   1. claim    set MIGRATING on P (atomic); fail BUSY if already set, then
+ *               check P's pins (a pinner increments first and checks
+ *               MIGRATING second, so one of the two always sees the other)
+ *   2. isolate  O->isolate(P): O stops using P and keeps it alive, or refuses
+ *   3. target   allocate T (movable, outside isolated pageblocks; NOCMA for
+ *               long-term pins), never from a per-CPU cache
+ *   4. copy     the library copies P's bytes to T and T inherits O and P's
+ *               private word
+ *   5. migrate  O->migrate(P, T): O switches its references to T, or refuses
+ *               (then T is freed and O->putback(P) restores the status quo)
+ *   6. free P   P goes back to the buddy lists (an isolated pageblock keeps
+ *               it off the allocatable lists)
+ *
+ * dmm_migrate_range() isolates the pageblocks covering the range first, so
+ * no new allocation lands there while it empties it; the contiguous-area
+ * allocator does the same and then takes the range.
+ */
+#include "mm/mm_internal.h"
+
+#define BUSY_RETRIES 8
+
+static const char *const reason_names[DMM_NR_MIGRATE_REASONS] = {
+	"moved", "pinned", "busy", "unmovable", "no-target", "refused",
+};
+
+const char *dmm_migrate_reason_name(enum dmm_migrate_reason r)
+{
+	return (unsigned)r < DMM_NR_MIGRATE_REASONS ? reason_names[r] : "?";
+}
+
+static inline void stat_add(uint64_t *c, uint64_t v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+static inline uint8_t page_state(const struct dmm_page *pg)
+{
+	return dmm__state(pg);
+}
+
+int dmm_page_alloc_movable(struct dmm_mem *mem, const struct dmm_movable_owner *owner,
+			   unsigned flags, dmm_pfn_t *pfn)
+{
+	const unsigned allowed = DMM_GFP_ATOMIC | DMM_GFP_ZERO | DMM_GFP_NOCMA | DMM_GFP_NOCACHE;
+	struct dmm_page *pg;
+	dmm_pfn_t p;
+	int err;
+
+	if (!mem || !pfn || !owner || !owner->ops || !owner->ops->isolate || !owner->ops->migrate ||
+	    !owner->ops->putback || (flags & ~allowed))
+		return dmm__count_invalid(mem);
+	err = dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, flags | DMM_GFP_MOVABLE, &p);
+	if (err)
+		return err;
+	pg = dmm__pfn_page(mem, p);
+	pg->owner = (void *)owner;
+	__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_MOVABLE, __ATOMIC_RELEASE);
+	*pfn = p;
+	return 0;
+}
+
+enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned gfp,
+					 dmm_pfn_t *new_pfn)
+{
+	struct dmm_page *pg = dmm__pfn_page(mem, pfn), *npg;
+	const struct dmm_movable_owner *owner;
+	enum dmm_migrate_reason why = DMM_MIGRATE_MOVED;
+	dmm_pfn_t t;
+	uint8_t old;
+	void *src, *dst;
+
+	stat_add(&mem->mstats.attempted, 1);
+	if (!pg || page_state(pg) != DMM_PAGE_ALLOC ||
+	    !(__atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE) & DMM_PGF_MOVABLE)) {
+		why = DMM_MIGRATE_UNMOVABLE;
+		goto out;
+	}
+	old = __atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_MIGRATING, __ATOMIC_SEQ_CST);
+	if (old & DMM_PGF_MIGRATING) {
+		why = DMM_MIGRATE_BUSY;
+		goto out;
+	}
+	if (__atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
+		why = DMM_MIGRATE_PINNED;
+		goto unclaim;
+	}
+	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST)) {
+		why = DMM_MIGRATE_BUSY;
+		goto unclaim;
+	}
+	owner = (const struct dmm_movable_owner *)pg->owner;
+	{
+		int r = owner->ops->isolate(owner->ctx, mem, pfn);
+		if (r) {
+			why = r == -DMM_EAGAIN ? DMM_MIGRATE_BUSY : DMM_MIGRATE_REFUSED;
+			goto unclaim;
+		}
+	}
+	if (dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0,
+			   gfp | DMM_GFP_MOVABLE | DMM_GFP_NOCACHE | DMM_GFP_ATOMIC, &t)) {
+		owner->ops->putback(owner->ctx, mem, pfn);
+		why = DMM_MIGRATE_NO_TARGET;
+		goto unclaim;
+	}
+	src = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(pfn));
+	dst = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(t));
+	dmm_memcpy(dst, src, DMM_PAGE_SIZE);
+	npg = dmm__pfn_page(mem, t);
+	npg->owner = pg->owner;
+	npg->private = pg->private;
+	__atomic_fetch_or(&npg->flags, (uint8_t)DMM_PGF_MOVABLE, __ATOMIC_RELEASE);
+	if (owner->ops->migrate(owner->ctx, mem, pfn, t)) {
+		__atomic_fetch_and(&npg->flags, (uint8_t)~DMM_PGF_MOVABLE, __ATOMIC_RELEASE);
+		dmm_page_free(mem, t, 0);
+		owner->ops->putback(owner->ctx, mem, pfn);
+		why = DMM_MIGRATE_REFUSED;
+		goto unclaim;
+	}
+	/* The owner now uses T; P is ours to free. */
+	pg->owner = (void *)0;
+	pg->private = 0;
+	__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING), __ATOMIC_RELEASE);
+	dmm_page_free(mem, pfn, 0);
+	stat_add(&mem->mstats.moved, 1);
+	stat_add(&mem->mstats.bytes_copied, DMM_PAGE_SIZE);
+	*new_pfn = t;
+	return DMM_MIGRATE_MOVED;
+unclaim:
+	__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_MIGRATING, __ATOMIC_RELEASE);
+out:
+	stat_add(&mem->mstats.failed[why], 1);
+	return why;
+}
+
+static void report_failure(struct dmm_migrate_report *r, dmm_pfn_t pfn, enum dmm_migrate_reason why)
+{
+	if (!r)
+		return;
+	r->failed[why]++;
+	if (r->failures && r->nr_failures < r->failures_cap) {
+		r->failures[r->nr_failures].pfn = pfn;
+		r->failures[r->nr_failures].reason = why;
+		r->nr_failures++;
+	}
+}
+
+/* Spin a little: a short-term pin is an I/O in flight that ends soon. */
+static void backoff(const struct dmm_mem *mem, unsigned attempt)
+{
+	uint64_t t0 = dmm__now(mem), wait = (uint64_t)2000 << attempt;
+	if (!t0)
+		return;
+	while (dmm__now(mem) - t0 < wait)
+		__asm__ __volatile__("" ::: "memory");
+}
+
+/*
+ * Migrate every allocated page in [lo, hi) (its pageblocks isolated by the
+ * caller). Stops at the first page that cannot move when @stop_early.
+ * Returns the number of pages that could not move; *first_bad is the first.
+ */
+uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, unsigned gfp,
+			       bool stop_early, struct dmm_migrate_report *r, dmm_pfn_t *first_bad,
+			       enum dmm_migrate_reason *first_why)
+{
+	uint64_t bad = 0;
+
+	for (dmm_pfn_t p = lo; p < hi;) {
+		struct dmm_page *pg = dmm__pfn_page(mem, p);
+		uint8_t st = pg ? page_state(pg) : DMM_PAGE_RESERVED;
+		uint64_t step = 1;
+		enum dmm_migrate_reason why;
+		dmm_pfn_t moved_to;
+
+		if (r)
+			r->scanned++;
+		if (st == DMM_PAGE_FREE) {
+			step = (uint64_t)1 << dmm__order(pg);
+			step -= p & (step - 1);
+			p += step;
+			continue;
+		}
+		if (st == DMM_PAGE_TAIL) {
+			p++;
+			continue;
+		}
+		if (st == DMM_PAGE_ALLOC && (__atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE) & DMM_PGF_MOVABLE)) {
+			for (unsigned attempt = 0;; attempt++) {
+				why = dmm__migrate_one(mem, p, gfp, &moved_to);
+				if (why != DMM_MIGRATE_BUSY || attempt >= BUSY_RETRIES)
+					break;
+				if (r)
+					r->retries++;
+				backoff(mem, attempt);
+			}
+		} else if (st == DMM_PAGE_PCP) {
+			/* freed into a per-CPU cache: the caller drains and rescans */
+			why = DMM_MIGRATE_BUSY;
+		} else {
+			why = pg && __atomic_load_n(&pg->lt_pins, __ATOMIC_RELAXED) ? DMM_MIGRATE_PINNED
+										 : DMM_MIGRATE_UNMOVABLE;
+			if (st == DMM_PAGE_ALLOC)
+				step = (uint64_t)1 << dmm__order(pg);
+			else if (st == DMM_PAGE_RANGE)
+				step = pg->private;
+		}
+		if (why == DMM_MIGRATE_MOVED) {
+			if (r)
+				r->moved++;
+		} else {
+			if (!bad) {
+				if (first_bad)
+					*first_bad = p;
+				if (first_why)
+					*first_why = why;
+			}
+			bad++;
+			report_failure(r, p, why);
+			if (stop_early)
+				return bad;
+		}
+		p += step;
+	}
+	return bad;
+}
+
+/* Isolate the pageblocks covering [lo, hi) zone by zone; undo on conflict. */
+int dmm__isolate_range(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi)
+{
+	dmm_pfn_t first = dmm_align_down(lo, DMM_PAGEBLOCK_PAGES);
+
+	for (dmm_pfn_t pb = first; pb < hi; pb += DMM_PAGEBLOCK_PAGES) {
+		struct dmm_page *head = dmm__pfn_page(mem, pb);
+		struct dmm_page *any = (struct dmm_page *)0;
+		struct dmm_zone *z;
+		int err;
+
+		/* the zone of any RAM page in the block */
+		for (dmm_pfn_t p = pb; p < pb + DMM_PAGEBLOCK_PAGES && head && !any; p++) {
+			struct dmm_page *q = dmm__pfn_page(mem, p);
+			if (q && q->zone < mem->nr_zones)
+				any = q;
+		}
+		if (!any)
+			continue;
+		z = &mem->zones[any->zone];
+		dmm__lock(mem, &z->lock);
+		err = dmm__isolate_pageblock_locked(z, pb);
+		dmm__unlock(mem, &z->lock);
+		if (err) {
+			if (pb > first)
+				dmm__unisolate_range(mem, lo, pb);
+			return err;
+		}
+	}
+	return 0;
+}
+
+void dmm__unisolate_range(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi)
+{
+	for (dmm_pfn_t pb = dmm_align_down(lo, DMM_PAGEBLOCK_PAGES); pb < hi; pb += DMM_PAGEBLOCK_PAGES) {
+		struct dmm_page *any = (struct dmm_page *)0;
+		struct dmm_zone *z;
+
+		for (dmm_pfn_t p = pb; p < pb + DMM_PAGEBLOCK_PAGES && !any; p++) {
+			struct dmm_page *q = dmm__pfn_page(mem, p);
+			if (q && q->zone < mem->nr_zones)
+				any = q;
+		}
+		if (!any)
+			continue;
+		z = &mem->zones[any->zone];
+		dmm__lock(mem, &z->lock);
+		if (dmm__pageblock_mt(mem, pb) == DMM_MT_ISOLATE)
+			dmm__unisolate_pageblock_locked(z, pb);
+		dmm__unlock(mem, &z->lock);
+	}
+}
+
+int dmm_migrate_range(struct dmm_mem *mem, dmm_phys_t lo, dmm_phys_t hi,
+		      struct dmm_migrate_report *report)
+{
+	dmm_pfn_t plo, phi;
+	uint64_t bad;
+	int err;
+
+	if (!mem || lo >= hi || (lo & (DMM_PAGE_SIZE - 1)) || (hi & (DMM_PAGE_SIZE - 1)))
+		return dmm__count_invalid(mem);
+	if (report && report->failures_cap && !report->failures)
+		return dmm__count_invalid(mem);
+	plo = lo >> DMM_PAGE_SHIFT;
+	phi = hi >> DMM_PAGE_SHIFT;
+	if (dmm__ram_pages_in(&mem->machine, plo, phi) == 0)
+		return dmm__count_range(mem);
+	if (report) {
+		struct dmm_migrate_failure *f = report->failures;
+		size_t cap = report->failures_cap;
+		dmm_memset(report, 0, sizeof(*report));
+		report->failures = f;
+		report->failures_cap = cap;
+	}
+	err = dmm__isolate_range(mem, plo, phi);
+	if (err)
+		return err;
+	dmm_page_drain_pcp(mem);
+	bad = dmm__migrate_pages_in(mem, plo, phi, 0, false, report, (dmm_pfn_t *)0,
+				    (enum dmm_migrate_reason *)0);
+	dmm__unisolate_range(mem, plo, phi);
+	return bad ? -DMM_EBUSY : 0;
+}
+
+/* ---- pinning ------------------------------------------------------------------- */
+
+int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *pinned,
+		 enum dmm_migrate_reason *why)
+{
+	struct dmm_page *pg;
+	uint16_t *ctr;
+	uint8_t st;
+
+	if (!mem || !pinned || (flags & ~DMM_PIN_LONGTERM))
+		return dmm__count_invalid(mem);
+	pg = dmm_pfn_to_page(mem, pfn);
+	if (!pg)
+		return -DMM_ENOENT;
+	st = page_state(pg);
+	if (st != DMM_PAGE_ALLOC && st != DMM_PAGE_RANGE)
+		return -DMM_ENOENT;
+	if ((flags & DMM_PIN_LONGTERM) && pg->cma && mem->machine.longterm_pin_migrate) {
+		enum dmm_migrate_reason r;
+		dmm_pfn_t to;
+
+		stat_add(&mem->mstats.longterm_pin_migrations, 1);
+		if (st != DMM_PAGE_ALLOC || dmm__order(pg) != 0)
+			r = DMM_MIGRATE_UNMOVABLE;
+		else
+			r = dmm__migrate_one(mem, pfn, DMM_GFP_NOCMA, &to);
+		if (r != DMM_MIGRATE_MOVED) {
+			stat_add(&mem->mstats.longterm_pin_failures, 1);
+			if (why)
+				*why = r;
+			return r == DMM_MIGRATE_BUSY ? -DMM_EAGAIN : -DMM_EBUSY;
+		}
+		pfn = to;
+		pg = dmm__pfn_page(mem, pfn);
+	}
+	ctr = (flags & DMM_PIN_LONGTERM) ? &pg->lt_pins : &pg->pins;
+	if (__atomic_add_fetch(ctr, 1, __ATOMIC_SEQ_CST) == 0) {
+		__atomic_sub_fetch(ctr, 1, __ATOMIC_SEQ_CST);
+		return -DMM_ENOSPC;
+	}
+	/* Lost a race with a migration of this very page: let the caller retry. */
+	if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & DMM_PGF_MIGRATING) {
+		__atomic_sub_fetch(ctr, 1, __ATOMIC_SEQ_CST);
+		if (why)
+			*why = DMM_MIGRATE_BUSY;
+		return -DMM_EAGAIN;
+	}
+	if (flags & DMM_PIN_LONGTERM)
+		stat_add(&mem->mstats.longterm_pins, 1);
+	if (why)
+		*why = DMM_MIGRATE_MOVED;
+	*pinned = pfn;
+	return 0;
+}
+
+int dmm_page_unpin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags)
+{
+	struct dmm_page *pg;
+	uint16_t *ctr, v;
+
+	if (!mem || (flags & ~DMM_PIN_LONGTERM))
+		return dmm__count_invalid(mem);
+	pg = dmm_pfn_to_page(mem, pfn);
+	if (!pg)
+		return -DMM_ENOENT;
+	ctr = (flags & DMM_PIN_LONGTERM) ? &pg->lt_pins : &pg->pins;
+	v = __atomic_load_n(ctr, __ATOMIC_RELAXED);
+	do {
+		if (v == 0)
+			return -DMM_ENOENT;
+	} while (!__atomic_compare_exchange_n(ctr, &v, (uint16_t)(v - 1), false, __ATOMIC_SEQ_CST,
+					      __ATOMIC_RELAXED));
+	return 0;
+}
+
+void dmm_migrate_get_stats(struct dmm_mem *mem, struct dmm_migrate_stats *st)
+{
+	const uint64_t *src;
+	uint64_t *dst;
+
+	if (!mem || !st)
+		return;
+	src = (const uint64_t *)&mem->mstats;
+	dst = (uint64_t *)st;
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
