@@ -611,7 +611,7 @@ static inline void pcp_push(struct dmm_pcp *pcp, struct dmm_page *pg, unsigned o
 	pg->next = pcp->list[order][mt];
 	pcp->list[order][mt] = pg;
 	pcp->nr[order][mt]++;
-	pcp->count += (uint64_t)1 << order;
+	__atomic_store_n(&pcp->count, pcp->count + ((uint64_t)1 << order), __ATOMIC_RELAXED);
 }
 
 static inline struct dmm_page *pcp_pop(struct dmm_pcp *pcp, unsigned order, unsigned mt)
@@ -622,7 +622,7 @@ static inline struct dmm_page *pcp_pop(struct dmm_pcp *pcp, unsigned order, unsi
 	pcp->list[order][mt] = pg->next;
 	pg->next = (struct dmm_page *)0;
 	pcp->nr[order][mt]--;
-	pcp->count -= (uint64_t)1 << order;
+	__atomic_store_n(&pcp->count, pcp->count - ((uint64_t)1 << order), __ATOMIC_RELAXED);
 	return pg;
 }
 
@@ -835,16 +835,14 @@ static struct dmm_page *zone_alloc(struct dmm_zone *z, unsigned order, unsigned 
 		dmm__lock(z->mem, &z->lock);
 		pg = rmqueue_locked(z, order, mt, !(flags & DMM_GFP_NOCMA));
 		if (pg)
-			z->stats.alloc_ok++;
+			__atomic_fetch_add(&z->stats.alloc_ok, 1, __ATOMIC_RELAXED);
 		dmm__unlock(z->mem, &z->lock);
 		return pg;
 	}
 	if (dmm__range_take_in_zone(z, dmm_max64(lo, z->start_pfn), dmm_min64(hi, z->end_pfn),
 				    (uint64_t)1 << order, align_pages, boundary_pages, &got))
 		return pg;
-	dmm__lock(z->mem, &z->lock);
-	z->stats.alloc_ok++;
-	dmm__unlock(z->mem, &z->lock);
+	__atomic_fetch_add(&z->stats.alloc_ok, 1, __ATOMIC_RELAXED);
 	return dmm__pfn_page(z->mem, got);
 }
 
@@ -954,9 +952,14 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		return -DMM_EBUSY;
 	}
 	pg->refcount = 0;
-	pg->owner = (void *)0;
-	pg->private = 0;
-	__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING), __ATOMIC_RELEASE);
+	if (pg->owner)
+		pg->owner = (void *)0;
+	if (pg->private)
+		pg->private = 0;
+	/* Only movable pages carry flags: keep the locked RMW off the common path. */
+	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_MOVABLE | DMM_PGF_MIGRATING))
+		__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING),
+				   __ATOMIC_RELEASE);
 	if (order <= DMM_PCP_MAX_ORDER && pageblock_mt(mem, pfn) != DMM_MT_ISOLATE) {
 		pcp_free(z, pg, order);
 	} else {

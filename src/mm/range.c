@@ -77,6 +77,7 @@ void dmm__rt_setup(struct dmm_rt *rt, dmm_pfn_t start, dmm_pfn_t end, void *word
 {
 	dmm__rt_meta_words(start, end, &rt->nr_words, &rt->nr_leaves);
 	rt->base = dmm_align_down(start, 64);
+	rt->nr_dirty = 0;
 	rt->bitmap = words;
 	rt->tree = tree;
 }
@@ -297,7 +298,38 @@ static uint64_t leaf_find(uint64_t w, uint64_t nlo, uint64_t need, uint64_t *car
 	}
 }
 
-/* Leftmost run of >= need free pages inside [from, to): returns its start. */
+/*
+ * Inside a node that holds a run of >= need pages (best >= need) and whose
+ * run from the left edge cannot complete one (carry + pre < need), walk
+ * down one path to the leftmost such run: go left while the left child holds
+ * one, else the run is either across the middle or inside the right child.
+ */
+static uint64_t descend_find(const struct dmm_rt *rt, uint64_t node, uint64_t nlo, uint64_t len,
+			     uint64_t need, uint64_t carry)
+{
+	while (len > 64) {
+		const struct dmm_rt_node *l = &rt->tree[2 * node], *r = &rt->tree[2 * node + 1];
+		uint64_t half = len / 2, c;
+
+		if (l->best >= need) {
+			node = 2 * node;
+			len = half;
+			continue;
+		}
+		c = l->pre == half ? carry + half : l->suf;
+		if (c + r->pre >= need)
+			return nlo + half - c;
+		node = 2 * node + 1;
+		nlo += half;
+		carry = c;
+		len = half;
+	}
+	return leaf_find(rt->bitmap[node - rt->nr_leaves], nlo, need, &carry);
+}
+
+/* Leftmost run of >= need free pages inside [from, to): returns its start.
+ * Recursion happens only along the two window edges; every node wholly
+ * inside the window is decided from its summary or by descend_find. */
 static uint64_t find_rec(const struct dmm_rt *rt, uint64_t node, uint64_t nlo, uint64_t nlen,
 			 uint64_t from, uint64_t to, uint64_t need, uint64_t *carry)
 {
@@ -309,10 +341,10 @@ static uint64_t find_rec(const struct dmm_rt *rt, uint64_t node, uint64_t nlo, u
 		const struct dmm_rt_node *n = &rt->tree[node];
 		if (*carry + n->pre >= need)
 			return nlo - *carry;
-		if (n->best < need) {
-			*carry = n->pre == nlen ? *carry + nlen : n->suf;
-			return RT_NONE;
-		}
+		if (n->best >= need)
+			return descend_find(rt, node, nlo, nlen, need, *carry);
+		*carry = n->pre == nlen ? *carry + nlen : n->suf;
+		return RT_NONE;
 	}
 	if (nlen == 64)
 		return leaf_find(rt->bitmap[node - rt->nr_leaves] & window_mask(nlo, from, to), nlo, need,
@@ -339,8 +371,8 @@ static uint64_t zero_rec(const struct dmm_rt *rt, uint64_t node, uint64_t nlo, u
 
 	if (nhi <= from || nlo >= to)
 		return RT_NONE;
-	if (nlo >= from && nhi <= to && rt->tree[node].pre == nlen)
-		return RT_NONE;
+	if (nlo >= from && nhi <= to) /* the first non-free page is right after the free prefix */
+		return rt->tree[node].pre == nlen ? RT_NONE : nlo + rt->tree[node].pre;
 	if (nlen == 64) {
 		uint64_t w = ~rt->bitmap[node - rt->nr_leaves] & window_mask(nlo, from, to);
 		return w ? nlo + dmm_ctz64(w) : RT_NONE;
@@ -443,11 +475,14 @@ void dmm__take_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n)
 	dmm_pfn_t p = pfn, e = pfn + n;
 
 	while (p < e) {
-		struct dmm_page *h = dmm__free_head_of(z, p);
+		/* Only the first block needs a search: the free blocks covering a
+		 * free range are adjacent, so each later one starts where the
+		 * previous one ended. */
+		struct dmm_page *h = p == pfn ? dmm__free_head_of(z, p) : dmm__pfn_page(z->mem, p);
 		dmm_pfn_t hs, he;
 		unsigned mt;
 
-		DMM_ASSERT(z->mem, h != (struct dmm_page *)0);
+		DMM_ASSERT(z->mem, h && dmm__state(h) == DMM_PAGE_FREE);
 		hs = h->pfn;
 		he = hs + ((uint64_t)1 << dmm__order(h));
 		mt = dmm__mt(h);
@@ -482,8 +517,10 @@ int dmm__range_take_in_zone(struct dmm_zone *z, dmm_pfn_t lo, dmm_pfn_t hi, uint
 
 	dmm__lock(z->mem, &z->lock);
 	ok = dmm__rt_find_fit(&z->rt, lo, hi, n, align_pages, boundary_pages, &s);
-	if (ok)
+	if (ok) {
 		dmm__take_range_locked(z, s, n);
+		z->stats.range_pages += n;
+	}
 	dmm__unlock(z->mem, &z->lock);
 	if (!ok)
 		return -DMM_ENOMEM;
@@ -542,10 +579,7 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 			pg->pins = 0;
 			pg->lt_pins = 0;
 			pg->owner = (void *)0;
-			dmm__lock(mem, &z->lock);
-			z->stats.range_ok++;
-			z->stats.range_pages += nr_pages;
-			dmm__unlock(mem, &z->lock);
+			__atomic_fetch_add(&z->stats.range_ok, 1, __ATOMIC_RELAXED);
 			if (flags & DMM_GFP_ZERO)
 				dmm__zero_pages(mem, got, nr_pages);
 			dmm__wmark_after_alloc(z);
