@@ -62,14 +62,22 @@ struct carve {
 	uint64_t off;
 };
 
-static void *carve(struct carve *c, uint64_t size, uint64_t align)
+/* Carve @size bytes; zeroed unless the caller initialises every byte itself. */
+static void *carve_raw(struct carve *c, uint64_t size, uint64_t align, bool zero)
 {
 	void *p;
 
 	c->off = dmm_align_up(c->off, align);
 	p = c->base ? c->base + c->off : (void *)0;
+	if (p && zero)
+		dmm_memset(p, 0, size);
 	c->off += size;
 	return p;
+}
+
+static void *carve(struct carve *c, uint64_t size, uint64_t align)
+{
+	return carve_raw(c, size, align, true);
 }
 
 /* ---- zone geometry --------------------------------------------------------- */
@@ -179,7 +187,8 @@ static struct dmm_mem *carve_all(struct carve *c, const struct dmm_mem *g)
 	for (uint64_t s = 0; s < g->nr_sections; s++) {
 		struct dmm_page *arr = (struct dmm_page *)0;
 		if (section_has_ram(&g->machine, g->sec_base + s))
-			arr = carve(c, DMM_SECTION_PAGES * sizeof(struct dmm_page), DMM_CACHELINE);
+			arr = carve_raw(c, DMM_SECTION_PAGES * sizeof(struct dmm_page), DMM_CACHELINE,
+					false); /* init_descriptors writes every one */
 		if (mem)
 			sections[s] = arr;
 	}
@@ -247,40 +256,56 @@ static void mark_reserved(struct dmm_mem *mem, dmm_pfn_t s, dmm_pfn_t e)
 	}
 }
 
+/*
+ * Descriptors of [p, e) available as one array slice: returns the slice for
+ * p and stores in *n how many pages it covers (to e or the section's end);
+ * NULL (with *n pages to skip) where the section has no descriptors.
+ */
+static struct dmm_page *slice(struct dmm_mem *mem, dmm_pfn_t p, dmm_pfn_t e, uint64_t *n)
+{
+	uint64_t off = p & (DMM_SECTION_PAGES - 1);
+	uint64_t sec = (p >> DMM_SECTION_SHIFT) - mem->sec_base;
+
+	*n = dmm_min64(e - p, DMM_SECTION_PAGES - off);
+	if (sec >= mem->nr_sections || !mem->sections[sec])
+		return (struct dmm_page *)0;
+	return &mem->sections[sec][off];
+}
+
+/* One write per descriptor for holes, one more for RAM: no lookups per page. */
 static void init_descriptors(struct dmm_mem *mem)
 {
 	const struct dmm_machine *m = &mem->machine;
 
-	/* Every descriptor starts as a hole. */
 	for (uint64_t s = 0; s < mem->nr_sections; s++) {
 		struct dmm_page *arr = mem->sections[s];
 		dmm_pfn_t base = (mem->sec_base + s) << DMM_SECTION_SHIFT;
 		if (!arr)
 			continue;
 		for (uint64_t i = 0; i < DMM_SECTION_PAGES; i++) {
-			arr[i].pfn = base + i;
-			arr[i].state = DMM_PAGE_RESERVED;
-			arr[i].flags = DMM_PGF_NORAM;
-			arr[i].zone = DMM_ZONE_NONE;
-			arr[i].pb_mt = DMM_MT_MOVABLE;
+			struct dmm_page hole = { .pfn = base + i, .state = DMM_PAGE_RESERVED,
+						 .flags = DMM_PGF_NORAM, .zone = DMM_ZONE_NONE,
+						 .pb_mt = DMM_MT_MOVABLE };
+			arr[i] = hole;
 		}
 	}
 	/* RAM pages: not yet free (TAIL), in their zone. */
 	for (unsigned i = 0; i < m->nr_ram; i++) {
 		dmm_pfn_t s, e;
 		region_pfns(&m->ram[i], &s, &e);
-		for (dmm_pfn_t p = s; p < e; p++) {
-			struct dmm_page *pg = dmm__pfn_page(mem, p);
-			pg->state = DMM_PAGE_TAIL;
-			pg->flags = 0;
-		}
-	}
-	for (unsigned i = 0; i < mem->nr_zones; i++) {
-		struct dmm_zone *z = &mem->zones[i];
-		for (dmm_pfn_t p = z->start_pfn; p < z->end_pfn; p++) {
-			struct dmm_page *pg = dmm__pfn_page(mem, p);
-			if (pg && !(pg->flags & DMM_PGF_NORAM))
-				pg->zone = (uint8_t)i;
+		for (unsigned zi = 0; zi < mem->nr_zones; zi++) {
+			const struct dmm_zone *z = &mem->zones[zi];
+			dmm_pfn_t p = dmm_max64(s, z->start_pfn), end = dmm_min64(e, z->end_pfn);
+			while (p < end) {
+				uint64_t n;
+				struct dmm_page *pg = slice(mem, p, end, &n);
+				for (uint64_t k = 0; k < n; k++) {
+					pg[k].state = DMM_PAGE_TAIL;
+					pg[k].flags = 0;
+					pg[k].zone = (uint8_t)zi;
+				}
+				p += n;
+			}
 		}
 	}
 	/* Firmware reservations and our own metadata. */
@@ -294,46 +319,53 @@ static void init_descriptors(struct dmm_mem *mem)
 		      (mem->meta_base >> DMM_PAGE_SHIFT) + mem->meta_pages);
 }
 
+/* Put the run [p, run) of a zone on the free lists as maximal blocks. */
+static void release_run(struct dmm_mem *mem, struct dmm_zone *z, dmm_pfn_t p, dmm_pfn_t run)
+{
+	z->managed += run - p;
+	while (p < run) {
+		unsigned order = p ? dmm_ctz64(p) : DMM_MAX_ORDER;
+		if (order > DMM_MAX_ORDER)
+			order = DMM_MAX_ORDER;
+		while (((uint64_t)1 << order) > run - p)
+			order--;
+		/* Blocks above a pageblock never span two types. */
+		if (order > DMM_PAGEBLOCK_ORDER &&
+		    dmm__pageblock_head(mem, p)->pb_mt !=
+			    dmm__pageblock_head(mem, p + DMM_PAGEBLOCK_PAGES)->pb_mt)
+			order = DMM_PAGEBLOCK_ORDER;
+		dmm__init_free_block(z, p, order);
+		p += (uint64_t)1 << order;
+	}
+}
+
 /* Hand every unreserved RAM page to the buddy lists as maximal blocks. */
 static void release_free_pages(struct dmm_mem *mem)
 {
 	mem->managed_pages = 0;
 	for (unsigned i = 0; i < mem->nr_zones; i++) {
 		struct dmm_zone *z = &mem->zones[i];
-		dmm_pfn_t p = z->start_pfn;
+		dmm_pfn_t p = z->start_pfn, run_start = 0;
+		bool in_run = false;
 
 		z->managed = 0;
 		while (p < z->end_pfn) {
-			struct dmm_page *pg = dmm__pfn_page(mem, p);
-			dmm_pfn_t run;
-
-			if (!pg || dmm__state(pg) != DMM_PAGE_TAIL) {
-				p++;
-				continue;
+			uint64_t n;
+			struct dmm_page *pg = slice(mem, p, z->end_pfn, &n);
+			for (uint64_t k = 0; k < n; k++) {
+				bool avail = pg && pg[k].state == DMM_PAGE_TAIL;
+				if (avail && !in_run) {
+					run_start = p + k;
+					in_run = true;
+				} else if (!avail && in_run) {
+					release_run(mem, z, run_start, p + k);
+					in_run = false;
+				}
 			}
-			run = p;
-			while (run < z->end_pfn) {
-				struct dmm_page *q = dmm__pfn_page(mem, run);
-				if (!q || dmm__state(q) != DMM_PAGE_TAIL)
-					break;
-				run++;
-			}
-			z->managed += run - p;
-			while (p < run) {
-				unsigned order = p ? dmm_ctz64(p) : DMM_MAX_ORDER;
-				if (order > DMM_MAX_ORDER)
-					order = DMM_MAX_ORDER;
-				while (((uint64_t)1 << order) > run - p)
-					order--;
-				/* Blocks above a pageblock never span two types. */
-				if (order > DMM_PAGEBLOCK_ORDER &&
-				    dmm__pageblock_head(mem, p)->pb_mt !=
-					    dmm__pageblock_head(mem, p + DMM_PAGEBLOCK_PAGES)->pb_mt)
-					order = DMM_PAGEBLOCK_ORDER;
-				dmm__init_free_block(z, p, order);
-				p += (uint64_t)1 << order;
-			}
+			p += n;
 		}
+		if (in_run)
+			release_run(mem, z, run_start, z->end_pfn);
 		mem->managed_pages += z->managed;
 		dmm__rt_build(&z->rt);
 	}
@@ -371,7 +403,6 @@ int dmm_mem_create(const struct dmm_machine *m, const struct dmm_platform *p, st
 		dmm_log(&g, DMM_LOG_ERR, "memmap: phys_to_virt is not linear over the metadata");
 		return -DMM_EINVAL;
 	}
-	dmm_memset(virt, 0, g.meta_bytes);
 	c.base = virt;
 	c.off = 0;
 	mem = carve_all(&c, &g);

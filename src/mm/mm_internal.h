@@ -262,6 +262,8 @@ void dmm__rt_setup(struct dmm_rt *rt, dmm_pfn_t start, dmm_pfn_t end, void *mem_
 		   void *mem_for_tree);
 /* Mark [pfn, pfn + n) buddy-free (set) or not (clear) and update summaries. */
 void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free);
+/* Set bitmap bits only (init, before dmm__rt_build). */
+void dmm__rt_set_bits(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n);
 /* Rebuild every summary from the bitmap (init). */
 void dmm__rt_build(struct dmm_rt *rt);
 /* Find a fit in zone z (lock held). Returns true and *out on success. */

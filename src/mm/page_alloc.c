@@ -98,7 +98,10 @@ static inline void stat_inc(uint64_t *c)
 /* Pageblock types are written under the zone lock and read anywhere. */
 static inline unsigned pageblock_mt(const struct dmm_mem *mem, dmm_pfn_t pfn)
 {
-	return __atomic_load_n(&dmm__pageblock_head(mem, pfn)->pb_mt, __ATOMIC_RELAXED);
+	const struct dmm_page *pb = dmm__pageblock_head(mem, pfn);
+	if (!pb)
+		__builtin_unreachable(); /* every RAM page's pageblock has a descriptor */
+	return __atomic_load_n(&pb->pb_mt, __ATOMIC_RELAXED);
 }
 
 static void set_pageblock_mt(struct dmm_zone *z, dmm_pfn_t pfn, unsigned mt)
@@ -174,7 +177,7 @@ void dmm__init_free_block(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
 
 	dmm__add_free_locked(z, pg, order, mt);
 	if (mt_indexed(mt))
-		dmm__rt_mark(&z->rt, pfn, (uint64_t)1 << order, true);
+		dmm__rt_set_bits(&z->rt, pfn, (uint64_t)1 << order); /* summaries built once after */
 }
 
 /* The free buddy of [pfn, pfn + 2^order) if it may merge, else NULL. */
@@ -212,6 +215,20 @@ static void free_one_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
 void dmm__free_block_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
 {
 	struct dmm_page *pg = dmm__pfn_page(z->mem, pfn);
+
+	/* A block larger than a pageblock may span pageblocks whose types
+	 * differ by now (a range allocation, or a claim while it was in use):
+	 * free it pageblock by pageblock so each part joins its own type. */
+	if (order > DMM_PAGEBLOCK_ORDER) {
+		unsigned mt = pageblock_mt(z->mem, pfn);
+		for (uint64_t b = DMM_PAGEBLOCK_PAGES; b < ((uint64_t)1 << order); b += DMM_PAGEBLOCK_PAGES) {
+			if (pageblock_mt(z->mem, pfn + b) != mt) {
+				for (uint64_t c = 0; c < ((uint64_t)1 << order); c += DMM_PAGEBLOCK_PAGES)
+					dmm__free_block_locked(z, pfn + c, DMM_PAGEBLOCK_ORDER);
+				return;
+			}
+		}
+	}
 
 	dmm__set_state(pg, DMM_PAGE_TAIL);
 	pg->next = pg->prev = (struct dmm_page *)0;

@@ -204,9 +204,8 @@ static void rt_flush(struct dmm_rt *rt)
 	rt->nr_dirty = 0;
 }
 
-void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free)
+static void set_bits(struct dmm_rt *rt, uint64_t s, uint64_t e, bool free)
 {
-	uint64_t s = pfn - rt->base, e = s + n;
 	uint64_t ws = s / 64, we = (e - 1) / 64;
 
 	for (uint64_t w = ws; w <= we; w++) {
@@ -218,6 +217,19 @@ void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free)
 		else
 			rt->bitmap[w] &= ~mask;
 	}
+}
+
+void dmm__rt_set_bits(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n)
+{
+	set_bits(rt, pfn - rt->base, pfn - rt->base + n, true);
+}
+
+void dmm__rt_mark(struct dmm_rt *rt, dmm_pfn_t pfn, uint64_t n, bool free)
+{
+	uint64_t s = pfn - rt->base, e = s + n;
+	uint64_t ws = s / 64, we = (e - 1) / 64;
+
+	set_bits(rt, s, e, free);
 	if (we - ws >= 16) {
 		rt_flush(rt);
 		update_leaves(rt, ws, we);
