@@ -115,8 +115,13 @@ int dmm__cma_place(struct dmm_mem *mem)
 				return -DMM_EINVAL;
 			}
 		} else if (!find_placement(mem, d, n, &s)) {
-			dmm_log(mem, DMM_LOG_ERR, "cma: no room for area %s (%llu MiB below %#llx)", d->name,
-				(unsigned long long)(n >> (20 - DMM_PAGE_SHIFT)), (unsigned long long)d->limit);
+			if (d->limit)
+				dmm_log(mem, DMM_LOG_ERR, "cma: no room for area %s (%llu MiB below %#llx)",
+					d->name, (unsigned long long)(n >> (20 - DMM_PAGE_SHIFT)),
+					(unsigned long long)d->limit);
+			else
+				dmm_log(mem, DMM_LOG_ERR, "cma: no room for area %s (%llu MiB anywhere)", d->name,
+					(unsigned long long)(n >> (20 - DMM_PAGE_SHIFT)));
 			return -DMM_ENOMEM;
 		}
 		a->mem = mem;

@@ -48,19 +48,16 @@ int dmm_page_alloc_movable(struct dmm_mem *mem, const struct dmm_movable_owner *
 			   unsigned flags, dmm_pfn_t *pfn)
 {
 	const unsigned allowed = DMM_GFP_ATOMIC | DMM_GFP_ZERO | DMM_GFP_NOCMA | DMM_GFP_NOCACHE;
-	struct dmm_page *pg;
 	dmm_pfn_t p;
 	int err;
 
 	if (!mem || !pfn || !owner || !owner->ops || !owner->ops->isolate || !owner->ops->migrate ||
 	    !owner->ops->putback || (flags & ~allowed))
 		return dmm__count_invalid(mem);
-	err = dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, flags | DMM_GFP_MOVABLE, &p);
+	err = dmm__page_alloc_owned(mem, 0, (const struct dmm_constraint *)0, flags | DMM_GFP_MOVABLE,
+				    owner, &p);
 	if (err)
 		return err;
-	pg = dmm__pfn_page(mem, p);
-	pg->owner = (void *)owner;
-	__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_MOVABLE, __ATOMIC_RELEASE);
 	*pfn = p;
 	return 0;
 }
@@ -102,8 +99,8 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 			goto unclaim;
 		}
 	}
-	if (dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0,
-			   gfp | DMM_GFP_MOVABLE | DMM_GFP_NOCACHE | DMM_GFP_ATOMIC, &t)) {
+	if (dmm__page_alloc_owned(mem, 0, (const struct dmm_constraint *)0,
+				  gfp | DMM_GFP_MOVABLE | DMM_GFP_NOCACHE | DMM_GFP_ATOMIC, owner, &t)) {
 		owner->ops->putback(owner->ctx, mem, pfn);
 		why = DMM_MIGRATE_NO_TARGET;
 		goto unclaim;
@@ -112,11 +109,8 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 	dst = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(t));
 	dmm_memcpy(dst, src, DMM_PAGE_SIZE);
 	npg = dmm__pfn_page(mem, t);
-	npg->owner = pg->owner;
 	npg->private = pg->private;
-	__atomic_fetch_or(&npg->flags, (uint8_t)DMM_PGF_MOVABLE, __ATOMIC_RELEASE);
 	if (owner->ops->migrate(owner->ctx, mem, pfn, t)) {
-		__atomic_fetch_and(&npg->flags, (uint8_t)~DMM_PGF_MOVABLE, __ATOMIC_RELEASE);
 		dmm_page_free(mem, t, 0);
 		owner->ops->putback(owner->ctx, mem, pfn);
 		why = DMM_MIGRATE_REFUSED;
@@ -207,8 +201,19 @@ uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, 
 										 : DMM_MIGRATE_UNMOVABLE;
 			if (st == DMM_PAGE_ALLOC)
 				step = (uint64_t)1 << dmm__order(pg);
-			else if (st == DMM_PAGE_RANGE)
+			else if (st == DMM_PAGE_RANGE && pg->private)
 				step = pg->private;
+		}
+		/* Freed between the scan and the claim: nothing left to move
+		 * (a page parked in a per-CPU cache: the caller drains, rescans). */
+		if (why == DMM_MIGRATE_UNMOVABLE && pg) {
+			uint8_t now = dmm__state(pg);
+			if (now == DMM_PAGE_FREE || now == DMM_PAGE_TAIL) {
+				p += 1;
+				continue;
+			}
+			if (now == DMM_PAGE_PCP)
+				why = DMM_MIGRATE_BUSY;
 		}
 		if (why == DMM_MIGRATE_MOVED) {
 			if (r)

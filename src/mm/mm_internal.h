@@ -32,7 +32,9 @@
 #define DMM_PGF_NORAM 0x01   /* descriptor of a hole inside a present section */
 
 #define DMM_ZONE_NONE 0xff
-#define DMM_PCP_NR_MT 3      /* unmovable, movable, reclaimable */
+#define DMM_PCP_NR_MT 3      /* unmovable, movable, reclaimable: request types */
+#define DMM_PCP_NR_LISTS 4   /* ... plus pages of contiguous areas (CMA) */
+#define DMM_PCP_CMA 3
 #define DMM_NR_PCP_ORDERS (DMM_PCP_MAX_ORDER + 1)
 #define DMM_CACHELINE 64
 
@@ -63,8 +65,8 @@ struct dmm_rt {
 
 struct dmm_pcp {
 	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
-	struct dmm_page *list[DMM_NR_PCP_ORDERS][DMM_PCP_NR_MT]; /* singly linked via next */
-	uint32_t nr[DMM_NR_PCP_ORDERS][DMM_PCP_NR_MT];
+	struct dmm_page *list[DMM_NR_PCP_ORDERS][DMM_PCP_NR_LISTS]; /* singly linked via next */
+	uint32_t nr[DMM_NR_PCP_ORDERS][DMM_PCP_NR_LISTS];
 	uint64_t count;             /* pages held */
 	uint64_t alloc, free, refill, drain;
 };
@@ -198,6 +200,14 @@ void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
 uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi);
 
 /* ---- page_alloc.c -------------------------------------------------------- */
+
+/*
+ * Allocation with a movable owner: only pages of owned movable allocations
+ * may come from contiguous areas (only they can be migrated out again).
+ * The owner and flag are set before the page becomes visible as allocated.
+ */
+int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c,
+			  unsigned flags, const struct dmm_movable_owner *owner, dmm_pfn_t *pfn);
 
 /* Set up zones (spans, counts, watermarks, per-CPU caches) after the memmap. */
 void dmm__zones_init_watermarks(struct dmm_mem *mem);

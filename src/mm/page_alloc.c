@@ -136,7 +136,7 @@ void dmm__add_free_locked(struct dmm_zone *z, struct dmm_page *pg, unsigned orde
 	z->nr_free[order][mt]++;
 	dmm__zone_set_free(z, z->free + ((uint64_t)1 << order));
 	if (mt == DMM_MT_CMA)
-		z->free_cma += (uint64_t)1 << order;
+		__atomic_store_n(&z->free_cma, z->free_cma + ((uint64_t)1 << order), __ATOMIC_RELAXED);
 }
 
 void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg)
@@ -155,7 +155,7 @@ void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg)
 	z->nr_free[order][mt]--;
 	dmm__zone_set_free(z, z->free - ((uint64_t)1 << order));
 	if (mt == DMM_MT_CMA)
-		z->free_cma -= (uint64_t)1 << order;
+		__atomic_store_n(&z->free_cma, z->free_cma - ((uint64_t)1 << order), __ATOMIC_RELAXED);
 }
 
 /*
@@ -368,6 +368,16 @@ static struct dmm_page *rmqueue_fallback(struct dmm_zone *z, unsigned order, uns
  * machine's CMA policy says (Linux's rule: first once CMA holds more than
  * half of the zone's free pages, else only when all else failed).
  */
+/* Should an owned movable request try contiguous-area pages first? */
+static inline bool cma_first(const struct dmm_zone *z)
+{
+	enum dmm_cma_policy pol = z->mem->machine.cma_policy;
+	uint64_t cma = __atomic_load_n(&z->free_cma, __ATOMIC_RELAXED);
+
+	return pol == DMM_CMA_POLICY_FIRST ||
+	       (pol == DMM_CMA_POLICY_HALF && cma > __atomic_load_n(&z->free, __ATOMIC_RELAXED) / 2);
+}
+
 static struct dmm_page *rmqueue_locked(struct dmm_zone *z, unsigned order, unsigned mt,
 				       bool allow_cma)
 {
@@ -375,8 +385,7 @@ static struct dmm_page *rmqueue_locked(struct dmm_zone *z, unsigned order, unsig
 	enum dmm_cma_policy pol = z->mem->machine.cma_policy;
 	bool cma = allow_cma && mt == DMM_MT_MOVABLE && z->free_cma && pol != DMM_CMA_POLICY_NEVER;
 
-	if (cma && (pol == DMM_CMA_POLICY_FIRST ||
-		    (pol == DMM_CMA_POLICY_HALF && z->free_cma > z->free / 2)))
+	if (cma && cma_first(z))
 		pg = rmqueue_smallest(z, order, DMM_MT_CMA);
 	if (!pg)
 		pg = rmqueue_smallest(z, order, mt);
@@ -547,6 +556,11 @@ int dmm__zone_wmark_check(const struct dmm_zone *z, uint64_t nr_pages, unsigned 
 {
 	uint64_t mark, free = zone_free(z);
 
+	/* Pages of contiguous areas serve owned movable requests only. */
+	if (flags & DMM_GFP_NOCMA) {
+		uint64_t cma = __atomic_load_n(&z->free_cma, __ATOMIC_RELAXED);
+		free = free > cma ? free - cma : 0;
+	}
 	if (free < nr_pages)
 		return -DMM_ENOMEM;
 	if (flags & DMM_GFP_NOWMARK)
@@ -649,7 +663,7 @@ static void pcp_drain_locked(struct dmm_zone *z, struct dmm_pcp *pcp, uint64_t p
 	uint64_t done = 0;
 
 	for (unsigned o = 0; o < DMM_NR_PCP_ORDERS && done < pages; o++) {
-		for (unsigned mt = 0; mt < DMM_PCP_NR_MT && done < pages; mt++) {
+		for (unsigned mt = 0; mt < DMM_PCP_NR_LISTS && done < pages; mt++) {
 			struct dmm_page *pg;
 			while (done < pages && (pg = pcp_pop(pcp, o, mt))) {
 				dmm__free_block_locked(z, pg->pfn, o);
@@ -660,25 +674,48 @@ static void pcp_drain_locked(struct dmm_zone *z, struct dmm_pcp *pcp, uint64_t p
 	pcp->drain++;
 }
 
-static struct dmm_page *pcp_alloc(struct dmm_zone *z, unsigned order, unsigned mt)
+/* The per-CPU list a page of pageblock type @pb goes to when freed. */
+static inline unsigned pcp_list_of(unsigned pb)
+{
+	return pb == DMM_MT_CMA ? DMM_PCP_CMA : pb;
+}
+
+/*
+ * Per-CPU allocation. An owned movable request (@allow_cma) may take pages
+ * of contiguous areas, which sit on their own list: it looks at that list
+ * first or last as the CMA policy says. A refill takes a batch from the
+ * zone and files every page by its pageblock type.
+ */
+static struct dmm_page *pcp_alloc(struct dmm_zone *z, unsigned order, unsigned mt, bool allow_cma)
 {
 	struct dmm_pcp *pcp = this_pcp(z);
 	struct dmm_page *pg;
+	unsigned first = mt, second = mt;
 
+	if (allow_cma && mt == DMM_MT_MOVABLE && z->mem->nr_cma &&
+	    z->mem->machine.cma_policy != DMM_CMA_POLICY_NEVER) {
+		if (cma_first(z))
+			first = DMM_PCP_CMA;
+		else
+			second = DMM_PCP_CMA;
+	}
 	dmm__lock(z->mem, &pcp->lock);
-	pg = pcp_pop(pcp, order, mt);
+	pg = pcp_pop(pcp, order, first);
 	if (!pg) {
 		uint64_t n = dmm_max64(1, z->pcp_batch >> order);
 		dmm__lock(z->mem, &z->lock);
 		for (uint64_t i = 0; i < n; i++) {
-			struct dmm_page *b = rmqueue_locked(z, order, mt, true);
+			struct dmm_page *b = rmqueue_locked(z, order, mt, allow_cma);
 			if (!b)
 				break;
-			pcp_push(pcp, b, order, mt);
+			pcp_push(pcp, b, order,
+				 pageblock_mt(z->mem, b->pfn) == DMM_MT_CMA ? DMM_PCP_CMA : mt);
 		}
 		dmm__unlock(z->mem, &z->lock);
 		pcp->refill++;
-		pg = pcp_pop(pcp, order, mt);
+		pg = pcp_pop(pcp, order, first);
+		if (!pg && second != first)
+			pg = pcp_pop(pcp, order, second);
 	}
 	if (pg)
 		pcp->alloc++;
@@ -689,12 +726,10 @@ static struct dmm_page *pcp_alloc(struct dmm_zone *z, unsigned order, unsigned m
 static void pcp_free(struct dmm_zone *z, struct dmm_page *pg, unsigned order)
 {
 	struct dmm_pcp *pcp = this_pcp(z);
-	unsigned mt = pageblock_mt(z->mem, pg->pfn);
+	unsigned list = pcp_list_of(pageblock_mt(z->mem, pg->pfn));
 
-	if (mt == DMM_MT_CMA)
-		mt = DMM_MT_MOVABLE;
 	dmm__lock(z->mem, &pcp->lock);
-	pcp_push(pcp, pg, order, mt);
+	pcp_push(pcp, pg, order, list);
 	pcp->free++;
 	if (pcp->count > z->pcp_high) {
 		dmm__lock(z->mem, &z->lock);
@@ -746,17 +781,26 @@ static unsigned gfp_migratetype(unsigned flags)
 	return DMM_MT_UNMOVABLE;
 }
 
-static void mark_allocated(struct dmm_page *pg, unsigned order, unsigned mt)
+/* Fill in an allocated head; the state goes last, so a lock-free scanner
+ * that sees ALLOC also sees the owner and the movable flag. */
+static void mark_allocated(struct dmm_page *pg, unsigned order, unsigned mt,
+			   const struct dmm_movable_owner *owner)
 {
-	dmm__set_state(pg, DMM_PAGE_ALLOC);
 	dmm__set_order(pg, order);
 	dmm__set_mt(pg, (uint8_t)mt);
 	pg->refcount = 1;
 	pg->pins = 0;
 	pg->lt_pins = 0;
-	pg->owner = (void *)0;
-	pg->private = 0;
 	pg->next = pg->prev = (struct dmm_page *)0;
+	if (owner) {
+		pg->owner = (void *)owner;
+		pg->private = 0;
+		__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_MOVABLE, __ATOMIC_RELAXED);
+	} else if (pg->owner || pg->private) {
+		pg->owner = (void *)0;
+		pg->private = 0;
+	}
+	dmm__set_state(pg, DMM_PAGE_ALLOC);
 }
 
 /* Resolve @c / DMA shorthands into a validated constraint. */
@@ -839,18 +883,17 @@ int dmm__count_fail(struct dmm_mem *mem, int ci, bool saw_wmark)
 
 /* Serve 2^order pages from zone @z (watermark already checked). */
 static struct dmm_page *zone_alloc(struct dmm_zone *z, unsigned order, unsigned mt, unsigned flags,
-				   bool through_lists, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t align_pages,
-				   uint64_t boundary_pages)
+				   bool allow_cma, bool through_lists, dmm_pfn_t lo, dmm_pfn_t hi,
+				   uint64_t align_pages, uint64_t boundary_pages)
 {
 	struct dmm_page *pg = (struct dmm_page *)0;
 	dmm_pfn_t got;
 
 	if (through_lists) {
-		if (order <= DMM_PCP_MAX_ORDER && mt < DMM_PCP_NR_MT &&
-		    !(flags & (DMM_GFP_NOCACHE | DMM_GFP_NOCMA)))
-			return pcp_alloc(z, order, mt);
+		if (order <= DMM_PCP_MAX_ORDER && mt < DMM_PCP_NR_MT && !(flags & DMM_GFP_NOCACHE))
+			return pcp_alloc(z, order, mt, allow_cma);
 		dmm__lock(z->mem, &z->lock);
-		pg = rmqueue_locked(z, order, mt, !(flags & DMM_GFP_NOCMA));
+		pg = rmqueue_locked(z, order, mt, allow_cma);
 		if (pg)
 			__atomic_fetch_add(&z->stats.alloc_ok, 1, __ATOMIC_RELAXED);
 		dmm__unlock(z->mem, &z->lock);
@@ -866,12 +909,18 @@ static struct dmm_page *zone_alloc(struct dmm_zone *z, unsigned order, unsigned 
 int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c,
 		   unsigned flags, dmm_pfn_t *pfn)
 {
+	return dmm__page_alloc_owned(mem, order, c, flags, (const struct dmm_movable_owner *)0, pfn);
+}
+
+int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c,
+			  unsigned flags, const struct dmm_movable_owner *owner, dmm_pfn_t *pfn)
+{
 	struct dmm_constraint k;
 	dmm_pfn_t lo, hi;
 	uint64_t nr, align_pages, boundary_pages;
 	unsigned mt;
 	int ci;
-	bool natural, saw_wmark = false;
+	bool natural, allow_cma, saw_wmark = false;
 
 	if (!mem || !pfn || order > DMM_MAX_ORDER || (flags & ~DMM_GFP_ALL))
 		return dmm__count_invalid(mem);
@@ -898,6 +947,7 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
 	}
 	natural = align_pages == nr;
 	mt = gfp_migratetype(flags);
+	allow_cma = owner && !(flags & DMM_GFP_NOCMA);
 
 	/* Second attempt only after draining the per-CPU caches. */
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -912,16 +962,17 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
 
 			if (z->start_pfn >= hi || z->end_pfn <= lo || !dmm__lowmem_policy_allows(mem, z, cz))
 				continue;
-			wm = dmm__zone_wmark_check(z, nr, flags, cz->type);
+			wm = dmm__zone_wmark_check(z, nr, flags | (allow_cma ? 0 : DMM_GFP_NOCMA), cz->type);
 			if (wm) {
 				saw_wmark |= wm == -DMM_EWMARK;
 				continue;
 			}
 			whole = natural && z->start_pfn >= lo && z->end_pfn <= hi;
-			pg = zone_alloc(z, order, mt, flags, whole, lo, hi, align_pages, boundary_pages);
+			pg = zone_alloc(z, order, mt, flags, allow_cma, whole, lo, hi, align_pages,
+					boundary_pages);
 			if (!pg)
 				continue;
-			mark_allocated(pg, order, mt);
+			mark_allocated(pg, order, mt, owner);
 			if (flags & DMM_GFP_ZERO)
 				dmm__zero_pages(mem, pg->pfn, nr);
 			dmm__wmark_after_alloc(z);
@@ -1132,7 +1183,7 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 		struct dmm_pcp *pcp = &z->pcp[c];
 		uint64_t pages = 0;
 		for (unsigned o = 0; o < DMM_NR_PCP_ORDERS; o++)
-			for (unsigned mt = 0; mt < DMM_PCP_NR_MT; mt++) {
+			for (unsigned mt = 0; mt < DMM_PCP_NR_LISTS; mt++) {
 				uint64_t n = 0;
 				for (struct dmm_page *pg = pcp->list[o][mt]; pg; pg = pg->next) {
 					CHECK(mem, dmm__state(pg) == DMM_PAGE_PCP && dmm__order(pg) == o && pg->zone == z->idx,
