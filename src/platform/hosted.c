@@ -1,0 +1,583 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hosted platform: the struct dmm_platform hooks on an ordinary POSIX host.
+ *
+ *   physical address space            host virtual memory (one mapping)
+ *
+ *   span_start                        h->ram
+ *   |  RAM 0  | hole |  RAM 1  |  ... |  RAM 0  | hole |  RAM 1  |  ...
+ *   +---------+------+---------+      +---------+------+---------+
+ *                                     PROT_READ|PROT_WRITE, MAP_PRIVATE |
+ *                                     MAP_ANONYMOUS | MAP_NORESERVE
+ *
+ * RAM is one anonymous mapping spanning [lowest RAM base rounded down to a
+ * page, highest RAM end rounded up to a page). Holes are mapped but never
+ * touched, and the kernel backs only the pages that are written, so a 64 GiB
+ * machine costs what its metadata and workload touch, not 64 GiB.
+ * phys_to_virt() is therefore one subtraction once the address is known to
+ * be RAM; the RAM regions are kept sorted so that test stops early.
+ *
+ * Locks are test-and-test-and-set spinlocks on a C11 atomic word stored in
+ * the opaque struct dmm_lock: one atomic exchange when uncontended (the
+ * per-CPU page allocation path takes one per call), read-only spinning with
+ * a pause hint when contended, and sched_yield() after a while so a host
+ * with more threads than CPUs does not burn a whole time slice on a holder
+ * that was preempted.
+ *
+ * Deferred work runs on one worker thread fed by a mutex/condvar queue of
+ * malloc'd nodes. Cache maintenance and memory attribute changes are counted
+ * no-ops: the host is cache-coherent and its mapping attributes are fixed.
+ *
+ * CPU ids: every host thread gets a slot number on its first call, handed
+ * out round-robin from one process-wide counter; cpu_id() returns that slot
+ * modulo the platform's nr_cpus. The core protects each per-CPU cache with
+ * its own lock, so two threads sharing a slot are merely slower, not wrong.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <dmamem/error.h>
+#include <dmamem/hosted.h>
+
+/* Spins on a contended lock before yielding the CPU. */
+#define HOSTED_SPINS_BEFORE_YIELD 128u
+/* Upper bound on nr_cpus, as dmm_platform_validate() enforces. */
+#define HOSTED_MAX_CPUS 1024u
+/* Longest log line; longer messages are truncated. */
+#define HOSTED_LOG_LINE 512
+
+struct hosted_work {
+	struct hosted_work *next;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+struct hosted_ram {
+	dmm_phys_t start; /* inclusive */
+	dmm_phys_t end;   /* exclusive */
+};
+
+struct dmm_hosted {
+	struct dmm_platform plat;
+
+	/* RAM: one mapping covering [span_start, span_end). */
+	unsigned char *ram;
+	size_t ram_len;
+	dmm_phys_t span_start;
+	dmm_phys_t span_end;
+	unsigned nr_ram;
+	struct hosted_ram rg[DMM_MAX_REGIONS]; /* sorted by start, disjoint */
+
+	int log_level;
+
+	/* Deferred work queue and its worker. */
+	pthread_mutex_t q_lock;
+	pthread_cond_t q_wake;   /* worker: work queued or stop requested */
+	pthread_cond_t q_idle;   /* flushers: queue empty and worker idle */
+	struct hosted_work *q_head;
+	struct hosted_work *q_tail;
+	bool q_busy;             /* worker is running a function */
+	bool q_stop;
+	bool worker_started;
+	pthread_t worker;
+
+	/* Statistics (relaxed atomics: counters only). */
+	atomic_uint_fast64_t deferred_run;
+	atomic_uint_fast64_t cache_ops;
+	atomic_uint_fast64_t cache_bytes;
+	atomic_uint_fast64_t memattr_calls;
+	atomic_uint_fast64_t memattr_bytes;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Locks                                                                     */
+
+_Static_assert(sizeof(atomic_uint) <= sizeof(((struct dmm_lock *)0)->opaque),
+	       "dmm_lock storage too small for the hosted spinlock");
+_Static_assert(_Alignof(atomic_uint) <= 16, "dmm_lock storage under-aligned");
+
+static inline atomic_uint *lock_word(struct dmm_lock *l)
+{
+	return (atomic_uint *)(void *)l->opaque;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+static void hosted_lock_init(void *ctx, struct dmm_lock *l)
+{
+	(void)ctx;
+	memset(l->opaque, 0, sizeof(l->opaque));
+	atomic_init(lock_word(l), 0u);
+}
+
+static void hosted_lock_destroy(void *ctx, struct dmm_lock *l)
+{
+	struct dmm_hosted *h = ctx;
+
+	if (atomic_load_explicit(lock_word(l), memory_order_relaxed) != 0u)
+		h->plat.panic(ctx, "lock destroyed while held");
+}
+
+static __attribute__((noinline)) void hosted_lock_slow(atomic_uint *w)
+{
+	unsigned spins = 0;
+
+	for (;;) {
+		/* Spin on a plain load so the cache line stays shared. */
+		while (atomic_load_explicit(w, memory_order_relaxed) != 0u) {
+			if (++spins < HOSTED_SPINS_BEFORE_YIELD) {
+				cpu_relax();
+			} else {
+				spins = 0;
+				sched_yield();
+			}
+		}
+		if (atomic_exchange_explicit(w, 1u, memory_order_acquire) == 0u)
+			return;
+	}
+}
+
+static void hosted_lock(void *ctx, struct dmm_lock *l)
+{
+	atomic_uint *w = lock_word(l);
+
+	(void)ctx;
+	if (__builtin_expect(atomic_exchange_explicit(w, 1u, memory_order_acquire) == 0u, 1))
+		return;
+	hosted_lock_slow(w);
+}
+
+static void hosted_unlock(void *ctx, struct dmm_lock *l)
+{
+	(void)ctx;
+	atomic_store_explicit(lock_word(l), 0u, memory_order_release);
+}
+
+/* ------------------------------------------------------------------------ */
+/* CPU ids                                                                   */
+
+static atomic_uint hosted_next_slot;
+static _Thread_local unsigned hosted_slot; /* 0 = unassigned, else slot + 1 */
+
+static unsigned hosted_cpu_id(void *ctx)
+{
+	const struct dmm_hosted *h = ctx;
+	unsigned s = hosted_slot;
+
+	if (__builtin_expect(s == 0, 0)) {
+		s = atomic_fetch_add_explicit(&hosted_next_slot, 1u, memory_order_relaxed) %
+			    HOSTED_MAX_CPUS + 1u;
+		hosted_slot = s;
+	}
+	return (s - 1u) % h->plat.nr_cpus;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deferred work                                                             */
+
+static void *hosted_worker(void *arg)
+{
+	struct dmm_hosted *h = arg;
+
+	pthread_mutex_lock(&h->q_lock);
+	for (;;) {
+		struct hosted_work *w = h->q_head;
+
+		if (!w) {
+			if (h->q_stop)
+				break;
+			pthread_cond_broadcast(&h->q_idle);
+			pthread_cond_wait(&h->q_wake, &h->q_lock);
+			continue;
+		}
+		h->q_head = w->next;
+		if (!h->q_head)
+			h->q_tail = NULL;
+		h->q_busy = true;
+		pthread_mutex_unlock(&h->q_lock);
+
+		w->fn(w->arg);
+		free(w);
+		atomic_fetch_add_explicit(&h->deferred_run, 1u, memory_order_relaxed);
+
+		pthread_mutex_lock(&h->q_lock);
+		h->q_busy = false;
+	}
+	pthread_cond_broadcast(&h->q_idle);
+	pthread_mutex_unlock(&h->q_lock);
+	return NULL;
+}
+
+static int hosted_defer(void *ctx, void (*fn)(void *arg), void *arg)
+{
+	struct dmm_hosted *h = ctx;
+	struct hosted_work *w;
+
+	if (!fn)
+		return -DMM_EINVAL;
+	w = malloc(sizeof(*w));
+	if (!w)
+		return -DMM_ENOMEM;
+	w->next = NULL;
+	w->fn = fn;
+	w->arg = arg;
+
+	pthread_mutex_lock(&h->q_lock);
+	if (h->q_tail)
+		h->q_tail->next = w;
+	else
+		h->q_head = w;
+	h->q_tail = w;
+	pthread_cond_signal(&h->q_wake);
+	pthread_mutex_unlock(&h->q_lock);
+	return 0;
+}
+
+/*
+ * Wait until the queue is empty and the worker idle. Called from the worker
+ * itself (a deferred function flushing) it cannot wait for its own caller,
+ * so it returns at once.
+ */
+static void hosted_defer_flush(void *ctx)
+{
+	struct dmm_hosted *h = ctx;
+
+	if (!h->worker_started || pthread_equal(pthread_self(), h->worker))
+		return;
+	pthread_mutex_lock(&h->q_lock);
+	while (h->q_head || h->q_busy)
+		pthread_cond_wait(&h->q_idle, &h->q_lock);
+	pthread_mutex_unlock(&h->q_lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Time, logging, panic                                                      */
+
+static uint64_t hosted_now_ns(void *ctx)
+{
+	struct timespec ts;
+
+	(void)ctx;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static const char *const hosted_level_prefix[] = {
+	[DMM_LOG_ERR] = "error: ",
+	[DMM_LOG_WARN] = "warning: ",
+	[DMM_LOG_INFO] = "",
+	[DMM_LOG_DEBUG] = "debug: ",
+};
+
+static void hosted_log(void *ctx, int level, const char *fmt, va_list ap)
+{
+	const struct dmm_hosted *h = ctx;
+	char line[HOSTED_LOG_LINE];
+	const char *pfx;
+	size_t n;
+	int r;
+
+	if (level > h->log_level || !fmt)
+		return;
+	pfx = level >= 0 && level <= DMM_LOG_DEBUG ? hosted_level_prefix[level] : "";
+	r = snprintf(line, sizeof(line), "dmamem: %s", pfx);
+	n = r > 0 ? (size_t)r : 0;
+	if (n < sizeof(line)) {
+		r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		if (r > 0)
+			n += (size_t)r;
+	}
+	if (n >= sizeof(line) - 1)
+		n = sizeof(line) - 2;
+	if (n == 0 || line[n - 1] != '\n')
+		line[n++] = '\n';
+	line[n] = '\0';
+	/* One write per message, so concurrent messages do not interleave. */
+	fputs(line, stderr);
+}
+
+static void hosted_panic(void *ctx, const char *msg)
+{
+	(void)ctx;
+	fprintf(stderr, "dmamem: panic: %s\n", msg ? msg : "(no message)");
+	fflush(stderr);
+	abort();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Physical memory                                                           */
+
+static void *hosted_phys_to_virt(void *ctx, dmm_phys_t pa)
+{
+	const struct dmm_hosted *h = ctx;
+
+	for (unsigned i = 0; i < h->nr_ram; i++) {
+		if (pa < h->rg[i].start)
+			return NULL; /* sorted: in a hole below region i */
+		if (pa < h->rg[i].end)
+			return h->ram + (pa - h->span_start);
+	}
+	return NULL;
+}
+
+static void hosted_cache_maint(void *ctx, enum dmm_cache_op op, dmm_phys_t pa, size_t len)
+{
+	struct dmm_hosted *h = ctx;
+
+	(void)op;
+	(void)pa;
+	atomic_fetch_add_explicit(&h->cache_ops, 1u, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->cache_bytes, len, memory_order_relaxed);
+}
+
+static int hosted_set_memattr(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
+{
+	struct dmm_hosted *h = ctx;
+
+	(void)pa;
+	if ((unsigned)attr > (unsigned)DMM_MEMATTR_UC)
+		return -DMM_EINVAL;
+	atomic_fetch_add_explicit(&h->memattr_calls, 1u, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->memattr_bytes, len, memory_order_relaxed);
+	return 0;
+}
+
+/* Copy the machine's RAM regions into h->rg, sorted by base. */
+static void hosted_sort_ram(struct dmm_hosted *h, const struct dmm_machine *m)
+{
+	h->nr_ram = m->nr_ram;
+	for (unsigned i = 0; i < m->nr_ram; i++) {
+		struct hosted_ram r = { m->ram[i].base, m->ram[i].base + m->ram[i].size };
+		unsigned j = i;
+
+		while (j > 0 && h->rg[j - 1].start > r.start) {
+			h->rg[j] = h->rg[j - 1];
+			j--;
+		}
+		h->rg[j] = r;
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public interface                                                          */
+
+/*
+ * dmm_hosted_create() - build the hosted platform for machine @m.
+ *
+ * Maps the machine's RAM span (MAP_NORESERVE, nothing touched) and starts
+ * the deferred-work worker. Threads are given per-CPU slots round-robin on
+ * first use; @nr_cpus == 0 means the number of online host CPUs (capped at
+ * 1024). Log messages with a level above @log_level are dropped (-1
+ * silences everything).
+ *
+ * Fails with -DMM_EINVAL if @m or @out is NULL, @m does not validate, or
+ * @nr_cpus > 1024; -DMM_ENOMEM if the span does not fit the host address
+ * space, the mapping fails or memory for the handle is short; -DMM_EAGAIN
+ * if the worker thread cannot be started. *@out is NULL on failure.
+ * Context: process context.
+ */
+int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_level,
+		      struct dmm_hosted **out)
+{
+	struct dmm_hosted *h;
+	uint64_t span;
+	void *ram;
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!m || !out || dmm_machine_validate(m) != 0 || nr_cpus > HOSTED_MAX_CPUS)
+		return -DMM_EINVAL;
+	if (nr_cpus == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		nr_cpus = n < 1 ? 1u : n > (long)HOSTED_MAX_CPUS ? HOSTED_MAX_CPUS : (unsigned)n;
+	}
+
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -DMM_ENOMEM;
+	hosted_sort_ram(h, m);
+	h->span_start = h->rg[0].start & ~(DMM_PAGE_SIZE - 1);
+	h->span_end = h->rg[0].end;
+	for (unsigned i = 1; i < h->nr_ram; i++)
+		if (h->rg[i].end > h->span_end)
+			h->span_end = h->rg[i].end;
+	h->span_end = (h->span_end + DMM_PAGE_SIZE - 1) & ~(DMM_PAGE_SIZE - 1);
+	span = h->span_end - h->span_start;
+	if (span == 0 || span > (uint64_t)SIZE_MAX) {
+		free(h);
+		return -DMM_ENOMEM;
+	}
+	ram = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (ram == MAP_FAILED) {
+		free(h);
+		return -DMM_ENOMEM;
+	}
+	h->ram = ram;
+	h->ram_len = (size_t)span;
+	h->log_level = log_level;
+
+	atomic_init(&h->deferred_run, 0u);
+	atomic_init(&h->cache_ops, 0u);
+	atomic_init(&h->cache_bytes, 0u);
+	atomic_init(&h->memattr_calls, 0u);
+	atomic_init(&h->memattr_bytes, 0u);
+
+	h->plat = (struct dmm_platform){
+		.ctx = h,
+		.lock_init = hosted_lock_init,
+		.lock_destroy = hosted_lock_destroy,
+		.lock = hosted_lock,
+		.unlock = hosted_unlock,
+		.defer = hosted_defer,
+		.defer_flush = hosted_defer_flush,
+		.now_ns = hosted_now_ns,
+		.log = hosted_log,
+		.panic = hosted_panic,
+		.phys_to_virt = hosted_phys_to_virt,
+		.cache_maint = hosted_cache_maint,
+		.set_memattr = hosted_set_memattr,
+		.cpu_id = hosted_cpu_id,
+		.nr_cpus = nr_cpus,
+	};
+
+	if (pthread_mutex_init(&h->q_lock, NULL) != 0) {
+		err = -DMM_ENOMEM;
+		goto out_unmap;
+	}
+	if (pthread_cond_init(&h->q_wake, NULL) != 0) {
+		err = -DMM_ENOMEM;
+		goto out_mutex;
+	}
+	if (pthread_cond_init(&h->q_idle, NULL) != 0) {
+		err = -DMM_ENOMEM;
+		goto out_wake;
+	}
+	if (pthread_create(&h->worker, NULL, hosted_worker, h) != 0) {
+		err = -DMM_EAGAIN;
+		goto out_idle;
+	}
+	h->worker_started = true;
+	*out = h;
+	return 0;
+
+out_idle:
+	pthread_cond_destroy(&h->q_idle);
+out_wake:
+	pthread_cond_destroy(&h->q_wake);
+out_mutex:
+	pthread_mutex_destroy(&h->q_lock);
+out_unmap:
+	munmap(h->ram, h->ram_len);
+	free(h);
+	return err;
+}
+
+/*
+ * dmm_hosted_destroy() - run the deferred work still queued, stop the
+ * worker, unmap the RAM and free the handle. Anything built on the
+ * platform (a struct dmm_mem) must be destroyed first. NULL is ignored.
+ */
+void dmm_hosted_destroy(struct dmm_hosted *h)
+{
+	if (!h)
+		return;
+	if (h->worker_started) {
+		pthread_mutex_lock(&h->q_lock);
+		h->q_stop = true;
+		pthread_cond_signal(&h->q_wake);
+		pthread_mutex_unlock(&h->q_lock);
+		pthread_join(h->worker, NULL);
+	}
+	pthread_cond_destroy(&h->q_idle);
+	pthread_cond_destroy(&h->q_wake);
+	pthread_mutex_destroy(&h->q_lock);
+	munmap(h->ram, h->ram_len);
+	free(h);
+}
+
+/* The hook table (valid until dmm_hosted_destroy()), or NULL if @h is NULL. */
+const struct dmm_platform *dmm_hosted_platform(struct dmm_hosted *h)
+{
+	return h ? &h->plat : NULL;
+}
+
+/* Snapshot the counters. Either argument NULL: nothing happens. */
+void dmm_hosted_get_stats(struct dmm_hosted *h, struct dmm_hosted_stats *st)
+{
+	if (!h || !st)
+		return;
+	st->deferred_run = atomic_load_explicit(&h->deferred_run, memory_order_relaxed);
+	st->cache_ops = atomic_load_explicit(&h->cache_ops, memory_order_relaxed);
+	st->cache_bytes = atomic_load_explicit(&h->cache_bytes, memory_order_relaxed);
+	st->memattr_calls = atomic_load_explicit(&h->memattr_calls, memory_order_relaxed);
+	st->memattr_bytes = atomic_load_explicit(&h->memattr_bytes, memory_order_relaxed);
+}
+
+/*
+ * dmm_hosted_mem_create() - hosted platform plus memory map in one call.
+ *
+ * Messages at warning level and above are printed. On success *@hosted and
+ * *@mem are set; release both with dmm_hosted_mem_destroy().
+ * Fails with -DMM_EINVAL (a NULL argument or an invalid machine) or any
+ * error of dmm_hosted_create() and dmm_mem_create(); nothing is left
+ * allocated and both outputs are NULL on failure.
+ */
+int dmm_hosted_mem_create(const struct dmm_machine *m, unsigned nr_cpus,
+			  struct dmm_hosted **hosted, struct dmm_mem **mem)
+{
+	struct dmm_hosted *h;
+	int err;
+
+	if (hosted)
+		*hosted = NULL;
+	if (mem)
+		*mem = NULL;
+	if (!m || !hosted || !mem)
+		return -DMM_EINVAL;
+	err = dmm_hosted_create(m, nr_cpus, DMM_LOG_WARN, &h);
+	if (err)
+		return err;
+	err = dmm_mem_create(m, &h->plat, mem);
+	if (err) {
+		*mem = NULL;
+		dmm_hosted_destroy(h);
+		return err;
+	}
+	*hosted = h;
+	return 0;
+}
+
+/*
+ * dmm_hosted_mem_destroy() - undo dmm_hosted_mem_create(): wait for the
+ * deferred work, destroy the memory map, then the platform (which unmaps
+ * the RAM). Either argument may be NULL.
+ */
+void dmm_hosted_mem_destroy(struct dmm_hosted *hosted, struct dmm_mem *mem)
+{
+	if (hosted)
+		hosted_defer_flush(hosted);
+	if (mem)
+		dmm_mem_destroy(mem);
+	dmm_hosted_destroy(hosted);
+}
