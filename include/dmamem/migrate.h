@@ -26,8 +26,11 @@
 #include "mem.h"
 
 struct dmm_movable_ops {
-	/* Prepare @pfn for migration; return 0, or a negative code to refuse.
-	 * Called with no dmamem lock held; must not sleep. */
+	/* Prepare @pfn for migration; return 0, or a negative code to refuse
+	 * (-DMM_EAGAIN: busy now, retry later). Called with no dmamem lock
+	 * held; must not sleep. It may race with the owner freeing @pfn: the
+	 * owner must check that it still owns @pfn and refuse if not. After
+	 * it returns 0 the owner must not free @pfn until migrate or putback. */
 	int (*isolate)(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn);
 	/* The library copied old -> new; switch references to @new_pfn.
 	 * Return 0, or a negative code to refuse (then putback follows). */

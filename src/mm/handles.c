@@ -156,7 +156,7 @@ int dmm_handle_alloc(struct dmm_handles *h, unsigned gfp, uint32_t *handle)
 		h_unlock(h);
 		return err;
 	}
-	dmm__pfn_page(h->mem, pfn)->private = idx;
+	dmm__set_private(dmm__pfn_page(h->mem, pfn), idx);
 	e->pfn = pfn;
 	e->used = 1;
 	e->locks = 0;
@@ -255,7 +255,7 @@ int dmm_handle_unlock(struct dmm_handles *h, uint32_t handle)
 static int h_isolate(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
 {
 	struct dmm_handles *h = ctx;
-	uint64_t idx = dmm__pfn_page(mem, pfn)->private;
+	uint64_t idx = dmm__private(dmm__pfn_page(mem, pfn));
 	struct dmm_handle_ent *e;
 	int err = 0;
 
@@ -278,7 +278,7 @@ static int h_isolate(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
 static int h_migrate(void *ctx, struct dmm_mem *mem, dmm_pfn_t old_pfn, dmm_pfn_t new_pfn)
 {
 	struct dmm_handles *h = ctx;
-	uint64_t idx = dmm__pfn_page(mem, old_pfn)->private;
+	uint64_t idx = dmm__private(dmm__pfn_page(mem, old_pfn));
 	struct dmm_handle_ent *e = &h->ent[idx];
 
 	h_lock(h);
@@ -292,7 +292,7 @@ static int h_migrate(void *ctx, struct dmm_mem *mem, dmm_pfn_t old_pfn, dmm_pfn_
 static void h_putback(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
 {
 	struct dmm_handles *h = ctx;
-	uint64_t idx = dmm__pfn_page(mem, pfn)->private;
+	uint64_t idx = dmm__private(dmm__pfn_page(mem, pfn));
 
 	h_lock(h);
 	h->ent[idx].migrating = 0;
@@ -331,7 +331,7 @@ int dmm_handles_check(struct dmm_handles *h)
 			continue;
 		pg = dmm_pfn_to_page(h->mem, e->pfn);
 		if (!pg || dmm__state(pg) != DMM_PAGE_ALLOC ||
-		    pg->owner != &h->owner || pg->private != i ||
+		    dmm__owner(pg) != &h->owner || dmm__private(pg) != i ||
 		    !(__atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE) & DMM_PGF_MOVABLE)) {
 			dmm_log(h->mem, DMM_LOG_ERR, "handles check: handle %u -> pfn %llu not owned", i,
 				(unsigned long long)e->pfn);

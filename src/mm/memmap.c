@@ -474,7 +474,7 @@ struct dmm_page *dmm_pfn_to_page(struct dmm_mem *mem, dmm_pfn_t pfn)
 	if (!mem)
 		return (struct dmm_page *)0;
 	pg = dmm__pfn_page(mem, pfn);
-	if (!pg || (pg->flags & DMM_PGF_NORAM))
+	if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
 		return (struct dmm_page *)0;
 	return pg;
 }

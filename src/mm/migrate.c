@@ -91,7 +91,7 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 		why = DMM_MIGRATE_BUSY;
 		goto unclaim;
 	}
-	owner = (const struct dmm_movable_owner *)pg->owner;
+	owner = (const struct dmm_movable_owner *)dmm__owner(pg);
 	{
 		int r = owner->ops->isolate(owner->ctx, mem, pfn);
 		if (r) {
@@ -109,7 +109,7 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 	dst = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(t));
 	dmm_memcpy(dst, src, DMM_PAGE_SIZE);
 	npg = dmm__pfn_page(mem, t);
-	npg->private = pg->private;
+	dmm__set_private(npg, dmm__private(pg));
 	if (owner->ops->migrate(owner->ctx, mem, pfn, t)) {
 		dmm_page_free(mem, t, 0);
 		owner->ops->putback(owner->ctx, mem, pfn);
@@ -117,8 +117,8 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 		goto unclaim;
 	}
 	/* The owner now uses T; P is ours to free. */
-	pg->owner = (void *)0;
-	pg->private = 0;
+	dmm__set_owner(pg, (void *)0);
+	dmm__set_private(pg, 0);
 	__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING), __ATOMIC_RELEASE);
 	dmm_page_free(mem, pfn, 0);
 	stat_add(&mem->mstats.moved, 1);
@@ -201,8 +201,8 @@ uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, 
 										 : DMM_MIGRATE_UNMOVABLE;
 			if (st == DMM_PAGE_ALLOC)
 				step = (uint64_t)1 << dmm__order(pg);
-			else if (st == DMM_PAGE_RANGE && pg->private)
-				step = pg->private;
+			else if (st == DMM_PAGE_RANGE && dmm__private(pg))
+				step = dmm__private(pg);
 		}
 		/* Freed between the scan and the claim: nothing left to move
 		 * (a page parked in a per-CPU cache: the caller drains, rescans). */

@@ -176,6 +176,29 @@ static inline void dmm__set_mt(struct dmm_page *pg, unsigned mt)
 	__atomic_store_n(&pg->mt, (uint8_t)mt, __ATOMIC_RELAXED);
 }
 
+/* owner and private of movable pages are read by migration while their
+ * owner may be freeing the page: relaxed atomics (the owner's isolate
+ * callback decides whether the page is still its own). */
+static inline void *dmm__owner(const struct dmm_page *pg)
+{
+	return __atomic_load_n(&pg->owner, __ATOMIC_RELAXED);
+}
+
+static inline void dmm__set_owner(struct dmm_page *pg, const void *owner)
+{
+	__atomic_store_n(&pg->owner, (void *)owner, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t dmm__private(const struct dmm_page *pg)
+{
+	return __atomic_load_n(&pg->private, __ATOMIC_RELAXED);
+}
+
+static inline void dmm__set_private(struct dmm_page *pg, uint64_t v)
+{
+	__atomic_store_n(&pg->private, v, __ATOMIC_RELAXED);
+}
+
 static inline struct dmm_page *dmm__pageblock_head(const struct dmm_mem *mem, dmm_pfn_t pfn)
 {
 	return dmm__pfn_page(mem, dmm_align_down(pfn, DMM_PAGEBLOCK_PAGES));

@@ -793,12 +793,12 @@ static void mark_allocated(struct dmm_page *pg, unsigned order, unsigned mt,
 	pg->lt_pins = 0;
 	pg->next = pg->prev = (struct dmm_page *)0;
 	if (owner) {
-		pg->owner = (void *)owner;
-		pg->private = 0;
+		dmm__set_owner(pg, owner);
+		dmm__set_private(pg, 0);
 		__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_MOVABLE, __ATOMIC_RELAXED);
-	} else if (pg->owner || pg->private) {
-		pg->owner = (void *)0;
-		pg->private = 0;
+	} else if (dmm__owner(pg) || dmm__private(pg)) {
+		dmm__set_owner(pg, (void *)0);
+		dmm__set_private(pg, 0);
 	}
 	dmm__set_state(pg, DMM_PAGE_ALLOC);
 }
@@ -1020,10 +1020,10 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		return -DMM_EBUSY;
 	}
 	pg->refcount = 0;
-	if (pg->owner)
-		pg->owner = (void *)0;
-	if (pg->private)
-		pg->private = 0;
+	if (dmm__owner(pg))
+		dmm__set_owner(pg, (void *)0);
+	if (dmm__private(pg))
+		dmm__set_private(pg, 0);
 	/* Only movable pages carry flags: keep the locked RMW off the common path. */
 	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_MOVABLE | DMM_PGF_MIGRATING))
 		__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING),

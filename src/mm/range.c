@@ -619,7 +619,8 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 	if (!pg || pg->zone >= mem->nr_zones)
 		return -DMM_ENOENT;
 	z = &mem->zones[pg->zone];
-	if (dmm__state(pg) != DMM_PAGE_RANGE) {
+	/* a range owned by a contiguous area is released through that area */
+	if (dmm__state(pg) != DMM_PAGE_RANGE || pg->owner) {
 		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
 		return -DMM_ENOENT;
 	}

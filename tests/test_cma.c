@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Contiguous memory areas: placement, lending to movable pages, allocation
+ * by migration (contents verified), pinning, policies, uncached remapping,
+ * bad input, and concurrent allocation under movable churn.
+ */
+#include <pthread.h>
+
+#include "tu.h"
+
+#define assert_all_checks(mem)                  \
+	do {                                    \
+		assert_checks(mem);             \
+		assert_ok(dmm_cma_check(mem));  \
+	} while (0)
+
+/* 128 MiB machine with holes, a 32 MiB default area below 96 MiB. */
+static void cma_machine(struct dmm_machine *m, enum dmm_cma_policy pol)
+{
+	tu_machine(m, "test-cma");
+	tu_add_ram(m, 0x1000, 0x9e000);
+	tu_add_ram(m, 1 * MiB, 127 * MiB);
+	m->dma_limit = 16 * MiB;
+	m->dma32_limit = 0;
+	m->nr_cma = 1;
+	snprintf(m->cma[0].name, sizeof(m->cma[0].name), "camera");
+	m->cma[0].size = 32 * MiB;
+	m->cma[0].limit = 96 * MiB;
+	m->cma[0].align = 4 * MiB;
+	m->cma[0].is_default = 1;
+	m->cma_policy = pol;
+}
+
+static uint8_t pat(uint32_t h, size_t i)
+{
+	return (uint8_t)(h * 31u + i * 7u + 1u);
+}
+
+/* Fill the area with handle pages (policy first); returns the count. */
+static uint32_t fill_area(struct tu_env *e, struct dmm_handles *ht, uint32_t *hs, uint32_t cap)
+{
+	struct dmm_cma_info ci;
+	uint32_t n = 0;
+
+	for (int round = 0; round < 16; round++) {
+		dmm_page_drain_pcp(e->mem);
+		assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+		if (!ci.free_pages)
+			break;
+		for (uint64_t k = 0; k < ci.free_pages && n < cap; k++) {
+			uint8_t *v;
+			assert_ok(dmm_handle_alloc(ht, 0, &hs[n]));
+			v = dmm_handle_lock(ht, hs[n]);
+			for (size_t i = 0; i < DMM_PAGE_SIZE; i += 64)
+				v[i] = pat(hs[n], i);
+			assert_ok(dmm_handle_unlock(ht, hs[n]));
+			n++;
+		}
+	}
+	assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+	assert_int_equal(ci.free_pages, 0);
+	assert_int_equal(ci.lent_pages, ci.nr_pages);
+	return n;
+}
+
+static void verify_handles(struct dmm_handles *ht, const uint32_t *hs, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++) {
+		const uint8_t *v = dmm_handle_lock(ht, hs[k]);
+		assert_non_null(v);
+		for (size_t i = 0; i < DMM_PAGE_SIZE; i += 64)
+			if (v[i] != pat(hs[k], i))
+				fail_msg("handle %u lost byte %zu", hs[k], i);
+		assert_ok(dmm_handle_unlock(ht, hs[k]));
+	}
+}
+
+static void test_placement_and_validation(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_cma_info ci;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	m.nr_cma = 2;
+	snprintf(m.cma[1].name, sizeof(m.cma[1].name), "display");
+	m.cma[1].size = 5 * MiB; /* rounded up to pageblocks */
+	m.cma[1].base = 20 * MiB;
+	e = tu_env_create(&m, 1);
+	assert_int_equal(dmm_cma_count(e->mem), 2);
+	assert_int_equal(dmm_cma_find(e->mem, "display"), 1);
+	assert_rc(dmm_cma_find(e->mem, "nope"), -DMM_ENOENT);
+	assert_int_equal(dmm_cma_default(e->mem), 0);
+	assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+	assert_int_equal(ci.nr_pages, 32 * MiB / DMM_PAGE_SIZE);
+	assert_true(dmm_pfn_to_phys(ci.base_pfn + ci.nr_pages) <= 96 * MiB);
+	assert_int_equal(dmm_pfn_to_phys(ci.base_pfn) % (4 * MiB), 0);
+	assert_int_equal(ci.free_pages, ci.nr_pages);
+	assert_true(ci.is_default);
+	for (dmm_pfn_t p = ci.base_pfn; p < ci.base_pfn + ci.nr_pages; p += 97)
+		assert_int_equal(dmm_pfn_to_page(e->mem, p)->cma, 1);
+	assert_ok(dmm_cma_get_info(e->mem, 1, &ci));
+	assert_int_equal(dmm_pfn_to_phys(ci.base_pfn), 20 * MiB);
+	assert_int_equal(ci.nr_pages, 6 * MiB / DMM_PAGE_SIZE);
+	assert_rc(dmm_cma_get_info(e->mem, 2, &ci), -DMM_EINVAL);
+	{
+		struct dmm_zone_info zi;
+		assert_ok(dmm_zone_get_info(e->mem, (unsigned)dmm_zone_index(e->mem, DMM_ZONE_NORMAL), &zi));
+		assert_true(zi.pageblocks_mt[DMM_MT_CMA] >= 16 + 3);
+		assert_true(zi.free_blocks_mt[DMM_MT_CMA][9] + zi.free_blocks_mt[DMM_MT_CMA][10] > 0);
+	}
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+
+	/* malformed declarations */
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	m.cma[0].size = 0;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	m.cma[0].align = 3 * MiB;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	m.cma[0].base = 3 * MiB; /* not pageblock-aligned */
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	m.nr_cma = 2;
+	m.cma[1] = m.cma[0]; /* duplicate name and two defaults */
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	snprintf(m.cma[1].name, sizeof(m.cma[1].name), "other");
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL); /* still two defaults */
+	m.cma[1].is_default = 0;
+	assert_ok(dmm_machine_validate(&m));
+	cma_machine(&m, (enum dmm_cma_policy)9);
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	/* an area that does not fit fails the memory map cleanly */
+	{
+		struct dmm_hosted *h;
+		struct dmm_mem *mem;
+		cma_machine(&m, DMM_CMA_POLICY_HALF);
+		m.cma[0].size = 200 * MiB;
+		assert_rc(dmm_hosted_mem_create(&m, 1, &h, &mem), -DMM_ENOMEM);
+		cma_machine(&m, DMM_CMA_POLICY_HALF);
+		m.cma[0].base = 126 * MiB; /* runs past the end of RAM */
+		assert_rc(dmm_hosted_mem_create(&m, 1, &h, &mem), -DMM_EINVAL);
+	}
+}
+
+static void test_policies(void **state)
+{
+	static const enum dmm_cma_policy pols[] = { DMM_CMA_POLICY_NEVER, DMM_CMA_POLICY_FIRST,
+						    DMM_CMA_POLICY_LAST };
+	(void)state;
+	for (size_t pi = 0; pi < 3; pi++) {
+		struct dmm_machine m;
+		struct tu_env *e;
+		struct dmm_handles *ht;
+		static uint32_t hs[512];
+		static dmm_pfn_t plain[512];
+		unsigned in_area = 0, plain_in_area = 0;
+
+		cma_machine(&m, pols[pi]);
+		e = tu_env_create(&m, 1);
+		assert_ok(dmm_handles_create(e->mem, 512, &ht));
+		for (unsigned i = 0; i < 512; i++) {
+			dmm_pfn_t p;
+			assert_ok(dmm_handle_alloc(ht, 0, &hs[i]));
+			assert_ok(dmm_handle_pfn(ht, hs[i], &p));
+			in_area += dmm_pfn_to_page(e->mem, p)->cma != 0;
+			/* a movable page without an owner could never move out again */
+			assert_ok(dmm_page_alloc(e->mem, 0, NULL, DMM_GFP_MOVABLE, &plain[i]));
+			plain_in_area += dmm_pfn_to_page(e->mem, plain[i])->cma != 0;
+		}
+		assert_int_equal(plain_in_area, 0);
+		if (pols[pi] == DMM_CMA_POLICY_FIRST)
+			assert_int_equal(in_area, 512);
+		else
+			assert_int_equal(in_area, 0); /* never; last: ordinary memory is plentiful */
+		for (unsigned i = 0; i < 512; i++)
+			assert_ok(dmm_page_free(e->mem, plain[i], 0));
+		dmm_handles_destroy(ht);
+		assert_all_checks(e->mem);
+		tu_env_destroy(e);
+	}
+}
+
+static void test_alloc_migrates_contents(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_handles *ht;
+	struct dmm_cma_info ci;
+	static uint32_t hs[16384];
+	uint32_t n;
+	dmm_pfn_t p, q;
+	enum dmm_cma_fail why;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_FIRST);
+	e = tu_env_create(&m, 2);
+	assert_ok(dmm_handles_create(e->mem, 16384, &ht));
+	n = fill_area(e, ht, hs, 16384);
+	assert_all_checks(e->mem);
+	assert_ok(dmm_handles_check(ht));
+
+	/* 8 MiB, 1 MiB-aligned, out of an area full of movable pages */
+	assert_ok(dmm_cma_alloc(e->mem, 0, 2048, 1 * MiB, DMM_CMA_ZERO, &p, &why));
+	assert_int_equal(dmm_pfn_to_phys(p) % MiB, 0);
+	assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+	assert_true(p >= ci.base_pfn && p + 2048 <= ci.base_pfn + ci.nr_pages);
+	assert_true(tu_is_zero(e->mem, p, 2048));
+	assert_int_equal(ci.used_pages, 2048);
+	assert_true(ci.pages_migrated >= 2048);
+	assert_int_equal(ci.allocs_ok, 1);
+	assert_int_equal(ci.lat_count, 1);
+	assert_all_checks(e->mem);
+	assert_ok(dmm_handles_check(ht));
+	verify_handles(ht, hs, n); /* every byte moved with its page */
+	for (uint32_t k = 0; k < n; k++) {
+		dmm_pfn_t hp;
+		assert_ok(dmm_handle_pfn(ht, hs[k], &hp));
+		assert_true(hp < p || hp >= p + 2048); /* nothing left inside the buffer */
+	}
+	tu_fill(e->mem, p, 2048, 77, 1);
+
+	/* a second buffer elsewhere in the area, with the uncached attribute */
+	{
+		struct dmm_hosted_stats s0, s1;
+		dmm_hosted_get_stats(e->hosted, &s0);
+		assert_ok(dmm_cma_alloc(e->mem, 0, 1024, 0, DMM_CMA_UNCACHED, &q, &why));
+		dmm_hosted_get_stats(e->hosted, &s1);
+		assert_int_equal(s1.memattr_calls, s0.memattr_calls + 1);
+		assert_int_equal(s1.memattr_bytes, s0.memattr_bytes + 1024 * DMM_PAGE_SIZE);
+		assert_true(q + 1024 <= p || q >= p + 2048);
+		assert_ok(dmm_cma_release(e->mem, 0, q, 1024));
+		dmm_hosted_get_stats(e->hosted, &s0);
+		assert_int_equal(s0.memattr_calls, s1.memattr_calls + 1); /* restored */
+		assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+		assert_int_equal(ci.pages_remapped, 2048);
+	}
+	tu_verify(e->mem, p, 2048, 77, 1);
+	verify_handles(ht, hs, n);
+	assert_ok(dmm_cma_release(e->mem, 0, p, 2048));
+	assert_all_checks(e->mem);
+	dmm_handles_destroy(ht);
+	dmm_page_drain_pcp(e->mem);
+	assert_all_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
+static void test_pins(void **state)
+{
+	for (int protect = 0; protect <= 1; protect++) {
+		struct dmm_machine m;
+		struct tu_env *e;
+		struct dmm_handles *ht;
+		struct dmm_cma_info ci;
+		static uint32_t hs[16384];
+		uint32_t n, victim;
+		dmm_pfn_t vp, pinned, p;
+		enum dmm_migrate_reason mr;
+		enum dmm_cma_fail why;
+		(void)state;
+
+		cma_machine(&m, DMM_CMA_POLICY_FIRST);
+		m.longterm_pin_migrate = protect;
+		e = tu_env_create(&m, 1);
+		assert_ok(dmm_handles_create(e->mem, 16384, &ht));
+		n = fill_area(e, ht, hs, 16384);
+		assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+		/* the page in the middle of the area */
+		victim = DMM_HANDLE_NONE;
+		for (uint32_t k = 0; k < n; k++) {
+			assert_ok(dmm_handle_pfn(ht, hs[k], &vp));
+			if (vp == ci.base_pfn + ci.nr_pages / 2) {
+				victim = hs[k];
+				break;
+			}
+		}
+		assert_true(victim != DMM_HANDLE_NONE);
+		assert_ok(dmm_page_pin(e->mem, vp, DMM_PIN_LONGTERM, &pinned, &mr));
+		if (protect) {
+			/* the pin moved the page out of the area first */
+			assert_true(pinned < ci.base_pfn || pinned >= ci.base_pfn + ci.nr_pages);
+			assert_int_equal(dmm_pfn_to_page(e->mem, pinned)->cma, 0);
+			assert_ok(dmm_handle_pfn(ht, victim, &p));
+			assert_int_equal(p, pinned);
+			/* so the whole area can be taken */
+			assert_ok(dmm_cma_alloc(e->mem, 0, ci.nr_pages, 0, 0, &p, &why));
+			assert_ok(dmm_cma_release(e->mem, 0, p, ci.nr_pages));
+		} else {
+			assert_int_equal(pinned, vp); /* stays in the area */
+			/* the whole area cannot be taken: the reason is the pin */
+			assert_rc(dmm_cma_alloc(e->mem, 0, ci.nr_pages, 0, 0, &p, &why), -DMM_EBUSY);
+			assert_int_equal(why, DMM_CMA_FAIL_PINNED);
+			assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+			assert_int_equal(ci.fail[DMM_CMA_FAIL_PINNED], 1);
+			assert_int_equal(ci.used_pages, 0);
+			/* half of it can: another range is picked */
+			assert_ok(dmm_cma_alloc(e->mem, 0, ci.nr_pages / 2 - 512, 0, 0, &p, &why));
+			assert_true(pinned < p || pinned >= p + ci.nr_pages / 2 - 512);
+			assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+			assert_true(ci.ranges_tried >= 2);
+			assert_ok(dmm_cma_release(e->mem, 0, p, ci.nr_pages / 2 - 512));
+		}
+		verify_handles(ht, hs, n);
+		assert_all_checks(e->mem);
+		assert_ok(dmm_page_unpin(e->mem, pinned, DMM_PIN_LONGTERM));
+		dmm_handles_destroy(ht);
+		assert_all_checks(e->mem);
+		tu_env_destroy(e);
+	}
+}
+
+static void test_bad_input(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_cma_info c0, c1;
+	dmm_pfn_t p, q;
+	enum dmm_cma_fail why;
+	uint64_t free0;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	e = tu_env_create(&m, 1);
+	assert_ok(dmm_cma_alloc(e->mem, 0, 256, 0, 0, &p, &why));
+	assert_ok(dmm_cma_get_info(e->mem, 0, &c0));
+	free0 = dmm_mem_free_pages(e->mem);
+
+	assert_rc(dmm_cma_alloc(e->mem, 0, 0, 0, 0, &q, &why), -DMM_EINVAL);         /* zero pages */
+	assert_rc(dmm_cma_alloc(e->mem, 0, 16, 3 * 4096, 0, &q, &why), -DMM_EINVAL); /* alignment */
+	assert_rc(dmm_cma_alloc(e->mem, 1, 16, 0, 0, &q, &why), -DMM_EINVAL);        /* no such area */
+	assert_rc(dmm_cma_alloc(e->mem, -1, 16, 0, 0, &q, &why), -DMM_EINVAL);
+	assert_rc(dmm_cma_alloc(e->mem, 0, c0.nr_pages + 1, 0, 0, &q, &why), -DMM_EINVAL);
+	assert_rc(dmm_cma_alloc(e->mem, 0, 16, 0, 0x80, &q, &why), -DMM_EINVAL);     /* flags */
+	assert_rc(dmm_cma_alloc(e->mem, 0, 16, 0, 0, NULL, &why), -DMM_EINVAL);
+	assert_rc(dmm_cma_alloc(NULL, 0, 16, 0, 0, &q, &why), -DMM_EINVAL);
+	assert_rc(dmm_cma_release(e->mem, 0, p + 1, 255), -DMM_ENOENT);   /* never allocated */
+	assert_rc(dmm_cma_release(e->mem, 0, p, 128), -DMM_EINVAL);       /* wrong size */
+	assert_rc(dmm_cma_release(e->mem, 0, p, 0), -DMM_EINVAL);         /* zero pages */
+	assert_rc(dmm_cma_release(e->mem, 1, p, 256), -DMM_EINVAL);       /* wrong area */
+	assert_rc(dmm_cma_release(e->mem, 0, 1, 256), -DMM_ENOENT);       /* outside the area */
+	assert_rc(dmm_page_free(e->mem, p, 0), -DMM_ENOENT);              /* not a buddy block */
+	assert_rc(dmm_free_range(e->mem, p, 256), -DMM_ENOENT);           /* not a plain range */
+	/* a full area: no space, said so */
+	assert_rc(dmm_cma_alloc(e->mem, 0, c0.nr_pages, 0, 0, &q, &why), -DMM_ENOMEM);
+	assert_int_equal(why, DMM_CMA_FAIL_NOSPACE);
+
+	assert_ok(dmm_cma_get_info(e->mem, 0, &c1));
+	assert_int_equal(c1.used_pages, c0.used_pages);
+	assert_int_equal(dmm_mem_free_pages(e->mem), free0);
+	assert_all_checks(e->mem);
+	assert_ok(dmm_cma_release(e->mem, 0, p, 256));
+	assert_rc(dmm_cma_release(e->mem, 0, p, 256), -DMM_ENOENT); /* double release */
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+/* ---- two threads: contiguous allocations against movable churn ------------ */
+
+struct churn {
+	struct tu_env *e;
+	struct dmm_handles *ht;
+	volatile int stop;
+	uint64_t ops;
+};
+
+static void *churn_main(void *arg)
+{
+	struct churn *c = arg;
+	static uint32_t mine[4096];
+	uint32_t n = 0;
+	uint64_t s = 12345;
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+		if (n < 4096 && (n == 0 || tu_rand(&s) % 2)) {
+			uint8_t *v;
+			if (dmm_handle_alloc(c->ht, 0, &mine[n]))
+				continue;
+			v = dmm_handle_lock(c->ht, mine[n]);
+			v[0] = pat(mine[n], 0);
+			v[4095] = pat(mine[n], 4095);
+			dmm_handle_unlock(c->ht, mine[n]);
+			n++;
+		} else {
+			uint32_t k = (uint32_t)(tu_rand(&s) % n);
+			const uint8_t *v = dmm_handle_lock(c->ht, mine[k]);
+			if (!v || v[0] != pat(mine[k], 0) || v[4095] != pat(mine[k], 4095))
+				abort();
+			dmm_handle_unlock(c->ht, mine[k]);
+			if (dmm_handle_free(c->ht, mine[k]))
+				abort();
+			mine[k] = mine[--n];
+		}
+		c->ops++;
+	}
+	while (n)
+		if (dmm_handle_free(c->ht, mine[--n]))
+			abort();
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	struct dmm_machine m;
+	struct churn c;
+	pthread_t t;
+	struct dmm_cma_info ci;
+	static uint32_t hs[16384];
+	uint32_t n;
+	unsigned ok = 0;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_FIRST);
+	memset(&c, 0, sizeof(c));
+	c.e = tu_env_create(&m, 2);
+	assert_ok(dmm_handles_create(c.e->mem, 16384 + 4096, &c.ht));
+	n = fill_area(c.e, c.ht, hs, 16384);
+	assert_int_equal(pthread_create(&t, NULL, churn_main, &c), 0);
+	for (int i = 0; i < 40; i++) {
+		dmm_pfn_t p;
+		enum dmm_cma_fail why;
+		size_t pages = (size_t)256 << (i % 4);
+		int rc = dmm_cma_alloc(c.e->mem, 0, pages, 0, 0, &p, &why);
+		if (rc == 0) {
+			tu_fill(c.e->mem, p, pages, (uint64_t)i, 0);
+			tu_verify(c.e->mem, p, pages, (uint64_t)i, 0);
+			assert_ok(dmm_cma_release(c.e->mem, 0, p, pages));
+			ok++;
+		} else {
+			/* only transient reasons are acceptable with churn */
+			assert_true(why == DMM_CMA_FAIL_BUSY || why == DMM_CMA_FAIL_NOSPACE);
+		}
+		assert_ok(dmm_cma_check(c.e->mem));
+	}
+	__atomic_store_n(&c.stop, 1, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_true(ok >= 30);
+	assert_true(c.ops > 0);
+	assert_all_checks(c.e->mem);
+	assert_ok(dmm_handles_check(c.ht));
+	verify_handles(c.ht, hs, n);
+	assert_ok(dmm_cma_get_info(c.e->mem, 0, &ci));
+	assert_int_equal(ci.used_pages, 0);
+	dmm_handles_destroy(c.ht);
+	dmm_page_drain_pcp(c.e->mem);
+	assert_all_checks(c.e->mem);
+	assert_int_equal(tu_zone_free_all(c.e->mem), c.e->free0);
+	tu_env_destroy(c.e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_placement_and_validation),
+		cmocka_unit_test(test_policies),
+		cmocka_unit_test(test_alloc_migrates_contents),
+		cmocka_unit_test(test_pins),
+		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_concurrent),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Movable pages, migration, pinning and the handle table.
+ *
+ * A test owner (an array of slots, each naming one movable page) lets the
+ * tests refuse isolation or migration on purpose; the handle table is the
+ * ready-made owner. Every test verifies page contents after pages moved and
+ * runs the allocator checks after each step.
+ */
+#include "tu.h"
+
+#define OWNER_SLOTS 4096
+
+struct test_owner {
+	struct dmm_movable_owner owner;
+	dmm_pfn_t slot[OWNER_SLOTS];
+	int refuse_isolate, refuse_migrate;
+	unsigned isolated, migrated, putback;
+};
+
+static int o_isolate(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	struct test_owner *o = ctx;
+	(void)mem;
+	(void)pfn;
+	if (o->refuse_isolate)
+		return -DMM_EPERM;
+	o->isolated++;
+	return 0;
+}
+
+static int o_migrate(void *ctx, struct dmm_mem *mem, dmm_pfn_t old_pfn, dmm_pfn_t new_pfn)
+{
+	struct test_owner *o = ctx;
+	(void)mem;
+	if (o->refuse_migrate)
+		return -DMM_EPERM;
+	for (unsigned i = 0; i < OWNER_SLOTS; i++)
+		if (o->slot[i] == old_pfn) {
+			o->slot[i] = new_pfn;
+			o->migrated++;
+			return 0;
+		}
+	return -DMM_ENOENT;
+}
+
+static void o_putback(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	struct test_owner *o = ctx;
+	(void)mem;
+	(void)pfn;
+	o->putback++;
+}
+
+static const struct dmm_movable_ops o_ops = { o_isolate, o_migrate, o_putback };
+
+static void owner_init(struct test_owner *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->owner.ops = &o_ops;
+	o->owner.ctx = o;
+}
+
+/* Contents that do not depend on where the page lives (it moves). */
+static void fill_slot(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned i)
+{
+	uint64_t *w = dmm_pfn_to_virt(mem, pfn);
+	for (size_t k = 0; k < DMM_PAGE_SIZE / 8; k++)
+		w[k] = ((uint64_t)i << 32) ^ (k * 0x9e3779b97f4a7c15ull);
+}
+
+static void verify_slot(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned i)
+{
+	const uint64_t *w = dmm_pfn_to_virt(mem, pfn);
+	for (size_t k = 0; k < DMM_PAGE_SIZE / 8; k++)
+		if (w[k] != (((uint64_t)i << 32) ^ (k * 0x9e3779b97f4a7c15ull)))
+			fail_msg("slot %u at pfn %#llx lost word %zu", i, (unsigned long long)pfn, k);
+}
+
+/* 64 MiB machine, one zone, a 16 MiB area. */
+static void small_machine(struct dmm_machine *m)
+{
+	tu_machine(m, "test-migrate");
+	tu_add_ram(m, 0, 64 * MiB);
+	m->dma32_limit = 0;
+	m->nr_cma = 1;
+	snprintf(m->cma[0].name, sizeof(m->cma[0].name), "cam");
+	m->cma[0].size = 16 * MiB;
+	m->cma[0].is_default = 1;
+}
+
+/* The 2 MiB block holding @pfn, if it holds no reserved (metadata) page. */
+static int clean_block(struct dmm_mem *mem, dmm_pfn_t pfn, dmm_phys_t *lo)
+{
+	dmm_pfn_t b = pfn & ~(dmm_pfn_t)511;
+	for (dmm_pfn_t p = b; p < b + 512; p++) {
+		struct dmm_page *pg = dmm_pfn_to_page(mem, p);
+		if (!pg || pg->state == DMM_PAGE_RESERVED)
+			return 0;
+	}
+	*lo = dmm_pfn_to_phys(b);
+	return 1;
+}
+
+/* A slot whose 2 MiB block is free of reserved pages. */
+static unsigned clean_slot(struct dmm_mem *mem, const struct test_owner *o, unsigned n, dmm_phys_t *lo)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (clean_block(mem, o->slot[i], lo))
+			return i;
+	fail_msg("no slot outside the metadata blocks");
+	return 0;
+}
+
+#define assert_all_checks(mem)                  \
+	do {                                    \
+		assert_checks(mem);             \
+		assert_ok(dmm_cma_check(mem));  \
+	} while (0)
+
+static void test_movable_alloc_and_migrate_range(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	static struct test_owner o;
+	struct dmm_migrate_report rep;
+	struct dmm_migrate_failure fails[8];
+	dmm_phys_t lo = 0, hi = 0;
+	(void)state;
+
+	small_machine(&m);
+	m.nr_cma = 0;
+	e = tu_env_create(&m, 1);
+	owner_init(&o);
+	for (unsigned i = 0; i < 256; i++) {
+		assert_ok(dmm_page_alloc_movable(e->mem, &o.owner, 0, &o.slot[i]));
+		fill_slot(e->mem, o.slot[i], i);
+	}
+	assert_all_checks(e->mem);
+	/* empty a 2 MiB block holding owned pages */
+	clean_slot(e->mem, &o, 256, &lo);
+	hi = lo + 2 * MiB;
+	memset(&rep, 0, sizeof(rep));
+	rep.failures = fails;
+	rep.failures_cap = 8;
+	assert_ok(dmm_migrate_range(e->mem, lo, hi, &rep));
+	assert_true(rep.moved > 0);
+	assert_int_equal(rep.nr_failures, 0);
+	for (unsigned i = 0; i < 256; i++) {
+		dmm_phys_t pa = dmm_pfn_to_phys(o.slot[i]);
+		assert_true(pa < lo || pa >= hi);   /* nothing owned left inside */
+		verify_slot(e->mem, o.slot[i], i); /* contents moved with the page */
+	}
+	assert_int_equal(o.migrated, rep.moved);
+	assert_all_checks(e->mem);
+
+	/* an owner that refuses: reported per page, contents untouched */
+	o.refuse_isolate = 1;
+	clean_slot(e->mem, &o, 256, &lo);
+	hi = lo + 2 * MiB;
+	memset(&rep, 0, sizeof(rep));
+	rep.failures = fails;
+	rep.failures_cap = 8;
+	assert_rc(dmm_migrate_range(e->mem, lo, hi, &rep), -DMM_EBUSY);
+	assert_true(rep.failed[DMM_MIGRATE_REFUSED] > 0);
+	assert_true(rep.nr_failures > 0);
+	assert_int_equal(fails[0].reason, DMM_MIGRATE_REFUSED);
+	o.refuse_isolate = 0;
+	o.refuse_migrate = 1;
+	{
+		unsigned before = o.putback;
+		memset(&rep, 0, sizeof(rep));
+		assert_rc(dmm_migrate_range(e->mem, lo, hi, &rep), -DMM_EBUSY);
+		assert_true(rep.failed[DMM_MIGRATE_REFUSED] > 0);
+		assert_true(o.putback > before); /* told to keep its page */
+	}
+	o.refuse_migrate = 0;
+	for (unsigned i = 0; i < 256; i++)
+		verify_slot(e->mem, o.slot[i], i);
+	assert_all_checks(e->mem);
+
+	/* an unmovable page and a long-term pin are reported as such */
+	{
+		dmm_pfn_t u, pinned;
+		enum dmm_migrate_reason why;
+		assert_ok(dmm_page_alloc(e->mem, 0, NULL, 0, &u));
+		lo = dmm_pfn_to_phys(u) & ~(2 * MiB - 1);
+		memset(&rep, 0, sizeof(rep));
+		assert_rc(dmm_migrate_range(e->mem, lo, lo + 2 * MiB, &rep), -DMM_EBUSY);
+		assert_true(rep.failed[DMM_MIGRATE_UNMOVABLE] > 0);
+		assert_ok(dmm_page_free(e->mem, u, 0));
+
+		unsigned k = clean_slot(e->mem, &o, 256, &lo);
+		assert_ok(dmm_page_pin(e->mem, o.slot[k], DMM_PIN_LONGTERM, &pinned, &why));
+		assert_int_equal(pinned, o.slot[k]); /* not in an area: pinned in place */
+		memset(&rep, 0, sizeof(rep));
+		assert_rc(dmm_migrate_range(e->mem, lo, lo + 2 * MiB, &rep), -DMM_EBUSY);
+		assert_true(rep.failed[DMM_MIGRATE_PINNED] >= 1);
+		assert_int_equal(o.slot[k], pinned); /* it did not move */
+		/* freeing a pinned page is refused */
+		assert_rc(dmm_page_free(e->mem, pinned, 0), -DMM_EBUSY);
+		assert_ok(dmm_page_unpin(e->mem, pinned, DMM_PIN_LONGTERM));
+		assert_rc(dmm_page_unpin(e->mem, pinned, DMM_PIN_LONGTERM), -DMM_ENOENT);
+	}
+	/* bad input changes nothing */
+	assert_rc(dmm_migrate_range(e->mem, 4096, 4096, NULL), -DMM_EINVAL);
+	assert_rc(dmm_migrate_range(e->mem, 100, 8192, NULL), -DMM_EINVAL);
+	assert_rc(dmm_migrate_range(e->mem, 1 * GiB, 2 * GiB, NULL), -DMM_ERANGE);
+	memset(&rep, 0, sizeof(rep));
+	rep.failures_cap = 4; /* capacity without an array */
+	assert_rc(dmm_migrate_range(e->mem, 0, 2 * MiB, &rep), -DMM_EINVAL);
+	assert_rc(dmm_page_alloc_movable(e->mem, NULL, 0, &o.slot[300]), -DMM_EINVAL);
+	assert_rc(dmm_page_alloc_movable(e->mem, &o.owner, DMM_GFP_DMA, &o.slot[300]), -DMM_EINVAL);
+	assert_rc(dmm_page_pin(e->mem, o.slot[0], 0x80, &lo, NULL), -DMM_EINVAL);
+	assert_rc(dmm_page_pin(e->mem, e->base + e->npfn + 100, 0, &lo, NULL), -DMM_ENOENT);
+
+	for (unsigned i = 0; i < 256; i++)
+		assert_ok(dmm_page_free(e->mem, o.slot[i], 0));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+static void test_short_pin_retries(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	static struct test_owner o;
+	struct dmm_migrate_report rep;
+	dmm_pfn_t p;
+	dmm_phys_t lo = 0;
+	(void)state;
+
+	small_machine(&m);
+	m.nr_cma = 0;
+	e = tu_env_create(&m, 1);
+	owner_init(&o);
+	for (unsigned i = 0; i < 64; i++)
+		assert_ok(dmm_page_alloc_movable(e->mem, &o.owner, 0, &o.slot[i]));
+	{
+		unsigned k = clean_slot(e->mem, &o, 64, &lo);
+		dmm_pfn_t t = o.slot[0];
+		o.slot[0] = o.slot[k];
+		o.slot[k] = t;
+	}
+	assert_ok(dmm_page_pin(e->mem, o.slot[0], 0, &p, NULL));
+	assert_int_equal(p, o.slot[0]);
+	memset(&rep, 0, sizeof(rep));
+	assert_rc(dmm_migrate_range(e->mem, lo, lo + 2 * MiB, &rep), -DMM_EBUSY);
+	assert_true(rep.retries > 0); /* a short pin is retried ... */
+	assert_int_equal(rep.failed[DMM_MIGRATE_BUSY], 1); /* ... then reported busy */
+	assert_ok(dmm_page_unpin(e->mem, p, 0));
+	assert_ok(dmm_migrate_range(e->mem, lo, lo + 2 * MiB, &rep));
+	assert_true(rep.moved >= 1);
+	assert_true(o.slot[0] != p);
+	for (unsigned i = 0; i < 64; i++)
+		assert_ok(dmm_page_free(e->mem, o.slot[i], 0));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+static void test_handles(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_handles *h;
+	struct dmm_handles_stats st;
+	static uint32_t hs[2000];
+	dmm_pfn_t p;
+	(void)state;
+
+	small_machine(&m);
+	m.cma_policy = DMM_CMA_POLICY_FIRST;
+	e = tu_env_create(&m, 1);
+	assert_rc(dmm_handles_create(e->mem, 0, &h), -DMM_EINVAL);
+	assert_ok(dmm_handles_create(e->mem, 2000, &h));
+	for (uint32_t i = 0; i < 2000; i++) {
+		uint8_t *v;
+		assert_ok(dmm_handle_alloc(h, 0, &hs[i]));
+		v = dmm_handle_lock(h, hs[i]);
+		assert_non_null(v);
+		memset(v, (int)(i & 0xff), DMM_PAGE_SIZE);
+		assert_ok(dmm_handle_unlock(h, hs[i]));
+		assert_ok(dmm_handles_check(h));
+	}
+	/* policy "first": the owned movable pages went into the area */
+	assert_ok(dmm_handle_pfn(h, hs[0], &p));
+	assert_non_null(dmm_pfn_to_page(e->mem, p));
+	assert_true(dmm_pfn_to_page(e->mem, p)->cma != 0);
+	/* table full, bad handles, locked handles */
+	{
+		uint32_t x;
+		assert_rc(dmm_handle_alloc(h, 0, &x), -DMM_ENOSPC);
+		assert_rc(dmm_handle_free(h, 2000), -DMM_ENOENT);
+		assert_null(dmm_handle_lock(h, 5000));
+		assert_non_null(dmm_handle_lock(h, hs[3]));
+		assert_rc(dmm_handle_free(h, hs[3]), -DMM_EBUSY);
+		assert_ok(dmm_handle_unlock(h, hs[3]));
+		assert_rc(dmm_handle_unlock(h, hs[3]), -DMM_ENOENT);
+	}
+	/* a locked handle is not migrated; the others move and keep their bytes */
+	{
+		struct dmm_migrate_report rep;
+		dmm_pfn_t before, after;
+		struct dmm_cma_info ci;
+		assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+		assert_non_null(dmm_handle_lock(h, hs[1]));
+		assert_ok(dmm_handle_pfn(h, hs[1], &before));
+		memset(&rep, 0, sizeof(rep));
+		assert_rc(dmm_migrate_range(e->mem, dmm_pfn_to_phys(ci.base_pfn),
+					    dmm_pfn_to_phys(ci.base_pfn + ci.nr_pages), &rep),
+			  -DMM_EBUSY);
+		assert_int_equal(rep.failed[DMM_MIGRATE_BUSY], 1);
+		assert_ok(dmm_handle_pfn(h, hs[1], &after));
+		assert_int_equal(before, after);
+		assert_ok(dmm_handle_unlock(h, hs[1]));
+		dmm_handles_get_stats(h, &st);
+		assert_true(st.migrated > 0);
+		assert_true(st.refused_locked > 0);
+	}
+	for (uint32_t i = 0; i < 2000; i++) {
+		const uint8_t *v = dmm_handle_lock(h, hs[i]);
+		assert_non_null(v);
+		assert_int_equal(v[0], i & 0xff);
+		assert_int_equal(v[DMM_PAGE_SIZE - 1], i & 0xff);
+		assert_ok(dmm_handle_unlock(h, hs[i]));
+	}
+	assert_ok(dmm_handles_check(h));
+	for (uint32_t i = 0; i < 2000; i += 2)
+		assert_ok(dmm_handle_free(h, hs[i]));
+	assert_rc(dmm_handle_free(h, hs[0]), -DMM_ENOENT);
+	assert_ok(dmm_handles_check(h));
+	dmm_handles_destroy(h);
+	dmm_page_drain_pcp(e->mem);
+	assert_all_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_movable_alloc_and_migrate_range),
+		cmocka_unit_test(test_short_pin_retries),
+		cmocka_unit_test(test_handles),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
