@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# Build, run and test dmamem.
+#
+#   ./build.sh deps            install the Debian packages it needs (as root, or via sudo)
+#   ./build.sh run [ARGS...]   build, then `dmamem info` and `dmamem run` on the default
+#                              profile (ARGS are passed to `dmamem run`)
+#   ./build.sh test            build and run every test (ctest)
+#   ./build.sh asan            the same under AddressSanitizer + UBSan
+#   ./build.sh fuzz [SECONDS]  build the libFuzzer target with clang and run it (default 60 s)
+#   ./build.sh bench [ARGS...] build and run every benchmark (bench/run ARGS)
+#
+# Build directories: build (run, test; DMM_BUILD_DIR overrides), build-asan,
+# build-fuzz; bench/run uses build-release. Environment: JOBS (parallel jobs,
+# default: all cores), DMM_PROFILE (profile for `run`, default pc).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+PROFILE=${DMM_PROFILE:-pc}
+B=${DMM_BUILD_DIR:-build}
+
+# make and libc6-dev are only "Recommends" of cmake and gcc: name them.
+PACKAGES=(cmake make gcc libc6-dev clang libclang-rt-14-dev libcmocka-dev libinih-dev
+	libmimalloc-dev pkg-config binutils)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+deps() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+			missing+=("$p")
+		fi
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		return 0
+	fi
+	say "installing ${missing[*]}"
+	local sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		if command -v sudo >/dev/null; then
+			sudo=(sudo)
+		else
+			echo "build.sh: need root (or sudo) to install: ${missing[*]}" >&2
+			exit 1
+		fi
+	fi
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+# configure DIR [cmake options...]: configure once, reconfigure when options change
+configure() {
+	local dir=$1
+	shift
+	cmake -S "$ROOT" -B "$dir" "$@"
+}
+
+build() {
+	local dir=$1
+	shift
+	cmake --build "$dir" -j "$JOBS" "$@"
+}
+
+run_tests() {
+	local dir=$1
+	# ctest exits non-zero on any failure; --no-tests=error catches an empty run.
+	# The output is kept in DIR/ctest.log (.ci/run totals it).
+	(cd "$dir" && ctest --output-on-failure --no-tests=error -j "$JOBS") 2>&1 | tee "$dir/ctest.log"
+	return "${PIPESTATUS[0]}"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+
+case $cmd in
+deps)
+	deps
+	;;
+run)
+	deps
+	say "configure + build ($B/)"
+	configure "$B"
+	build "$B"
+	say "dmamem info --profile $PROFILE"
+	"$B/dmamem" info --profile "$PROFILE"
+	say "dmamem run --profile $PROFILE $*"
+	"$B/dmamem" run --profile "$PROFILE" "$@"
+	;;
+test)
+	deps
+	say "configure + build ($B/)"
+	configure "$B"
+	build "$B"
+	say "ctest ($B/)"
+	run_tests "$B"
+	;;
+asan)
+	deps
+	say "configure + build with ASan + UBSan (build-asan/)"
+	configure build-asan -DDMM_SANITIZE=ON -DDMM_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	build build-asan
+	say "ctest under ASan + UBSan (build-asan/)"
+	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1} \
+		UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+		run_tests build-asan
+	;;
+fuzz)
+	secs=${1:-60}
+	deps
+	say "configure + build the libFuzzer target with clang (build-fuzz/)"
+	configure build-fuzz -DCMAKE_C_COMPILER=clang -DDMM_FUZZ=ON -DDMM_SANITIZE=ON -DDMM_BENCH=OFF \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo
+	build build-fuzz --target fuzz_alloc
+	corpus=build-fuzz/fuzz/corpus
+	artifacts=build-fuzz/fuzz/artifacts
+	mkdir -p "$corpus" "$artifacts"
+	say "fuzz_alloc for ${secs}s (corpus $corpus, crashes in $artifacts)"
+	# one job: the machine has 2 cores and the run must stay bounded
+	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1} \
+		build-fuzz/fuzz/fuzz_alloc -max_total_time="$secs" -max_len=1024 -len_control=0 -timeout=30 \
+		-rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus"
+	;;
+bench)
+	deps
+	say "bench/run $*"
+	bench/run "$@"
+	;;
+"" | -h | --help | help)
+	sed -n '4,16p' "$0" | sed 's/^# \{0,1\}//'
+	;;
+*)
+	echo "build.sh: unknown command '$cmd' (try ./build.sh --help)" >&2
+	exit 2
+	;;
+esac
