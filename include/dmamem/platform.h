@@ -38,6 +38,10 @@
  *                          mapping of a physical range (write-back, write-
  *                          combine, uncached). Returns 0 or a negative code.
  *                          May be NULL (treated as success: coherent host).
+ *  phys_fill/phys_copy     Write or copy physical memory the way the CPU
+ *                          does (through its caches). The core uses them for
+ *                          zeroing, migration and bouncing. May be NULL:
+ *                          then phys_to_virt + memset/memcpy (a coherent host).
  *  cpu_id                  Index of the current CPU in [0, nr_cpus). Used to
  *                          pick a per-CPU cache; every per-CPU structure is
  *                          still protected by its own lock, so a thread that
@@ -81,6 +85,8 @@ struct dmm_platform {
 	void *(*phys_to_virt)(void *ctx, dmm_phys_t pa);
 	void (*cache_maint)(void *ctx, enum dmm_cache_op op, dmm_phys_t pa, size_t len);
 	int (*set_memattr)(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr);
+	void (*phys_fill)(void *ctx, dmm_phys_t pa, int c, size_t len);
+	void (*phys_copy)(void *ctx, dmm_phys_t dst, dmm_phys_t src, size_t len);
 	unsigned (*cpu_id)(void *ctx);
 	unsigned nr_cpus;      /* number of per-CPU caches to create (>= 1) */
 };

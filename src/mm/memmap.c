@@ -489,10 +489,29 @@ void *dmm_pfn_to_virt(struct dmm_mem *mem, dmm_pfn_t pfn)
 void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr)
 {
 	for (uint64_t i = 0; i < nr; i++) {
-		void *v = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(pfn + i));
+		void *v;
+		if (mem->plat.phys_fill) {
+			mem->plat.phys_fill(mem->plat.ctx, dmm_pfn_to_phys(pfn + i), 0, DMM_PAGE_SIZE);
+			continue;
+		}
+		v = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(pfn + i));
 		if (v)
 			dmm_memset(v, 0, DMM_PAGE_SIZE);
 	}
+}
+
+void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len)
+{
+	void *d, *s;
+
+	if (mem->plat.phys_copy) {
+		mem->plat.phys_copy(mem->plat.ctx, dst, src, len);
+		return;
+	}
+	d = mem->plat.phys_to_virt(mem->plat.ctx, dst);
+	s = mem->plat.phys_to_virt(mem->plat.ctx, src);
+	if (d && s)
+		dmm_memcpy(d, s, len);
 }
 
 _Static_assert(sizeof(struct dmm_page) <= 64, "page descriptor must stay within 64 bytes");

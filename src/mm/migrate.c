@@ -70,7 +70,6 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 	enum dmm_migrate_reason why = DMM_MIGRATE_MOVED;
 	dmm_pfn_t t;
 	uint8_t old;
-	void *src, *dst;
 
 	stat_add(&mem->mstats.attempted, 1);
 	if (!pg || page_state(pg) != DMM_PAGE_ALLOC ||
@@ -105,9 +104,7 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 		why = DMM_MIGRATE_NO_TARGET;
 		goto unclaim;
 	}
-	src = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(pfn));
-	dst = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(t));
-	dmm_memcpy(dst, src, DMM_PAGE_SIZE);
+	dmm__phys_copy(mem, dmm_pfn_to_phys(t), dmm_pfn_to_phys(pfn), DMM_PAGE_SIZE);
 	npg = dmm__pfn_page(mem, t);
 	dmm__set_private(npg, dmm__private(pg));
 	if (owner->ops->migrate(owner->ctx, mem, pfn, t)) {

@@ -220,6 +220,8 @@ static inline uint64_t dmm__now(const struct dmm_mem *mem)
 }
 
 void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
+/* CPU copy of physical memory (through the platform's phys_copy hook). */
+void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len);
 uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi);
 
 /* ---- page_alloc.c -------------------------------------------------------- */
