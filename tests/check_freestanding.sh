@@ -9,7 +9,7 @@
 #    freestanding C environment provides (memcpy, memset, memmove, memcmp),
 #    compiler runtime (stack protector, libgcc/compiler-rt helpers), or, in a
 #    sanitized or fuzzing build, sanitizer/coverage runtime.
-# 2. Every src/mm/*.c and src/lib/*.c compiles with -ffreestanding -nostdinc
+# 2. Every src/mm/*.c, src/dma/*.c and src/lib/*.c compiles with -ffreestanding -nostdinc
 #    and only the compiler's own headers (stddef.h, stdint.h, stdarg.h, ...).
 set -euo pipefail
 
@@ -44,7 +44,7 @@ fi
 
 inc=$("$CC" -print-file-name=include)
 echo "freestanding compile (-ffreestanding -nostdinc -isystem $inc):"
-for f in "$SRC"/src/mm/*.c "$SRC"/src/lib/*.c; do
+for f in "$SRC"/src/mm/*.c "$SRC"/src/dma/*.c "$SRC"/src/lib/*.c; do
 	if "$CC" -std=c11 -ffreestanding -nostdinc -isystem "$inc" -I"$SRC/include" -I"$SRC/src" \
 		-DDMM_ASSERT_LEVEL=3 -Wall -Wextra -fsyntax-only "$f"; then
 		echo "  ok        ${f#"$SRC"/}"

@@ -30,6 +30,9 @@
  *  phys_to_virt            CPU pointer to managed physical memory at @pa, or
  *                          NULL if @pa is not RAM. Atomic context. Required:
  *                          the core keeps its own metadata in managed RAM.
+ *  virt_to_phys            Inverse of phys_to_virt for pointers into managed
+ *                          RAM: 0 or -DMM_ERANGE. May be NULL (then
+ *                          dmm_dma_map_single reports -DMM_EINVAL).
  *  cache_clean/invalidate/flush
  *                          Cache maintenance by physical range (write back,
  *                          discard, both). No-ops on a coherent host. May be
@@ -83,6 +86,7 @@ struct dmm_platform {
 	void (*log)(void *ctx, int level, const char *fmt, va_list ap);
 	void (*panic)(void *ctx, const char *msg);
 	void *(*phys_to_virt)(void *ctx, dmm_phys_t pa);
+	int (*virt_to_phys)(void *ctx, const void *va, dmm_phys_t *pa);
 	void (*cache_maint)(void *ctx, enum dmm_cache_op op, dmm_phys_t pa, size_t len);
 	int (*set_memattr)(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr);
 	void (*phys_fill)(void *ctx, dmm_phys_t pa, int c, size_t len);

@@ -127,6 +127,8 @@ struct dmm_mem {
 	unsigned nr_cma;
 	struct dmm_cma_area *cma;         /* nr_cma areas */
 	struct dmm_migrate_stats mstats;  /* atomic counters */
+	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
+	int dma_debug_on;                 /* global switch (atomic) */
 	dmm_wmark_hook_fn wmark_hook;
 	void *wmark_hook_arg;
 };

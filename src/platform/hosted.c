@@ -338,6 +338,21 @@ static void *hosted_phys_to_virt(void *ctx, dmm_phys_t pa)
 	return NULL;
 }
 
+static int hosted_virt_to_phys(void *ctx, const void *va, dmm_phys_t *pa)
+{
+	const struct dmm_hosted *h = ctx;
+	const unsigned char *p = va;
+	dmm_phys_t x;
+
+	if (p < h->ram || p >= h->ram + h->ram_len)
+		return -DMM_ERANGE;
+	x = h->span_start + (dmm_phys_t)(p - h->ram);
+	if (!hosted_phys_to_virt(ctx, x))
+		return -DMM_ERANGE;
+	*pa = x;
+	return 0;
+}
+
 static void hosted_cache_maint(void *ctx, enum dmm_cache_op op, dmm_phys_t pa, size_t len)
 {
 	struct dmm_hosted *h = ctx;
@@ -455,6 +470,7 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		.log = hosted_log,
 		.panic = hosted_panic,
 		.phys_to_virt = hosted_phys_to_virt,
+		.virt_to_phys = hosted_virt_to_phys,
 		.cache_maint = hosted_cache_maint,
 		.set_memattr = hosted_set_memattr,
 		.cpu_id = hosted_cpu_id,

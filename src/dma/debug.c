@@ -1,0 +1,553 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * DMA debug: track every mapping and coherent buffer, check every unmap,
+ * sync and free against it, and (fed by a hardware model) every CPU and
+ * device access against who owns the buffer.
+ *
+ * State (allocated from the page allocator the first time debugging is
+ * enabled, never from a host heap): a hash table of live entries keyed by
+ * (device, bus page of the mapping's start), a free list of entries carved
+ * from pages taken on demand, a ring of recently unmapped addresses (to tell
+ * a double unmap from an unmap of garbage), counters per rule and a ring of
+ * the last reports. One lock: this is a debugging aid, correctness first.
+ * Lookups of a sync at an offset, of CPU accesses and of cache-line overlaps
+ * walk the live entries (O(live mappings)).
+ */
+#include "dma/dma_internal.h"
+
+#define DBG_BUCKETS 1024
+#define DBG_RING 64
+#define DBG_RECENT 64
+
+struct dbg_entry {
+	struct dbg_entry *next;
+	struct dmm_device *dev;
+	dmm_dma_addr_t dma;
+	dmm_phys_t pa;
+	uint64_t size;
+	const void *site;
+	uint8_t dir, type, checked, dev_owned;
+};
+
+struct dbg_recent {
+	const struct dmm_device *dev;
+	dmm_dma_addr_t dma;
+};
+
+struct dbg_state {
+	struct dmm_lock lock;
+	struct dbg_entry *bucket[DBG_BUCKETS];
+	struct dbg_entry *free;
+	uint64_t active;
+	uint64_t counts[DMM_NR_DBG_RULES];
+	uint64_t seq;
+	uint64_t pool_pages;
+	struct dmm_dma_debug_report ring[DBG_RING];
+	unsigned ring_head, ring_len;
+	struct dbg_recent recent[DBG_RECENT];
+	unsigned recent_head;
+};
+
+static const char *const rule_names[DMM_NR_DBG_RULES] = {
+	"unmap-not-mapped", "double-unmap", "unmap-wrong-size", "unmap-wrong-direction",
+	"unmap-wrong-type", "sync-outside-mapping", "sync-wrong-direction", "free-coherent-wrong",
+	"free-coherent-not-allocated", "mapping-error-not-checked", "leak-at-remove",
+	"cacheline-shared", "cacheline-overlap", "cpu-touched-device-buffer", "device-no-mapping",
+	"device-touched-cpu-buffer", "device-wrong-direction", "address-truncated",
+};
+
+static const char *const dir_names[] = { "bidirectional", "to-device", "from-device", "none" };
+
+const char *dmm_dma_debug_rule_name(enum dmm_dma_debug_rule r)
+{
+	return (unsigned)r < DMM_NR_DBG_RULES ? rule_names[r] : "?";
+}
+
+static struct dbg_state *state(const struct dmm_mem *mem)
+{
+	return (struct dbg_state *)__atomic_load_n(&mem->dma_debug, __ATOMIC_ACQUIRE);
+}
+
+int dmm__dbg_on(const struct dmm_device *dev)
+{
+	int mode = __atomic_load_n(&dev->debug_mode, __ATOMIC_RELAXED);
+
+	if (!state(dev->mem))
+		return 0;
+	return mode == 1 || (mode < 0 && __atomic_load_n(&dev->mem->dma_debug_on, __ATOMIC_RELAXED));
+}
+
+int dmm_dma_debug_enable(struct dmm_mem *mem, int on)
+{
+	if (!mem)
+		return -DMM_EINVAL;
+	if (on && !state(mem)) {
+		uint64_t pages = dmm_align_up(sizeof(struct dbg_state), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+		struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+		struct dbg_state *s;
+		dmm_pfn_t pfn;
+		int err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+		if (err)
+			return err;
+		s = dmm_pfn_to_virt(mem, pfn);
+		mem->plat.lock_init(mem->plat.ctx, &s->lock);
+		__atomic_store_n(&mem->dma_debug, (void *)s, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&mem->dma_debug_on, on ? 1 : 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
+int dmm_dma_debug_device(struct dmm_device *dev, int mode)
+{
+	if (!dev || mode < -1 || mode > 1)
+		return -DMM_EINVAL;
+	if (mode == 1 && !state(dev->mem)) {
+		int on = __atomic_load_n(&dev->mem->dma_debug_on, __ATOMIC_RELAXED);
+		int err = dmm_dma_debug_enable(dev->mem, 1); /* allocate the state ... */
+		if (err)
+			return err;
+		__atomic_store_n(&dev->mem->dma_debug_on, on, __ATOMIC_RELAXED); /* ... keep the switch */
+	}
+	__atomic_store_n(&dev->debug_mode, mode, __ATOMIC_RELAXED);
+	return 0;
+}
+
+int dmm_dma_debug_enabled(const struct dmm_device *dev)
+{
+	return dev ? dmm__dbg_on(dev) : 0;
+}
+
+/* ---- entries ------------------------------------------------------------------- */
+
+static unsigned hash(const struct dmm_device *dev, dmm_dma_addr_t dma)
+{
+	uint64_t k = ((uint64_t)(uintptr_t)dev >> 6) ^ (dma >> DMM_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull;
+	return (unsigned)(k >> 54) & (DBG_BUCKETS - 1);
+}
+
+static struct dbg_entry *entry_new(struct dmm_mem *mem, struct dbg_state *s)
+{
+	struct dbg_entry *e;
+
+	if (!s->free) {
+		dmm_pfn_t pfn;
+		struct dbg_entry *arr;
+		if (dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, DMM_GFP_ATOMIC, &pfn))
+			return (struct dbg_entry *)0;
+		arr = dmm_pfn_to_virt(mem, pfn);
+		for (size_t i = 0; i < DMM_PAGE_SIZE / sizeof(*arr); i++) {
+			arr[i].next = s->free;
+			s->free = &arr[i];
+		}
+		s->pool_pages++;
+	}
+	e = s->free;
+	s->free = e->next;
+	dmm_memset(e, 0, sizeof(*e));
+	return e;
+}
+
+static void entry_insert(struct dbg_state *s, struct dbg_entry *e)
+{
+	unsigned h = hash(e->dev, e->dma);
+	e->next = s->bucket[h];
+	s->bucket[h] = e;
+	s->active++;
+}
+
+static void entry_remove(struct dbg_state *s, struct dbg_entry *e)
+{
+	struct dbg_entry **pp = &s->bucket[hash(e->dev, e->dma)];
+	while (*pp && *pp != e)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = e->next;
+	e->next = s->free;
+	s->free = e;
+	s->active--;
+}
+
+/* The entry of @dev starting at exactly @dma (of @type, or any if < 0). */
+static struct dbg_entry *find_exact(struct dbg_state *s, const struct dmm_device *dev, dmm_dma_addr_t dma)
+{
+	for (struct dbg_entry *e = s->bucket[hash(dev, dma)]; e; e = e->next)
+		if (e->dev == dev && e->dma == dma)
+			return e;
+	return (struct dbg_entry *)0;
+}
+
+/* Any entry of @dev overlapping [dma, dma + size). */
+static struct dbg_entry *find_overlap(struct dbg_state *s, const struct dmm_device *dev, dmm_dma_addr_t dma,
+				      uint64_t size)
+{
+	struct dbg_entry *e = find_exact(s, dev, dma);
+	if (e)
+		return e;
+	for (unsigned b = 0; b < DBG_BUCKETS; b++)
+		for (e = s->bucket[b]; e; e = e->next)
+			if (e->dev == dev && dma < e->dma + e->size && e->dma < dma + size)
+				return e;
+	return (struct dbg_entry *)0;
+}
+
+/* ---- reports ------------------------------------------------------------------- */
+
+static void report(struct dmm_mem *mem, struct dbg_state *s, enum dmm_dma_debug_rule rule,
+		   const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_phys_t pa, uint64_t size,
+		   enum dmm_dma_dir dir, const void *site, uint64_t expected)
+{
+	struct dmm_dma_debug_report *r = &s->ring[(s->ring_head + s->ring_len) % DBG_RING];
+
+	if (s->ring_len == DBG_RING)
+		s->ring_head = (s->ring_head + 1) % DBG_RING;
+	else
+		s->ring_len++;
+	dmm_memset(r, 0, sizeof(*r));
+	r->rule = rule;
+	for (unsigned i = 0; dev && i < sizeof(r->device) - 1 && dev->name[i]; i++)
+		r->device[i] = dev->name[i];
+	r->dma = dma;
+	r->phys = pa;
+	r->size = size;
+	r->dir = dir;
+	r->site = site;
+	r->seq = ++s->seq;
+	r->expected = expected;
+	s->counts[rule]++;
+	dmm_log(mem, DMM_LOG_WARN,
+		"dma-debug: %s: %s: dma %#llx phys %#llx size %llu %s (expected %llu) at %p",
+		dev ? dev->name : "?", rule_names[rule], (unsigned long long)dma, (unsigned long long)pa,
+		(unsigned long long)size, (unsigned)dir < 4 ? dir_names[dir] : "?", (unsigned long long)expected,
+		site);
+}
+
+/* ---- hooks from the API ----------------------------------------------------------- */
+
+static uint64_t line_size(const struct dmm_mem *mem)
+{
+	return dmm_max64(mem->machine.dma_min_align, mem->machine.cache_line);
+}
+
+static void check_cachelines(struct dmm_mem *mem, struct dbg_state *s, struct dmm_device *dev,
+			     dmm_dma_addr_t dma, dmm_phys_t pa, uint64_t size, enum dmm_dma_dir dir,
+			     const void *site)
+{
+	uint64_t line = line_size(mem);
+	dmm_phys_t lo = dmm_align_down(pa, line), hi = dmm_align_up(pa + size, line);
+
+	if (dev->desc.coherent || dir == DMM_DMA_TO_DEVICE)
+		return;
+	if ((pa | (pa + size)) & (line - 1))
+		report(mem, s, DMM_DBG_CACHELINE_SHARED, dev, dma, pa, size, dir, site, line);
+	for (unsigned b = 0; b < DBG_BUCKETS; b++)
+		for (struct dbg_entry *e = s->bucket[b]; e; e = e->next) {
+			if (e->type == DMM__DBG_COHERENT || e->dev->desc.coherent)
+				continue;
+			if (e->pa < hi && lo < e->pa + e->size &&
+			    dmm_align_down(e->pa, line) < hi && lo < dmm_align_up(e->pa + e->size, line)) {
+				report(mem, s, DMM_DBG_CACHELINE_OVERLAP, dev, dma, pa, size, dir, site, e->dma);
+				return;
+			}
+		}
+}
+
+void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,
+		  uint64_t size, enum dmm_dma_dir dir, const void *site)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dbg_state *s = state(mem);
+	struct dbg_entry *e;
+
+	dmm__lock(mem, &s->lock);
+	if (type != DMM__DBG_COHERENT)
+		check_cachelines(mem, s, dev, dma, pa, size, dir, site);
+	e = entry_new(mem, s);
+	if (!e) {
+		dmm__unlock(mem, &s->lock);
+		dmm_log(mem, DMM_LOG_ERR, "dma-debug: out of memory, disabling");
+		__atomic_store_n(&mem->dma_debug_on, 0, __ATOMIC_RELAXED);
+		return;
+	}
+	e->dev = dev;
+	e->dma = dma;
+	e->pa = pa;
+	e->size = size;
+	e->site = site;
+	e->dir = (uint8_t)dir;
+	e->type = (uint8_t)type;
+	e->checked = type != DMM__DBG_SINGLE; /* map_sg returns a count, coherent an error code */
+	e->dev_owned = type != DMM__DBG_COHERENT;
+	entry_insert(s, e);
+	dmm__unlock(mem, &s->lock);
+}
+
+void dmm__dbg_checked(struct dmm_device *dev, dmm_dma_addr_t dma)
+{
+	struct dbg_state *s = state(dev->mem);
+	struct dbg_entry *e;
+
+	dmm__lock(dev->mem, &s->lock);
+	e = find_exact(s, dev, dma);
+	if (e)
+		e->checked = 1;
+	dmm__unlock(dev->mem, &s->lock);
+}
+
+static bool recently_unmapped(struct dbg_state *s, const struct dmm_device *dev, dmm_dma_addr_t dma)
+{
+	for (unsigned i = 0; i < DBG_RECENT; i++)
+		if (s->recent[i].dev == dev && s->recent[i].dma == dma)
+			return true;
+	return false;
+}
+
+void dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, uint64_t size,
+		    enum dmm_dma_dir dir, const void *site)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dbg_state *s = state(mem);
+	struct dbg_entry *e;
+
+	dmm__lock(mem, &s->lock);
+	e = find_exact(s, dev, dma);
+	if (!e || e->type == DMM__DBG_COHERENT) {
+		enum dmm_dma_debug_rule r = e ? DMM_DBG_UNMAP_WRONG_TYPE
+				     : recently_unmapped(s, dev, dma) ? DMM_DBG_DOUBLE_UNMAP
+								       : DMM_DBG_UNMAP_NOT_MAPPED;
+		report(mem, s, r, dev, dma, e ? e->pa : DMM_PHYS_MAX, size, dir, site, 0);
+		dmm__unlock(mem, &s->lock);
+		return;
+	}
+	if (e->type != type)
+		report(mem, s, DMM_DBG_UNMAP_WRONG_TYPE, dev, dma, e->pa, size, dir, site, e->type);
+	if (e->size != size)
+		report(mem, s, DMM_DBG_UNMAP_WRONG_SIZE, dev, dma, e->pa, size, dir, site, e->size);
+	if (e->dir != dir)
+		report(mem, s, DMM_DBG_UNMAP_WRONG_DIR, dev, dma, e->pa, size, dir, site, e->dir);
+	if (!e->checked)
+		report(mem, s, DMM_DBG_ERROR_NOT_CHECKED, dev, dma, e->pa, e->size, (enum dmm_dma_dir)e->dir,
+		       e->site, 0);
+	s->recent[s->recent_head].dev = dev;
+	s->recent[s->recent_head].dma = dma;
+	s->recent_head = (s->recent_head + 1) % DBG_RECENT;
+	entry_remove(s, e);
+	dmm__unlock(mem, &s->lock);
+}
+
+void dmm__dbg_sync(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, enum dmm_dma_dir dir,
+		   int for_device, const void *site)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dbg_state *s = state(mem);
+	struct dbg_entry *e;
+
+	dmm__lock(mem, &s->lock);
+	e = find_overlap(s, dev, dma, size ? size : 1);
+	if (!e || e->type == DMM__DBG_COHERENT) {
+		report(mem, s, recently_unmapped(s, dev, dma) ? DMM_DBG_DOUBLE_UNMAP : DMM_DBG_UNMAP_NOT_MAPPED,
+		       dev, dma, DMM_PHYS_MAX, size, dir, site, 0);
+	} else {
+		if (dma < e->dma || dma + size > e->dma + e->size)
+			report(mem, s, DMM_DBG_SYNC_OUTSIDE, dev, dma, e->pa + (dma - e->dma), size, dir, site,
+			       e->size);
+		if (e->dir != DMM_DMA_BIDIRECTIONAL && dir != e->dir)
+			report(mem, s, DMM_DBG_SYNC_WRONG_DIR, dev, dma, e->pa, size, dir, site, e->dir);
+		e->dev_owned = for_device ? 1 : 0;
+	}
+	dmm__unlock(mem, &s->lock);
+}
+
+int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, dmm_phys_t pa,
+			   const void *cpu, const void *site)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dbg_state *s = state(mem);
+	struct dbg_entry *e;
+	int err = 0;
+
+	dmm__lock(mem, &s->lock);
+	e = find_exact(s, dev, dma);
+	if (!e || e->type != DMM__DBG_COHERENT) {
+		report(mem, s, DMM_DBG_FREE_NOT_ALLOCATED, dev, dma, pa, size, DMM_DMA_BIDIRECTIONAL, site, 0);
+		err = -DMM_ENOENT;
+	} else if (e->size != size || e->pa != pa || dmm_pfn_to_virt(mem, dmm_phys_to_pfn(e->pa)) != cpu) {
+		report(mem, s, DMM_DBG_FREE_COHERENT_WRONG, dev, dma, pa, size, DMM_DMA_BIDIRECTIONAL, site,
+		       e->size);
+		err = -DMM_EINVAL;
+	} else {
+		entry_remove(s, e);
+	}
+	dmm__unlock(mem, &s->lock);
+	return err;
+}
+
+void dmm__dbg_device_gone(struct dmm_device *dev)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dbg_state *s = state(mem);
+
+	if (!s)
+		return;
+	dmm__lock(mem, &s->lock);
+	for (unsigned b = 0; b < DBG_BUCKETS; b++) {
+		struct dbg_entry *e = s->bucket[b];
+		while (e) {
+			struct dbg_entry *next = e->next;
+			if (e->dev == dev) {
+				report(mem, s, DMM_DBG_LEAK_AT_REMOVE, dev, e->dma, e->pa, e->size,
+				       (enum dmm_dma_dir)e->dir, e->site, e->type);
+				entry_remove(s, e);
+			}
+			e = next;
+		}
+	}
+	dmm__unlock(mem, &s->lock);
+}
+
+/* ---- accesses from a hardware model ------------------------------------------------ */
+
+void dmm_dma_debug_cpu_access(struct dmm_mem *mem, dmm_phys_t pa, size_t len, int write, const void *site)
+{
+	struct dbg_state *s;
+
+	if (!mem || !len || !(s = state(mem)))
+		return;
+	dmm__lock(mem, &s->lock);
+	for (unsigned b = 0; b < DBG_BUCKETS; b++)
+		for (struct dbg_entry *e = s->bucket[b]; e; e = e->next) {
+			if (e->type == DMM__DBG_COHERENT || !e->dev_owned || !dmm__dbg_on(e->dev))
+				continue;
+			if (pa >= e->pa + e->size || e->pa >= pa + len)
+				continue;
+			if (e->dir == DMM_DMA_TO_DEVICE && !write)
+				continue; /* reading what the device only reads is harmless */
+			report(mem, s, DMM_DBG_CPU_OWNED_BY_DEVICE, e->dev, e->dma + (pa > e->pa ? pa - e->pa : 0), pa,
+			       len, (enum dmm_dma_dir)e->dir, site, (uint64_t)write);
+		}
+	dmm__unlock(mem, &s->lock);
+}
+
+void dmm_dma_debug_device_access(struct dmm_device *dev, dmm_dma_addr_t bus, dmm_phys_t pa, size_t len,
+				 int write, int truncated, dmm_dma_addr_t orig)
+{
+	struct dmm_mem *mem;
+	struct dbg_state *s;
+	struct dbg_entry *e;
+
+	if (!dev || !len || !dmm__dbg_on(dev))
+		return;
+	mem = dev->mem;
+	s = state(mem);
+	dmm__lock(mem, &s->lock);
+	if (truncated)
+		report(mem, s, DMM_DBG_ADDRESS_TRUNCATED, dev, bus, pa, len, DMM_DMA_NONE, (const void *)0, orig);
+	e = find_overlap(s, dev, bus, len);
+	if (!e || bus < e->dma || bus + len > e->dma + e->size)
+		report(mem, s, DMM_DBG_DEVICE_NO_MAPPING, dev, bus, pa, len, DMM_DMA_NONE, (const void *)0,
+		       (uint64_t)write);
+	else if (e->type != DMM__DBG_COHERENT && !e->dev_owned)
+		report(mem, s, DMM_DBG_DEVICE_CPU_OWNED, dev, bus, pa, len, (enum dmm_dma_dir)e->dir, e->site,
+		       (uint64_t)write);
+	else if (e->type != DMM__DBG_COHERENT &&
+		 ((write && e->dir == DMM_DMA_TO_DEVICE) || (!write && e->dir == DMM_DMA_FROM_DEVICE)))
+		report(mem, s, DMM_DBG_DEVICE_WRONG_DIR, dev, bus, pa, len, (enum dmm_dma_dir)e->dir, e->site,
+		       (uint64_t)write);
+	dmm__unlock(mem, &s->lock);
+}
+
+/* ---- queries ---------------------------------------------------------------------- */
+
+void dmm_dma_debug_counts(struct dmm_mem *mem, uint64_t counts[DMM_NR_DBG_RULES])
+{
+	struct dbg_state *s;
+
+	if (!counts)
+		return;
+	for (unsigned i = 0; i < DMM_NR_DBG_RULES; i++)
+		counts[i] = 0;
+	if (!mem || !(s = state(mem)))
+		return;
+	dmm__lock(mem, &s->lock);
+	for (unsigned i = 0; i < DMM_NR_DBG_RULES; i++)
+		counts[i] = s->counts[i];
+	dmm__unlock(mem, &s->lock);
+}
+
+uint64_t dmm_dma_debug_total(struct dmm_mem *mem)
+{
+	uint64_t c[DMM_NR_DBG_RULES], t = 0;
+	dmm_dma_debug_counts(mem, c);
+	for (unsigned i = 0; i < DMM_NR_DBG_RULES; i++)
+		t += c[i];
+	return t;
+}
+
+size_t dmm_dma_debug_reports(struct dmm_mem *mem, struct dmm_dma_debug_report *out, size_t max)
+{
+	struct dbg_state *s;
+	size_t n = 0;
+
+	if (!mem || !out || !(s = state(mem)))
+		return 0;
+	dmm__lock(mem, &s->lock);
+	for (unsigned i = s->ring_len > max ? s->ring_len - (unsigned)max : 0; i < s->ring_len; i++)
+		out[n++] = s->ring[(s->ring_head + i) % DBG_RING];
+	dmm__unlock(mem, &s->lock);
+	return n;
+}
+
+void dmm_dma_debug_reset(struct dmm_mem *mem)
+{
+	struct dbg_state *s;
+
+	if (!mem || !(s = state(mem)))
+		return;
+	dmm__lock(mem, &s->lock);
+	dmm_memset(s->counts, 0, sizeof(s->counts));
+	s->ring_len = 0;
+	s->ring_head = 0;
+	dmm_memset(s->recent, 0, sizeof(s->recent));
+	dmm__unlock(mem, &s->lock);
+}
+
+uint64_t dmm_dma_debug_active(struct dmm_mem *mem, const struct dmm_device *dev)
+{
+	struct dbg_state *s;
+	uint64_t n = 0;
+
+	if (!mem || !(s = state(mem)))
+		return 0;
+	dmm__lock(mem, &s->lock);
+	if (!dev) {
+		n = s->active;
+	} else {
+		for (unsigned b = 0; b < DBG_BUCKETS; b++)
+			for (struct dbg_entry *e = s->bucket[b]; e; e = e->next)
+				n += e->dev == dev;
+	}
+	dmm__unlock(mem, &s->lock);
+	return n;
+}
+
+void dmm_dma_debug_dump(struct dmm_mem *mem)
+{
+	struct dbg_state *s;
+
+	if (!mem || !(s = state(mem)))
+		return;
+	dmm__lock(mem, &s->lock);
+	dmm_log(mem, DMM_LOG_INFO, "dma-debug: %llu live mappings, %llu pool pages",
+		(unsigned long long)s->active, (unsigned long long)s->pool_pages);
+	for (unsigned b = 0; b < DBG_BUCKETS; b++)
+		for (struct dbg_entry *e = s->bucket[b]; e; e = e->next)
+			dmm_log(mem, DMM_LOG_INFO, "dma-debug:   %s %s dma %#llx phys %#llx size %llu %s%s from %p",
+				e->dev->name,
+				e->type == DMM__DBG_COHERENT ? "coherent" : e->type == DMM__DBG_SG ? "sg" : "single",
+				(unsigned long long)e->dma, (unsigned long long)e->pa, (unsigned long long)e->size,
+				dir_names[e->dir & 3], e->dev_owned ? " (device owns)" : "", e->site);
+	for (unsigned i = 0; i < DMM_NR_DBG_RULES; i++)
+		if (s->counts[i])
+			dmm_log(mem, DMM_LOG_INFO, "dma-debug:   %-28s %llu", rule_names[i],
+				(unsigned long long)s->counts[i]);
+	dmm__unlock(mem, &s->lock);
+}

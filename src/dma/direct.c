@@ -1,0 +1,533 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Direct DMA mapping: no IOMMU, bus address = physical address translated
+ * by the device's bus offset or dma-ranges.
+ *
+ * Coherent allocations. The device's coherent limits (bus addresses) become
+ * physical windows; each is tried highest first (so a 64-bit device never
+ * touches low memory and a 32-bit one gets the cheapest memory it can
+ * reach): a large request from the device's contiguous area when the area
+ * lies inside the window, else a buddy block (power-of-two page counts) or
+ * an exact range. Non-coherent devices: the buffer is zeroed through the
+ * CPU, flushed out of the caches and its linear mapping made uncached.
+ *
+ * Streaming mappings and cache maintenance on non-coherent devices, as a
+ * careful kernel does it (arm64's choice):
+ *
+ *   for the device (map, sync_for_device)  CLEAN the range, every direction:
+ *                                          the device must see the CPU's data,
+ *                                          and no dirty line may be evicted
+ *                                          over what the device writes later
+ *   for the CPU (unmap, sync_for_cpu)      INVALIDATE for FROM_DEVICE and
+ *                                          BIDIRECTIONAL: drop lines a
+ *                                          speculative fetch may have filled
+ *                                          while the device owned the buffer;
+ *                                          nothing for TO_DEVICE
+ *
+ * Invalidation works on whole cache lines: a buffer sharing a line with other
+ * data loses that data's newer bytes. DMA debug reports such mappings; the
+ * small-object layer avoids them by bouncing.
+ */
+#include "dma/dma_internal.h"
+
+#define CMA_MIN_PAGES 16 /* coherent requests of 64 KiB and more try the area */
+
+unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_constraint *c,
+			       struct dmm_constraint *out, unsigned max);
+
+static void cache_op(struct dmm_device *dev, enum dmm_cache_op op, dmm_phys_t pa, size_t len)
+{
+	const struct dmm_platform *p = &dev->mem->plat;
+
+	if (p->cache_maint)
+		p->cache_maint(p->ctx, op, pa, len);
+	dmm__dstat(op == DMM_CACHE_CLEAN	  ? &dev->st.cache_clean_bytes
+		   : op == DMM_CACHE_INVALIDATE ? &dev->st.cache_inval_bytes
+						: &dev->st.cache_flush_bytes,
+		   len);
+}
+
+static void for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir)
+{
+	(void)dir;
+	if (!dev->desc.coherent)
+		cache_op(dev, DMM_CACHE_CLEAN, pa, len);
+}
+
+static void for_cpu(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir)
+{
+	if (!dev->desc.coherent && dir != DMM_DMA_TO_DEVICE)
+		cache_op(dev, DMM_CACHE_INVALIDATE, pa, len);
+}
+
+static inline bool dir_ok(enum dmm_dma_dir dir)
+{
+	return (unsigned)dir <= DMM_DMA_FROM_DEVICE;
+}
+
+static uint64_t pages_below_4g(dmm_phys_t pa, uint64_t pages)
+{
+	const dmm_phys_t g4 = (dmm_phys_t)4 << 30;
+	if (pa >= g4)
+		return 0;
+	return dmm_min64(pages, (g4 - pa) >> DMM_PAGE_SHIFT);
+}
+
+/* ---- coherent allocations ----------------------------------------------------- */
+
+/* The device's area if it lies entirely inside physical window @w. */
+static int area_in_window(struct dmm_device *dev, const struct dmm_constraint *w)
+{
+	struct dmm_cma_info ci;
+	int a = dev->desc.cma_area;
+
+	if (a == DMM_DEVICE_CMA_NONE)
+		return -1;
+	if (a == DMM_DEVICE_CMA_DEFAULT)
+		a = dmm_cma_default(dev->mem);
+	if (a < 0 || dmm_cma_get_info(dev->mem, a, &ci))
+		return -1;
+	if (dmm_pfn_to_phys(ci.base_pfn) < w->lo || dmm_pfn_to_phys(ci.base_pfn + ci.nr_pages) > w->hi)
+		return -1;
+	return a;
+}
+
+static unsigned order_of(uint64_t pages)
+{
+	return pages <= 1 ? 0 : 64u - (unsigned)__builtin_clzll(pages - 1);
+}
+
+int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, void **cpu,
+			   dmm_dma_addr_t *dma)
+{
+	const void *site = __builtin_return_address(0);
+	struct dmm_constraint w[DMM_MAX_DMA_RANGES];
+	struct dmm_mem *mem;
+	uint64_t pages;
+	unsigned nw, order;
+	dmm_pfn_t pfn = 0;
+	int err = -DMM_ENOMEM, from_cma = 0;
+
+	if (!dev || !cpu || !dma || !size || dev->desc.is_bus || (gfp & ~(DMM_GFP_ATOMIC | DMM_GFP_NOWMARK))) {
+		if (dev)
+			dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
+	}
+	mem = dev->mem;
+	pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	if (pages > ((uint64_t)1 << 30)) {
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(mem);
+	}
+	if (!dev->desc.coherent && (gfp & DMM_GFP_ATOMIC)) {
+		/* an uncached buffer needs an attribute change, which may sleep:
+		 * atomic callers need a pre-remapped pool */
+		dmm__dstat(&dev->st.fail_atomic, 1);
+		return -DMM_ENOTSUP;
+	}
+	order = order_of(pages);
+	nw = dmm__dev_phys_windows(dev, &dev->lim[1], w, DMM_MAX_DMA_RANGES);
+	for (unsigned i = 0; i < nw; i++) {
+		struct dmm_constraint c = w[i];
+		int a = pages >= CMA_MIN_PAGES && !(gfp & DMM_GFP_ATOMIC) ? area_in_window(dev, &c) : -1;
+
+		c.max_seg_size = 0;
+		c.max_segs = 0;
+		if (a >= 0) {
+			unsigned f = DMM_CMA_ZERO | (dev->desc.coherent ? 0 : DMM_CMA_UNCACHED);
+			if (!dmm_cma_alloc(mem, a, pages, c.align, f, &pfn, (enum dmm_cma_fail *)0)) {
+				from_cma = 1;
+				err = 0;
+				break;
+			}
+		}
+		if (pages == ((uint64_t)1 << order) && order <= DMM_MAX_ORDER)
+			err = dmm_page_alloc(mem, order, &c, DMM_GFP_ZERO | gfp, &pfn);
+		else
+			err = dmm_alloc_range(mem, &c, pages, DMM_GFP_ZERO | gfp, &pfn);
+		if (!err)
+			break;
+	}
+	if (nw == 0)
+		err = -DMM_ERANGE;
+	if (err) {
+		dmm__dstat(err == -DMM_ERANGE ? &dev->st.fail_range : &dev->st.fail_nomem, 1);
+		return err;
+	}
+	if (!dev->desc.coherent && !from_cma) {
+		/* no dirty line may later be written back over the device's data */
+		cache_op(dev, DMM_CACHE_FLUSH, dmm_pfn_to_phys(pfn), pages * DMM_PAGE_SIZE);
+		if (mem->plat.set_memattr &&
+		    (err = mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(pfn), pages * DMM_PAGE_SIZE,
+						 DMM_MEMATTR_UC)) != 0) {
+			if (pages == ((uint64_t)1 << order) && order <= DMM_MAX_ORDER)
+				dmm_page_free(mem, pfn, order);
+			else
+				dmm_free_range(mem, pfn, pages);
+			dmm__dstat(&dev->st.fail_nomem, 1);
+			return err < 0 ? err : -err;
+		}
+	}
+	*cpu = dmm_pfn_to_virt(mem, pfn);
+	*dma = dmm_dma_phys_to_bus(dev, dmm_pfn_to_phys(pfn));
+	dmm__dstat(&dev->st.coherent_allocs, 1);
+	dmm__dstat(&dev->st.coherent_bytes, size);
+	dmm__dstat(&dev->st.low_pages, pages_below_4g(dmm_pfn_to_phys(pfn), pages));
+	if (from_cma)
+		dmm__dstat(&dev->st.coherent_from_cma, 1);
+	if (dmm__dbg_on(dev))
+		dmm__dbg_map(dev, DMM__DBG_COHERENT, *dma, dmm_pfn_to_phys(pfn), size, DMM_DMA_BIDIRECTIONAL,
+			     site);
+	return 0;
+}
+
+int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dma_addr_t dma)
+{
+	const void *site = __builtin_return_address(0);
+	struct dmm_mem *mem;
+	struct dmm_page *head;
+	dmm_phys_t pa;
+	uint64_t pages;
+	int err;
+
+	if (!dev || !size || !cpu)
+		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
+	mem = dev->mem;
+	pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	if (dmm_dma_bus_to_phys(dev, dma, &pa) || (pa & (DMM_PAGE_SIZE - 1)) ||
+	    !(head = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa)))) {
+		if (dmm__dbg_on(dev))
+			dmm__dbg_free_coherent(dev, dma, size, DMM_PHYS_MAX, cpu, site);
+		return -DMM_ENOENT;
+	}
+	if (dmm__dbg_on(dev)) {
+		err = dmm__dbg_free_coherent(dev, dma, size, pa, cpu, site);
+		if (err)
+			return err;
+	}
+	if (dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa)) != cpu)
+		return -DMM_EINVAL;
+	/* Which allocator served it, and does the size agree? */
+	if (head->state == DMM_PAGE_RANGE && head->owner) {
+		const struct dmm_cma_area *a = head->owner;
+		err = dmm_cma_release(mem, (int)a->idx, dmm_phys_to_pfn(pa), pages);
+	} else if (head->state == DMM_PAGE_RANGE) {
+		if (head->private != pages)
+			return -DMM_EINVAL;
+		if (!dev->desc.coherent && mem->plat.set_memattr)
+			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
+		err = dmm_free_range(mem, dmm_phys_to_pfn(pa), pages);
+	} else if (head->state == DMM_PAGE_ALLOC) {
+		unsigned order = order_of(pages);
+		if (pages != ((uint64_t)1 << order) || head->order != order)
+			return -DMM_EINVAL;
+		if (!dev->desc.coherent && mem->plat.set_memattr)
+			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
+		err = dmm_page_free(mem, dmm_phys_to_pfn(pa), order);
+	} else {
+		return -DMM_ENOENT;
+	}
+	if (!err) {
+		dmm__dstat(&dev->st.coherent_frees, 1);
+		__atomic_fetch_sub(&dev->st.low_pages, pages_below_4g(pa, pages), __ATOMIC_RELAXED);
+	}
+	return err;
+}
+
+/* ---- streaming ---------------------------------------------------------------- */
+
+static dmm_dma_addr_t map_fail(struct dmm_device *dev, int err)
+{
+	__atomic_store_n(&dev->last_error, err, __ATOMIC_RELAXED);
+	dmm__dstat(err == -DMM_ERANGE ? &dev->st.fail_range : &dev->st.fail_invalid, 1);
+	if (err == -DMM_EINVAL)
+		dmm__count_invalid(dev->mem);
+	return DMM_DMA_MAPPING_ERROR;
+}
+
+/* Bus address of [pa, pa + size) if the device reaches all of it. */
+static int reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus)
+{
+	dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, pa), e = dmm_dma_phys_to_bus(dev, pa + size - 1);
+	const struct dmm_constraint *l = &dev->lim[0];
+
+	if (b == DMM_DMA_MAPPING_ERROR || e == DMM_DMA_MAPPING_ERROR || e - b != size - 1)
+		return -DMM_ERANGE;
+	if (b < l->lo || e >= l->hi)
+		return -DMM_ERANGE;
+	*bus = b;
+	return 0;
+}
+
+static bool is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
+{
+	for (dmm_pfn_t p = dmm_phys_to_pfn(pa); p <= dmm_phys_to_pfn(pa + size - 1); p++)
+		if (!dmm_pfn_to_page(mem, p))
+			return false;
+	return true;
+}
+
+static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			       const void *site)
+{
+	dmm_dma_addr_t bus;
+	int err;
+
+	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !is_ram(dev->mem, pa, size))
+		return map_fail(dev, -DMM_EINVAL);
+	err = reach(dev, pa, size, &bus);
+	if (err)
+		return map_fail(dev, err); /* the bounce layer will take these */
+	for_device(dev, pa, size, dir);
+	dmm__dstat(&dev->st.maps, 1);
+	dmm__dstat(&dev->st.map_bytes, size);
+	if (dmm__dbg_on(dev))
+		dmm__dbg_map(dev, DMM__DBG_SINGLE, bus, pa, size, dir, site);
+	return bus;
+}
+
+dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+{
+	if (!dev)
+		return DMM_DMA_MAPPING_ERROR;
+	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
+}
+
+dmm_dma_addr_t dmm_dma_map_page(struct dmm_device *dev, dmm_pfn_t pfn, size_t offset, size_t size,
+				enum dmm_dma_dir dir)
+{
+	if (!dev)
+		return DMM_DMA_MAPPING_ERROR;
+	return map_phys(dev, dmm_pfn_to_phys(pfn) + offset, size, dir, __builtin_return_address(0));
+}
+
+dmm_dma_addr_t dmm_dma_map_single(struct dmm_device *dev, const void *cpu, size_t size, enum dmm_dma_dir dir)
+{
+	const struct dmm_platform *p;
+	dmm_phys_t pa;
+
+	if (!dev)
+		return DMM_DMA_MAPPING_ERROR;
+	p = &dev->mem->plat;
+	if (!cpu || !p->virt_to_phys || p->virt_to_phys(p->ctx, cpu, &pa))
+		return map_fail(dev, -DMM_EINVAL);
+	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
+}
+
+int dmm_dma_mapping_error(struct dmm_device *dev, dmm_dma_addr_t dma)
+{
+	if (!dev)
+		return -DMM_EINVAL;
+	if (dma == DMM_DMA_MAPPING_ERROR) {
+		int e = __atomic_load_n(&dev->last_error, __ATOMIC_RELAXED);
+		return e ? e : -DMM_EINVAL;
+	}
+	if (dmm__dbg_on(dev))
+		dmm__dbg_checked(dev, dma);
+	return 0;
+}
+
+void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
+{
+	const void *site = __builtin_return_address(0);
+	dmm_phys_t pa;
+
+	if (!dev || dma == DMM_DMA_MAPPING_ERROR)
+		return;
+	if (dmm__dbg_on(dev))
+		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
+	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
+		return;
+	for_cpu(dev, pa, size, dir);
+	dmm__dstat(&dev->st.unmaps, 1);
+}
+
+void dmm_dma_sync_single_for_cpu(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
+				 enum dmm_dma_dir dir)
+{
+	const void *site = __builtin_return_address(0);
+	dmm_phys_t pa;
+
+	if (!dev)
+		return;
+	if (dmm__dbg_on(dev))
+		dmm__dbg_sync(dev, dma, size, dir, 0, site);
+	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
+		return;
+	for_cpu(dev, pa, size, dir);
+	dmm__dstat(&dev->st.syncs, 1);
+}
+
+void dmm_dma_sync_single_for_device(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
+				    enum dmm_dma_dir dir)
+{
+	const void *site = __builtin_return_address(0);
+	dmm_phys_t pa;
+
+	if (!dev)
+		return;
+	if (dmm__dbg_on(dev))
+		dmm__dbg_sync(dev, dma, size, dir, 1, site);
+	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
+		return;
+	for_device(dev, pa, size, dir);
+	dmm__dstat(&dev->st.syncs, 1);
+}
+
+/* ---- scatterlists --------------------------------------------------------------- */
+
+void dmm_sg_init(struct dmm_sg *sg, unsigned nents)
+{
+	if (sg)
+		dmm_memset(sg, 0, (size_t)nents * sizeof(*sg));
+}
+
+void dmm_sg_set_phys(struct dmm_sg *sg, dmm_phys_t phys, uint32_t length)
+{
+	if (!sg)
+		return;
+	sg->phys = phys;
+	sg->length = length;
+	sg->dma_address = DMM_DMA_MAPPING_ERROR;
+	sg->dma_length = 0;
+}
+
+void dmm_sg_set_page(struct dmm_sg *sg, dmm_pfn_t pfn, uint32_t offset, uint32_t length)
+{
+	dmm_sg_set_phys(sg, dmm_pfn_to_phys(pfn) + offset, length);
+}
+
+uint64_t dmm_sg_bytes(const struct dmm_sg *sg, unsigned nents)
+{
+	uint64_t n = 0;
+	for (unsigned i = 0; sg && i < nents; i++)
+		n += sg[i].length;
+	return n;
+}
+
+static bool crosses(uint64_t bus, uint64_t len, uint64_t boundary)
+{
+	return boundary && bus / boundary != (bus + len - 1) / boundary;
+}
+
+int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)
+{
+	const void *site = __builtin_return_address(0);
+	const struct dmm_constraint *l;
+	unsigned segs = 0;
+	dmm_dma_addr_t seg_bus = 0;
+	uint64_t seg_len = 0;
+
+	if (!dev)
+		return -DMM_EINVAL;
+	l = &dev->lim[0];
+	if (!sg || !nents || !dir_ok(dir) || dev->desc.is_bus) {
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(dev->mem);
+	}
+	/* Validate every piece first: nothing is mapped on failure. */
+	for (unsigned i = 0; i < nents; i++) {
+		dmm_dma_addr_t b;
+		int err;
+		if (!sg[i].length || !is_ram(dev->mem, sg[i].phys, sg[i].length) ||
+		    (l->max_seg_size && sg[i].length > l->max_seg_size)) {
+			dmm__dstat(&dev->st.fail_invalid, 1);
+			return dmm__count_invalid(dev->mem);
+		}
+		err = reach(dev, sg[i].phys, sg[i].length, &b);
+		if (err) {
+			dmm__dstat(&dev->st.fail_range, 1);
+			return err;
+		}
+		if (crosses(b, sg[i].length, l->boundary)) {
+			dmm__dstat(&dev->st.fail_invalid, 1);
+			return dmm__count_invalid(dev->mem);
+		}
+		/* count the segments the merge below will produce */
+		if (i && b == seg_bus + seg_len && (!l->max_seg_size || seg_len + sg[i].length <= l->max_seg_size) &&
+		    !crosses(seg_bus, seg_len + sg[i].length, l->boundary)) {
+			seg_len += sg[i].length;
+		} else {
+			segs++;
+			seg_bus = b;
+			seg_len = sg[i].length;
+		}
+	}
+	if (l->max_segs && segs > l->max_segs) {
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(dev->mem);
+	}
+	/* Map: write the segments into the first entries. */
+	segs = 0;
+	for (unsigned i = 0; i < nents; i++) {
+		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, sg[i].phys);
+		for_device(dev, sg[i].phys, sg[i].length, dir);
+		if (dmm__dbg_on(dev))
+			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, site);
+		if (segs && b == sg[segs - 1].dma_address + sg[segs - 1].dma_length &&
+		    (!l->max_seg_size || sg[segs - 1].dma_length + sg[i].length <= l->max_seg_size) &&
+		    !crosses(sg[segs - 1].dma_address, (uint64_t)sg[segs - 1].dma_length + sg[i].length,
+			     l->boundary)) {
+			sg[segs - 1].dma_length += sg[i].length;
+		} else {
+			sg[segs].dma_address = b;
+			sg[segs].dma_length = sg[i].length;
+			segs++;
+		}
+	}
+	for (unsigned i = segs; i < nents; i++) {
+		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
+		sg[i].dma_length = 0;
+	}
+	dmm__dstat(&dev->st.sg_maps, 1);
+	dmm__dstat(&dev->st.sg_segments_in, nents);
+	dmm__dstat(&dev->st.sg_segments_out, segs);
+	dmm__dstat(&dev->st.map_bytes, dmm_sg_bytes(sg, nents));
+	return (int)segs;
+}
+
+void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)
+{
+	const void *site = __builtin_return_address(0);
+
+	if (!dev || !sg)
+		return;
+	for (unsigned i = 0; i < nents; i++) {
+		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, sg[i].phys);
+		if (dmm__dbg_on(dev))
+			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
+		if (sg[i].length && dir_ok(dir) && is_ram(dev->mem, sg[i].phys, sg[i].length))
+			for_cpu(dev, sg[i].phys, sg[i].length, dir);
+	}
+	dmm__dstat(&dev->st.unmaps, 1);
+}
+
+static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+		    int to_device, const void *site)
+{
+	if (!dev || !sg)
+		return;
+	for (unsigned i = 0; i < nents; i++) {
+		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, sg[i].phys);
+		if (dmm__dbg_on(dev))
+			dmm__dbg_sync(dev, b, sg[i].length, dir, to_device, site);
+		if (!sg[i].length || !dir_ok(dir) || !is_ram(dev->mem, sg[i].phys, sg[i].length))
+			continue;
+		if (to_device)
+			for_device(dev, sg[i].phys, sg[i].length, dir);
+		else
+			for_cpu(dev, sg[i].phys, sg[i].length, dir);
+	}
+	dmm__dstat(&dev->st.syncs, 1);
+}
+
+void dmm_dma_sync_sg_for_cpu(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)
+{
+	sync_sg(dev, sg, nents, dir, 0, __builtin_return_address(0));
+}
+
+void dmm_dma_sync_sg_for_device(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
+				enum dmm_dma_dir dir)
+{
+	sync_sg(dev, sg, nents, dir, 1, __builtin_return_address(0));
+}

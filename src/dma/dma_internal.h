@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* Private structures of the DMA layer (src/dma/). */
+#ifndef DMM_DMA_INTERNAL_H
+#define DMM_DMA_INTERNAL_H
+
+#include <dmamem/dma.h>
+#include <dmamem/dma_debug.h>
+
+#include "mm/mm_internal.h"
+
+#define DMM_DEV_NAME_MAX 32
+
+struct dmm_device {
+	struct dmm_mem *mem;
+	char name[DMM_DEV_NAME_MAX];
+	struct dmm_device_desc desc;      /* name points at name[] */
+	struct dmm_device *parent;
+	uint32_t nr_children;             /* atomic */
+	dmm_pfn_t self_pfn;               /* the page holding this structure */
+	struct dmm_constraint lim[2];     /* effective bus limits: [0] streaming, [1] coherent */
+	int debug_mode;                   /* -1 follow global, 0 off, 1 on (atomic) */
+	int last_error;                   /* last failed map's reason (atomic) */
+	struct dmm_dma_stats st;          /* atomic counters */
+};
+
+static inline void dmm__dstat(uint64_t *c, uint64_t v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+/* Mapping types tracked by DMA debug. */
+enum dmm__dbg_type { DMM__DBG_SINGLE = 0, DMM__DBG_SG, DMM__DBG_COHERENT };
+
+/* debug.c: hooks called by direct.c / device.c (cheap when debug is off). */
+int dmm__dbg_on(const struct dmm_device *dev);
+void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,
+		  uint64_t size, enum dmm_dma_dir dir, const void *site);
+/* Returns 0 if the unmap matches a mapping (which is removed), else a rule. */
+void dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma,
+		    uint64_t size, enum dmm_dma_dir dir, const void *site);
+void dmm__dbg_sync(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, enum dmm_dma_dir dir,
+		   int for_device, const void *site);
+void dmm__dbg_checked(struct dmm_device *dev, dmm_dma_addr_t dma);
+/* Coherent free: 0 if it matches an allocation (removed), else -DMM_EINVAL
+ * / -DMM_ENOENT after reporting. When debug is off, returns 0. */
+int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, dmm_phys_t pa,
+			   const void *cpu, const void *site);
+void dmm__dbg_device_gone(struct dmm_device *dev);
+
+#endif

@@ -1,0 +1,513 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * DMA API on the hosted platform: devices and buses, limits and their
+ * intersection, bus offsets and dma-ranges, coherent allocations placed by
+ * mask, streaming maps and their errors, scatterlist merging, and every DMA
+ * debug rule that needs no hardware model (each triggered by a purposeful
+ * misuse, and silent for correct use). Cache behaviour and device accesses
+ * are tested against the hardware model in test_dma_hw.c.
+ */
+#include "tu.h"
+
+#include "profile.h"
+
+static struct tu_env *env_profile(const char *name)
+{
+	struct dmm_machine m;
+	char err[256];
+	if (dmm_profile_load(name, &m, err, sizeof(err)))
+		fail_msg("profile %s: %s", name, err);
+	return tu_env_create(&m, 2);
+}
+
+static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent)
+{
+	struct dmm_device_desc d;
+	memset(&d, 0, sizeof(d));
+	d.name = name;
+	d.dma_mask = DMM_DMA_BIT_MASK(bits);
+	d.coherent = coherent;
+	d.cma_area = DMM_DEVICE_CMA_DEFAULT;
+	return d;
+}
+
+#define assert_all_checks(mem)                 \
+	do {                                   \
+		assert_checks(mem);            \
+		assert_ok(dmm_cma_check(mem)); \
+	} while (0)
+
+static void test_devices_and_limits(void **state)
+{
+	struct tu_env *e = env_profile("pc");
+	struct dmm_device *bus, *dev, *d2;
+	struct dmm_device_desc b = desc("pci0", 32, 1), d = desc("nic", 64, 1);
+	struct dmm_constraint c;
+	dmm_phys_t pa;
+	(void)state;
+
+	b.is_bus = 1;
+	b.limits.boundary = 1 * MiB;
+	b.limits.max_segs = 8;
+	assert_ok(dmm_device_create(e->mem, &b, NULL, &bus));
+	d.limits.align = 64 * KiB;
+	d.limits.max_seg_size = 64 * KiB;
+	d.limits.max_segs = 128;
+	assert_ok(dmm_device_create(e->mem, &d, bus, &dev));
+	/* the bus is narrower than its device: the lowest window wins */
+	assert_ok(dmm_device_limits(dev, 0, &c));
+	assert_int_equal(c.hi, 4 * GiB);
+	assert_int_equal(c.align, 64 * KiB);
+	assert_int_equal(c.boundary, 1 * MiB);
+	assert_int_equal(c.max_seg_size, 64 * KiB);
+	assert_int_equal(c.max_segs, 8);
+	assert_string_equal(dmm_device_name(dev), "nic");
+	/* a bus with children cannot go away */
+	assert_rc(dmm_device_destroy(bus), -DMM_EBUSY);
+	/* a device cannot parent another */
+	assert_rc(dmm_device_create(e->mem, &d, dev, &d2), -DMM_EINVAL);
+
+	/* bad descriptions */
+	{
+		struct dmm_device_desc x = desc("x", 32, 1);
+		x.dma_mask = 0;
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
+		x = desc("x", 32, 1);
+		x.coherent_mask = DMM_DMA_BIT_MASK(40);
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
+		x = desc("x", 32, 1);
+		x.limits.align = 3000;
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
+		x = desc(NULL, 32, 1);
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
+		x = desc("x", 32, 1);
+		x.nr_ranges = 2;
+		x.ranges[0] = (struct dmm_dma_range){ 0, 0, 1 * GiB };
+		x.ranges[1] = (struct dmm_dma_range){ 512 * MiB, 2 * GiB, 1 * GiB }; /* overlaps */
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
+		x = desc("x", 32, 1);
+		x.iommu = 1;
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_ENOTSUP);
+		x = desc("x", 32, 1);
+		x.bus_offset = (int64_t)(64 * GiB); /* every bus address beyond the mask */
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_ERANGE);
+		x = desc("x", 32, 1);
+		x.cma_area = 7;
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
+	}
+
+	/* translation: identity here */
+	assert_int_equal(dmm_dma_phys_to_bus(dev, 0x12345000), 0x12345000);
+	assert_ok(dmm_dma_bus_to_phys(dev, 0x12345000, &pa));
+	assert_int_equal(pa, 0x12345000);
+	assert_ok(dmm_device_destroy(dev));
+	assert_ok(dmm_device_destroy(bus));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+static void test_offsets_and_ranges(void **state)
+{
+	struct tu_env *e = env_profile("rpi4");
+	struct dmm_device *dev, *legacy;
+	struct dmm_device_desc d = desc("vc4", 32, 0), l = desc("legacy", 32, 1);
+	dmm_phys_t pa;
+	dmm_dma_addr_t bus;
+	void *cpu;
+	(void)state;
+
+	/* The Pi 4's legacy peripherals see the low 1 GiB at bus 0xc0000000. */
+	l.nr_ranges = 1;
+	l.ranges[0] = (struct dmm_dma_range){ 0, 0xc0000000, 1 * GiB };
+	assert_ok(dmm_device_create(e->mem, &l, NULL, &legacy));
+	assert_int_equal(dmm_dma_phys_to_bus(legacy, 0x1000), 0xc0001000);
+	assert_int_equal(dmm_dma_phys_to_bus(legacy, 1 * GiB), DMM_DMA_MAPPING_ERROR);
+	assert_ok(dmm_dma_bus_to_phys(legacy, 0xc0002000, &pa));
+	assert_int_equal(pa, 0x2000);
+	assert_rc(dmm_dma_bus_to_phys(legacy, 0x1000, &pa), -DMM_ERANGE);
+	/* coherent memory lands inside the range, addressed through it */
+	for (int i = 0; i < 16; i++) {
+		assert_ok(dmm_dma_alloc_coherent(legacy, 8192, 0, &cpu, &bus));
+		assert_true(bus >= 0xc0000000 && bus + 8192 <= 0x100000000ull);
+		assert_ok(dmm_dma_bus_to_phys(legacy, bus, &pa));
+		assert_true(pa + 8192 <= 1 * GiB);
+		assert_ptr_equal(cpu, dmm_pfn_to_virt(e->mem, dmm_phys_to_pfn(pa)));
+		assert_ok(dmm_dma_free_coherent(legacy, 8192, cpu, bus));
+	}
+	/* a streaming map of memory above 1 GiB is out of its reach */
+	{
+		dmm_pfn_t hi;
+		struct dmm_constraint above = { 2 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+		assert_ok(dmm_page_alloc(e->mem, 0, &above, 0, &hi));
+		bus = dmm_dma_map_page(legacy, hi, 0, 4096, DMM_DMA_TO_DEVICE);
+		assert_int_equal(bus, DMM_DMA_MAPPING_ERROR);
+		assert_rc(dmm_dma_mapping_error(legacy, bus), -DMM_ERANGE);
+		assert_ok(dmm_page_free(e->mem, hi, 0));
+	}
+	/* a negative bus offset */
+	d.bus_offset = -(int64_t)(1 * GiB);
+	d.dma_mask = DMM_DMA_BIT_MASK(32);
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_int_equal(dmm_dma_phys_to_bus(dev, 1 * GiB + 4096), 4096);
+	assert_ok(dmm_dma_alloc_coherent(dev, 4096, 0, &cpu, &bus));
+	assert_ok(dmm_dma_bus_to_phys(dev, bus, &pa));
+	assert_true(pa >= 1 * GiB && bus < 4 * GiB);
+	assert_ok(dmm_dma_free_coherent(dev, 4096, cpu, bus));
+	assert_ok(dmm_device_destroy(dev));
+	assert_ok(dmm_device_destroy(legacy));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+/* A 30-bit device on the Pi only ever gets memory below 1 GiB; a 32-bit
+ * device on the PC below 4 GiB; a 64-bit device's coherent memory takes
+ * nothing below 4 GiB. */
+static void test_coherent_placement(void **state)
+{
+	static const struct {
+		const char *profile;
+		unsigned bits;
+		uint64_t limit;
+	} cases[] = { { "rpi4", 30, 1 * GiB }, { "pc", 32, 4 * GiB }, { "pc", 64, DMM_PHYS_MAX } };
+	(void)state;
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct tu_env *e = env_profile(cases[k].profile);
+		struct dmm_device *dev;
+		struct dmm_device_desc d = desc("dev", cases[k].bits, k != 1);
+		static void *cpu[200];
+		static dmm_dma_addr_t bus[200];
+		static size_t sz[200];
+		struct dmm_dma_stats st;
+		uint64_t s = 99;
+
+		d.cma_area = DMM_DEVICE_CMA_NONE;
+		assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+		for (int i = 0; i < 200; i++) {
+			dmm_phys_t pa;
+			sz[i] = (size_t)(1 + tu_rand(&s) % (64 * KiB));
+			assert_ok(dmm_dma_alloc_coherent(dev, sz[i], 0, &cpu[i], &bus[i]));
+			assert_ok(dmm_dma_bus_to_phys(dev, bus[i], &pa));
+			assert_true(pa + sz[i] <= cases[k].limit);
+			if (cases[k].limit == DMM_PHYS_MAX)
+				assert_true(pa >= 4 * GiB); /* no low memory for a 64-bit device */
+			for (size_t b = 0; b < sz[i]; b += 512)
+				assert_int_equal(((uint8_t *)cpu[i])[b], 0); /* zeroed */
+			memset(cpu[i], 0xa5, sz[i]);
+		}
+		dmm_device_get_stats(dev, &st);
+		assert_int_equal(st.coherent_allocs, 200);
+		if (cases[k].limit == DMM_PHYS_MAX)
+			assert_int_equal(st.low_pages, 0);
+		else
+			assert_true(st.low_pages > 0);
+		assert_all_checks(e->mem);
+		for (int i = 0; i < 200; i++)
+			assert_ok(dmm_dma_free_coherent(dev, sz[i], cpu[i], bus[i]));
+		dmm_device_get_stats(dev, &st);
+		assert_int_equal(st.low_pages, 0);
+		/* non-coherent atomic requests need the atomic pool */
+		{
+			struct dmm_device *nc;
+			struct dmm_device_desc n = desc("nc", 32, 0);
+			void *c;
+			dmm_dma_addr_t b;
+			assert_ok(dmm_device_create(e->mem, &n, NULL, &nc));
+			assert_rc(dmm_dma_alloc_coherent(nc, 4096, DMM_GFP_ATOMIC, &c, &b), -DMM_ENOTSUP);
+			assert_ok(dmm_device_destroy(nc));
+		}
+		assert_ok(dmm_device_destroy(dev));
+		dmm_page_drain_pcp(e->mem);
+		assert_all_checks(e->mem);
+		assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+		tu_env_destroy(e);
+	}
+}
+
+static void test_coherent_from_area_uncached(void **state)
+{
+	struct tu_env *e = env_profile("phone");
+	struct dmm_device *dev;
+	struct dmm_device_desc d = desc("isp", 64, 0);
+	struct dmm_hosted_stats h0, h1;
+	struct dmm_dma_stats st;
+	struct dmm_cma_info ci;
+	void *cpu;
+	dmm_dma_addr_t bus;
+	dmm_phys_t pa;
+	(void)state;
+
+	d.cma_area = dmm_cma_find(e->mem, "camera");
+	assert_true(d.cma_area >= 0);
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	dmm_hosted_get_stats(e->hosted, &h0);
+	assert_ok(dmm_dma_alloc_coherent(dev, 8 * MiB, 0, &cpu, &bus));
+	dmm_hosted_get_stats(e->hosted, &h1);
+	assert_ok(dmm_dma_bus_to_phys(dev, bus, &pa));
+	assert_ok(dmm_cma_get_info(e->mem, d.cma_area, &ci));
+	assert_true(dmm_phys_to_pfn(pa) >= ci.base_pfn &&
+		    dmm_phys_to_pfn(pa) + 2048 <= ci.base_pfn + ci.nr_pages);
+	assert_int_equal(h1.memattr_calls, h0.memattr_calls + 1); /* made uncached */
+	dmm_device_get_stats(dev, &st);
+	assert_int_equal(st.coherent_from_cma, 1);
+	/* a small one comes from the page allocator, also uncached */
+	{
+		void *c2;
+		dmm_dma_addr_t b2;
+		assert_ok(dmm_dma_alloc_coherent(dev, 4096, 0, &c2, &b2));
+		dmm_hosted_get_stats(e->hosted, &h0);
+		assert_int_equal(h0.memattr_calls, h1.memattr_calls + 1);
+		assert_rc(dmm_dma_free_coherent(dev, 8192, c2, b2), -DMM_EINVAL); /* wrong size: kept */
+		assert_ok(dmm_dma_free_coherent(dev, 4096, c2, b2));
+	}
+	assert_ok(dmm_dma_free_coherent(dev, 8 * MiB, cpu, bus));
+	assert_ok(dmm_device_destroy(dev));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+static void test_streaming_and_sg(void **state)
+{
+	struct tu_env *e = env_profile("pc");
+	struct dmm_device *dev;
+	struct dmm_device_desc d = desc("disk", 32, 1);
+	struct dmm_sg sg[8];
+	dmm_pfn_t base, hi;
+	dmm_dma_addr_t bus;
+	const struct dmm_constraint low = dmm_constraint_below(4 * GiB);
+	const struct dmm_constraint high = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	int n;
+	(void)state;
+
+	d.limits.max_seg_size = 16 * KiB;
+	d.limits.boundary = 64 * KiB;
+	d.limits.max_segs = 4;
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_ok(dmm_page_alloc(e->mem, 5, &low, 0, &base)); /* 128 KiB, 128 KiB aligned */
+	assert_ok(dmm_page_alloc(e->mem, 0, &high, 0, &hi));
+
+	/* single maps */
+	bus = dmm_dma_map_page(dev, base, 100, 1000, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	assert_int_equal(bus, dmm_pfn_to_phys(base) + 100);
+	dmm_dma_unmap_page(dev, bus, 1000, DMM_DMA_TO_DEVICE);
+	bus = dmm_dma_map_single(dev, dmm_pfn_to_virt(e->mem, base), 4096, DMM_DMA_FROM_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	dmm_dma_sync_single_for_cpu(dev, bus, 4096, DMM_DMA_FROM_DEVICE);
+	dmm_dma_sync_single_for_device(dev, bus, 4096, DMM_DMA_FROM_DEVICE);
+	dmm_dma_unmap_single(dev, bus, 4096, DMM_DMA_FROM_DEVICE);
+	/* out of reach: no bounce layer yet */
+	bus = dmm_dma_map_page(dev, hi, 0, 4096, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_ERANGE);
+	/* bad input */
+	bus = dmm_dma_map_page(dev, base, 0, 0, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	bus = dmm_dma_map_page(dev, base, 0, 4096, DMM_DMA_NONE);
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	bus = dmm_dma_map_phys(dev, 0xa0000, 4096, DMM_DMA_TO_DEVICE); /* a hole */
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	bus = dmm_dma_map_single(dev, &bus, 8, DMM_DMA_TO_DEVICE); /* not managed RAM */
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+
+	/* scatterlists: contiguous pieces merge up to the maximum segment size */
+	dmm_sg_init(sg, 8);
+	for (unsigned i = 0; i < 4; i++)
+		dmm_sg_set_page(&sg[i], base + 2 * i, 0, 8192); /* 4 x 8 KiB, contiguous */
+	n = dmm_dma_map_sg(dev, sg, 4, DMM_DMA_TO_DEVICE);
+	assert_int_equal(n, 2);
+	assert_int_equal(sg[0].dma_address, dmm_pfn_to_phys(base));
+	assert_int_equal(sg[0].dma_length, 16 * KiB);
+	assert_int_equal(sg[1].dma_address, dmm_pfn_to_phys(base) + 16 * KiB);
+	assert_int_equal(sg[1].dma_length, 16 * KiB);
+	assert_int_equal(sg[2].dma_length, 0);
+	dmm_dma_sync_sg_for_cpu(dev, sg, 4, DMM_DMA_TO_DEVICE);
+	dmm_dma_sync_sg_for_device(dev, sg, 4, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_sg(dev, sg, 4, DMM_DMA_TO_DEVICE);
+	/* never merged across the 64 KiB boundary */
+	dmm_sg_init(sg, 8);
+	dmm_sg_set_page(&sg[0], base + 14, 0, 8192); /* 56..64 KiB */
+	dmm_sg_set_page(&sg[1], base + 16, 0, 4096); /* 64..68 KiB */
+	n = dmm_dma_map_sg(dev, sg, 2, DMM_DMA_BIDIRECTIONAL);
+	assert_int_equal(n, 2);
+	dmm_dma_unmap_sg(dev, sg, 2, DMM_DMA_BIDIRECTIONAL);
+	/* errors: a piece crossing the boundary, too long, too many segments,
+	 * out of reach; nothing stays mapped */
+	dmm_sg_init(sg, 8);
+	dmm_sg_set_page(&sg[0], base + 15, 0, 8192);
+	assert_rc(dmm_dma_map_sg(dev, sg, 1, DMM_DMA_TO_DEVICE), -DMM_EINVAL);
+	dmm_sg_set_page(&sg[0], base, 0, 32768);
+	assert_rc(dmm_dma_map_sg(dev, sg, 1, DMM_DMA_TO_DEVICE), -DMM_EINVAL);
+	for (unsigned i = 0; i < 5; i++)
+		dmm_sg_set_page(&sg[i], base + 4 * i, 0, 4096); /* 5 separate segments */
+	assert_rc(dmm_dma_map_sg(dev, sg, 5, DMM_DMA_TO_DEVICE), -DMM_EINVAL);
+	dmm_sg_set_page(&sg[0], hi, 0, 4096);
+	assert_rc(dmm_dma_map_sg(dev, sg, 1, DMM_DMA_TO_DEVICE), -DMM_ERANGE);
+	assert_rc(dmm_dma_map_sg(dev, sg, 0, DMM_DMA_TO_DEVICE), -DMM_EINVAL);
+	assert_rc(dmm_dma_map_sg(dev, NULL, 1, DMM_DMA_TO_DEVICE), -DMM_EINVAL);
+
+	assert_ok(dmm_page_free(e->mem, base, 5));
+	assert_ok(dmm_page_free(e->mem, hi, 0));
+	assert_ok(dmm_device_destroy(dev));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+/* ---- DMA debug ------------------------------------------------------------------- */
+
+static uint64_t count(struct dmm_mem *mem, enum dmm_dma_debug_rule r)
+{
+	uint64_t c[DMM_NR_DBG_RULES];
+	dmm_dma_debug_counts(mem, c);
+	return c[r];
+}
+
+/* @fn triggers exactly one report of @rule (and nothing else). */
+#define expect_rule(mem, rule, stmt)                                                   \
+	do {                                                                           \
+		uint64_t before_ = count(mem, rule), total_ = dmm_dma_debug_total(mem); \
+		stmt;                                                                  \
+		assert_int_equal(count(mem, rule), before_ + 1);                       \
+		assert_int_equal(dmm_dma_debug_total(mem), total_ + 1);                \
+	} while (0)
+
+static void test_debug_rules(void **state)
+{
+	struct tu_env *e = env_profile("phone");
+	struct dmm_device *dev, *nc;
+	struct dmm_device_desc d = desc("eth", 64, 1), n = desc("dsp", 64, 0);
+	struct dmm_dma_debug_report rep[4];
+	dmm_pfn_t buf;
+	dmm_phys_t pa;
+	dmm_dma_addr_t bus;
+	void *cpu;
+	(void)state;
+
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_ok(dmm_device_create(e->mem, &n, NULL, &nc));
+	assert_ok(dmm_page_alloc(e->mem, 2, NULL, 0, &buf));
+	pa = dmm_pfn_to_phys(buf);
+	assert_int_equal(dmm_dma_debug_enabled(dev), 0);
+	assert_ok(dmm_dma_debug_enable(e->mem, 1));
+	assert_int_equal(dmm_dma_debug_enabled(dev), 1);
+
+	/* correct use is silent */
+	bus = dmm_dma_map_phys(dev, pa, 4096, DMM_DMA_BIDIRECTIONAL);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	dmm_dma_sync_single_for_cpu(dev, bus + 128, 256, DMM_DMA_BIDIRECTIONAL);
+	dmm_dma_sync_single_for_device(dev, bus + 128, 256, DMM_DMA_BIDIRECTIONAL);
+	assert_int_equal(dmm_dma_debug_active(e->mem, dev), 1);
+	dmm_dma_unmap_phys(dev, bus, 4096, DMM_DMA_BIDIRECTIONAL);
+	assert_ok(dmm_dma_alloc_coherent(dev, 4096, 0, &cpu, &bus));
+	assert_ok(dmm_dma_free_coherent(dev, 4096, cpu, bus));
+	assert_int_equal(dmm_dma_debug_total(e->mem), 0);
+	assert_int_equal(dmm_dma_debug_active(e->mem, NULL), 0);
+
+	/* each rule, by a purposeful misuse */
+	expect_rule(e->mem, DMM_DBG_UNMAP_NOT_MAPPED,
+		    dmm_dma_unmap_phys(dev, pa + 8192, 4096, DMM_DMA_TO_DEVICE));
+	bus = dmm_dma_map_phys(dev, pa, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	dmm_dma_unmap_phys(dev, bus, 4096, DMM_DMA_TO_DEVICE);
+	expect_rule(e->mem, DMM_DBG_DOUBLE_UNMAP, dmm_dma_unmap_phys(dev, bus, 4096, DMM_DMA_TO_DEVICE));
+
+	bus = dmm_dma_map_phys(dev, pa, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	expect_rule(e->mem, DMM_DBG_UNMAP_WRONG_SIZE, dmm_dma_unmap_phys(dev, bus, 2048, DMM_DMA_TO_DEVICE));
+	bus = dmm_dma_map_phys(dev, pa, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	expect_rule(e->mem, DMM_DBG_UNMAP_WRONG_DIR, dmm_dma_unmap_phys(dev, bus, 4096, DMM_DMA_FROM_DEVICE));
+
+	bus = dmm_dma_map_phys(dev, pa, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	expect_rule(e->mem, DMM_DBG_SYNC_OUTSIDE,
+		    dmm_dma_sync_single_for_cpu(dev, bus + 2048, 4096, DMM_DMA_TO_DEVICE));
+	expect_rule(e->mem, DMM_DBG_SYNC_WRONG_DIR,
+		    dmm_dma_sync_single_for_cpu(dev, bus, 4096, DMM_DMA_FROM_DEVICE));
+	dmm_dma_unmap_phys(dev, bus, 4096, DMM_DMA_TO_DEVICE);
+
+	bus = dmm_dma_map_phys(dev, pa, 4096, DMM_DMA_TO_DEVICE); /* never checked */
+	expect_rule(e->mem, DMM_DBG_ERROR_NOT_CHECKED, dmm_dma_unmap_phys(dev, bus, 4096, DMM_DMA_TO_DEVICE));
+
+	/* sg unmapped as a single */
+	{
+		struct dmm_sg sg[1];
+		dmm_sg_init(sg, 1);
+		dmm_sg_set_phys(&sg[0], pa, 4096);
+		assert_int_equal(dmm_dma_map_sg(dev, sg, 1, DMM_DMA_TO_DEVICE), 1);
+		expect_rule(e->mem, DMM_DBG_UNMAP_WRONG_TYPE,
+			    dmm_dma_unmap_phys(dev, sg[0].dma_address, 4096, DMM_DMA_TO_DEVICE));
+	}
+
+	assert_ok(dmm_dma_alloc_coherent(dev, 8192, 0, &cpu, &bus));
+	expect_rule(e->mem, DMM_DBG_FREE_COHERENT_WRONG,
+		    assert_rc(dmm_dma_free_coherent(dev, 4096, cpu, bus), -DMM_EINVAL));
+	expect_rule(e->mem, DMM_DBG_FREE_NOT_ALLOCATED,
+		    assert_rc(dmm_dma_free_coherent(dev, 8192, cpu, bus + 8192), -DMM_ENOENT));
+	assert_ok(dmm_dma_free_coherent(dev, 8192, cpu, bus)); /* still intact: the right free works */
+
+	/* a non-coherent FROM_DEVICE buffer sharing cache lines */
+	expect_rule(e->mem, DMM_DBG_CACHELINE_SHARED, {
+		bus = dmm_dma_map_phys(nc, pa + 100, 200, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_dma_mapping_error(nc, bus));
+	});
+	{
+		uint64_t line = dmm_mem_machine(e->mem)->dma_min_align;
+		dmm_dma_addr_t b2;
+		/* a second mapping in the same line: overlap (and shared) */
+		uint64_t o0 = count(e->mem, DMM_DBG_CACHELINE_OVERLAP);
+		b2 = dmm_dma_map_phys(nc, pa + 300, 10, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_dma_mapping_error(nc, b2));
+		assert_int_equal(count(e->mem, DMM_DBG_CACHELINE_OVERLAP), o0 + 1);
+		dmm_dma_unmap_phys(nc, b2, 10, DMM_DMA_FROM_DEVICE);
+		/* aligned buffers are fine; TO_DEVICE never invalidates */
+		uint64_t t0 = dmm_dma_debug_total(e->mem);
+		b2 = dmm_dma_map_phys(nc, pa + 4096, line * 2, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_dma_mapping_error(nc, b2));
+		dmm_dma_unmap_phys(nc, b2, line * 2, DMM_DMA_FROM_DEVICE);
+		b2 = dmm_dma_map_phys(nc, pa + 8192 + 7, 33, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(nc, b2));
+		dmm_dma_unmap_phys(nc, b2, 33, DMM_DMA_TO_DEVICE);
+		assert_int_equal(dmm_dma_debug_total(e->mem), t0);
+	}
+
+	/* leaks when the device goes away: the live mapping above */
+	expect_rule(e->mem, DMM_DBG_LEAK_AT_REMOVE, assert_ok(dmm_device_destroy(nc)));
+
+	/* reports name the device, the buffer, the rule and the site */
+	assert_int_equal(dmm_dma_debug_reports(e->mem, rep, 4), 4);
+	assert_int_equal(rep[3].rule, DMM_DBG_LEAK_AT_REMOVE);
+	assert_string_equal(rep[3].device, "dsp");
+	assert_int_equal(rep[3].phys, pa + 100);
+	assert_int_equal(rep[3].size, 200);
+	assert_non_null(rep[3].site);
+	assert_true(rep[3].seq > rep[2].seq);
+	dmm_dma_debug_dump(e->mem);
+
+	/* per-device switch: off for this device, nothing reported */
+	assert_ok(dmm_dma_debug_device(dev, 0));
+	{
+		uint64_t t0 = dmm_dma_debug_total(e->mem);
+		dmm_dma_unmap_phys(dev, pa + 12288, 4096, DMM_DMA_TO_DEVICE);
+		assert_int_equal(dmm_dma_debug_total(e->mem), t0);
+	}
+	assert_rc(dmm_dma_debug_device(dev, 2), -DMM_EINVAL);
+	dmm_dma_debug_reset(e->mem);
+	assert_int_equal(dmm_dma_debug_total(e->mem), 0);
+	assert_ok(dmm_page_free(e->mem, buf, 2));
+	assert_ok(dmm_device_destroy(dev));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_devices_and_limits),
+		cmocka_unit_test(test_offsets_and_ranges),
+		cmocka_unit_test(test_coherent_placement),
+		cmocka_unit_test(test_coherent_from_area_uncached),
+		cmocka_unit_test(test_streaming_and_sg),
+		cmocka_unit_test(test_debug_rules),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
