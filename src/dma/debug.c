@@ -21,6 +21,7 @@
 
 struct dbg_entry {
 	struct dbg_entry *next;
+	struct dbg_entry *nc_next, *nc_prev; /* live non-coherent invalidating mappings */
 	struct dmm_device *dev;
 	dmm_dma_addr_t dma;
 	dmm_phys_t pa;
@@ -38,6 +39,7 @@ struct dbg_state {
 	struct dmm_lock lock;
 	struct dbg_entry *bucket[DBG_BUCKETS];
 	struct dbg_entry *free;
+	struct dbg_entry *nc_head;
 	uint64_t active;
 	uint64_t counts[DMM_NR_DBG_RULES];
 	uint64_t seq;
@@ -147,12 +149,24 @@ static struct dbg_entry *entry_new(struct dmm_mem *mem, struct dbg_state *s)
 	return e;
 }
 
+static bool nc_tracked(const struct dbg_entry *e)
+{
+	return e->type != DMM__DBG_COHERENT && !e->dev->desc.coherent && e->dir != DMM_DMA_TO_DEVICE;
+}
+
 static void entry_insert(struct dbg_state *s, struct dbg_entry *e)
 {
 	unsigned h = hash(e->dev, e->dma);
 	e->next = s->bucket[h];
 	s->bucket[h] = e;
 	s->active++;
+	if (nc_tracked(e)) {
+		e->nc_prev = (struct dbg_entry *)0;
+		e->nc_next = s->nc_head;
+		if (s->nc_head)
+			s->nc_head->nc_prev = e;
+		s->nc_head = e;
+	}
 }
 
 static void entry_remove(struct dbg_state *s, struct dbg_entry *e)
@@ -162,6 +176,14 @@ static void entry_remove(struct dbg_state *s, struct dbg_entry *e)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = e->next;
+	if (nc_tracked(e)) {
+		if (e->nc_prev)
+			e->nc_prev->nc_next = e->nc_next;
+		else
+			s->nc_head = e->nc_next;
+		if (e->nc_next)
+			e->nc_next->nc_prev = e->nc_prev;
+	}
 	e->next = s->free;
 	s->free = e;
 	s->active--;
@@ -239,16 +261,13 @@ static void check_cachelines(struct dmm_mem *mem, struct dbg_state *s, struct dm
 		return;
 	if ((pa | (pa + size)) & (line - 1))
 		report(mem, s, DMM_DBG_CACHELINE_SHARED, dev, dma, pa, size, dir, site, line);
-	for (unsigned b = 0; b < DBG_BUCKETS; b++)
-		for (struct dbg_entry *e = s->bucket[b]; e; e = e->next) {
-			if (e->type == DMM__DBG_COHERENT || e->dev->desc.coherent)
-				continue;
-			if (e->pa < hi && lo < e->pa + e->size &&
-			    dmm_align_down(e->pa, line) < hi && lo < dmm_align_up(e->pa + e->size, line)) {
-				report(mem, s, DMM_DBG_CACHELINE_OVERLAP, dev, dma, pa, size, dir, site, e->dma);
-				return;
-			}
+	/* another live invalidating mapping touching the same lines */
+	for (struct dbg_entry *e = s->nc_head; e; e = e->nc_next) {
+		if (dmm_align_down(e->pa, line) < hi && lo < dmm_align_up(e->pa + e->size, line)) {
+			report(mem, s, DMM_DBG_CACHELINE_OVERLAP, dev, dma, pa, size, dir, site, e->dma);
+			return;
 		}
+	}
 }
 
 void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,

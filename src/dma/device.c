@@ -272,4 +272,14 @@ void dmm_device_get_stats(const struct dmm_device *dev, struct dmm_dma_stats *st
 	dst = (uint64_t *)st;
 	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	for (unsigned c = 0; c < DMM_DEV_PCPU; c++) {
+		const struct dmm_dev_pcpu *p = &dev->pcpu[c];
+		st->maps += __atomic_load_n(&p->maps, __ATOMIC_RELAXED);
+		st->unmaps += __atomic_load_n(&p->unmaps, __ATOMIC_RELAXED);
+		st->map_bytes += __atomic_load_n(&p->map_bytes, __ATOMIC_RELAXED);
+		st->syncs += __atomic_load_n(&p->syncs, __ATOMIC_RELAXED);
+		st->cache_clean_bytes += __atomic_load_n(&p->clean_bytes, __ATOMIC_RELAXED);
+		st->cache_inval_bytes += __atomic_load_n(&p->inval_bytes, __ATOMIC_RELAXED);
+		st->cache_flush_bytes += __atomic_load_n(&p->flush_bytes, __ATOMIC_RELAXED);
+	}
 }

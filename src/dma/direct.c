@@ -41,9 +41,9 @@ static void cache_op(struct dmm_device *dev, enum dmm_cache_op op, dmm_phys_t pa
 
 	if (p->cache_maint)
 		p->cache_maint(p->ctx, op, pa, len);
-	dmm__dstat(op == DMM_CACHE_CLEAN	  ? &dev->st.cache_clean_bytes
-		   : op == DMM_CACHE_INVALIDATE ? &dev->st.cache_inval_bytes
-						: &dev->st.cache_flush_bytes,
+	struct dmm_dev_pcpu *c = dmm__dev_pcpu(dev);
+	dmm__dstat(op == DMM_CACHE_CLEAN ? &c->clean_bytes : op == DMM_CACHE_INVALIDATE ? &c->inval_bytes
+										: &c->flush_bytes,
 		   len);
 }
 
@@ -279,8 +279,8 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 	if (err)
 		return map_fail(dev, err); /* the bounce layer will take these */
 	for_device(dev, pa, size, dir);
-	dmm__dstat(&dev->st.maps, 1);
-	dmm__dstat(&dev->st.map_bytes, size);
+	dmm__dstat(&dmm__dev_pcpu(dev)->maps, 1);
+	dmm__dstat(&dmm__dev_pcpu(dev)->map_bytes, size);
 	if (dmm__dbg_on(dev))
 		dmm__dbg_map(dev, DMM__DBG_SINGLE, bus, pa, size, dir, site);
 	return bus;
@@ -339,7 +339,7 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
 	for_cpu(dev, pa, size, dir);
-	dmm__dstat(&dev->st.unmaps, 1);
+	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
 }
 
 void dmm_dma_sync_single_for_cpu(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
@@ -355,7 +355,7 @@ void dmm_dma_sync_single_for_cpu(struct dmm_device *dev, dmm_dma_addr_t dma, siz
 	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
 	for_cpu(dev, pa, size, dir);
-	dmm__dstat(&dev->st.syncs, 1);
+	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
 }
 
 void dmm_dma_sync_single_for_device(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
@@ -371,7 +371,7 @@ void dmm_dma_sync_single_for_device(struct dmm_device *dev, dmm_dma_addr_t dma, 
 	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
 	for_device(dev, pa, size, dir);
-	dmm__dstat(&dev->st.syncs, 1);
+	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
 }
 
 /* ---- scatterlists --------------------------------------------------------------- */
@@ -482,7 +482,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	dmm__dstat(&dev->st.sg_maps, 1);
 	dmm__dstat(&dev->st.sg_segments_in, nents);
 	dmm__dstat(&dev->st.sg_segments_out, segs);
-	dmm__dstat(&dev->st.map_bytes, dmm_sg_bytes(sg, nents));
+	dmm__dstat(&dmm__dev_pcpu(dev)->map_bytes, dmm_sg_bytes(sg, nents));
 	return (int)segs;
 }
 
@@ -499,7 +499,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		if (sg[i].length && dir_ok(dir) && is_ram(dev->mem, sg[i].phys, sg[i].length))
 			for_cpu(dev, sg[i].phys, sg[i].length, dir);
 	}
-	dmm__dstat(&dev->st.unmaps, 1);
+	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
 }
 
 static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
@@ -518,7 +518,7 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 		else
 			for_cpu(dev, sg[i].phys, sg[i].length, dir);
 	}
-	dmm__dstat(&dev->st.syncs, 1);
+	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
 }
 
 void dmm_dma_sync_sg_for_cpu(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)

@@ -10,6 +10,13 @@
 
 #define DMM_DEV_NAME_MAX 32
 
+/* Hot counters per CPU slot, so two CPUs mapping for one device do not
+ * bounce a cache line on every map. */
+#define DMM_DEV_PCPU 16
+struct dmm_dev_pcpu {
+	_Alignas(64) uint64_t maps, unmaps, map_bytes, syncs, clean_bytes, inval_bytes, flush_bytes;
+};
+
 struct dmm_device {
 	struct dmm_mem *mem;
 	char name[DMM_DEV_NAME_MAX];
@@ -20,8 +27,16 @@ struct dmm_device {
 	struct dmm_constraint lim[2];     /* effective bus limits: [0] streaming, [1] coherent */
 	int debug_mode;                   /* -1 follow global, 0 off, 1 on (atomic) */
 	int last_error;                   /* last failed map's reason (atomic) */
-	struct dmm_dma_stats st;          /* atomic counters */
+	struct dmm_dma_stats st;          /* atomic counters (cold ones) */
+	struct dmm_dev_pcpu pcpu[DMM_DEV_PCPU];
 };
+
+static inline struct dmm_dev_pcpu *dmm__dev_pcpu(struct dmm_device *dev)
+{
+	const struct dmm_platform *p = &dev->mem->plat;
+	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
+	return &dev->pcpu[cpu % DMM_DEV_PCPU];
+}
 
 static inline void dmm__dstat(uint64_t *c, uint64_t v)
 {
