@@ -90,7 +90,12 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 		why = DMM_MIGRATE_BUSY;
 		goto unclaim;
 	}
+	/* Freed since the check above? (free clears the owner first) */
 	owner = (const struct dmm_movable_owner *)dmm__owner(pg);
+	if (!owner || page_state(pg) != DMM_PAGE_ALLOC) {
+		why = DMM_MIGRATE_BUSY; /* being freed: transient */
+		goto unclaim;
+	}
 	{
 		int r = owner->ops->isolate(owner->ctx, mem, pfn);
 		if (r) {

@@ -677,6 +677,7 @@ static void pcp_drain_locked(struct dmm_zone *z, struct dmm_pcp *pcp, uint64_t p
 /* The per-CPU list a page of pageblock type @pb goes to when freed. */
 static inline unsigned pcp_list_of(unsigned pb)
 {
+	DMM_ASSERT(0, pb < DMM_PCP_NR_LISTS || pb == DMM_MT_CMA);
 	return pb == DMM_MT_CMA ? DMM_PCP_CMA : pb;
 }
 
@@ -723,10 +724,12 @@ static struct dmm_page *pcp_alloc(struct dmm_zone *z, unsigned order, unsigned m
 	return pg;
 }
 
-static void pcp_free(struct dmm_zone *z, struct dmm_page *pg, unsigned order)
+/* @pb: the page's pageblock type read once by the caller (never ISOLATE:
+ * pages of isolated pageblocks bypass the caches). */
+static void pcp_free(struct dmm_zone *z, struct dmm_page *pg, unsigned order, unsigned pb)
 {
 	struct dmm_pcp *pcp = this_pcp(z);
-	unsigned list = pcp_list_of(pageblock_mt(z->mem, pg->pfn));
+	unsigned list = pcp_list_of(pb);
 
 	dmm__lock(z->mem, &pcp->lock);
 	pcp_push(pcp, pg, order, list);
@@ -998,6 +1001,7 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 {
 	struct dmm_page *pg;
 	struct dmm_zone *z;
+	unsigned pb;
 
 	if (!mem)
 		return -DMM_EINVAL;
@@ -1028,8 +1032,9 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_MOVABLE | DMM_PGF_MIGRATING))
 		__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING),
 				   __ATOMIC_RELEASE);
-	if (order <= DMM_PCP_MAX_ORDER && pageblock_mt(mem, pfn) != DMM_MT_ISOLATE) {
-		pcp_free(z, pg, order);
+	pb = pageblock_mt(mem, pfn); /* once: isolation may change it under us */
+	if (order <= DMM_PCP_MAX_ORDER && pb != DMM_MT_ISOLATE) {
+		pcp_free(z, pg, order, pb);
 	} else {
 		dmm__lock(mem, &z->lock);
 		dmm__free_block_locked(z, pfn, order);
