@@ -96,6 +96,18 @@ static void test_devices_and_limits(void **state)
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
 	}
 
+	/* every field is honoured by coherent allocations: window (the bus),
+	 * alignment (the device), boundary (the bus) */
+	for (int i = 0; i < 64; i++) {
+		void *cpu;
+		dmm_dma_addr_t cb;
+		size_t size = (size_t)(i % 7 + 1) * 12 * KiB;
+		assert_ok(dmm_dma_alloc_coherent(dev, size, 0, &cpu, &cb));
+		assert_true(cb + size <= 4 * GiB);
+		assert_int_equal(cb % (64 * KiB), 0);
+		assert_int_equal(cb / MiB, (cb + size - 1) / MiB);
+		assert_ok(dmm_dma_free_coherent(dev, size, cpu, cb));
+	}
 	/* translation: identity here */
 	assert_int_equal(dmm_dma_phys_to_bus(dev, 0x12345000), 0x12345000);
 	assert_ok(dmm_dma_bus_to_phys(dev, 0x12345000, &pa));
