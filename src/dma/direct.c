@@ -342,36 +342,34 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
 }
 
-void dmm_dma_sync_single_for_cpu(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
-				 enum dmm_dma_dir dir)
+static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
+			int to_device, const void *site)
 {
-	const void *site = __builtin_return_address(0);
 	dmm_phys_t pa;
 
 	if (!dev)
 		return;
 	if (dmm__dbg_on(dev))
-		dmm__dbg_sync(dev, dma, size, dir, 0, site);
+		dmm__dbg_sync(dev, dma, size, dir, to_device, site);
 	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
-	for_cpu(dev, pa, size, dir);
+	if (to_device)
+		for_device(dev, pa, size, dir);
+	else
+		for_cpu(dev, pa, size, dir);
 	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
+}
+
+void dmm_dma_sync_single_for_cpu(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
+				 enum dmm_dma_dir dir)
+{
+	sync_single(dev, dma, size, dir, 0, __builtin_return_address(0));
 }
 
 void dmm_dma_sync_single_for_device(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 				    enum dmm_dma_dir dir)
 {
-	const void *site = __builtin_return_address(0);
-	dmm_phys_t pa;
-
-	if (!dev)
-		return;
-	if (dmm__dbg_on(dev))
-		dmm__dbg_sync(dev, dma, size, dir, 1, site);
-	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
-		return;
-	for_device(dev, pa, size, dir);
-	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
+	sync_single(dev, dma, size, dir, 1, __builtin_return_address(0));
 }
 
 /* ---- scatterlists --------------------------------------------------------------- */
