@@ -87,13 +87,20 @@ int dmm_dma_debug_enable(struct dmm_mem *mem, int on)
 		uint64_t pages = dmm_align_up(sizeof(struct dbg_state), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
 		struct dmm_constraint any = DMM_CONSTRAINT_ANY;
 		struct dbg_state *s;
+		void *none = (void *)0;
 		dmm_pfn_t pfn;
 		int err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
 		if (err)
 			return err;
 		s = dmm_pfn_to_virt(mem, pfn);
 		mem->plat.lock_init(mem->plat.ctx, &s->lock);
-		__atomic_store_n(&mem->dma_debug, (void *)s, __ATOMIC_RELEASE);
+		if (!__atomic_compare_exchange_n(&mem->dma_debug, &none, (void *)s, false, __ATOMIC_RELEASE,
+						 __ATOMIC_ACQUIRE)) {
+			/* a concurrent enable installed its state first: keep that one */
+			if (mem->plat.lock_destroy)
+				mem->plat.lock_destroy(mem->plat.ctx, &s->lock);
+			dmm_free_range(mem, pfn, pages);
+		}
 	}
 	__atomic_store_n(&mem->dma_debug_on, on ? 1 : 0, __ATOMIC_RELAXED);
 	return 0;
@@ -388,7 +395,9 @@ int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t 
 	e = find_exact(s, dev, dma);
 	if (!e || e->type != DMM__DBG_COHERENT) {
 		report(mem, s, DMM_DBG_FREE_NOT_ALLOCATED, dev, dma, pa, size, DMM_DMA_BIDIRECTIONAL, site, 0);
-		err = -DMM_ENOENT;
+		/* untracked: perhaps allocated before debugging was switched on;
+		 * the allocator's own checks decide (a live mapping is refused) */
+		err = e ? -DMM_ENOENT : 1;
 	} else if (e->size != size || e->pa != pa || dmm_pfn_to_virt(mem, dmm_phys_to_pfn(e->pa)) != cpu) {
 		report(mem, s, DMM_DBG_FREE_COHERENT_WRONG, dev, dma, pa, size, DMM_DMA_BIDIRECTIONAL, site,
 		       e->size);

@@ -58,6 +58,8 @@ static int validate_desc(const struct dmm_device_desc *d)
 			const struct dmm_dma_range *q = &d->ranges[j];
 			if (r->cpu_start < q->cpu_start + q->size && q->cpu_start < r->cpu_start + r->size)
 				return -DMM_EINVAL;
+			if (r->dma_start < q->dma_start + q->size && q->dma_start < r->dma_start + r->size)
+				return -DMM_EINVAL;
 		}
 	}
 	return 0;

@@ -130,12 +130,21 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 	for (unsigned i = 0; i < nw; i++) {
 		struct dmm_constraint c = w[i];
 		int a = pages >= CMA_MIN_PAGES && !(gfp & DMM_GFP_ATOMIC) ? area_in_window(dev, &c) : -1;
+		uint64_t cma_align = c.align;
 
 		c.max_seg_size = 0;
 		c.max_segs = 0;
+		if (a >= 0 && c.boundary) {
+			/* the area knows alignment only: aligned to its power-of-two
+			 * span, the buffer cannot cross a (larger) boundary */
+			uint64_t span = ((uint64_t)1 << order) * DMM_PAGE_SIZE;
+			if (span > c.boundary)
+				a = -1;
+			cma_align = dmm_max64(cma_align, span);
+		}
 		if (a >= 0) {
 			unsigned f = DMM_CMA_ZERO | (dev->desc.coherent ? 0 : DMM_CMA_UNCACHED);
-			if (!dmm_cma_alloc(mem, a, pages, c.align, f, &pfn, (enum dmm_cma_fail *)0)) {
+			if (!dmm_cma_alloc(mem, a, pages, cma_align, f, &pfn, (enum dmm_cma_fail *)0)) {
 				from_cma = 1;
 				err = 0;
 				break;
@@ -188,7 +197,7 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 	struct dmm_page *head;
 	dmm_phys_t pa;
 	uint64_t pages;
-	int err;
+	int err, untracked = 0;
 
 	if (!dev || !size || !cpu)
 		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
@@ -202,25 +211,26 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 	}
 	if (dmm__dbg_on(dev)) {
 		err = dmm__dbg_free_coherent(dev, dma, size, pa, cpu, site);
-		if (err)
+		if (err < 0)
 			return err;
+		untracked = err;
 	}
 	if (dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa)) != cpu)
-		return -DMM_EINVAL;
+		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
 	/* Which allocator served it, and does the size agree? */
 	if (head->state == DMM_PAGE_RANGE && head->owner) {
 		const struct dmm_cma_area *a = head->owner;
 		err = dmm_cma_release(mem, (int)a->idx, dmm_phys_to_pfn(pa), pages);
 	} else if (head->state == DMM_PAGE_RANGE) {
 		if (head->private != pages)
-			return -DMM_EINVAL;
+			return untracked ? -DMM_ENOENT : -DMM_EINVAL;
 		if (!dev->desc.coherent && mem->plat.set_memattr)
 			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
 		err = dmm_free_range(mem, dmm_phys_to_pfn(pa), pages);
 	} else if (head->state == DMM_PAGE_ALLOC) {
 		unsigned order = order_of(pages);
 		if (pages != ((uint64_t)1 << order) || head->order != order)
-			return -DMM_EINVAL;
+			return untracked ? -DMM_ENOENT : -DMM_EINVAL;
 		if (!dev->desc.coherent && mem->plat.set_memattr)
 			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
 		err = dmm_page_free(mem, dmm_phys_to_pfn(pa), order);
@@ -253,6 +263,20 @@ static int reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_a
 
 	if (b == DMM_DMA_MAPPING_ERROR || e == DMM_DMA_MAPPING_ERROR || e - b != size - 1)
 		return -DMM_ERANGE;
+	/* dma-ranges: no byte in between may fall in a gap between ranges */
+	for (dmm_phys_t p = pa, last = pa + size - 1; dev->desc.nr_ranges;) {
+		const struct dmm_dma_range *r = (const struct dmm_dma_range *)0;
+		for (unsigned i = 0; i < dev->desc.nr_ranges && !r; i++) {
+			const struct dmm_dma_range *q = &dev->desc.ranges[i];
+			if (p >= q->cpu_start && p - q->cpu_start < q->size)
+				r = q;
+		}
+		if (!r || r->dma_start + (p - r->cpu_start) != b + (p - pa))
+			return -DMM_ERANGE;
+		if (last - r->cpu_start < r->size)
+			break;
+		p = r->cpu_start + r->size;
+	}
 	if (b < l->lo || e >= l->hi)
 		return -DMM_ERANGE;
 	*bus = b;
@@ -261,6 +285,8 @@ static int reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_a
 
 static bool is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 {
+	if (!size || pa + size - 1 < pa)
+		return false;
 	for (dmm_pfn_t p = dmm_phys_to_pfn(pa); p <= dmm_phys_to_pfn(pa + size - 1); p++)
 		if (!dmm_pfn_to_page(mem, p))
 			return false;
@@ -414,11 +440,13 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	const struct dmm_constraint *l;
 	unsigned segs = 0;
 	dmm_dma_addr_t seg_bus = 0;
-	uint64_t seg_len = 0;
+	uint64_t seg_len = 0, seg_max;
 
 	if (!dev)
 		return -DMM_EINVAL;
 	l = &dev->lim[0];
+	/* a merged segment must fit dma_length */
+	seg_max = l->max_seg_size && l->max_seg_size < UINT32_MAX ? l->max_seg_size : UINT32_MAX;
 	if (!sg || !nents || !dir_ok(dir) || dev->desc.is_bus) {
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(dev->mem);
@@ -442,7 +470,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 			return dmm__count_invalid(dev->mem);
 		}
 		/* count the segments the merge below will produce */
-		if (i && b == seg_bus + seg_len && (!l->max_seg_size || seg_len + sg[i].length <= l->max_seg_size) &&
+		if (i && b == seg_bus + seg_len && seg_len + sg[i].length <= seg_max &&
 		    !crosses(seg_bus, seg_len + sg[i].length, l->boundary)) {
 			seg_len += sg[i].length;
 		} else {
@@ -463,7 +491,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 		if (dmm__dbg_on(dev))
 			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, site);
 		if (segs && b == sg[segs - 1].dma_address + sg[segs - 1].dma_length &&
-		    (!l->max_seg_size || sg[segs - 1].dma_length + sg[i].length <= l->max_seg_size) &&
+		    (uint64_t)sg[segs - 1].dma_length + sg[i].length <= seg_max &&
 		    !crosses(sg[segs - 1].dma_address, (uint64_t)sg[segs - 1].dma_length + sg[i].length,
 			     l->boundary)) {
 			sg[segs - 1].dma_length += sg[i].length;

@@ -56,8 +56,10 @@ void dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_add
 void dmm__dbg_sync(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, enum dmm_dma_dir dir,
 		   int for_device, const void *site);
 void dmm__dbg_checked(struct dmm_device *dev, dmm_dma_addr_t dma);
-/* Coherent free: 0 if it matches an allocation (removed), else -DMM_EINVAL
- * / -DMM_ENOENT after reporting. When debug is off, returns 0. */
+/* Coherent free: 0 if it matches an allocation (removed), 1 if nothing is
+ * tracked there (reported; perhaps allocated before debugging was on: the
+ * caller's own checks decide), else -DMM_EINVAL / -DMM_ENOENT after
+ * reporting. When debug is off, returns 0. */
 int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, dmm_phys_t pa,
 			   const void *cpu, const void *site);
 void dmm__dbg_device_gone(struct dmm_device *dev);

@@ -374,7 +374,13 @@ int dmm_cma_alloc(struct dmm_mem *mem, int area, size_t nr_pages, uint64_t align
 		tries++;
 		err = claim_range(a, s, nr_pages, &migrated, &fail, &bad);
 		if (!err && (flags & DMM_CMA_UNCACHED) && mem->plat.set_memattr) {
-			int r = mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(s),
+			int r;
+			/* no line of the range's cacheable past may stay cached
+			 * (a dirty one would later be written back over RAM) */
+			if (mem->plat.cache_maint)
+				mem->plat.cache_maint(mem->plat.ctx, DMM_CACHE_FLUSH, dmm_pfn_to_phys(s),
+						      nr_pages * DMM_PAGE_SIZE);
+			r = mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(s),
 						      nr_pages * DMM_PAGE_SIZE, DMM_MEMATTR_UC);
 			if (r) {
 				dmm__lock(mem, &a->zone->lock);
