@@ -13,6 +13,7 @@
 #include "migrate.h"
 #include "handles.h"
 #include "cma.h"
+#include "slab.h"
 #include "dma.h"
 #include "dma_debug.h"
 

@@ -46,6 +46,13 @@ enum dmm_cma_policy {
 	DMM_CMA_POLICY_NEVER,   /* never lend the areas out */
 };
 
+/* Small-object alignment policy (see slab.h). */
+enum dmm_kmalloc_policy {
+	DMM_KMALLOC_ALIGNED = 0,
+	DMM_KMALLOC_PACKED_ON_REQUEST,
+	DMM_KMALLOC_PACKED,
+};
+
 /* A contiguous memory area reserved at start-up and lent to movable pages. */
 struct dmm_cma_decl {
 	char name[DMM_CMA_NAME_MAX];
@@ -82,6 +89,7 @@ struct dmm_machine {
 	/* Long-term pins migrate a page out of a contiguous area first (as
 	 * Linux does for FOLL_LONGTERM). 0 turns that protection off. */
 	int longterm_pin_migrate;
+	enum dmm_kmalloc_policy kmalloc_policy;
 };
 
 /* Fill @m with defaults (4 KiB pages, 64-byte lines, 4 GiB DMA32 limit,

@@ -36,7 +36,8 @@
 #define DMM_GFP_NOCACHE      (1u << 6)  /* bypass the per-CPU caches */
 #define DMM_GFP_NOWMARK      (1u << 7)  /* ignore watermarks (emergency/internal) */
 #define DMM_GFP_NOCMA        (1u << 8)  /* never from a contiguous area (long-term pins) */
-#define DMM_GFP_ALL          ((1u << 9) - 1)
+#define DMM_GFP_PACKED       (1u << 9)  /* small objects: packed class wanted (slab.h) */
+#define DMM_GFP_ALL          ((1u << 10) - 1)
 
 /* Failure reasons counted per zone (index into dmm_zone_stats.fail). */
 enum dmm_fail_reason {

@@ -89,6 +89,8 @@ int dmm_machine_validate(const struct dmm_machine *m)
 	}
 	if (m->nr_cma > DMM_MAX_CMA_AREAS || (unsigned)m->cma_policy > DMM_CMA_POLICY_NEVER)
 		return -DMM_EINVAL;
+	if ((unsigned)m->kmalloc_policy > DMM_KMALLOC_PACKED)
+		return -DMM_EINVAL;
 	{
 		unsigned defaults = 0;
 		for (unsigned i = 0; i < m->nr_cma; i++) {

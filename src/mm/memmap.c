@@ -207,6 +207,11 @@ static struct dmm_mem *carve_all(struct carve *c, const struct dmm_mem *g)
 			dmm__rt_setup(&mem->zones[i].rt, gz->start_pfn, gz->end_pfn, words, tree);
 		}
 	}
+	{
+		void *slab = carve(c, dmm__slab_meta_size(g->plat.nr_cpus), DMM_CACHELINE);
+		if (mem)
+			mem->slab = slab; /* dmm__slab_init() fills it once locks can be made */
+	}
 	if (g->machine.nr_cma) {
 		struct dmm_cma_area *areas =
 			carve(c, g->machine.nr_cma * sizeof(struct dmm_cma_area), DMM_CACHELINE);
@@ -418,6 +423,7 @@ int dmm_mem_create(const struct dmm_machine *m, const struct dmm_platform *p, st
 		mem->plat.lock_init(mem->plat.ctx, &mem->zones[i].lock);
 	for (unsigned i = 0; i < mem->nr_cma; i++)
 		mem->plat.lock_init(mem->plat.ctx, &mem->cma[i].lock);
+	dmm__slab_init(mem, mem->slab);
 	mem->init_ns = (mem->plat.now_ns ? mem->plat.now_ns(mem->plat.ctx) : 0) - t0;
 	*out = mem;
 	return 0;

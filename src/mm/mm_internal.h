@@ -127,6 +127,7 @@ struct dmm_mem {
 	unsigned nr_cma;
 	struct dmm_cma_area *cma;         /* nr_cma areas */
 	struct dmm_migrate_stats mstats;  /* atomic counters */
+	struct dmm_slab_state *slab;      /* src/mm/slab.c caches */
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
 	int dma_debug_on;                 /* global switch (atomic) */
 	dmm_wmark_hook_fn wmark_hook;
@@ -271,6 +272,12 @@ int dmm__isolate_pageblock_locked(struct dmm_zone *z, dmm_pfn_t pfn);
 void dmm__unisolate_pageblock_locked(struct dmm_zone *z, dmm_pfn_t pfn);
 /* Block head containing pfn, if pfn lies in a free buddy block. */
 struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn);
+
+/* ---- slab.c ------------------------------------------------------------- */
+
+struct dmm_slab_state;
+uint64_t dmm__slab_meta_size(unsigned nr_cpus);
+void dmm__slab_init(struct dmm_mem *mem, void *meta);
 
 /* ---- cma.c / migrate.c ------------------------------------------------- */
 

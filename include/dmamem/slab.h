@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small-object allocator: dmm_kmalloc / dmm_kfree / dmm_ksize.
+ *
+ * Size classes from 8 bytes to 8 KiB (Linux's kmalloc classes: 8, 16, 32,
+ * 64, 96, 128, 192, 256, 512, 1k, 2k, 4k, 8k); larger requests go to the
+ * page allocator. Objects live in slabs taken from the page allocator with
+ * the caller's constraint (DMM_GFP_DMA / DMM_GFP_DMA32 select low-memory
+ * caches). Per-CPU magazines make the common path take only its CPU's lock.
+ *
+ * Alignment policy, per machine (struct dmm_machine.kmalloc_policy), so the
+ * simulator can compare them:
+ *   DMM_KMALLOC_ALIGNED            every object aligned to dma_min_align
+ *                                  (only classes that are multiples of it)
+ *   DMM_KMALLOC_PACKED_ON_REQUEST  DMA-aligned unless the caller passes
+ *                                  DMM_GFP_PACKED
+ *   DMM_KMALLOC_PACKED             packed by default (8-byte minimum); the
+ *                                  DMA layer bounces a mapping of an object
+ *                                  that is not DMA-aligned for a
+ *                                  non-coherent device
+ *                                  (dmm_kmalloc_needs_bounce)
+ */
+#ifndef DMAMEM_SLAB_H
+#define DMAMEM_SLAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mem.h"
+
+#define DMM_KMALLOC_MAX_CACHE 8192u
+#define DMM_KMALLOC_NR_CLASSES 13
+#define DMM_KMALLOC_NR_SETS 3   /* any memory, below dma32_limit, below dma_limit */
+
+struct dmm_slab_class_info {
+	uint32_t size;              /* object size of the class */
+	uint32_t slab_order;        /* pages per slab = 2^order */
+	uint32_t objs_per_slab;
+	uint32_t set;               /* 0 any, 1 DMA32, 2 DMA */
+	uint64_t slabs;             /* slabs held */
+	uint64_t objects;           /* objects handed out (live) */
+	uint64_t cached;            /* free objects in per-CPU magazines */
+	uint64_t allocs, frees;
+	uint64_t requested_bytes;   /* sum of sizes asked for (cumulative) */
+	uint64_t wasted_bytes;      /* object bytes beyond the request (cumulative) */
+	uint64_t align_waste_bytes; /* of those, due to DMA alignment (vs the packed class) */
+	uint64_t fail_nomem;
+};
+
+/*
+ * Allocate @size bytes; *@ptr gets a CPU pointer (8-byte aligned at least,
+ * dma_min_align under the aligned policies). Flags: DMM_GFP_ZERO,
+ * DMM_GFP_ATOMIC, DMM_GFP_DMA, DMM_GFP_DMA32, DMM_GFP_PACKED. Fails with
+ * -DMM_EINVAL (size 0, unknown flags, no virt_to_phys hook), -DMM_ENOMEM
+ * (or the page allocator's reason) and counts it per class.
+ */
+int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
+
+/* Free. -DMM_EINVAL (not a pointer into managed RAM, or not at an object's
+ * start), -DMM_ENOENT (not a kmalloc object, or freed twice in a row on
+ * this CPU). Nothing is changed on failure. */
+int dmm_kfree(struct dmm_mem *mem, const void *ptr);
+
+/* Usable size of a live object (its class size), 0 if @ptr is not one. */
+size_t dmm_ksize(struct dmm_mem *mem, const void *ptr);
+
+/* The object size a request would get (no allocation); 0 if invalid. */
+size_t dmm_kmalloc_size_of(const struct dmm_mem *mem, size_t size, unsigned flags);
+
+/* 1 if [ptr, ptr + size) is not DMA-aligned (starts or ends inside a
+ * dma_min_align unit it may share with another object): a non-coherent
+ * mapping of it must bounce. O(1). */
+int dmm_kmalloc_needs_bounce(const struct dmm_mem *mem, const void *ptr, size_t size);
+
+int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct dmm_slab_class_info *out);
+
+/* Walk every cache: slab lists, free lists inside slabs (in bounds, at
+ * object boundaries, no more than free slots), counts, magazines. Returns 0
+ * or -DMM_EFAULT. */
+int dmm_slab_check(struct dmm_mem *mem);
+
+#endif

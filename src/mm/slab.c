@@ -1,0 +1,517 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small-object allocator.
+ *
+ * Layout. Three sets of caches (any memory, below dma32_limit, below
+ * dma_limit), each with one cache per size class. A cache owns slabs: blocks
+ * of 2^order pages from the page allocator, cut into equal objects; free
+ * objects of a slab form a list threaded through their first word. The
+ * slab's head page descriptor carries the slab's state (the page allocator
+ * is its only metadata store):
+ *
+ *     head->owner   = the cache        (every page of the slab: lookup from
+ *     head->private = free-list head    any object in O(1))
+ *     head->refcount= objects in use   (from the slab's point of view)
+ *     flags         |= SLAB
+ *
+ * Slabs with free objects sit on the cache's partial list, full ones on its
+ * full list (both threaded through the head descriptors), so the check can
+ * walk them all; one empty slab is kept, further ones go back to the page
+ * allocator.
+ *
+ * Per-CPU magazines. Each cache has, per CPU slot, a magazine of up to 32
+ * free objects behind that slot's lock: allocation pops, free pushes; the
+ * cache lock is taken only to refill or drain 16 objects at a time.
+ *
+ * Alignment policies decide which classes a request may use: the aligned
+ * ones only classes that are multiples of dma_min_align, the packed ones any
+ * class (8-byte minimum). The cost of alignment is counted per class.
+ */
+#include <dmamem/slab.h>
+
+#include "mm/mm_internal.h"
+
+#define MAG_SIZE 32
+#define MAG_BATCH 16
+#define DMM_PGF_SLAB 0x10
+#define DMM_PGF_KLARGE 0x20
+
+static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,   96,   128, 192,
+							     256, 512, 1024, 2048, 4096, 8192 };
+
+struct mag {
+	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+	uint32_t n;
+	void *obj[MAG_SIZE];
+};
+
+struct kcache {
+	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+	struct dmm_mem *mem;
+	uint32_t size, order, objs, set, cls;
+	struct dmm_page *partial, *full; /* head descriptors, linked via next/prev */
+	struct dmm_page *empty;          /* one spare empty slab */
+	struct dmm_slab_class_info st;   /* counters (under lock; alloc/free atomics) */
+	struct mag *mags;                /* nr_cpus */
+};
+
+struct dmm_slab_state {
+	struct kcache cache[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
+};
+
+uint64_t dmm__slab_meta_size(unsigned nr_cpus)
+{
+	return sizeof(struct dmm_slab_state) +
+	       (uint64_t)DMM_KMALLOC_NR_SETS * DMM_KMALLOC_NR_CLASSES * nr_cpus * sizeof(struct mag) +
+	       DMM_CACHELINE;
+}
+
+static unsigned slab_order_for(uint32_t size)
+{
+	unsigned o = 0;
+	while (((DMM_PAGE_SIZE << o) / size) < 4 && o < 3)
+		o++;
+	return o;
+}
+
+void dmm__slab_init(struct dmm_mem *mem, void *meta)
+{
+	struct dmm_slab_state *s = (struct dmm_slab_state *)dmm_align_up((uintptr_t)meta, DMM_CACHELINE);
+	struct mag *m = (struct mag *)(s + 1);
+
+	mem->slab = s;
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct kcache *k = &s->cache[set][c];
+			k->mem = mem;
+			k->size = class_size[c];
+			k->order = slab_order_for(k->size);
+			k->objs = (uint32_t)((DMM_PAGE_SIZE << k->order) / k->size);
+			k->set = set;
+			k->cls = c;
+			k->st.size = k->size;
+			k->st.slab_order = k->order;
+			k->st.objs_per_slab = k->objs;
+			k->st.set = set;
+			k->mags = m;
+			mem->plat.lock_init(mem->plat.ctx, &k->lock);
+			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++, m++)
+				mem->plat.lock_init(mem->plat.ctx, &m->lock);
+		}
+}
+
+/* ---- class selection -------------------------------------------------------- */
+
+static bool packed_request(const struct dmm_mem *mem, unsigned flags)
+{
+	switch (mem->machine.kmalloc_policy) {
+	case DMM_KMALLOC_PACKED:
+		return true;
+	case DMM_KMALLOC_PACKED_ON_REQUEST:
+		return (flags & DMM_GFP_PACKED) != 0;
+	default:
+		return false;
+	}
+}
+
+/* Class index for @size, packed or DMA-aligned; -1 if above the caches. */
+static int class_of(const struct dmm_mem *mem, size_t size, bool packed)
+{
+	uint32_t a = packed ? 8 : (uint32_t)dmm_max64(mem->machine.dma_min_align, 8);
+
+	for (int c = 0; c < DMM_KMALLOC_NR_CLASSES; c++)
+		if (class_size[c] >= size && !(class_size[c] % a))
+			return c;
+	return -1;
+}
+
+size_t dmm_kmalloc_size_of(const struct dmm_mem *mem, size_t size, unsigned flags)
+{
+	int c;
+	if (!mem || !size)
+		return 0;
+	c = class_of(mem, size, packed_request(mem, flags));
+	if (c >= 0)
+		return class_size[c];
+	return (size_t)DMM_PAGE_SIZE << (size <= DMM_PAGE_SIZE ? 0 : 64 - __builtin_clzll((size - 1) >> DMM_PAGE_SHIFT));
+}
+
+int dmm_kmalloc_needs_bounce(const struct dmm_mem *mem, const void *ptr, size_t size)
+{
+	uint64_t a;
+	if (!mem || !ptr)
+		return 0;
+	a = mem->machine.dma_min_align;
+	return (((uintptr_t)ptr | size) & (a - 1)) != 0;
+}
+
+static unsigned set_of(unsigned flags)
+{
+	return (flags & DMM_GFP_DMA) ? 2 : (flags & DMM_GFP_DMA32) ? 1 : 0;
+}
+
+/* ---- slabs -------------------------------------------------------------------- */
+
+static void list_add(struct dmm_page **head, struct dmm_page *pg)
+{
+	pg->prev = (struct dmm_page *)0;
+	pg->next = *head;
+	if (*head)
+		(*head)->prev = pg;
+	*head = pg;
+}
+
+static void list_del(struct dmm_page **head, struct dmm_page *pg)
+{
+	if (pg->prev)
+		pg->prev->next = pg->next;
+	else
+		*head = pg->next;
+	if (pg->next)
+		pg->next->prev = pg->prev;
+	pg->next = pg->prev = (struct dmm_page *)0;
+}
+
+static uint8_t *slab_base(const struct kcache *k, const struct dmm_page *head)
+{
+	return dmm_pfn_to_virt(k->mem, head->pfn);
+}
+
+/* A new slab on the partial list (cache lock held). */
+static int slab_grow(struct kcache *k, unsigned flags)
+{
+	static const unsigned gfp_of_set[3] = { 0, DMM_GFP_DMA32, DMM_GFP_DMA };
+	struct dmm_page *head;
+	dmm_pfn_t pfn;
+	uint8_t *base;
+	int err;
+
+	if (k->empty) {
+		head = k->empty;
+		k->empty = (struct dmm_page *)0;
+		list_add(&k->partial, head);
+		return 0;
+	}
+	err = dmm_page_alloc(k->mem, k->order, (const struct dmm_constraint *)0,
+			     gfp_of_set[k->set] | (flags & DMM_GFP_ATOMIC) | DMM_GFP_RECLAIMABLE, &pfn);
+	if (err)
+		return err;
+	head = dmm__pfn_page(k->mem, pfn);
+	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
+		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), k);
+	__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_SLAB, __ATOMIC_RELAXED);
+	base = slab_base(k, head);
+	for (uint32_t i = 0; i < k->objs; i++)
+		*(void **)(base + (size_t)i * k->size) = i + 1 < k->objs ? base + (size_t)(i + 1) * k->size : (void *)0;
+	dmm__set_private(head, (uintptr_t)base);
+	head->refcount = 0;
+	list_add(&k->partial, head);
+	k->st.slabs++;
+	return 0;
+}
+
+static void slab_release(struct kcache *k, struct dmm_page *head)
+{
+	dmm_pfn_t pfn = head->pfn;
+
+	k->st.slabs--;
+	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
+		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), (void *)0);
+	__atomic_fetch_and(&head->flags, (uint8_t)~DMM_PGF_SLAB, __ATOMIC_RELAXED);
+	dmm__set_private(head, 0);
+	head->refcount = 1;
+	dmm_page_free(k->mem, pfn, k->order);
+}
+
+/* Take up to @n objects into @out (cache lock held). */
+static unsigned slab_take(struct kcache *k, void **out, unsigned n, unsigned flags, int *err)
+{
+	unsigned got = 0;
+
+	while (got < n) {
+		struct dmm_page *head = k->partial;
+		void *obj;
+		if (!head && (*err = slab_grow(k, flags)) != 0)
+			break;
+		head = k->partial;
+		obj = (void *)(uintptr_t)dmm__private(head);
+		dmm__set_private(head, (uintptr_t)*(void **)obj);
+		head->refcount++;
+		out[got++] = obj;
+		if (head->refcount == k->objs) {
+			list_del(&k->partial, head);
+			list_add(&k->full, head);
+		}
+	}
+	return got;
+}
+
+static struct dmm_page *head_of(struct dmm_mem *mem, const struct kcache *k, dmm_pfn_t pfn)
+{
+	return dmm__pfn_page(mem, pfn & ~(((dmm_pfn_t)1 << k->order) - 1));
+}
+
+/* Give one object back to its slab (cache lock held). */
+static void slab_put(struct kcache *k, void *obj, struct dmm_page *head)
+{
+	if (head->refcount == k->objs) {
+		list_del(&k->full, head);
+		list_add(&k->partial, head);
+	}
+	*(void **)obj = (void *)(uintptr_t)dmm__private(head);
+	dmm__set_private(head, (uintptr_t)obj);
+	head->refcount--;
+	if (head->refcount == 0) {
+		list_del(&k->partial, head);
+		if (!k->empty)
+			k->empty = head;
+		else
+			slab_release(k, head);
+	}
+}
+
+/* ---- entry points ---------------------------------------------------------------- */
+
+static struct mag *this_mag(struct kcache *k)
+{
+	const struct dmm_platform *p = &k->mem->plat;
+	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
+	return &k->mags[cpu % p->nr_cpus];
+}
+
+static int large_alloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
+{
+	uint64_t pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	unsigned order = pages <= 1 ? 0 : 64u - (unsigned)__builtin_clzll(pages - 1);
+	struct dmm_page *pg;
+	dmm_pfn_t pfn;
+	int err;
+
+	if (order > DMM_MAX_ORDER)
+		return dmm__count_invalid(mem);
+	err = dmm_page_alloc(mem, order, (const struct dmm_constraint *)0,
+			     flags & (DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_ZERO), &pfn);
+	if (err)
+		return err;
+	pg = dmm__pfn_page(mem, pfn);
+	__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_KLARGE, __ATOMIC_RELAXED);
+	*ptr = dmm_pfn_to_virt(mem, pfn);
+	return 0;
+}
+
+int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
+{
+	const unsigned allowed = DMM_GFP_ZERO | DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_PACKED;
+	struct kcache *k;
+	struct mag *m;
+	void *obj = (void *)0;
+	bool packed;
+	int c, err = 0;
+
+	if (!mem || !ptr || !size || (flags & ~allowed) ||
+	    ((flags & DMM_GFP_DMA) && (flags & DMM_GFP_DMA32)) || !mem->plat.virt_to_phys)
+		return dmm__count_invalid(mem);
+	packed = packed_request(mem, flags);
+	c = class_of(mem, size, packed);
+	if (c < 0)
+		return large_alloc(mem, size, flags, ptr);
+	k = &mem->slab->cache[set_of(flags)][c];
+	m = this_mag(k);
+	dmm__lock(mem, &m->lock);
+	if (!m->n) {
+		dmm__lock(mem, &k->lock);
+		m->n = slab_take(k, m->obj, MAG_BATCH, flags, &err);
+		if (!m->n)
+			k->st.fail_nomem++;
+		dmm__unlock(mem, &k->lock);
+	}
+	if (m->n)
+		obj = m->obj[--m->n];
+	dmm__unlock(mem, &m->lock);
+	if (!obj)
+		return err ? err : -DMM_ENOMEM;
+	__atomic_fetch_add(&k->st.allocs, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&k->st.requested_bytes, size, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&k->st.wasted_bytes, k->size - size, __ATOMIC_RELAXED);
+	if (!packed) {
+		int pc = class_of(mem, size, true);
+		__atomic_fetch_add(&k->st.align_waste_bytes, k->size - class_size[pc], __ATOMIC_RELAXED);
+	}
+	if (flags & DMM_GFP_ZERO)
+		dmm_memset(obj, 0, k->size);
+	*ptr = obj;
+	return 0;
+}
+
+/* The cache and slab head of @ptr, or an error. */
+static int lookup(struct dmm_mem *mem, const void *ptr, struct kcache **kp, struct dmm_page **headp,
+		  struct dmm_page **pgp)
+{
+	dmm_phys_t pa;
+	struct dmm_page *pg, *head;
+	struct kcache *k;
+	uint8_t *base;
+
+	if (!mem || !ptr || !mem->plat.virt_to_phys || mem->plat.virt_to_phys(mem->plat.ctx, ptr, &pa))
+		return -DMM_EINVAL;
+	pg = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa));
+	if (!pg)
+		return -DMM_EINVAL;
+	*pgp = pg;
+	k = dmm__owner(pg);
+	if (!k || k < &mem->slab->cache[0][0] || k > &mem->slab->cache[DMM_KMALLOC_NR_SETS - 1][DMM_KMALLOC_NR_CLASSES - 1])
+		return -DMM_ENOENT;
+	head = head_of(mem, k, pg->pfn);
+	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_SLAB) || dmm__state(head) != DMM_PAGE_ALLOC)
+		return -DMM_ENOENT;
+	base = slab_base(k, head);
+	if ((const uint8_t *)ptr < base || ((size_t)((const uint8_t *)ptr - base)) % k->size ||
+	    (size_t)((const uint8_t *)ptr - base) >= (size_t)k->objs * k->size)
+		return -DMM_EINVAL;
+	*kp = k;
+	*headp = head;
+	return 0;
+}
+
+int dmm_kfree(struct dmm_mem *mem, const void *ptr)
+{
+	struct kcache *k;
+	struct dmm_page *head, *pg;
+	struct mag *m;
+	int err = lookup(mem, ptr, &k, &head, &pg);
+
+	if (err == -DMM_ENOENT && pg && dmm__state(pg) == DMM_PAGE_ALLOC &&
+	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_KLARGE) &&
+	    dmm_pfn_to_virt(mem, pg->pfn) == ptr) {
+		__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_KLARGE, __ATOMIC_RELAXED);
+		return dmm_page_free(mem, pg->pfn, dmm__order(pg));
+	}
+	if (err)
+		return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
+	m = this_mag(k);
+	dmm__lock(mem, &m->lock);
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->obj[i] == ptr) { /* freed twice */
+			dmm__unlock(mem, &m->lock);
+			return -DMM_ENOENT;
+		}
+	if (m->n == MAG_SIZE) {
+		dmm__lock(mem, &k->lock);
+		for (unsigned i = 0; i < MAG_BATCH; i++) {
+			void *o = m->obj[--m->n];
+			dmm_phys_t pa;
+			mem->plat.virt_to_phys(mem->plat.ctx, o, &pa);
+			slab_put(k, o, head_of(mem, k, dmm_phys_to_pfn(pa)));
+		}
+		dmm__unlock(mem, &k->lock);
+	}
+	m->obj[m->n++] = (void *)ptr;
+	dmm__unlock(mem, &m->lock);
+	__atomic_fetch_add(&k->st.frees, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+size_t dmm_ksize(struct dmm_mem *mem, const void *ptr)
+{
+	struct kcache *k;
+	struct dmm_page *head, *pg = (struct dmm_page *)0;
+	int err = lookup(mem, ptr, &k, &head, &pg);
+
+	if (!err)
+		return k->size;
+	if (pg && dmm__state(pg) == DMM_PAGE_ALLOC && (pg->flags & DMM_PGF_KLARGE))
+		return (size_t)DMM_PAGE_SIZE << dmm__order(pg);
+	return 0;
+}
+
+int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct dmm_slab_class_info *out)
+{
+	struct kcache *k;
+	uint64_t cached = 0;
+
+	if (!mem || !out || set >= DMM_KMALLOC_NR_SETS || cls >= DMM_KMALLOC_NR_CLASSES)
+		return -DMM_EINVAL;
+	k = &mem->slab->cache[set][cls];
+	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
+		dmm__lock(mem, &k->mags[c].lock);
+		cached += k->mags[c].n;
+		dmm__unlock(mem, &k->mags[c].lock);
+	}
+	dmm__lock(mem, &k->lock);
+	*out = k->st;
+	out->allocs = __atomic_load_n(&k->st.allocs, __ATOMIC_RELAXED);
+	out->frees = __atomic_load_n(&k->st.frees, __ATOMIC_RELAXED);
+	out->requested_bytes = __atomic_load_n(&k->st.requested_bytes, __ATOMIC_RELAXED);
+	out->wasted_bytes = __atomic_load_n(&k->st.wasted_bytes, __ATOMIC_RELAXED);
+	out->align_waste_bytes = __atomic_load_n(&k->st.align_waste_bytes, __ATOMIC_RELAXED);
+	out->cached = cached;
+	out->objects = out->allocs - out->frees;
+	dmm__unlock(mem, &k->lock);
+	return 0;
+}
+
+/* ---- invariants ------------------------------------------------------------------ */
+
+static int check_slab(struct kcache *k, struct dmm_page *head, bool full, uint64_t *inuse)
+{
+	struct dmm_mem *mem = k->mem;
+	uint8_t *base = slab_base(k, head);
+	uint32_t nfree = 0;
+
+	if (!(head->flags & DMM_PGF_SLAB) || dmm__owner(head) != k || dmm__state(head) != DMM_PAGE_ALLOC ||
+	    head->refcount > k->objs || (full && head->refcount != k->objs) || (!full && head->refcount == k->objs))
+		goto bad;
+	for (uint8_t *o = (uint8_t *)(uintptr_t)dmm__private(head); o; o = *(uint8_t **)o) {
+		if (o < base || (size_t)(o - base) % k->size || (size_t)(o - base) >= (size_t)k->objs * k->size ||
+		    ++nfree > k->objs)
+			goto bad;
+	}
+	if (nfree + head->refcount != k->objs)
+		goto bad;
+	*inuse += head->refcount;
+	return 0;
+bad:
+	dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u slab at pfn %llu inconsistent", k->set, k->size,
+		(unsigned long long)head->pfn);
+	return -DMM_EFAULT;
+}
+
+int dmm_slab_check(struct dmm_mem *mem)
+{
+	int err = 0;
+
+	if (!mem)
+		return -DMM_EINVAL;
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS && !err; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES && !err; c++) {
+			struct kcache *k = &mem->slab->cache[set][c];
+			uint64_t inuse = 0, slabs = 0, cached = 0;
+
+			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++)
+				dmm__lock(mem, &k->mags[cpu].lock);
+			dmm__lock(mem, &k->lock);
+			for (struct dmm_page *h = k->partial; h && !err; h = h->next, slabs++)
+				err = check_slab(k, h, false, &inuse);
+			for (struct dmm_page *h = k->full; h && !err; h = h->next, slabs++)
+				err = check_slab(k, h, true, &inuse);
+			if (!err && k->empty) {
+				err = check_slab(k, k->empty, false, &inuse);
+				slabs++;
+			}
+			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++)
+				cached += k->mags[cpu].n;
+			/* slab-side in-use = live objects + magazine objects */
+			if (!err && (slabs != k->st.slabs ||
+				     inuse != __atomic_load_n(&k->st.allocs, __ATOMIC_RELAXED) -
+						      __atomic_load_n(&k->st.frees, __ATOMIC_RELAXED) + cached)) {
+				dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u: %llu slabs (count %llu), %llu in use",
+					set, k->size, (unsigned long long)slabs, (unsigned long long)k->st.slabs,
+					(unsigned long long)inuse);
+				err = -DMM_EFAULT;
+			}
+			dmm__unlock(mem, &k->lock);
+			for (unsigned cpu = mem->plat.nr_cpus; cpu-- > 0;)
+				dmm__unlock(mem, &k->mags[cpu].lock);
+		}
+	return err;
+}
