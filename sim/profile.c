@@ -62,6 +62,7 @@ enum profile_key {
 	PK_PCP_HIGH,
 	PK_CMA_POLICY,
 	PK_LONGTERM_PIN_MIGRATE,
+	PK_KMALLOC_POLICY,
 	PK__NR
 };
 
@@ -81,6 +82,7 @@ static const char *const profile_key_names[PK__NR] = {
 	[PK_PCP_HIGH] = "pcp_high",
 	[PK_CMA_POLICY] = "cma_policy",
 	[PK_LONGTERM_PIN_MIGRATE] = "longterm_pin_migrate",
+	[PK_KMALLOC_POLICY] = "kmalloc_policy",
 };
 
 /* [cma NAME] keys. */
@@ -447,6 +449,18 @@ static int handle_machine(struct profile_ctx *pc, const char *name, const char *
 		else
 			return profile_fail(pc, -DMM_EINVAL,
 					    "cma_policy '%s': expected 'half', 'first', 'last' or 'never'",
+					    value);
+		return 1;
+	case PK_KMALLOC_POLICY:
+		if (is_word(value, "aligned"))
+			m->kmalloc_policy = DMM_KMALLOC_ALIGNED;
+		else if (is_word(value, "packed-on-request"))
+			m->kmalloc_policy = DMM_KMALLOC_PACKED_ON_REQUEST;
+		else if (is_word(value, "packed"))
+			m->kmalloc_policy = DMM_KMALLOC_PACKED;
+		else
+			return profile_fail(pc, -DMM_EINVAL,
+					    "kmalloc_policy '%s': expected 'aligned', 'packed-on-request' or 'packed'",
 					    value);
 		return 1;
 	case PK_LONGTERM_PIN_MIGRATE: {
