@@ -78,9 +78,11 @@ struct dmm_dma_stats {
 	uint64_t cache_clean_bytes, cache_inval_bytes, cache_flush_bytes;
 	uint64_t fail_range;       /* buffer out of reach (bounce layer missing) */
 	uint64_t fail_nomem;       /* no memory the device can reach */
-	uint64_t fail_atomic;      /* atomic coherent request, non-coherent device, no pool */
+	uint64_t fail_atomic;      /* atomic coherent request, non-coherent device, no pool in reach */
 	uint64_t fail_invalid;     /* rejected arguments */
 	uint64_t low_pages;        /* pages below 4 GiB held by coherent allocations */
+	uint64_t bounced_maps;     /* mappings that went through a bounce buffer */
+	uint64_t fail_bounce_full; /* "bounce buffer full" */
 };
 
 /*
@@ -122,8 +124,9 @@ void dmm_device_get_stats(const struct dmm_device *dev, struct dmm_dma_stats *st
  * linear mapping made uncached. @gfp: DMM_GFP_ATOMIC (cannot sleep).
  * Fails with -DMM_EINVAL, -DMM_ENOMEM / -DMM_EWMARK (nothing reachable is
  * free), -DMM_ERANGE (no RAM in reach), -DMM_ENOTSUP (atomic request for a
- * non-coherent device: needs the atomic pool). Nothing is left allocated on
- * failure.
+ * non-coherent device and no atomic pool within its reach: see
+ * dma_pool_atomic.h; such requests are served from those pools). Nothing is
+ * left allocated on failure.
  */
 int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, void **cpu,
 			   dmm_dma_addr_t *dma);
@@ -137,8 +140,10 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 /*
  * Map [pa, pa + size) for @dir. Returns the bus address, or
  * DMM_DMA_MAPPING_ERROR; dmm_dma_mapping_error() then says why
- * (-DMM_EINVAL, -DMM_ERANGE: out of the device's reach and no bounce layer).
- * Non-coherent devices: the CPU caches are cleaned for the range.
+ * (-DMM_EINVAL, -DMM_ERANGE: out of the device's reach and no bounce
+ * buffers set up, -DMM_ENOSPC: bounce buffers full). A buffer that must
+ * bounce (see swiotlb.h) is copied to a bounce slot when the direction
+ * needs it. Non-coherent devices: the CPU caches are cleaned for the range.
  */
 dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size,
 				enum dmm_dma_dir dir);

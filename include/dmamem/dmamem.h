@@ -16,5 +16,8 @@
 #include "slab.h"
 #include "dma.h"
 #include "dma_debug.h"
+#include "dma_pool_atomic.h"
+#include "swiotlb.h"
+#include "dmapool.h"
 
 #endif

@@ -136,6 +136,11 @@ static void hw_p_panic(void *ctx, const char *msg)
 	abort();
 }
 
+static int hw_p_virt_to_phys(void *ctx, const void *va, dmm_phys_t *pa)
+{
+	return dmm_hw_virt_to_phys((const struct dmm_hw *)ctx, va, pa) ? -DMM_ERANGE : 0;
+}
+
 static void *hw_p_phys_to_virt(void *ctx, dmm_phys_t pa)
 {
 	struct dmm_hw *hw = ctx;
@@ -499,6 +504,7 @@ int dmm_hw_create(const struct dmm_machine *m, const struct dmm_hw_opts *o, stru
 		.log = hw_p_log,
 		.panic = hw_p_panic,
 		.phys_to_virt = hw_p_phys_to_virt,
+		.virt_to_phys = hw_p_virt_to_phys,
 		.cache_maint = hw_p_cache_maint,
 		.set_memattr = hw_p_set_memattr,
 		.cpu_id = hw_p_cpu_id,

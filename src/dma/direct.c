@@ -32,8 +32,6 @@
 
 #define CMA_MIN_PAGES 16 /* coherent requests of 64 KiB and more try the area */
 
-unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_constraint *c,
-			       struct dmm_constraint *out, unsigned max);
 
 static void cache_op(struct dmm_device *dev, enum dmm_cache_op op, dmm_phys_t pa, size_t len)
 {
@@ -121,10 +119,19 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 	}
 	if (!dev->desc.coherent && (gfp & DMM_GFP_ATOMIC)) {
 		/* an uncached buffer needs an attribute change, which may sleep:
-		 * atomic callers need a pre-remapped pool */
-		dmm__dstat(&dev->st.fail_atomic, 1);
-		return -DMM_ENOTSUP;
+		 * atomic callers take pre-remapped memory from the atomic pools */
+		err = dmm__atomic_pool_alloc(dev, pages, &pfn);
+		if (err) {
+			dmm__dstat(err == -DMM_ENOTSUP  ? &dev->st.fail_atomic
+				   : err == -DMM_EINVAL ? &dev->st.fail_invalid
+							: &dev->st.fail_nomem,
+				   1);
+			return err;
+		}
+		goto done;
 	}
+	if (!(gfp & DMM_GFP_ATOMIC))
+		dmm__atomic_pool_poll(mem); /* a wanted refill, when there is no background worker */
 	order = order_of(pages);
 	nw = dmm__dev_phys_windows(dev, &dev->lim[1], w, DMM_MAX_DMA_RANGES);
 	for (unsigned i = 0; i < nw; i++) {
@@ -177,6 +184,7 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 			return err < 0 ? err : -err;
 		}
 	}
+done:
 	*cpu = dmm_pfn_to_virt(mem, pfn);
 	*dma = dmm_dma_phys_to_bus(dev, dmm_pfn_to_phys(pfn));
 	dmm__dstat(&dev->st.coherent_allocs, 1);
@@ -218,7 +226,10 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 	if (dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa)) != cpu)
 		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
 	/* Which allocator served it, and does the size agree? */
-	if (head->state == DMM_PAGE_RANGE && head->owner) {
+	if ((err = dmm__atomic_pool_free(dev, pa, pages)) <= 0) {
+		if (err)
+			return untracked ? -DMM_ENOENT : err;
+	} else if (head->state == DMM_PAGE_RANGE && head->owner) {
 		const struct dmm_cma_area *a = head->owner;
 		err = dmm_cma_release(mem, (int)a->idx, dmm_phys_to_pfn(pa), pages);
 	} else if (head->state == DMM_PAGE_RANGE) {
@@ -249,14 +260,59 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 static dmm_dma_addr_t map_fail(struct dmm_device *dev, int err)
 {
 	__atomic_store_n(&dev->last_error, err, __ATOMIC_RELAXED);
-	dmm__dstat(err == -DMM_ERANGE ? &dev->st.fail_range : &dev->st.fail_invalid, 1);
-	if (err == -DMM_EINVAL)
+	if (err == -DMM_ERANGE)
+		dmm__dstat(&dev->st.fail_range, 1);
+	if (err == -DMM_EINVAL) {
+		dmm__dstat(&dev->st.fail_invalid, 1);
 		dmm__count_invalid(dev->mem);
+	}
 	return DMM_DMA_MAPPING_ERROR;
 }
 
-/* Bus address of [pa, pa + size) if the device reaches all of it. */
-static int reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus)
+/*
+ * Must [pa, pa + size) go through a bounce buffer? Out of reach; a device
+ * with a restricted pool; bouncing forced for the machine; an untrusted
+ * device and a buffer not covering whole pages (the device must not see the
+ * neighbours); a non-coherent invalidating mapping of memory that is not
+ * DMA-aligned when small objects are packed (they may share a line).
+ */
+static bool must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int unreachable)
+{
+	const struct dmm_machine *m = &dev->mem->machine;
+
+	if (unreachable || dev->restricted_pool || dmm__swiotlb_forced(dev->mem))
+		return true;
+	if (dev->desc.untrusted && ((pa | size) & (DMM_PAGE_SIZE - 1)))
+		return true;
+	return !dev->desc.coherent && dir != DMM_DMA_TO_DEVICE && m->kmalloc_policy == DMM_KMALLOC_PACKED &&
+	       ((pa | size) & (m->dma_min_align - 1));
+}
+
+/* Bounce if needed: *map_pa is what the device will access. */
+static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			dmm_phys_t *map_pa, dmm_dma_addr_t *bus)
+{
+	int err = dmm__dev_reach(dev, pa, size, bus);
+	dmm_phys_t tlb;
+
+	*map_pa = pa;
+	if (!must_bounce(dev, pa, size, dir, err))
+		return 0;
+	if (!dmm__swiotlb_ready(dev->mem))
+		return err; /* no bounce buffers: only an unreachable buffer fails */
+	err = dmm__swiotlb_map(dev, pa, size, dir, &tlb);
+	if (err)
+		return err;
+	err = dmm__dev_reach(dev, tlb, size, bus);
+	if (err) {
+		dmm__swiotlb_unmap(dev, tlb, size, DMM_DMA_NONE);
+		return err;
+	}
+	*map_pa = tlb;
+	return 0;
+}
+
+int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus)
 {
 	dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, pa), e = dmm_dma_phys_to_bus(dev, pa + size - 1);
 	const struct dmm_constraint *l = &dev->lim[0];
@@ -299,12 +355,14 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 	dmm_dma_addr_t bus;
 	int err;
 
+	dmm_phys_t map_pa;
+
 	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !is_ram(dev->mem, pa, size))
 		return map_fail(dev, -DMM_EINVAL);
-	err = reach(dev, pa, size, &bus);
+	err = maybe_bounce(dev, pa, size, dir, &map_pa, &bus);
 	if (err)
-		return map_fail(dev, err); /* the bounce layer will take these */
-	for_device(dev, pa, size, dir);
+		return map_fail(dev, err);
+	for_device(dev, map_pa, size, dir);
 	dmm__dstat(&dmm__dev_pcpu(dev)->maps, 1);
 	dmm__dstat(&dmm__dev_pcpu(dev)->map_bytes, size);
 	if (dmm__dbg_on(dev))
@@ -362,9 +420,16 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		return;
 	if (dmm__dbg_on(dev))
 		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
-	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
+	if (!size || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
-	for_cpu(dev, pa, size, dir);
+	if (dmm__swiotlb_owns(dev->mem, pa)) {
+		/* drop stale lines of the bounce buffer, copy back, free the slots */
+		if (dir_ok(dir))
+			for_cpu(dev, pa, size, dir);
+		dmm__swiotlb_unmap(dev, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE);
+	} else if (dir_ok(dir)) {
+		for_cpu(dev, pa, size, dir);
+	}
 	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
 }
 
@@ -379,10 +444,19 @@ static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		dmm__dbg_sync(dev, dma, size, dir, to_device, site);
 	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
-	if (to_device)
+	if (dmm__swiotlb_owns(dev->mem, pa)) {
+		if (to_device) {
+			dmm__swiotlb_sync(dev, pa, size, dir, 1);
+			for_device(dev, pa, size, dir);
+		} else {
+			for_cpu(dev, pa, size, dir);
+			dmm__swiotlb_sync(dev, pa, size, dir, 0);
+		}
+	} else if (to_device) {
 		for_device(dev, pa, size, dir);
-	else
+	} else {
 		for_cpu(dev, pa, size, dir);
+	}
 	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
 }
 
@@ -460,7 +534,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 			dmm__dstat(&dev->st.fail_invalid, 1);
 			return dmm__count_invalid(dev->mem);
 		}
-		err = reach(dev, sg[i].phys, sg[i].length, &b);
+		err = dmm__dev_reach(dev, sg[i].phys, sg[i].length, &b);
 		if (err) {
 			dmm__dstat(&dev->st.fail_range, 1);
 			return err;

@@ -10,6 +10,8 @@
 
 #define DMM_DEV_NAME_MAX 32
 
+struct tlb_pool;
+
 /* Hot counters per CPU slot, so two CPUs mapping for one device do not
  * bounce a cache line on every map. */
 #define DMM_DEV_PCPU 16
@@ -29,6 +31,7 @@ struct dmm_device {
 	int last_error;                   /* last failed map's reason (atomic) */
 	struct dmm_dma_stats st;          /* atomic counters (cold ones) */
 	struct dmm_dev_pcpu pcpu[DMM_DEV_PCPU];
+	struct tlb_pool *restricted_pool; /* swiotlb.c: this device's own pool */
 };
 
 static inline struct dmm_dev_pcpu *dmm__dev_pcpu(struct dmm_device *dev)
@@ -42,6 +45,22 @@ static inline void dmm__dstat(uint64_t *c, uint64_t v)
 {
 	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
 }
+
+/* device.c / direct.c */
+unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_constraint *c,
+			       struct dmm_constraint *out, unsigned max);
+/* Bus address of [pa, pa + size) if the device reaches all of it. */
+int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus);
+
+/* swiotlb.c */
+int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+		     dmm_phys_t *tlb_pa);
+int dmm__swiotlb_owns(struct dmm_mem *mem, dmm_phys_t pa);
+int dmm__swiotlb_ready(struct dmm_mem *mem);
+int dmm__swiotlb_forced(struct dmm_mem *mem);
+void dmm__swiotlb_sync(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir,
+		       int to_device);
+void dmm__swiotlb_unmap(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir);
 
 /* Mapping types tracked by DMA debug. */
 enum dmm__dbg_type { DMM__DBG_SINGLE = 0, DMM__DBG_SG, DMM__DBG_COHERENT };
@@ -63,5 +82,13 @@ void dmm__dbg_checked(struct dmm_device *dev, dmm_dma_addr_t dma);
 int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, dmm_phys_t pa,
 			   const void *cpu, const void *site);
 void dmm__dbg_device_gone(struct dmm_device *dev);
+
+/* pool.c: coherent atomic pools. alloc: -DMM_ENOTSUP if no pool serves the
+ * device, -DMM_ENOMEM (pool exhausted), -DMM_EINVAL; free: 1 if @pa is not
+ * pool memory, else 0 or -DMM_ENOENT / -DMM_EINVAL. poll: run a wanted
+ * refill when there is no defer hook (process context only). */
+int dmm__atomic_pool_alloc(struct dmm_device *dev, uint64_t pages, dmm_pfn_t *pfn);
+int dmm__atomic_pool_free(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages);
+void dmm__atomic_pool_poll(struct dmm_mem *mem);
 
 #endif

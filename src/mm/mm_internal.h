@@ -129,7 +129,9 @@ struct dmm_mem {
 	struct dmm_migrate_stats mstats;  /* atomic counters */
 	struct dmm_slab_state *slab;      /* src/mm/slab.c caches */
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
+	void *swiotlb;                    /* src/dma/swiotlb.c state, set up by dmm_swiotlb_init */
 	int dma_debug_on;                 /* global switch (atomic) */
+	void *dma_atomic_pool;            /* src/dma/pool.c state, set by dmm_dma_atomic_pool_init */
 	dmm_wmark_hook_fn wmark_hook;
 	void *wmark_hook_arg;
 };

@@ -1,0 +1,890 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Bounce buffers.
+ *
+ * A pool is one physically contiguous block from the range allocator, cut
+ * into slots; its metadata (this struct, its areas, one record per slot)
+ * lives in pages from the range allocator too:
+ *
+ *   pool memory:  | slot 0 | slot 1 | ... | slot n-1 |      (slot_size each)
+ *   areas:        [ area 0: slots 0..k-1 ][ area 1: k..2k-1 ] ...  one lock each
+ *   slot record:  used, first slot of its mapping, and on the first slot the
+ *                 original address, the size, the slot count, the offset
+ *
+ * A mapping takes contiguous free slots inside one area (the calling CPU's
+ * first, then the others), starting at a slot whose address agrees with the
+ * original buffer on the align_mask bits above the slot size; the bounce
+ * address keeps the bits below it.
+ *
+ * Finding the pool of an address: an index (pools sorted by base) searched
+ * by bisection. Two index buffers: a writer (under the pool lock) fills the
+ * inactive one once its readers have left, then flips; a reader announces
+ * itself on the active buffer and re-checks it is still active. So growth and
+ * release never disturb a lookup, and memory stays bounded.
+ */
+#include <dmamem/swiotlb.h>
+
+#include "dma/dma_internal.h"
+
+#define MAX_POOLS 64
+#define MAX_DEFERRED 32
+#define MAX_AREAS 64
+
+struct tlb_slot {
+	dmm_phys_t orig;  /* first slot: the original buffer */
+	uint32_t first;   /* index of the first slot of the mapping */
+	uint32_t size;    /* first slot: mapping size in bytes */
+	uint16_t nslots;  /* first slot: slots used */
+	uint16_t off;     /* first slot: offset of the data in the first slot */
+	uint8_t used;
+};
+
+struct tlb_area {
+	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+	uint32_t start, n, hint, used;
+};
+
+struct tlb_pool {
+	dmm_phys_t base;
+	uint64_t bytes;
+	uint32_t nslots, nr_areas;
+	dmm_pfn_t mem_pfn, meta_pfn;
+	uint64_t mem_pages, meta_pages;
+	int transient, restricted;
+	struct dmm_device *dev;          /* restricted: its only user */
+	uint64_t used;                   /* slots (atomic) */
+	uint64_t idle_since;             /* transient: when it became empty (atomic) */
+	struct tlb_area *areas;
+	struct tlb_slot *slots;
+};
+
+struct tlb_index {
+	uint32_t n;
+	struct tlb_pool *pool[MAX_POOLS];
+};
+
+struct tlb_deferred {
+	struct dmm_device *dev;
+	dmm_phys_t pa;
+	size_t size;
+	enum dmm_dma_dir dir;
+	dmm_dma_map_cb cb;
+	void *arg;
+};
+
+struct dmm_swiotlb {
+	struct dmm_lock lock;            /* pool set, index writes, deferred queue */
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct tlb_index idx[2];
+	uint32_t active;                 /* atomic */
+	uint32_t readers[2];             /* atomic */
+	struct tlb_pool *pools[MAX_POOLS];
+	uint32_t nr_pools;
+	uint64_t total_bytes;
+	uint64_t used_slots;             /* all pools (atomic) */
+	int grow_pending;                /* atomic */
+	uint32_t nr_transient;           /* atomic */
+	struct tlb_deferred deferred[MAX_DEFERRED];
+	uint32_t nr_deferred;            /* atomic */
+	dmm_pfn_t self_pfn;
+	uint64_t self_pages;
+	struct dmm_swiotlb_stats st;     /* atomic counters */
+};
+
+static inline void sadd(uint64_t *c, uint64_t v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+static struct dmm_swiotlb *tlb_of(const struct dmm_mem *mem)
+{
+	return (struct dmm_swiotlb *)__atomic_load_n(&mem->swiotlb, __ATOMIC_ACQUIRE);
+}
+
+/* ---- options ------------------------------------------------------------------- */
+
+void dmm_swiotlb_opts_default(const struct dmm_mem *mem, struct dmm_swiotlb_opts *o)
+{
+	uint64_t ram;
+
+	if (!o)
+		return;
+	dmm_memset(o, 0, sizeof(*o));
+	o->slot_size = 2048;
+	o->max_slots_per_map = 128;
+	o->grow_threshold_pct = 75;
+	o->transient_idle_ns = 100 * 1000 * 1000;
+	if (!mem)
+		return;
+	ram = mem->ram_pages << DMM_PAGE_SHIFT;
+	if (mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED)
+		o->initial_bytes = dmm_max64(256 * 1024, ram >> 10); /* ~1 MiB per GiB */
+	else
+		o->initial_bytes = dmm_min64((uint64_t)64 << 20, ram >> 4);
+	o->initial_bytes = dmm_align_up(o->initial_bytes, DMM_PAGE_SIZE);
+}
+
+/* ---- the index ----------------------------------------------------------------- */
+
+static uint32_t reader_enter(struct dmm_swiotlb *t)
+{
+	for (;;) {
+		uint32_t i = __atomic_load_n(&t->active, __ATOMIC_ACQUIRE);
+		__atomic_fetch_add(&t->readers[i], 1, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&t->active, __ATOMIC_SEQ_CST) == i)
+			return i;
+		__atomic_fetch_sub(&t->readers[i], 1, __ATOMIC_RELEASE);
+	}
+}
+
+static void reader_exit(struct dmm_swiotlb *t, uint32_t i)
+{
+	__atomic_fetch_sub(&t->readers[i], 1, __ATOMIC_RELEASE);
+}
+
+static struct tlb_pool *index_find(struct dmm_swiotlb *t, dmm_phys_t pa)
+{
+	struct tlb_pool *found = (struct tlb_pool *)0;
+	uint32_t i = reader_enter(t);
+	struct tlb_index *x;
+
+	x = &t->idx[i];
+	{
+		uint32_t lo = 0, hi = x->n;
+		while (lo < hi) {
+			uint32_t mid = (lo + hi) / 2;
+			struct tlb_pool *p = x->pool[mid];
+			if (pa < p->base)
+				hi = mid;
+			else if (pa >= p->base + p->bytes)
+				lo = mid + 1;
+			else {
+				found = p;
+				break;
+			}
+		}
+	}
+	reader_exit(t, i);
+	return found;
+}
+
+/* Publish the current pool set (pool lock held). */
+static void index_publish(struct dmm_swiotlb *t)
+{
+	uint32_t j = 1 - __atomic_load_n(&t->active, __ATOMIC_RELAXED);
+	struct tlb_index *x = &t->idx[j];
+
+	while (__atomic_load_n(&t->readers[j], __ATOMIC_ACQUIRE))
+		;
+	x->n = t->nr_pools;
+	for (uint32_t i = 0; i < t->nr_pools; i++)
+		x->pool[i] = t->pools[i];
+	for (uint32_t i = 1; i < x->n; i++) /* insertion sort by base */
+		for (uint32_t k = i; k > 0 && x->pool[k]->base < x->pool[k - 1]->base; k--) {
+			struct tlb_pool *p = x->pool[k];
+			x->pool[k] = x->pool[k - 1];
+			x->pool[k - 1] = p;
+		}
+	__atomic_store_n(&t->active, j, __ATOMIC_SEQ_CST);
+}
+
+/* ---- pools ------------------------------------------------------------------------ */
+
+/* A new pool of @bytes inside physical window @c (not yet published). */
+static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_constraint *c, int transient,
+		       struct dmm_device *dev, struct tlb_pool **out)
+{
+	struct dmm_mem *mem = t->mem;
+	struct dmm_constraint k = *c;
+	uint32_t nslots, nr_areas;
+	uint64_t meta, meta_pages, mem_pages;
+	dmm_pfn_t mem_pfn, meta_pfn;
+	struct tlb_pool *p;
+	int err;
+
+	bytes = dmm_align_up(bytes, DMM_PAGE_SIZE);
+	nslots = (uint32_t)(bytes / t->o.slot_size);
+	nr_areas = t->o.nr_areas ? t->o.nr_areas : mem->plat.nr_cpus;
+	if (nr_areas > MAX_AREAS)
+		nr_areas = MAX_AREAS;
+	/* an area must hold the largest mapping */
+	while (nr_areas > 1 && nslots / nr_areas < t->o.max_slots_per_map)
+		nr_areas--;
+	meta = sizeof(*p) + DMM_CACHELINE + (uint64_t)nr_areas * sizeof(struct tlb_area) +
+	       (uint64_t)nslots * sizeof(struct tlb_slot);
+	meta_pages = dmm_align_up(meta, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	mem_pages = bytes >> DMM_PAGE_SHIFT;
+	k.align = dmm_max64(k.align, DMM_PAGE_SIZE);
+	k.boundary = 0;
+	k.max_seg_size = 0;
+	k.max_segs = 0;
+	err = dmm_alloc_range(mem, &k, mem_pages, DMM_GFP_ATOMIC, &mem_pfn);
+	if (err)
+		return err;
+	{
+		struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+		err = dmm_alloc_range(mem, &any, meta_pages, DMM_GFP_ATOMIC | DMM_GFP_ZERO, &meta_pfn);
+	}
+	if (err) {
+		dmm_free_range(mem, mem_pfn, mem_pages);
+		return err;
+	}
+	p = dmm_pfn_to_virt(mem, meta_pfn);
+	p->base = dmm_pfn_to_phys(mem_pfn);
+	p->bytes = bytes;
+	p->nslots = nslots;
+	p->nr_areas = nr_areas;
+	p->mem_pfn = mem_pfn;
+	p->mem_pages = mem_pages;
+	p->meta_pfn = meta_pfn;
+	p->meta_pages = meta_pages;
+	p->transient = transient;
+	p->restricted = dev != (struct dmm_device *)0;
+	p->dev = dev;
+	p->areas = (struct tlb_area *)dmm_align_up((uintptr_t)(p + 1), DMM_CACHELINE);
+	p->slots = (struct tlb_slot *)(p->areas + nr_areas);
+	for (uint32_t a = 0; a < nr_areas; a++) {
+		struct tlb_area *ar = &p->areas[a];
+		mem->plat.lock_init(mem->plat.ctx, &ar->lock);
+		ar->start = a * (nslots / nr_areas);
+		ar->n = a + 1 < nr_areas ? nslots / nr_areas : nslots - ar->start;
+	}
+	*out = p;
+	return 0;
+}
+
+static void pool_destroy(struct dmm_swiotlb *t, struct tlb_pool *p)
+{
+	struct dmm_mem *mem = t->mem;
+	dmm_pfn_t mem_pfn = p->mem_pfn, meta_pfn = p->meta_pfn;
+	uint64_t mem_pages = p->mem_pages, meta_pages = p->meta_pages;
+
+	if (mem->plat.lock_destroy)
+		for (uint32_t a = 0; a < p->nr_areas; a++)
+			mem->plat.lock_destroy(mem->plat.ctx, &p->areas[a].lock);
+	dmm_free_range(mem, mem_pfn, mem_pages);
+	dmm_free_range(mem, meta_pfn, meta_pages);
+}
+
+/* Add @p to the set and publish (pool lock held). */
+static int pool_add_locked(struct dmm_swiotlb *t, struct tlb_pool *p)
+{
+	if (t->nr_pools == MAX_POOLS)
+		return -DMM_ENOSPC;
+	t->pools[t->nr_pools++] = p;
+	__atomic_store_n(&t->total_bytes, t->total_bytes + p->bytes, __ATOMIC_RELAXED);
+	index_publish(t);
+	if (p->transient) {
+		__atomic_fetch_add(&t->nr_transient, 1, __ATOMIC_RELAXED);
+		sadd(&t->st.transient_created, 1);
+	}
+	return 0;
+}
+
+static void default_window(const struct dmm_swiotlb *t, struct dmm_constraint *c)
+{
+	*c = DMM_CONSTRAINT_ANY;
+	c->hi = t->o.limit ? t->o.limit : (t->mem->machine.dma32_limit ? t->mem->machine.dma32_limit : DMM_PHYS_MAX);
+}
+
+int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
+{
+	struct dmm_swiotlb_opts o;
+	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	struct dmm_swiotlb *t;
+	uint64_t pages;
+	dmm_pfn_t pfn;
+	int err;
+
+	if (!mem)
+		return -DMM_EINVAL;
+	if (opts)
+		o = *opts;
+	else
+		dmm_swiotlb_opts_default(mem, &o);
+	if (!o.slot_size)
+		o.slot_size = 2048;
+	if (!dmm_is_pow2(o.slot_size) || o.slot_size < 512 || o.slot_size > DMM_PAGE_SIZE ||
+	    (o.initial_bytes & (DMM_PAGE_SIZE - 1)) || o.grow_threshold_pct > 100 ||
+	    (o.align_mask && !dmm_is_pow2(o.align_mask + 1)))
+		return dmm__count_invalid(mem);
+	if (!o.max_slots_per_map)
+		o.max_slots_per_map = 128;
+	if (o.max_slots_per_map > 0xffff)
+		return dmm__count_invalid(mem);
+	if (!o.grow_threshold_pct)
+		o.grow_threshold_pct = 75;
+	if (!o.grow_bytes)
+		o.grow_bytes = dmm_max64(o.initial_bytes, 256 * 1024);
+	o.grow_bytes = dmm_align_up(o.grow_bytes, DMM_PAGE_SIZE);
+	if (!o.max_bytes)
+		o.max_bytes = (mem->ram_pages << DMM_PAGE_SHIFT) >> 4;
+	if (!o.transient_idle_ns)
+		o.transient_idle_ns = 100 * 1000 * 1000;
+	if (tlb_of(mem))
+		return -DMM_EEXIST;
+	pages = dmm_align_up(sizeof(*t), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+	if (err)
+		return err;
+	t = dmm_pfn_to_virt(mem, pfn);
+	t->mem = mem;
+	t->o = o;
+	t->self_pfn = pfn;
+	t->self_pages = pages;
+	mem->plat.lock_init(mem->plat.ctx, &t->lock);
+	if (o.initial_bytes) {
+		struct dmm_constraint w;
+		struct tlb_pool *p;
+		default_window(t, &w);
+		err = pool_create(t, o.initial_bytes, &w, 0, (struct dmm_device *)0, &p);
+		if (err) {
+			dmm_free_range(mem, pfn, pages);
+			return err;
+		}
+		pool_add_locked(t, p);
+	}
+	if (!__atomic_compare_exchange_n(&mem->swiotlb, &(void *){ (void *)0 }, (void *)t, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		for (uint32_t i = 0; i < t->nr_pools; i++)
+			pool_destroy(t, t->pools[i]);
+		dmm_free_range(mem, pfn, pages);
+		return -DMM_EEXIST;
+	}
+	return 0;
+}
+
+int dmm_swiotlb_restricted_pool(struct dmm_device *dev, uint64_t bytes)
+{
+	struct dmm_swiotlb *t;
+	struct dmm_constraint w[DMM_MAX_DMA_RANGES];
+	struct tlb_pool *p;
+	unsigned n;
+	int err = -DMM_ERANGE;
+
+	if (!dev || !bytes || (bytes & (DMM_PAGE_SIZE - 1)) || dev->restricted_pool)
+		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
+	t = tlb_of(dev->mem);
+	if (!t)
+		return -DMM_ENOTSUP;
+	n = dmm__dev_phys_windows(dev, &dev->lim[0], w, DMM_MAX_DMA_RANGES);
+	for (unsigned i = 0; i < n; i++) {
+		err = pool_create(t, bytes, &w[i], 0, dev, &p);
+		if (!err)
+			break;
+	}
+	if (err)
+		return err;
+	dmm__lock(dev->mem, &t->lock);
+	err = pool_add_locked(t, p);
+	dmm__unlock(dev->mem, &t->lock);
+	if (err) {
+		pool_destroy(t, p);
+		return err;
+	}
+	sadd(&t->st.restricted_pools, 1);
+	dev->restricted_pool = p;
+	return 0;
+}
+
+int dmm_swiotlb_is_bounce(struct dmm_mem *mem, dmm_phys_t pa)
+{
+	struct dmm_swiotlb *t = mem ? tlb_of(mem) : (struct dmm_swiotlb *)0;
+	return t && index_find(t, pa) != (struct tlb_pool *)0;
+}
+
+/* ---- slots ----------------------------------------------------------------------- */
+
+/* Take @n slots in area @a of @p for a mapping of @pa; returns the first slot or -1. */
+static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_area *a, uint32_t n,
+			 dmm_phys_t pa)
+{
+	uint64_t slot = t->o.slot_size, mask = t->o.align_mask & ~(slot - 1);
+	int64_t got = -1;
+
+	if (n > a->n)
+		return -1;
+	for (uint32_t k = 0; k + n <= a->n; k++) {
+		uint32_t s = a->start + (a->hint + k) % (a->n - n + 1);
+		uint32_t i;
+		if (mask && ((p->base + (uint64_t)s * slot) & mask) != (pa & mask))
+			continue;
+		for (i = 0; i < n && !p->slots[s + i].used; i++)
+			;
+		if (i < n)
+			continue;
+		for (i = 0; i < n; i++) {
+			p->slots[s + i].used = 1;
+			p->slots[s + i].first = s;
+		}
+		a->used += n;
+		a->hint = (s - a->start + n) % a->n;
+		got = s;
+		break;
+	}
+	return got;
+}
+
+static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, dmm_phys_t pa)
+{
+	const struct dmm_platform *pl = &t->mem->plat;
+	unsigned cpu = pl->cpu_id ? pl->cpu_id(pl->ctx) : 0;
+
+	for (uint32_t k = 0; k < p->nr_areas; k++) {
+		struct tlb_area *a = &p->areas[(cpu + k) % p->nr_areas];
+		int64_t s;
+		dmm__lock(t->mem, &a->lock);
+		s = area_take(t, p, a, n, pa);
+		dmm__unlock(t->mem, &a->lock);
+		if (s >= 0) {
+			__atomic_fetch_add(&p->used, n, __ATOMIC_RELAXED);
+			return s;
+		}
+	}
+	return -1;
+}
+
+static bool pool_usable(const struct tlb_pool *p, struct dmm_device *dev)
+{
+	dmm_dma_addr_t bus;
+	if (p->restricted)
+		return p->dev == dev;
+	return dmm__dev_reach(dev, p->base, p->bytes, &bus) == 0;
+}
+
+static void grow_worker(void *arg);
+
+static void maybe_grow(struct dmm_swiotlb *t, const struct tlb_index *x)
+{
+	uint64_t used = 0, total = 0;
+
+	for (uint32_t i = 0; i < x->n; i++) {
+		struct tlb_pool *p = x->pool[i];
+		if (p->restricted || p->transient)
+			continue;
+		used += __atomic_load_n(&p->used, __ATOMIC_RELAXED);
+		total += p->nslots;
+	}
+	if (!t->mem->plat.defer || __atomic_load_n(&t->total_bytes, __ATOMIC_RELAXED) + t->o.grow_bytes > t->o.max_bytes ||
+	    used * 100 <= total * t->o.grow_threshold_pct)
+		return;
+	if (__atomic_exchange_n(&t->grow_pending, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (t->mem->plat.defer(t->mem->plat.ctx, grow_worker, t))
+		__atomic_store_n(&t->grow_pending, 0, __ATOMIC_RELEASE);
+	else
+		sadd(&t->st.grow_queued, 1);
+}
+
+static void grow_worker(void *arg)
+{
+	struct dmm_swiotlb *t = arg;
+	struct dmm_constraint w;
+	struct tlb_pool *p;
+
+	default_window(t, &w);
+	if (!pool_create(t, t->o.grow_bytes, &w, 0, (struct dmm_device *)0, &p)) {
+		dmm__lock(t->mem, &t->lock);
+		if (pool_add_locked(t, p)) {
+			dmm__unlock(t->mem, &t->lock);
+			pool_destroy(t, p);
+		} else {
+			dmm__unlock(t->mem, &t->lock);
+			sadd(&t->st.grow_done, 1);
+		}
+	}
+	__atomic_store_n(&t->grow_pending, 0, __ATOMIC_RELEASE);
+}
+
+/*
+ * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
+ * -DMM_ENOSPC when no slot is free and no pool can be added.
+ */
+int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+		     dmm_phys_t *tlb_pa)
+{
+	struct dmm_swiotlb *t = tlb_of(dev->mem);
+	uint64_t slot, off;
+	uint32_t n;
+	struct tlb_pool *p = (struct tlb_pool *)0;
+	int64_t s = -1;
+
+	if (!t)
+		return -DMM_ENOTSUP;
+	slot = t->o.slot_size;
+	off = pa & t->o.align_mask & (slot - 1);
+	n = (uint32_t)((off + size + slot - 1) / slot);
+	if (n > t->o.max_slots_per_map)
+		return -DMM_EINVAL;
+	if (dev->restricted_pool) {
+		p = dev->restricted_pool;
+		s = pool_take(t, p, n, pa);
+	} else {
+		/* the published pools, no global lock: areas keep CPUs apart */
+		uint32_t r = reader_enter(t);
+		const struct tlb_index *x = &t->idx[r];
+		for (uint32_t i = 0; i < x->n && s < 0; i++) {
+			p = x->pool[i];
+			if (pool_usable(p, dev))
+				s = pool_take(t, p, n, pa);
+		}
+		if (s >= 0 && !p->transient)
+			maybe_grow(t, x);
+		reader_exit(t, r);
+	}
+	if (s < 0 && !dev->restricted_pool) {
+		/* no room anywhere: a transient pool, on the spot */
+		dmm__lock(dev->mem, &t->lock);
+		if (!t->o.no_transient && t->total_bytes + n * slot <= t->o.max_bytes) {
+			struct dmm_constraint w[DMM_MAX_DMA_RANGES];
+			unsigned nw = dmm__dev_phys_windows(dev, &dev->lim[0], w, DMM_MAX_DMA_RANGES);
+			for (unsigned i = 0; i < nw && s < 0; i++) {
+				uint64_t bytes = dmm_align_up((uint64_t)(n + 1) * slot, 64 * 1024);
+				if (pool_create(t, bytes, &w[i], 1, (struct dmm_device *)0, &p))
+					continue;
+				if (pool_add_locked(t, p)) {
+					pool_destroy(t, p);
+					break;
+				}
+				s = pool_take(t, p, n, pa);
+			}
+		}
+		dmm__unlock(dev->mem, &t->lock);
+	}
+	if (s < 0) {
+		sadd(&t->st.fail_full, 1);
+		dmm__dstat(&dev->st.fail_bounce_full, 1);
+		return -DMM_ENOSPC;
+	}
+	p->slots[s].orig = pa;
+	p->slots[s].size = (uint32_t)size;
+	p->slots[s].nslots = (uint16_t)n;
+	p->slots[s].off = (uint16_t)off;
+	*tlb_pa = p->base + (uint64_t)s * slot + off;
+	if (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
+		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
+		sadd(&t->st.bounced_to_device, size);
+	}
+	sadd(&t->st.maps, 1);
+	{
+		uint64_t used = __atomic_add_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
+		uint64_t hw = __atomic_load_n(&t->st.high_water_slots, __ATOMIC_RELAXED);
+		while (used > hw && !__atomic_compare_exchange_n(&t->st.high_water_slots, &hw, used, false,
+								 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			;
+	}
+	dmm__dstat(&dev->st.bounced_maps, 1);
+	return 0;
+}
+
+/* The mapping record behind bounce address @tlb_pa, or NULL. */
+static struct tlb_slot *lookup(struct dmm_swiotlb *t, dmm_phys_t tlb_pa, struct tlb_pool **pp)
+{
+	struct tlb_pool *p = index_find(t, tlb_pa);
+	uint32_t s;
+
+	if (!p)
+		return (struct tlb_slot *)0;
+	s = (uint32_t)((tlb_pa - p->base) / t->o.slot_size);
+	if (!p->slots[s].used)
+		return (struct tlb_slot *)0;
+	*pp = p;
+	return &p->slots[p->slots[s].first];
+}
+
+int dmm__swiotlb_owns(struct dmm_mem *mem, dmm_phys_t pa)
+{
+	struct dmm_swiotlb *t = tlb_of(mem);
+	return t && index_find(t, pa);
+}
+
+int dmm__swiotlb_ready(struct dmm_mem *mem)
+{
+	return tlb_of(mem) != (struct dmm_swiotlb *)0;
+}
+
+int dmm__swiotlb_forced(struct dmm_mem *mem)
+{
+	struct dmm_swiotlb *t = tlb_of(mem);
+	return t && t->o.force;
+}
+
+/* Copy between the original and the bounce buffer for [tlb_pa, +size). */
+void dmm__swiotlb_sync(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir,
+		       int to_device)
+{
+	struct dmm_swiotlb *t = tlb_of(dev->mem);
+	struct tlb_pool *p;
+	struct tlb_slot *f;
+	dmm_phys_t start, orig;
+
+	if (!t || !(f = lookup(t, tlb_pa, &p)))
+		return;
+	start = p->base + (uint64_t)(f - p->slots) * t->o.slot_size + f->off;
+	if (tlb_pa < start || tlb_pa + size > start + f->size)
+		return; /* outside the mapping: DMA debug says so */
+	orig = f->orig + (tlb_pa - start);
+	if (to_device && (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL)) {
+		dmm__phys_copy(dev->mem, tlb_pa, orig, size);
+		sadd(&t->st.bounced_to_device, size);
+	} else if (!to_device && (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL)) {
+		dmm__phys_copy(dev->mem, orig, tlb_pa, size);
+		sadd(&t->st.bounced_from_device, size);
+	}
+}
+
+static void serve_deferred(struct dmm_swiotlb *t);
+
+/* Copy back as the direction needs and free the slots of @tlb_pa's mapping. */
+void dmm__swiotlb_unmap(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir)
+{
+	struct dmm_swiotlb *t = tlb_of(dev->mem);
+	struct tlb_pool *p;
+	struct tlb_slot *f;
+	uint32_t first, n;
+
+	if (!t || !(f = lookup(t, tlb_pa, &p)))
+		return;
+	first = (uint32_t)(f - p->slots);
+	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
+		size_t len = size < f->size ? size : f->size;
+		dmm__phys_copy(dev->mem, f->orig, tlb_pa, len);
+		sadd(&t->st.bounced_from_device, len);
+	}
+	n = f->nslots;
+	for (uint32_t a = 0; a < p->nr_areas; a++) {
+		struct tlb_area *ar = &p->areas[a];
+		if (first < ar->start || first >= ar->start + ar->n)
+			continue;
+		dmm__lock(dev->mem, &ar->lock);
+		for (uint32_t i = 0; i < n; i++) {
+			p->slots[first + i].used = 0;
+			if (i == 0) {
+				p->slots[first].orig = 0;
+				p->slots[first].size = 0;
+				p->slots[first].nslots = 0;
+				p->slots[first].off = 0;
+			}
+		}
+		ar->used -= n;
+		dmm__unlock(dev->mem, &ar->lock);
+		break;
+	}
+	__atomic_sub_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
+	if (__atomic_sub_fetch(&p->used, n, __ATOMIC_RELAXED) == 0 && p->transient)
+		__atomic_store_n(&p->idle_since, dmm__now(dev->mem) + 1, __ATOMIC_RELAXED);
+	sadd(&t->st.unmaps, 1);
+	if (__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
+		serve_deferred(t);
+	if (__atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED))
+		dmm_swiotlb_trim(dev->mem);
+}
+
+void dmm_swiotlb_trim(struct dmm_mem *mem)
+{
+	struct dmm_swiotlb *t = mem ? tlb_of(mem) : (struct dmm_swiotlb *)0;
+	struct tlb_pool *gone[MAX_POOLS];
+	uint32_t ngone = 0;
+	uint64_t now;
+
+	if (!t)
+		return;
+	now = dmm__now(mem);
+	dmm__lock(mem, &t->lock);
+	for (uint32_t i = 0; i < t->nr_pools;) {
+		struct tlb_pool *p = t->pools[i];
+		uint64_t idle = __atomic_load_n(&p->idle_since, __ATOMIC_RELAXED);
+		if (p->transient && !__atomic_load_n(&p->used, __ATOMIC_RELAXED) && idle &&
+		    now - idle >= t->o.transient_idle_ns) {
+			t->pools[i] = t->pools[--t->nr_pools];
+			gone[ngone++] = p;
+			continue;
+		}
+		i++;
+	}
+	if (ngone) {
+		uint32_t keep = 0;
+		index_publish(t);
+		index_publish(t); /* both buffers: no reader can still see the pools */
+		/* a map that found a pool before it was unpublished may have taken
+		 * slots in it meanwhile: such a pool stays */
+		for (uint32_t i = 0; i < ngone; i++) {
+			if (__atomic_load_n(&gone[i]->used, __ATOMIC_ACQUIRE)) {
+				t->pools[t->nr_pools++] = gone[i];
+				continue;
+			}
+			gone[keep++] = gone[i];
+		}
+		if (keep != ngone)
+			index_publish(t);
+		for (uint32_t i = 0; i < keep; i++)
+			__atomic_store_n(&t->total_bytes, t->total_bytes - gone[i]->bytes, __ATOMIC_RELAXED);
+		ngone = keep;
+	}
+	dmm__unlock(mem, &t->lock);
+	for (uint32_t i = 0; i < ngone; i++) {
+		pool_destroy(t, gone[i]);
+		__atomic_fetch_sub(&t->nr_transient, 1, __ATOMIC_RELAXED);
+		sadd(&t->st.transient_released, 1);
+	}
+}
+
+/* ---- deferred mappings --------------------------------------------------------------- */
+
+int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			      dmm_dma_map_cb cb, void *arg)
+{
+	struct dmm_swiotlb *t;
+	dmm_dma_addr_t dma;
+	int err;
+
+	if (!dev || !cb)
+		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
+	dma = dmm_dma_map_phys(dev, pa, size, dir);
+	err = dmm_dma_mapping_error(dev, dma);
+	t = tlb_of(dev->mem);
+	if (err != -DMM_ENOSPC || !t) {
+		cb(arg, dma, err);
+		return 0;
+	}
+	dmm__lock(dev->mem, &t->lock);
+	if (t->nr_deferred == MAX_DEFERRED) {
+		dmm__unlock(dev->mem, &t->lock);
+		return -DMM_ENOSPC;
+	}
+	t->deferred[t->nr_deferred].dev = dev;
+	t->deferred[t->nr_deferred].pa = pa;
+	t->deferred[t->nr_deferred].size = size;
+	t->deferred[t->nr_deferred].dir = dir;
+	t->deferred[t->nr_deferred].cb = cb;
+	t->deferred[t->nr_deferred].arg = arg;
+	__atomic_store_n(&t->nr_deferred, t->nr_deferred + 1, __ATOMIC_RELEASE);
+	dmm__unlock(dev->mem, &t->lock);
+	sadd(&t->st.deferred_queued, 1);
+	return 0;
+}
+
+static void serve_deferred(struct dmm_swiotlb *t)
+{
+	for (;;) {
+		struct tlb_deferred d;
+		dmm_dma_addr_t dma;
+		int err;
+
+		dmm__lock(t->mem, &t->lock);
+		if (!t->nr_deferred) {
+			dmm__unlock(t->mem, &t->lock);
+			return;
+		}
+		d = t->deferred[0];
+		for (uint32_t i = 1; i < t->nr_deferred; i++)
+			t->deferred[i - 1] = t->deferred[i];
+		__atomic_store_n(&t->nr_deferred, t->nr_deferred - 1, __ATOMIC_RELEASE);
+		dmm__unlock(t->mem, &t->lock);
+		dma = dmm_dma_map_phys(d.dev, d.pa, d.size, d.dir);
+		err = dmm_dma_mapping_error(d.dev, dma);
+		if (err == -DMM_ENOSPC) { /* still no room: back to the head of the queue */
+			dmm__lock(t->mem, &t->lock);
+			for (uint32_t i = t->nr_deferred; i > 0; i--)
+				t->deferred[i] = t->deferred[i - 1];
+			t->deferred[0] = d;
+			__atomic_store_n(&t->nr_deferred, t->nr_deferred + 1, __ATOMIC_RELEASE);
+			dmm__unlock(t->mem, &t->lock);
+			return;
+		}
+		sadd(&t->st.deferred_done, 1);
+		d.cb(d.arg, dma, err);
+	}
+}
+
+/* ---- statistics and checks -------------------------------------------------------------- */
+
+void dmm_swiotlb_get_stats(struct dmm_mem *mem, struct dmm_swiotlb_stats *st)
+{
+	struct dmm_swiotlb *t = mem ? tlb_of(mem) : (struct dmm_swiotlb *)0;
+	const uint64_t *src;
+	uint64_t *dst;
+
+	if (!st)
+		return;
+	dmm_memset(st, 0, sizeof(*st));
+	if (!t)
+		return;
+	src = (const uint64_t *)&t->st;
+	dst = (uint64_t *)st;
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	dmm__lock(mem, &t->lock);
+	st->pools = t->nr_pools;
+	st->transient_pools = __atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED);
+	st->total_slots = 0;
+	st->used_slots = 0;
+	for (uint32_t i = 0; i < t->nr_pools; i++) {
+		st->total_slots += t->pools[i]->nslots;
+		st->used_slots += __atomic_load_n(&t->pools[i]->used, __ATOMIC_RELAXED);
+	}
+	dmm__unlock(mem, &t->lock);
+}
+
+uint64_t dmm_swiotlb_device_failures(const struct dmm_device *dev)
+{
+	return dev ? __atomic_load_n(&dev->st.fail_bounce_full, __ATOMIC_RELAXED) : 0;
+}
+
+int dmm_swiotlb_check(struct dmm_mem *mem)
+{
+	struct dmm_swiotlb *t = mem ? tlb_of(mem) : (struct dmm_swiotlb *)0;
+	int err = 0;
+
+	if (!t)
+		return mem ? 0 : -DMM_EINVAL;
+	dmm__lock(mem, &t->lock);
+	{
+		struct tlb_index *x = &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
+		if (x->n != t->nr_pools)
+			err = -DMM_EFAULT;
+		for (uint32_t i = 1; i < x->n && !err; i++)
+			if (x->pool[i - 1]->base + x->pool[i - 1]->bytes > x->pool[i]->base)
+				err = -DMM_EFAULT;
+	}
+	for (uint32_t i = 0; i < t->nr_pools && !err; i++) {
+		struct tlb_pool *p = t->pools[i];
+		uint64_t used = 0;
+		for (uint32_t a = 0; a < p->nr_areas; a++)
+			dmm__lock(mem, &p->areas[a].lock);
+		for (uint32_t a = 0; a < p->nr_areas && !err; a++) {
+			struct tlb_area *ar = &p->areas[a];
+			uint32_t aused = 0;
+			for (uint32_t s = ar->start; s < ar->start + ar->n && !err;) {
+				struct tlb_slot *sl = &p->slots[s];
+				if (!sl->used) {
+					s++;
+					continue;
+				}
+				if (sl->first != s || !sl->nslots || s + sl->nslots > ar->start + ar->n ||
+				    sl->off + sl->size > (uint64_t)sl->nslots * t->o.slot_size) {
+					err = -DMM_EFAULT;
+					break;
+				}
+				for (uint32_t k = 1; k < sl->nslots; k++)
+					if (!p->slots[s + k].used || p->slots[s + k].first != s)
+						err = -DMM_EFAULT;
+				aused += sl->nslots;
+				s += sl->nslots;
+			}
+			if (!err && aused != ar->used)
+				err = -DMM_EFAULT;
+			used += ar->used;
+		}
+		if (!err && used != __atomic_load_n(&p->used, __ATOMIC_RELAXED))
+			err = -DMM_EFAULT;
+		for (uint32_t a = p->nr_areas; a-- > 0;)
+			dmm__unlock(mem, &p->areas[a].lock);
+		if (err)
+			dmm_log(mem, DMM_LOG_ERR, "swiotlb check: pool at %#llx inconsistent",
+				(unsigned long long)p->base);
+	}
+	dmm__unlock(mem, &t->lock);
+	return err;
+}
