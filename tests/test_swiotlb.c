@@ -386,6 +386,217 @@ static void test_two_threads(void **state)
 	hwenv_destroy(&e);
 }
 
+/* Scatterlists bounce piece by piece; data in both directions. */
+static void test_sg_bounce(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev sd;
+	struct dmm_device_desc d = desc("dma32", 32, 0);
+	struct dmm_sg sg[3];
+	static uint8_t want[3][3000], got[3000];
+	dmm_phys_t hi, lo;
+	int n;
+	(void)state;
+
+	hwenv_create(&e, "pc", -1);
+	assert_ok(dmm_swiotlb_init(e.mem, NULL));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
+	hi = high_buffer(&e, 2);
+	{
+		dmm_pfn_t p;
+		assert_ok(dmm_page_alloc(e.mem, 1, &(struct dmm_constraint){ 0, 4 * GiB, 0, 0, 0, 0 }, 0, &p));
+		lo = dmm_pfn_to_phys(p);
+	}
+	dmm_sg_init(sg, 3);
+	dmm_sg_set_phys(&sg[0], hi + 10, 3000);  /* out of reach: bounces */
+	dmm_sg_set_phys(&sg[1], lo, 3000);       /* reachable: mapped directly */
+	dmm_sg_set_phys(&sg[2], hi + 8192, 3000);
+	for (int i = 0; i < 3; i++) {
+		fill(want[i], 3000, 10u + (unsigned)i);
+		assert_ok(dmm_hw_cpu_write(e.hw, sg[i].phys, want[i], 3000));
+	}
+	n = dmm_dma_map_sg(sd.dev, sg, 3, DMM_DMA_BIDIRECTIONAL);
+	assert_int_equal(n, 3);
+	assert_true(dmm_swiotlb_is_bounce(e.mem, sg[0].dma_address));
+	assert_int_equal(sg[1].dma_address, lo);
+	assert_true(dmm_swiotlb_is_bounce(e.mem, sg[2].dma_address));
+	for (int i = 0; i < 3; i++) {
+		assert_ok(dmm_hw_dev_read(sd.hw, sg[i].dma_address, got, 3000));
+		assert_memory_equal(got, want[i], 3000);
+		fill(want[i], 3000, 20u + (unsigned)i);
+		assert_ok(dmm_hw_dev_write(sd.hw, sg[i].dma_address, want[i], 3000));
+	}
+	dmm_dma_unmap_sg(sd.dev, sg, 3, DMM_DMA_BIDIRECTIONAL);
+	for (int i = 0; i < 3; i++) {
+		assert_ok(dmm_hw_cpu_read(e.hw, sg[i].phys, got, 3000));
+		assert_memory_equal(got, want[i], 3000);
+	}
+	{
+		struct dmm_swiotlb_stats st;
+		dmm_swiotlb_get_stats(e.mem, &st);
+		assert_int_equal(st.used_slots, 0);
+	}
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(hi), 2));
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(lo), 1));
+	assert_ok(dmm_sim_device_destroy(&sd));
+	hwenv_destroy(&e);
+}
+
+/* An untrusted device reading past its bounced buffer sees zeros, never
+ * an earlier mapping's bytes; forced bouncing takes every device. */
+static void test_untrusted_sees_only_its_bytes_and_forced(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev u, t;
+	struct dmm_device_desc ud = desc("thunderbolt", 64, 1), td = desc("trusted", 64, 1);
+	struct dmm_swiotlb_opts o;
+	uint8_t secret[2048], got[2048];
+	dmm_pfn_t p;
+	dmm_dma_addr_t bus;
+	(void)state;
+
+	hwenv_create(&e, "pc", -1);
+	dmm_swiotlb_opts_default(e.mem, &o);
+	o.initial_bytes = 64 * KiB;
+	o.nr_areas = 1;
+	assert_ok(dmm_swiotlb_init(e.mem, &o));
+	ud.untrusted = 1;
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &ud, NULL, &u));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &td, NULL, &t));
+	assert_ok(dmm_page_alloc(e.mem, 0, NULL, 0, &p));
+	/* a secret passes through a slot for a trusted device (forced below) */
+	memset(secret, 0x5e, sizeof(secret));
+	assert_ok(dmm_hw_cpu_write(e.hw, dmm_pfn_to_phys(p), secret, sizeof(secret)));
+	bus = dmm_dma_map_page(u.dev, p, 0, 2048, DMM_DMA_TO_DEVICE); /* partial page: bounces */
+	assert_ok(dmm_dma_mapping_error(u.dev, bus));
+	dmm_dma_unmap_page(u.dev, bus, 2048, DMM_DMA_TO_DEVICE);
+	/* now a 16-byte buffer for the untrusted device lands in the same slots */
+	memset(secret, 0x11, 16);
+	assert_ok(dmm_hw_cpu_write(e.hw, dmm_pfn_to_phys(p) + 2048, secret, 16));
+	bus = dmm_dma_map_page(u.dev, p, 2048, 16, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(u.dev, bus));
+	assert_true(dmm_swiotlb_is_bounce(e.mem, bus));
+	assert_ok(dmm_hw_dev_read(u.hw, bus, got, 2048 - (bus & 2047)));
+	assert_int_equal(got[0], 0x11);
+	for (size_t i = 16; i < 2048 - (bus & 2047); i++)
+		assert_int_equal(got[i], 0); /* beyond its buffer: zeros */
+	dmm_dma_unmap_page(u.dev, bus, 16, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_page_free(e.mem, p, 0));
+	assert_ok(dmm_sim_device_destroy(&u));
+	assert_ok(dmm_sim_device_destroy(&t));
+	hwenv_destroy(&e);
+
+	/* forced bouncing: every device, every buffer */
+	hwenv_create(&e, "pc", -1);
+	dmm_swiotlb_opts_default(e.mem, &o);
+	o.force = 1;
+	assert_ok(dmm_swiotlb_init(e.mem, &o));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &td, NULL, &t));
+	assert_ok(dmm_page_alloc(e.mem, 0, NULL, 0, &p));
+	memset(secret, 0x77, sizeof(secret));
+	assert_ok(dmm_hw_cpu_write(e.hw, dmm_pfn_to_phys(p), secret, sizeof(secret)));
+	bus = dmm_dma_map_page(t.dev, p, 0, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(t.dev, bus));
+	assert_true(dmm_swiotlb_is_bounce(e.mem, bus));
+	assert_ok(dmm_hw_dev_read(t.hw, bus, got, 2048));
+	assert_memory_equal(got, secret, 2048);
+	dmm_dma_unmap_page(t.dev, bus, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_page_free(e.mem, p, 0));
+	assert_ok(dmm_sim_device_destroy(&t));
+	hwenv_destroy(&e);
+}
+
+/* Policy (1): aligned objects never share a line: no corruption, no report.
+ * Policy (2): a caller that wrongly packs gets a debug report. Bad unmaps
+ * are reported. */
+static void test_policies_and_debug(void **state)
+{
+	(void)state;
+	for (int pol = DMM_KMALLOC_ALIGNED; pol <= DMM_KMALLOC_PACKED_ON_REQUEST; pol++) {
+		struct hwenv e;
+		struct dmm_sim_dev sd;
+		struct dmm_device_desc d = desc("uart", 64, 0);
+		uint64_t c[DMM_NR_DBG_RULES];
+		uint8_t v[32];
+		void *a, *b;
+		dmm_phys_t pa_a, pa_b;
+		dmm_dma_addr_t bus;
+
+		hwenv_create(&e, "phone", pol);
+		assert_ok(dmm_swiotlb_init(e.mem, NULL));
+		assert_ok(dmm_dma_debug_enable(e.mem, 1));
+		assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
+		assert_ok(dmm_kmalloc(e.mem, 32, DMM_GFP_PACKED, &a)); /* policy 2: wrongly packed */
+		assert_ok(dmm_kmalloc(e.mem, 32, DMM_GFP_PACKED, &b));
+		assert_ok(dmm_hw_virt_to_phys(e.hw, a, &pa_a));
+		assert_ok(dmm_hw_virt_to_phys(e.hw, b, &pa_b));
+		memset(v, 0xb0, 32);
+		assert_ok(dmm_hw_cpu_write(e.hw, pa_b, v, 32));
+		bus = dmm_dma_map_phys(sd.dev, pa_a, 32, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_dma_mapping_error(sd.dev, bus));
+		memset(v, 0xb1, 32);
+		assert_ok(dmm_hw_cpu_write(e.hw, pa_b, v, 32));
+		memset(v, 0xa1, 32);
+		assert_ok(dmm_hw_dev_write(sd.hw, bus, v, 32));
+		dmm_dma_unmap_phys(sd.dev, bus, 32, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_hw_cpu_read(e.hw, pa_b, v, 32));
+		dmm_dma_debug_counts(e.mem, c);
+		if (pol == DMM_KMALLOC_ALIGNED) {
+			assert_int_equal(v[0], 0xb1); /* separate lines: nothing lost */
+			assert_int_equal(c[DMM_DBG_CACHELINE_SHARED], 0);
+		} else {
+			assert_int_equal(v[0], 0xb0); /* packed by request, not bounced: lost... */
+			assert_int_equal(c[DMM_DBG_CACHELINE_SHARED], 1); /* ...and reported */
+		}
+		/* unmap of an address from no pool and never mapped: reported */
+		dmm_dma_unmap_phys(sd.dev, 0x12340000, 64, DMM_DMA_TO_DEVICE);
+		dmm_dma_debug_counts(e.mem, c);
+		assert_int_equal(c[DMM_DBG_UNMAP_NOT_MAPPED], 1);
+		assert_ok(dmm_kfree(e.mem, a));
+		assert_ok(dmm_kfree(e.mem, b));
+		assert_ok(dmm_sim_device_destroy(&sd));
+		hwenv_destroy(&e);
+	}
+}
+
+/* A burst from 2 threads while the background worker keeps up: no failure. */
+static void test_growth_under_burst(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev sd;
+	struct dmm_device_desc d = desc("dma32", 32, 1);
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct worker w[2];
+	pthread_t t[2];
+	(void)state;
+
+	hwenv_create(&e, "pc", -1);
+	dmm_swiotlb_opts_default(e.mem, &o);
+	o.initial_bytes = 256 * KiB;
+	o.grow_threshold_pct = 25;
+	o.grow_bytes = 1 * MiB;
+	o.no_transient = 1; /* only the worker may add memory */
+	assert_ok(dmm_swiotlb_init(e.mem, &o));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
+	for (int i = 0; i < 2; i++) {
+		w[i].e = &e;
+		w[i].sd = &sd;
+		w[i].pa = high_buffer(&e, 0);
+		w[i].failed = 0;
+		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].failed, 0);
+		assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(w[i].pa), 0));
+	}
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.fail_full, 0);
+	assert_ok(dmm_sim_device_destroy(&sd));
+	hwenv_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -394,6 +605,10 @@ int main(void)
 		cmocka_unit_test(test_restricted_and_untrusted),
 		cmocka_unit_test(test_packed_objects_bounce),
 		cmocka_unit_test(test_two_threads),
+		cmocka_unit_test(test_sg_bounce),
+		cmocka_unit_test(test_untrusted_sees_only_its_bytes_and_forced),
+		cmocka_unit_test(test_policies_and_debug),
+		cmocka_unit_test(test_growth_under_burst),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

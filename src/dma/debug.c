@@ -266,8 +266,13 @@ static void check_cachelines(struct dmm_mem *mem, struct dbg_state *s, struct dm
 
 	if (dev->desc.coherent || dir == DMM_DMA_TO_DEVICE)
 		return;
-	if ((pa | (pa + size)) & (line - 1))
-		report(mem, s, DMM_DBG_CACHELINE_SHARED, dev, dma, pa, size, dir, site, line);
+	if ((pa | (pa + size)) & (line - 1)) {
+		dmm_phys_t os;
+		uint64_t on;
+		/* inside one small object that fills its lines: nobody else's data */
+		if (!(dmm__slab_object_of(mem, pa, &os, &on) && pa + size <= os + on && !((os | on) & (line - 1))))
+			report(mem, s, DMM_DBG_CACHELINE_SHARED, dev, dma, pa, size, dir, site, line);
+	}
 	/* another live invalidating mapping touching the same lines */
 	for (struct dbg_entry *e = s->nc_head; e; e = e->nc_next) {
 		if (dmm_align_down(e->pa, line) < hi && lo < dmm_align_up(e->pa + e->size, line)) {

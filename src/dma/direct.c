@@ -508,6 +508,23 @@ static bool crosses(uint64_t bus, uint64_t len, uint64_t boundary)
 	return boundary && bus / boundary != (bus + len - 1) / boundary;
 }
 
+/* Give back the bounce slots parked in dma_address by a failed map_sg. */
+static int sg_undo(struct dmm_device *dev, struct dmm_sg *sg, unsigned upto, int err)
+{
+	for (unsigned j = 0; j < upto; j++) {
+		if (sg[j].dma_address != DMM_DMA_MAPPING_ERROR)
+			dmm__swiotlb_unmap(dev, sg[j].dma_address, sg[j].length, DMM_DMA_NONE);
+		sg[j].dma_address = DMM_DMA_MAPPING_ERROR;
+	}
+	if (err == -DMM_EINVAL) {
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(dev->mem);
+	}
+	if (err == -DMM_ERANGE)
+		dmm__dstat(&dev->st.fail_range, 1);
+	return err;
+}
+
 int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
@@ -515,6 +532,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	unsigned segs = 0;
 	dmm_dma_addr_t seg_bus = 0;
 	uint64_t seg_len = 0, seg_max;
+	bool bounced = false;
 
 	if (!dev)
 		return -DMM_EINVAL;
@@ -525,24 +543,30 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(dev->mem);
 	}
-	/* Validate every piece first: nothing is mapped on failure. */
+	for (unsigned i = 0; i < nents; i++)
+		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
+	/* Validate every piece first, bouncing those that need it (the bounce
+	 * address parked in dma_address): nothing is mapped on failure. */
 	for (unsigned i = 0; i < nents; i++) {
 		dmm_dma_addr_t b;
 		int err;
 		if (!sg[i].length || !is_ram(dev->mem, sg[i].phys, sg[i].length) ||
-		    (l->max_seg_size && sg[i].length > l->max_seg_size)) {
-			dmm__dstat(&dev->st.fail_invalid, 1);
-			return dmm__count_invalid(dev->mem);
-		}
+		    (l->max_seg_size && sg[i].length > l->max_seg_size))
+			return sg_undo(dev, sg, i, -DMM_EINVAL);
 		err = dmm__dev_reach(dev, sg[i].phys, sg[i].length, &b);
-		if (err) {
-			dmm__dstat(&dev->st.fail_range, 1);
-			return err;
+		if (must_bounce(dev, sg[i].phys, sg[i].length, dir, err) && dmm__swiotlb_ready(dev->mem)) {
+			dmm_phys_t tlb;
+			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, &tlb);
+			if (err)
+				return sg_undo(dev, sg, i, err);
+			sg[i].dma_address = tlb;
+			bounced = true;
+			err = dmm__dev_reach(dev, tlb, sg[i].length, &b);
 		}
-		if (crosses(b, sg[i].length, l->boundary)) {
-			dmm__dstat(&dev->st.fail_invalid, 1);
-			return dmm__count_invalid(dev->mem);
-		}
+		if (err)
+			return sg_undo(dev, sg, i + 1, err);
+		if (crosses(b, sg[i].length, l->boundary))
+			return sg_undo(dev, sg, i + 1, -DMM_EINVAL);
 		/* count the segments the merge below will produce */
 		if (i && b == seg_bus + seg_len && seg_len + sg[i].length <= seg_max &&
 		    !crosses(seg_bus, seg_len + sg[i].length, l->boundary)) {
@@ -553,18 +577,19 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 			seg_len = sg[i].length;
 		}
 	}
-	if (l->max_segs && segs > l->max_segs) {
-		dmm__dstat(&dev->st.fail_invalid, 1);
-		return dmm__count_invalid(dev->mem);
-	}
+	if (bounced)
+		segs = nents; /* bounced lists keep one segment per piece (unmap finds them) */
+	if (l->max_segs && segs > l->max_segs)
+		return sg_undo(dev, sg, nents, -DMM_EINVAL);
 	/* Map: write the segments into the first entries. */
 	segs = 0;
 	for (unsigned i = 0; i < nents; i++) {
-		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, sg[i].phys);
-		for_device(dev, sg[i].phys, sg[i].length, dir);
+		dmm_phys_t pa = sg[i].dma_address != DMM_DMA_MAPPING_ERROR ? sg[i].dma_address : sg[i].phys;
+		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, pa);
+		for_device(dev, pa, sg[i].length, dir);
 		if (dmm__dbg_on(dev))
 			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, site);
-		if (segs && b == sg[segs - 1].dma_address + sg[segs - 1].dma_length &&
+		if (!bounced && segs && b == sg[segs - 1].dma_address + sg[segs - 1].dma_length &&
 		    (uint64_t)sg[segs - 1].dma_length + sg[i].length <= seg_max &&
 		    !crosses(sg[segs - 1].dma_address, (uint64_t)sg[segs - 1].dma_length + sg[i].length,
 			     l->boundary)) {
@@ -586,6 +611,20 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	return (int)segs;
 }
 
+/* The bounce buffer of piece @e of a mapped list, if it was bounced. */
+static bool sg_bounce(struct dmm_device *dev, const struct dmm_sg *e, dmm_dma_addr_t *bus, dmm_phys_t *tlb)
+{
+	dmm_phys_t p;
+
+	if (e->dma_address == DMM_DMA_MAPPING_ERROR || e->dma_length != e->length ||
+	    e->dma_address == dmm_dma_phys_to_bus(dev, e->phys) || dmm_dma_bus_to_phys(dev, e->dma_address, &p) ||
+	    !dmm__swiotlb_owns(dev->mem, p))
+		return false;
+	*bus = e->dma_address;
+	*tlb = p;
+	return true;
+}
+
 void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
@@ -593,7 +632,17 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	if (!dev || !sg)
 		return;
 	for (unsigned i = 0; i < nents; i++) {
-		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, sg[i].phys);
+		dmm_dma_addr_t b;
+		dmm_phys_t tlb;
+		if (sg_bounce(dev, &sg[i], &b, &tlb)) {
+			if (dmm__dbg_on(dev))
+				dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
+			if (dir_ok(dir))
+				for_cpu(dev, tlb, sg[i].length, dir);
+			dmm__swiotlb_unmap(dev, tlb, sg[i].length, dir_ok(dir) ? dir : DMM_DMA_NONE);
+			continue;
+		}
+		b = dmm_dma_phys_to_bus(dev, sg[i].phys);
 		if (dmm__dbg_on(dev))
 			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
 		if (sg[i].length && dir_ok(dir) && is_ram(dev->mem, sg[i].phys, sg[i].length))
@@ -608,15 +657,26 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 	if (!dev || !sg)
 		return;
 	for (unsigned i = 0; i < nents; i++) {
-		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, sg[i].phys);
+		dmm_dma_addr_t b;
+		dmm_phys_t tlb;
+		bool bounced = sg_bounce(dev, &sg[i], &b, &tlb);
+		if (!bounced)
+			b = dmm_dma_phys_to_bus(dev, sg[i].phys);
 		if (dmm__dbg_on(dev))
 			dmm__dbg_sync(dev, b, sg[i].length, dir, to_device, site);
 		if (!sg[i].length || !dir_ok(dir) || !is_ram(dev->mem, sg[i].phys, sg[i].length))
 			continue;
-		if (to_device)
+		if (bounced && to_device) {
+			dmm__swiotlb_sync(dev, tlb, sg[i].length, dir, 1);
+			for_device(dev, tlb, sg[i].length, dir);
+		} else if (bounced) {
+			for_cpu(dev, tlb, sg[i].length, dir);
+			dmm__swiotlb_sync(dev, tlb, sg[i].length, dir, 0);
+		} else if (to_device) {
 			for_device(dev, sg[i].phys, sg[i].length, dir);
-		else
+		} else {
 			for_cpu(dev, sg[i].phys, sg[i].length, dir);
+		}
 	}
 	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
 }

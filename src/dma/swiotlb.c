@@ -562,6 +562,10 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	p->slots[s].nslots = (uint16_t)n;
 	p->slots[s].off = (uint16_t)off;
 	*tlb_pa = p->base + (uint64_t)s * slot + off;
+	/* an untrusted device sees its own bytes and zeros, never what an
+	 * earlier mapping left in these slots */
+	if (dev->desc.untrusted)
+		dmm__phys_fill(dev->mem, p->base + (uint64_t)s * slot, 0, (size_t)n * slot);
 	if (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
 		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
 		sadd(&t->st.bounced_to_device, size);

@@ -506,6 +506,22 @@ void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr)
 	}
 }
 
+void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len)
+{
+	if (mem->plat.phys_fill) {
+		mem->plat.phys_fill(mem->plat.ctx, pa, c, len);
+		return;
+	}
+	while (len) {
+		size_t chunk = (size_t)dmm_min64(len, DMM_PAGE_SIZE - (pa & (DMM_PAGE_SIZE - 1)));
+		void *v = mem->plat.phys_to_virt(mem->plat.ctx, pa);
+		if (v)
+			dmm_memset(v, c, chunk);
+		pa += chunk;
+		len -= chunk;
+	}
+}
+
 void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len)
 {
 	void *d, *s;

@@ -225,6 +225,8 @@ static inline uint64_t dmm__now(const struct dmm_mem *mem)
 }
 
 void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
+/* CPU fill of physical memory (through the platform's phys_fill hook). */
+void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len);
 /* CPU copy of physical memory (through the platform's phys_copy hook). */
 void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len);
 uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi);
@@ -280,6 +282,8 @@ struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn);
 struct dmm_slab_state;
 uint64_t dmm__slab_meta_size(unsigned nr_cpus);
 void dmm__slab_init(struct dmm_mem *mem, void *meta);
+/* The small object holding @pa, if any: 1 and its bounds, else 0. */
+int dmm__slab_object_of(struct dmm_mem *mem, dmm_phys_t pa, dmm_phys_t *start, uint64_t *size);
 
 /* ---- cma.c / migrate.c ------------------------------------------------- */
 

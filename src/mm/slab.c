@@ -424,6 +424,27 @@ size_t dmm_ksize(struct dmm_mem *mem, const void *ptr)
 	return 0;
 }
 
+int dmm__slab_object_of(struct dmm_mem *mem, dmm_phys_t pa, dmm_phys_t *start, uint64_t *size)
+{
+	struct dmm_page *pg = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa)), *head;
+	struct kcache *k;
+	dmm_phys_t base;
+
+	if (!pg || !mem->slab)
+		return 0;
+	k = dmm__owner(pg);
+	if (!k || k < &mem->slab->cache[0][0] ||
+	    k > &mem->slab->cache[DMM_KMALLOC_NR_SETS - 1][DMM_KMALLOC_NR_CLASSES - 1])
+		return 0;
+	head = head_of(mem, k, pg->pfn);
+	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_SLAB))
+		return 0;
+	base = dmm_pfn_to_phys(head->pfn);
+	*start = base + (pa - base) / k->size * k->size;
+	*size = k->size;
+	return 1;
+}
+
 int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct dmm_slab_class_info *out)
 {
 	struct kcache *k;
