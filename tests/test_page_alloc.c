@@ -834,7 +834,7 @@ static void test_bad_free(void **state)
 	struct dmm_machine m;
 	struct tu_env *e;
 	struct snap s, s2;
-	struct blk a, b, cached, buddy;
+	struct blk a = { 0 }, b = { 0 }, cached = { 0 }, buddy = { 0 };
 	dmm_pfn_t r;
 	(void)state;
 	tu_machine_holes(&m);

@@ -57,8 +57,8 @@ struct dmm_slab_class_info {
 int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
 
 /* Free. -DMM_EINVAL (not a pointer into managed RAM, or not at an object's
- * start), -DMM_ENOENT (not a kmalloc object, or freed twice in a row on
- * this CPU). Nothing is changed on failure. */
+ * start), -DMM_ENOENT (not a kmalloc object, or freed again while among the
+ * last four frees of this CPU). Nothing is changed on failure. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr);
 
 /* Usable size of a live object (its class size), 0 if @ptr is not one. */
@@ -68,8 +68,9 @@ size_t dmm_ksize(struct dmm_mem *mem, const void *ptr);
 size_t dmm_kmalloc_size_of(const struct dmm_mem *mem, size_t size, unsigned flags);
 
 /* 1 if [ptr, ptr + size) is not DMA-aligned (starts or ends inside a
- * dma_min_align unit it may share with another object): a non-coherent
- * mapping of it must bounce. O(1). */
+ * dma_min_align unit it may share with another object) and does not lie in
+ * one small object whose own bounds are DMA-aligned: a non-coherent mapping
+ * of it must bounce. O(1). */
 int dmm_kmalloc_needs_bounce(const struct dmm_mem *mem, const void *ptr, size_t size);
 
 int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct dmm_slab_class_info *out);

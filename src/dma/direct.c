@@ -284,8 +284,19 @@ static bool must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		return true;
 	if (dev->desc.untrusted && ((pa | size) & (DMM_PAGE_SIZE - 1)))
 		return true;
-	return !dev->desc.coherent && dir != DMM_DMA_TO_DEVICE && m->kmalloc_policy == DMM_KMALLOC_PACKED &&
-	       ((pa | size) & (m->dma_min_align - 1));
+	if (dev->desc.coherent || dir == DMM_DMA_TO_DEVICE || m->kmalloc_policy != DMM_KMALLOC_PACKED ||
+	    !((pa | size) & (m->dma_min_align - 1)))
+		return false;
+	/* inside one small object whose bounds are DMA-aligned: it shares no
+	 * unit with a neighbour (a 1500-byte packet in a 2 KiB object) */
+	{
+		dmm_phys_t os;
+		uint64_t on;
+		if (dmm__slab_object_of(dev->mem, pa, &os, &on) && pa + size <= os + on &&
+		    !((os | on) & (m->dma_min_align - 1)))
+			return false;
+	}
+	return true;
 }
 
 /* Bounce if needed: *map_pa is what the device will access. */
@@ -632,8 +643,8 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	if (!dev || !sg)
 		return;
 	for (unsigned i = 0; i < nents; i++) {
-		dmm_dma_addr_t b;
-		dmm_phys_t tlb;
+		dmm_dma_addr_t b = 0;
+		dmm_phys_t tlb = 0;
 		if (sg_bounce(dev, &sg[i], &b, &tlb)) {
 			if (dmm__dbg_on(dev))
 				dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
@@ -657,8 +668,8 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 	if (!dev || !sg)
 		return;
 	for (unsigned i = 0; i < nents; i++) {
-		dmm_dma_addr_t b;
-		dmm_phys_t tlb;
+		dmm_dma_addr_t b = 0;
+		dmm_phys_t tlb = 0;
 		bool bounced = sg_bounce(dev, &sg[i], &b, &tlb);
 		if (!bounced)
 			b = dmm_dma_phys_to_bus(dev, sg[i].phys);

@@ -42,6 +42,8 @@ static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,
 struct mag {
 	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
 	uint32_t n;
+	/* counters of this CPU slot, under the magazine lock (summed on query) */
+	uint64_t allocs, frees, requested, wasted, align_waste;
 	void *obj[MAG_SIZE];
 };
 
@@ -57,6 +59,8 @@ struct kcache {
 
 struct dmm_slab_state {
 	struct kcache cache[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
+	/* class for a size, by (size + 7) / 8: packed [0], DMA-aligned [1]; -1 above */
+	int8_t class_for[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
 };
 
 uint64_t dmm__slab_meta_size(unsigned nr_cpus)
@@ -73,6 +77,8 @@ static unsigned slab_order_for(uint32_t size)
 		o++;
 	return o;
 }
+
+static int class_search(const struct dmm_mem *mem, size_t size, bool packed);
 
 void dmm__slab_init(struct dmm_mem *mem, void *meta)
 {
@@ -98,6 +104,10 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++, m++)
 				mem->plat.lock_init(mem->plat.ctx, &m->lock);
 		}
+	for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++) {
+		s->class_for[0][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, true);
+		s->class_for[1][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, false);
+	}
 }
 
 /* ---- class selection -------------------------------------------------------- */
@@ -115,7 +125,7 @@ static bool packed_request(const struct dmm_mem *mem, unsigned flags)
 }
 
 /* Class index for @size, packed or DMA-aligned; -1 if above the caches. */
-static int class_of(const struct dmm_mem *mem, size_t size, bool packed)
+static int class_search(const struct dmm_mem *mem, size_t size, bool packed)
 {
 	uint32_t a = packed ? 8 : (uint32_t)dmm_max64(mem->machine.dma_min_align, 8);
 
@@ -123,6 +133,13 @@ static int class_of(const struct dmm_mem *mem, size_t size, bool packed)
 		if (class_size[c] >= size && !(class_size[c] % a))
 			return c;
 	return -1;
+}
+
+static inline int class_of(const struct dmm_mem *mem, size_t size, bool packed)
+{
+	if (size > DMM_KMALLOC_MAX_CACHE)
+		return -1;
+	return mem->slab->class_for[packed ? 0 : 1][(size + 7) / 8];
 }
 
 size_t dmm_kmalloc_size_of(const struct dmm_mem *mem, size_t size, unsigned flags)
@@ -139,10 +156,19 @@ size_t dmm_kmalloc_size_of(const struct dmm_mem *mem, size_t size, unsigned flag
 int dmm_kmalloc_needs_bounce(const struct dmm_mem *mem, const void *ptr, size_t size)
 {
 	uint64_t a;
+	dmm_phys_t pa, os;
+	uint64_t on;
+
 	if (!mem || !ptr)
 		return 0;
 	a = mem->machine.dma_min_align;
-	return (((uintptr_t)ptr | size) & (a - 1)) != 0;
+	if (!(((uintptr_t)ptr | size) & (a - 1)))
+		return 0;
+	/* a buffer inside one object whose bounds are DMA-aligned shares nothing */
+	if (mem->plat.virt_to_phys && !mem->plat.virt_to_phys(mem->plat.ctx, ptr, &pa) &&
+	    dmm__slab_object_of((struct dmm_mem *)mem, pa, &os, &on) && pa + size <= os + on && !((os | on) & (a - 1)))
+		return 0;
+	return 1;
 }
 
 static unsigned set_of(unsigned flags)
@@ -325,18 +351,17 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 			k->st.fail_nomem++;
 		dmm__unlock(mem, &k->lock);
 	}
-	if (m->n)
+	if (m->n) {
 		obj = m->obj[--m->n];
+		m->allocs++;
+		m->requested += size;
+		m->wasted += k->size - size;
+		if (!packed)
+			m->align_waste += k->size - class_size[class_of(mem, size, true)];
+	}
 	dmm__unlock(mem, &m->lock);
 	if (!obj)
 		return err ? err : -DMM_ENOMEM;
-	__atomic_fetch_add(&k->st.allocs, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&k->st.requested_bytes, size, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&k->st.wasted_bytes, k->size - size, __ATOMIC_RELAXED);
-	if (!packed) {
-		int pc = class_of(mem, size, true);
-		__atomic_fetch_add(&k->st.align_waste_bytes, k->size - class_size[pc], __ATOMIC_RELAXED);
-	}
 	if (flags & DMM_GFP_ZERO)
 		dmm_memset(obj, 0, k->size);
 	*ptr = obj;
@@ -350,7 +375,6 @@ static int lookup(struct dmm_mem *mem, const void *ptr, struct kcache **kp, stru
 	dmm_phys_t pa;
 	struct dmm_page *pg, *head;
 	struct kcache *k;
-	uint8_t *base;
 
 	if (!mem || !ptr || !mem->plat.virt_to_phys || mem->plat.virt_to_phys(mem->plat.ctx, ptr, &pa))
 		return -DMM_EINVAL;
@@ -364,10 +388,12 @@ static int lookup(struct dmm_mem *mem, const void *ptr, struct kcache **kp, stru
 	head = head_of(mem, k, pg->pfn);
 	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_SLAB) || dmm__state(head) != DMM_PAGE_ALLOC)
 		return -DMM_ENOENT;
-	base = slab_base(k, head);
-	if ((const uint8_t *)ptr < base || ((size_t)((const uint8_t *)ptr - base)) % k->size ||
-	    (size_t)((const uint8_t *)ptr - base) >= (size_t)k->objs * k->size)
-		return -DMM_EINVAL;
+	{
+		uint64_t off = pa - dmm_pfn_to_phys(head->pfn);
+		uint64_t mis = (k->size & (k->size - 1)) ? off % k->size : off & (k->size - 1);
+		if (mis || off >= (uint64_t)k->objs * k->size)
+			return -DMM_EINVAL;
+	}
 	*kp = k;
 	*headp = head;
 	return 0;
@@ -390,8 +416,9 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 		return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
 	m = this_mag(k);
 	dmm__lock(mem, &m->lock);
-	for (uint32_t i = 0; i < m->n; i++)
-		if (m->obj[i] == ptr) { /* freed twice */
+	/* freed twice in a row: the most recent frees of this CPU */
+	for (uint32_t i = m->n > 4 ? m->n - 4 : 0; i < m->n; i++)
+		if (m->obj[i] == ptr) {
 			dmm__unlock(mem, &m->lock);
 			return -DMM_ENOENT;
 		}
@@ -406,8 +433,8 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 		dmm__unlock(mem, &k->lock);
 	}
 	m->obj[m->n++] = (void *)ptr;
+	m->frees++;
 	dmm__unlock(mem, &m->lock);
-	__atomic_fetch_add(&k->st.frees, 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -453,18 +480,26 @@ int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct 
 	if (!mem || !out || set >= DMM_KMALLOC_NR_SETS || cls >= DMM_KMALLOC_NR_CLASSES)
 		return -DMM_EINVAL;
 	k = &mem->slab->cache[set][cls];
+	uint64_t allocs = 0, frees = 0, req = 0, wasted = 0, aw = 0;
+
 	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
-		dmm__lock(mem, &k->mags[c].lock);
-		cached += k->mags[c].n;
-		dmm__unlock(mem, &k->mags[c].lock);
+		struct mag *m = &k->mags[c];
+		dmm__lock(mem, &m->lock);
+		cached += m->n;
+		allocs += m->allocs;
+		frees += m->frees;
+		req += m->requested;
+		wasted += m->wasted;
+		aw += m->align_waste;
+		dmm__unlock(mem, &m->lock);
 	}
 	dmm__lock(mem, &k->lock);
 	*out = k->st;
-	out->allocs = __atomic_load_n(&k->st.allocs, __ATOMIC_RELAXED);
-	out->frees = __atomic_load_n(&k->st.frees, __ATOMIC_RELAXED);
-	out->requested_bytes = __atomic_load_n(&k->st.requested_bytes, __ATOMIC_RELAXED);
-	out->wasted_bytes = __atomic_load_n(&k->st.wasted_bytes, __ATOMIC_RELAXED);
-	out->align_waste_bytes = __atomic_load_n(&k->st.align_waste_bytes, __ATOMIC_RELAXED);
+	out->allocs = allocs;
+	out->frees = frees;
+	out->requested_bytes = req;
+	out->wasted_bytes = wasted;
+	out->align_waste_bytes = aw;
 	out->cached = cached;
 	out->objects = out->allocs - out->frees;
 	dmm__unlock(mem, &k->lock);
@@ -519,12 +554,14 @@ int dmm_slab_check(struct dmm_mem *mem)
 				err = check_slab(k, k->empty, false, &inuse);
 				slabs++;
 			}
-			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++)
+			uint64_t allocs = 0, frees = 0;
+			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
 				cached += k->mags[cpu].n;
+				allocs += k->mags[cpu].allocs;
+				frees += k->mags[cpu].frees;
+			}
 			/* slab-side in-use = live objects + magazine objects */
-			if (!err && (slabs != k->st.slabs ||
-				     inuse != __atomic_load_n(&k->st.allocs, __ATOMIC_RELAXED) -
-						      __atomic_load_n(&k->st.frees, __ATOMIC_RELAXED) + cached)) {
+			if (!err && (slabs != k->st.slabs || inuse != allocs - frees + cached)) {
 				dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u: %llu slabs (count %llu), %llu in use",
 					set, k->size, (unsigned long long)slabs, (unsigned long long)k->st.slabs,
 					(unsigned long long)inuse);
