@@ -11,29 +11,8 @@
  */
 #include <pthread.h>
 
-#include "tu.h"
+#include "tu_dma.h"
 
-#include "profile.h"
-
-static struct tu_env *env_profile(const char *name)
-{
-	struct dmm_machine m;
-	char err[256];
-	if (dmm_profile_load(name, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", name, err);
-	return tu_env_create(&m, 2);
-}
-
-static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent)
-{
-	struct dmm_device_desc d;
-	memset(&d, 0, sizeof(d));
-	d.name = name;
-	d.dma_mask = DMM_DMA_BIT_MASK(bits);
-	d.coherent = coherent;
-	d.cma_area = DMM_DEVICE_CMA_NONE;
-	return d;
-}
 
 #define check_all(mem)                                        \
 	do {                                                  \
@@ -100,9 +79,9 @@ static void test_reach_and_uncached(void **state)
 	(void)state;
 	/* Raspberry Pi 4: a 30-bit device gets the DMA pool (below 1 GiB) */
 	{
-		struct tu_env *e = env_profile("rpi4");
+		struct tu_env *e = tu_env_profile("rpi4");
 		struct dmm_device *emmc, *pcie;
-		struct dmm_device_desc d30 = desc("emmc2", 30, 0), d64 = desc("pcie", 64, 0);
+		struct dmm_device_desc d30 = tu_desc("emmc2", 30, 0, DMM_DEVICE_CMA_NONE), d64 = tu_desc("pcie", 64, 0, DMM_DEVICE_CMA_NONE);
 		struct dmm_hosted_stats h0, h1;
 		struct dmm_atomic_pool_stats st;
 		void *cpu[8];
@@ -173,7 +152,7 @@ static void test_reach_and_uncached(void **state)
 		/* a coherent device's atomic request does not use the pools */
 		{
 			struct dmm_device *coh;
-			struct dmm_device_desc dc = desc("coh", 30, 1);
+			struct dmm_device_desc dc = tu_desc("coh", 30, 1, DMM_DEVICE_CMA_NONE);
 			void *c;
 			dmm_dma_addr_t b;
 			assert_ok(dmm_device_create(e->mem, &dc, NULL, &coh));
@@ -193,9 +172,9 @@ static void test_reach_and_uncached(void **state)
 	}
 	/* PC: 32-bit devices get the DMA32 pool, ISA devices the DMA pool */
 	{
-		struct tu_env *e = env_profile("pc");
+		struct tu_env *e = tu_env_profile("pc");
 		struct dmm_device *nic, *isa;
-		struct dmm_device_desc d32 = desc("nic", 32, 0), d24 = desc("isa", 24, 0);
+		struct dmm_device_desc d32 = tu_desc("nic", 32, 0, DMM_DEVICE_CMA_NONE), d24 = tu_desc("isa", 24, 0, DMM_DEVICE_CMA_NONE);
 		void *c;
 		dmm_dma_addr_t b;
 		dmm_phys_t pa;
@@ -220,7 +199,7 @@ static void test_reach_and_uncached(void **state)
 	}
 	/* phone: no DMA zone, so no DMA pool */
 	{
-		struct tu_env *e = env_profile("phone");
+		struct tu_env *e = tu_env_profile("phone");
 		struct dmm_atomic_pool_stats st;
 		assert_ok(dmm_dma_atomic_pool_init(e->mem, NULL));
 		st = pstats(e->mem, DMM_ATOMIC_POOL_DMA);
@@ -248,10 +227,10 @@ static struct dmm_atomic_pool_opts small_opts(void)
 
 static void test_refill_and_exhaustion(void **state)
 {
-	struct tu_env *e = env_profile("pc");
+	struct tu_env *e = tu_env_profile("pc");
 	struct dmm_atomic_pool_opts o = small_opts();
 	struct dmm_device *nic;
-	struct dmm_device_desc d = desc("nic", 32, 0);
+	struct dmm_device_desc d = tu_desc("nic", 32, 0, DMM_DEVICE_CMA_NONE);
 	struct dmm_atomic_pool_stats st;
 	struct dmm_dma_stats ds;
 	void *cpu[64];
@@ -349,7 +328,7 @@ static void test_no_background_worker(void **state)
 	struct dmm_mem *mem;
 	struct dmm_atomic_pool_opts o = small_opts();
 	struct dmm_device *nic, *coh;
-	struct dmm_device_desc d = desc("nic", 32, 0), dc = desc("disk", 64, 1);
+	struct dmm_device_desc d = tu_desc("nic", 32, 0, DMM_DEVICE_CMA_NONE), dc = tu_desc("disk", 64, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_atomic_pool_stats st;
 	void *cpu[4], *c;
 	dmm_dma_addr_t bus[4], b;
@@ -403,11 +382,11 @@ static void test_no_background_worker(void **state)
 
 static void test_bad_input(void **state)
 {
-	struct tu_env *e = env_profile("rpi4");
+	struct tu_env *e = tu_env_profile("rpi4");
 	struct dmm_atomic_pool_opts o;
 	struct dmm_atomic_pool_stats st;
 	struct dmm_device *dev, *odd;
-	struct dmm_device_desc d = desc("emmc2", 30, 0);
+	struct dmm_device_desc d = tu_desc("emmc2", 30, 0, DMM_DEVICE_CMA_NONE);
 	struct dmm_dma_stats ds;
 	void *cpu, *c2;
 	dmm_dma_addr_t bus, b2;
@@ -456,7 +435,7 @@ static void test_bad_input(void **state)
 
 	/* a 64-bit device takes the least restricted pool there is: here the DMA one */
 	{
-		struct dmm_device_desc x = desc("wide", 64, 0);
+		struct dmm_device_desc x = tu_desc("wide", 64, 0, DMM_DEVICE_CMA_NONE);
 		struct dmm_device *w;
 		assert_ok(dmm_device_create(e->mem, &x, NULL, &w));
 		atomic_from(e, w, DMM_ATOMIC_POOL_DMA, 4096, &cpu, &bus);
@@ -466,7 +445,7 @@ static void test_bad_input(void **state)
 	/* no pool within reach: a 64-bit device behind a bus offset that puts
 	 * physical 0 out of its reach */
 	{
-		struct dmm_device_desc x = desc("high", 64, 0);
+		struct dmm_device_desc x = tu_desc("high", 64, 0, DMM_DEVICE_CMA_NONE);
 		struct dmm_device *w;
 		x.limits.lo = 2 * GiB;
 		assert_ok(dmm_device_create(e->mem, &x, NULL, &w));
@@ -477,7 +456,7 @@ static void test_bad_input(void **state)
 	}
 	/* a device whose window starts above the pool's memory cannot use it */
 	{
-		struct dmm_device_desc x = desc("odd", 30, 0);
+		struct dmm_device_desc x = tu_desc("odd", 30, 0, DMM_DEVICE_CMA_NONE);
 		x.limits.lo = 512 * MiB;
 		assert_ok(dmm_device_create(e->mem, &x, NULL, &odd));
 		assert_rc(dmm_dma_alloc_coherent(odd, 4096, DMM_GFP_ATOMIC, &cpu, &bus), -DMM_ENOTSUP);
@@ -485,7 +464,7 @@ static void test_bad_input(void **state)
 	}
 	/* a boundary smaller than the block */
 	{
-		struct dmm_device_desc x = desc("bnd", 30, 0);
+		struct dmm_device_desc x = tu_desc("bnd", 30, 0, DMM_DEVICE_CMA_NONE);
 		x.limits.boundary = 8 * KiB;
 		assert_ok(dmm_device_create(e->mem, &x, NULL, &odd));
 		assert_rc(dmm_dma_alloc_coherent(odd, 12 * KiB, DMM_GFP_ATOMIC, &cpu, &bus), -DMM_EINVAL);
@@ -496,7 +475,7 @@ static void test_bad_input(void **state)
 	}
 	/* an alignment larger than the buffer takes a larger block */
 	{
-		struct dmm_device_desc x = desc("aln", 30, 0);
+		struct dmm_device_desc x = tu_desc("aln", 30, 0, DMM_DEVICE_CMA_NONE);
 		x.limits.align = 16 * KiB;
 		assert_ok(dmm_device_create(e->mem, &x, NULL, &odd));
 		assert_ok(dmm_dma_alloc_coherent(odd, 4 * KiB, DMM_GFP_ATOMIC, &cpu, &bus));
@@ -594,10 +573,10 @@ static void *worker_main(void *arg)
 
 static void test_two_threads(void **state)
 {
-	struct tu_env *e = env_profile("pc");
+	struct tu_env *e = tu_env_profile("pc");
 	struct dmm_atomic_pool_opts o;
 	struct dmm_device *dev[2];
-	struct dmm_device_desc d0 = desc("nic0", 32, 0), d1 = desc("nic1", 32, 0);
+	struct dmm_device_desc d0 = tu_desc("nic0", 32, 0, DMM_DEVICE_CMA_NONE), d1 = tu_desc("nic1", 32, 0, DMM_DEVICE_CMA_NONE);
 	struct worker w[2];
 	pthread_t t[2];
 	struct dmm_atomic_pool_stats st;

@@ -7,29 +7,8 @@
  * misuse, and silent for correct use). Cache behaviour and device accesses
  * are tested against the hardware model in test_dma_hw.c.
  */
-#include "tu.h"
+#include "tu_dma.h"
 
-#include "profile.h"
-
-static struct tu_env *env_profile(const char *name)
-{
-	struct dmm_machine m;
-	char err[256];
-	if (dmm_profile_load(name, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", name, err);
-	return tu_env_create(&m, 2);
-}
-
-static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent)
-{
-	struct dmm_device_desc d;
-	memset(&d, 0, sizeof(d));
-	d.name = name;
-	d.dma_mask = DMM_DMA_BIT_MASK(bits);
-	d.coherent = coherent;
-	d.cma_area = DMM_DEVICE_CMA_DEFAULT;
-	return d;
-}
 
 #define assert_all_checks(mem)                 \
 	do {                                   \
@@ -39,9 +18,9 @@ static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent
 
 static void test_devices_and_limits(void **state)
 {
-	struct tu_env *e = env_profile("pc");
+	struct tu_env *e = tu_env_profile("pc");
 	struct dmm_device *bus, *dev, *d2;
-	struct dmm_device_desc b = desc("pci0", 32, 1), d = desc("nic", 64, 1);
+	struct dmm_device_desc b = tu_desc("pci0", 32, 1, DMM_DEVICE_CMA_DEFAULT), d = tu_desc("nic", 64, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_constraint c;
 	dmm_phys_t pa;
 	(void)state;
@@ -69,29 +48,29 @@ static void test_devices_and_limits(void **state)
 
 	/* bad descriptions */
 	{
-		struct dmm_device_desc x = desc("x", 32, 1);
+		struct dmm_device_desc x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.dma_mask = 0;
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
-		x = desc("x", 32, 1);
+		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.coherent_mask = DMM_DMA_BIT_MASK(40);
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
-		x = desc("x", 32, 1);
+		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.limits.align = 3000;
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
-		x = desc(NULL, 32, 1);
+		x = tu_desc(NULL, 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
-		x = desc("x", 32, 1);
+		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.nr_ranges = 2;
 		x.ranges[0] = (struct dmm_dma_range){ 0, 0, 1 * GiB };
 		x.ranges[1] = (struct dmm_dma_range){ 512 * MiB, 2 * GiB, 1 * GiB }; /* overlaps */
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
-		x = desc("x", 32, 1);
+		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.iommu = 1;
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_ENOTSUP);
-		x = desc("x", 32, 1);
+		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.bus_offset = (int64_t)(64 * GiB); /* every bus address beyond the mask */
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_ERANGE);
-		x = desc("x", 32, 1);
+		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.cma_area = 7;
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
 	}
@@ -120,9 +99,9 @@ static void test_devices_and_limits(void **state)
 
 static void test_offsets_and_ranges(void **state)
 {
-	struct tu_env *e = env_profile("rpi4");
+	struct tu_env *e = tu_env_profile("rpi4");
 	struct dmm_device *dev, *legacy;
-	struct dmm_device_desc d = desc("vc4", 32, 0), l = desc("legacy", 32, 1);
+	struct dmm_device_desc d = tu_desc("vc4", 32, 0, DMM_DEVICE_CMA_DEFAULT), l = tu_desc("legacy", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 	dmm_phys_t pa;
 	dmm_dma_addr_t bus;
 	void *cpu;
@@ -184,9 +163,9 @@ static void test_coherent_placement(void **state)
 	(void)state;
 
 	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-		struct tu_env *e = env_profile(cases[k].profile);
+		struct tu_env *e = tu_env_profile(cases[k].profile);
 		struct dmm_device *dev;
-		struct dmm_device_desc d = desc("dev", cases[k].bits, k != 1);
+		struct dmm_device_desc d = tu_desc("dev", cases[k].bits, k != 1, DMM_DEVICE_CMA_DEFAULT);
 		static void *cpu[200];
 		static dmm_dma_addr_t bus[200];
 		static size_t sz[200];
@@ -221,7 +200,7 @@ static void test_coherent_placement(void **state)
 		/* non-coherent atomic requests need the atomic pool */
 		{
 			struct dmm_device *nc;
-			struct dmm_device_desc n = desc("nc", 32, 0);
+			struct dmm_device_desc n = tu_desc("nc", 32, 0, DMM_DEVICE_CMA_DEFAULT);
 			void *c;
 			dmm_dma_addr_t b;
 			assert_ok(dmm_device_create(e->mem, &n, NULL, &nc));
@@ -238,9 +217,9 @@ static void test_coherent_placement(void **state)
 
 static void test_coherent_from_area_uncached(void **state)
 {
-	struct tu_env *e = env_profile("phone");
+	struct tu_env *e = tu_env_profile("phone");
 	struct dmm_device *dev;
-	struct dmm_device_desc d = desc("isp", 64, 0);
+	struct dmm_device_desc d = tu_desc("isp", 64, 0, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_hosted_stats h0, h1;
 	struct dmm_dma_stats st;
 	struct dmm_cma_info ci;
@@ -280,9 +259,9 @@ static void test_coherent_from_area_uncached(void **state)
 
 static void test_streaming_and_sg(void **state)
 {
-	struct tu_env *e = env_profile("pc");
+	struct tu_env *e = tu_env_profile("pc");
 	struct dmm_device *dev;
-	struct dmm_device_desc d = desc("disk", 32, 1);
+	struct dmm_device_desc d = tu_desc("disk", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_sg sg[8];
 	dmm_pfn_t base, hi;
 	dmm_dma_addr_t bus;
@@ -384,9 +363,9 @@ static uint64_t count(struct dmm_mem *mem, enum dmm_dma_debug_rule r)
 
 static void test_debug_rules(void **state)
 {
-	struct tu_env *e = env_profile("phone");
+	struct tu_env *e = tu_env_profile("phone");
 	struct dmm_device *dev, *nc;
-	struct dmm_device_desc d = desc("eth", 64, 1), n = desc("dsp", 64, 0);
+	struct dmm_device_desc d = tu_desc("eth", 64, 1, DMM_DEVICE_CMA_DEFAULT), n = tu_desc("dsp", 64, 0, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_dma_debug_report rep[4];
 	dmm_pfn_t buf;
 	dmm_phys_t pa;

@@ -8,10 +8,9 @@
  * touching memory it has no mapping for, an address truncated by the
  * device's address bits.
  */
-#include "tu.h"
+#include "tu_dma.h"
 
 #include "dma_sim.h"
-#include "profile.h"
 
 struct hwenv {
 	struct dmm_hw *hw;
@@ -43,17 +42,6 @@ static void hwenv_destroy(struct hwenv *e)
 	dmm_hw_mem_destroy(e->hw, e->mem);
 }
 
-static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent)
-{
-	struct dmm_device_desc d;
-	memset(&d, 0, sizeof(d));
-	d.name = name;
-	d.dma_mask = DMM_DMA_BIT_MASK(bits);
-	d.coherent = coherent;
-	d.cma_area = DMM_DEVICE_CMA_NONE;
-	return d;
-}
-
 static uint64_t count(struct dmm_mem *mem, enum dmm_dma_debug_rule r)
 {
 	uint64_t c[DMM_NR_DBG_RULES];
@@ -82,7 +70,7 @@ static void test_round_trips(void **state)
 	for (int coherent = 0; coherent <= 1; coherent++) {
 		struct hwenv e;
 		struct dmm_sim_dev sd;
-		struct dmm_device_desc d = desc(coherent ? "coh" : "noncoh", 64, coherent);
+		struct dmm_device_desc d = tu_desc(coherent ? "coh" : "noncoh", 64, coherent, DMM_DEVICE_CMA_NONE);
 		static uint8_t want[16384], got[16384];
 		dmm_phys_t pa;
 		dmm_dma_addr_t bus;
@@ -179,7 +167,7 @@ static void test_forgotten_syncs(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("cam", 64, 0);
+	struct dmm_device_desc d = tu_desc("cam", 64, 0, DMM_DEVICE_CMA_NONE);
 	uint8_t a[256], b[256];
 	dmm_phys_t pa;
 	dmm_dma_addr_t bus;
@@ -225,7 +213,7 @@ static void test_forgotten_syncs(void **state)
 	/* 3. the same on a coherent device needs nothing */
 	{
 		struct dmm_sim_dev cd;
-		struct dmm_device_desc c = desc("gpu", 64, 1);
+		struct dmm_device_desc c = tu_desc("gpu", 64, 1, DMM_DEVICE_CMA_NONE);
 		assert_ok(dmm_sim_device_create(e.mem, e.hw, &c, NULL, &cd));
 		bus = dmm_dma_map_phys(cd.dev, pa, 256, DMM_DMA_BIDIRECTIONAL);
 		assert_ok(dmm_dma_mapping_error(cd.dev, bus));
@@ -249,7 +237,7 @@ static void test_small_object_corruption(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("uart", 64, 0);
+	struct dmm_device_desc d = tu_desc("uart", 64, 0, DMM_DEVICE_CMA_NONE);
 	uint8_t v[32];
 	dmm_phys_t pa, obj_a, obj_b;
 	dmm_dma_addr_t bus;
@@ -295,7 +283,7 @@ static void test_access_rules(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd, narrow;
-	struct dmm_device_desc d = desc("nic", 64, 1), n = desc("dma32", 32, 1);
+	struct dmm_device_desc d = tu_desc("nic", 64, 1, DMM_DEVICE_CMA_NONE), n = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
 	uint8_t v[64];
 	dmm_phys_t pa, high;
 	dmm_dma_addr_t bus;

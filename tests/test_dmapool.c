@@ -9,29 +9,8 @@
  */
 #include <pthread.h>
 
-#include "tu.h"
+#include "tu_dma.h"
 
-#include "profile.h"
-
-static struct tu_env *env_profile(const char *name)
-{
-	struct dmm_machine m;
-	char err[256];
-	if (dmm_profile_load(name, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", name, err);
-	return tu_env_create(&m, 2);
-}
-
-static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent)
-{
-	struct dmm_device_desc d;
-	memset(&d, 0, sizeof(d));
-	d.name = name;
-	d.dma_mask = DMM_DMA_BIT_MASK(bits);
-	d.coherent = coherent;
-	d.cma_area = DMM_DEVICE_CMA_DEFAULT;
-	return d;
-}
 
 static struct dmm_dma_pool_stats stats(struct dmm_dma_pool *p)
 {
@@ -104,8 +83,8 @@ static void test_geometry(void **state)
 		{ 512, 4096, 0 },   { 3000, 8, 4096 }, { 5000, 8, 8192 }, { 1000, 8, 1024 },
 		{ 40960, 8, 0 },    { 72, 8, 65536 },  { 4096, 4096, 4096 },
 	};
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("nvme", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("nvme", 64, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev;
 	(void)state;
 
@@ -181,8 +160,8 @@ static void test_geometry(void **state)
  * space, so each is over-allocated and its aligned part used. */
 static void test_misaligned_chunks(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("offset", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("offset", 64, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev;
 	struct dmm_dma_pool *p;
 	struct dmm_dma_pool_stats st;
@@ -216,8 +195,8 @@ static void test_misaligned_chunks(void **state)
 
 static void test_zeroing(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("ehci", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("ehci", 64, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev;
 	struct dmm_dma_pool *p;
 	void *cpu, *c2;
@@ -251,8 +230,8 @@ static void test_zeroing(void **state)
 
 static void test_dma32_below_4g(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d32 = desc("ahci", 32, 1), d64 = desc("nvme", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d32 = tu_desc("ahci", 32, 1, DMM_DEVICE_CMA_DEFAULT), d64 = tu_desc("nvme", 64, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev32, *dev64;
 	struct dmm_dma_pool *p32, *p64;
 	enum { N = 3000 };
@@ -290,8 +269,8 @@ static void test_dma32_below_4g(void **state)
 
 static void test_noncoherent(void **state)
 {
-	struct tu_env *e = env_profile("phone");
-	struct dmm_device_desc d = desc("ufs", 32, 0);
+	struct tu_env *e = tu_env_profile("phone");
+	struct dmm_device_desc d = tu_desc("ufs", 32, 0, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev;
 	struct dmm_dma_pool *p;
 	struct dmm_dma_pool_stats st, st2;
@@ -354,8 +333,8 @@ static void test_noncoherent(void **state)
 
 static void test_bad_input(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("nic", 64, 1), bd = desc("pci", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("nic", 64, 1, DMM_DEVICE_CMA_DEFAULT), bd = tu_desc("pci", 64, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev, *bus;
 	struct dmm_dma_pool *p, *q, *x = NULL;
 	struct dmm_dma_pool_stats st0, st1;
@@ -515,8 +494,8 @@ static void *thr_main(void *arg)
 
 static void test_two_threads(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("xhci", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("xhci", 64, 1, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev;
 	struct dmm_dma_pool *p;
 	struct dmm_dma_pool_stats st;
@@ -551,8 +530,8 @@ static void test_two_threads(void **state)
 
 static void test_random_checked(void **state)
 {
-	struct tu_env *e = env_profile("rpi4");
-	struct dmm_device_desc d = desc("genet", 32, 0);
+	struct tu_env *e = tu_env_profile("rpi4");
+	struct dmm_device_desc d = tu_desc("genet", 32, 0, DMM_DEVICE_CMA_DEFAULT);
 	struct dmm_device *dev;
 	struct dmm_dma_pool *p;
 	enum { MAXLIVE = 700, STEPS = 6000, SIZE = 72 };

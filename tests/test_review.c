@@ -6,37 +6,16 @@
  * an area, cache state of uncached area buffers, and DMA debug switched on
  * while buffers are live.
  */
-#include "tu.h"
+#include "tu_dma.h"
 
 #include "dma_sim.h"
-#include "profile.h"
-
-static struct tu_env *env_profile(const char *name)
-{
-	struct dmm_machine m;
-	char err[256];
-	if (dmm_profile_load(name, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", name, err);
-	return tu_env_create(&m, 2);
-}
-
-static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent)
-{
-	struct dmm_device_desc d;
-	memset(&d, 0, sizeof(d));
-	d.name = name;
-	d.dma_mask = DMM_DMA_BIT_MASK(bits);
-	d.coherent = coherent;
-	d.cma_area = DMM_DEVICE_CMA_NONE;
-	return d;
-}
 
 /* A scatterlist piece that wraps the top of the address space is not RAM:
  * map_sg must reject it (map_phys does). */
 static void test_sg_piece_wraps(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("wrap", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("wrap", 64, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev;
 	struct dmm_sg sg[1];
 	(void)state;
@@ -56,8 +35,8 @@ static void test_sg_piece_wraps(void **state)
  * ambiguous: the header promises -DMM_EINVAL for overlapping ranges. */
 static void test_ranges_overlap_on_bus(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("ovl", 32, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("ovl", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev = NULL;
 	(void)state;
 
@@ -73,8 +52,8 @@ static void test_ranges_overlap_on_bus(void **state)
  * reachable. */
 static void test_reach_across_range_gap(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("gap", 32, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("gap", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev;
 	struct dmm_sg sg[1];
 	dmm_dma_addr_t b;
@@ -103,8 +82,8 @@ static void test_reach_across_range_gap(void **state)
  * overflow the 32-bit dma_length. */
 static void test_sg_merge_length_overflow(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("big", 64, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("big", 64, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev;
 	struct dmm_sg sg[2];
 	uint64_t total = 0;
@@ -130,8 +109,8 @@ static void test_sg_merge_length_overflow(void **state)
  * segment boundary, as buddy and range allocations do. */
 static void test_coherent_from_area_honours_boundary(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("bnd", 32, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("bnd", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev;
 	struct dmm_dma_stats st;
 	int area = dmm_cma_default(e->mem);
@@ -167,7 +146,7 @@ static void test_uncached_area_buffer_flushed(void **state)
 	struct dmm_hw *hw;
 	struct dmm_mem *mem;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("cam", 64, 0);
+	struct dmm_device_desc d = tu_desc("cam", 64, 0, DMM_DEVICE_CMA_NONE);
 	struct dmm_dma_stats st;
 	char err[256];
 	static uint8_t old[64 * 1024], want[64 * 1024], got[64 * 1024];
@@ -222,8 +201,8 @@ static void test_uncached_area_buffer_flushed(void **state)
  * of that buffer still frees it (debug reports, it does not leak). */
 static void test_debug_enabled_after_alloc_free_works(void **state)
 {
-	struct tu_env *e = env_profile("pc");
-	struct dmm_device_desc d = desc("late", 32, 1);
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("late", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev;
 	struct dmm_dma_stats st;
 	void *cpu;

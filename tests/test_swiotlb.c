@@ -10,10 +10,9 @@
  */
 #include <pthread.h>
 
-#include "tu.h"
+#include "tu_dma.h"
 
 #include "dma_sim.h"
-#include "profile.h"
 
 struct hwenv {
 	struct dmm_hw *hw;
@@ -49,17 +48,6 @@ static void hwenv_destroy(struct hwenv *e)
 	dmm_hw_mem_destroy(e->hw, e->mem);
 }
 
-static struct dmm_device_desc desc(const char *name, unsigned bits, int coherent)
-{
-	struct dmm_device_desc d;
-	memset(&d, 0, sizeof(d));
-	d.name = name;
-	d.dma_mask = DMM_DMA_BIT_MASK(bits);
-	d.coherent = coherent;
-	d.cma_area = DMM_DEVICE_CMA_NONE;
-	return d;
-}
-
 static void fill(uint8_t *b, size_t n, unsigned seed)
 {
 	for (size_t i = 0; i < n; i++)
@@ -80,7 +68,7 @@ static void test_round_trips_through_bounce(void **state)
 	for (int coherent = 0; coherent <= 1; coherent++) {
 		struct hwenv e;
 		struct dmm_sim_dev sd;
-		struct dmm_device_desc d = desc("dma32", 32, coherent);
+		struct dmm_device_desc d = tu_desc("dma32", 32, coherent, DMM_DEVICE_CMA_NONE);
 		struct dmm_swiotlb_opts o;
 		struct dmm_swiotlb_stats st;
 		static uint8_t want[8192], got[8192];
@@ -169,7 +157,7 @@ static void test_full_deferred_transient_growth(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("dma32", 32, 1);
+	struct dmm_device_desc d = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_swiotlb_opts o;
 	struct dmm_swiotlb_stats st;
 	dmm_phys_t pa;
@@ -247,7 +235,7 @@ static void test_restricted_and_untrusted(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev r, u;
-	struct dmm_device_desc rd = desc("restricted", 64, 1), ud = desc("thunderbolt", 64, 1);
+	struct dmm_device_desc rd = tu_desc("restricted", 64, 1, DMM_DEVICE_CMA_NONE), ud = tu_desc("thunderbolt", 64, 1, DMM_DEVICE_CMA_NONE);
 	dmm_pfn_t p;
 	dmm_dma_addr_t bus;
 	(void)state;
@@ -288,7 +276,7 @@ static void test_packed_objects_bounce(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("uart", 64, 0);
+	struct dmm_device_desc d = tu_desc("uart", 64, 0, DMM_DEVICE_CMA_NONE);
 	uint8_t v[32];
 	void *a, *b;
 	dmm_phys_t pa_a, pa_b;
@@ -362,7 +350,7 @@ static void test_two_threads(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("dma32", 32, 1);
+	struct dmm_device_desc d = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct worker w[2];
 	pthread_t t[2];
 	(void)state;
@@ -391,7 +379,7 @@ static void test_sg_bounce(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("dma32", 32, 0);
+	struct dmm_device_desc d = tu_desc("dma32", 32, 0, DMM_DEVICE_CMA_NONE);
 	struct dmm_sg sg[3];
 	static uint8_t want[3][3000], got[3000];
 	dmm_phys_t hi, lo;
@@ -448,7 +436,7 @@ static void test_untrusted_sees_only_its_bytes_and_forced(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev u, t;
-	struct dmm_device_desc ud = desc("thunderbolt", 64, 1), td = desc("trusted", 64, 1);
+	struct dmm_device_desc ud = tu_desc("thunderbolt", 64, 1, DMM_DEVICE_CMA_NONE), td = tu_desc("trusted", 64, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_swiotlb_opts o;
 	uint8_t secret[2048], got[2048];
 	dmm_pfn_t p;
@@ -515,7 +503,7 @@ static void test_policies_and_debug(void **state)
 	for (int pol = DMM_KMALLOC_ALIGNED; pol <= DMM_KMALLOC_PACKED_ON_REQUEST; pol++) {
 		struct hwenv e;
 		struct dmm_sim_dev sd;
-		struct dmm_device_desc d = desc("uart", 64, 0);
+		struct dmm_device_desc d = tu_desc("uart", 64, 0, DMM_DEVICE_CMA_NONE);
 		uint64_t c[DMM_NR_DBG_RULES];
 		uint8_t v[32];
 		void *a, *b;
@@ -564,7 +552,7 @@ static void test_growth_under_burst(void **state)
 {
 	struct hwenv e;
 	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = desc("dma32", 32, 1);
+	struct dmm_device_desc d = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_swiotlb_opts o;
 	struct dmm_swiotlb_stats st;
 	struct worker w[2];
