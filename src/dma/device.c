@@ -15,6 +15,9 @@
  */
 #include "dma/dma_internal.h"
 
+_Static_assert(sizeof(struct dmm_device) <= DMM_PAGE_SIZE, "a device must fit the page it lives in");
+_Static_assert(sizeof(struct dmm_dev_pcpu) == 64, "per-CPU device counters take one cache line");
+
 static uint64_t mask_end(uint64_t mask)
 {
 	return mask == ~(uint64_t)0 ? DMM_PHYS_MAX : mask + 1;
@@ -283,5 +286,6 @@ void dmm_device_get_stats(const struct dmm_device *dev, struct dmm_dma_stats *st
 		st->cache_clean_bytes += __atomic_load_n(&p->clean_bytes, __ATOMIC_RELAXED);
 		st->cache_inval_bytes += __atomic_load_n(&p->inval_bytes, __ATOMIC_RELAXED);
 		st->cache_flush_bytes += __atomic_load_n(&p->flush_bytes, __ATOMIC_RELAXED);
+		st->bounced_maps += __atomic_load_n(&p->bounced_maps, __ATOMIC_RELAXED);
 	}
 }

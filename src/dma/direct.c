@@ -316,7 +316,7 @@ static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		return err;
 	err = dmm__dev_reach(dev, tlb, size, bus);
 	if (err) {
-		dmm__swiotlb_unmap(dev, tlb, size, DMM_DMA_NONE);
+		dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE);
 		return err;
 	}
 	*map_pa = tlb;
@@ -425,6 +425,7 @@ int dmm_dma_mapping_error(struct dmm_device *dev, dmm_dma_addr_t dma)
 void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
+	struct tlb_pool *pool;
 	dmm_phys_t pa;
 
 	if (!dev || dma == DMM_DMA_MAPPING_ERROR)
@@ -433,11 +434,11 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
 	if (!size || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
-	if (dmm__swiotlb_owns(dev->mem, pa)) {
+	if ((pool = dmm__swiotlb_pool_of(dev->mem, pa))) {
 		/* drop stale lines of the bounce buffer, copy back, free the slots */
 		if (dir_ok(dir))
 			for_cpu(dev, pa, size, dir);
-		dmm__swiotlb_unmap(dev, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE);
+		dmm__swiotlb_unmap(dev, pool, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE);
 	} else if (dir_ok(dir)) {
 		for_cpu(dev, pa, size, dir);
 	}
@@ -447,6 +448,7 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
 			int to_device, const void *site)
 {
+	struct tlb_pool *pool;
 	dmm_phys_t pa;
 
 	if (!dev)
@@ -455,13 +457,13 @@ static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		dmm__dbg_sync(dev, dma, size, dir, to_device, site);
 	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
 		return;
-	if (dmm__swiotlb_owns(dev->mem, pa)) {
+	if ((pool = dmm__swiotlb_pool_of(dev->mem, pa))) {
 		if (to_device) {
-			dmm__swiotlb_sync(dev, pa, size, dir, 1);
+			dmm__swiotlb_sync(dev, pool, pa, size, dir, 1);
 			for_device(dev, pa, size, dir);
 		} else {
 			for_cpu(dev, pa, size, dir);
-			dmm__swiotlb_sync(dev, pa, size, dir, 0);
+			dmm__swiotlb_sync(dev, pool, pa, size, dir, 0);
 		}
 	} else if (to_device) {
 		for_device(dev, pa, size, dir);
@@ -524,7 +526,7 @@ static int sg_undo(struct dmm_device *dev, struct dmm_sg *sg, unsigned upto, int
 {
 	for (unsigned j = 0; j < upto; j++) {
 		if (sg[j].dma_address != DMM_DMA_MAPPING_ERROR)
-			dmm__swiotlb_unmap(dev, sg[j].dma_address, sg[j].length, DMM_DMA_NONE);
+			dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, sg[j].dma_address, sg[j].length, DMM_DMA_NONE);
 		sg[j].dma_address = DMM_DMA_MAPPING_ERROR;
 	}
 	if (err == -DMM_EINVAL) {
@@ -629,7 +631,7 @@ static bool sg_bounce(struct dmm_device *dev, const struct dmm_sg *e, dmm_dma_ad
 
 	if (e->dma_address == DMM_DMA_MAPPING_ERROR || e->dma_length != e->length ||
 	    e->dma_address == dmm_dma_phys_to_bus(dev, e->phys) || dmm_dma_bus_to_phys(dev, e->dma_address, &p) ||
-	    !dmm__swiotlb_owns(dev->mem, p))
+	    !dmm__swiotlb_pool_of(dev->mem, p))
 		return false;
 	*bus = e->dma_address;
 	*tlb = p;
@@ -650,7 +652,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 				dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
 			if (dir_ok(dir))
 				for_cpu(dev, tlb, sg[i].length, dir);
-			dmm__swiotlb_unmap(dev, tlb, sg[i].length, dir_ok(dir) ? dir : DMM_DMA_NONE);
+			dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir_ok(dir) ? dir : DMM_DMA_NONE);
 			continue;
 		}
 		b = dmm_dma_phys_to_bus(dev, sg[i].phys);
@@ -678,11 +680,11 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 		if (!sg[i].length || !dir_ok(dir) || !is_ram(dev->mem, sg[i].phys, sg[i].length))
 			continue;
 		if (bounced && to_device) {
-			dmm__swiotlb_sync(dev, tlb, sg[i].length, dir, 1);
+			dmm__swiotlb_sync(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir, 1);
 			for_device(dev, tlb, sg[i].length, dir);
 		} else if (bounced) {
 			for_cpu(dev, tlb, sg[i].length, dir);
-			dmm__swiotlb_sync(dev, tlb, sg[i].length, dir, 0);
+			dmm__swiotlb_sync(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir, 0);
 		} else if (to_device) {
 			for_device(dev, sg[i].phys, sg[i].length, dir);
 		} else {

@@ -16,7 +16,10 @@ struct tlb_pool;
  * bounce a cache line on every map. */
 #define DMM_DEV_PCPU 16
 struct dmm_dev_pcpu {
-	_Alignas(64) uint64_t maps, unmaps, map_bytes, syncs, clean_bytes, inval_bytes, flush_bytes;
+	/* one cache line: only the first member carries the alignment (an
+	 * _Alignas on a declarator list would align every counter) */
+	_Alignas(64) uint64_t maps;
+	uint64_t unmaps, map_bytes, syncs, clean_bytes, inval_bytes, flush_bytes, bounced_maps;
 };
 
 struct dmm_device {
@@ -55,12 +58,15 @@ int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma
 /* swiotlb.c */
 int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 		     dmm_phys_t *tlb_pa);
-int dmm__swiotlb_owns(struct dmm_mem *mem, dmm_phys_t pa);
+/* The bounce pool holding @pa, or NULL. O(log pools). */
+struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);
 int dmm__swiotlb_ready(struct dmm_mem *mem);
 int dmm__swiotlb_forced(struct dmm_mem *mem);
-void dmm__swiotlb_sync(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir,
-		       int to_device);
-void dmm__swiotlb_unmap(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir);
+/* @pool: the pool of @tlb_pa if known, else NULL (looked up). */
+void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+		       enum dmm_dma_dir dir, int to_device);
+void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+			enum dmm_dma_dir dir);
 
 /* Mapping types tracked by DMA debug. */
 enum dmm__dbg_type { DMM__DBG_SINGLE = 0, DMM__DBG_SG, DMM__DBG_COHERENT };

@@ -42,6 +42,8 @@ struct tlb_slot {
 struct tlb_area {
 	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
 	uint32_t start, n, hint, used;
+	/* counters under the area lock (summed on query) */
+	uint64_t maps, unmaps, to_device, from_device;
 };
 
 struct tlb_pool {
@@ -260,6 +262,13 @@ static void pool_destroy(struct dmm_swiotlb *t, struct tlb_pool *p)
 	dmm_pfn_t mem_pfn = p->mem_pfn, meta_pfn = p->meta_pfn;
 	uint64_t mem_pages = p->mem_pages, meta_pages = p->meta_pages;
 
+	/* keep the pool's counters in the totals */
+	for (uint32_t a = 0; a < p->nr_areas; a++) {
+		sadd(&t->st.maps, p->areas[a].maps);
+		sadd(&t->st.unmaps, p->areas[a].unmaps);
+		sadd(&t->st.bounced_to_device, p->areas[a].to_device);
+		sadd(&t->st.bounced_from_device, p->areas[a].from_device);
+	}
 	if (mem->plat.lock_destroy)
 		for (uint32_t a = 0; a < p->nr_areas; a++)
 			mem->plat.lock_destroy(mem->plat.ctx, &p->areas[a].lock);
@@ -426,7 +435,8 @@ static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_a
 	return got;
 }
 
-static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, dmm_phys_t pa)
+static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, dmm_phys_t pa,
+			 uint64_t to_device)
 {
 	const struct dmm_platform *pl = &t->mem->plat;
 	unsigned cpu = pl->cpu_id ? pl->cpu_id(pl->ctx) : 0;
@@ -436,6 +446,10 @@ static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, 
 		int64_t s;
 		dmm__lock(t->mem, &a->lock);
 		s = area_take(t, p, a, n, pa);
+		if (s >= 0) {
+			a->maps++;
+			a->to_device += to_device;
+		}
 		dmm__unlock(t->mem, &a->lock);
 		if (s >= 0) {
 			__atomic_fetch_add(&p->used, n, __ATOMIC_RELAXED);
@@ -505,7 +519,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		     dmm_phys_t *tlb_pa)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
-	uint64_t slot, off;
+	uint64_t slot, off, copy_in;
 	uint32_t n;
 	struct tlb_pool *p = (struct tlb_pool *)0;
 	int64_t s = -1;
@@ -513,13 +527,14 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	if (!t)
 		return -DMM_ENOTSUP;
 	slot = t->o.slot_size;
+	copy_in = (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
 	off = pa & t->o.align_mask & (slot - 1);
 	n = (uint32_t)((off + size + slot - 1) / slot);
 	if (n > t->o.max_slots_per_map)
 		return -DMM_EINVAL;
 	if (dev->restricted_pool) {
 		p = dev->restricted_pool;
-		s = pool_take(t, p, n, pa);
+		s = pool_take(t, p, n, pa, copy_in);
 	} else {
 		/* the published pools, no global lock: areas keep CPUs apart */
 		uint32_t r = reader_enter(t);
@@ -527,7 +542,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		for (uint32_t i = 0; i < x->n && s < 0; i++) {
 			p = x->pool[i];
 			if (pool_usable(p, dev))
-				s = pool_take(t, p, n, pa);
+				s = pool_take(t, p, n, pa, copy_in);
 		}
 		if (s >= 0 && !p->transient)
 			maybe_grow(t, x);
@@ -547,7 +562,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 					pool_destroy(t, p);
 					break;
 				}
-				s = pool_take(t, p, n, pa);
+				s = pool_take(t, p, n, pa, copy_in);
 			}
 		}
 		dmm__unlock(dev->mem, &t->lock);
@@ -566,11 +581,8 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	 * earlier mapping left in these slots */
 	if (dev->desc.untrusted)
 		dmm__phys_fill(dev->mem, p->base + (uint64_t)s * slot, 0, (size_t)n * slot);
-	if (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
+	if (copy_in)
 		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
-		sadd(&t->st.bounced_to_device, size);
-	}
-	sadd(&t->st.maps, 1);
 	{
 		uint64_t used = __atomic_add_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
 		uint64_t hw = __atomic_load_n(&t->st.high_water_slots, __ATOMIC_RELAXED);
@@ -578,14 +590,16 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 								 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 			;
 	}
-	dmm__dstat(&dev->st.bounced_maps, 1);
+	dmm__dstat(&dmm__dev_pcpu(dev)->bounced_maps, 1);
 	return 0;
 }
 
-/* The mapping record behind bounce address @tlb_pa, or NULL. */
-static struct tlb_slot *lookup(struct dmm_swiotlb *t, dmm_phys_t tlb_pa, struct tlb_pool **pp)
+/* The mapping record behind bounce address @tlb_pa, or NULL. @hint: its
+ * pool if the caller looked it up already. */
+static struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hint, dmm_phys_t tlb_pa,
+			       struct tlb_pool **pp)
 {
-	struct tlb_pool *p = index_find(t, tlb_pa);
+	struct tlb_pool *p = hint ? hint : index_find(t, tlb_pa);
 	uint32_t s;
 
 	if (!p)
@@ -597,10 +611,10 @@ static struct tlb_slot *lookup(struct dmm_swiotlb *t, dmm_phys_t tlb_pa, struct 
 	return &p->slots[p->slots[s].first];
 }
 
-int dmm__swiotlb_owns(struct dmm_mem *mem, dmm_phys_t pa)
+struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa)
 {
 	struct dmm_swiotlb *t = tlb_of(mem);
-	return t && index_find(t, pa);
+	return t ? index_find(t, pa) : (struct tlb_pool *)0;
 }
 
 int dmm__swiotlb_ready(struct dmm_mem *mem)
@@ -615,15 +629,15 @@ int dmm__swiotlb_forced(struct dmm_mem *mem)
 }
 
 /* Copy between the original and the bounce buffer for [tlb_pa, +size). */
-void dmm__swiotlb_sync(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir,
-		       int to_device)
+void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+		       enum dmm_dma_dir dir, int to_device)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
 	struct tlb_pool *p;
 	struct tlb_slot *f;
 	dmm_phys_t start, orig;
 
-	if (!t || !(f = lookup(t, tlb_pa, &p)))
+	if (!t || !(f = lookup(t, pool, tlb_pa, &p)))
 		return;
 	start = p->base + (uint64_t)(f - p->slots) * t->o.slot_size + f->off;
 	if (tlb_pa < start || tlb_pa + size > start + f->size)
@@ -641,20 +655,22 @@ void dmm__swiotlb_sync(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, e
 static void serve_deferred(struct dmm_swiotlb *t);
 
 /* Copy back as the direction needs and free the slots of @tlb_pa's mapping. */
-void dmm__swiotlb_unmap(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir)
+void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+			enum dmm_dma_dir dir)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
 	struct tlb_pool *p;
 	struct tlb_slot *f;
 	uint32_t first, n;
 
-	if (!t || !(f = lookup(t, tlb_pa, &p)))
+	size_t back = 0;
+
+	if (!t || !(f = lookup(t, pool, tlb_pa, &p)))
 		return;
 	first = (uint32_t)(f - p->slots);
 	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
-		size_t len = size < f->size ? size : f->size;
-		dmm__phys_copy(dev->mem, f->orig, tlb_pa, len);
-		sadd(&t->st.bounced_from_device, len);
+		back = size < f->size ? size : f->size;
+		dmm__phys_copy(dev->mem, f->orig, tlb_pa, back);
 	}
 	n = f->nslots;
 	for (uint32_t a = 0; a < p->nr_areas; a++) {
@@ -672,13 +688,14 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, dmm_phys_t tlb_pa, size_t size, 
 			}
 		}
 		ar->used -= n;
+		ar->unmaps++;
+		ar->from_device += back;
 		dmm__unlock(dev->mem, &ar->lock);
 		break;
 	}
 	__atomic_sub_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
 	if (__atomic_sub_fetch(&p->used, n, __ATOMIC_RELAXED) == 0 && p->transient)
 		__atomic_store_n(&p->idle_since, dmm__now(dev->mem) + 1, __ATOMIC_RELAXED);
-	sadd(&t->st.unmaps, 1);
 	if (__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
 		serve_deferred(t);
 	if (__atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED))
@@ -825,8 +842,17 @@ void dmm_swiotlb_get_stats(struct dmm_mem *mem, struct dmm_swiotlb_stats *st)
 	st->total_slots = 0;
 	st->used_slots = 0;
 	for (uint32_t i = 0; i < t->nr_pools; i++) {
-		st->total_slots += t->pools[i]->nslots;
-		st->used_slots += __atomic_load_n(&t->pools[i]->used, __ATOMIC_RELAXED);
+		struct tlb_pool *p = t->pools[i];
+		st->total_slots += p->nslots;
+		st->used_slots += __atomic_load_n(&p->used, __ATOMIC_RELAXED);
+		for (uint32_t a = 0; a < p->nr_areas; a++) {
+			dmm__lock(mem, &p->areas[a].lock);
+			st->maps += p->areas[a].maps;
+			st->unmaps += p->areas[a].unmaps;
+			st->bounced_to_device += p->areas[a].to_device;
+			st->bounced_from_device += p->areas[a].from_device;
+			dmm__unlock(mem, &p->areas[a].lock);
+		}
 	}
 	dmm__unlock(mem, &t->lock);
 }
