@@ -237,26 +237,31 @@ uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, 
 	return bad;
 }
 
+/* The zone of the pageblock at @pb (that of any RAM page in it), or NULL
+ * when the block holds no RAM. */
+static struct dmm_zone *pageblock_zone(struct dmm_mem *mem, dmm_pfn_t pb)
+{
+	if (!dmm__pfn_page(mem, pb)) /* no memory map here: the whole block is absent */
+		return (struct dmm_zone *)0;
+	for (dmm_pfn_t p = pb; p < pb + DMM_PAGEBLOCK_PAGES; p++) {
+		struct dmm_page *q = dmm__pfn_page(mem, p);
+		if (q && q->zone < mem->nr_zones)
+			return &mem->zones[q->zone];
+	}
+	return (struct dmm_zone *)0;
+}
+
 /* Isolate the pageblocks covering [lo, hi) zone by zone; undo on conflict. */
 int dmm__isolate_range(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi)
 {
 	dmm_pfn_t first = dmm_align_down(lo, DMM_PAGEBLOCK_PAGES);
 
 	for (dmm_pfn_t pb = first; pb < hi; pb += DMM_PAGEBLOCK_PAGES) {
-		struct dmm_page *head = dmm__pfn_page(mem, pb);
-		struct dmm_page *any = (struct dmm_page *)0;
-		struct dmm_zone *z;
+		struct dmm_zone *z = pageblock_zone(mem, pb);
 		int err;
 
-		/* the zone of any RAM page in the block */
-		for (dmm_pfn_t p = pb; p < pb + DMM_PAGEBLOCK_PAGES && head && !any; p++) {
-			struct dmm_page *q = dmm__pfn_page(mem, p);
-			if (q && q->zone < mem->nr_zones)
-				any = q;
-		}
-		if (!any)
+		if (!z)
 			continue;
-		z = &mem->zones[any->zone];
 		dmm__lock(mem, &z->lock);
 		err = dmm__isolate_pageblock_locked(z, pb);
 		dmm__unlock(mem, &z->lock);
@@ -272,17 +277,10 @@ int dmm__isolate_range(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi)
 void dmm__unisolate_range(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi)
 {
 	for (dmm_pfn_t pb = dmm_align_down(lo, DMM_PAGEBLOCK_PAGES); pb < hi; pb += DMM_PAGEBLOCK_PAGES) {
-		struct dmm_page *any = (struct dmm_page *)0;
-		struct dmm_zone *z;
+		struct dmm_zone *z = pageblock_zone(mem, pb);
 
-		for (dmm_pfn_t p = pb; p < pb + DMM_PAGEBLOCK_PAGES && !any; p++) {
-			struct dmm_page *q = dmm__pfn_page(mem, p);
-			if (q && q->zone < mem->nr_zones)
-				any = q;
-		}
-		if (!any)
+		if (!z)
 			continue;
-		z = &mem->zones[any->zone];
 		dmm__lock(mem, &z->lock);
 		if (dmm__pageblock_mt(mem, pb) == DMM_MT_ISOLATE)
 			dmm__unisolate_pageblock_locked(z, pb);
