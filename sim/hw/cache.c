@@ -591,20 +591,26 @@ int dmm_hw_cpu_write_virt(struct dmm_hw *hw, void *va, const void *buf, size_t l
 /* ------------------------------------------------------------------------ */
 /* Platform hooks: the library's own CPU stores and copies                   */
 
+/* Count one platform-hook operation: an error, or @len bytes under @done. */
+static void hook_count(struct dmm_hw *hw, int err, uint64_t *done, size_t len)
+{
+	hw_lock(hw);
+	if (err) {
+		hw->st.hook_errors++;
+	} else {
+		(*done)++;
+		hw->st.hook_bytes += len;
+	}
+	hw_unlock(hw);
+}
+
 static void hook_phys_fill(void *ctx, dmm_phys_t pa, int c, size_t len)
 {
 	struct dmm_hw *hw = ctx;
 	struct acc a = { .op = ACC_FILL, .c = c, .through = hw->opts.hooks_write_through != 0 };
 	int err = cpu_op(hw, pa, len, &a, DMM_HW_AGENT_HOOK);
 
-	hw_lock(hw);
-	if (err) {
-		hw->st.hook_errors++;
-	} else {
-		hw->st.hook_fills++;
-		hw->st.hook_bytes += len;
-	}
-	hw_unlock(hw);
+	hook_count(hw, err, &hw->st.hook_fills, len);
 	if (err)
 		hw_log(hw, DMM_LOG_ERR, "hw: phys_fill on [%#llx, +%zu) which is not RAM",
 		       (unsigned long long)pa, len);
@@ -615,14 +621,7 @@ static void hook_phys_copy(void *ctx, dmm_phys_t dst, dmm_phys_t src, size_t len
 	struct dmm_hw *hw = ctx;
 	int err = copy_op(hw, dst, src, len, hw->opts.hooks_write_through != 0, DMM_HW_AGENT_HOOK);
 
-	hw_lock(hw);
-	if (err) {
-		hw->st.hook_errors++;
-	} else {
-		hw->st.hook_copies++;
-		hw->st.hook_bytes += len;
-	}
-	hw_unlock(hw);
+	hook_count(hw, err, &hw->st.hook_copies, len);
 	if (err)
 		hw_log(hw, DMM_LOG_ERR, "hw: phys_copy %#llx <- %#llx (+%zu) outside RAM",
 		       (unsigned long long)dst, (unsigned long long)src, len);
