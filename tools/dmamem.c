@@ -348,6 +348,19 @@ static int build_machine(const struct machine_opts *mo, struct dmm_machine *m,
 	return 0;
 }
 
+/* The long options of every command that builds a machine: those
+ * machine_option() takes, and --json, --verbose, --help. */
+#define MACHINE_LONG_OPTIONS                                                   \
+	{ "profile", required_argument, NULL, 'p' },                           \
+	{ "lowmem-policy", required_argument, NULL, 'P' },                     \
+	{ "lowmem-reserve-ratio", required_argument, NULL, 'R' },              \
+	{ "cma-policy", required_argument, NULL, OPT_CMA_POLICY },             \
+	{ "longterm-pin-migrate", required_argument, NULL, OPT_PIN_MIGRATE },  \
+	{ "cpus", required_argument, NULL, 'c' },                              \
+	{ "json", no_argument, NULL, 'j' },                                    \
+	{ "verbose", no_argument, NULL, 'v' },                                 \
+	{ "help", no_argument, NULL, 'h' }
+
 /* Common option parsing; returns 1 if consumed, 0 if not ours, -1 on error. */
 static int machine_option(int c, const char *arg, struct machine_opts *mo)
 {
@@ -799,15 +812,7 @@ static const char info_help[] =
 static int cmd_info(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "profile", required_argument, NULL, 'p' },
-		{ "lowmem-policy", required_argument, NULL, 'P' },
-		{ "lowmem-reserve-ratio", required_argument, NULL, 'R' },
-		{ "cma-policy", required_argument, NULL, OPT_CMA_POLICY },
-		{ "longterm-pin-migrate", required_argument, NULL, OPT_PIN_MIGRATE },
-		{ "cpus", required_argument, NULL, 'c' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
+		MACHINE_LONG_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct machine_opts mo;
@@ -1448,7 +1453,6 @@ static void print_run_json(const char *path, const struct dmm_machine *m, const 
 static int cmd_run(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "profile", required_argument, NULL, 'p' },
 		{ "workload", required_argument, NULL, 'w' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "ops", required_argument, NULL, 'n' },
@@ -1463,14 +1467,7 @@ static int cmd_run(int argc, char **argv)
 		{ "pin", required_argument, NULL, OPT_PIN },
 		{ "uncached", required_argument, NULL, OPT_UNCACHED },
 		{ "page-cache", required_argument, NULL, OPT_PAGE_CACHE },
-		{ "lowmem-policy", required_argument, NULL, 'P' },
-		{ "lowmem-reserve-ratio", required_argument, NULL, 'R' },
-		{ "cma-policy", required_argument, NULL, OPT_CMA_POLICY },
-		{ "longterm-pin-migrate", required_argument, NULL, OPT_PIN_MIGRATE },
-		{ "cpus", required_argument, NULL, 'c' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
+		MACHINE_LONG_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct machine_opts mo;
