@@ -262,13 +262,6 @@ static void pool_destroy(struct dmm_swiotlb *t, struct tlb_pool *p)
 	dmm_pfn_t mem_pfn = p->mem_pfn, meta_pfn = p->meta_pfn;
 	uint64_t mem_pages = p->mem_pages, meta_pages = p->meta_pages;
 
-	/* keep the pool's counters in the totals */
-	for (uint32_t a = 0; a < p->nr_areas; a++) {
-		sadd(&t->st.maps, p->areas[a].maps);
-		sadd(&t->st.unmaps, p->areas[a].unmaps);
-		sadd(&t->st.bounced_to_device, p->areas[a].to_device);
-		sadd(&t->st.bounced_from_device, p->areas[a].from_device);
-	}
 	if (mem->plat.lock_destroy)
 		for (uint32_t a = 0; a < p->nr_areas; a++)
 			mem->plat.lock_destroy(mem->plat.ctx, &p->areas[a].lock);
@@ -739,8 +732,18 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 		}
 		if (keep != ngone)
 			index_publish(t);
-		for (uint32_t i = 0; i < keep; i++)
-			__atomic_store_n(&t->total_bytes, t->total_bytes - gone[i]->bytes, __ATOMIC_RELAXED);
+		for (uint32_t i = 0; i < keep; i++) {
+			struct tlb_pool *p = gone[i];
+			__atomic_store_n(&t->total_bytes, t->total_bytes - p->bytes, __ATOMIC_RELAXED);
+			/* its counters join the totals while the pool lock still
+			 * keeps dmm_swiotlb_get_stats() out */
+			for (uint32_t a = 0; a < p->nr_areas; a++) {
+				sadd(&t->st.maps, p->areas[a].maps);
+				sadd(&t->st.unmaps, p->areas[a].unmaps);
+				sadd(&t->st.bounced_to_device, p->areas[a].to_device);
+				sadd(&t->st.bounced_from_device, p->areas[a].from_device);
+			}
+		}
 		ngone = keep;
 	}
 	dmm__unlock(mem, &t->lock);
@@ -832,11 +835,13 @@ void dmm_swiotlb_get_stats(struct dmm_mem *mem, struct dmm_swiotlb_stats *st)
 	dmm_memset(st, 0, sizeof(*st));
 	if (!t)
 		return;
+	/* under the pool lock: a released pool's counters move into t->st
+	 * under it too, so each is counted once */
+	dmm__lock(mem, &t->lock);
 	src = (const uint64_t *)&t->st;
 	dst = (uint64_t *)st;
 	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-	dmm__lock(mem, &t->lock);
 	st->pools = t->nr_pools;
 	st->transient_pools = __atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED);
 	st->total_slots = 0;
