@@ -158,23 +158,15 @@ static double timed_batch(int k, long n)
 	return (double)(bench_now_ns() - t0) / (double)n;
 }
 
+static void run_kind_cb(const void *arg, long n)
+{
+	run_kind(*(const int *)arg, n);
+}
+
 /* Pairs per batch so that a batch lasts about @batch_ms. */
 static long calibrate(int k, double batch_ms)
 {
-	long n = 256;
-	double ns;
-	for (;;) {
-		uint64_t t0 = bench_now_ns();
-		run_kind(k, n);
-		uint64_t dt = bench_now_ns() - t0;
-		if (dt > 2000000 || n > (1l << 26)) {
-			ns = (double)dt / (double)n;
-			break;
-		}
-		n *= 4;
-	}
-	double want = batch_ms * 1e6 / (ns > 0.5 ? ns : 0.5);
-	return want < 1000 ? 1000 : (long)want;
+	return bench_calibrate(run_kind_cb, &k, 256, 1l << 26, batch_ms, 1000);
 }
 
 /* ---- two threads ---------------------------------------------------------- */

@@ -156,20 +156,21 @@ static void run_kind(int k, size_t size, long n)
 	}
 }
 
+struct kind_size {
+	int k;
+	size_t size;
+};
+
+static void run_kind_cb(const void *arg, long n)
+{
+	const struct kind_size *a = arg;
+	run_kind(a->k, a->size, n);
+}
+
 static long calibrate(int k, size_t size, double batch_ms)
 {
-	long n = 256;
-	for (;;) {
-		uint64_t t0 = bench_now_ns();
-		run_kind(k, size, n);
-		uint64_t dt = bench_now_ns() - t0;
-		if (dt > 2000000 || n > (1l << 26)) {
-			double ns = (double)dt / (double)n;
-			double want = batch_ms * 1e6 / (ns > 0.5 ? ns : 0.5);
-			return want < 1000 ? 1000 : (long)want;
-		}
-		n *= 4;
-	}
+	struct kind_size a = { k, size };
+	return bench_calibrate(run_kind_cb, &a, 256, 1l << 26, batch_ms, 1000);
 }
 
 static void bench_speed(struct bench_out *out, long reps, double batch_ms)

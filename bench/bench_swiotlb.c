@@ -89,20 +89,21 @@ static void run_a(int k, size_t size, long n)
 	}
 }
 
+struct kind_size {
+	int k;
+	size_t size;
+};
+
+static void run_a_cb(const void *arg, long n)
+{
+	const struct kind_size *a = arg;
+	run_a(a->k, a->size, n);
+}
+
 static long calibrate_a(int k, size_t size, double batch_ms)
 {
-	long n = 64;
-	for (;;) {
-		uint64_t t0 = bench_now_ns();
-		run_a(k, size, n);
-		uint64_t dt = bench_now_ns() - t0;
-		if (dt > 2000000 || n > (1l << 26)) {
-			double ns = (double)dt / (double)n;
-			double want = batch_ms * 1e6 / (ns > 0.5 ? ns : 0.5);
-			return want < 200 ? 200 : (long)want;
-		}
-		n *= 4;
-	}
+	struct kind_size a = { k, size };
+	return bench_calibrate(run_a_cb, &a, 64, 1l << 26, batch_ms, 200);
 }
 
 static void bench_copy(struct bench_out *out, long reps, double batch_ms)
@@ -272,8 +273,7 @@ static void bench_slots(struct bench_out *out, long reps, double batch_ms)
 			double pps = batch_b(&tp, 1, n);
 			double dt = (double)n / pps * 1e9;
 			if (dt > 2e6 || n > (1l << 24)) {
-				double want = batch_ms * 1e6 / (1e9 / pps);
-				n = want < 200 ? 200 : (long)want;
+				n = bench_batch_len(1e9 / pps, batch_ms, 200);
 				break;
 			}
 			n *= 4;

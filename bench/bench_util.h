@@ -36,6 +36,30 @@ static inline uint64_t bench_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* ---- batch sizing ------------------------------------------------------- */
+
+/* Operations in a batch of about @batch_ms at @ns_per_op each; at least @min_n. */
+static inline long bench_batch_len(double ns_per_op, double batch_ms, long min_n)
+{
+	double want = batch_ms * 1e6 / (ns_per_op > 0.5 ? ns_per_op : 0.5);
+	return want < (double)min_n ? min_n : (long)want;
+}
+
+/* Time @run(@arg, n) for n = @n, 4n, 16n, ... until one call takes over
+ * 2 ms or n passes @max_n; the batch length for @batch_ms at that rate. */
+static inline long bench_calibrate(void (*run)(const void *arg, long n), const void *arg, long n,
+				   long max_n, double batch_ms, long min_n)
+{
+	for (;;) {
+		uint64_t t0 = bench_now_ns();
+		run(arg, n);
+		uint64_t dt = bench_now_ns() - t0;
+		if (dt > 2000000 || n > max_n)
+			return bench_batch_len((double)dt / (double)n, batch_ms, min_n);
+		n *= 4;
+	}
+}
+
 /* ---- statistics --------------------------------------------------------- */
 
 static inline int bench_cmp_double(const void *a, const void *b)
