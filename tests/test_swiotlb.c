@@ -351,30 +351,37 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static void test_two_threads(void **state)
+/* Two threads bouncing through @sd at once; each checks every round trip. */
+static void run_two_workers(struct hwenv *e, struct dmm_sim_dev *sd)
 {
-	struct hwenv e;
-	struct dmm_sim_dev sd;
-	struct dmm_device_desc d = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct worker w[2];
 	pthread_t t[2];
-	(void)state;
 
-	hwenv_create(&e, "pc", -1);
-	assert_ok(dmm_swiotlb_init(e.mem, NULL));
-	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
 	for (int i = 0; i < 2; i++) {
-		w[i].e = &e;
-		w[i].sd = &sd;
-		w[i].pa = high_buffer(&e, 0);
+		w[i].e = e;
+		w[i].sd = sd;
+		w[i].pa = high_buffer(e, 0);
 		w[i].failed = 0;
 		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
 	}
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 		assert_int_equal(w[i].failed, 0);
-		assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(w[i].pa), 0));
+		assert_ok(dmm_page_free(e->mem, dmm_phys_to_pfn(w[i].pa), 0));
 	}
+}
+
+static void test_two_threads(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev sd;
+	struct dmm_device_desc d = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
+	(void)state;
+
+	hwenv_create(&e, "pc", -1);
+	assert_ok(dmm_swiotlb_init(e.mem, NULL));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
+	run_two_workers(&e, &sd);
 	assert_ok(dmm_sim_device_destroy(&sd));
 	hwenv_destroy(&e);
 }
@@ -560,8 +567,6 @@ static void test_growth_under_burst(void **state)
 	struct dmm_device_desc d = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_swiotlb_opts o;
 	struct dmm_swiotlb_stats st;
-	struct worker w[2];
-	pthread_t t[2];
 	(void)state;
 
 	hwenv_create(&e, "pc", -1);
@@ -572,18 +577,7 @@ static void test_growth_under_burst(void **state)
 	o.no_transient = 1; /* only the worker may add memory */
 	assert_ok(dmm_swiotlb_init(e.mem, &o));
 	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
-	for (int i = 0; i < 2; i++) {
-		w[i].e = &e;
-		w[i].sd = &sd;
-		w[i].pa = high_buffer(&e, 0);
-		w[i].failed = 0;
-		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
-	}
-	for (int i = 0; i < 2; i++) {
-		assert_int_equal(pthread_join(t[i], NULL), 0);
-		assert_int_equal(w[i].failed, 0);
-		assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(w[i].pa), 0));
-	}
+	run_two_workers(&e, &sd);
 	dmm_swiotlb_get_stats(e.mem, &st);
 	assert_int_equal(st.fail_full, 0);
 	assert_ok(dmm_sim_device_destroy(&sd));
