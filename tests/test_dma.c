@@ -65,8 +65,12 @@ static void test_devices_and_limits(void **state)
 		x.ranges[1] = (struct dmm_dma_range){ 512 * MiB, 2 * GiB, 1 * GiB }; /* overlaps */
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
 		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
+		x.iommu = 3; /* no such mode */
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
+		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.iommu = 1;
-		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_ENOTSUP);
+		x.bus_offset = (int64_t)(1 * GiB); /* no offsets behind an IOMMU */
+		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_EINVAL);
 		x = tu_desc("x", 32, 1, DMM_DEVICE_CMA_DEFAULT);
 		x.bus_offset = (int64_t)(64 * GiB); /* every bus address beyond the mask */
 		assert_rc(dmm_device_create(e->mem, &x, NULL, &d2), -DMM_ERANGE);

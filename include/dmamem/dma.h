@@ -63,12 +63,22 @@ struct dmm_device_desc {
 	 * size, maximum number of segments (0 = unlimited each). */
 	struct dmm_constraint limits;
 	int cma_area;              /* index, DMM_DEVICE_CMA_DEFAULT or _NONE */
-	int iommu;                 /* behind an IOMMU: not supported yet (-DMM_ENOTSUP) */
-	int untrusted;             /* external-facing (recorded; used by bouncing later) */
+	/* enum dmm_iommu_mode (iommu.h): 0 none, DMM_IOMMU_DMA translated
+	 * (IOVAs below the masks, pages from anywhere), DMM_IOMMU_IDENTITY
+	 * passthrough (bus = phys; the masks still apply). Behind an IOMMU,
+	 * bus_offset and ranges must be 0. iommu_opts: for DMM_IOMMU_DMA
+	 * (NULL = dmm_iommu_opts_default). */
+	int iommu;
+	const struct dmm_iommu_opts *iommu_opts;
+	/* External-facing: sub-page buffers bounce (whole pages behind an
+	 * IOMMU, so the device never sees neighbouring data); IOTLB always
+	 * invalidated strictly. */
+	int untrusted;
 	int is_bus;                /* a bus: may parent other devices, maps nothing itself */
 };
 
 struct dmm_device;
+struct dmm_iommu_opts;
 
 /* Statistics of one device's DMA API use. */
 struct dmm_dma_stats {
@@ -83,15 +93,21 @@ struct dmm_dma_stats {
 	uint64_t low_pages;        /* pages below 4 GiB held by coherent allocations */
 	uint64_t bounced_maps;     /* mappings that went through a bounce buffer */
 	uint64_t fail_bounce_full; /* "bounce buffer full" */
+	uint64_t low_bounce_bytes; /* bounce-slot bytes below 4 GiB held now */
+	uint64_t low_peak_bytes;   /* peak of low_pages * page size + low_bounce_bytes */
+	uint64_t fail_iova;        /* IOMMU: no IOVA space below the mask */
+	uint64_t fail_unmap;       /* unmap/free of an address that is not a mapping */
 };
 
 /*
  * Create a device (or a bus, desc->is_bus) under @parent (NULL = none). Its
  * effective limits are the intersection of its own and every ancestor's.
  * Fails with -DMM_EINVAL (no name, zero mask, coherent_mask above dma_mask,
- * overlapping or empty ranges, invalid limits, parent not a bus, bad area),
- * -DMM_ENOTSUP (iommu), -DMM_ERANGE (the limits leave no reachable RAM) or
- * the page allocator's error for the device's own memory.
+ * overlapping or empty ranges, invalid limits, parent not a bus, bad area,
+ * unknown iommu mode, a bus behind an IOMMU, an IOMMU with bus offsets or
+ * ranges, bad iommu_opts), -DMM_ERANGE
+ * (the limits leave no reachable RAM) or the page allocator's error for
+ * the device's own memory (or its IOMMU domain).
  */
 int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 		      struct dmm_device *parent, struct dmm_device **out);
@@ -107,9 +123,11 @@ struct dmm_mem *dmm_device_mem(const struct dmm_device *dev);
 /* Effective limits in bus addresses (@coherent: for coherent allocations). */
 int dmm_device_limits(const struct dmm_device *dev, int coherent, struct dmm_constraint *out);
 
-/* Bus address of physical @pa for @dev, or DMM_DMA_MAPPING_ERROR. */
+/* Bus address of physical @pa for @dev, or DMM_DMA_MAPPING_ERROR (always,
+ * behind a translating IOMMU: bus addresses exist only through mappings). */
 dmm_dma_addr_t dmm_dma_phys_to_bus(const struct dmm_device *dev, dmm_phys_t pa);
-/* Physical address behind bus address @dma; -DMM_ERANGE if none. */
+/* Physical address behind bus address @dma (behind a translating IOMMU:
+ * through its page table); -DMM_ERANGE if none. */
 int dmm_dma_bus_to_phys(const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_phys_t *pa);
 
 void dmm_device_get_stats(const struct dmm_device *dev, struct dmm_dma_stats *st);

@@ -20,6 +20,10 @@
  *                          Returns 0 or -DMM_ENOMEM. May be NULL: then the
  *                          features that need background work report
  *                          -DMM_ENOTSUP.
+ *  defer_after             Like defer, but not before @delay_ns have passed
+ *                          (a timer). defer_flush runs such work at once.
+ *                          May be NULL: then timeouts are only checked when
+ *                          the library is next called.
  *  defer_flush             Wait until every queued function has run.
  *                          Process context. May be NULL.
  *  now_ns                  Monotonic time in nanoseconds. Atomic context.
@@ -49,6 +53,16 @@
  *                          pick a per-CPU cache; every per-CPU structure is
  *                          still protected by its own lock, so a thread that
  *                          migrates between CPUs is safe. May be NULL (CPU 0).
+ *  iotlb_inval             Invalidate the IOMMU's cached translations (IOTLB)
+ *                          of domain @domain_id for IOVAs [iova, iova + size)
+ *                          (size 0: the whole domain) and return once the
+ *                          invalidation is complete. Atomic context. May be
+ *                          NULL (no IOMMU hardware caches translations).
+ *  vmap/vunmap             Map @n pages (physical addresses @pages) at
+ *                          consecutive CPU addresses, and undo it; the
+ *                          mapping must be visible to virt_to_phys. Process
+ *                          context. May be NULL: then IOMMU coherent
+ *                          allocations need physically contiguous pages.
  */
 #ifndef DMAMEM_PLATFORM_H
 #define DMAMEM_PLATFORM_H
@@ -81,6 +95,7 @@ struct dmm_platform {
 	void (*lock)(void *ctx, struct dmm_lock *l);
 	void (*unlock)(void *ctx, struct dmm_lock *l);
 	int (*defer)(void *ctx, void (*fn)(void *arg), void *arg);
+	int (*defer_after)(void *ctx, void (*fn)(void *arg), void *arg, uint64_t delay_ns);
 	void (*defer_flush)(void *ctx);
 	uint64_t (*now_ns)(void *ctx);
 	void (*log)(void *ctx, int level, const char *fmt, va_list ap);
@@ -92,6 +107,9 @@ struct dmm_platform {
 	void (*phys_fill)(void *ctx, dmm_phys_t pa, int c, size_t len);
 	void (*phys_copy)(void *ctx, dmm_phys_t dst, dmm_phys_t src, size_t len);
 	unsigned (*cpu_id)(void *ctx);
+	void (*iotlb_inval)(void *ctx, uint32_t domain_id, uint64_t iova, uint64_t size);
+	int (*vmap)(void *ctx, const dmm_phys_t *pages, size_t n, void **va);
+	void (*vunmap)(void *ctx, void *va, size_t n);
 	unsigned nr_cpus;      /* number of per-CPU caches to create (>= 1) */
 };
 

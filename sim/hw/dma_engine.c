@@ -22,7 +22,9 @@
  * translations (an IOMMU maps page by page) and is cut into physically
  * contiguous pieces. If any piece has no translation or is not RAM, nothing
  * at all is accessed (the whole access is checked first) and a fault is
- * recorded, as a bus error would abort the transfer.
+ * recorded, as a bus error would abort the transfer. The model's own IOMMU
+ * (iommu.c) is called directly and told which pass asks (check, perform,
+ * or a resolve), so that it counts one translation per piece.
  *
  * Coherence: a coherent device snoops: its reads take dirty lines from the
  * CPU cache, its writes go to RAM and update every cached copy. A
@@ -130,12 +132,15 @@ void dmm_hw_dev_set_translate(struct dmm_hw_dev *dev, dmm_hw_translate_fn fn, vo
 /* ------------------------------------------------------------------------ */
 /* Translation                                                               */
 
-/* Bus (already truncated) -> physical, with the contiguous run from there. */
-static int translate(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, int write, dmm_phys_t *pa,
-		     uint64_t *run)
+/* Bus (already truncated) -> physical, with the contiguous run from there.
+ * @pass tells the model's IOMMU which pass asks (what it may count). */
+static int translate(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, int write,
+		     enum hw_xlate_pass pass, dmm_phys_t *pa, uint64_t *run)
 {
 	if (dev->xlate) {
-		int err = dev->xlate(dev->xlate_ctx, dev, bus, write, pa, run);
+		int err = dev->xlate == hw_iommu_xlate
+				  ? hw_iommu_translate(dev, bus, write, pass, pa, run)
+				  : dev->xlate(dev->xlate_ctx, dev, bus, write, pa, run);
 
 		if (err)
 			return err < 0 ? err : -DMM_EFAULT;
@@ -163,7 +168,7 @@ static int translate(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, int write, dmm_
 /* One piece of an access: bytes [off, off + *n) of an access of @len at
  * @bus go to physical *@pa; *@eff is the truncated bus address. */
 static int piece(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, size_t off, size_t len, int write,
-		 dmm_dma_addr_t *eff, dmm_phys_t *pa, size_t *n)
+		 enum hw_xlate_pass pass, dmm_dma_addr_t *eff, dmm_phys_t *pa, size_t *n)
 {
 	dmm_dma_addr_t cur = bus + off;
 	uint64_t run, ram, k = len - off;
@@ -172,7 +177,7 @@ static int piece(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, size_t off, size_t 
 	*eff = cur & dev->mask;
 	if (dev->mask != UINT64_MAX && k > dev->mask - *eff + 1)
 		k = dev->mask - *eff + 1; /* the engine's address counter wraps here */
-	err = translate(dev, *eff, write, pa, &run);
+	err = translate(dev, *eff, write, pass, pa, &run);
 	if (err)
 		return err;
 	ram = hw_ram_run(dev->hw, *pa);
@@ -197,7 +202,7 @@ int dmm_hw_dev_resolve(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, int write,
 	if (!dev || !bus_eff || !pa || !run)
 		return -DMM_EINVAL;
 	e = bus & dev->mask;
-	err = translate(dev, e, write, &p, &r);
+	err = translate(dev, e, write, HW_XLATE_PROBE, &p, &r);
 	if (err)
 		return err;
 	ram = hw_ram_run(dev->hw, p);
@@ -287,7 +292,7 @@ static int dev_access(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, unsigned char 
 
 	/* Pass 1: truncate and translate everything; touch nothing. */
 	for (off = 0; off < len; off += n) {
-		err = piece(dev, bus, off, len, write, &eff, &pa, &n);
+		err = piece(dev, bus, off, len, write, HW_XLATE_CHECK, &eff, &pa, &n);
 		if (eff != bus + off && !trunc) {
 			trunc = true;
 			first_trunc = eff;
@@ -316,7 +321,7 @@ static int dev_access(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, unsigned char 
 	for (off = 0; off < len; off += n) {
 		uint64_t hits = 0;
 
-		err = piece(dev, bus, off, len, write, &eff, &pa, &n);
+		err = piece(dev, bus, off, len, write, HW_XLATE_PERFORM, &eff, &pa, &n);
 		if (err)
 			return fault(dev, write, bus, bus + off, eff, len, err);
 		notify_dev(dev, write, bus + off, eff, pa, n, 0);

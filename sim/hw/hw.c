@@ -7,7 +7,8 @@
  * RAM (one MAP_NORESERVE mapping over the physical span) and provides locks,
  * deferred work, time, logging and CPU ids; the model keeps a copy of that
  * hook table with ctx pointing at itself and replaces the four hooks that
- * touch the memory system (cache_maint, set_memattr, phys_fill, phys_copy).
+ * touch the memory system (cache_maint, set_memattr, phys_fill, phys_copy)
+ * and adds iotlb_inval (the optional IOMMU, iommu.c).
  *
  * Memory attributes are per page and sparse: a hash map (open addressing,
  * linear probing, backward-shift deletion) holds the pages that are not
@@ -161,6 +162,11 @@ static void hw_p_cache_maint(void *ctx, enum dmm_cache_op op, dmm_phys_t pa, siz
 static int hw_p_set_memattr(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
 {
 	return dmm_hw_set_memattr(ctx, pa, len, attr);
+}
+
+static void hw_p_iotlb_inval(void *ctx, uint32_t domain_id, uint64_t iova, uint64_t size)
+{
+	dmm_hw_iommu_invalidate(ctx, domain_id, iova, size);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -508,6 +514,7 @@ int dmm_hw_create(const struct dmm_machine *m, const struct dmm_hw_opts *o, stru
 		.cache_maint = hw_p_cache_maint,
 		.set_memattr = hw_p_set_memattr,
 		.cpu_id = hw_p_cpu_id,
+		.iotlb_inval = hw_p_iotlb_inval,
 		.nr_cpus = hw->hp->nr_cpus,
 	};
 	hw_platform_cache_hooks(&hw->plat);
@@ -527,6 +534,7 @@ void dmm_hw_destroy(struct dmm_hw *hw)
 	if (!hw)
 		return;
 	hw_devs_destroy_all(hw);
+	hw_iommu_fini(hw);
 	hw_cache_fini(hw);
 	free(hw->attr);
 	pthread_mutex_destroy(&hw->lock);
@@ -659,5 +667,7 @@ int dmm_hw_check(struct dmm_hw *hw)
 	if (!err)
 		err = attr_check_locked(hw);
 	hw_unlock(hw);
+	if (!err)
+		err = hw_iommu_check(hw); /* its own lock, never under hw->lock */
 	return err;
 }

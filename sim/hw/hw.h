@@ -42,8 +42,9 @@
  * sees each view separately (see docs/HARDWARE_MODEL.md).
  *
  * Thread safety: every function may be called from any thread; one lock
- * protects the cache, the attribute map and the statistics. Observer and
- * translate callbacks are called without that lock held.
+ * protects the cache, the attribute map and the statistics (the optional
+ * IOMMU has its own). Observer and translate callbacks are called without
+ * that lock held.
  */
 #ifndef DMM_SIM_HW_H
 #define DMM_SIM_HW_H
@@ -97,7 +98,8 @@ void dmm_hw_destroy(struct dmm_hw *hw);
 
 /* The model's hook table (valid until dmm_hw_destroy()): hosted locks, work,
  * time, log, phys_to_virt and cpu_id; the model's cache_maint, set_memattr,
- * phys_fill and phys_copy. ctx is the struct dmm_hw. */
+ * phys_fill, phys_copy and iotlb_inval (dmm_hw_iommu_invalidate(); nothing
+ * without an IOMMU). ctx is the struct dmm_hw. */
 const struct dmm_platform *dmm_hw_platform(struct dmm_hw *hw);
 struct dmm_hosted *dmm_hw_hosted(struct dmm_hw *hw);
 const struct dmm_machine *dmm_hw_machine(const struct dmm_hw *hw);
@@ -348,5 +350,120 @@ void dmm_hw_dev_get_stats(struct dmm_hw_dev *dev, struct dmm_hw_dev_stats *st);
  * (if not NULL) gets the number recorded since creation. */
 unsigned dmm_hw_dev_events(struct dmm_hw_dev *dev, struct dmm_hw_dev_event *ev, unsigned max,
 			   uint64_t *total);
+
+/* ---- IOMMU ---------------------------------------------------------------------------- */
+
+/*
+ * An IOMMU in front of device engines. It walks the IO page tables whose
+ * format include/dmamem/iommu.h specifies (4 levels of 512 64-bit entries,
+ * IOVA bits [47:39] [38:30] [29:21] [20:12]; VALID, READ, WRITE, LEAF; 4 KiB
+ * pages, 2 MiB and 1 GiB blocks) straight from RAM (never through the CPU
+ * cache), with its own walker, and caches the leaves it finds in an IOTLB:
+ * fully associative, LRU, tagged by domain id and the page or block base.
+ *
+ * An IOTLB entry is used until it is invalidated or evicted, whatever the
+ * table says since: that is the hazard of unmapping without invalidating.
+ * The model walks the table again on every hit (not counted as a walk) and
+ * counts a stale hit when the table no longer maps the address to the same
+ * physical address with at least the cached permissions; the access still
+ * uses the cached entry.
+ *
+ * A translation faults when the walk finds no valid leaf (UNMAPPED) or the
+ * leaf (cached or walked) lacks READ for a device read or WRITE for a device
+ * write (PERM). The engine then refuses the whole access (-DMM_EFAULT, its own
+ * fault event) and the IOMMU records the fault in its log.
+ *
+ * What is counted: an engine access translates each piece twice (check, then
+ * perform). Only the check pass counts translations, hits, misses, walks,
+ * walk reads and stale hits; the perform pass records a fault only (the
+ * translation vanished in between: a concurrent invalidation). A fault
+ * found by the check pass ends the access, so it is counted once.
+ * dmm_hw_dev_resolve() consults the IOTLB and the table and changes and
+ * counts nothing. A direct call of the translate hook counts as a check.
+ *
+ * Thread safety: the IOMMU has its own lock; every function may be called
+ * from any thread. Attach and detach while the device is idle.
+ */
+
+#define DMM_HW_IOMMU_FAULTS 64     /* faults kept in the log */
+#define DMM_HW_IOTLB_MAX 4096u     /* largest iotlb_entries */
+
+struct dmm_hw_iommu_opts {
+	unsigned iotlb_entries;    /* 0 = 64 (at most DMM_HW_IOTLB_MAX); fully associative, LRU */
+	uint64_t inval_latency_ns; /* modelled completion time of one invalidation (busy
+				    * wait after the entries are dropped); 0 = none */
+};
+
+/* Defaults: 64 entries, no invalidation latency. */
+void dmm_hw_iommu_opts_default(struct dmm_hw_iommu_opts *o);
+
+/*
+ * dmm_hw_iommu_enable() - give the machine an IOMMU (once). @o may be NULL
+ * (defaults). 0, -DMM_EINVAL (NULL @hw, too many IOTLB entries), -DMM_EEXIST
+ * (already enabled), -DMM_ENOMEM.
+ */
+int dmm_hw_iommu_enable(struct dmm_hw *hw, const struct dmm_hw_iommu_opts *o);
+/* 1 if @hw has an IOMMU, else 0 (also for NULL). */
+int dmm_hw_iommu_present(const struct dmm_hw *hw);
+
+/*
+ * dmm_hw_iommu_attach() - put engine @dev behind the IOMMU in domain
+ * @domain_id (nonzero) with top-level table @root (physical, page-aligned
+ * RAM), or in passthrough (bus address = physical address, no walk, no
+ * IOTLB) when @identity (@root is then ignored). Installs the engine's
+ * translate hook; attaching again replaces the attachment. The engine keeps
+ * its address truncation (addr_bits) in front of the IOMMU.
+ * Devices sharing a domain id must share its root (and mode): -DMM_EINVAL
+ * otherwise. IOTLB entries are tagged by domain id only: a domain id reused
+ * for another table needs dmm_hw_iommu_invalidate(hw, id, 0, 0) first.
+ * 0, -DMM_EINVAL (NULL, id 0, bad root), -DMM_ENOTSUP (no IOMMU).
+ */
+int dmm_hw_iommu_attach(struct dmm_hw_dev *dev, uint32_t domain_id, dmm_phys_t root, int identity);
+/* Remove @dev from the IOMMU: its translate hook is removed (if still the
+ * IOMMU's), so the engine uses its dma-ranges again. The domain's IOTLB
+ * entries stay. NULL or not attached: nothing happens. */
+void dmm_hw_iommu_detach(struct dmm_hw_dev *dev);
+
+/*
+ * dmm_hw_iommu_invalidate() - drop the IOTLB entries of @domain_id
+ * (0 = every domain) overlapping [iova, iova + size) (size 0 = all of the
+ * domain's), then busy-wait inval_latency_ns. The platform's iotlb_inval
+ * hook calls this. No IOMMU (or NULL @hw): nothing happens.
+ */
+void dmm_hw_iommu_invalidate(struct dmm_hw *hw, uint32_t domain_id, uint64_t iova, uint64_t size);
+
+struct dmm_hw_iommu_stats {
+	uint64_t translations;     /* translation requests (check passes, see above) */
+	uint64_t iotlb_hits, iotlb_misses;
+	uint64_t walks;            /* table walks on a miss */
+	uint64_t walk_reads;       /* table entries those walks read */
+	uint64_t stale_hits;       /* hits whose entry the table no longer holds (the
+				    * access still used the stale entry) */
+	uint64_t last_stale_iova;  /* IOVA of the last stale hit */
+	uint32_t last_stale_domain;/* and its domain */
+	uint64_t faults_unmapped, faults_perm;
+	uint64_t invalidations;    /* dmm_hw_iommu_invalidate() calls */
+	uint64_t invalidations_domain; /* of which whole-domain ones (size 0) */
+	uint64_t entries_dropped;  /* IOTLB entries those invalidations dropped */
+	uint64_t iotlb_evictions;  /* entries replaced for capacity (LRU) */
+	uint64_t iotlb_entries;    /* entries valid now */
+};
+/* All zero when @hw has no IOMMU. */
+void dmm_hw_iommu_get_stats(struct dmm_hw *hw, struct dmm_hw_iommu_stats *st);
+
+enum dmm_hw_iommu_fault_kind { DMM_HW_IOMMU_UNMAPPED = 1, DMM_HW_IOMMU_PERM = 2 };
+
+struct dmm_hw_iommu_fault {
+	uint32_t domain_id;
+	uint64_t iova;             /* the (truncated) bus address of the piece that faulted */
+	int write;                 /* 1 = device write to memory */
+	enum dmm_hw_iommu_fault_kind kind;
+	char dev[DMM_HW_DEV_NAME_MAX];
+};
+/* Copy up to @max most recent faults (the log keeps DMM_HW_IOMMU_FAULTS),
+ * oldest first; returns how many. *@total (if not NULL) gets the number of
+ * faults since the IOMMU was enabled. 0 without an IOMMU. */
+unsigned dmm_hw_iommu_faults(struct dmm_hw *hw, struct dmm_hw_iommu_fault *f, unsigned max,
+			     uint64_t *total);
 
 #endif

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Hardware model internals shared by hw.c, cache.c and dma_engine.c.
+ * Hardware model internals shared by hw.c, cache.c, dma_engine.c and iommu.c.
  *
  * Functions named *_locked expect hw->lock to be held by the caller.
  */
@@ -31,6 +31,8 @@ struct hw_chunk {
 	struct hw_chunk *next;
 	_Alignas(16) unsigned char mem[];
 };
+
+struct hw_iommu;
 
 /* A RAM extent (adjacent machine regions merged). */
 struct hw_ram {
@@ -82,6 +84,8 @@ struct dmm_hw {
 	void *obs_ctx;
 
 	struct dmm_hw_dev *devs;           /* registered devices */
+
+	struct hw_iommu *iommu;            /* iommu.c; NULL = none (set once, atomically) */
 };
 
 struct dmm_hw_dev {
@@ -95,6 +99,11 @@ struct dmm_hw_dev {
 	struct dmm_dma_range ranges[DMM_MAX_DMA_RANGES];
 	dmm_hw_translate_fn xlate;
 	void *xlate_ctx;
+	/* IOMMU attachment (iommu.c): written under hw->lock and the IOMMU's
+	 * lock, read under the IOMMU's lock */
+	uint32_t io_domain;                /* 0 = not attached */
+	bool io_identity;
+	dmm_phys_t io_root;
 	/* under hw->lock */
 	struct dmm_hw_dev_stats st;
 	struct dmm_hw_dev_event ev[DMM_HW_DEV_EVENTS];
@@ -138,5 +147,24 @@ void hw_snoop_write_locked(struct dmm_hw *hw, dmm_phys_t pa, const unsigned char
 
 /* ---- dma_engine.c ----------------------------------------------------------- */
 void hw_devs_destroy_all(struct dmm_hw *hw);
+
+/* ---- iommu.c ---------------------------------------------------------------- */
+
+/* Which pass of the engine asks for a translation (see hw.h, IOMMU). */
+enum hw_xlate_pass {
+	HW_XLATE_CHECK = 0,    /* pass 1 of an access: everything counted */
+	HW_XLATE_PERFORM,      /* pass 2: only a fault is recorded */
+	HW_XLATE_PROBE,        /* dmm_hw_dev_resolve(): nothing recorded, IOTLB untouched */
+};
+
+/* The translate hook the IOMMU installs (a direct call counts as a check). */
+int hw_iommu_xlate(void *ctx, struct dmm_hw_dev *dev, dmm_dma_addr_t bus, int write,
+		   dmm_phys_t *pa, uint64_t *run);
+/* What the engine calls when dev->xlate is hw_iommu_xlate. */
+int hw_iommu_translate(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, int write,
+		       enum hw_xlate_pass pass, dmm_phys_t *pa, uint64_t *run);
+void hw_iommu_fini(struct dmm_hw *hw);
+/* IOTLB invariants; takes the IOMMU's lock (call without hw->lock). */
+int hw_iommu_check(struct dmm_hw *hw);
 
 #endif

@@ -84,8 +84,8 @@ dmm_dma_addr_t dmm_dma_phys_to_bus(const struct dmm_device *dev, dmm_phys_t pa)
 {
 	const struct dmm_device_desc *d;
 
-	if (!dev)
-		return DMM_DMA_MAPPING_ERROR;
+	if (!dev || dmm__iommu_translating(dev))
+		return DMM_DMA_MAPPING_ERROR; /* no fixed relation: IOVAs come from mappings */
 	d = &dev->desc;
 	if (!d->nr_ranges) {
 		dmm_dma_addr_t b = pa + (uint64_t)d->bus_offset;
@@ -107,6 +107,8 @@ int dmm_dma_bus_to_phys(const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_ph
 
 	if (!dev || !pa)
 		return -DMM_EINVAL;
+	if (dmm__iommu_translating(dev))
+		return dmm__iommu_lookup(dev, dma, pa);
 	d = &dev->desc;
 	if (!d->nr_ranges) {
 		dmm_phys_t p = dma - (uint64_t)d->bus_offset;
@@ -135,6 +137,14 @@ unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_co
 	const struct dmm_device_desc *d = &dev->desc;
 	unsigned n = 0;
 
+	if (dmm__iommu_translating(dev)) {
+		/* the IOMMU maps any page below the mask: all of memory */
+		if (max) {
+			out[0] = DMM_CONSTRAINT_ANY;
+			n = 1;
+		}
+		return n;
+	}
 	if (!d->nr_ranges) {
 		int64_t off = d->bus_offset;
 		uint64_t lo = c->lo, hi = c->hi;
@@ -190,8 +200,9 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 		return dmm__count_invalid(mem);
 	if (desc->cma_area >= 0 && (unsigned)desc->cma_area >= dmm_cma_count(mem))
 		return dmm__count_invalid(mem);
-	if (desc->iommu)
-		return -DMM_ENOTSUP;
+	if (desc->iommu < DMM_IOMMU_NONE || desc->iommu > DMM_IOMMU_IDENTITY ||
+	    (desc->iommu && (desc->is_bus || desc->bus_offset || desc->nr_ranges)))
+		return dmm__count_invalid(mem);
 	for (int k = 0; k < 2; k++) {
 		own_limits(desc, k, &lim[k]);
 		if (parent) {
@@ -214,6 +225,13 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	dev->lim[0] = lim[0];
 	dev->lim[1] = lim[1];
 	dev->debug_mode = -1;
+	if (desc->iommu) {
+		err = dmm__iommu_attach(dev);
+		if (err) {
+			dmm_page_free(mem, pfn, 0);
+			return err;
+		}
+	}
 	if (!desc->is_bus) {
 		/* some RAM must be reachable */
 		struct dmm_constraint w[DMM_MAX_DMA_RANGES];
@@ -223,6 +241,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 			any = dmm__ram_pages_in(&mem->machine, dmm_align_up(w[i].lo, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT,
 						w[i].hi >> DMM_PAGE_SHIFT) != 0;
 		if (!any) {
+			dmm__iommu_detach(dev);
 			dmm_page_free(mem, pfn, 0);
 			return -DMM_ERANGE;
 		}
@@ -243,6 +262,7 @@ int dmm_device_destroy(struct dmm_device *dev)
 		return -DMM_EBUSY;
 	mem = dev->mem;
 	dmm__dbg_device_gone(dev);
+	dmm__iommu_detach(dev);
 	if (dev->parent)
 		__atomic_fetch_sub(&dev->parent->nr_children, 1, __ATOMIC_RELAXED);
 	return dmm_page_free(mem, dev->self_pfn, 0);

@@ -58,6 +58,29 @@ static void for_cpu(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_
 		cache_op(dev, DMM_CACHE_INVALIDATE, pa, len);
 }
 
+void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir)
+{
+	for_device(dev, pa, len, dir);
+}
+
+void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes)
+{
+	uint64_t now, peak;
+
+	if (coherent_pages)
+		__atomic_fetch_add(&dev->st.low_pages, (uint64_t)coherent_pages, __ATOMIC_RELAXED);
+	if (bounce_bytes)
+		__atomic_fetch_add(&dev->st.low_bounce_bytes, (uint64_t)bounce_bytes, __ATOMIC_RELAXED);
+	if (coherent_pages <= 0 && bounce_bytes <= 0)
+		return;
+	now = __atomic_load_n(&dev->st.low_pages, __ATOMIC_RELAXED) * DMM_PAGE_SIZE +
+	      __atomic_load_n(&dev->st.low_bounce_bytes, __ATOMIC_RELAXED);
+	peak = __atomic_load_n(&dev->st.low_peak_bytes, __ATOMIC_RELAXED);
+	while (now > peak && !__atomic_compare_exchange_n(&dev->st.low_peak_bytes, &peak, now, false,
+							  __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
 static inline bool dir_ok(enum dmm_dma_dir dir)
 {
 	return (unsigned)dir <= DMM_DMA_FROM_DEVICE;
@@ -117,7 +140,7 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(mem);
 	}
-	if (!dev->desc.coherent && (gfp & DMM_GFP_ATOMIC)) {
+	if (!dev->desc.coherent && (gfp & DMM_GFP_ATOMIC) && !dmm__iommu_translating(dev)) {
 		/* an uncached buffer needs an attribute change, which may sleep:
 		 * atomic callers take pre-remapped memory from the atomic pools */
 		err = dmm__atomic_pool_alloc(dev, pages, &pfn);
@@ -132,6 +155,21 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 	}
 	if (!(gfp & DMM_GFP_ATOMIC))
 		dmm__atomic_pool_poll(mem); /* a wanted refill, when there is no background worker */
+	if (dmm__iommu_translating(dev)) {
+		dmm_phys_t pa0;
+		uint64_t low;
+		err = dmm__iommu_alloc_coherent(dev, size, gfp, cpu, dma, &pa0, &low);
+		if (err) {
+			dmm__dstat(err == -DMM_EINVAL ? &dev->st.fail_invalid : &dev->st.fail_nomem, 1);
+			return err;
+		}
+		dmm__dstat(&dev->st.coherent_allocs, 1);
+		dmm__dstat(&dev->st.coherent_bytes, size);
+		dmm__dev_low(dev, (int64_t)low, 0);
+		if (dmm__dbg_on(dev))
+			dmm__dbg_map(dev, DMM__DBG_COHERENT, *dma, pa0, size, DMM_DMA_BIDIRECTIONAL, site);
+		return 0;
+	}
 	order = order_of(pages);
 	nw = dmm__dev_phys_windows(dev, &dev->lim[1], w, DMM_MAX_DMA_RANGES);
 	for (unsigned i = 0; i < nw; i++) {
@@ -189,7 +227,7 @@ done:
 	*dma = dmm_dma_phys_to_bus(dev, dmm_pfn_to_phys(pfn));
 	dmm__dstat(&dev->st.coherent_allocs, 1);
 	dmm__dstat(&dev->st.coherent_bytes, size);
-	dmm__dstat(&dev->st.low_pages, pages_below_4g(dmm_pfn_to_phys(pfn), pages));
+	dmm__dev_low(dev, (int64_t)pages_below_4g(dmm_pfn_to_phys(pfn), pages), 0);
 	if (from_cma)
 		dmm__dstat(&dev->st.coherent_from_cma, 1);
 	if (dmm__dbg_on(dev))
@@ -211,6 +249,24 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
 	mem = dev->mem;
 	pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	if (dmm__iommu_translating(dev)) {
+		uint64_t low = 0;
+		if (dmm_dma_bus_to_phys(dev, dma, &pa))
+			pa = DMM_PHYS_MAX;
+		if (dmm__dbg_on(dev)) {
+			err = dmm__dbg_free_coherent(dev, dma, size, pa, cpu, site);
+			if (err < 0)
+				return err;
+		}
+		err = dmm__iommu_free_coherent(dev, size, cpu, dma, &low);
+		if (err) {
+			dmm__dstat(&dev->st.fail_unmap, 1);
+			return err;
+		}
+		dmm__dstat(&dev->st.coherent_frees, 1);
+		dmm__dev_low(dev, -(int64_t)low, 0);
+		return 0;
+	}
 	if (dmm_dma_bus_to_phys(dev, dma, &pa) || (pa & (DMM_PAGE_SIZE - 1)) ||
 	    !(head = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa)))) {
 		if (dmm__dbg_on(dev))
@@ -250,7 +306,7 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 	}
 	if (!err) {
 		dmm__dstat(&dev->st.coherent_frees, 1);
-		__atomic_fetch_sub(&dev->st.low_pages, pages_below_4g(pa, pages), __ATOMIC_RELAXED);
+		dmm__dev_low(dev, -(int64_t)pages_below_4g(pa, pages), 0);
 	}
 	return err;
 }
@@ -276,7 +332,7 @@ static dmm_dma_addr_t map_fail(struct dmm_device *dev, int err)
  * neighbours); a non-coherent invalidating mapping of memory that is not
  * DMA-aligned when small objects are packed (they may share a line).
  */
-static bool must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int unreachable)
+bool dmm__must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int unreachable)
 {
 	const struct dmm_machine *m = &dev->mem->machine;
 
@@ -307,11 +363,11 @@ static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 	dmm_phys_t tlb;
 
 	*map_pa = pa;
-	if (!must_bounce(dev, pa, size, dir, err))
+	if (!dmm__must_bounce(dev, pa, size, dir, err))
 		return 0;
 	if (!dmm__swiotlb_ready(dev->mem))
 		return err; /* no bounce buffers: only an unreachable buffer fails */
-	err = dmm__swiotlb_map(dev, pa, size, dir, &tlb);
+	err = dmm__swiotlb_map(dev, pa, size, dir, 0, &tlb);
 	if (err)
 		return err;
 	err = dmm__dev_reach(dev, tlb, size, bus);
@@ -325,6 +381,10 @@ static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 
 int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus)
 {
+	if (dmm__iommu_translating(dev)) {
+		*bus = 0; /* anything can be mapped; the address comes at map time */
+		return 0;
+	}
 	dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, pa), e = dmm_dma_phys_to_bus(dev, pa + size - 1);
 	const struct dmm_constraint *l = &dev->lim[0];
 
@@ -350,7 +410,7 @@ int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma
 	return 0;
 }
 
-static bool is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
+bool dmm__is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 {
 	if (!size || pa + size - 1 < pa)
 		return false;
@@ -368,9 +428,12 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 
 	dmm_phys_t map_pa;
 
-	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !is_ram(dev->mem, pa, size))
+	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !dmm__is_ram(dev->mem, pa, size))
 		return map_fail(dev, -DMM_EINVAL);
-	err = maybe_bounce(dev, pa, size, dir, &map_pa, &bus);
+	if (dmm__iommu_translating(dev))
+		err = dmm__iommu_map(dev, pa, size, dir, &map_pa, &bus);
+	else
+		err = maybe_bounce(dev, pa, size, dir, &map_pa, &bus);
 	if (err)
 		return map_fail(dev, err);
 	for_device(dev, map_pa, size, dir);
@@ -425,15 +488,27 @@ int dmm_dma_mapping_error(struct dmm_device *dev, dmm_dma_addr_t dma)
 void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
-	struct tlb_pool *pool;
 	dmm_phys_t pa;
 
 	if (!dev || dma == DMM_DMA_MAPPING_ERROR)
 		return;
 	if (dmm__dbg_on(dev))
 		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
-	if (!size || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
+	if (dmm__iommu_translating(dev)) {
+		if (!dmm__iommu_unmap(dev, dma, size, dir))
+			dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
 		return;
+	}
+	if (!size || dmm_dma_bus_to_phys(dev, dma, &pa) || !dmm__is_ram(dev->mem, pa, size))
+		return;
+	dmm__dma_unmap_pa(dev, pa, size, dir);
+	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
+}
+
+void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+{
+	struct tlb_pool *pool;
+
 	if ((pool = dmm__swiotlb_pool_of(dev->mem, pa))) {
 		/* drop stale lines of the bounce buffer, copy back, free the slots */
 		if (dir_ok(dir))
@@ -442,20 +517,13 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	} else if (dir_ok(dir)) {
 		for_cpu(dev, pa, size, dir);
 	}
-	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
 }
 
-static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
-			int to_device, const void *site)
+void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int to_device)
 {
 	struct tlb_pool *pool;
-	dmm_phys_t pa;
 
-	if (!dev)
-		return;
-	if (dmm__dbg_on(dev))
-		dmm__dbg_sync(dev, dma, size, dir, to_device, site);
-	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !is_ram(dev->mem, pa, size))
+	if (!dir_ok(dir) || !dmm__is_ram(dev->mem, pa, size))
 		return;
 	if ((pool = dmm__swiotlb_pool_of(dev->mem, pa))) {
 		if (to_device) {
@@ -469,6 +537,32 @@ static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		for_device(dev, pa, size, dir);
 	} else {
 		for_cpu(dev, pa, size, dir);
+	}
+}
+
+static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
+			int to_device, const void *site)
+{
+	dmm_phys_t pa;
+
+	if (!dev)
+		return;
+	if (dmm__dbg_on(dev))
+		dmm__dbg_sync(dev, dma, size, dir, to_device, site);
+	if (!size || !dir_ok(dir) || dmm_dma_bus_to_phys(dev, dma, &pa) || !dmm__is_ram(dev->mem, pa, size))
+		return;
+	if (dmm__iommu_translating(dev)) {
+		/* a buffer may span pages that are not physically contiguous
+		 * (coherent buffers): page by page */
+		for (size_t done = 0; done < size;) {
+			size_t n = dmm_min64(size - done, DMM_PAGE_SIZE - ((dma + done) & (DMM_PAGE_SIZE - 1)));
+			if (dmm_dma_bus_to_phys(dev, dma + done, &pa))
+				break;
+			dmm__dma_sync_pa(dev, pa, n, dir, to_device);
+			done += n;
+		}
+	} else {
+		dmm__dma_sync_pa(dev, pa, size, dir, to_device);
 	}
 	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
 }
@@ -556,6 +650,8 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(dev->mem);
 	}
+	if (dmm__iommu_translating(dev))
+		return dmm__iommu_map_sg(dev, sg, nents, dir, site);
 	for (unsigned i = 0; i < nents; i++)
 		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
 	/* Validate every piece first, bouncing those that need it (the bounce
@@ -563,13 +659,13 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	for (unsigned i = 0; i < nents; i++) {
 		dmm_dma_addr_t b;
 		int err;
-		if (!sg[i].length || !is_ram(dev->mem, sg[i].phys, sg[i].length) ||
+		if (!sg[i].length || !dmm__is_ram(dev->mem, sg[i].phys, sg[i].length) ||
 		    (l->max_seg_size && sg[i].length > l->max_seg_size))
 			return sg_undo(dev, sg, i, -DMM_EINVAL);
 		err = dmm__dev_reach(dev, sg[i].phys, sg[i].length, &b);
-		if (must_bounce(dev, sg[i].phys, sg[i].length, dir, err) && dmm__swiotlb_ready(dev->mem)) {
+		if (dmm__must_bounce(dev, sg[i].phys, sg[i].length, dir, err) && dmm__swiotlb_ready(dev->mem)) {
 			dmm_phys_t tlb;
-			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, &tlb);
+			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, 0, &tlb);
 			if (err)
 				return sg_undo(dev, sg, i, err);
 			sg[i].dma_address = tlb;
@@ -644,6 +740,11 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 
 	if (!dev || !sg)
 		return;
+	if (dmm__iommu_translating(dev)) {
+		dmm__iommu_unmap_sg(dev, sg, nents, dir, site, 0);
+		dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
+		return;
+	}
 	for (unsigned i = 0; i < nents; i++) {
 		dmm_dma_addr_t b = 0;
 		dmm_phys_t tlb = 0;
@@ -658,7 +759,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		b = dmm_dma_phys_to_bus(dev, sg[i].phys);
 		if (dmm__dbg_on(dev))
 			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
-		if (sg[i].length && dir_ok(dir) && is_ram(dev->mem, sg[i].phys, sg[i].length))
+		if (sg[i].length && dir_ok(dir) && dmm__is_ram(dev->mem, sg[i].phys, sg[i].length))
 			for_cpu(dev, sg[i].phys, sg[i].length, dir);
 	}
 	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
@@ -669,6 +770,11 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 {
 	if (!dev || !sg)
 		return;
+	if (dmm__iommu_translating(dev)) {
+		dmm__iommu_sync_sg(dev, sg, nents, dir, to_device, site);
+		dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
+		return;
+	}
 	for (unsigned i = 0; i < nents; i++) {
 		dmm_dma_addr_t b = 0;
 		dmm_phys_t tlb = 0;
@@ -677,7 +783,7 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 			b = dmm_dma_phys_to_bus(dev, sg[i].phys);
 		if (dmm__dbg_on(dev))
 			dmm__dbg_sync(dev, b, sg[i].length, dir, to_device, site);
-		if (!sg[i].length || !dir_ok(dir) || !is_ram(dev->mem, sg[i].phys, sg[i].length))
+		if (!sg[i].length || !dir_ok(dir) || !dmm__is_ram(dev->mem, sg[i].phys, sg[i].length))
 			continue;
 		if (bounced && to_device) {
 			dmm__swiotlb_sync(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir, 1);

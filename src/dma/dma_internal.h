@@ -5,12 +5,14 @@
 
 #include <dmamem/dma.h>
 #include <dmamem/dma_debug.h>
+#include <dmamem/iommu.h>
 
 #include "mm/mm_internal.h"
 
 #define DMM_DEV_NAME_MAX 32
 
 struct tlb_pool;
+struct dmm_iommu_dom;
 
 /* Hot counters per CPU slot, so two CPUs mapping for one device do not
  * bounce a cache line on every map. */
@@ -35,7 +37,15 @@ struct dmm_device {
 	struct dmm_dma_stats st;          /* atomic counters (cold ones) */
 	struct dmm_dev_pcpu pcpu[DMM_DEV_PCPU];
 	struct tlb_pool *restricted_pool; /* swiotlb.c: this device's own pool */
+	struct dmm_iommu_dom *iommu;      /* iommu.c: translating domain (DMM_IOMMU_DMA) */
+	uint32_t iommu_id;                /* IOMMU domain id (any iommu mode) */
 };
+
+/* Behind a translating IOMMU: bus addresses are IOVAs of its domain. */
+static inline bool dmm__iommu_translating(const struct dmm_device *dev)
+{
+	return dev->iommu != (struct dmm_iommu_dom *)0;
+}
 
 static inline struct dmm_dev_pcpu *dmm__dev_pcpu(struct dmm_device *dev)
 {
@@ -56,8 +66,11 @@ unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_co
 int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus);
 
 /* swiotlb.c */
+/* @granule: 0, or a power of two above the slot size (an IOMMU page): the
+ * bounce then covers whole granules of its own, zero-padded, and keeps
+ * the offset of @pa within the granule. */
 int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-		     dmm_phys_t *tlb_pa);
+		     uint64_t granule, dmm_phys_t *tlb_pa);
 /* The bounce pool holding @pa, or NULL. O(log pools). */
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);
 int dmm__swiotlb_ready(struct dmm_mem *mem);
@@ -67,6 +80,35 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 		       enum dmm_dma_dir dir, int to_device);
 void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			enum dmm_dma_dir dir);
+
+/* direct.c, for the IOMMU path */
+bool dmm__must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int unreachable);
+bool dmm__is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size);
+void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir);
+/* The CPU takes [pa, pa + size) back: caches, and a bounce buffer copied
+ * back and released. */
+void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
+void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int to_device);
+/* Low-memory accounting: @bytes below 4 GiB taken (>0) or given back (<0). */
+void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes);
+
+/* iommu.c */
+int dmm__iommu_attach(struct dmm_device *dev);
+void dmm__iommu_detach(struct dmm_device *dev);
+int dmm__iommu_lookup(const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_phys_t *pa);
+int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, dmm_phys_t *map_pa,
+		   dmm_dma_addr_t *bus);
+int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir);
+int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+		      const void *site);
+void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+			 const void *site, unsigned debug_segs);
+void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+			int to_device, const void *site);
+int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, void **cpu, dmm_dma_addr_t *dma,
+			      dmm_phys_t *first_pa, uint64_t *low_pages);
+int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dma_addr_t dma,
+			     uint64_t *low_pages);
 
 /* Mapping types tracked by DMA debug. */
 enum dmm__dbg_type { DMM__DBG_SINGLE = 0, DMM__DBG_SG, DMM__DBG_COHERENT };
@@ -95,6 +137,8 @@ void dmm__dbg_device_gone(struct dmm_device *dev);
  * refill when there is no defer hook (process context only). */
 int dmm__atomic_pool_alloc(struct dmm_device *dev, uint64_t pages, dmm_pfn_t *pfn);
 int dmm__atomic_pool_free(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages);
+/* 1 if @pa lies in an atomic pool's memory. */
+int dmm__atomic_pool_owns(struct dmm_device *dev, dmm_phys_t pa);
 void dmm__atomic_pool_poll(struct dmm_mem *mem);
 
 #endif

@@ -633,6 +633,12 @@ int dmm__atomic_pool_free(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages)
 	return err;
 }
 
+int dmm__atomic_pool_owns(struct dmm_device *dev, dmm_phys_t pa)
+{
+	struct astate *s = state(dev->mem);
+	return s && idx_find(s, pa) ? 1 : 0;
+}
+
 /* ---- set-up, teardown, statistics ------------------------------------------------------ */
 
 static uint64_t bytes_to_pages(uint64_t b)

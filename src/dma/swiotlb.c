@@ -400,9 +400,10 @@ int dmm_swiotlb_is_bounce(struct dmm_mem *mem, dmm_phys_t pa)
 
 /* Take @n slots in area @a of @p for a mapping of @pa; returns the first slot or -1. */
 static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_area *a, uint32_t n,
-			 dmm_phys_t pa)
+			 dmm_phys_t pa, uint64_t granule)
 {
-	uint64_t slot = t->o.slot_size, mask = t->o.align_mask & ~(slot - 1);
+	uint64_t slot = t->o.slot_size, unit = granule > slot ? granule : slot;
+	uint64_t mask = t->o.align_mask & ~(unit - 1);
 	int64_t got = -1;
 
 	if (n > a->n)
@@ -411,6 +412,8 @@ static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_a
 		uint32_t s = a->start + (a->hint + k) % (a->n - n + 1);
 		uint32_t i;
 		if (mask && ((p->base + (uint64_t)s * slot) & mask) != (pa & mask))
+			continue;
+		if (unit > slot && ((p->base + (uint64_t)s * slot) & (unit - 1)))
 			continue;
 		for (i = 0; i < n && !p->slots[s + i].used; i++)
 			;
@@ -429,7 +432,7 @@ static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_a
 }
 
 static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, dmm_phys_t pa,
-			 uint64_t to_device)
+			 uint64_t granule, uint64_t to_device)
 {
 	const struct dmm_platform *pl = &t->mem->plat;
 	unsigned cpu = pl->cpu_id ? pl->cpu_id(pl->ctx) : 0;
@@ -438,7 +441,7 @@ static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, 
 		struct tlb_area *a = &p->areas[(cpu + k) % p->nr_areas];
 		int64_t s;
 		dmm__lock(t->mem, &a->lock);
-		s = area_take(t, p, a, n, pa);
+		s = area_take(t, p, a, n, pa, granule);
 		if (s >= 0) {
 			a->maps++;
 			a->to_device += to_device;
@@ -504,12 +507,19 @@ static void grow_worker(void *arg)
 	__atomic_store_n(&t->grow_pending, 0, __ATOMIC_RELEASE);
 }
 
+/* Bytes of [pa, pa + len) below 4 GiB. */
+static uint64_t low_bytes(dmm_phys_t pa, uint64_t len)
+{
+	const dmm_phys_t g4 = (dmm_phys_t)4 << 30;
+	return pa >= g4 ? 0 : dmm_min64(len, g4 - pa);
+}
+
 /*
  * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
  * -DMM_ENOSPC when no slot is free and no pool can be added.
  */
 int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-		     dmm_phys_t *tlb_pa)
+		     uint64_t granule, dmm_phys_t *tlb_pa)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
 	uint64_t slot, off, copy_in;
@@ -521,13 +531,21 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		return -DMM_ENOTSUP;
 	slot = t->o.slot_size;
 	copy_in = (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
-	off = pa & t->o.align_mask & (slot - 1);
-	n = (uint32_t)((off + size + slot - 1) / slot);
+	if (granule > slot) {
+		/* whole granules (IOMMU pages) of their own, zero-padded: the
+		 * bounce keeps the offset within the granule */
+		off = pa & (granule - 1);
+		n = (uint32_t)(dmm_align_up(off + size, granule) / slot);
+	} else {
+		granule = 0;
+		off = pa & t->o.align_mask & (slot - 1);
+		n = (uint32_t)((off + size + slot - 1) / slot);
+	}
 	if (n > t->o.max_slots_per_map)
 		return -DMM_EINVAL;
 	if (dev->restricted_pool) {
 		p = dev->restricted_pool;
-		s = pool_take(t, p, n, pa, copy_in);
+		s = pool_take(t, p, n, pa, granule, copy_in);
 	} else {
 		/* the published pools, no global lock: areas keep CPUs apart */
 		uint32_t r = reader_enter(t);
@@ -535,7 +553,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		for (uint32_t i = 0; i < x->n && s < 0; i++) {
 			p = x->pool[i];
 			if (pool_usable(p, dev))
-				s = pool_take(t, p, n, pa, copy_in);
+				s = pool_take(t, p, n, pa, granule, copy_in);
 		}
 		if (s >= 0 && !p->transient)
 			maybe_grow(t, x);
@@ -555,7 +573,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 					pool_destroy(t, p);
 					break;
 				}
-				s = pool_take(t, p, n, pa, copy_in);
+				s = pool_take(t, p, n, pa, granule, copy_in);
 			}
 		}
 		dmm__unlock(dev->mem, &t->lock);
@@ -572,7 +590,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	*tlb_pa = p->base + (uint64_t)s * slot + off;
 	/* an untrusted device sees its own bytes and zeros, never what an
 	 * earlier mapping left in these slots */
-	if (dev->desc.untrusted)
+	if (dev->desc.untrusted || granule)
 		dmm__phys_fill(dev->mem, p->base + (uint64_t)s * slot, 0, (size_t)n * slot);
 	if (copy_in)
 		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
@@ -584,6 +602,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 			;
 	}
 	dmm__dstat(&dmm__dev_pcpu(dev)->bounced_maps, 1);
+	dmm__dev_low(dev, 0, (int64_t)low_bytes(p->base + (uint64_t)s * slot, (uint64_t)n * slot));
 	return 0;
 }
 
@@ -666,6 +685,7 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_
 		dmm__phys_copy(dev->mem, f->orig, tlb_pa, back);
 	}
 	n = f->nslots;
+	dmm__dev_low(dev, 0, -(int64_t)low_bytes(p->base + (uint64_t)first * t->o.slot_size, (uint64_t)n * t->o.slot_size));
 	for (uint32_t a = 0; a < p->nr_areas; a++) {
 		struct tlb_area *ar = &p->areas[a];
 		if (first < ar->start || first >= ar->start + ar->n)

@@ -59,6 +59,7 @@ struct hosted_work {
 	struct hosted_work *next;
 	void (*fn)(void *arg);
 	void *arg;
+	uint64_t due_ns;         /* delayed work: monotonic time it becomes due */
 };
 
 struct hosted_ram {
@@ -85,6 +86,8 @@ struct dmm_hosted {
 	pthread_cond_t q_idle;   /* flushers: queue empty and worker idle */
 	struct hosted_work *q_head;
 	struct hosted_work *q_tail;
+	struct hosted_work *q_delayed; /* defer_after: sorted by due_ns */
+	bool q_flushing;         /* defer_flush waiting: delayed work is due now */
 	bool q_busy;             /* worker is running a function */
 	bool q_stop;
 	bool worker_started;
@@ -193,19 +196,60 @@ static unsigned hosted_cpu_id(void *ctx)
 /* ------------------------------------------------------------------------ */
 /* Deferred work                                                             */
 
+static uint64_t hosted_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void hosted_enqueue_locked(struct dmm_hosted *h, struct hosted_work *w)
+{
+	w->next = NULL;
+	if (h->q_tail)
+		h->q_tail->next = w;
+	else
+		h->q_head = w;
+	h->q_tail = w;
+}
+
+/* Move delayed work that is due (all of it while a flush waits) to the queue. */
+static void hosted_promote_locked(struct dmm_hosted *h)
+{
+	uint64_t now = h->q_delayed ? hosted_mono_ns() : 0;
+
+	while (h->q_delayed && (h->q_flushing || h->q_delayed->due_ns <= now)) {
+		struct hosted_work *w = h->q_delayed;
+		h->q_delayed = w->next;
+		hosted_enqueue_locked(h, w);
+	}
+}
+
 static void *hosted_worker(void *arg)
 {
 	struct dmm_hosted *h = arg;
 
 	pthread_mutex_lock(&h->q_lock);
 	for (;;) {
-		struct hosted_work *w = h->q_head;
+		struct hosted_work *w;
 
+		hosted_promote_locked(h);
+		w = h->q_head;
 		if (!w) {
-			if (h->q_stop)
+			if (h->q_stop && !h->q_delayed)
 				break;
+			if (h->q_stop) {
+				h->q_flushing = true; /* stopping: run the delayed work now */
+				continue;
+			}
 			pthread_cond_broadcast(&h->q_idle);
-			pthread_cond_wait(&h->q_wake, &h->q_lock);
+			if (h->q_delayed) {
+				uint64_t due = h->q_delayed->due_ns;
+				struct timespec ts = { (time_t)(due / 1000000000ull), (long)(due % 1000000000ull) };
+				pthread_cond_timedwait(&h->q_wake, &h->q_lock, &ts);
+			} else {
+				pthread_cond_wait(&h->q_wake, &h->q_lock);
+			}
 			continue;
 		}
 		h->q_head = w->next;
@@ -226,6 +270,29 @@ static void *hosted_worker(void *arg)
 	return NULL;
 }
 
+static int hosted_defer_after(void *ctx, void (*fn)(void *arg), void *arg, uint64_t delay_ns)
+{
+	struct dmm_hosted *h = ctx;
+	struct hosted_work *w, **pp;
+
+	if (!fn)
+		return -DMM_EINVAL;
+	w = malloc(sizeof(*w));
+	if (!w)
+		return -DMM_ENOMEM;
+	w->fn = fn;
+	w->arg = arg;
+	w->due_ns = hosted_mono_ns() + delay_ns;
+	pthread_mutex_lock(&h->q_lock);
+	for (pp = &h->q_delayed; *pp && (*pp)->due_ns <= w->due_ns; pp = &(*pp)->next)
+		;
+	w->next = *pp;
+	*pp = w;
+	pthread_cond_signal(&h->q_wake);
+	pthread_mutex_unlock(&h->q_lock);
+	return 0;
+}
+
 static int hosted_defer(void *ctx, void (*fn)(void *arg), void *arg)
 {
 	struct dmm_hosted *h = ctx;
@@ -236,16 +303,12 @@ static int hosted_defer(void *ctx, void (*fn)(void *arg), void *arg)
 	w = malloc(sizeof(*w));
 	if (!w)
 		return -DMM_ENOMEM;
-	w->next = NULL;
 	w->fn = fn;
 	w->arg = arg;
+	w->due_ns = 0;
 
 	pthread_mutex_lock(&h->q_lock);
-	if (h->q_tail)
-		h->q_tail->next = w;
-	else
-		h->q_head = w;
-	h->q_tail = w;
+	hosted_enqueue_locked(h, w);
 	pthread_cond_signal(&h->q_wake);
 	pthread_mutex_unlock(&h->q_lock);
 	return 0;
@@ -263,8 +326,11 @@ static void hosted_defer_flush(void *ctx)
 	if (!h->worker_started || pthread_equal(pthread_self(), h->worker))
 		return;
 	pthread_mutex_lock(&h->q_lock);
-	while (h->q_head || h->q_busy)
+	h->q_flushing = true;
+	pthread_cond_signal(&h->q_wake);
+	while (h->q_head || h->q_busy || h->q_delayed)
 		pthread_cond_wait(&h->q_idle, &h->q_lock);
+	h->q_flushing = false;
 	pthread_mutex_unlock(&h->q_lock);
 }
 
@@ -465,6 +531,7 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		.lock = hosted_lock,
 		.unlock = hosted_unlock,
 		.defer = hosted_defer,
+		.defer_after = hosted_defer_after,
 		.defer_flush = hosted_defer_flush,
 		.now_ns = hosted_now_ns,
 		.log = hosted_log,
@@ -481,10 +548,13 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		err = -DMM_ENOMEM;
 		goto out_unmap;
 	}
-	if (pthread_cond_init(&h->q_wake, NULL) != 0) {
+	pthread_condattr_t ca;
+	if (pthread_condattr_init(&ca) != 0 || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+	    pthread_cond_init(&h->q_wake, &ca) != 0) {
 		err = -DMM_ENOMEM;
 		goto out_mutex;
 	}
+	pthread_condattr_destroy(&ca);
 	if (pthread_cond_init(&h->q_idle, NULL) != 0) {
 		err = -DMM_ENOMEM;
 		goto out_wake;

@@ -1,0 +1,977 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * IOMMU-backed DMA: a translating domain per device (DMM_IOMMU_DMA).
+ *
+ * A mapping takes an IOVA range below the device's mask from the domain's
+ * allocator and maps the pages in the domain's IO page table with the
+ * permission its direction needs (TO_DEVICE: read, FROM_DEVICE: write,
+ * BIDIRECTIONAL: both). The first page of every mapping carries the FIRST
+ * mark and the last the LAST mark, so an unmap of an address that is not
+ * the start of a mapping, or with a size that does not end where the
+ * mapping ends, is refused before anything changes.
+ *
+ * Buffers that must bounce (untrusted devices and buffers not covering
+ * whole pages, restricted pools, forced bouncing, packed small objects on a
+ * non-coherent device) bounce into whole pages of their own (the swiotlb
+ * granule mode) that keep the buffer's offset within its page: the device
+ * sees its bytes and zeros, never a neighbour's, and scatterlists keep one
+ * IOVA layout computable from the CPU addresses alone.
+ *
+ * Unmapping: the leaves are cleared at once. Strict mode then invalidates
+ * the IOTLB for the range and frees the IOVA. Deferred mode puts the IOVA
+ * in the domain's flush queue; when the queue fills, its oldest entry is
+ * older than fq_timeout_ns (checked on every call and by a timer when the
+ * platform has one), or dmm_device_iommu_flush() is called, one
+ * domain-wide invalidation is sent and only then are the IOVAs freed. Until
+ * then the device may still reach the unmapped pages through stale IOTLB
+ * entries: the price of batching, measured in docs/IOMMU.md. Untrusted
+ * devices are always strict.
+ *
+ * Coherent allocations take pages from anywhere (physically contiguous
+ * first; page by page, joined by the platform's vmap, when memory is too
+ * fragmented) and map them contiguously in IOVA space below the coherent
+ * mask.
+ */
+#include <dmamem/iommu.h>
+#include <dmamem/slab.h>
+
+#include "dma/dma_internal.h"
+
+#define PG DMM_PAGE_SIZE
+#define FQ_DEFAULT 256
+#define FQ_TIMEOUT_DEFAULT (10ull * 1000 * 1000)
+
+struct fq_ent {
+	dmm_dma_addr_t iova;
+	uint64_t span;
+};
+
+struct dmm_iommu_dom {
+	struct dmm_device *dev;
+	struct dmm_mem *mem;
+	struct dmm_iommu_opts o;
+	int strict;
+	uint32_t id;
+	struct dmm_iova_domain *iova;
+	struct dmm_iopt *pt;
+	dmm_dma_addr_t limit;          /* highest IOVA */
+	struct dmm_lock fq_lock;
+	uint32_t fq_n;
+	uint64_t fq_first_ns;          /* when the oldest queued entry was queued */
+	int fq_timer;                  /* a timer is pending (atomic) */
+	int dying;                     /* atomic */
+	struct fq_ent *fq;
+	uint64_t last_trim_ns;
+	struct {
+		uint64_t maps, unmaps, mapped_pages, invalidations, fq_queued, fq_flushes, fq_timeouts;
+		uint64_t bounced, fail_iova, fail_pgtable, fail_unmap;
+	} st;                          /* atomic */
+};
+
+static uint32_t next_domain_id = 1;
+
+static inline void sadd(uint64_t *c, int64_t v)
+{
+	__atomic_fetch_add(c, (uint64_t)v, __ATOMIC_RELAXED);
+}
+
+void dmm_iommu_opts_default(struct dmm_iommu_opts *o)
+{
+	if (!o)
+		return;
+	*o = (struct dmm_iommu_opts){ 0 };
+	o->flush = DMM_IOMMU_STRICT;
+	dmm_iova_opts_default(&o->iova);
+	o->fq_size = FQ_DEFAULT;
+	o->fq_timeout_ns = FQ_TIMEOUT_DEFAULT;
+}
+
+static unsigned prot_of(enum dmm_dma_dir dir)
+{
+	return dir == DMM_DMA_TO_DEVICE ? DMM_IOMMU_READ
+	       : dir == DMM_DMA_FROM_DEVICE ? DMM_IOMMU_WRITE
+					    : DMM_IOMMU_READ | DMM_IOMMU_WRITE;
+}
+
+static void iotlb_inval(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t size)
+{
+	const struct dmm_platform *p = &d->mem->plat;
+	if (p->iotlb_inval)
+		p->iotlb_inval(p->ctx, d->id, iova, size);
+	sadd(&d->st.invalidations, 1);
+}
+
+/* ---- flush queue --------------------------------------------------------------- */
+
+static void fq_flush(struct dmm_iommu_dom *d, int timeout)
+{
+	struct fq_ent batch[64];
+	uint32_t n;
+
+	for (;;) {
+		dmm__lock(d->mem, &d->fq_lock);
+		n = d->fq_n;
+		if (!n) {
+			dmm__unlock(d->mem, &d->fq_lock);
+			return;
+		}
+		/* take the whole queue: invalidate once, then free */
+		if (n > 64)
+			n = 64;
+		for (uint32_t i = 0; i < n; i++)
+			batch[i] = d->fq[d->fq_n - n + i];
+		d->fq_n -= n;
+		if (!d->fq_n)
+			d->fq_first_ns = 0;
+		/* one invalidation covers every entry still queued too, but they
+		 * are freed on their own turn: correctness needs only that an
+		 * IOVA is freed after an invalidation that followed its unmap */
+		iotlb_inval(d, 0, 0);
+		dmm__unlock(d->mem, &d->fq_lock);
+		for (uint32_t i = 0; i < n; i++)
+			dmm_iova_free(d->iova, batch[i].iova, batch[i].span);
+		sadd(&d->st.fq_flushes, 1);
+		if (timeout)
+			sadd(&d->st.fq_timeouts, 1);
+		timeout = 0;
+	}
+}
+
+static void fq_timer_fn(void *arg)
+{
+	struct dmm_iommu_dom *d = arg;
+
+	__atomic_store_n(&d->fq_timer, 0, __ATOMIC_RELEASE);
+	if (__atomic_load_n(&d->dying, __ATOMIC_ACQUIRE))
+		return;
+	fq_flush(d, 1);
+	/* idle magazines go back to the tree from here too */
+	dmm_iova_trim(d->iova, 0);
+}
+
+static void fq_arm_timer(struct dmm_iommu_dom *d)
+{
+	const struct dmm_platform *p = &d->mem->plat;
+
+	if (!p->defer_after || __atomic_exchange_n(&d->fq_timer, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (p->defer_after(p->ctx, fq_timer_fn, d, d->o.fq_timeout_ns))
+		__atomic_store_n(&d->fq_timer, 0, __ATOMIC_RELEASE);
+}
+
+/* Queue an unmapped IOVA range; flush when the queue is full. */
+static void fq_push(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span)
+{
+	uint64_t now = dmm__now(d->mem);
+	int full, arm;
+
+	dmm__lock(d->mem, &d->fq_lock);
+	while (d->fq_n >= d->o.fq_size) {
+		dmm__unlock(d->mem, &d->fq_lock);
+		fq_flush(d, 0);
+		dmm__lock(d->mem, &d->fq_lock);
+	}
+	arm = d->fq_n == 0;
+	if (arm)
+		d->fq_first_ns = now;
+	d->fq[d->fq_n++] = (struct fq_ent){ iova, span };
+	full = d->fq_n >= d->o.fq_size;
+	dmm__unlock(d->mem, &d->fq_lock);
+	sadd(&d->st.fq_queued, 1);
+	if (full)
+		fq_flush(d, 0);
+	else if (arm)
+		fq_arm_timer(d);
+}
+
+/* Flush an expired queue and trim idle caches (called on every map). */
+static void housekeeping(struct dmm_iommu_dom *d)
+{
+	uint64_t first = __atomic_load_n(&d->fq_first_ns, __ATOMIC_RELAXED), now;
+
+	if (!first && !d->o.iova.idle_trim_ns)
+		return;
+	now = dmm__now(d->mem);
+	if (first && now - first >= d->o.fq_timeout_ns)
+		fq_flush(d, 1);
+	if (now - __atomic_load_n(&d->last_trim_ns, __ATOMIC_RELAXED) >= d->o.iova.idle_trim_ns) {
+		__atomic_store_n(&d->last_trim_ns, now, __ATOMIC_RELAXED);
+		if (!d->mem->plat.defer_after) /* else the timer does it */
+			dmm_iova_trim(d->iova, 0);
+	}
+}
+
+/* ---- domains -------------------------------------------------------------------- */
+
+static int opts_ok(const struct dmm_iommu_opts *o)
+{
+	return (o->flush == DMM_IOMMU_STRICT || o->flush == DMM_IOMMU_DEFERRED) && o->fq_size <= 65536;
+}
+
+int dmm__iommu_attach(struct dmm_device *dev)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dmm_iommu_dom *d;
+	dmm_dma_addr_t lo, hi;
+	void *p;
+	int err;
+
+	dev->iommu_id = __atomic_fetch_add(&next_domain_id, 1, __ATOMIC_RELAXED);
+	if (dev->desc.iommu != DMM_IOMMU_DMA)
+		return 0;
+	err = dmm_kmalloc(mem, sizeof(*d), 0, &p);
+	if (err)
+		return err;
+	d = p;
+	dmm_memset(d, 0, sizeof(*d));
+	d->dev = dev;
+	d->mem = mem;
+	if (dev->desc.iommu_opts)
+		d->o = *dev->desc.iommu_opts;
+	else
+		dmm_iommu_opts_default(&d->o);
+	if (!d->o.fq_size)
+		d->o.fq_size = FQ_DEFAULT;
+	if (!d->o.fq_timeout_ns)
+		d->o.fq_timeout_ns = FQ_TIMEOUT_DEFAULT;
+	if (!d->o.iova.idle_trim_ns)
+		d->o.iova.idle_trim_ns = 1000000000ull;
+	if (!opts_ok(&d->o)) {
+		dmm_kfree(mem, d);
+		return dmm__count_invalid(mem);
+	}
+	/* a segment boundary is kept by size-aligned IOVAs */
+	if (dev->lim[0].boundary || dev->lim[1].boundary)
+		d->o.iova.align = DMM_IOVA_ALIGN_POW2;
+	d->strict = d->o.flush == DMM_IOMMU_STRICT || dev->desc.untrusted;
+	d->id = dev->iommu_id;
+	/* the IOVA space: the streaming window, within 48 bits */
+	lo = dmm_align_up(dev->lim[0].lo, PG);
+	hi = dev->lim[0].hi == DMM_PHYS_MAX ? DMM_PHYS_MAX : dev->lim[0].hi;
+	if (hi > ((uint64_t)1 << DMM_IOPT_VA_BITS))
+		hi = (uint64_t)1 << DMM_IOPT_VA_BITS;
+	hi &= ~(PG - 1);
+	if (hi <= lo + PG) {
+		dmm_kfree(mem, d);
+		return -DMM_ERANGE;
+	}
+	d->limit = hi - 1;
+	err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+	if (err)
+		goto out_d;
+	d->fq = p;
+	err = dmm_iova_domain_create(mem, lo, d->limit, &d->o.iova, &d->iova);
+	if (err)
+		goto out_fq;
+	err = dmm_iopt_create(mem, &d->pt);
+	if (err)
+		goto out_iova;
+	mem->plat.lock_init(mem->plat.ctx, &d->fq_lock);
+	d->last_trim_ns = dmm__now(mem);
+	dev->iommu = d;
+	return 0;
+out_iova:
+	dmm_iova_domain_destroy(d->iova);
+out_fq:
+	dmm_kfree(mem, d->fq);
+out_d:
+	dmm_kfree(mem, d);
+	return err;
+}
+
+void dmm__iommu_detach(struct dmm_device *dev)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	struct dmm_mem *mem;
+
+	if (!d)
+		return;
+	mem = d->mem;
+	__atomic_store_n(&d->dying, 1, __ATOMIC_RELEASE);
+	fq_flush(d, 0);
+	/* a timer may still be queued: let it run (it sees dying) */
+	if (__atomic_load_n(&d->fq_timer, __ATOMIC_ACQUIRE) && mem->plat.defer_flush)
+		mem->plat.defer_flush(mem->plat.ctx);
+	iotlb_inval(d, 0, 0);
+	dmm_iopt_destroy(d->pt);
+	dmm_iova_domain_destroy(d->iova);
+	if (mem->plat.lock_destroy)
+		mem->plat.lock_destroy(mem->plat.ctx, &d->fq_lock);
+	dmm_kfree(mem, d->fq);
+	dmm_kfree(mem, d);
+	dev->iommu = (struct dmm_iommu_dom *)0;
+}
+
+int dmm__iommu_lookup(const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_phys_t *pa)
+{
+	int err = dmm_iopt_lookup(dev->iommu->pt, dma, pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0);
+	return err ? -DMM_ERANGE : 0;
+}
+
+/* ---- streaming ------------------------------------------------------------------- */
+
+static int must_bounce_iommu(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+{
+	return dmm__must_bounce(dev, pa, size, dir, 0);
+}
+
+/* Map [pa, pa + size): IOVA, page table; bounced first if needed. */
+int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, dmm_phys_t *map_pa,
+		   dmm_dma_addr_t *bus)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	dmm_phys_t tlb = pa;
+	uint64_t off, span;
+	dmm_dma_addr_t iova;
+	int bounced = 0, err;
+
+	housekeeping(d);
+	if (must_bounce_iommu(dev, pa, size, dir)) {
+		if (!dmm__swiotlb_ready(dev->mem)) {
+			if (dev->desc.untrusted && ((pa | size) & (PG - 1)))
+				return -DMM_ENOTSUP; /* the neighbours would be exposed */
+		} else {
+			err = dmm__swiotlb_map(dev, pa, size, dir, PG, &tlb);
+			if (err)
+				return err;
+			bounced = 1;
+			sadd(&d->st.bounced, 1);
+		}
+	}
+	off = tlb & (PG - 1);
+	span = dmm_align_up(off + size, PG);
+	if (dev->lim[0].boundary && span > dev->lim[0].boundary) {
+		err = -DMM_EINVAL;
+		goto undo_bounce;
+	}
+	err = dmm_iova_alloc(d->iova, span, d->limit, &iova);
+	if (err) {
+		sadd(&d->st.fail_iova, 1);
+		dmm__dstat(&dev->st.fail_iova, 1);
+		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
+		goto undo_bounce;
+	}
+	err = dmm_iopt_map(d->pt, iova, tlb - off, span, prot_of(dir), DMM_IOPTE_FIRST | DMM_IOPTE_LAST);
+	if (err) {
+		sadd(&d->st.fail_pgtable, 1);
+		dmm_iova_free(d->iova, iova, span);
+		err = err == -DMM_EEXIST ? -DMM_EINVAL : err;
+		goto undo_bounce;
+	}
+	sadd(&d->st.maps, 1);
+	sadd(&d->st.mapped_pages, (int64_t)(span / PG));
+	*map_pa = tlb;
+	*bus = iova + off;
+	return 0;
+undo_bounce:
+	if (bounced)
+		dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE);
+	return err;
+}
+
+/* Is [iova, iova + span) exactly one mapping (FIRST at its start, LAST at
+ * its end)? *pa: the physical address behind @iova. */
+static int is_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, dmm_phys_t *pa)
+{
+	uint64_t first, last;
+
+	if (dmm_iopt_lookup(d->pt, iova, pa, (unsigned *)0, &first, (unsigned *)0) ||
+	    !(first & DMM_IOPTE_FIRST) ||
+	    dmm_iopt_lookup(d->pt, iova + span - PG, (dmm_phys_t *)0, (unsigned *)0, &last, (unsigned *)0) ||
+	    !(last & DMM_IOPTE_LAST))
+		return 0;
+	/* a block mapping: the marks sit on the block; span must end with it */
+	return 1;
+}
+
+int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	dmm_dma_addr_t iova = dma & ~(PG - 1);
+	uint64_t span;
+	dmm_phys_t pa;
+
+	if (!size || dma + size < dma) {
+		dmm__dstat(&dev->st.fail_unmap, 1);
+		return -DMM_EINVAL;
+	}
+	span = dmm_align_up((dma & (PG - 1)) + size, PG);
+	if (!is_mapping(d, iova, span, &pa)) {
+		sadd(&d->st.fail_unmap, 1);
+		dmm__dstat(&dev->st.fail_unmap, 1);
+		return -DMM_ENOENT;
+	}
+	pa += dma & (PG - 1);
+	dmm_iopt_unmap(d->pt, iova, span);
+	sadd(&d->st.mapped_pages, -(int64_t)(span / PG));
+	if (d->strict)
+		iotlb_inval(d, iova, span);
+	/* the device can no longer reach it (strict) or soon will not: the
+	 * CPU takes the buffer back (bounce copied back, slots freed) */
+	dmm__dma_unmap_pa(dev, pa, size, dir);
+	if (d->strict)
+		dmm_iova_free(d->iova, iova, span);
+	else
+		fq_push(d, iova, span);
+	sadd(&d->st.unmaps, 1);
+	return 0;
+}
+
+/* ---- scatterlists ------------------------------------------------------------------- */
+
+/*
+ * The IOVA layout of a list: piece i starts at offset lay(i) + (phys & page)
+ * in the range; a piece that would cross the segment boundary starts at the
+ * next boundary instead (the range is aligned to at least the boundary
+ * then). Returns the range's length.
+ */
+static uint64_t sg_layout(const struct dmm_sg *sg, unsigned nents, uint64_t boundary, uint64_t *pos)
+{
+	uint64_t cur = 0;
+
+	for (unsigned i = 0; i < nents; i++) {
+		uint64_t off = sg[i].phys & (PG - 1), span = dmm_align_up(off + sg[i].length, PG);
+		if (boundary && (cur + off) / boundary != (cur + off + sg[i].length - 1) / boundary)
+			cur = dmm_align_up(cur, boundary);
+		if (pos)
+			pos[i] = cur;
+		cur += span;
+	}
+	return cur;
+}
+
+/* Position of piece @i in the layout, recomputed (O(i)). */
+static uint64_t sg_pos(const struct dmm_sg *sg, unsigned i, uint64_t boundary)
+{
+	uint64_t cur = 0;
+	for (unsigned k = 0;; k++) {
+		uint64_t off = sg[k].phys & (PG - 1), span = dmm_align_up(off + sg[k].length, PG);
+		if (boundary && (cur + off) / boundary != (cur + off + sg[k].length - 1) / boundary)
+			cur = dmm_align_up(cur, boundary);
+		if (k == i)
+			return cur;
+		cur += span;
+	}
+}
+
+static uint64_t pow2_up(uint64_t n)
+{
+	return n <= 1 ? 1 : (uint64_t)1 << (64 - __builtin_clzll(n - 1));
+}
+
+int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+		      const void *site)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	const struct dmm_constraint *l = &dev->lim[0];
+	uint64_t seg_max = l->max_seg_size && l->max_seg_size < UINT32_MAX ? l->max_seg_size : UINT32_MAX;
+	uint64_t total, cur = 0;
+	dmm_dma_addr_t iova;
+	unsigned segs = 0, i;
+	int err = 0;
+
+	housekeeping(d);
+	/* validate and bounce every piece first (bounce address parked in
+	 * dma_address; same page offset as the piece) */
+	for (i = 0; i < nents; i++) {
+		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
+		if (!sg[i].length || !dmm__is_ram(dev->mem, sg[i].phys, sg[i].length) ||
+		    (l->max_seg_size && sg[i].length > l->max_seg_size) ||
+		    (l->boundary && sg[i].length > l->boundary)) {
+			err = -DMM_EINVAL;
+			break;
+		}
+		if (must_bounce_iommu(dev, sg[i].phys, sg[i].length, dir)) {
+			dmm_phys_t tlb;
+			if (!dmm__swiotlb_ready(dev->mem)) {
+				if (dev->desc.untrusted && ((sg[i].phys | sg[i].length) & (PG - 1))) {
+					err = -DMM_ENOTSUP;
+					break;
+				}
+				continue;
+			}
+			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, PG, &tlb);
+			if (err)
+				break;
+			sg[i].dma_address = tlb;
+			sadd(&d->st.bounced, 1);
+		}
+	}
+	if (err)
+		goto undo_bounce;
+	total = sg_layout(sg, nents, l->boundary, (uint64_t *)0);
+	if (l->boundary && total > l->boundary && d->o.iova.align == DMM_IOVA_ALIGN_POW2 &&
+	    pow2_up(total >> DMM_PAGE_SHIFT) * PG < l->boundary) {
+		err = -DMM_EINVAL; /* cannot happen: kept for clarity */
+		goto undo_bounce;
+	}
+	err = dmm_iova_alloc(d->iova, total, d->limit, &iova);
+	if (err) {
+		sadd(&d->st.fail_iova, 1);
+		dmm__dstat(&dev->st.fail_iova, 1);
+		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
+		goto undo_bounce;
+	}
+	/* map each piece at its place */
+	for (i = 0; i < nents; i++) {
+		dmm_phys_t pa = sg[i].dma_address != DMM_DMA_MAPPING_ERROR ? sg[i].dma_address : sg[i].phys;
+		uint64_t off = pa & (PG - 1), span = dmm_align_up(off + sg[i].length, PG);
+		uint64_t flags = (i == 0 ? DMM_IOPTE_FIRST : 0) | (i == nents - 1 ? DMM_IOPTE_LAST : 0);
+		uint64_t pos = sg_pos(sg, i, l->boundary);
+		if (i && pos < cur) {
+			err = -DMM_EINVAL;
+			break;
+		}
+		err = dmm_iopt_map(d->pt, iova + pos, pa - off, span, prot_of(dir), flags);
+		if (err)
+			break;
+		cur = pos + span;
+	}
+	if (err) {
+		for (unsigned k = 0; k < i; k++) {
+			dmm_phys_t pa = sg[k].dma_address != DMM_DMA_MAPPING_ERROR ? sg[k].dma_address : sg[k].phys;
+			uint64_t off = pa & (PG - 1);
+			dmm_iopt_unmap(d->pt, iova + sg_pos(sg, k, l->boundary), dmm_align_up(off + sg[k].length, PG));
+		}
+		dmm_iova_free(d->iova, iova, total);
+		sadd(&d->st.fail_pgtable, 1);
+		err = err == -DMM_EEXIST ? -DMM_EINVAL : err;
+		i = nents;
+		goto undo_bounce;
+	}
+	/* caches, debug, and the segments: pieces contiguous in IOVA merge */
+	cur = 0;
+	for (i = 0; i < nents; i++) {
+		dmm_phys_t pa = sg[i].dma_address != DMM_DMA_MAPPING_ERROR ? sg[i].dma_address : sg[i].phys;
+		dmm_dma_addr_t b = iova + sg_pos(sg, i, l->boundary) + (pa & (PG - 1));
+		dmm__dma_for_device(dev, pa, sg[i].length, dir);
+		if (dmm__dbg_on(dev))
+			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, site);
+		if (segs && b == sg[segs - 1].dma_address + sg[segs - 1].dma_length &&
+		    (uint64_t)sg[segs - 1].dma_length + sg[i].length <= seg_max &&
+		    !(l->boundary && sg[segs - 1].dma_address / l->boundary !=
+					     (b + sg[i].length - 1) / l->boundary)) {
+			sg[segs - 1].dma_length += sg[i].length;
+		} else {
+			sg[segs].dma_address = b;
+			sg[segs].dma_length = sg[i].length;
+			segs++;
+		}
+	}
+	for (i = segs; i < nents; i++) {
+		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
+		sg[i].dma_length = 0;
+	}
+	if (l->max_segs && segs > l->max_segs) {
+		/* cannot be mapped in so few segments: undo everything */
+		dmm__iommu_unmap_sg(dev, sg, nents, DMM_DMA_NONE, (const void *)0, segs);
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(dev->mem);
+	}
+	sadd(&d->st.maps, 1);
+	sadd(&d->st.mapped_pages, (int64_t)(total / PG));
+	dmm__dstat(&dev->st.sg_maps, 1);
+	dmm__dstat(&dev->st.sg_segments_in, nents);
+	dmm__dstat(&dev->st.sg_segments_out, segs);
+	dmm__dstat(&dmm__dev_pcpu(dev)->map_bytes, dmm_sg_bytes(sg, nents));
+	return (int)segs;
+undo_bounce:
+	for (unsigned k = 0; k < i && k < nents; k++) {
+		if (sg[k].dma_address != DMM_DMA_MAPPING_ERROR)
+			dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, sg[k].dma_address, sg[k].length, DMM_DMA_NONE);
+		sg[k].dma_address = DMM_DMA_MAPPING_ERROR;
+	}
+	if (err == -DMM_EINVAL) {
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(dev->mem);
+	}
+	return err;
+}
+
+/*
+ * Unmap a list mapped by dmm__iommu_map_sg. The range starts at the first
+ * segment's page; the pieces' places follow from their CPU addresses.
+ * @debug_segs: internal undo (debug entries already made); 0 otherwise.
+ */
+void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+			 const void *site, unsigned debug_segs)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	uint64_t boundary = dev->lim[0].boundary, total;
+	dmm_dma_addr_t iova;
+	dmm_phys_t pa;
+
+	(void)debug_segs;
+	if (!nents || sg[0].dma_address == DMM_DMA_MAPPING_ERROR) {
+		dmm__dstat(&dev->st.fail_unmap, 1);
+		return;
+	}
+	for (unsigned i = 0; i < nents; i++)
+		if (!sg[i].length)
+			return;
+	iova = (sg[0].dma_address & ~(PG - 1)) - sg_pos(sg, 0, boundary);
+	total = sg_layout(sg, nents, boundary, (uint64_t *)0);
+	if (!is_mapping(d, iova, total, &pa)) {
+		sadd(&d->st.fail_unmap, 1);
+		dmm__dstat(&dev->st.fail_unmap, 1);
+		return;
+	}
+	/* the CPU side of each piece after the range is unmapped: park the
+	 * physical address of each piece in dma_address meanwhile */
+	for (unsigned i = 0; i < nents; i++) {
+		dmm_dma_addr_t b = iova + sg_pos(sg, i, boundary) + (sg[i].phys & (PG - 1));
+		if (dmm__dbg_on(dev) && site)
+			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
+		if (dmm_iopt_lookup(d->pt, b, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0) == 0)
+			sg[i].dma_address = pa; /* parked: released after the invalidation */
+		else
+			sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
+	}
+	dmm_iopt_unmap(d->pt, iova, total);
+	sadd(&d->st.mapped_pages, -(int64_t)(total / PG));
+	if (d->strict)
+		iotlb_inval(d, iova, total);
+	for (unsigned i = 0; i < nents; i++) {
+		if (sg[i].dma_address != DMM_DMA_MAPPING_ERROR)
+			dmm__dma_unmap_pa(dev, sg[i].dma_address, sg[i].length, dir);
+		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
+		sg[i].dma_length = 0;
+	}
+	if (d->strict)
+		dmm_iova_free(d->iova, iova, total);
+	else
+		fq_push(d, iova, total);
+	sadd(&d->st.unmaps, 1);
+}
+
+void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+			int to_device, const void *site)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	uint64_t boundary = dev->lim[0].boundary;
+	dmm_dma_addr_t iova;
+
+	if (!nents || sg[0].dma_address == DMM_DMA_MAPPING_ERROR)
+		return;
+	for (unsigned i = 0; i < nents; i++)
+		if (!sg[i].length)
+			return;
+	iova = (sg[0].dma_address & ~(PG - 1)) - sg_pos(sg, 0, boundary);
+	for (unsigned i = 0; i < nents; i++) {
+		dmm_dma_addr_t b = iova + sg_pos(sg, i, boundary) + (sg[i].phys & (PG - 1));
+		dmm_phys_t pa;
+		if (dmm__dbg_on(dev))
+			dmm__dbg_sync(dev, b, sg[i].length, dir, to_device, site);
+		if (dmm_iopt_lookup(d->pt, b, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0) == 0)
+			dmm__dma_sync_pa(dev, pa, sg[i].length, dir, to_device);
+	}
+}
+
+/* ---- coherent allocations ------------------------------------------------------------ */
+
+static unsigned order_of(uint64_t pages)
+{
+	return pages <= 1 ? 0 : 64u - (unsigned)__builtin_clzll(pages - 1);
+}
+
+/* Pages for a coherent buffer: one block or range from anywhere, else page
+ * by page (vmap'ed). *@va: CPU address; @pfns filled for the page-by-page case
+ * (NULL return of *contig = 0). */
+static int coherent_pages(struct dmm_device *dev, uint64_t pages, unsigned gfp, dmm_pfn_t *pfn, int *contig)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	unsigned order = order_of(pages);
+	int err;
+
+	*contig = 1;
+	if (pages == ((uint64_t)1 << order) && order <= DMM_MAX_ORDER)
+		err = dmm_page_alloc(mem, order, &any, DMM_GFP_ZERO | gfp, pfn);
+	else
+		err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO | gfp, pfn);
+	return err;
+}
+
+static void free_contig(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t pages)
+{
+	unsigned order = order_of(pages);
+	if (pages == ((uint64_t)1 << order) && order <= DMM_MAX_ORDER)
+		dmm_page_free(mem, pfn, order);
+	else
+		dmm_free_range(mem, pfn, pages);
+}
+
+int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, void **cpu, dmm_dma_addr_t *dma,
+			      dmm_phys_t *first_pa, uint64_t *low_pages)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	struct dmm_mem *mem = dev->mem;
+	uint64_t pages = dmm_align_up(size, PG) >> DMM_PAGE_SHIFT, span = pages * PG, low = 0;
+	dmm_dma_addr_t iova, lim;
+	dmm_pfn_t pfn = 0, *list = (dmm_pfn_t *)0;
+	void *va = (void *)0;
+	int err, contig = 1, from_pool = 0;
+
+	housekeeping(d);
+	lim = dev->lim[1].hi == DMM_PHYS_MAX ? d->limit : dmm_min64(d->limit, dev->lim[1].hi - 1);
+	if (!dev->desc.coherent && (gfp & DMM_GFP_ATOMIC)) {
+		/* pre-remapped memory from the least restricted atomic pool */
+		err = dmm__atomic_pool_alloc(dev, pages, &pfn);
+		if (err)
+			return err;
+		from_pool = 1;
+	} else {
+		err = coherent_pages(dev, pages, gfp, &pfn, &contig);
+		if (err && pages > 1 && mem->plat.vmap && !(gfp & DMM_GFP_ATOMIC)) {
+			/* fragmented: page by page, joined by the platform */
+			void *p;
+			struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+			uint64_t got = 0;
+			if (dmm_kmalloc(mem, pages * sizeof(dmm_pfn_t), 0, &p))
+				return -DMM_ENOMEM;
+			list = p;
+			for (; got < pages; got++)
+				if (dmm_page_alloc(mem, 0, &any, DMM_GFP_ZERO | gfp, &list[got]))
+					break;
+			if (got == pages) {
+				dmm_phys_t *pa = (dmm_phys_t *)list; /* same width: convert in place */
+				for (uint64_t k = 0; k < pages; k++)
+					pa[k] = dmm_pfn_to_phys(list[k]);
+				err = mem->plat.vmap(mem->plat.ctx, pa, pages, &va);
+				for (uint64_t k = 0; k < pages; k++)
+					list[k] = dmm_phys_to_pfn(pa[k]);
+			}
+			if (got < pages || err) {
+				while (got-- > 0)
+					dmm_page_free(mem, list[got], 0);
+				dmm_kfree(mem, list);
+				return err ? err : -DMM_ENOMEM;
+			}
+			contig = 0;
+		} else if (err) {
+			return err;
+		}
+		if (!dev->desc.coherent) {
+			for (uint64_t k = 0; k < (contig ? 1 : pages); k++) {
+				dmm_phys_t pa = dmm_pfn_to_phys(contig ? pfn : list[k]);
+				uint64_t len = contig ? span : PG;
+				if (mem->plat.cache_maint)
+					mem->plat.cache_maint(mem->plat.ctx, DMM_CACHE_FLUSH, pa, len);
+				if (mem->plat.set_memattr)
+					mem->plat.set_memattr(mem->plat.ctx, pa, len, DMM_MEMATTR_UC);
+			}
+		}
+	}
+	err = dmm_iova_alloc(d->iova, span, lim, &iova);
+	if (err) {
+		sadd(&d->st.fail_iova, 1);
+		dmm__dstat(&dev->st.fail_iova, 1);
+		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
+		goto undo_pages;
+	}
+	if (dev->lim[1].align && (iova & (dev->lim[1].align - 1))) {
+		/* the coherent alignment is larger than the IOVA policy gives */
+		dmm_iova_free(d->iova, iova, span);
+		err = -DMM_EINVAL;
+		goto undo_pages;
+	}
+	if (contig) {
+		err = dmm_iopt_map(d->pt, iova, dmm_pfn_to_phys(pfn), span, DMM_IOMMU_READ | DMM_IOMMU_WRITE,
+				   DMM_IOPTE_FIRST | DMM_IOPTE_LAST);
+	} else {
+		for (uint64_t k = 0; k < pages && !err; k++) {
+			err = dmm_iopt_map(d->pt, iova + k * PG, dmm_pfn_to_phys(list[k]), PG,
+					   DMM_IOMMU_READ | DMM_IOMMU_WRITE,
+					   (k == 0 ? DMM_IOPTE_FIRST : 0) | (k == pages - 1 ? DMM_IOPTE_LAST : 0));
+			if (err && k)
+				dmm_iopt_unmap(d->pt, iova, k * PG);
+		}
+	}
+	if (err) {
+		dmm_iova_free(d->iova, iova, span);
+		sadd(&d->st.fail_pgtable, 1);
+		goto undo_pages;
+	}
+	for (uint64_t k = 0; k < (contig ? 1 : pages); k++) {
+		dmm_phys_t pa = dmm_pfn_to_phys(contig ? pfn : list[k]);
+		uint64_t n = contig ? pages : 1, g4 = (uint64_t)4 << 30;
+		if (pa < g4)
+			low += dmm_min64(n, (g4 - pa) >> DMM_PAGE_SHIFT);
+	}
+	sadd(&d->st.maps, 1);
+	sadd(&d->st.mapped_pages, (int64_t)pages);
+	*cpu = contig ? dmm_pfn_to_virt(mem, pfn) : va;
+	*dma = iova;
+	*first_pa = dmm_pfn_to_phys(contig ? pfn : list[0]);
+	*low_pages = low;
+	if (list)
+		dmm_kfree(mem, list);
+	return 0;
+undo_pages:
+	if (from_pool) {
+		dmm__atomic_pool_free(dev, dmm_pfn_to_phys(pfn), pages);
+	} else if (contig) {
+		if (!dev->desc.coherent && mem->plat.set_memattr)
+			mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(pfn), span, DMM_MEMATTR_WB);
+		free_contig(mem, pfn, pages);
+	} else {
+		mem->plat.vunmap(mem->plat.ctx, va, pages);
+		for (uint64_t k = 0; k < pages; k++) {
+			if (!dev->desc.coherent && mem->plat.set_memattr)
+				mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(list[k]), PG, DMM_MEMATTR_WB);
+			dmm_page_free(mem, list[k], 0);
+		}
+		dmm_kfree(mem, list);
+	}
+	return err;
+}
+
+/*
+ * Free a coherent buffer of a translating device. The IOVA range must be
+ * one mapping of @size; its pages are found in the page table. Returns 0,
+ * -DMM_ENOENT (not a mapping of that size: nothing changed) or -DMM_EINVAL.
+ * *@pa_out: first page (for debug), *@low_pages: pages below 4 GiB freed.
+ */
+int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dma_addr_t dma,
+			     uint64_t *low_pages)
+{
+	struct dmm_iommu_dom *d = dev->iommu;
+	struct dmm_mem *mem = dev->mem;
+	uint64_t pages = dmm_align_up(size, PG) >> DMM_PAGE_SHIFT, span = pages * PG, low = 0;
+	const uint64_t g4 = (uint64_t)4 << 30;
+	dmm_phys_t pa0;
+	int contig, err = 0;
+
+	if ((dma & (PG - 1)) || !is_mapping(d, dma, span, &pa0))
+		return -DMM_ENOENT;
+	contig = cpu == dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa0));
+	if (contig) {
+		/* the pages must be one allocation of this size */
+		struct dmm_page *head = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa0));
+		unsigned order = order_of(pages);
+		int pooled = dmm__atomic_pool_owns(dev, pa0);
+		if (!head || (!pooled && !(head->state == DMM_PAGE_RANGE && head->private == pages) &&
+			      !(head->state == DMM_PAGE_ALLOC && pages == ((uint64_t)1 << order) &&
+				head->order == order)))
+			return -DMM_EINVAL;
+		dmm_iopt_unmap(d->pt, dma, span);
+		iotlb_inval(d, dma, span); /* the pages are freed right now */
+		if (pooled) {
+			err = dmm__atomic_pool_free(dev, pa0, pages);
+		} else {
+			if (!dev->desc.coherent && mem->plat.set_memattr)
+				mem->plat.set_memattr(mem->plat.ctx, pa0, span, DMM_MEMATTR_WB);
+			free_contig(mem, dmm_phys_to_pfn(pa0), pages);
+		}
+		if (pa0 < g4)
+			low = dmm_min64(pages, (g4 - pa0) >> DMM_PAGE_SHIFT);
+	} else {
+		if (!mem->plat.vunmap)
+			return -DMM_EINVAL;
+		{
+			dmm_phys_t vpa;
+			if (!mem->plat.virt_to_phys || mem->plat.virt_to_phys(mem->plat.ctx, cpu, &vpa) || vpa != pa0)
+				return -DMM_EINVAL;
+		}
+		for (uint64_t k = 0; k < pages; k++) {
+			dmm_phys_t pa;
+			if (dmm_iopt_lookup(d->pt, dma + k * PG, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0))
+				continue;
+			if (!dev->desc.coherent && mem->plat.set_memattr)
+				mem->plat.set_memattr(mem->plat.ctx, pa, PG, DMM_MEMATTR_WB);
+			if (pa < g4)
+				low++;
+		}
+		mem->plat.vunmap(mem->plat.ctx, cpu, pages);
+		{
+			/* collect the pages before the table forgets them */
+			for (uint64_t k = 0; k < pages; k++) {
+				dmm_phys_t pa;
+				if (dmm_iopt_lookup(d->pt, dma + k * PG, &pa, (unsigned *)0, (uint64_t *)0,
+						    (unsigned *)0) == 0) {
+					dmm_iopt_unmap(d->pt, dma + k * PG, PG);
+					iotlb_inval(d, dma + k * PG, PG);
+					dmm_page_free(mem, dmm_phys_to_pfn(pa), 0);
+				}
+			}
+		}
+	}
+	sadd(&d->st.mapped_pages, -(int64_t)pages);
+	dmm_iova_free(d->iova, dma, span);
+	sadd(&d->st.unmaps, 1);
+	*low_pages = low;
+	return err;
+}
+
+/* ---- information ------------------------------------------------------------------------ */
+
+int dmm_device_iommu_info(const struct dmm_device *dev, struct dmm_iommu_info *out)
+{
+	if (!dev || !out || !dev->desc.iommu)
+		return -DMM_EINVAL;
+	*out = (struct dmm_iommu_info){ 0 };
+	out->mode = (enum dmm_iommu_mode)dev->desc.iommu;
+	out->domain_id = dev->iommu_id;
+	if (dev->iommu) {
+		out->root = dmm_iopt_root(dev->iommu->pt);
+		out->iova_limit = dev->iommu->limit;
+	} else {
+		out->iova_limit = dev->lim[0].hi == DMM_PHYS_MAX ? DMM_PHYS_MAX : dev->lim[0].hi - 1;
+	}
+	return 0;
+}
+
+int dmm_device_iommu_stats(struct dmm_device *dev, struct dmm_iommu_stats *st)
+{
+	struct dmm_iommu_dom *d;
+
+	if (!dev || !st || !dev->iommu)
+		return -DMM_EINVAL;
+	d = dev->iommu;
+	*st = (struct dmm_iommu_stats){ 0 };
+#define LD(f) st->f = __atomic_load_n(&d->st.f, __ATOMIC_RELAXED)
+	LD(maps);
+	LD(unmaps);
+	LD(mapped_pages);
+	LD(invalidations);
+	LD(fq_queued);
+	LD(fq_flushes);
+	LD(fq_timeouts);
+	LD(bounced);
+	LD(fail_iova);
+	LD(fail_pgtable);
+	LD(fail_unmap);
+#undef LD
+	st->fq_pending = __atomic_load_n(&d->fq_n, __ATOMIC_RELAXED);
+	dmm_iova_get_stats(d->iova, &st->iova);
+	dmm_iopt_get_stats(d->pt, &st->pt);
+	return 0;
+}
+
+void dmm_device_iommu_flush(struct dmm_device *dev)
+{
+	if (dev && dev->iommu)
+		fq_flush(dev->iommu, 0);
+}
+
+int dmm_device_iommu_check(struct dmm_device *dev)
+{
+	struct dmm_iopt_stats ps;
+	struct dmm_iommu_dom *d;
+	int err;
+
+	if (!dev || !dev->iommu)
+		return -DMM_EINVAL;
+	d = dev->iommu;
+	err = dmm_iova_check(d->iova);
+	if (!err)
+		err = dmm_iopt_check(d->pt);
+	dmm_iopt_get_stats(d->pt, &ps);
+	if (!err && ps.pages_4k + (ps.blocks_2m << 9) + (ps.blocks_1g << 18) !=
+			    __atomic_load_n(&d->st.mapped_pages, __ATOMIC_RELAXED)) {
+		dmm_log(d->mem, DMM_LOG_ERR, "iommu check: %s: mapped pages disagree with the page table",
+			dev->name);
+		err = -DMM_EINVAL;
+	}
+	return err;
+}

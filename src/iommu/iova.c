@@ -1,0 +1,1050 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * IOVA allocator.
+ *
+ * Slow path: a treap (a binary search tree kept balanced by random heap
+ * priorities; expected depth O(log n)) of the allocated ranges, keyed by
+ * first page. Each node also keeps the free gap just below it (from the end
+ * of its predecessor, or the domain's first page) and the largest such gap
+ * in its subtree. A sentinel node of length 0 just above the domain's last
+ * page owns the top gap. A search for n pages aligned to a below a limit
+ * walks from the root towards the highest fitting gap and skips every
+ * subtree whose largest gap is too small, so the cost is O(log n) however
+ * full the space is: the classic design instead starts from a cached node
+ * and walks its predecessors one by one, which degrades to a linear walk
+ * when the space below a 32-bit limit is nearly exhausted.
+ *
+ * Alignment: a gap of n + a - 1 pages always holds an aligned block, so the
+ * search first looks for such a gap (pure O(log n): the gap summary decides
+ * every subtree). Only if there is none does it look for gaps of n or more
+ * pages where an aligned block may or may not fit; that second search visits,
+ * besides an O(log n) path, only gaps shorter than n + a - 1 that fail.
+ *
+ * Fast path: per-CPU magazines of freed ranges by size class (1, 2, 4, ...,
+ * 32 pages), two per class (loaded and previous, as in Bonwick's magazine
+ * layer and the USENIX ATC 2015 IOVA design), and a depot of full
+ * magazines. Ranges ending below 4 GiB are cached apart from higher ones
+ * (bands), so a 32-bit request never misses because the cache is full of
+ * high addresses. The caches never hold more than cache_max_pages pages in
+ * all (a free beyond that goes to the tree), the depot keeps at most
+ * depot_max magazines per class and band, and dmm_iova_trim() returns what
+ * idle CPUs hold. A cached range stays allocated in the tree.
+ *
+ * Locking: one lock per CPU slot for its magazines, one depot lock, one
+ * tree lock; never two at once except CPU slot -> depot.
+ */
+#include <dmamem/iommu.h>
+#include <dmamem/slab.h>
+
+#include "mm/mm_internal.h"
+
+#define IOVA_BANDS 2            /* 0: range ends below 4 GiB, 1: above */
+#define IOVA_SLOTS_MAX 64
+#define IOVA_MAG_DEFAULT 32
+#define IOVA_MAG_MAX 128
+#define PFN_4G ((dmm_pfn_t)1 << (32 - DMM_PAGE_SHIFT))
+
+struct iova_node {
+	dmm_pfn_t lo, hi;       /* reserved pages [lo, hi): the range and its guard */
+	uint64_t pages;         /* the range itself (rounded size) */
+	uint64_t gap;           /* free pages between the predecessor's hi and lo */
+	uint64_t max_gap;       /* largest gap in this subtree */
+	struct iova_node *l, *r;
+	uint32_t prio;
+};
+
+struct iova_mag {
+	uint32_t n;
+	dmm_pfn_t pfn[];        /* first page of each cached range */
+};
+
+struct iova_cpu {
+	struct dmm_lock lock;
+	struct iova_mag *loaded[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
+	struct iova_mag *prev[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
+	uint64_t last_use;      /* now_ns of the last cache operation */
+	uint64_t pages;         /* pages in this slot's magazines (under lock) */
+};
+
+struct iova_depot {
+	uint32_t n;
+	uint64_t last_use;
+	struct iova_mag *mag[];  /* depot_max entries */
+};
+
+struct dmm_iova_domain {
+	struct dmm_mem *mem;
+	struct dmm_iova_opts o;
+	dmm_pfn_t start, end;    /* pages [start, end] may be handed out */
+	dmm_pfn_t self_pfn;
+	uint64_t self_pages;
+	struct dmm_lock tree_lock;
+	struct iova_node *root;
+	struct iova_node sentinel;
+	uint32_t seed;
+	uint64_t ranges, alloc_pages;   /* under tree_lock */
+	struct dmm_lock depot_lock;
+	struct iova_depot *depot[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
+	uint64_t cached_pages;          /* atomic */
+	uint64_t cached_ranges;         /* atomic */
+	struct dmm_iova_stats st;       /* atomic counters */
+	unsigned nr_slots;
+	struct iova_cpu cpu[];
+};
+
+static inline void sadd(uint64_t *c, uint64_t v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t umax(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+static uint64_t pow2_up(uint64_t n)
+{
+	return n <= 1 ? 1 : (uint64_t)1 << (64 - __builtin_clzll(n - 1));
+}
+
+void dmm_iova_opts_default(struct dmm_iova_opts *o)
+{
+	if (!o)
+		return;
+	*o = (struct dmm_iova_opts){ 0 };
+	o->align = DMM_IOVA_ALIGN_POW2;
+	o->mag_size = IOVA_MAG_DEFAULT;
+	o->depot_max = 8;
+	o->cache_max_pages = 16384;
+	o->idle_trim_ns = 1000000000ull;
+}
+
+/* ---- sizes and classes ------------------------------------------------------- */
+
+static uint64_t size_pages(const struct dmm_iova_domain *d, uint64_t size)
+{
+	uint64_t pages = (size + DMM_PAGE_SIZE - 1) >> DMM_PAGE_SHIFT;
+	if (d->o.align == DMM_IOVA_ALIGN_POW2 && pages <= ((uint64_t)1 << (DMM_IOVA_CACHE_CLASSES - 1)))
+		pages = pow2_up(pages);
+	return pages;
+}
+
+static uint64_t align_pages(const struct dmm_iova_domain *d, uint64_t pages)
+{
+	return d->o.align == DMM_IOVA_ALIGN_POW2 ? pow2_up(pages) : 1;
+}
+
+/* Cache class of a range of @pages, or -1. */
+static int class_of(const struct dmm_iova_domain *d, uint64_t pages)
+{
+	if (d->o.no_cache || (pages & (pages - 1)) || pages > ((uint64_t)1 << (DMM_IOVA_CACHE_CLASSES - 1)))
+		return -1;
+	return __builtin_ctzll(pages);
+}
+
+uint64_t dmm_iova_rounded(const struct dmm_iova_domain *d, uint64_t size)
+{
+	return d && size ? size_pages(d, size) << DMM_PAGE_SHIFT : 0;
+}
+
+/* ---- the treap ------------------------------------------------------------------ */
+
+static inline uint64_t node_max(const struct iova_node *n)
+{
+	return n ? n->max_gap : 0;
+}
+
+static inline void pull(struct iova_node *n)
+{
+	n->max_gap = umax(n->gap, umax(node_max(n->l), node_max(n->r)));
+}
+
+static uint32_t next_prio(struct dmm_iova_domain *d)
+{
+	uint32_t x = d->seed;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	return d->seed = x;
+}
+
+/* Split @t into keys < @key (*a) and >= @key (*b). */
+static void split(struct iova_node *t, dmm_pfn_t key, struct iova_node **a, struct iova_node **b)
+{
+	if (!t) {
+		*a = *b = (struct iova_node *)0;
+	} else if (t->lo < key) {
+		split(t->r, key, &t->r, b);
+		pull(t);
+		*a = t;
+	} else {
+		split(t->l, key, a, &t->l);
+		pull(t);
+		*b = t;
+	}
+}
+
+/* Every key of @a is below every key of @b. */
+static struct iova_node *merge(struct iova_node *a, struct iova_node *b)
+{
+	if (!a)
+		return b;
+	if (!b)
+		return a;
+	if (a->prio > b->prio) {
+		a->r = merge(a->r, b);
+		pull(a);
+		return a;
+	}
+	b->l = merge(a, b->l);
+	pull(b);
+	return b;
+}
+
+static struct iova_node *rightmost(struct iova_node *t)
+{
+	while (t && t->r)
+		t = t->r;
+	return t;
+}
+
+/* Set the gap of the leftmost node of @t and repair the summaries on its path. */
+static void set_leftmost_gap(struct iova_node *t, uint64_t gap)
+{
+	if (!t)
+		return;
+	if (t->l)
+		set_leftmost_gap(t->l, gap);
+	else
+		t->gap = gap;
+	pull(t);
+}
+
+static struct iova_node *find_node(struct iova_node *t, dmm_pfn_t pfn)
+{
+	while (t) {
+		if (pfn < t->lo)
+			t = t->l;
+		else if (pfn >= t->hi && t->r)
+			t = t->r;
+		else
+			return pfn < t->hi ? t : (struct iova_node *)0;
+	}
+	return t;
+}
+
+/* Insert @n (its lo/hi set) into the free space; under tree_lock. */
+static void tree_insert(struct dmm_iova_domain *d, struct iova_node *n)
+{
+	struct iova_node *a, *b, *p;
+
+	split(d->root, n->lo, &a, &b);
+	p = rightmost(a);
+	n->gap = n->lo - (p ? p->hi : d->start);
+	n->l = n->r = (struct iova_node *)0;
+	n->prio = next_prio(d);
+	pull(n);
+	{
+		/* b is never empty: the sentinel is above every range */
+		struct iova_node *s = b;
+		while (s->l)
+			s = s->l;
+		set_leftmost_gap(b, s->lo - n->hi);
+	}
+	d->root = merge(merge(a, n), b);
+	d->ranges++;
+	d->alloc_pages += n->hi - n->lo;
+}
+
+/* Remove the node starting at @lo; under tree_lock. Returns it or NULL. */
+static struct iova_node *tree_remove(struct dmm_iova_domain *d, dmm_pfn_t lo, uint64_t pages)
+{
+	struct iova_node *a, *b, *m, *c, *p, *s;
+
+	m = find_node(d->root, lo);
+	if (!m || m == &d->sentinel || m->lo != lo || m->pages != pages)
+		return (struct iova_node *)0;
+	split(d->root, lo, &a, &b);
+	split(b, lo + 1, &m, &c);
+	p = rightmost(a);
+	for (s = c; s->l;)
+		s = s->l;
+	set_leftmost_gap(c, s->lo - (p ? p->hi : d->start));
+	d->root = merge(a, c);
+	d->ranges--;
+	d->alloc_pages -= m->hi - m->lo;
+	return m;
+}
+
+/*
+ * Highest block of @n pages aligned to @a (in absolute pfns), inside a gap
+ * of at least @need pages and below @limit (inclusive): returns the node
+ * whose gap holds it (*pfn set), or NULL.
+ */
+static struct iova_node *search(struct iova_node *t, uint64_t n, uint64_t a, uint64_t need, dmm_pfn_t limit, dmm_pfn_t *pfn,
+				uint64_t *steps)
+{
+	while (t) {
+		struct iova_node *r;
+		dmm_pfn_t gs, ge;
+
+		(*steps)++;
+		if (t->max_gap < need)
+			return (struct iova_node *)0;
+		/* the right subtree's gaps all start at or above t->hi */
+		if (t->r && t->hi <= limit && t->r->max_gap >= need) {
+			r = search(t->r, n, a, need, limit, pfn, steps);
+			if (r)
+				return r;
+		}
+		gs = t->lo - t->gap;
+		ge = t->lo < limit + 1 ? t->lo : limit + 1;
+		if (t->gap >= need && ge > gs && ge - gs >= n) {
+			dmm_pfn_t s = (ge - n) & ~(a - 1);
+			if (s >= gs && s + n <= ge) {
+				*pfn = s;
+				return t;
+			}
+		}
+		if (!t->l || t->l->max_gap < need)
+			return (struct iova_node *)0;
+		t = t->l;
+	}
+	return (struct iova_node *)0;
+}
+
+static int tree_alloc(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit, struct iova_node *n,
+		      dmm_pfn_t *out)
+{
+	uint64_t a = align_pages(d, pages), len = pages + d->o.guard_pages, steps = 0;
+	dmm_pfn_t pfn = 0;
+	struct iova_node *at;
+
+	/* the guard follows the range: the block needs len pages with its
+	 * first page aligned; search for len pages aligned to a */
+	at = search(d->root, len, a, len + a - 1, limit + d->o.guard_pages, &pfn, &steps);
+	if (!at && a > 1)
+		at = search(d->root, len, a, len, limit + d->o.guard_pages, &pfn, &steps);
+	sadd(&d->st.search_steps, steps);
+	if (!at)
+		return -DMM_ENOSPC;
+	n->lo = pfn;
+	n->hi = pfn + len;
+	n->pages = pages;
+	tree_insert(d, n);
+	*out = pfn;
+	return 0;
+}
+
+/* ---- magazines ------------------------------------------------------------------- */
+
+static unsigned band_of(dmm_pfn_t pfn, uint64_t pages)
+{
+	return pfn + pages <= PFN_4G ? 0 : 1;
+}
+
+static struct iova_cpu *this_cpu(struct dmm_iova_domain *d)
+{
+	const struct dmm_platform *p = &d->mem->plat;
+	unsigned c = p->cpu_id ? p->cpu_id(p->ctx) : 0;
+	return &d->cpu[c % d->nr_slots];
+}
+
+static struct iova_mag *mag_new(struct dmm_iova_domain *d)
+{
+	void *p;
+	if (dmm_kmalloc(d->mem, sizeof(struct iova_mag) + d->o.mag_size * sizeof(dmm_pfn_t), DMM_GFP_ATOMIC, &p))
+		return (struct iova_mag *)0;
+	((struct iova_mag *)p)->n = 0;
+	return p;
+}
+
+static void tree_free_locked(struct dmm_iova_domain *d, dmm_pfn_t pfn, uint64_t pages, struct iova_node **gone)
+{
+	struct iova_node *m = tree_remove(d, pfn, pages);
+	if (m) {
+		m->l = *gone;
+		*gone = m;
+	}
+}
+
+static void free_nodes(struct dmm_iova_domain *d, struct iova_node *gone)
+{
+	while (gone) {
+		struct iova_node *n = gone->l;
+		dmm_kfree(d->mem, gone);
+		gone = n;
+	}
+}
+
+/* Give a magazine's ranges back to the tree and empty it. */
+static void mag_flush(struct dmm_iova_domain *d, struct iova_mag *m, unsigned cls)
+{
+	struct iova_node *gone = (struct iova_node *)0;
+	uint64_t pages = (uint64_t)1 << cls;
+
+	if (!m || !m->n)
+		return;
+	dmm__lock(d->mem, &d->tree_lock);
+	for (uint32_t i = 0; i < m->n; i++)
+		tree_free_locked(d, m->pfn[i], pages, &gone);
+	dmm__unlock(d->mem, &d->tree_lock);
+	__atomic_fetch_sub(&d->cached_pages, (uint64_t)m->n * pages, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&d->cached_ranges, m->n, __ATOMIC_RELAXED);
+	m->n = 0;
+	sadd(&d->st.cache_flushes, 1);
+	free_nodes(d, gone);
+}
+
+/* Pop a cached range of class @cls, band @band, ending at or below @limit. */
+static int cache_get(struct dmm_iova_domain *d, unsigned band, unsigned cls, dmm_pfn_t limit, dmm_pfn_t *pfn)
+{
+	struct iova_cpu *c = this_cpu(d);
+	uint64_t pages = (uint64_t)1 << cls;
+	struct iova_mag *m;
+	int got = 0;
+
+	dmm__lock(d->mem, &c->lock);
+	c->last_use = dmm__now(d->mem);
+	m = c->loaded[band][cls];
+	if (!m || !m->n) {
+		struct iova_mag *p = c->prev[band][cls];
+		if (p && p->n) {
+			c->prev[band][cls] = m;
+			c->loaded[band][cls] = m = p;
+		} else {
+			/* exchange the empty loaded magazine for a full one */
+			struct iova_depot *dp = d->depot[band][cls];
+			dmm__lock(d->mem, &d->depot_lock);
+			for (uint32_t i = dp->n; i-- > 0;) {
+				struct iova_mag *full = dp->mag[i];
+				if (!full->n)
+					continue;
+				if (m)
+					dp->mag[i] = m; /* parked empty, reused by a free */
+				else
+					dp->mag[i] = dp->mag[--dp->n];
+				dp->last_use = c->last_use;
+				c->loaded[band][cls] = m = full;
+				sadd(&d->st.depot_swaps, 1);
+				break;
+			}
+			dmm__unlock(d->mem, &d->depot_lock);
+		}
+	}
+	if (m && m->n && (m->pfn[m->n - 1] + pages - 1) <= limit) {
+		*pfn = m->pfn[--m->n];
+		c->pages -= pages;
+		got = 1;
+	}
+	dmm__unlock(d->mem, &c->lock);
+	if (got) {
+		__atomic_fetch_sub(&d->cached_pages, pages, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&d->cached_ranges, 1, __ATOMIC_RELAXED);
+	}
+	return got;
+}
+
+/* Keep a freed range in the caches; 0 if the caller must free it to the tree.
+ * The depot holds full magazines and parked empty ones (n == 0). */
+static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
+{
+	uint64_t pages = (uint64_t)1 << cls;
+	unsigned band = band_of(pfn, pages);
+	struct iova_cpu *c;
+	struct iova_mag *m, *flush = (struct iova_mag *)0;
+	int kept = 0;
+
+	if (__atomic_add_fetch(&d->cached_pages, pages, __ATOMIC_RELAXED) > d->o.cache_max_pages) {
+		__atomic_fetch_sub(&d->cached_pages, pages, __ATOMIC_RELAXED);
+		return 0;
+	}
+	c = this_cpu(d);
+	dmm__lock(d->mem, &c->lock);
+	c->last_use = dmm__now(d->mem);
+	m = c->loaded[band][cls];
+	if (!m)
+		m = c->loaded[band][cls] = mag_new(d);
+	if (m && m->n == d->o.mag_size) {
+		struct iova_mag *p = c->prev[band][cls];
+		if (!p || p->n < d->o.mag_size) {
+			/* previous has room (or there is none yet: the full one becomes it) */
+			c->prev[band][cls] = m;
+			m = c->loaded[band][cls] = p ? p : mag_new(d);
+		} else {
+			/* loaded and previous full: the loaded one goes to the depot */
+			struct iova_depot *dp = d->depot[band][cls];
+			struct iova_mag *e = (struct iova_mag *)0;
+			bool room = false;
+			dmm__lock(d->mem, &d->depot_lock);
+			for (uint32_t i = 0; i < dp->n; i++)
+				if (!dp->mag[i]->n) {
+					e = dp->mag[i];
+					dp->mag[i] = m;
+					break;
+				}
+			if (!e && dp->n < d->o.depot_max) {
+				dp->mag[dp->n++] = m;
+				room = true;
+			}
+			if (e || room)
+				dp->last_use = c->last_use;
+			dmm__unlock(d->mem, &d->depot_lock);
+			if (e || room) {
+				sadd(&d->st.depot_swaps, 1);
+				m = c->loaded[band][cls] = e ? e : mag_new(d);
+			} else {
+				/* depot full: this magazine's ranges go back to the
+				 * tree (after the lock) and it is reused */
+				flush = m;
+				c->loaded[band][cls] = m = (struct iova_mag *)0;
+				c->pages -= (uint64_t)flush->n * pages;
+			}
+		}
+	}
+	if (m && m->n < d->o.mag_size) {
+		m->pfn[m->n++] = pfn;
+		c->pages += pages;
+		kept = 1;
+	}
+	dmm__unlock(d->mem, &c->lock);
+	if (flush) {
+		mag_flush(d, flush, cls);
+		dmm__lock(d->mem, &c->lock);
+		if (!c->loaded[band][cls]) {
+			flush->pfn[flush->n++] = pfn;
+			c->pages += pages;
+			c->loaded[band][cls] = flush;
+			flush = (struct iova_mag *)0;
+			kept = 1;
+		}
+		dmm__unlock(d->mem, &c->lock);
+		if (flush)
+			dmm_kfree(d->mem, flush);
+	}
+	if (!kept) {
+		__atomic_fetch_sub(&d->cached_pages, pages, __ATOMIC_RELAXED);
+		return 0;
+	}
+	__atomic_fetch_add(&d->cached_ranges, 1, __ATOMIC_RELAXED);
+	sadd(&d->st.cache_frees, 1);
+	return 1;
+}
+
+/* ---- domains ---------------------------------------------------------------------- */
+
+int dmm_iova_domain_create(struct dmm_mem *mem, dmm_dma_addr_t base, dmm_dma_addr_t limit,
+			   const struct dmm_iova_opts *o, struct dmm_iova_domain **out)
+{
+	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	struct dmm_iova_opts op;
+	struct dmm_iova_domain *d;
+	unsigned slots;
+	uint64_t bytes, pages;
+	dmm_pfn_t pfn;
+	int err;
+
+	if (out)
+		*out = (struct dmm_iova_domain *)0;
+	if (!mem || !out)
+		return -DMM_EINVAL;
+	if (o)
+		op = *o;
+	else
+		dmm_iova_opts_default(&op);
+	if (!op.mag_size)
+		op.mag_size = IOVA_MAG_DEFAULT;
+	if (!op.depot_max)
+		op.depot_max = 8;
+	if (!op.cache_max_pages)
+		op.cache_max_pages = 16384;
+	if (!op.idle_trim_ns)
+		op.idle_trim_ns = 1000000000ull;
+	if ((base & (DMM_PAGE_SIZE - 1)) || ((limit + 1) & (DMM_PAGE_SIZE - 1)) || limit <= base ||
+	    limit >= ((uint64_t)1 << DMM_IOPT_VA_BITS) || op.guard_pages > DMM_IOVA_GUARD_MAX ||
+	    op.mag_size > IOVA_MAG_MAX || op.depot_max > 1024 ||
+	    (op.align != DMM_IOVA_ALIGN_POW2 && op.align != DMM_IOVA_ALIGN_PAGE))
+		return dmm__count_invalid(mem);
+	slots = mem->plat.nr_cpus ? mem->plat.nr_cpus : 1;
+	if (slots > IOVA_SLOTS_MAX)
+		slots = IOVA_SLOTS_MAX;
+	bytes = sizeof(*d) + (uint64_t)slots * sizeof(struct iova_cpu);
+	pages = dmm_align_up(bytes, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+	if (err)
+		return err;
+	d = dmm_pfn_to_virt(mem, pfn);
+	d->mem = mem;
+	d->o = op;
+	d->self_pfn = pfn;
+	d->self_pages = pages;
+	d->nr_slots = slots;
+	d->start = base >> DMM_PAGE_SHIFT;
+	if (d->start == 0)
+		d->start = 1; /* 0 is never a valid IOVA */
+	d->end = limit >> DMM_PAGE_SHIFT;
+	d->seed = 0x9e3779b9u ^ (uint32_t)pfn;
+	d->sentinel.lo = d->sentinel.hi = d->end + 1;
+	d->sentinel.gap = d->end + 1 - d->start;
+	d->sentinel.prio = 0; /* at the bottom of the heap: every range sits above it */
+	pull(&d->sentinel);
+	d->root = &d->sentinel;
+	mem->plat.lock_init(mem->plat.ctx, &d->tree_lock);
+	mem->plat.lock_init(mem->plat.ctx, &d->depot_lock);
+	for (unsigned i = 0; i < slots; i++)
+		mem->plat.lock_init(mem->plat.ctx, &d->cpu[i].lock);
+	for (unsigned b = 0; b < IOVA_BANDS; b++)
+		for (unsigned c = 0; c < DMM_IOVA_CACHE_CLASSES; c++) {
+			void *p;
+			if (dmm_kmalloc(mem, sizeof(struct iova_depot) + op.depot_max * sizeof(void *), 0, &p)) {
+				d->depot[b][c] = (struct iova_depot *)0;
+				dmm_iova_domain_destroy(d);
+				return -DMM_ENOMEM;
+			}
+			d->depot[b][c] = p;
+			d->depot[b][c]->n = 0;
+			d->depot[b][c]->last_use = 0;
+		}
+	*out = d;
+	return 0;
+}
+
+static void free_tree(struct dmm_iova_domain *d, struct iova_node *t, uint64_t *leaked)
+{
+	while (t) {
+		struct iova_node *r = t->r;
+		free_tree(d, t->l, leaked);
+		if (t != &d->sentinel) {
+			(*leaked)++;
+			dmm_kfree(d->mem, t);
+		}
+		t = r;
+	}
+}
+
+void dmm_iova_domain_destroy(struct dmm_iova_domain *d)
+{
+	struct dmm_mem *mem;
+	uint64_t leaked = 0;
+
+	if (!d)
+		return;
+	mem = d->mem;
+	dmm_iova_trim(d, 1);
+	for (unsigned b = 0; b < IOVA_BANDS; b++)
+		for (unsigned c = 0; c < DMM_IOVA_CACHE_CLASSES; c++) {
+			for (unsigned i = 0; i < d->nr_slots; i++) {
+				if (d->cpu[i].loaded[b][c])
+					dmm_kfree(mem, d->cpu[i].loaded[b][c]);
+				if (d->cpu[i].prev[b][c])
+					dmm_kfree(mem, d->cpu[i].prev[b][c]);
+			}
+			if (d->depot[b][c]) {
+				for (uint32_t i = 0; i < d->depot[b][c]->n; i++)
+					dmm_kfree(mem, d->depot[b][c]->mag[i]);
+				dmm_kfree(mem, d->depot[b][c]);
+			}
+		}
+	free_tree(d, d->root, &leaked);
+	if (leaked)
+		dmm_log(mem, DMM_LOG_WARN, "iova: domain destroyed with %llu ranges allocated",
+			(unsigned long long)leaked);
+	for (unsigned i = 0; i < d->nr_slots; i++)
+		mem->plat.lock_destroy ? mem->plat.lock_destroy(mem->plat.ctx, &d->cpu[i].lock) : (void)0;
+	if (mem->plat.lock_destroy) {
+		mem->plat.lock_destroy(mem->plat.ctx, &d->tree_lock);
+		mem->plat.lock_destroy(mem->plat.ctx, &d->depot_lock);
+	}
+	dmm_free_range(mem, d->self_pfn, d->self_pages);
+}
+
+/* ---- allocation --------------------------------------------------------------------- */
+
+static int alloc_tree(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit, dmm_pfn_t *pfn)
+{
+	void *p;
+	int err;
+
+	if (dmm_kmalloc(d->mem, sizeof(struct iova_node), DMM_GFP_ATOMIC, &p)) {
+		sadd(&d->st.fail_nomem, 1);
+		return -DMM_ENOMEM;
+	}
+	dmm__lock(d->mem, &d->tree_lock);
+	err = -DMM_ENOSPC;
+	if (d->o.low32_first && limit >= PFN_4G && d->start < PFN_4G) {
+		err = tree_alloc(d, pages, PFN_4G - 1, p, pfn);
+		if (err)
+			sadd(&d->st.low32_fallbacks, 1);
+	}
+	if (err)
+		err = tree_alloc(d, pages, limit, p, pfn);
+	dmm__unlock(d->mem, &d->tree_lock);
+	if (err) {
+		dmm_kfree(d->mem, p);
+		sadd(&d->st.fail_nospace, 1);
+	}
+	return err;
+}
+
+/* Give every cached range back to the tree (a request found no room). */
+static uint64_t flush_all_caches(struct dmm_iova_domain *d);
+
+int dmm_iova_alloc(struct dmm_iova_domain *d, uint64_t size, dmm_dma_addr_t limit, dmm_dma_addr_t *iova)
+{
+	uint64_t pages;
+	dmm_pfn_t lim, pfn = 0;
+	int cls, err;
+
+	if (!d || !iova || !size || size > ((uint64_t)1 << DMM_IOPT_VA_BITS) ||
+	    limit < ((d->start + 1) << DMM_PAGE_SHIFT) - 1) {
+		if (d)
+			sadd(&d->st.fail_invalid, 1);
+		return d ? dmm__count_invalid(d->mem) : -DMM_EINVAL;
+	}
+	pages = size_pages(d, size);
+	/* the last page whose every byte is at or below @limit */
+	lim = limit >= (((d->end + 1) << DMM_PAGE_SHIFT) - 1) ? d->end : ((limit + 1) >> DMM_PAGE_SHIFT) - 1;
+	cls = class_of(d, pages);
+	if (cls >= 0) {
+		/* a 32-bit request takes only the low band; others prefer the
+		 * high band unless the domain wants 32-bit addresses first */
+		bool low_ok = true, high_ok = lim >= PFN_4G;
+		bool low_first = d->o.low32_first || !high_ok;
+		if ((low_first && low_ok && cache_get(d, 0, (unsigned)cls, lim, &pfn)) ||
+		    (high_ok && cache_get(d, 1, (unsigned)cls, lim, &pfn)) ||
+		    (!low_first && cache_get(d, 0, (unsigned)cls, lim, &pfn))) {
+			sadd(&d->st.cache_hits, 1);
+			sadd(&d->st.allocs, 1);
+			*iova = pfn << DMM_PAGE_SHIFT;
+			return 0;
+		}
+		sadd(&d->st.cache_misses, 1);
+	} else {
+		sadd(&d->st.uncacheable, 1);
+	}
+	err = alloc_tree(d, pages, lim, &pfn);
+	if (err == -DMM_ENOSPC && __atomic_load_n(&d->cached_ranges, __ATOMIC_RELAXED)) {
+		/* the space may be sitting in the caches */
+		__atomic_fetch_sub(&d->st.fail_nospace, 1, __ATOMIC_RELAXED);
+		flush_all_caches(d);
+		err = alloc_tree(d, pages, lim, &pfn);
+	}
+	if (err)
+		return err;
+	sadd(&d->st.allocs, 1);
+	*iova = pfn << DMM_PAGE_SHIFT;
+	return 0;
+}
+
+int dmm_iova_free(struct dmm_iova_domain *d, dmm_dma_addr_t iova, uint64_t size)
+{
+	struct iova_node *m;
+	uint64_t pages;
+	dmm_pfn_t pfn;
+	int cls;
+
+	if (!d || !size || (iova & (DMM_PAGE_SIZE - 1))) {
+		if (d)
+			sadd(&d->st.fail_invalid, 1);
+		return d ? dmm__count_invalid(d->mem) : -DMM_EINVAL;
+	}
+	pfn = iova >> DMM_PAGE_SHIFT;
+	pages = size_pages(d, size);
+	if (pfn < d->start || pfn > d->end || pages > d->end - pfn + 1) {
+		sadd(&d->st.free_unknown, 1);
+		return -DMM_ENOENT;
+	}
+	cls = class_of(d, pages);
+	if (cls >= 0 && cache_put(d, pfn, (unsigned)cls)) {
+		sadd(&d->st.frees, 1);
+		return 0;
+	}
+	dmm__lock(d->mem, &d->tree_lock);
+	m = tree_remove(d, pfn, pages);
+	dmm__unlock(d->mem, &d->tree_lock);
+	if (!m) {
+		sadd(&d->st.free_unknown, 1);
+		return -DMM_ENOENT;
+	}
+	dmm_kfree(d->mem, m);
+	sadd(&d->st.frees, 1);
+	return 0;
+}
+
+int dmm_iova_find(struct dmm_iova_domain *d, dmm_dma_addr_t iova, dmm_dma_addr_t *start, uint64_t *size)
+{
+	struct iova_node *m;
+	int err = -DMM_ENOENT;
+
+	if (!d)
+		return -DMM_EINVAL;
+	dmm__lock(d->mem, &d->tree_lock);
+	m = find_node(d->root, iova >> DMM_PAGE_SHIFT);
+	if (m && m != &d->sentinel && (iova >> DMM_PAGE_SHIFT) < m->lo + m->pages) {
+		if (start)
+			*start = m->lo << DMM_PAGE_SHIFT;
+		if (size)
+			*size = m->pages << DMM_PAGE_SHIFT;
+		err = 0;
+	}
+	dmm__unlock(d->mem, &d->tree_lock);
+	/* a cached range is still in the tree but free for its owner: report
+	 * it as found (the caches are invisible to this query) */
+	return err;
+}
+
+/* ---- trimming ------------------------------------------------------------------------- */
+
+static uint64_t trim_slot(struct dmm_iova_domain *d, struct iova_cpu *c, uint64_t now, int all)
+{
+	struct iova_mag *m[IOVA_BANDS * DMM_IOVA_CACHE_CLASSES * 2];
+	unsigned cl[IOVA_BANDS * DMM_IOVA_CACHE_CLASSES * 2], k = 0;
+	uint64_t pages = 0;
+
+	dmm__lock(d->mem, &c->lock);
+	if (!all && (!c->pages || now - c->last_use < d->o.idle_trim_ns)) {
+		dmm__unlock(d->mem, &c->lock);
+		return 0;
+	}
+	for (unsigned b = 0; b < IOVA_BANDS; b++)
+		for (unsigned s = 0; s < DMM_IOVA_CACHE_CLASSES; s++) {
+			if (c->loaded[b][s]) {
+				m[k] = c->loaded[b][s];
+				cl[k++] = s;
+				c->loaded[b][s] = (struct iova_mag *)0;
+			}
+			if (c->prev[b][s]) {
+				m[k] = c->prev[b][s];
+				cl[k++] = s;
+				c->prev[b][s] = (struct iova_mag *)0;
+			}
+		}
+	c->pages = 0;
+	dmm__unlock(d->mem, &c->lock);
+	for (unsigned i = 0; i < k; i++) {
+		pages += (uint64_t)m[i]->n << cl[i];
+		mag_flush(d, m[i], cl[i]);
+		dmm_kfree(d->mem, m[i]);
+	}
+	return pages;
+}
+
+static uint64_t trim_depot(struct dmm_iova_domain *d, uint64_t now, int all)
+{
+	uint64_t pages = 0;
+
+	for (unsigned b = 0; b < IOVA_BANDS; b++)
+		for (unsigned s = 0; s < DMM_IOVA_CACHE_CLASSES; s++) {
+			struct iova_depot *dp = d->depot[b][s];
+			for (;;) {
+				struct iova_mag *m = (struct iova_mag *)0;
+				dmm__lock(d->mem, &d->depot_lock);
+				if (dp->n && (all || now - dp->last_use >= d->o.idle_trim_ns))
+					m = dp->mag[--dp->n];
+				dmm__unlock(d->mem, &d->depot_lock);
+				if (!m)
+					break;
+				pages += (uint64_t)m->n << s;
+				mag_flush(d, m, s);
+				dmm_kfree(d->mem, m);
+			}
+		}
+	return pages;
+}
+
+uint64_t dmm_iova_trim(struct dmm_iova_domain *d, int all)
+{
+	uint64_t now, pages = 0;
+
+	if (!d)
+		return 0;
+	now = dmm__now(d->mem);
+	for (unsigned i = 0; i < d->nr_slots; i++)
+		pages += trim_slot(d, &d->cpu[i], now, all);
+	pages += trim_depot(d, now, all);
+	return pages;
+}
+
+static uint64_t flush_all_caches(struct dmm_iova_domain *d)
+{
+	return dmm_iova_trim(d, 1);
+}
+
+/* ---- statistics and checks ------------------------------------------------------------- */
+
+static void walk_stats(const struct iova_node *t, unsigned depth, uint64_t *gaps, uint64_t *largest,
+		       uint64_t *maxdepth)
+{
+	while (t) {
+		if (depth + 1 > *maxdepth)
+			*maxdepth = depth + 1;
+		if (t->gap) {
+			(*gaps)++;
+			if (t->gap > *largest)
+				*largest = t->gap;
+		}
+		walk_stats(t->l, depth + 1, gaps, largest, maxdepth);
+		t = t->r;
+		depth++;
+	}
+}
+
+void dmm_iova_get_stats(struct dmm_iova_domain *d, struct dmm_iova_stats *st)
+{
+	uint64_t gaps = 0, largest = 0, depth = 0;
+
+	if (!d || !st)
+		return;
+	*st = (struct dmm_iova_stats){ 0 };
+#define LD(f) st->f = __atomic_load_n(&d->st.f, __ATOMIC_RELAXED)
+	LD(allocs);
+	LD(frees);
+	LD(cache_hits);
+	LD(cache_misses);
+	LD(uncacheable);
+	LD(cache_frees);
+	LD(depot_swaps);
+	LD(cache_flushes);
+	LD(low32_fallbacks);
+	LD(fail_nospace);
+	LD(fail_nomem);
+	LD(fail_invalid);
+	LD(free_unknown);
+	LD(search_steps);
+#undef LD
+	st->cached_ranges = __atomic_load_n(&d->cached_ranges, __ATOMIC_RELAXED);
+	st->cached_pages = __atomic_load_n(&d->cached_pages, __ATOMIC_RELAXED);
+	st->span_pages = d->end - d->start + 1;
+	dmm__lock(d->mem, &d->tree_lock);
+	st->ranges = d->ranges;
+	st->allocated_pages = d->alloc_pages;
+	walk_stats(d->root, 0, &gaps, &largest, &depth);
+	dmm__unlock(d->mem, &d->tree_lock);
+	st->free_gaps = gaps;
+	st->largest_free = largest;
+	st->tree_depth = depth;
+}
+
+struct chk {
+	struct dmm_iova_domain *d;
+	dmm_pfn_t prev_hi;
+	uint64_t nodes, pages;
+	int bad;
+	const char *why;
+};
+
+static uint64_t check_node(struct chk *k, const struct iova_node *t, uint32_t parent_prio, unsigned depth)
+{
+	uint64_t m;
+
+	if (!t)
+		return 0;
+	if (depth > 4096) {
+		k->bad = 1;
+		k->why = "tree too deep (cycle?)";
+		return 0;
+	}
+	if (t->prio > parent_prio) {
+		k->bad = 1;
+		k->why = "heap order of priorities";
+	}
+	m = check_node(k, t->l, t->prio, depth + 1);
+	if (t->lo < k->prev_hi || t->hi < t->lo) {
+		k->bad = 1;
+		k->why = "ranges out of order or overlapping";
+	} else if (t->gap != t->lo - k->prev_hi) {
+		k->bad = 1;
+		k->why = "gap does not match the predecessor";
+	}
+	if (t != &k->d->sentinel) {
+		if (t->lo < k->d->start || t->hi > k->d->end + 1 || t->hi - t->lo != t->pages + k->d->o.guard_pages) {
+			k->bad = 1;
+			k->why = "range outside the domain or of the wrong length";
+		}
+		k->nodes++;
+		k->pages += t->hi - t->lo;
+	}
+	k->prev_hi = t->hi;
+	m = umax(m, t->gap);
+	m = umax(m, check_node(k, t->r, t->prio, depth + 1));
+	if (m != t->max_gap) {
+		k->bad = 1;
+		k->why = "gap summary wrong";
+	}
+	return m;
+}
+
+static bool cached_ok(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls, unsigned band)
+{
+	struct iova_node *m = find_node(d->root, pfn);
+	return m && m != &d->sentinel && m->lo == pfn && m->pages == ((uint64_t)1 << cls) &&
+	       band_of(pfn, m->pages) == band;
+}
+
+int dmm_iova_check(struct dmm_iova_domain *d)
+{
+	struct chk k = { 0 };
+	uint64_t cached = 0, cached_pages = 0;
+
+	if (!d)
+		return -DMM_EINVAL;
+	k.d = d;
+	k.prev_hi = d->start;
+	/* the tree and every cache: take all the locks (slots, depot, tree) */
+	for (unsigned i = 0; i < d->nr_slots; i++)
+		dmm__lock(d->mem, &d->cpu[i].lock);
+	dmm__lock(d->mem, &d->depot_lock);
+	dmm__lock(d->mem, &d->tree_lock);
+	check_node(&k, d->root, UINT32_MAX, 0);
+	if (!k.bad && (k.prev_hi != d->end + 1 || rightmost(d->root) != &d->sentinel)) {
+		k.bad = 1;
+		k.why = "sentinel not last";
+	}
+	if (!k.bad && (k.nodes != d->ranges || k.pages != d->alloc_pages)) {
+		k.bad = 1;
+		k.why = "range count or page count wrong";
+	}
+	for (unsigned b = 0; b < IOVA_BANDS && !k.bad; b++)
+		for (unsigned s = 0; s < DMM_IOVA_CACHE_CLASSES && !k.bad; s++) {
+			const struct iova_depot *dp = d->depot[b][s];
+			for (unsigned i = 0; i < d->nr_slots * 2 + dp->n && !k.bad; i++) {
+				const struct iova_mag *m =
+					i < d->nr_slots	     ? d->cpu[i].loaded[b][s]
+					: i < d->nr_slots * 2 ? d->cpu[i - d->nr_slots].prev[b][s]
+							       : dp->mag[i - 2 * d->nr_slots];
+				if (!m)
+					continue;
+				if (m->n > d->o.mag_size) {
+					k.bad = 1;
+					k.why = "magazine overfull";
+				}
+				for (uint32_t j = 0; j < m->n && !k.bad; j++) {
+					if (!cached_ok(d, m->pfn[j], s, b)) {
+						k.bad = 1;
+						k.why = "cached range not allocated in the tree, or in the wrong class/band";
+					}
+					cached++;
+					cached_pages += (uint64_t)1 << s;
+				}
+			}
+			if (dp->n > d->o.depot_max) {
+				k.bad = 1;
+				k.why = "depot overfull";
+			}
+		}
+	if (!k.bad && (cached != __atomic_load_n(&d->cached_ranges, __ATOMIC_RELAXED) ||
+		       cached_pages != __atomic_load_n(&d->cached_pages, __ATOMIC_RELAXED) ||
+		       cached_pages > d->o.cache_max_pages)) {
+		k.bad = 1;
+		k.why = "cache counts wrong or above the bound";
+	}
+	dmm__unlock(d->mem, &d->tree_lock);
+	dmm__unlock(d->mem, &d->depot_lock);
+	for (unsigned i = d->nr_slots; i-- > 0;)
+		dmm__unlock(d->mem, &d->cpu[i].lock);
+	if (k.bad) {
+		dmm_log(d->mem, DMM_LOG_ERR, "iova check: %s", k.why);
+		return -DMM_EINVAL;
+	}
+	return 0;
+}
