@@ -6,6 +6,8 @@
 
 #include "dma_sim.h"
 
+#include <dmamem/iommu.h>
+
 static struct {
 	struct dmm_mem *mem;
 	struct dmm_hw_dev *hw[DMM_SIM_MAX_DEVICES];
@@ -77,6 +79,25 @@ int dmm_sim_device_create(struct dmm_mem *mem, struct dmm_hw *hw, const struct d
 	if (err) {
 		dmm_device_destroy(out->dev);
 		return err;
+	}
+	if (desc->iommu) {
+		/* behind the machine's IOMMU (created with defaults on first use):
+		 * the engine's addresses are translated by the domain's tables */
+		struct dmm_iommu_info info;
+		err = dmm_device_iommu_info(out->dev, &info);
+		if (!err && !dmm_hw_iommu_present(hw)) {
+			err = dmm_hw_iommu_enable(hw, (const struct dmm_hw_iommu_opts *)0);
+			if (err == -DMM_EEXIST)
+				err = 0;
+		}
+		if (!err)
+			err = dmm_hw_iommu_attach(out->hw, info.domain_id, info.root,
+						  info.mode == DMM_IOMMU_IDENTITY);
+		if (err) {
+			dmm_hw_dev_destroy(out->hw);
+			dmm_device_destroy(out->dev);
+			return err;
+		}
 	}
 	reg_add(out->hw, out->dev);
 	return 0;

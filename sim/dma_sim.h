@@ -27,7 +27,10 @@ unsigned dmm_sim_mask_bits(uint64_t mask);
 /*
  * Create both halves of a device from @desc (and @parent, a library bus).
  * The engine gets the mask's address bits, the description's coherence and
- * its dma-ranges (a plain bus offset becomes one range over all RAM).
+ * its dma-ranges (a plain bus offset becomes one range over all RAM). A
+ * device behind an IOMMU (desc->iommu) has its engine attached to the
+ * model's IOMMU (enabled with defaults if the machine has none yet) in the
+ * device's domain: translated through its page table, or identity.
  */
 int dmm_sim_device_create(struct dmm_mem *mem, struct dmm_hw *hw, const struct dmm_device_desc *desc,
 			  struct dmm_device *parent, struct dmm_sim_dev *out);

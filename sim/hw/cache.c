@@ -572,20 +572,49 @@ int dmm_hw_cpu_copy(struct dmm_hw *hw, dmm_phys_t dst, dmm_phys_t src, size_t le
 	return copy_op(hw, dst, src, len, false, DMM_HW_AGENT_CPU);
 }
 
+/* Page by page: a CPU address range may be a vmap of scattered pages. */
 int dmm_hw_cpu_read_virt(struct dmm_hw *hw, const void *va, void *buf, size_t len)
 {
-	dmm_phys_t pa;
-	int err = dmm_hw_virt_to_phys(hw, va, &pa);
+	const unsigned char *v = va;
+	unsigned char *b = buf;
 
-	return err ? err : dmm_hw_cpu_read(hw, pa, buf, len);
+	while (len) {
+		size_t n = DMM_PAGE_SIZE - ((uintptr_t)v & (DMM_PAGE_SIZE - 1));
+		dmm_phys_t pa;
+		int err = dmm_hw_virt_to_phys(hw, v, &pa);
+		if (n > len)
+			n = len;
+		if (!err)
+			err = dmm_hw_cpu_read(hw, pa, b, n);
+		if (err)
+			return err;
+		v += n;
+		b += n;
+		len -= n;
+	}
+	return 0;
 }
 
 int dmm_hw_cpu_write_virt(struct dmm_hw *hw, void *va, const void *buf, size_t len)
 {
-	dmm_phys_t pa;
-	int err = dmm_hw_virt_to_phys(hw, va, &pa);
+	unsigned char *v = va;
+	const unsigned char *b = buf;
 
-	return err ? err : dmm_hw_cpu_write(hw, pa, buf, len);
+	while (len) {
+		size_t n = DMM_PAGE_SIZE - ((uintptr_t)v & (DMM_PAGE_SIZE - 1));
+		dmm_phys_t pa;
+		int err = dmm_hw_virt_to_phys(hw, v, &pa);
+		if (n > len)
+			n = len;
+		if (!err)
+			err = dmm_hw_cpu_write(hw, pa, b, n);
+		if (err)
+			return err;
+		v += n;
+		b += n;
+		len -= n;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------------ */

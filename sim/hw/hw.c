@@ -105,6 +105,27 @@ static int hw_p_defer(void *ctx, void (*fn)(void *arg), void *arg)
 	return hw->hp->defer ? hw->hp->defer(hw->hp->ctx, fn, arg) : -DMM_ENOTSUP;
 }
 
+static int hw_p_defer_after(void *ctx, void (*fn)(void *arg), void *arg, uint64_t delay_ns)
+{
+	struct dmm_hw *hw = ctx;
+
+	return hw->hp->defer_after ? hw->hp->defer_after(hw->hp->ctx, fn, arg, delay_ns) : -DMM_ENOTSUP;
+}
+
+static int hw_p_vmap(void *ctx, const dmm_phys_t *pages, size_t n, void **va)
+{
+	struct dmm_hw *hw = ctx;
+
+	return hw->hp->vmap(hw->hp->ctx, pages, n, va);
+}
+
+static void hw_p_vunmap(void *ctx, void *va, size_t n)
+{
+	struct dmm_hw *hw = ctx;
+
+	hw->hp->vunmap(hw->hp->ctx, va, n);
+}
+
 static void hw_p_defer_flush(void *ctx)
 {
 	struct dmm_hw *hw = ctx;
@@ -272,11 +293,15 @@ int dmm_hw_virt_to_phys(const struct dmm_hw *hw, const void *va, dmm_phys_t *pa)
 
 	if (!hw || !pa)
 		return -DMM_EINVAL;
-	if (a < hw->v0)
-		return -DMM_EFAULT;
 	p = hw->p0 + (dmm_phys_t)(a - hw->v0);
-	if (p < hw->p0 || !hw_is_ram(hw, p, 1))
+	if (a < hw->v0 || p < hw->p0 || !hw_is_ram(hw, p, 1)) {
+		/* a second mapping of RAM pages (vmap) */
+		if (hw->hp->virt_to_phys && hw->hp->virt_to_phys(hw->hp->ctx, va, &p) == 0 && hw_is_ram(hw, p, 1)) {
+			*pa = p;
+			return 0;
+		}
 		return -DMM_EFAULT;
+	}
 	*pa = p;
 	return 0;
 }
@@ -505,6 +530,7 @@ int dmm_hw_create(const struct dmm_machine *m, const struct dmm_hw_opts *o, stru
 		.lock = hw_p_lock,
 		.unlock = hw_p_unlock,
 		.defer = hw_p_defer,
+		.defer_after = hw->hp->defer_after ? hw_p_defer_after : NULL,
 		.defer_flush = hw_p_defer_flush,
 		.now_ns = hw_p_now_ns,
 		.log = hw_p_log,
@@ -514,6 +540,8 @@ int dmm_hw_create(const struct dmm_machine *m, const struct dmm_hw_opts *o, stru
 		.cache_maint = hw_p_cache_maint,
 		.set_memattr = hw_p_set_memattr,
 		.cpu_id = hw_p_cpu_id,
+		.vmap = hw->hp->vmap ? hw_p_vmap : NULL,
+		.vunmap = hw->hp->vunmap ? hw_p_vunmap : NULL,
 		.iotlb_inval = hw_p_iotlb_inval,
 		.nr_cpus = hw->hp->nr_cpus,
 	};

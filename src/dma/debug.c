@@ -89,9 +89,10 @@ int dmm_dma_debug_enable(struct dmm_mem *mem, int on)
 		struct dbg_state *s;
 		void *none = (void *)0;
 		dmm_pfn_t pfn;
-		int err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+		int err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
 		if (err)
 			return err;
+		dmm__meta_zero(mem, pfn, pages);
 		s = dmm_pfn_to_virt(mem, pfn);
 		mem->plat.lock_init(mem->plat.ctx, &s->lock);
 		if (!__atomic_compare_exchange_n(&mem->dma_debug, &none, (void *)s, false, __ATOMIC_RELEASE,

@@ -211,9 +211,10 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 				return err == -DMM_ERANGE ? -DMM_ERANGE : dmm__count_invalid(mem);
 		}
 	}
-	err = dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, DMM_GFP_ZERO, &pfn);
+	err = dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, 0, &pfn);
 	if (err)
 		return err;
+	dmm__meta_zero(mem, pfn, 1);
 	dev = dmm_pfn_to_virt(mem, pfn);
 	dev->mem = mem;
 	for (unsigned i = 0; i < DMM_DEV_NAME_MAX - 1 && desc->name[i]; i++)

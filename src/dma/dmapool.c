@@ -260,9 +260,10 @@ int dmm_dma_pool_create(struct dmm_device *dev, const char *name, size_t size, s
 	while (chunk < CHUNK_GROW_MAX && chunk / stride < CHUNK_MIN_BLOCKS)
 		chunk <<= 1;
 
-	err = dmm_page_alloc(dev->mem, 0, (const struct dmm_constraint *)0, DMM_GFP_ZERO, &pfn);
+	err = dmm_page_alloc(dev->mem, 0, (const struct dmm_constraint *)0, 0, &pfn);
 	if (err)
 		return err;
+	dmm__meta_zero(dev->mem, pfn, 1);
 	p = dmm_pfn_to_virt(dev->mem, pfn);
 	p->mem = dev->mem;
 	p->dev = dev;

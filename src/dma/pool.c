@@ -384,9 +384,10 @@ static int grow(struct apool *p, unsigned order)
 	int err;
 
 	c.align = bytes;
-	err = dmm_alloc_range(mem, &any, mpages, DMM_GFP_ZERO, &mpfn);
+	err = dmm_alloc_range(mem, &any, mpages, 0, &mpfn);
 	if (err)
 		goto fail;
+	dmm__meta_zero(mem, mpfn, mpages);
 	err = dmm_alloc_range(mem, &c, n, 0, &pfn);
 	if (err)
 		goto fail_meta;
@@ -750,9 +751,10 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 		return -DMM_EINVAL;
 	if (state(mem))
 		return -DMM_EEXIST;
-	err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
 	if (err)
 		return err;
+	dmm__meta_zero(mem, pfn, pages);
 	s = dmm_pfn_to_virt(mem, pfn);
 	s->mem = mem;
 	s->self_pfn = pfn;

@@ -226,12 +226,13 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 		return err;
 	{
 		struct dmm_constraint any = DMM_CONSTRAINT_ANY;
-		err = dmm_alloc_range(mem, &any, meta_pages, DMM_GFP_ATOMIC | DMM_GFP_ZERO, &meta_pfn);
+		err = dmm_alloc_range(mem, &any, meta_pages, DMM_GFP_ATOMIC, &meta_pfn);
 	}
 	if (err) {
 		dmm_free_range(mem, mem_pfn, mem_pages);
 		return err;
 	}
+	dmm__meta_zero(mem, meta_pfn, meta_pages);
 	p = dmm_pfn_to_virt(mem, meta_pfn);
 	p->base = dmm_pfn_to_phys(mem_pfn);
 	p->bytes = bytes;
@@ -327,9 +328,10 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 	if (tlb_of(mem))
 		return -DMM_EEXIST;
 	pages = dmm_align_up(sizeof(*t), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
 	if (err)
 		return err;
+	dmm__meta_zero(mem, pfn, pages);
 	t = dmm_pfn_to_virt(mem, pfn);
 	t->mem = mem;
 	t->o = o;

@@ -55,12 +55,13 @@ struct dmm_iommu_dom {
 	struct dmm_iova_domain *iova;
 	struct dmm_iopt *pt;
 	dmm_dma_addr_t limit;          /* highest IOVA */
-	struct dmm_lock fq_lock;
+	struct dmm_lock fq_lock;       /* the queue */
+	struct dmm_lock flush_lock;    /* one flusher at a time (owns fq_spare) */
 	uint32_t fq_n;
 	uint64_t fq_first_ns;          /* when the oldest queued entry was queued */
 	int fq_timer;                  /* a timer is pending (atomic) */
 	int dying;                     /* atomic */
-	struct fq_ent *fq;
+	struct fq_ent *fq, *fq_spare;  /* queue, and the batch being flushed */
 	uint64_t last_trim_ns;
 	struct {
 		uint64_t maps, unmaps, mapped_pages, invalidations, fq_queued, fq_flushes, fq_timeouts;
@@ -103,38 +104,34 @@ static void iotlb_inval(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t s
 
 /* ---- flush queue --------------------------------------------------------------- */
 
+/*
+ * Take the whole queue (swapping in the spare array), send one domain-wide
+ * invalidation, then free the IOVAs: each was unmapped before it was queued,
+ * so after this invalidation no IOTLB entry can still reach it.
+ */
 static void fq_flush(struct dmm_iommu_dom *d, int timeout)
 {
-	struct fq_ent batch[64];
+	struct fq_ent *batch;
 	uint32_t n;
 
-	for (;;) {
-		dmm__lock(d->mem, &d->fq_lock);
-		n = d->fq_n;
-		if (!n) {
-			dmm__unlock(d->mem, &d->fq_lock);
-			return;
-		}
-		/* take the whole queue: invalidate once, then free */
-		if (n > 64)
-			n = 64;
-		for (uint32_t i = 0; i < n; i++)
-			batch[i] = d->fq[d->fq_n - n + i];
-		d->fq_n -= n;
-		if (!d->fq_n)
-			d->fq_first_ns = 0;
-		/* one invalidation covers every entry still queued too, but they
-		 * are freed on their own turn: correctness needs only that an
-		 * IOVA is freed after an invalidation that followed its unmap */
+	dmm__lock(d->mem, &d->flush_lock);
+	dmm__lock(d->mem, &d->fq_lock);
+	n = d->fq_n;
+	batch = d->fq;
+	d->fq = d->fq_spare;
+	d->fq_spare = batch;
+	d->fq_n = 0;
+	__atomic_store_n(&d->fq_first_ns, 0, __ATOMIC_RELAXED);
+	dmm__unlock(d->mem, &d->fq_lock);
+	if (n) {
 		iotlb_inval(d, 0, 0);
-		dmm__unlock(d->mem, &d->fq_lock);
 		for (uint32_t i = 0; i < n; i++)
 			dmm_iova_free(d->iova, batch[i].iova, batch[i].span);
 		sadd(&d->st.fq_flushes, 1);
 		if (timeout)
 			sadd(&d->st.fq_timeouts, 1);
-		timeout = 0;
 	}
+	dmm__unlock(d->mem, &d->flush_lock);
 }
 
 static void fq_timer_fn(void *arg)
@@ -260,6 +257,10 @@ int dmm__iommu_attach(struct dmm_device *dev)
 	if (err)
 		goto out_d;
 	d->fq = p;
+	err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+	if (err)
+		goto out_fq;
+	d->fq_spare = p;
 	err = dmm_iova_domain_create(mem, lo, d->limit, &d->o.iova, &d->iova);
 	if (err)
 		goto out_fq;
@@ -267,12 +268,15 @@ int dmm__iommu_attach(struct dmm_device *dev)
 	if (err)
 		goto out_iova;
 	mem->plat.lock_init(mem->plat.ctx, &d->fq_lock);
+	mem->plat.lock_init(mem->plat.ctx, &d->flush_lock);
 	d->last_trim_ns = dmm__now(mem);
 	dev->iommu = d;
 	return 0;
 out_iova:
 	dmm_iova_domain_destroy(d->iova);
 out_fq:
+	if (d->fq_spare)
+		dmm_kfree(mem, d->fq_spare);
 	dmm_kfree(mem, d->fq);
 out_d:
 	dmm_kfree(mem, d);
@@ -295,8 +299,11 @@ void dmm__iommu_detach(struct dmm_device *dev)
 	iotlb_inval(d, 0, 0);
 	dmm_iopt_destroy(d->pt);
 	dmm_iova_domain_destroy(d->iova);
-	if (mem->plat.lock_destroy)
+	if (mem->plat.lock_destroy) {
 		mem->plat.lock_destroy(mem->plat.ctx, &d->fq_lock);
+		mem->plat.lock_destroy(mem->plat.ctx, &d->flush_lock);
+	}
+	dmm_kfree(mem, d->fq_spare);
 	dmm_kfree(mem, d->fq);
 	dmm_kfree(mem, d);
 	dev->iommu = (struct dmm_iommu_dom *)0;

@@ -570,9 +570,10 @@ int dmm_iova_domain_create(struct dmm_mem *mem, dmm_dma_addr_t base, dmm_dma_add
 		slots = IOVA_SLOTS_MAX;
 	bytes = sizeof(*d) + (uint64_t)slots * sizeof(struct iova_cpu);
 	pages = dmm_align_up(bytes, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
 	if (err)
 		return err;
+	dmm__meta_zero(mem, pfn, pages);
 	d = dmm_pfn_to_virt(mem, pfn);
 	d->mem = mem;
 	d->o = op;

@@ -70,9 +70,10 @@ int dmm_handles_create(struct dmm_mem *mem, uint32_t capacity, struct dmm_handle
 		return dmm__count_invalid(mem);
 	bytes = sizeof(*h) + (uint64_t)capacity * sizeof(struct dmm_handle_ent);
 	pages = dmm_align_up(bytes, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	err = dmm_alloc_range(mem, &any, pages, DMM_GFP_ZERO, &pfn);
+	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
 	if (err)
 		return err;
+	dmm__meta_zero(mem, pfn, pages);
 	h = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(pfn));
 	mem->plat.lock_init(mem->plat.ctx, &h->lock);
 	h->mem = mem;

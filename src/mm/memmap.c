@@ -506,6 +506,17 @@ void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr)
 	}
 }
 
+void dmm__meta_zero(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr)
+{
+	if (mem->plat.cache_maint)
+		mem->plat.cache_maint(mem->plat.ctx, DMM_CACHE_FLUSH, dmm_pfn_to_phys(pfn), nr * DMM_PAGE_SIZE);
+	for (uint64_t i = 0; i < nr; i++) {
+		void *v = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(pfn + i));
+		if (v)
+			dmm_memset(v, 0, DMM_PAGE_SIZE);
+	}
+}
+
 void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len)
 {
 	if (mem->plat.phys_fill) {

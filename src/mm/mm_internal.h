@@ -225,6 +225,12 @@ static inline uint64_t dmm__now(const struct dmm_mem *mem)
 }
 
 void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
+/* Zero pages the library keeps its own structures in (used only through
+ * the linear map, never DMA'd): flushed from the CPU caches first, so that
+ * no line dirtied by a previous owner is written back over them later, then
+ * zeroed through the linear map. GFP_ZERO instead zeroes the way the CPU
+ * does (phys_fill), which on a modelled write-back cache leaves RAM as it was. */
+void dmm__meta_zero(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
 /* CPU fill of physical memory (through the platform's phys_fill hook). */
 void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len);
 /* CPU copy of physical memory (through the platform's phys_copy hook). */

@@ -7,11 +7,14 @@
  *   span_start                        h->ram
  *   |  RAM 0  | hole |  RAM 1  |  ... |  RAM 0  | hole |  RAM 1  |  ...
  *   +---------+------+---------+      +---------+------+---------+
- *                                     PROT_READ|PROT_WRITE, MAP_PRIVATE |
- *                                     MAP_ANONYMOUS | MAP_NORESERVE
+ *                                     PROT_READ|PROT_WRITE, MAP_SHARED |
+ *                                     MAP_NORESERVE of a memory file
  *
- * RAM is one anonymous mapping spanning [lowest RAM base rounded down to a
- * page, highest RAM end rounded up to a page). Holes are mapped but never
+ * RAM is one mapping of a memory file (memfd_create; anonymous memory on a
+ * host without it) spanning [lowest RAM base rounded down to a page,
+ * highest RAM end rounded up to a page). vmap maps pages of the file a
+ * second time at consecutive addresses (IOMMU coherent buffers made of
+ * scattered pages); virt_to_phys knows those mappings. Holes are mapped but never
  * touched, and the kernel backs only the pages that are written, so a 64 GiB
  * machine costs what its metadata and workload touch, not 64 GiB.
  * phys_to_virt() is therefore one subtraction once the address is known to
@@ -25,7 +28,8 @@
  * that was preempted.
  *
  * Deferred work runs on one worker thread fed by a mutex/condvar queue of
- * malloc'd nodes. Cache maintenance and memory attribute changes are counted
+ * malloc'd nodes; delayed work (defer_after) waits in a list sorted by due
+ * time, the worker sleeping until the first is due. Cache maintenance and memory attribute changes are counted
  * no-ops: the host is cache-coherent and its mapping attributes are fixed.
  *
  * CPU ids: every host thread gets a slot number on its first call, handed
@@ -62,6 +66,14 @@ struct hosted_work {
 	uint64_t due_ns;         /* delayed work: monotonic time it becomes due */
 };
 
+/* A vmap: @n pages of the RAM file mapped at consecutive addresses. */
+struct hosted_vmap {
+	struct hosted_vmap *next;
+	unsigned char *va;
+	size_t n;
+	dmm_phys_t pa[];
+};
+
 struct hosted_ram {
 	dmm_phys_t start; /* inclusive */
 	dmm_phys_t end;   /* exclusive */
@@ -70,9 +82,14 @@ struct hosted_ram {
 struct dmm_hosted {
 	struct dmm_platform plat;
 
-	/* RAM: one mapping covering [span_start, span_end). */
+	/* RAM: one mapping covering [span_start, span_end), of a memory file
+	 * (ram_fd) when the host has memfd_create, so that vmap can map its
+	 * pages a second time; else anonymous memory and no vmap. */
 	unsigned char *ram;
 	size_t ram_len;
+	int ram_fd;
+	pthread_mutex_t vm_lock;
+	struct hosted_vmap *vmaps;
 	dmm_phys_t span_start;
 	dmm_phys_t span_end;
 	unsigned nr_ram;
@@ -404,6 +421,85 @@ static void *hosted_phys_to_virt(void *ctx, dmm_phys_t pa)
 	return NULL;
 }
 
+/* Physical address behind a vmap'ed pointer: 0 or -DMM_ERANGE. */
+static int hosted_vmap_lookup(struct dmm_hosted *h, const unsigned char *p, dmm_phys_t *pa)
+{
+	int err = -DMM_ERANGE;
+
+	pthread_mutex_lock(&h->vm_lock);
+	for (const struct hosted_vmap *v = h->vmaps; v; v = v->next)
+		if (p >= v->va && p < v->va + v->n * DMM_PAGE_SIZE) {
+			size_t off = (size_t)(p - v->va);
+			*pa = v->pa[off / DMM_PAGE_SIZE] + off % DMM_PAGE_SIZE;
+			err = 0;
+			break;
+		}
+	pthread_mutex_unlock(&h->vm_lock);
+	return err;
+}
+
+static int hosted_vmap(void *ctx, const dmm_phys_t *pages, size_t n, void **va)
+{
+	struct dmm_hosted *h = ctx;
+	struct hosted_vmap *v;
+	unsigned char *base;
+
+	if (!pages || !n || !va || n > SIZE_MAX / DMM_PAGE_SIZE / 2)
+		return -DMM_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if ((pages[i] & (DMM_PAGE_SIZE - 1)) || !hosted_phys_to_virt(h, pages[i]))
+			return -DMM_EINVAL;
+	v = malloc(sizeof(*v) + n * sizeof(dmm_phys_t));
+	if (!v)
+		return -DMM_ENOMEM;
+	base = mmap(NULL, n * DMM_PAGE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (base == MAP_FAILED) {
+		free(v);
+		return -DMM_ENOMEM;
+	}
+	/* each run of consecutive pages with one mapping of the file */
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && pages[j] == pages[j - 1] + DMM_PAGE_SIZE)
+			j++;
+		if (mmap(base + i * DMM_PAGE_SIZE, (j - i) * DMM_PAGE_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_FIXED, h->ram_fd, (off_t)(pages[i] - h->span_start)) == MAP_FAILED) {
+			munmap(base, n * DMM_PAGE_SIZE);
+			free(v);
+			return -DMM_ENOMEM;
+		}
+		i = j;
+	}
+	v->va = base;
+	v->n = n;
+	memcpy(v->pa, pages, n * sizeof(dmm_phys_t));
+	pthread_mutex_lock(&h->vm_lock);
+	v->next = h->vmaps;
+	h->vmaps = v;
+	pthread_mutex_unlock(&h->vm_lock);
+	*va = base;
+	return 0;
+}
+
+static void hosted_vunmap(void *ctx, void *va, size_t n)
+{
+	struct dmm_hosted *h = ctx;
+	struct hosted_vmap **pp, *v = NULL;
+
+	pthread_mutex_lock(&h->vm_lock);
+	for (pp = &h->vmaps; *pp; pp = &(*pp)->next)
+		if ((*pp)->va == va && (*pp)->n == n) {
+			v = *pp;
+			*pp = v->next;
+			break;
+		}
+	pthread_mutex_unlock(&h->vm_lock);
+	if (!v)
+		return;
+	munmap(v->va, v->n * DMM_PAGE_SIZE);
+	free(v);
+}
+
 static int hosted_virt_to_phys(void *ctx, const void *va, dmm_phys_t *pa)
 {
 	const struct dmm_hosted *h = ctx;
@@ -411,7 +507,7 @@ static int hosted_virt_to_phys(void *ctx, const void *va, dmm_phys_t *pa)
 	dmm_phys_t x;
 
 	if (p < h->ram || p >= h->ram + h->ram_len)
-		return -DMM_ERANGE;
+		return h->vmaps ? hosted_vmap_lookup((struct dmm_hosted *)ctx, p, pa) : -DMM_ERANGE;
 	x = h->span_start + (dmm_phys_t)(p - h->ram);
 	if (!hosted_phys_to_virt(ctx, x))
 		return -DMM_ERANGE;
@@ -508,12 +604,23 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		free(h);
 		return -DMM_ENOMEM;
 	}
-	ram = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	h->ram_fd = memfd_create("dmamem-ram", MFD_CLOEXEC);
+	if (h->ram_fd >= 0 && ftruncate(h->ram_fd, (off_t)span) != 0) {
+		close(h->ram_fd);
+		h->ram_fd = -1;
+	}
+	if (h->ram_fd >= 0)
+		ram = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, h->ram_fd, 0);
+	else
+		ram = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			   -1, 0);
 	if (ram == MAP_FAILED) {
+		if (h->ram_fd >= 0)
+			close(h->ram_fd);
 		free(h);
 		return -DMM_ENOMEM;
 	}
+	pthread_mutex_init(&h->vm_lock, NULL);
 	h->ram = ram;
 	h->ram_len = (size_t)span;
 	h->log_level = log_level;
@@ -541,6 +648,8 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		.cache_maint = hosted_cache_maint,
 		.set_memattr = hosted_set_memattr,
 		.cpu_id = hosted_cpu_id,
+		.vmap = h->ram_fd >= 0 ? hosted_vmap : NULL,
+		.vunmap = h->ram_fd >= 0 ? hosted_vunmap : NULL,
 		.nr_cpus = nr_cpus,
 	};
 
@@ -575,6 +684,9 @@ out_mutex:
 	pthread_mutex_destroy(&h->q_lock);
 out_unmap:
 	munmap(h->ram, h->ram_len);
+	if (h->ram_fd >= 0)
+		close(h->ram_fd);
+	pthread_mutex_destroy(&h->vm_lock);
 	free(h);
 	return err;
 }
@@ -598,7 +710,16 @@ void dmm_hosted_destroy(struct dmm_hosted *h)
 	pthread_cond_destroy(&h->q_idle);
 	pthread_cond_destroy(&h->q_wake);
 	pthread_mutex_destroy(&h->q_lock);
+	while (h->vmaps) {
+		struct hosted_vmap *v = h->vmaps;
+		h->vmaps = v->next;
+		munmap(v->va, v->n * DMM_PAGE_SIZE);
+		free(v);
+	}
+	pthread_mutex_destroy(&h->vm_lock);
 	munmap(h->ram, h->ram_len);
+	if (h->ram_fd >= 0)
+		close(h->ram_fd);
 	free(h);
 }
 

@@ -1,0 +1,745 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The DMA API through an IOMMU, against the hardware model's IOMMU: data
+ * in every direction through IOVAs below a 32-bit mask while the pages lie
+ * above 4 GiB; permissions from the direction; strict unmaps fault at once;
+ * deferred unmaps leave stale IOTLB entries until the flush (and IOVAs are
+ * not reused before it); scatterlists mapped into one contiguous IOVA
+ * range; coherent buffers from anywhere, also page by page (vmap); an
+ * untrusted device reading around its buffer sees zeros or faults, never a
+ * neighbour's bytes; identity domains; bad unmaps refused; a 32-bit device
+ * doing a large workload on the PC profile uses no memory below 4 GiB
+ * behind the IOMMU and plenty without; two threads.
+ */
+#include <pthread.h>
+#include <time.h>
+
+#include "tu_dma.h"
+
+#include <dmamem/iommu.h>
+#include <dmamem/swiotlb.h>
+
+#include "dma_sim.h"
+
+#define PG 4096ull
+#define G4 (4ull << 30)
+
+struct hwenv {
+	struct dmm_hw *hw;
+	struct dmm_mem *mem;
+};
+
+static void hwenv_create(struct hwenv *e, const char *profile, int swiotlb)
+{
+	struct dmm_machine m;
+	struct dmm_hw_opts o;
+	char err[256];
+
+	if (dmm_profile_load(profile, &m, err, sizeof(err)))
+		fail_msg("profile %s: %s", profile, err);
+	dmm_hw_opts_default(&o);
+	o.nr_cpus = 2;
+	o.log_level = DMM_LOG_ERR;
+	assert_ok(dmm_hw_mem_create(&m, &o, &e->hw, &e->mem));
+	if (swiotlb)
+		assert_ok(dmm_swiotlb_init(e->mem, NULL));
+}
+
+static void hwenv_destroy(struct hwenv *e)
+{
+	assert_checks(e->mem);
+	assert_ok(dmm_hw_check(e->hw));
+	dmm_hw_mem_destroy(e->hw, e->mem);
+}
+
+static struct dmm_sim_dev sdev(struct hwenv *e, const char *name, unsigned bits, int coherent, int mode,
+			       const struct dmm_iommu_opts *io)
+{
+	struct dmm_device_desc d = tu_desc(name, bits, coherent, DMM_DEVICE_CMA_NONE);
+	struct dmm_sim_dev s;
+	d.iommu = mode;
+	d.iommu_opts = io;
+	assert_ok(dmm_sim_device_create(e->mem, e->hw, &d, NULL, &s));
+	return s;
+}
+
+/* @pages pages above 4 GiB */
+static dmm_pfn_t high_pages(struct hwenv *e, unsigned order)
+{
+	struct dmm_constraint c = DMM_CONSTRAINT_ANY;
+	dmm_pfn_t pfn;
+	c.lo = G4;
+	assert_ok(dmm_page_alloc(e->mem, order, &c, 0, &pfn));
+	assert_true(dmm_pfn_to_phys(pfn) >= G4);
+	return pfn;
+}
+
+static void fill(struct hwenv *e, dmm_phys_t pa, size_t len, unsigned seed)
+{
+	unsigned char *b = malloc(len);
+	for (size_t i = 0; i < len; i++)
+		b[i] = (unsigned char)(seed * 31 + i * 7);
+	assert_ok(dmm_hw_cpu_write(e->hw, pa, b, len));
+	free(b);
+}
+
+static void expect(const unsigned char *b, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		if (b[i] != (unsigned char)(seed * 31 + i * 7))
+			fail_msg("byte %zu: %#x, want %#x", i, b[i], (unsigned char)(seed * 31 + i * 7));
+}
+
+static void test_stream_roundtrip(void **state)
+{
+	struct hwenv e;
+	(void)state;
+	hwenv_create(&e, "pc", 0);
+	for (int coherent = 0; coherent < 2; coherent++) {
+		struct dmm_sim_dev s = sdev(&e, coherent ? "nic-c" : "nic-nc", 32, coherent, DMM_IOMMU_DMA, NULL);
+		dmm_pfn_t pfn = high_pages(&e, 2);
+		dmm_phys_t pa = dmm_pfn_to_phys(pfn) + 100;
+		unsigned char buf[8192];
+		struct dmm_dma_stats st;
+		dmm_dma_addr_t a;
+		dmm_phys_t back;
+
+		/* TO_DEVICE: the device reads what the CPU wrote */
+		fill(&e, pa, 6000, 1);
+		a = dmm_dma_map_phys(s.dev, pa, 6000, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_true(a + 6000 <= G4);
+		assert_int_equal(a & (PG - 1), 100);
+		assert_ok(dmm_dma_bus_to_phys(s.dev, a + 5000, &back));
+		assert_int_equal(back, pa + 5000);
+		assert_ok(dmm_hw_dev_read(s.hw, a, buf, 6000));
+		expect(buf, 6000, 1);
+		/* read-only for the device */
+		assert_rc(dmm_hw_dev_write(s.hw, a, buf, 16), -DMM_EFAULT);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		dmm_dma_unmap_phys(s.dev, a, 6000, DMM_DMA_TO_DEVICE);
+		/* strict: gone at once */
+		assert_rc(dmm_hw_dev_read(s.hw, a, buf, 16), -DMM_EFAULT);
+
+		/* FROM_DEVICE: the CPU reads what the device wrote */
+		a = dmm_dma_map_phys(s.dev, pa, 6000, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		for (int i = 0; i < 6000; i++)
+			buf[i] = (unsigned char)(2 * 31 + i * 7);
+		assert_ok(dmm_hw_dev_write(s.hw, a, buf, 6000));
+		assert_rc(dmm_hw_dev_read(s.hw, a, buf, 16), -DMM_EFAULT); /* write-only */
+		dmm_dma_unmap_phys(s.dev, a, 6000, DMM_DMA_FROM_DEVICE);
+		memset(buf, 0, sizeof(buf));
+		assert_ok(dmm_hw_cpu_read(e.hw, pa, buf, 6000));
+		expect(buf, 6000, 2);
+
+		/* BIDIRECTIONAL with a sync in the middle */
+		fill(&e, pa, 3000, 3);
+		a = dmm_dma_map_phys(s.dev, pa, 3000, DMM_DMA_BIDIRECTIONAL);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_ok(dmm_hw_dev_read(s.hw, a, buf, 3000));
+		expect(buf, 3000, 3);
+		for (int i = 0; i < 3000; i++)
+			buf[i] = (unsigned char)(4 * 31 + i * 7);
+		assert_ok(dmm_hw_dev_write(s.hw, a, buf, 3000));
+		dmm_dma_sync_single_for_cpu(s.dev, a, 3000, DMM_DMA_BIDIRECTIONAL);
+		memset(buf, 0, sizeof(buf));
+		assert_ok(dmm_hw_cpu_read(e.hw, pa, buf, 3000));
+		expect(buf, 3000, 4);
+		dmm_dma_sync_single_for_device(s.dev, a, 3000, DMM_DMA_BIDIRECTIONAL);
+		dmm_dma_unmap_phys(s.dev, a, 3000, DMM_DMA_BIDIRECTIONAL);
+
+		dmm_device_get_stats(s.dev, &st);
+		assert_int_equal(st.bounced_maps, 0);
+		assert_int_equal(st.maps, 3);
+		assert_int_equal(st.unmaps, 3);
+		assert_int_equal(st.low_peak_bytes, 0);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		assert_ok(dmm_page_free(e.mem, pfn, 2));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+static void test_deferred_stale(void **state)
+{
+	struct hwenv e;
+	struct dmm_iommu_opts io;
+	struct dmm_iommu_stats is;
+	struct dmm_hw_iommu_stats hs;
+	unsigned char buf[64];
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	dmm_iommu_opts_default(&io);
+	io.flush = DMM_IOMMU_DEFERRED;
+	io.fq_timeout_ns = 5ull * 1000 * 1000 * 1000; /* only explicit flushes here */
+	{
+		struct dmm_sim_dev s = sdev(&e, "lazy", 32, 1, DMM_IOMMU_DMA, &io);
+		dmm_pfn_t pfn = high_pages(&e, 0), pfn2 = high_pages(&e, 0);
+		dmm_phys_t pa = dmm_pfn_to_phys(pfn);
+		dmm_dma_addr_t a, b;
+
+		fill(&e, pa, PG, 5);
+		a = dmm_dma_map_phys(s.dev, pa, PG, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_ok(dmm_hw_dev_read(s.hw, a, buf, 64)); /* IOTLB filled */
+		dmm_dma_unmap_phys(s.dev, a, PG, DMM_DMA_TO_DEVICE);
+		/* the hazard: the device still reaches the page through the IOTLB */
+		memset(buf, 0, sizeof(buf));
+		assert_ok(dmm_hw_dev_read(s.hw, a, buf, 64));
+		expect(buf, 64, 5);
+		dmm_hw_iommu_get_stats(e.hw, &hs);
+		assert_true(hs.stale_hits >= 1);
+		/* ... but the IOVA is not handed out again before the flush */
+		b = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn2), PG, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, b));
+		assert_true(b != a);
+		assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		assert_int_equal(is.fq_pending, 1);
+		assert_int_equal(is.invalidations, 0);
+		dmm_device_iommu_flush(s.dev);
+		assert_rc(dmm_hw_dev_read(s.hw, a, buf, 64), -DMM_EFAULT);
+		assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		assert_int_equal(is.fq_pending, 0);
+		assert_int_equal(is.fq_flushes, 1);
+		assert_int_equal(is.invalidations, 1);
+		dmm_dma_unmap_phys(s.dev, b, PG, DMM_DMA_TO_DEVICE);
+		/* a full queue flushes by itself: one invalidation per fq_size unmaps */
+		for (int i = 0; i < 600; i++) {
+			dmm_dma_addr_t x = dmm_dma_map_phys(s.dev, pa, 512, DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(s.dev, x));
+			dmm_dma_unmap_phys(s.dev, x, 512, DMM_DMA_TO_DEVICE);
+		}
+		assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		assert_true(is.invalidations <= 1 + 600 / 256 + 1);
+		assert_true(is.invalidations >= 1 + 600 / 256);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		assert_ok(dmm_page_free(e.mem, pfn, 0));
+		assert_ok(dmm_page_free(e.mem, pfn2, 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	/* the timer flushes a queue nobody touches */
+	io.fq_timeout_ns = 10ull * 1000 * 1000;
+	{
+		struct dmm_sim_dev s = sdev(&e, "timer", 32, 1, DMM_IOMMU_DMA, &io);
+		dmm_pfn_t pfn = high_pages(&e, 0);
+		dmm_dma_addr_t a = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn), PG, DMM_DMA_FROM_DEVICE);
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		dmm_dma_unmap_phys(s.dev, a, PG, DMM_DMA_FROM_DEVICE);
+		for (int i = 0; i < 100; i++) {
+			assert_ok(dmm_device_iommu_stats(s.dev, &is));
+			if (!is.fq_pending)
+				break;
+			nanosleep(&ts, NULL);
+		}
+		assert_int_equal(is.fq_pending, 0);
+		assert_int_equal(is.fq_timeouts, 1);
+		assert_ok(dmm_page_free(e.mem, pfn, 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	/* untrusted devices are strict whatever the options say */
+	{
+		struct dmm_device_desc d = tu_desc("ext", 64, 1, DMM_DEVICE_CMA_NONE);
+		struct dmm_sim_dev s;
+		dmm_pfn_t pfn = high_pages(&e, 0);
+		dmm_dma_addr_t a;
+		d.iommu = DMM_IOMMU_DMA;
+		d.iommu_opts = &io;
+		d.untrusted = 1;
+		assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &s));
+		a = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn), PG, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_ok(dmm_hw_dev_read(s.hw, a, buf, 64));
+		dmm_dma_unmap_phys(s.dev, a, PG, DMM_DMA_TO_DEVICE);
+		assert_rc(dmm_hw_dev_read(s.hw, a, buf, 64), -DMM_EFAULT);
+		assert_ok(dmm_page_free(e.mem, pfn, 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+static void test_sg_contiguous(void **state)
+{
+	struct hwenv e;
+	struct dmm_sg sg[4];
+	dmm_pfn_t pfn[4];
+	unsigned char *buf = malloc(4 * PG);
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	{
+		struct dmm_sim_dev s = sdev(&e, "sg", 32, 0, DMM_IOMMU_DMA, NULL);
+		int n;
+
+		/* whole pages scattered in physical memory: one segment */
+		dmm_sg_init(sg, 4);
+		for (int i = 0; i < 4; i++) {
+			pfn[i] = high_pages(&e, 0);
+			fill(&e, dmm_pfn_to_phys(pfn[i]), PG, 10 + (unsigned)i);
+			dmm_sg_set_page(&sg[i], pfn[i], 0, PG);
+		}
+		n = dmm_dma_map_sg(s.dev, sg, 4, DMM_DMA_TO_DEVICE);
+		assert_int_equal(n, 1);
+		assert_int_equal(sg[0].dma_length, 4 * PG);
+		assert_true(sg[0].dma_address + 4 * PG <= G4);
+		assert_ok(dmm_hw_dev_read(s.hw, sg[0].dma_address, buf, 4 * PG));
+		for (int i = 0; i < 4; i++)
+			expect(buf + i * PG, PG, 10 + (unsigned)i);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		dmm_dma_unmap_sg(s.dev, sg, 4, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_device_iommu_check(s.dev));
+
+		/* pieces with offsets: several segments, one IOVA range, data in place */
+		dmm_sg_init(sg, 3);
+		dmm_sg_set_page(&sg[0], pfn[0], 512, (uint32_t)(PG - 512)); /* ends at the page end */
+		dmm_sg_set_page(&sg[1], pfn[1], 0, 1000);                   /* starts at 0: merges */
+		dmm_sg_set_page(&sg[2], pfn[2], 64, 100);
+		n = dmm_dma_map_sg(s.dev, sg, 3, DMM_DMA_FROM_DEVICE);
+		assert_int_equal(n, 2);
+		assert_int_equal(sg[0].dma_length, PG - 512 + 1000);
+		assert_int_equal(sg[1].dma_length, 100);
+		assert_int_equal(sg[1].dma_address & (PG - 1), 64);
+		memset(buf, 0xab, 4 * PG);
+		assert_ok(dmm_hw_dev_write(s.hw, sg[0].dma_address, buf, sg[0].dma_length));
+		assert_ok(dmm_hw_dev_write(s.hw, sg[1].dma_address, buf, 100));
+		dmm_dma_unmap_sg(s.dev, sg, 3, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_hw_cpu_read(e.hw, dmm_pfn_to_phys(pfn[1]), buf, PG));
+		for (int i = 0; i < 1000; i++)
+			assert_int_equal(buf[i], 0xab);
+		expect(buf + 1000, 0, 11); /* untouched part checked below */
+		{
+			unsigned char ref[PG];
+			for (unsigned i = 0; i < PG; i++)
+				ref[i] = (unsigned char)(11 * 31 + i * 7);
+			assert_memory_equal(buf + 1000, ref + 1000, PG - 1000);
+		}
+		/* bad unmap: a list that was never mapped */
+		{
+			struct dmm_dma_stats st;
+			dmm_sg_set_page(&sg[0], pfn[3], 0, PG);
+			sg[0].dma_address = 0x1000;
+			dmm_dma_unmap_sg(s.dev, sg, 1, DMM_DMA_TO_DEVICE);
+			dmm_device_get_stats(s.dev, &st);
+			assert_int_equal(st.fail_unmap, 1);
+		}
+		assert_ok(dmm_device_iommu_check(s.dev));
+		for (int i = 0; i < 4; i++)
+			assert_ok(dmm_page_free(e.mem, pfn[i], 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	/* a maximum segment size splits the contiguous range into segments */
+	{
+		struct dmm_device_desc d = tu_desc("segs", 32, 1, DMM_DEVICE_CMA_NONE);
+		struct dmm_sim_dev s;
+		d.iommu = DMM_IOMMU_DMA;
+		d.limits.max_seg_size = 2 * PG;
+		d.limits.boundary = 64 * 1024;
+		assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &s));
+		dmm_sg_init(sg, 4);
+		for (int i = 0; i < 4; i++) {
+			pfn[i] = high_pages(&e, 0);
+			dmm_sg_set_page(&sg[i], pfn[i], 0, PG);
+		}
+		assert_int_equal(dmm_dma_map_sg(s.dev, sg, 4, DMM_DMA_BIDIRECTIONAL), 2);
+		assert_int_equal(sg[1].dma_address, sg[0].dma_address + 2 * PG);
+		dmm_dma_unmap_sg(s.dev, sg, 4, DMM_DMA_BIDIRECTIONAL);
+		for (int i = 0; i < 4; i++)
+			assert_ok(dmm_page_free(e.mem, pfn[i], 0));
+		assert_ok(dmm_device_iommu_check(s.dev));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	free(buf);
+	hwenv_destroy(&e);
+}
+
+static void test_coherent_anywhere(void **state)
+{
+	struct hwenv e;
+	unsigned char buf[64 * 1024];
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	for (int coherent = 0; coherent < 2; coherent++) {
+		struct dmm_sim_dev s = sdev(&e, "ring", 32, coherent, DMM_IOMMU_DMA, NULL);
+		struct dmm_dma_stats st;
+		void *cpu;
+		dmm_dma_addr_t dma;
+		dmm_phys_t pa;
+
+		assert_ok(dmm_dma_alloc_coherent(s.dev, 48 * 1024, 0, &cpu, &dma));
+		assert_true(dma + 48 * 1024 <= G4);
+		assert_ok(dmm_dma_bus_to_phys(s.dev, dma, &pa));
+		assert_true(pa >= G4); /* the pages come from high memory */
+		assert_ok(dmm_hw_dev_read(s.hw, dma, buf, 48 * 1024));
+		for (int i = 0; i < 48 * 1024; i++)
+			assert_int_equal(buf[i], 0);
+		memset(buf, 0x5a, sizeof(buf));
+		assert_ok(dmm_hw_dev_write(s.hw, dma + 100, buf, 4000));
+		memset(buf, 0, sizeof(buf));
+		assert_ok(dmm_hw_cpu_read_virt(e.hw, (unsigned char *)cpu + 100, buf, 4000));
+		for (int i = 0; i < 4000; i++)
+			assert_int_equal(buf[i], 0x5a);
+		dmm_device_get_stats(s.dev, &st);
+		assert_int_equal(st.low_pages, 0);
+		assert_rc(dmm_dma_free_coherent(s.dev, 64 * 1024, cpu, dma), -DMM_ENOENT); /* wrong size */
+		assert_rc(dmm_dma_free_coherent(s.dev, 48 * 1024, cpu, dma + PG), -DMM_ENOENT);
+		assert_ok(dmm_dma_free_coherent(s.dev, 48 * 1024, cpu, dma));
+		assert_rc(dmm_hw_dev_read(s.hw, dma, buf, 16), -DMM_EFAULT);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+/* A fragmented machine: the coherent buffer is made of scattered pages. */
+static void test_coherent_scattered(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hw_opts o;
+	struct hwenv e;
+	enum { NP = 20000 };
+	static dmm_pfn_t held[NP];
+	unsigned n = 0;
+	(void)state;
+
+	tu_machine(&m, "frag");
+	tu_add_ram(&m, 0, 64 * MiB);
+	m.dma_limit = 0;
+	dmm_hw_opts_default(&o);
+	o.nr_cpus = 2;
+	o.log_level = DMM_LOG_ERR;
+	assert_ok(dmm_hw_mem_create(&m, &o, &e.hw, &e.mem));
+	if (!dmm_hw_platform(e.hw)->vmap) {
+		dmm_hw_mem_destroy(e.hw, e.mem);
+		skip();
+	}
+	{
+		struct dmm_sim_dev s = sdev(&e, "frag", 32, 0, DMM_IOMMU_DMA, NULL);
+		void *cpu;
+		dmm_dma_addr_t dma;
+		unsigned char buf[16 * 4096];
+		uint64_t free0;
+
+		/* take every page, give back every other one: no two free pages touch */
+		while (n < NP && dmm_page_alloc(e.mem, 0, NULL, DMM_GFP_NOWMARK, &held[n]) == 0)
+			n++;
+		assert_true(n < NP); /* everything taken */
+		for (unsigned i = 0; i < n; i += 2)
+			assert_ok(dmm_page_free(e.mem, held[i], 0));
+		assert_ok(dmm_dma_alloc_coherent(s.dev, 16 * 4096, 0, &cpu, &dma));
+		/* consecutive IOVAs, scattered pages, one CPU range */
+		{
+			dmm_phys_t p0, p1;
+			assert_ok(dmm_dma_bus_to_phys(s.dev, dma, &p0));
+			assert_ok(dmm_dma_bus_to_phys(s.dev, dma + PG, &p1));
+			assert_true(p1 != p0 + PG);
+		}
+		for (unsigned i = 0; i < sizeof(buf); i++)
+			buf[i] = (unsigned char)(i * 13);
+		assert_ok(dmm_hw_cpu_write_virt(e.hw, cpu, buf, sizeof(buf)));
+		assert_ok(dmm_hw_cpu_read_virt(e.hw, cpu, buf, 16)); /* through the vmap */
+		memset(buf, 0, sizeof(buf));
+		assert_ok(dmm_hw_dev_read(s.hw, dma, buf, sizeof(buf)));
+		for (unsigned i = 0; i < sizeof(buf); i++)
+			assert_int_equal(buf[i], (unsigned char)(i * 13));
+		assert_ok(dmm_device_iommu_check(s.dev));
+		dmm_page_drain_pcp(e.mem);
+		free0 = tu_zone_free_all(e.mem);
+		assert_ok(dmm_dma_free_coherent(s.dev, 16 * 4096, cpu, dma));
+		dmm_page_drain_pcp(e.mem);
+		assert_int_equal(tu_zone_free_all(e.mem), free0 + 16); /* every page back */
+		for (unsigned i = 1; i < n; i += 2)
+			assert_ok(dmm_page_free(e.mem, held[i], 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+/* A malicious untrusted device reads around a small buffer: its own bytes
+ * and zeros inside the page, a fault outside; writes around a buffer it
+ * fills never reach the neighbours. */
+static void test_untrusted_malicious(void **state)
+{
+	struct hwenv e;
+	unsigned char page[PG], buf[2 * PG];
+	(void)state;
+
+	hwenv_create(&e, "pc", 1);
+	{
+		struct dmm_device_desc d = tu_desc("thunderbolt", 64, 1, DMM_DEVICE_CMA_NONE);
+		struct dmm_sim_dev s;
+		dmm_pfn_t pfn = high_pages(&e, 0);
+		dmm_phys_t pa = dmm_pfn_to_phys(pfn);
+		dmm_dma_addr_t a, start;
+		struct dmm_iommu_stats is;
+
+		d.iommu = DMM_IOMMU_DMA;
+		d.untrusted = 1;
+		assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &s));
+		/* the page holds secrets around a 200-byte buffer at offset 1000 */
+		memset(page, 0xee, sizeof(page));
+		for (int i = 0; i < 200; i++)
+			page[1000 + i] = (unsigned char)i;
+		assert_ok(dmm_hw_cpu_write(e.hw, pa, page, PG));
+		a = dmm_dma_map_phys(s.dev, pa + 1000, 200, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_int_equal(a & (PG - 1), 1000);
+		start = a & ~(PG - 1);
+		assert_ok(dmm_hw_dev_read(s.hw, start, buf, PG));
+		for (unsigned i = 0; i < PG; i++)
+			assert_int_equal(buf[i], i >= 1000 && i < 1200 ? (unsigned char)(i - 1000) : 0);
+		assert_rc(dmm_hw_dev_read(s.hw, start + PG, buf, 16), -DMM_EFAULT);
+		assert_rc(dmm_hw_dev_read(s.hw, start - 16, buf, 16), -DMM_EFAULT);
+		assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		assert_int_equal(is.bounced, 1);
+		dmm_dma_unmap_phys(s.dev, a, 200, DMM_DMA_TO_DEVICE);
+
+		/* FROM_DEVICE: the device scribbles over the whole page */
+		a = dmm_dma_map_phys(s.dev, pa + 1000, 200, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		memset(buf, 0x77, PG);
+		assert_ok(dmm_hw_dev_write(s.hw, a & ~(PG - 1), buf, PG));
+		dmm_dma_unmap_phys(s.dev, a, 200, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_hw_cpu_read(e.hw, pa, buf, PG));
+		for (unsigned i = 0; i < PG; i++)
+			assert_int_equal(buf[i], i >= 1000 && i < 1200 ? 0x77 : 0xee);
+		/* a whole-page buffer is mapped in place, no bounce */
+		a = dmm_dma_map_phys(s.dev, pa, PG, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		assert_int_equal(is.bounced, 2);
+		dmm_dma_unmap_phys(s.dev, a, PG, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_page_free(e.mem, pfn, 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+static void test_identity(void **state)
+{
+	struct hwenv e;
+	struct dmm_iommu_info info;
+	unsigned char buf[256];
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	{
+		struct dmm_sim_dev s = sdev(&e, "pt", 64, 1, DMM_IOMMU_IDENTITY, NULL);
+		dmm_pfn_t pfn = high_pages(&e, 0);
+		dmm_phys_t pa = dmm_pfn_to_phys(pfn);
+		dmm_dma_addr_t a;
+		assert_ok(dmm_device_iommu_info(s.dev, &info));
+		assert_int_equal(info.mode, DMM_IOMMU_IDENTITY);
+		assert_true(info.domain_id != 0);
+		fill(&e, pa, 256, 9);
+		a = dmm_dma_map_phys(s.dev, pa, 256, DMM_DMA_TO_DEVICE);
+		assert_int_equal(a, pa);
+		assert_ok(dmm_hw_dev_read(s.hw, a, buf, 256));
+		expect(buf, 256, 9);
+		dmm_dma_unmap_phys(s.dev, a, 256, DMM_DMA_TO_DEVICE);
+		assert_rc(dmm_device_iommu_stats(s.dev, &(struct dmm_iommu_stats){ 0 }), -DMM_EINVAL);
+		assert_ok(dmm_page_free(e.mem, pfn, 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	{
+		struct dmm_sim_dev s = sdev(&e, "plain", 64, 1, DMM_IOMMU_NONE, NULL);
+		assert_rc(dmm_device_iommu_info(s.dev, &info), -DMM_EINVAL);
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+static void test_bad_unmaps(void **state)
+{
+	struct hwenv e;
+	struct dmm_dma_stats st;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	{
+		struct dmm_sim_dev s = sdev(&e, "bad", 32, 1, DMM_IOMMU_DMA, NULL);
+		dmm_pfn_t pfn = high_pages(&e, 2);
+		dmm_phys_t pa = dmm_pfn_to_phys(pfn);
+		dmm_dma_addr_t a = dmm_dma_map_phys(s.dev, pa, 3 * PG, DMM_DMA_TO_DEVICE);
+		unsigned char b[16];
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		dmm_dma_unmap_phys(s.dev, a + PG, 2 * PG, DMM_DMA_TO_DEVICE); /* not its start */
+		dmm_dma_unmap_phys(s.dev, a, 2 * PG, DMM_DMA_TO_DEVICE);      /* too short */
+		dmm_dma_unmap_phys(s.dev, a, 4 * PG, DMM_DMA_TO_DEVICE);      /* too long */
+		dmm_dma_unmap_phys(s.dev, 0x7000, PG, DMM_DMA_TO_DEVICE);     /* nothing there */
+		dmm_device_get_stats(s.dev, &st);
+		assert_int_equal(st.fail_unmap, 4);
+		assert_int_equal(st.unmaps, 0);
+		/* nothing changed: the mapping still works */
+		assert_ok(dmm_hw_dev_read(s.hw, a + 2 * PG, b, 16));
+		assert_ok(dmm_device_iommu_check(s.dev));
+		dmm_dma_unmap_phys(s.dev, a, 3 * PG, DMM_DMA_TO_DEVICE);
+		dmm_dma_unmap_phys(s.dev, a, 3 * PG, DMM_DMA_TO_DEVICE); /* twice */
+		dmm_device_get_stats(s.dev, &st);
+		assert_int_equal(st.fail_unmap, 5);
+		assert_int_equal(st.unmaps, 1);
+		/* dma-ranges or offsets are refused behind an IOMMU */
+		{
+			struct dmm_device_desc d = tu_desc("x", 32, 1, DMM_DEVICE_CMA_NONE);
+			struct dmm_device *x;
+			d.iommu = DMM_IOMMU_DMA;
+			d.nr_ranges = 1;
+			d.ranges[0] = (struct dmm_dma_range){ 0, 0, 1 * GiB };
+			assert_rc(dmm_device_create(e.mem, &d, NULL, &x), -DMM_EINVAL);
+		}
+		assert_ok(dmm_device_iommu_check(s.dev));
+		assert_ok(dmm_page_free(e.mem, pfn, 2));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+/*
+ * The PC profile (13 GiB above 4 GiB), a 32-bit NIC-like device: rings of
+ * coherent descriptors and a stream of packet buffers taken wherever the
+ * page allocator puts them (high memory first). Behind the IOMMU it holds
+ * no page below 4 GiB; without it, the rings come from below 4 GiB and
+ * every high buffer bounces through low bounce slots.
+ */
+static uint64_t low_use(struct hwenv *e, int iommu)
+{
+	struct dmm_sim_dev s = sdev(e, iommu ? "nic-iommu" : "nic", 32, 1, iommu ? DMM_IOMMU_DMA : 0, NULL);
+	struct dmm_dma_stats st;
+	void *ring[8];
+	dmm_dma_addr_t rdma[8];
+	unsigned char pkt[1500];
+
+	for (int r = 0; r < 8; r++)
+		assert_ok(dmm_dma_alloc_coherent(s.dev, 64 * 1024, 0, &ring[r], &rdma[r]));
+	for (int i = 0; i < 2000; i++) {
+		dmm_pfn_t pfn;
+		dmm_dma_addr_t a;
+		assert_ok(dmm_page_alloc(e->mem, 0, NULL, 0, &pfn));
+		fill(e, dmm_pfn_to_phys(pfn), 1500, (unsigned)i);
+		a = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn), 1500, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_true(a + 1500 <= G4);
+		assert_ok(dmm_hw_dev_read(s.hw, a, pkt, 1500));
+		expect(pkt, 1500, (unsigned)i);
+		dmm_dma_unmap_phys(s.dev, a, 1500, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_page_free(e->mem, pfn, 0));
+	}
+	dmm_device_get_stats(s.dev, &st);
+	for (int r = 0; r < 8; r++)
+		assert_ok(dmm_dma_free_coherent(s.dev, 64 * 1024, ring[r], rdma[r]));
+	if (iommu) {
+		assert_int_equal(st.bounced_maps, 0);
+		assert_int_equal(st.low_pages, 0);
+	} else {
+		assert_int_equal(st.bounced_maps, 2000);
+		assert_int_equal(st.low_pages, 8 * 16);
+	}
+	assert_ok(dmm_sim_device_destroy(&s));
+	return st.low_peak_bytes;
+}
+
+static void test_low_memory_pc(void **state)
+{
+	struct hwenv e;
+	uint64_t with, without;
+	(void)state;
+
+	hwenv_create(&e, "pc", 1);
+	with = low_use(&e, 1);
+	without = low_use(&e, 0);
+	print_message("low memory held at peak: %llu bytes behind the IOMMU, %llu without\n",
+		      (unsigned long long)with, (unsigned long long)without);
+	assert_int_equal(with, 0);
+	assert_true(without >= 8 * 64 * 1024 + 2048);
+	hwenv_destroy(&e);
+}
+
+struct thr {
+	struct hwenv *e;
+	struct dmm_sim_dev *s;
+	unsigned seed;
+	int bad;
+};
+
+static void *thr_fn(void *arg)
+{
+	struct thr *t = arg;
+	unsigned char b[3000];
+	for (int i = 0; i < 3000 && !t->bad; i++) {
+		dmm_pfn_t pfn;
+		dmm_dma_addr_t a;
+		size_t len = 100 + (size_t)((t->seed * 7919u + (unsigned)i * 104729u) % 2900);
+		if (dmm_page_alloc(t->e->mem, 0, NULL, 0, &pfn)) {
+			t->bad = 1;
+			break;
+		}
+		for (size_t k = 0; k < len; k++)
+			b[k] = (unsigned char)(k + (size_t)i + t->seed);
+		dmm_hw_cpu_write(t->e->hw, dmm_pfn_to_phys(pfn), b, len);
+		a = dmm_dma_map_phys(t->s->dev, dmm_pfn_to_phys(pfn), len, DMM_DMA_TO_DEVICE);
+		if (dmm_dma_mapping_error(t->s->dev, a) || dmm_hw_dev_read(t->s->hw, a, b, len))
+			t->bad = 2;
+		for (size_t k = 0; k < len && !t->bad; k++)
+			if (b[k] != (unsigned char)(k + (size_t)i + t->seed))
+				t->bad = 3;
+		dmm_dma_unmap_phys(t->s->dev, a, len, DMM_DMA_TO_DEVICE);
+		dmm_page_free(t->e->mem, pfn, 0);
+	}
+	return NULL;
+}
+
+static void test_two_threads(void **state)
+{
+	struct hwenv e;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	for (int mode = 0; mode < 2; mode++) {
+		struct dmm_iommu_opts io;
+		struct dmm_sim_dev s;
+		pthread_t th[2];
+		struct thr t[2];
+		dmm_iommu_opts_default(&io);
+		io.flush = mode ? DMM_IOMMU_DEFERRED : DMM_IOMMU_STRICT;
+		s = sdev(&e, "mq", 32, 0, DMM_IOMMU_DMA, &io);
+		for (int i = 0; i < 2; i++) {
+			t[i] = (struct thr){ &e, &s, (unsigned)i + 1, 0 };
+			assert_int_equal(pthread_create(&th[i], NULL, thr_fn, &t[i]), 0);
+		}
+		for (int i = 0; i < 2; i++) {
+			pthread_join(th[i], NULL);
+			assert_int_equal(t[i].bad, 0);
+		}
+		dmm_device_iommu_flush(s.dev);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		{
+			struct dmm_iommu_stats is;
+			assert_ok(dmm_device_iommu_stats(s.dev, &is));
+			assert_int_equal(is.maps, 6000);
+			assert_int_equal(is.unmaps, 6000);
+			assert_int_equal(is.mapped_pages, 0);
+			assert_true(is.iova.cache_hits > 0);
+		}
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_stream_roundtrip),
+		cmocka_unit_test(test_deferred_stale),
+		cmocka_unit_test(test_sg_contiguous),
+		cmocka_unit_test(test_coherent_anywhere),
+		cmocka_unit_test(test_coherent_scattered),
+		cmocka_unit_test(test_untrusted_malicious),
+		cmocka_unit_test(test_identity),
+		cmocka_unit_test(test_bad_unmaps),
+		cmocka_unit_test(test_low_memory_pc),
+		cmocka_unit_test(test_two_threads),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
