@@ -420,7 +420,6 @@ static void test_coherent_scattered(void **state)
 		void *cpu;
 		dmm_dma_addr_t dma;
 		unsigned char buf[16 * 4096];
-		uint64_t free0;
 
 		/* take every page, give back every other one: no two free pages touch */
 		while (n < NP && dmm_page_alloc(e.mem, 0, NULL, DMM_GFP_NOWMARK, &held[n]) == 0)
@@ -445,11 +444,20 @@ static void test_coherent_scattered(void **state)
 		for (unsigned i = 0; i < sizeof(buf); i++)
 			assert_int_equal(buf[i], (unsigned char)(i * 13));
 		assert_ok(dmm_device_iommu_check(s.dev));
-		dmm_page_drain_pcp(e.mem);
-		free0 = tu_zone_free_all(e.mem);
-		assert_ok(dmm_dma_free_coherent(s.dev, 16 * 4096, cpu, dma));
-		dmm_page_drain_pcp(e.mem);
-		assert_int_equal(tu_zone_free_all(e.mem), free0 + 16); /* every page back */
+		{
+			dmm_pfn_t pg[16];
+			for (int i = 0; i < 16; i++) {
+				dmm_phys_t p;
+				assert_ok(dmm_dma_bus_to_phys(s.dev, dma + (uint64_t)i * PG, &p));
+				pg[i] = dmm_phys_to_pfn(p);
+				assert_int_equal(dmm_pfn_to_page(e.mem, pg[i])->state, DMM_PAGE_ALLOC);
+			}
+			assert_ok(dmm_dma_free_coherent(s.dev, 16 * 4096, cpu, dma));
+			dmm_page_drain_pcp(e.mem);
+			/* every page back with the buddy allocator (the neighbours are held) */
+			for (int i = 0; i < 16; i++)
+				assert_int_equal(dmm_pfn_to_page(e.mem, pg[i])->state, DMM_PAGE_FREE);
+		}
 		for (unsigned i = 1; i < n; i += 2)
 			assert_ok(dmm_page_free(e.mem, held[i], 0));
 		assert_ok(dmm_sim_device_destroy(&s));

@@ -54,7 +54,8 @@
 #define DMM_IOVA_GUARD_MAX 16
 
 enum dmm_iova_align {
-	DMM_IOVA_ALIGN_POW2 = 0,   /* size rounded up to a power of two, aligned to it (Linux) */
+	DMM_IOVA_ALIGN_POW2 = 0,   /* aligned to the size rounded up to a power of two; sizes up
+				      to 32 pages (the cached classes) also rounded up (Linux) */
 	DMM_IOVA_ALIGN_PAGE,       /* size rounded up to pages, page-aligned */
 };
 
@@ -65,9 +66,9 @@ struct dmm_iova_opts {
 	int no_cache;              /* no per-CPU caches: every call takes the tree */
 	uint32_t mag_size;         /* ranges per magazine (0 = 32, at most 128) */
 	uint32_t depot_max;        /* full magazines per class and band in the depot (0 = 8) */
-	uint64_t cache_max_pages;  /* IOVA pages the caches may hold in all (0 = 16384: 64 MiB) */
-	uint64_t idle_trim_ns;     /* dmm_iova_trim() returns a CPU's magazines untouched
-				      this long (0 = 1 s) */
+	uint64_t cache_max_pages;  /* IOVA pages the caches may hold in all (0 = 16384: 64 MiB):
+				      half for the depot, half shared equally by the CPU slots */
+	uint64_t idle_trim_ns;     /* the DMA layer calls dmm_iova_trim() this often (0 = 1 s) */
 };
 
 void dmm_iova_opts_default(struct dmm_iova_opts *o);
@@ -105,8 +106,9 @@ int dmm_iova_find(struct dmm_iova_domain *d, dmm_dma_addr_t iova, dmm_dma_addr_t
 /* The size dmm_iova_alloc(@size) really takes (policy rounding, no guard). */
 uint64_t dmm_iova_rounded(const struct dmm_iova_domain *d, uint64_t size);
 
-/* Return idle per-CPU magazines and surplus depot magazines to the tree
- * (all of them with @all). Returns the pages given back. Process context. */
+/* Return to the tree the magazines of every CPU slot that made no cache
+ * operation since the previous call, and the depot's if no slot used it
+ * since then (everything with @all). Returns the pages given back. */
 uint64_t dmm_iova_trim(struct dmm_iova_domain *d, int all);
 
 struct dmm_iova_stats {
@@ -127,6 +129,7 @@ struct dmm_iova_stats {
 	uint64_t free_gaps;        /* number of free gaps */
 	uint64_t tree_depth;       /* height of the tree */
 	uint64_t search_steps;     /* tree nodes visited by searches (cost counter) */
+	uint64_t search_fallbacks; /* exact searches that hit their step budget */
 };
 void dmm_iova_get_stats(struct dmm_iova_domain *d, struct dmm_iova_stats *st);
 
@@ -179,11 +182,12 @@ int dmm_iopt_lookup(const struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t *
 
 struct dmm_iopt_stats {
 	uint64_t tables;           /* table pages in use */
-	uint64_t pages_4k, blocks_2m, blocks_1g;  /* leaf entries now */
-	uint64_t maps, unmaps, splits;
+	uint64_t pages_4k, blocks_2m, blocks_1g;  /* leaf entries now (counted by a walk) */
+	uint64_t splits;           /* blocks split by partial unmaps */
 };
 void dmm_iopt_get_stats(const struct dmm_iopt *pt, struct dmm_iopt_stats *st);
-/* Walk every table: entries well formed, addresses RAM, counts agree. */
+/* Walk every table: entries well formed, blocks aligned, leaves with a
+ * permission and on RAM, the table count right. */
 int dmm_iopt_check(const struct dmm_iopt *pt);
 
 /* ---- IOMMU domains of devices ----------------------------------------------------- */

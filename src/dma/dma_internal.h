@@ -92,6 +92,12 @@ void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum d
 /* Low-memory accounting: @bytes below 4 GiB taken (>0) or given back (<0). */
 void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes);
 
+/* iopt.c, fast paths of one 4 KiB page (no argument checks): map with
+ * @bits (permissions and marks), or take the leaf of @iova if it has every
+ * bit of @want (returned in *@old, the entry cleared). */
+int dmm__iopt_map4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64_t bits);
+int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t *old);
+
 /* iommu.c */
 int dmm__iommu_attach(struct dmm_device *dev);
 void dmm__iommu_detach(struct dmm_device *dev);

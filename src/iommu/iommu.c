@@ -19,7 +19,7 @@
  *
  * Unmapping: the leaves are cleared at once. Strict mode then invalidates
  * the IOTLB for the range and frees the IOVA. Deferred mode puts the IOVA
- * in the domain's flush queue; when the queue fills, its oldest entry is
+ * in the CPU's flush queue; when the queue fills, its oldest entry is
  * older than fq_timeout_ns (checked on every call and by a timer when the
  * platform has one), or dmm_device_iommu_flush() is called, one
  * domain-wide invalidation is sent and only then are the IOVAs freed. Until
@@ -46,6 +46,16 @@ struct fq_ent {
 	uint64_t span;
 };
 
+/* A flush queue per CPU slot, so that deferred unmaps on two CPUs do not
+ * share a lock. */
+struct fq_cpu {
+	struct dmm_lock lock;          /* the queue */
+	struct dmm_lock flush_lock;    /* one flusher at a time (owns spare) */
+	uint32_t n;
+	uint64_t first_ns;             /* when the oldest entry was queued (atomic) */
+	struct fq_ent *q, *spare;      /* queue, and the batch being flushed */
+};
+
 struct dmm_iommu_dom {
 	struct dmm_device *dev;
 	struct dmm_mem *mem;
@@ -55,19 +65,34 @@ struct dmm_iommu_dom {
 	struct dmm_iova_domain *iova;
 	struct dmm_iopt *pt;
 	dmm_dma_addr_t limit;          /* highest IOVA */
-	struct dmm_lock fq_lock;       /* the queue */
-	struct dmm_lock flush_lock;    /* one flusher at a time (owns fq_spare) */
-	uint32_t fq_n;
-	uint64_t fq_first_ns;          /* when the oldest queued entry was queued */
+	unsigned nr_fq;
+	struct fq_cpu *fq;
 	int fq_timer;                  /* a timer is pending (atomic) */
 	int dying;                     /* atomic */
-	struct fq_ent *fq, *fq_spare;  /* queue, and the batch being flushed */
 	uint64_t last_trim_ns;
 	struct {
-		uint64_t maps, unmaps, mapped_pages, invalidations, fq_queued, fq_flushes, fq_timeouts;
+		uint64_t invalidations, fq_flushes, fq_timeouts;
 		uint64_t bounced, fail_iova, fail_pgtable, fail_unmap;
-	} st;                          /* atomic */
+	} st;                          /* atomic (not on the fast path) */
+	/* fast-path counters per CPU slot: no line shared between CPUs */
+	struct dom_pcpu {
+		_Alignas(64) uint64_t maps;
+		uint64_t unmaps;
+		int64_t mapped_pages;
+		uint64_t fq_queued;
+		uint64_t calls;        /* housekeeping clock */
+	} pcpu[DMM_DEV_PCPU];
 };
+
+static inline struct dom_pcpu *dpcpu(struct dmm_iommu_dom *d)
+{
+	const struct dmm_platform *p = &d->mem->plat;
+	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
+	return &d->pcpu[cpu % DMM_DEV_PCPU];
+}
+
+/* per-CPU counter updates: relaxed atomics on the CPU's own line */
+#define PC_ADD(d, f, v) __atomic_fetch_add(&dpcpu(d)->f, (v), __ATOMIC_RELAXED)
 
 static uint32_t next_domain_id = 1;
 
@@ -104,25 +129,32 @@ static void iotlb_inval(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t s
 
 /* ---- flush queue --------------------------------------------------------------- */
 
+static struct fq_cpu *this_fq(struct dmm_iommu_dom *d)
+{
+	const struct dmm_platform *p = &d->mem->plat;
+	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
+	return &d->fq[cpu % d->nr_fq];
+}
+
 /*
- * Take the whole queue (swapping in the spare array), send one domain-wide
+ * Take a whole queue (swapping in the spare array), send one domain-wide
  * invalidation, then free the IOVAs: each was unmapped before it was queued,
  * so after this invalidation no IOTLB entry can still reach it.
  */
-static void fq_flush(struct dmm_iommu_dom *d, int timeout)
+static void fq_flush_one(struct dmm_iommu_dom *d, struct fq_cpu *f, int timeout)
 {
 	struct fq_ent *batch;
 	uint32_t n;
 
-	dmm__lock(d->mem, &d->flush_lock);
-	dmm__lock(d->mem, &d->fq_lock);
-	n = d->fq_n;
-	batch = d->fq;
-	d->fq = d->fq_spare;
-	d->fq_spare = batch;
-	d->fq_n = 0;
-	__atomic_store_n(&d->fq_first_ns, 0, __ATOMIC_RELAXED);
-	dmm__unlock(d->mem, &d->fq_lock);
+	dmm__lock(d->mem, &f->flush_lock);
+	dmm__lock(d->mem, &f->lock);
+	n = f->n;
+	batch = f->q;
+	f->q = f->spare;
+	f->spare = batch;
+	f->n = 0;
+	__atomic_store_n(&f->first_ns, 0, __ATOMIC_RELAXED);
+	dmm__unlock(d->mem, &f->lock);
 	if (n) {
 		iotlb_inval(d, 0, 0);
 		for (uint32_t i = 0; i < n; i++)
@@ -131,7 +163,13 @@ static void fq_flush(struct dmm_iommu_dom *d, int timeout)
 		if (timeout)
 			sadd(&d->st.fq_timeouts, 1);
 	}
-	dmm__unlock(d->mem, &d->flush_lock);
+	dmm__unlock(d->mem, &f->flush_lock);
+}
+
+static void fq_flush(struct dmm_iommu_dom *d, int timeout)
+{
+	for (unsigned i = 0; i < d->nr_fq; i++)
+		fq_flush_one(d, &d->fq[i], timeout);
 }
 
 static void fq_timer_fn(void *arg)
@@ -156,41 +194,43 @@ static void fq_arm_timer(struct dmm_iommu_dom *d)
 		__atomic_store_n(&d->fq_timer, 0, __ATOMIC_RELEASE);
 }
 
-/* Queue an unmapped IOVA range; flush when the queue is full. */
+/* Queue an unmapped IOVA range on this CPU's queue; flush it when full. */
 static void fq_push(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span)
 {
-	uint64_t now = dmm__now(d->mem);
+	struct fq_cpu *f = this_fq(d);
 	int full, arm;
 
-	dmm__lock(d->mem, &d->fq_lock);
-	while (d->fq_n >= d->o.fq_size) {
-		dmm__unlock(d->mem, &d->fq_lock);
-		fq_flush(d, 0);
-		dmm__lock(d->mem, &d->fq_lock);
+	dmm__lock(d->mem, &f->lock);
+	while (f->n >= d->o.fq_size) {
+		dmm__unlock(d->mem, &f->lock);
+		fq_flush_one(d, f, 0);
+		dmm__lock(d->mem, &f->lock);
 	}
-	arm = d->fq_n == 0;
+	arm = f->n == 0;
 	if (arm)
-		d->fq_first_ns = now;
-	d->fq[d->fq_n++] = (struct fq_ent){ iova, span };
-	full = d->fq_n >= d->o.fq_size;
-	dmm__unlock(d->mem, &d->fq_lock);
-	sadd(&d->st.fq_queued, 1);
+		__atomic_store_n(&f->first_ns, dmm__now(d->mem), __ATOMIC_RELAXED);
+	f->q[f->n++] = (struct fq_ent){ iova, span };
+	full = f->n >= d->o.fq_size;
+	dmm__unlock(d->mem, &f->lock);
+	PC_ADD(d, fq_queued, 1);
 	if (full)
-		fq_flush(d, 0);
+		fq_flush_one(d, f, 0);
 	else if (arm)
 		fq_arm_timer(d);
 }
 
-/* Flush an expired queue and trim idle caches (called on every map). */
+/* Flush an expired queue and trim idle caches: every 64th map on a CPU
+ * reads the clock (the platform's timer, when there is one, does it too). */
 static void housekeeping(struct dmm_iommu_dom *d)
 {
-	uint64_t first = __atomic_load_n(&d->fq_first_ns, __ATOMIC_RELAXED), now;
+	uint64_t first, now;
 
-	if (!first && !d->o.iova.idle_trim_ns)
+	if (__atomic_fetch_add(&dpcpu(d)->calls, 1, __ATOMIC_RELAXED) & 63)
 		return;
+	first = d->strict ? 0 : __atomic_load_n(&this_fq(d)->first_ns, __ATOMIC_RELAXED);
 	now = dmm__now(d->mem);
 	if (first && now - first >= d->o.fq_timeout_ns)
-		fq_flush(d, 1);
+		fq_flush_one(d, this_fq(d), 1);
 	if (now - __atomic_load_n(&d->last_trim_ns, __ATOMIC_RELAXED) >= d->o.iova.idle_trim_ns) {
 		__atomic_store_n(&d->last_trim_ns, now, __ATOMIC_RELAXED);
 		if (!d->mem->plat.defer_after) /* else the timer does it */
@@ -203,6 +243,23 @@ static void housekeeping(struct dmm_iommu_dom *d)
 static int opts_ok(const struct dmm_iommu_opts *o)
 {
 	return (o->flush == DMM_IOMMU_STRICT || o->flush == DMM_IOMMU_DEFERRED) && o->fq_size <= 65536;
+}
+
+static void fq_free(struct dmm_iommu_dom *d)
+{
+	struct dmm_mem *mem = d->mem;
+
+	for (unsigned i = 0; i < d->nr_fq; i++) {
+		if (d->fq[i].q)
+			dmm_kfree(mem, d->fq[i].q);
+		if (d->fq[i].spare)
+			dmm_kfree(mem, d->fq[i].spare);
+		if (mem->plat.lock_destroy) {
+			mem->plat.lock_destroy(mem->plat.ctx, &d->fq[i].lock);
+			mem->plat.lock_destroy(mem->plat.ctx, &d->fq[i].flush_lock);
+		}
+	}
+	dmm_kfree(mem, d->fq);
 }
 
 int dmm__iommu_attach(struct dmm_device *dev)
@@ -253,31 +310,40 @@ int dmm__iommu_attach(struct dmm_device *dev)
 		return -DMM_ERANGE;
 	}
 	d->limit = hi - 1;
-	err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+	d->nr_fq = mem->plat.nr_cpus ? mem->plat.nr_cpus : 1;
+	if (d->nr_fq > DMM_DEV_PCPU)
+		d->nr_fq = DMM_DEV_PCPU;
+	err = dmm_kmalloc(mem, sizeof(struct fq_cpu) * d->nr_fq, 0, &p);
 	if (err)
 		goto out_d;
 	d->fq = p;
-	err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+	dmm_memset(d->fq, 0, sizeof(struct fq_cpu) * d->nr_fq);
+	for (unsigned i = 0; i < d->nr_fq && !err; i++) {
+		err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+		if (!err) {
+			d->fq[i].q = p;
+			err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+			if (!err)
+				d->fq[i].spare = p;
+		}
+		mem->plat.lock_init(mem->plat.ctx, &d->fq[i].lock);
+		mem->plat.lock_init(mem->plat.ctx, &d->fq[i].flush_lock);
+	}
 	if (err)
 		goto out_fq;
-	d->fq_spare = p;
 	err = dmm_iova_domain_create(mem, lo, d->limit, &d->o.iova, &d->iova);
 	if (err)
 		goto out_fq;
 	err = dmm_iopt_create(mem, &d->pt);
 	if (err)
 		goto out_iova;
-	mem->plat.lock_init(mem->plat.ctx, &d->fq_lock);
-	mem->plat.lock_init(mem->plat.ctx, &d->flush_lock);
 	d->last_trim_ns = dmm__now(mem);
 	dev->iommu = d;
 	return 0;
 out_iova:
 	dmm_iova_domain_destroy(d->iova);
 out_fq:
-	if (d->fq_spare)
-		dmm_kfree(mem, d->fq_spare);
-	dmm_kfree(mem, d->fq);
+	fq_free(d);
 out_d:
 	dmm_kfree(mem, d);
 	return err;
@@ -299,12 +365,7 @@ void dmm__iommu_detach(struct dmm_device *dev)
 	iotlb_inval(d, 0, 0);
 	dmm_iopt_destroy(d->pt);
 	dmm_iova_domain_destroy(d->iova);
-	if (mem->plat.lock_destroy) {
-		mem->plat.lock_destroy(mem->plat.ctx, &d->fq_lock);
-		mem->plat.lock_destroy(mem->plat.ctx, &d->flush_lock);
-	}
-	dmm_kfree(mem, d->fq_spare);
-	dmm_kfree(mem, d->fq);
+	fq_free(d);
 	dmm_kfree(mem, d);
 	dev->iommu = (struct dmm_iommu_dom *)0;
 }
@@ -358,15 +419,22 @@ int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_
 		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
 		goto undo_bounce;
 	}
-	err = dmm_iopt_map(d->pt, iova, tlb - off, span, prot_of(dir), DMM_IOPTE_FIRST | DMM_IOPTE_LAST);
+	if (span == PG) {
+		unsigned prot = prot_of(dir);
+		err = dmm__iopt_map4k(d->pt, iova, tlb - off,
+				      DMM_IOPTE_FIRST | DMM_IOPTE_LAST | ((prot & DMM_IOMMU_READ) ? DMM_IOPTE_READ : 0) |
+					      ((prot & DMM_IOMMU_WRITE) ? DMM_IOPTE_WRITE : 0));
+	} else {
+		err = dmm_iopt_map(d->pt, iova, tlb - off, span, prot_of(dir), DMM_IOPTE_FIRST | DMM_IOPTE_LAST);
+	}
 	if (err) {
 		sadd(&d->st.fail_pgtable, 1);
 		dmm_iova_free(d->iova, iova, span);
 		err = err == -DMM_EEXIST ? -DMM_EINVAL : err;
 		goto undo_bounce;
 	}
-	sadd(&d->st.maps, 1);
-	sadd(&d->st.mapped_pages, (int64_t)(span / PG));
+	PC_ADD(d, maps, 1);
+	PC_ADD(d, mapped_pages, (int64_t)(span / PG));
 	*map_pa = tlb;
 	*bus = iova + off;
 	return 0;
@@ -403,14 +471,25 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 		return -DMM_EINVAL;
 	}
 	span = dmm_align_up((dma & (PG - 1)) + size, PG);
-	if (!is_mapping(d, iova, span, &pa)) {
-		sadd(&d->st.fail_unmap, 1);
-		dmm__dstat(&dev->st.fail_unmap, 1);
-		return -DMM_ENOENT;
+	if (span == PG) {
+		/* one walk checks the marks and clears the leaf */
+		uint64_t old;
+		if (dmm__iopt_take4k(d->pt, iova, DMM_IOPTE_VALID | DMM_IOPTE_FIRST | DMM_IOPTE_LAST, &old)) {
+			sadd(&d->st.fail_unmap, 1);
+			dmm__dstat(&dev->st.fail_unmap, 1);
+			return -DMM_ENOENT;
+		}
+		pa = old & DMM_IOPTE_ADDR;
+	} else {
+		if (!is_mapping(d, iova, span, &pa)) {
+			sadd(&d->st.fail_unmap, 1);
+			dmm__dstat(&dev->st.fail_unmap, 1);
+			return -DMM_ENOENT;
+		}
+		dmm_iopt_unmap(d->pt, iova, span);
 	}
 	pa += dma & (PG - 1);
-	dmm_iopt_unmap(d->pt, iova, span);
-	sadd(&d->st.mapped_pages, -(int64_t)(span / PG));
+	PC_ADD(d, mapped_pages, -(int64_t)(span / PG));
 	if (d->strict)
 		iotlb_inval(d, iova, span);
 	/* the device can no longer reach it (strict) or soon will not: the
@@ -420,7 +499,7 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 		dmm_iova_free(d->iova, iova, span);
 	else
 		fq_push(d, iova, span);
-	sadd(&d->st.unmaps, 1);
+	PC_ADD(d, unmaps, 1);
 	return 0;
 }
 
@@ -575,8 +654,8 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(dev->mem);
 	}
-	sadd(&d->st.maps, 1);
-	sadd(&d->st.mapped_pages, (int64_t)(total / PG));
+	PC_ADD(d, maps, 1);
+	PC_ADD(d, mapped_pages, (int64_t)(total / PG));
 	dmm__dstat(&dev->st.sg_maps, 1);
 	dmm__dstat(&dev->st.sg_segments_in, nents);
 	dmm__dstat(&dev->st.sg_segments_out, segs);
@@ -635,7 +714,7 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 			sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
 	}
 	dmm_iopt_unmap(d->pt, iova, total);
-	sadd(&d->st.mapped_pages, -(int64_t)(total / PG));
+	PC_ADD(d, mapped_pages, -(int64_t)(total / PG));
 	if (d->strict)
 		iotlb_inval(d, iova, total);
 	for (unsigned i = 0; i < nents; i++) {
@@ -648,7 +727,7 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 		dmm_iova_free(d->iova, iova, total);
 	else
 		fq_push(d, iova, total);
-	sadd(&d->st.unmaps, 1);
+	PC_ADD(d, unmaps, 1);
 }
 
 void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
@@ -805,8 +884,8 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 		if (pa < g4)
 			low += dmm_min64(n, (g4 - pa) >> DMM_PAGE_SHIFT);
 	}
-	sadd(&d->st.maps, 1);
-	sadd(&d->st.mapped_pages, (int64_t)pages);
+	PC_ADD(d, maps, 1);
+	PC_ADD(d, mapped_pages, (int64_t)pages);
 	*cpu = contig ? dmm_pfn_to_virt(mem, pfn) : va;
 	*dma = iova;
 	*first_pa = dmm_pfn_to_phys(contig ? pfn : list[0]);
@@ -903,9 +982,9 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 			}
 		}
 	}
-	sadd(&d->st.mapped_pages, -(int64_t)pages);
+	PC_ADD(d, mapped_pages, -(int64_t)pages);
 	dmm_iova_free(d->iova, dma, span);
-	sadd(&d->st.unmaps, 1);
+	PC_ADD(d, unmaps, 1);
 	*low_pages = low;
 	return err;
 }
@@ -937,11 +1016,7 @@ int dmm_device_iommu_stats(struct dmm_device *dev, struct dmm_iommu_stats *st)
 	d = dev->iommu;
 	*st = (struct dmm_iommu_stats){ 0 };
 #define LD(f) st->f = __atomic_load_n(&d->st.f, __ATOMIC_RELAXED)
-	LD(maps);
-	LD(unmaps);
-	LD(mapped_pages);
 	LD(invalidations);
-	LD(fq_queued);
 	LD(fq_flushes);
 	LD(fq_timeouts);
 	LD(bounced);
@@ -949,7 +1024,21 @@ int dmm_device_iommu_stats(struct dmm_device *dev, struct dmm_iommu_stats *st)
 	LD(fail_pgtable);
 	LD(fail_unmap);
 #undef LD
-	st->fq_pending = __atomic_load_n(&d->fq_n, __ATOMIC_RELAXED);
+	{
+		int64_t mp = 0;
+		for (unsigned c = 0; c < DMM_DEV_PCPU; c++) {
+			st->maps += __atomic_load_n(&d->pcpu[c].maps, __ATOMIC_RELAXED);
+			st->unmaps += __atomic_load_n(&d->pcpu[c].unmaps, __ATOMIC_RELAXED);
+			mp += __atomic_load_n(&d->pcpu[c].mapped_pages, __ATOMIC_RELAXED);
+			st->fq_queued += __atomic_load_n(&d->pcpu[c].fq_queued, __ATOMIC_RELAXED);
+		}
+		st->mapped_pages = (uint64_t)mp;
+	}
+	for (unsigned i = 0; i < d->nr_fq; i++) {
+		dmm__lock(d->mem, &d->fq[i].lock);
+		st->fq_pending += d->fq[i].n;
+		dmm__unlock(d->mem, &d->fq[i].lock);
+	}
 	dmm_iova_get_stats(d->iova, &st->iova);
 	dmm_iopt_get_stats(d->pt, &st->pt);
 	return 0;
@@ -974,8 +1063,10 @@ int dmm_device_iommu_check(struct dmm_device *dev)
 	if (!err)
 		err = dmm_iopt_check(d->pt);
 	dmm_iopt_get_stats(d->pt, &ps);
-	if (!err && ps.pages_4k + (ps.blocks_2m << 9) + (ps.blocks_1g << 18) !=
-			    __atomic_load_n(&d->st.mapped_pages, __ATOMIC_RELAXED)) {
+	int64_t mp = 0;
+	for (unsigned c = 0; c < DMM_DEV_PCPU; c++)
+		mp += __atomic_load_n(&d->pcpu[c].mapped_pages, __ATOMIC_RELAXED);
+	if (!err && (int64_t)(ps.pages_4k + (ps.blocks_2m << 9) + (ps.blocks_1g << 18)) != mp) {
 		dmm_log(d->mem, DMM_LOG_ERR, "iommu check: %s: mapped pages disagree with the page table",
 			dev->name);
 		err = -DMM_EINVAL;

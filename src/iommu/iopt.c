@@ -26,7 +26,7 @@
 #include <dmamem/iommu.h>
 #include <dmamem/slab.h>
 
-#include "mm/mm_internal.h"
+#include "dma/dma_internal.h"
 
 #define LVL_SHIFT(l) (39u - 9u * (l))
 #define LVL_SIZE(l) ((uint64_t)1 << LVL_SHIFT(l))
@@ -58,11 +58,6 @@ static inline uint64_t ld(const uint64_t *e)
 static inline void st(uint64_t *e, uint64_t v)
 {
 	__atomic_store_n(e, v, __ATOMIC_RELEASE);
-}
-
-static uint64_t *leaf_count(struct dmm_iopt *pt, unsigned level)
-{
-	return level == 1 ? &pt->st.blocks_1g : level == 2 ? &pt->st.blocks_2m : &pt->st.pages_4k;
 }
 
 static int table_alloc(struct dmm_iopt *pt, dmm_phys_t *pa)
@@ -212,10 +207,16 @@ int dmm_iopt_map(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64
 		return pt ? dmm__count_invalid(pt->mem) : -DMM_EINVAL;
 	bits = DMM_IOPTE_VALID | DMM_IOPTE_LEAF | ((prot & DMM_IOMMU_READ) ? DMM_IOPTE_READ : 0) |
 	       ((prot & DMM_IOMMU_WRITE) ? DMM_IOPTE_WRITE : 0);
+	uint64_t *l3 = (uint64_t *)0; /* the last level-3 table used, and its 2 MiB key */
+	dmm_dma_addr_t l3_key = 0;
 	while (done < size) {
 		uint64_t left = size - done, *e = (uint64_t *)0, v, expect = 0;
 		unsigned l = 3;
 
+		if (l3 && ((iova + done) >> LVL_SHIFT(2)) == l3_key) {
+			e = &l3[IDX(iova + done, 3)]; /* same table as the previous page */
+			goto have;
+		}
 		/* the largest block that fits, unless a table is already there */
 		for (unsigned bl = 1; bl <= 2 && !e; bl++) {
 			if (!block_fits(iova + done, pa + done, left, bl))
@@ -229,10 +230,16 @@ int dmm_iopt_map(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64
 			else
 				l = bl;
 		}
-		if (!e && !err)
+		if (!e && !err) {
 			e = walk_create(pt, iova + done, 3, &err);
+			if (e) {
+				l3 = e - IDX(iova + done, 3);
+				l3_key = (iova + done) >> LVL_SHIFT(2);
+			}
+		}
 		if (!e)
 			break;
+have:
 		v = (pa + done) | bits;
 		if (done == 0)
 			v |= flags & DMM_IOPTE_FIRST;
@@ -242,7 +249,6 @@ int dmm_iopt_map(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64
 			err = -DMM_EEXIST;
 			break;
 		}
-		sadd(leaf_count(pt, l), 1);
 		done += LVL_SIZE(l);
 	}
 	if (err) {
@@ -250,7 +256,34 @@ int dmm_iopt_map(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64
 			dmm_iopt_unmap(pt, iova, done);
 		return err;
 	}
-	sadd(&pt->st.maps, 1);
+	return 0;
+}
+
+int dmm__iopt_map4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64_t bits)
+{
+	uint64_t *e, expect = 0;
+	int err = 0;
+
+	e = walk_create(pt, iova, 3, &err);
+	if (!e)
+		return err;
+	if (!__atomic_compare_exchange_n(e, &expect, pa | bits | DMM_IOPTE_VALID | DMM_IOPTE_LEAF, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return -DMM_EEXIST;
+	return 0;
+}
+
+int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t *old)
+{
+	unsigned l = 0;
+	uint64_t *e = walk_leaf(pt, iova, &l), v;
+
+	if (!e || l != 3)
+		return -DMM_ENOENT;
+	v = ld(e);
+	if ((v & want) != want || !__atomic_compare_exchange_n(e, &v, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return -DMM_ENOENT;
+	*old = v;
 	return 0;
 }
 
@@ -278,8 +311,6 @@ static int split_block(struct dmm_iopt *pt, uint64_t *e, unsigned l)
 		table_free(pt, n);
 		return 0; /* changed under us: the caller walks again */
 	}
-	sadd(leaf_count(pt, l), -1);
-	sadd(leaf_count(pt, l + 1), 512);
 	sadd(&pt->st.splits, 1);
 	return 0;
 }
@@ -290,14 +321,29 @@ int64_t dmm_iopt_unmap(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t size)
 
 	if (!pt || !size || ((iova | size) & (DMM_PAGE_SIZE - 1)) || iova >= VA_END || size > VA_END - iova)
 		return pt ? dmm__count_invalid(pt->mem) : -DMM_EINVAL;
+	uint64_t *l3 = (uint64_t *)0; /* the last level-3 table seen, and its 2 MiB key */
+	dmm_dma_addr_t l3_key = 0;
 	while (off < size) {
 		dmm_dma_addr_t a = iova + off;
-		unsigned l = 0;
-		uint64_t *e = walk_leaf(pt, a, &l), bsz;
+		unsigned l = 3;
+		uint64_t *e, bsz;
 
-		if (!e) {
-			off += DMM_PAGE_SIZE;
-			continue;
+		if (l3 && (a >> LVL_SHIFT(2)) == l3_key) {
+			e = &l3[IDX(a, 3)];
+			if (!(ld(e) & DMM_IOPTE_VALID)) {
+				off += DMM_PAGE_SIZE;
+				continue;
+			}
+		} else {
+			e = walk_leaf(pt, a, &l);
+			if (!e) {
+				off += DMM_PAGE_SIZE;
+				continue;
+			}
+			if (l == 3) {
+				l3 = e - IDX(a, 3);
+				l3_key = a >> LVL_SHIFT(2);
+			}
 		}
 		bsz = LVL_SIZE(l);
 		if ((a & (bsz - 1)) || size - off < bsz) {
@@ -307,11 +353,9 @@ int64_t dmm_iopt_unmap(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t size)
 			continue;
 		}
 		__atomic_store_n(e, 0, __ATOMIC_RELEASE);
-		sadd(leaf_count(pt, l), -1);
 		unmapped += bsz;
 		off += bsz;
 	}
-	sadd(&pt->st.unmaps, 1);
 	return (int64_t)unmapped;
 }
 
@@ -338,19 +382,6 @@ int dmm_iopt_lookup(const struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t *
 	if (level)
 		*level = l;
 	return 0;
-}
-
-void dmm_iopt_get_stats(const struct dmm_iopt *pt, struct dmm_iopt_stats *out)
-{
-	if (!pt || !out)
-		return;
-	out->tables = __atomic_load_n(&pt->st.tables, __ATOMIC_RELAXED);
-	out->pages_4k = __atomic_load_n(&pt->st.pages_4k, __ATOMIC_RELAXED);
-	out->blocks_2m = __atomic_load_n(&pt->st.blocks_2m, __ATOMIC_RELAXED);
-	out->blocks_1g = __atomic_load_n(&pt->st.blocks_1g, __ATOMIC_RELAXED);
-	out->maps = __atomic_load_n(&pt->st.maps, __ATOMIC_RELAXED);
-	out->unmaps = __atomic_load_n(&pt->st.unmaps, __ATOMIC_RELAXED);
-	out->splits = __atomic_load_n(&pt->st.splits, __ATOMIC_RELAXED);
 }
 
 struct pchk {
@@ -397,18 +428,31 @@ static void check_level(const struct dmm_iopt *pt, dmm_phys_t tpa, unsigned l, s
 	}
 }
 
+/* The leaf counts come from a walk of the tables (the map and unmap paths
+ * keep no shared counters). */
+void dmm_iopt_get_stats(const struct dmm_iopt *pt, struct dmm_iopt_stats *out)
+{
+	struct pchk k = { 0 };
+
+	if (!pt || !out)
+		return;
+	check_level(pt, pt->root, 0, &k);
+	out->tables = __atomic_load_n(&pt->st.tables, __ATOMIC_RELAXED);
+	out->blocks_1g = k.leaves[1];
+	out->blocks_2m = k.leaves[2];
+	out->pages_4k = k.leaves[3];
+	out->splits = __atomic_load_n(&pt->st.splits, __ATOMIC_RELAXED);
+}
+
 int dmm_iopt_check(const struct dmm_iopt *pt)
 {
 	struct pchk k = { 0 };
-	struct dmm_iopt_stats s;
 
 	if (!pt)
 		return -DMM_EINVAL;
 	check_level(pt, pt->root, 0, &k);
-	dmm_iopt_get_stats(pt, &s);
-	if (!k.why && (k.tables != s.tables || k.leaves[1] != s.blocks_1g || k.leaves[2] != s.blocks_2m ||
-		       k.leaves[3] != s.pages_4k))
-		k.why = "table or leaf counts disagree with the statistics";
+	if (!k.why && k.tables != __atomic_load_n(&pt->st.tables, __ATOMIC_RELAXED))
+		k.why = "table count disagrees with the statistics";
 	if (k.why) {
 		dmm_log(pt->mem, DMM_LOG_ERR, "io page table check: %s", k.why);
 		return -DMM_EINVAL;

@@ -14,11 +14,13 @@
  * and walks its predecessors one by one, which degrades to a linear walk
  * when the space below a 32-bit limit is nearly exhausted.
  *
- * Alignment: a gap of n + a - 1 pages always holds an aligned block, so the
- * search first looks for such a gap (pure O(log n): the gap summary decides
- * every subtree). Only if there is none does it look for gaps of n or more
- * pages where an aligned block may or may not fit; that second search visits,
- * besides an O(log n) path, only gaps shorter than n + a - 1 that fail.
+ * Alignment: the search looks for the highest gap of at least n pages that
+ * holds a block aligned to a. A gap of n + a - 1 pages always does, but a
+ * shorter one may not, and such misfits cost extra visits; after
+ * SEARCH_BUDGET visits the search gives up and looks instead for a gap of
+ * n + a - 1 pages, which the summaries find in O(log n) (a lower placement,
+ * counted as a fallback). With a == 1 (page policy, single pages) there are
+ * no misfits.
  *
  * Fast path: per-CPU magazines of freed ranges by size class (1, 2, 4, ...,
  * 32 pages), two per class (loaded and previous, as in Bonwick's magazine
@@ -28,7 +30,9 @@
  * high addresses. The caches never hold more than cache_max_pages pages in
  * all (a free beyond that goes to the tree), the depot keeps at most
  * depot_max magazines per class and band, and dmm_iova_trim() returns what
- * idle CPUs hold. A cached range stays allocated in the tree.
+ * idle CPUs hold. A cached range stays allocated in the tree. Every
+ * counter of the fast path lives in the CPU slot, under its lock: no clock
+ * read, no atomic on a line another CPU writes.
  *
  * Locking: one lock per CPU slot for its magazines, one depot lock, one
  * tree lock; never two at once except CPU slot -> depot.
@@ -58,18 +62,21 @@ struct iova_mag {
 	dmm_pfn_t pfn[];        /* first page of each cached range */
 };
 
+/* One CPU slot's magazines and counters, all under its lock: the fast
+ * path touches no cache line another CPU writes. */
 struct iova_cpu {
 	struct dmm_lock lock;
 	struct iova_mag *loaded[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
 	struct iova_mag *prev[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
-	uint64_t last_use;      /* now_ns of the last cache operation */
-	uint64_t pages;         /* pages in this slot's magazines (under lock) */
+	uint64_t ops, trim_seen; /* cache operations; their count at the last trim */
+	uint64_t pages, ranges;  /* held in this slot's magazines */
+	uint64_t hits, misses, frees_cached, swaps;
+	uint64_t pad[4];
 };
 
 struct iova_depot {
 	uint32_t n;
-	uint64_t last_use;
-	struct iova_mag *mag[];  /* depot_max entries */
+	struct iova_mag *mag[];  /* depot_max entries: full ones and parked empties */
 };
 
 struct dmm_iova_domain {
@@ -85,9 +92,9 @@ struct dmm_iova_domain {
 	uint64_t ranges, alloc_pages;   /* under tree_lock */
 	struct dmm_lock depot_lock;
 	struct iova_depot *depot[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
-	uint64_t cached_pages;          /* atomic */
-	uint64_t cached_ranges;         /* atomic */
-	struct dmm_iova_stats st;       /* atomic counters */
+	uint64_t depot_pages, depot_ranges, depot_ops, depot_trim_seen; /* under depot_lock */
+	uint64_t slot_max_pages, depot_max_pages; /* the bound, shared out */
+	struct dmm_iova_stats st;       /* slow-path counters (atomic) */
 	unsigned nr_slots;
 	struct iova_cpu cpu[];
 };
@@ -281,20 +288,28 @@ static struct iova_node *tree_remove(struct dmm_iova_domain *d, dmm_pfn_t lo, ui
  * of at least @need pages and below @limit (inclusive): returns the node
  * whose gap holds it (*pfn set), or NULL.
  */
-static struct iova_node *search(struct iova_node *t, uint64_t n, uint64_t a, uint64_t need, dmm_pfn_t limit, dmm_pfn_t *pfn,
-				uint64_t *steps)
+/*
+ * Highest block of @n pages aligned to @a (absolute pfns) inside a gap of
+ * at least @need pages and below @limit (inclusive): returns the node whose
+ * gap holds it (*pfn set), or NULL. Each node visited costs one unit of
+ * *@budget; at 0 the search gives up (NULL with *@budget == 0).
+ */
+static struct iova_node *search(struct iova_node *t, uint64_t n, uint64_t a, uint64_t need, dmm_pfn_t limit,
+				dmm_pfn_t *pfn, uint64_t *budget)
 {
 	while (t) {
 		struct iova_node *r;
 		dmm_pfn_t gs, ge;
 
-		(*steps)++;
+		if (!*budget)
+			return (struct iova_node *)0;
+		(*budget)--;
 		if (t->max_gap < need)
 			return (struct iova_node *)0;
 		/* the right subtree's gaps all start at or above t->hi */
 		if (t->r && t->hi <= limit && t->r->max_gap >= need) {
-			r = search(t->r, n, a, need, limit, pfn, steps);
-			if (r)
+			r = search(t->r, n, a, need, limit, pfn, budget);
+			if (r || !*budget)
 				return r;
 		}
 		gs = t->lo - t->gap;
@@ -313,18 +328,27 @@ static struct iova_node *search(struct iova_node *t, uint64_t n, uint64_t a, uin
 	return (struct iova_node *)0;
 }
 
+#define SEARCH_BUDGET 256
+
 static int tree_alloc(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit, struct iova_node *n,
 		      dmm_pfn_t *out)
 {
-	uint64_t a = align_pages(d, pages), len = pages + d->o.guard_pages, steps = 0;
+	uint64_t a = align_pages(d, pages), len = pages + d->o.guard_pages, budget = SEARCH_BUDGET, steps;
 	dmm_pfn_t pfn = 0;
 	struct iova_node *at;
 
-	/* the guard follows the range: the block needs len pages with its
-	 * first page aligned; search for len pages aligned to a */
-	at = search(d->root, len, a, len + a - 1, limit + d->o.guard_pages, &pfn, &steps);
-	if (!at && a > 1)
-		at = search(d->root, len, a, len, limit + d->o.guard_pages, &pfn, &steps);
+	/* The guard follows the range: the block is len pages with its first
+	 * page aligned to a. First the exact search, highest fit first; only
+	 * if misaligned gaps make it long, the search for a gap of len + a - 1
+	 * pages, which always holds an aligned block (pure O(log n)). */
+	at = search(d->root, len, a, len, limit + d->o.guard_pages, &pfn, &budget);
+	steps = SEARCH_BUDGET - budget;
+	if (!at && !budget) {
+		budget = SEARCH_BUDGET;
+		at = search(d->root, len, a, len + a - 1, limit + d->o.guard_pages, &pfn, &budget);
+		steps += SEARCH_BUDGET - budget;
+		sadd(&d->st.search_fallbacks, 1);
+	}
 	sadd(&d->st.search_steps, steps);
 	if (!at)
 		return -DMM_ENOSPC;
@@ -389,8 +413,6 @@ static void mag_flush(struct dmm_iova_domain *d, struct iova_mag *m, unsigned cl
 	for (uint32_t i = 0; i < m->n; i++)
 		tree_free_locked(d, m->pfn[i], pages, &gone);
 	dmm__unlock(d->mem, &d->tree_lock);
-	__atomic_fetch_sub(&d->cached_pages, (uint64_t)m->n * pages, __ATOMIC_RELAXED);
-	__atomic_fetch_sub(&d->cached_ranges, m->n, __ATOMIC_RELAXED);
 	m->n = 0;
 	sadd(&d->st.cache_flushes, 1);
 	free_nodes(d, gone);
@@ -405,7 +427,7 @@ static int cache_get(struct dmm_iova_domain *d, unsigned band, unsigned cls, dmm
 	int got = 0;
 
 	dmm__lock(d->mem, &c->lock);
-	c->last_use = dmm__now(d->mem);
+	c->ops++;
 	m = c->loaded[band][cls];
 	if (!m || !m->n) {
 		struct iova_mag *p = c->prev[band][cls];
@@ -424,9 +446,13 @@ static int cache_get(struct dmm_iova_domain *d, unsigned band, unsigned cls, dmm
 					dp->mag[i] = m; /* parked empty, reused by a free */
 				else
 					dp->mag[i] = dp->mag[--dp->n];
-				dp->last_use = c->last_use;
+				d->depot_ops++;
+				d->depot_pages -= (uint64_t)full->n << cls;
+				d->depot_ranges -= full->n;
+				c->pages += (uint64_t)full->n << cls;
+				c->ranges += full->n;
 				c->loaded[band][cls] = m = full;
-				sadd(&d->st.depot_swaps, 1);
+				c->swaps++;
 				break;
 			}
 			dmm__unlock(d->mem, &d->depot_lock);
@@ -435,33 +461,35 @@ static int cache_get(struct dmm_iova_domain *d, unsigned band, unsigned cls, dmm
 	if (m && m->n && (m->pfn[m->n - 1] + pages - 1) <= limit) {
 		*pfn = m->pfn[--m->n];
 		c->pages -= pages;
+		c->ranges--;
+		c->hits++;
 		got = 1;
 	}
 	dmm__unlock(d->mem, &c->lock);
-	if (got) {
-		__atomic_fetch_sub(&d->cached_pages, pages, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&d->cached_ranges, 1, __ATOMIC_RELAXED);
-	}
 	return got;
 }
 
+static void count_miss(struct dmm_iova_domain *d)
+{
+	struct iova_cpu *c = this_cpu(d);
+	dmm__lock(d->mem, &c->lock);
+	c->misses++;
+	dmm__unlock(d->mem, &c->lock);
+}
+
 /* Keep a freed range in the caches; 0 if the caller must free it to the tree.
- * The depot holds full magazines and parked empty ones (n == 0). */
+ * The depot holds full magazines and parked empty ones (n == 0). A slot holds
+ * at most slot_max_pages, the depot depot_max_pages: cache_max_pages in all. */
 static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
 {
 	uint64_t pages = (uint64_t)1 << cls;
 	unsigned band = band_of(pfn, pages);
-	struct iova_cpu *c;
+	struct iova_cpu *c = this_cpu(d);
 	struct iova_mag *m, *flush = (struct iova_mag *)0;
 	int kept = 0;
 
-	if (__atomic_add_fetch(&d->cached_pages, pages, __ATOMIC_RELAXED) > d->o.cache_max_pages) {
-		__atomic_fetch_sub(&d->cached_pages, pages, __ATOMIC_RELAXED);
-		return 0;
-	}
-	c = this_cpu(d);
 	dmm__lock(d->mem, &c->lock);
-	c->last_use = dmm__now(d->mem);
+	c->ops++;
 	m = c->loaded[band][cls];
 	if (!m)
 		m = c->loaded[band][cls] = mag_new(d);
@@ -476,35 +504,46 @@ static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
 			struct iova_depot *dp = d->depot[band][cls];
 			struct iova_mag *e = (struct iova_mag *)0;
 			bool room = false;
+			uint64_t mp = (uint64_t)m->n << cls;
 			dmm__lock(d->mem, &d->depot_lock);
-			for (uint32_t i = 0; i < dp->n; i++)
-				if (!dp->mag[i]->n) {
-					e = dp->mag[i];
-					dp->mag[i] = m;
-					break;
+			if (d->depot_pages + mp <= d->depot_max_pages) {
+				for (uint32_t i = 0; i < dp->n; i++)
+					if (!dp->mag[i]->n) {
+						e = dp->mag[i];
+						dp->mag[i] = m;
+						break;
+					}
+				if (!e && dp->n < d->o.depot_max) {
+					dp->mag[dp->n++] = m;
+					room = true;
 				}
-			if (!e && dp->n < d->o.depot_max) {
-				dp->mag[dp->n++] = m;
-				room = true;
+				if (e || room) {
+					d->depot_ops++;
+					d->depot_pages += mp;
+					d->depot_ranges += m->n;
+				}
 			}
-			if (e || room)
-				dp->last_use = c->last_use;
 			dmm__unlock(d->mem, &d->depot_lock);
 			if (e || room) {
-				sadd(&d->st.depot_swaps, 1);
+				c->swaps++;
+				c->pages -= mp;
+				c->ranges -= m->n;
 				m = c->loaded[band][cls] = e ? e : mag_new(d);
 			} else {
 				/* depot full: this magazine's ranges go back to the
 				 * tree (after the lock) and it is reused */
 				flush = m;
 				c->loaded[band][cls] = m = (struct iova_mag *)0;
-				c->pages -= (uint64_t)flush->n * pages;
+				c->pages -= mp;
+				c->ranges -= flush->n;
 			}
 		}
 	}
-	if (m && m->n < d->o.mag_size) {
+	if (m && m->n < d->o.mag_size && c->pages + pages <= d->slot_max_pages) {
 		m->pfn[m->n++] = pfn;
 		c->pages += pages;
+		c->ranges++;
+		c->frees_cached++;
 		kept = 1;
 	}
 	dmm__unlock(d->mem, &c->lock);
@@ -512,23 +551,21 @@ static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
 		mag_flush(d, flush, cls);
 		dmm__lock(d->mem, &c->lock);
 		if (!c->loaded[band][cls]) {
-			flush->pfn[flush->n++] = pfn;
-			c->pages += pages;
 			c->loaded[band][cls] = flush;
+			if (!kept && c->pages + pages <= d->slot_max_pages) {
+				flush->pfn[flush->n++] = pfn;
+				c->pages += pages;
+				c->ranges++;
+				c->frees_cached++;
+				kept = 1;
+			}
 			flush = (struct iova_mag *)0;
-			kept = 1;
 		}
 		dmm__unlock(d->mem, &c->lock);
 		if (flush)
 			dmm_kfree(d->mem, flush);
 	}
-	if (!kept) {
-		__atomic_fetch_sub(&d->cached_pages, pages, __ATOMIC_RELAXED);
-		return 0;
-	}
-	__atomic_fetch_add(&d->cached_ranges, 1, __ATOMIC_RELAXED);
-	sadd(&d->st.cache_frees, 1);
-	return 1;
+	return kept;
 }
 
 /* ---- domains ---------------------------------------------------------------------- */
@@ -585,6 +622,8 @@ int dmm_iova_domain_create(struct dmm_mem *mem, dmm_dma_addr_t base, dmm_dma_add
 		d->start = 1; /* 0 is never a valid IOVA */
 	d->end = limit >> DMM_PAGE_SHIFT;
 	d->seed = 0x9e3779b9u ^ (uint32_t)pfn;
+	d->depot_max_pages = op.cache_max_pages / 2;
+	d->slot_max_pages = (op.cache_max_pages - d->depot_max_pages) / slots;
 	d->sentinel.lo = d->sentinel.hi = d->end + 1;
 	d->sentinel.gap = d->end + 1 - d->start;
 	d->sentinel.prio = 0; /* at the bottom of the heap: every range sits above it */
@@ -604,7 +643,6 @@ int dmm_iova_domain_create(struct dmm_mem *mem, dmm_dma_addr_t base, dmm_dma_add
 			}
 			d->depot[b][c] = p;
 			d->depot[b][c]->n = 0;
-			d->depot[b][c]->last_use = 0;
 		}
 	*out = d;
 	return 0;
@@ -714,17 +752,15 @@ int dmm_iova_alloc(struct dmm_iova_domain *d, uint64_t size, dmm_dma_addr_t limi
 		if ((low_first && low_ok && cache_get(d, 0, (unsigned)cls, lim, &pfn)) ||
 		    (high_ok && cache_get(d, 1, (unsigned)cls, lim, &pfn)) ||
 		    (!low_first && cache_get(d, 0, (unsigned)cls, lim, &pfn))) {
-			sadd(&d->st.cache_hits, 1);
-			sadd(&d->st.allocs, 1);
 			*iova = pfn << DMM_PAGE_SHIFT;
 			return 0;
 		}
-		sadd(&d->st.cache_misses, 1);
+		count_miss(d);
 	} else {
 		sadd(&d->st.uncacheable, 1);
 	}
 	err = alloc_tree(d, pages, lim, &pfn);
-	if (err == -DMM_ENOSPC && __atomic_load_n(&d->cached_ranges, __ATOMIC_RELAXED)) {
+	if (err == -DMM_ENOSPC && !d->o.no_cache) {
 		/* the space may be sitting in the caches */
 		__atomic_fetch_sub(&d->st.fail_nospace, 1, __ATOMIC_RELAXED);
 		flush_all_caches(d);
@@ -756,10 +792,8 @@ int dmm_iova_free(struct dmm_iova_domain *d, dmm_dma_addr_t iova, uint64_t size)
 		return -DMM_ENOENT;
 	}
 	cls = class_of(d, pages);
-	if (cls >= 0 && cache_put(d, pfn, (unsigned)cls)) {
-		sadd(&d->st.frees, 1);
+	if (cls >= 0 && cache_put(d, pfn, (unsigned)cls))
 		return 0;
-	}
 	dmm__lock(d->mem, &d->tree_lock);
 	m = tree_remove(d, pfn, pages);
 	dmm__unlock(d->mem, &d->tree_lock);
@@ -796,14 +830,19 @@ int dmm_iova_find(struct dmm_iova_domain *d, dmm_dma_addr_t iova, dmm_dma_addr_t
 
 /* ---- trimming ------------------------------------------------------------------------- */
 
-static uint64_t trim_slot(struct dmm_iova_domain *d, struct iova_cpu *c, uint64_t now, int all)
+/* Flush a slot's magazines if it saw no cache operation since the last
+ * trim (or @all). */
+static uint64_t trim_slot(struct dmm_iova_domain *d, struct iova_cpu *c, int all)
 {
 	struct iova_mag *m[IOVA_BANDS * DMM_IOVA_CACHE_CLASSES * 2];
 	unsigned cl[IOVA_BANDS * DMM_IOVA_CACHE_CLASSES * 2], k = 0;
 	uint64_t pages = 0;
+	bool idle;
 
 	dmm__lock(d->mem, &c->lock);
-	if (!all && (!c->pages || now - c->last_use < d->o.idle_trim_ns)) {
+	idle = c->ops == c->trim_seen;
+	c->trim_seen = c->ops;
+	if (!c->pages || (!all && !idle)) {
 		dmm__unlock(d->mem, &c->lock);
 		return 0;
 	}
@@ -821,6 +860,7 @@ static uint64_t trim_slot(struct dmm_iova_domain *d, struct iova_cpu *c, uint64_
 			}
 		}
 	c->pages = 0;
+	c->ranges = 0;
 	dmm__unlock(d->mem, &c->lock);
 	for (unsigned i = 0; i < k; i++) {
 		pages += (uint64_t)m[i]->n << cl[i];
@@ -830,18 +870,29 @@ static uint64_t trim_slot(struct dmm_iova_domain *d, struct iova_cpu *c, uint64_
 	return pages;
 }
 
-static uint64_t trim_depot(struct dmm_iova_domain *d, uint64_t now, int all)
+/* The depot: every magazine back if no slot used it since the last trim. */
+static uint64_t trim_depot(struct dmm_iova_domain *d, int all)
 {
 	uint64_t pages = 0;
+	bool idle;
 
+	dmm__lock(d->mem, &d->depot_lock);
+	idle = d->depot_ops == d->depot_trim_seen;
+	d->depot_trim_seen = d->depot_ops;
+	dmm__unlock(d->mem, &d->depot_lock);
+	if (!all && !idle)
+		return 0;
 	for (unsigned b = 0; b < IOVA_BANDS; b++)
 		for (unsigned s = 0; s < DMM_IOVA_CACHE_CLASSES; s++) {
 			struct iova_depot *dp = d->depot[b][s];
 			for (;;) {
 				struct iova_mag *m = (struct iova_mag *)0;
 				dmm__lock(d->mem, &d->depot_lock);
-				if (dp->n && (all || now - dp->last_use >= d->o.idle_trim_ns))
+				if (dp->n) {
 					m = dp->mag[--dp->n];
+					d->depot_pages -= (uint64_t)m->n << s;
+					d->depot_ranges -= m->n;
+				}
 				dmm__unlock(d->mem, &d->depot_lock);
 				if (!m)
 					break;
@@ -855,14 +906,13 @@ static uint64_t trim_depot(struct dmm_iova_domain *d, uint64_t now, int all)
 
 uint64_t dmm_iova_trim(struct dmm_iova_domain *d, int all)
 {
-	uint64_t now, pages = 0;
+	uint64_t pages = 0;
 
 	if (!d)
 		return 0;
-	now = dmm__now(d->mem);
 	for (unsigned i = 0; i < d->nr_slots; i++)
-		pages += trim_slot(d, &d->cpu[i], now, all);
-	pages += trim_depot(d, now, all);
+		pages += trim_slot(d, &d->cpu[i], all);
+	pages += trim_depot(d, all);
 	return pages;
 }
 
@@ -900,11 +950,7 @@ void dmm_iova_get_stats(struct dmm_iova_domain *d, struct dmm_iova_stats *st)
 #define LD(f) st->f = __atomic_load_n(&d->st.f, __ATOMIC_RELAXED)
 	LD(allocs);
 	LD(frees);
-	LD(cache_hits);
-	LD(cache_misses);
 	LD(uncacheable);
-	LD(cache_frees);
-	LD(depot_swaps);
 	LD(cache_flushes);
 	LD(low32_fallbacks);
 	LD(fail_nospace);
@@ -913,8 +959,23 @@ void dmm_iova_get_stats(struct dmm_iova_domain *d, struct dmm_iova_stats *st)
 	LD(free_unknown);
 	LD(search_steps);
 #undef LD
-	st->cached_ranges = __atomic_load_n(&d->cached_ranges, __ATOMIC_RELAXED);
-	st->cached_pages = __atomic_load_n(&d->cached_pages, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < d->nr_slots; i++) {
+		struct iova_cpu *c = &d->cpu[i];
+		dmm__lock(d->mem, &c->lock);
+		st->cache_hits += c->hits;
+		st->cache_misses += c->misses;
+		st->cache_frees += c->frees_cached;
+		st->depot_swaps += c->swaps;
+		st->cached_pages += c->pages;
+		st->cached_ranges += c->ranges;
+		dmm__unlock(d->mem, &c->lock);
+	}
+	dmm__lock(d->mem, &d->depot_lock);
+	st->cached_pages += d->depot_pages;
+	st->cached_ranges += d->depot_ranges;
+	dmm__unlock(d->mem, &d->depot_lock);
+	st->allocs += st->cache_hits;
+	st->frees += st->cache_frees;
 	st->span_pages = d->end - d->start + 1;
 	dmm__lock(d->mem, &d->tree_lock);
 	st->ranges = d->ranges;
@@ -985,7 +1046,7 @@ static bool cached_ok(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls, un
 int dmm_iova_check(struct dmm_iova_domain *d)
 {
 	struct chk k = { 0 };
-	uint64_t cached = 0, cached_pages = 0;
+	uint64_t cached_pages = 0;
 
 	if (!d)
 		return -DMM_EINVAL;
@@ -1005,39 +1066,50 @@ int dmm_iova_check(struct dmm_iova_domain *d)
 		k.bad = 1;
 		k.why = "range count or page count wrong";
 	}
-	for (unsigned b = 0; b < IOVA_BANDS && !k.bad; b++)
-		for (unsigned s = 0; s < DMM_IOVA_CACHE_CLASSES && !k.bad; s++) {
-			const struct iova_depot *dp = d->depot[b][s];
-			for (unsigned i = 0; i < d->nr_slots * 2 + dp->n && !k.bad; i++) {
-				const struct iova_mag *m =
-					i < d->nr_slots	     ? d->cpu[i].loaded[b][s]
-					: i < d->nr_slots * 2 ? d->cpu[i - d->nr_slots].prev[b][s]
-							       : dp->mag[i - 2 * d->nr_slots];
-				if (!m)
-					continue;
-				if (m->n > d->o.mag_size) {
+	/* every cached range allocated in the tree, in its class and band;
+	 * each holder's counts right and within its share of the bound */
+	for (unsigned h = 0; h <= d->nr_slots && !k.bad; h++) {
+		uint64_t ranges = 0, pages = 0;
+		for (unsigned b = 0; b < IOVA_BANDS && !k.bad; b++)
+			for (unsigned s = 0; s < DMM_IOVA_CACHE_CLASSES && !k.bad; s++) {
+				const struct iova_depot *dp = d->depot[b][s];
+				unsigned nm = h < d->nr_slots ? 2 : dp->n;
+				if (dp->n > d->o.depot_max) {
 					k.bad = 1;
-					k.why = "magazine overfull";
+					k.why = "depot overfull";
 				}
-				for (uint32_t j = 0; j < m->n && !k.bad; j++) {
-					if (!cached_ok(d, m->pfn[j], s, b)) {
+				for (unsigned i = 0; i < nm && !k.bad; i++) {
+					const struct iova_mag *m = h == d->nr_slots ? dp->mag[i]
+								   : i == 0	     ? d->cpu[h].loaded[b][s]
+										     : d->cpu[h].prev[b][s];
+					if (!m)
+						continue;
+					if (m->n > d->o.mag_size) {
 						k.bad = 1;
-						k.why = "cached range not allocated in the tree, or in the wrong class/band";
+						k.why = "magazine overfull";
 					}
-					cached++;
-					cached_pages += (uint64_t)1 << s;
+					for (uint32_t j = 0; j < m->n && !k.bad; j++) {
+						if (!cached_ok(d, m->pfn[j], s, b)) {
+							k.bad = 1;
+							k.why = "cached range not allocated in the tree, or in the wrong class/band";
+						}
+						ranges++;
+						pages += (uint64_t)1 << s;
+					}
 				}
 			}
-			if (dp->n > d->o.depot_max) {
-				k.bad = 1;
-				k.why = "depot overfull";
-			}
+		if (!k.bad && (h < d->nr_slots ? (ranges != d->cpu[h].ranges || pages != d->cpu[h].pages ||
+						 pages > d->slot_max_pages)
+					       : (ranges != d->depot_ranges || pages != d->depot_pages ||
+						  pages > d->depot_max_pages))) {
+			k.bad = 1;
+			k.why = "cache counts wrong or above the bound";
 		}
-	if (!k.bad && (cached != __atomic_load_n(&d->cached_ranges, __ATOMIC_RELAXED) ||
-		       cached_pages != __atomic_load_n(&d->cached_pages, __ATOMIC_RELAXED) ||
-		       cached_pages > d->o.cache_max_pages)) {
+		cached_pages += pages;
+	}
+	if (!k.bad && cached_pages > d->o.cache_max_pages) {
 		k.bad = 1;
-		k.why = "cache counts wrong or above the bound";
+		k.why = "caches above their bound";
 	}
 	dmm__unlock(d->mem, &d->tree_lock);
 	dmm__unlock(d->mem, &d->depot_lock);
