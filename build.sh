@@ -24,7 +24,7 @@ B=${DMM_BUILD_DIR:-build}
 
 # make and libc6-dev are only "Recommends" of cmake and gcc: name them.
 PACKAGES=(cmake make gcc libc6-dev clang libclang-rt-14-dev libcmocka-dev libinih-dev
-	libmimalloc-dev libjemalloc-dev pkg-config binutils)
+	libmimalloc-dev libbsd-dev libjemalloc-dev pkg-config binutils)
 
 say() { printf '\n==> %s\n' "$*"; }
 
