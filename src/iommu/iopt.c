@@ -55,11 +55,6 @@ static inline uint64_t ld(const uint64_t *e)
 	return __atomic_load_n(e, __ATOMIC_ACQUIRE);
 }
 
-static inline void st(uint64_t *e, uint64_t v)
-{
-	__atomic_store_n(e, v, __ATOMIC_RELEASE);
-}
-
 static int table_alloc(struct dmm_iopt *pt, dmm_phys_t *pa)
 {
 	struct dmm_mem *mem = pt->mem;

@@ -90,6 +90,8 @@ struct dmm_iova_domain {
 	struct iova_node sentinel;
 	uint32_t seed;
 	uint64_t ranges, alloc_pages;   /* under tree_lock */
+	struct iova_node *spare;        /* recycled tree nodes (under tree_lock) */
+	uint32_t nr_spare;
 	struct dmm_lock depot_lock;
 	struct iova_depot *depot[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
 	uint64_t depot_pages, depot_ranges, depot_ops, depot_trim_seen; /* under depot_lock */
@@ -383,13 +385,24 @@ static struct iova_mag *mag_new(struct dmm_iova_domain *d)
 	return p;
 }
 
-static void tree_free_locked(struct dmm_iova_domain *d, dmm_pfn_t pfn, uint64_t pages, struct iova_node **gone)
+#define SPARE_NODES 64 /* tree nodes kept for reuse: a tree pair costs no kmalloc */
+
+/* Remove a range; its node is kept as a spare or put on @gone (freed by the
+ * caller after the lock). Returns 0 or -DMM_ENOENT. Under tree_lock. */
+static int tree_free_locked(struct dmm_iova_domain *d, dmm_pfn_t pfn, uint64_t pages, struct iova_node **gone)
 {
 	struct iova_node *m = tree_remove(d, pfn, pages);
-	if (m) {
+	if (!m)
+		return -DMM_ENOENT;
+	if (d->nr_spare < SPARE_NODES) {
+		m->l = d->spare;
+		d->spare = m;
+		d->nr_spare++;
+	} else {
 		m->l = *gone;
 		*gone = m;
 	}
+	return 0;
 }
 
 static void free_nodes(struct dmm_iova_domain *d, struct iova_node *gone)
@@ -685,6 +698,7 @@ void dmm_iova_domain_destroy(struct dmm_iova_domain *d)
 			}
 		}
 	free_tree(d, d->root, &leaked);
+	free_nodes(d, d->spare);
 	if (leaked)
 		dmm_log(mem, DMM_LOG_WARN, "iova: domain destroyed with %llu ranges allocated",
 			(unsigned long long)leaked);
@@ -701,12 +715,24 @@ void dmm_iova_domain_destroy(struct dmm_iova_domain *d)
 
 static int alloc_tree(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit, dmm_pfn_t *pfn)
 {
-	void *p;
+	struct iova_node *p = (struct iova_node *)0;
 	int err;
 
-	if (dmm_kmalloc(d->mem, sizeof(struct iova_node), DMM_GFP_ATOMIC, &p)) {
-		sadd(&d->st.fail_nomem, 1);
-		return -DMM_ENOMEM;
+	/* a node: a spare if there is one, else from kmalloc (outside the lock) */
+	dmm__lock(d->mem, &d->tree_lock);
+	if (d->spare) {
+		p = d->spare;
+		d->spare = p->l;
+		d->nr_spare--;
+	}
+	dmm__unlock(d->mem, &d->tree_lock);
+	if (!p) {
+		void *v;
+		if (dmm_kmalloc(d->mem, sizeof(struct iova_node), DMM_GFP_ATOMIC, &v)) {
+			sadd(&d->st.fail_nomem, 1);
+			return -DMM_ENOMEM;
+		}
+		p = v;
 	}
 	dmm__lock(d->mem, &d->tree_lock);
 	err = -DMM_ENOSPC;
@@ -717,9 +743,16 @@ static int alloc_tree(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit
 	}
 	if (err)
 		err = tree_alloc(d, pages, limit, p, pfn);
+	if (err && d->nr_spare < SPARE_NODES) {
+		p->l = d->spare;
+		d->spare = p;
+		d->nr_spare++;
+		p = (struct iova_node *)0;
+	}
 	dmm__unlock(d->mem, &d->tree_lock);
 	if (err) {
-		dmm_kfree(d->mem, p);
+		if (p)
+			dmm_kfree(d->mem, p);
 		sadd(&d->st.fail_nospace, 1);
 	}
 	return err;
@@ -775,10 +808,10 @@ int dmm_iova_alloc(struct dmm_iova_domain *d, uint64_t size, dmm_dma_addr_t limi
 
 int dmm_iova_free(struct dmm_iova_domain *d, dmm_dma_addr_t iova, uint64_t size)
 {
-	struct iova_node *m;
+	struct iova_node *gone = (struct iova_node *)0;
 	uint64_t pages;
 	dmm_pfn_t pfn;
-	int cls;
+	int cls, err;
 
 	if (!d || !size || (iova & (DMM_PAGE_SIZE - 1))) {
 		if (d)
@@ -795,13 +828,13 @@ int dmm_iova_free(struct dmm_iova_domain *d, dmm_dma_addr_t iova, uint64_t size)
 	if (cls >= 0 && cache_put(d, pfn, (unsigned)cls))
 		return 0;
 	dmm__lock(d->mem, &d->tree_lock);
-	m = tree_remove(d, pfn, pages);
+	err = tree_free_locked(d, pfn, pages, &gone);
 	dmm__unlock(d->mem, &d->tree_lock);
-	if (!m) {
+	if (err) {
 		sadd(&d->st.free_unknown, 1);
 		return -DMM_ENOENT;
 	}
-	dmm_kfree(d->mem, m);
+	free_nodes(d, gone);
 	sadd(&d->st.frees, 1);
 	return 0;
 }
