@@ -664,6 +664,182 @@ static void test_low_memory_pc(void **state)
 	hwenv_destroy(&e);
 }
 
+/* Regressions found in review: wrong unmaps that must be refused, 4 KiB
+ * bounce slots with scatterlists, a piece crossing the boundary, too many
+ * segments leaving nothing behind, destroying a device with a timer armed,
+ * idle caches trimmed by the timer. */
+static void test_review_regressions(void **state)
+{
+	struct hwenv e;
+	struct dmm_dma_stats st;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	{
+		struct dmm_sim_dev s = sdev(&e, "adj", 32, 1, DMM_IOMMU_DMA, NULL);
+		dmm_pfn_t pfn = high_pages(&e, 2), blk;
+		struct dmm_constraint c = DMM_CONSTRAINT_ANY;
+		dmm_dma_addr_t a = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn), 2 * PG, DMM_DMA_TO_DEVICE);
+		dmm_dma_addr_t b = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn) + 2 * PG, 2 * PG, DMM_DMA_TO_DEVICE);
+		dmm_dma_addr_t lo = a < b ? a : b, x;
+		assert_ok(dmm_dma_mapping_error(s.dev, a));
+		assert_ok(dmm_dma_mapping_error(s.dev, b));
+		/* next-door mappings: one unmap of both is refused */
+		if ((a > b ? a - b : b - a) == 2 * PG) {
+			dmm_dma_unmap_phys(s.dev, lo, 4 * PG, DMM_DMA_TO_DEVICE);
+			dmm_device_get_stats(s.dev, &st);
+			assert_int_equal(st.fail_unmap, 1);
+		}
+		dmm_dma_unmap_phys(s.dev, a, 2 * PG, DMM_DMA_TO_DEVICE);
+		dmm_dma_unmap_phys(s.dev, b, 2 * PG, DMM_DMA_TO_DEVICE);
+		dmm_device_get_stats(s.dev, &st);
+		assert_int_equal(st.unmaps, 2);
+		/* a 2 MiB block: unmapping a piece of it is refused */
+		c.align = 2ull << 20;
+		c.lo = G4;
+		assert_ok(dmm_alloc_range(e.mem, &c, 512, 0, &blk));
+		x = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(blk), 2ull << 20, DMM_DMA_BIDIRECTIONAL);
+		assert_ok(dmm_dma_mapping_error(s.dev, x));
+		{
+			struct dmm_iommu_stats is;
+			assert_ok(dmm_device_iommu_stats(s.dev, &is));
+			assert_int_equal(is.pt.blocks_2m, 1);
+		}
+		dmm_device_get_stats(s.dev, &st);
+		dmm_dma_unmap_phys(s.dev, x + 3 * PG, 2 * PG, DMM_DMA_BIDIRECTIONAL);
+		dmm_dma_unmap_phys(s.dev, x, PG, DMM_DMA_BIDIRECTIONAL);
+		{
+			struct dmm_dma_stats st2;
+			dmm_device_get_stats(s.dev, &st2);
+			assert_int_equal(st2.fail_unmap, st.fail_unmap + 2);
+		}
+		assert_ok(dmm_device_iommu_check(s.dev));
+		dmm_dma_unmap_phys(s.dev, x, 2ull << 20, DMM_DMA_BIDIRECTIONAL);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		assert_ok(dmm_free_range(e.mem, blk, 512));
+		assert_ok(dmm_page_free(e.mem, pfn, 2));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	/* a piece crossing the segment boundary; too many segments */
+	{
+		struct dmm_device_desc d = tu_desc("bnd", 32, 1, DMM_DEVICE_CMA_NONE);
+		struct dmm_sim_dev s;
+		struct dmm_sg sg[4];
+		dmm_pfn_t pfn = high_pages(&e, 5);
+		d.iommu = DMM_IOMMU_DMA;
+		d.limits.boundary = 64 * 1024;
+		d.limits.max_segs = 2;
+		assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &s));
+		dmm_dma_debug_device(s.dev, 1);
+		dmm_sg_init(sg, 4);
+		dmm_sg_set_phys(&sg[0], dmm_pfn_to_phys(pfn) + 2048, 64 * 1024);
+		assert_rc(dmm_dma_map_sg(s.dev, sg, 1, DMM_DMA_TO_DEVICE), -DMM_EINVAL);
+		for (int i = 0; i < 4; i++)
+			dmm_sg_set_phys(&sg[i], dmm_pfn_to_phys(pfn) + (uint64_t)i * 2 * PG + 8, 100);
+		assert_rc(dmm_dma_map_sg(s.dev, sg, 4, DMM_DMA_TO_DEVICE), -DMM_EINVAL);
+		assert_int_equal(dmm_dma_debug_active(e.mem, s.dev), 0);
+		assert_ok(dmm_device_iommu_check(s.dev));
+		{
+			struct dmm_iommu_stats is;
+			assert_ok(dmm_device_iommu_stats(s.dev, &is));
+			assert_int_equal(is.mapped_pages, 0);
+			assert_int_equal(is.maps, 0);
+		}
+		assert_int_equal(dmm_dma_map_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE), 2);
+		dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+		assert_int_equal(dmm_dma_debug_active(e.mem, s.dev), 0);
+		dmm_dma_debug_device(s.dev, 0);
+		assert_ok(dmm_page_free(e.mem, pfn, 5));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	/* devices destroyed right after deferred unmaps, timers still armed */
+	{
+		struct dmm_iommu_opts io;
+		dmm_pfn_t pfn = high_pages(&e, 0);
+		dmm_iommu_opts_default(&io);
+		io.flush = DMM_IOMMU_DEFERRED;
+		io.fq_timeout_ns = 1000;
+		io.iova.idle_trim_ns = 1000;
+		for (int i = 0; i < 50; i++) {
+			struct dmm_sim_dev s = sdev(&e, "brief", 32, 1, DMM_IOMMU_DMA, &io);
+			dmm_dma_addr_t a = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn), PG, DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(s.dev, a));
+			dmm_dma_unmap_phys(s.dev, a, PG, DMM_DMA_TO_DEVICE);
+			if (i & 1) {
+				struct timespec ts = { 0, 2000 };
+				nanosleep(&ts, NULL);
+			}
+			assert_ok(dmm_sim_device_destroy(&s));
+		}
+		assert_ok(dmm_page_free(e.mem, pfn, 0));
+	}
+	/* idle caches of a strict device are trimmed by the timer */
+	{
+		struct dmm_iommu_opts io;
+		struct dmm_iommu_stats is;
+		dmm_pfn_t pfn = high_pages(&e, 0);
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		struct dmm_sim_dev s;
+		dmm_iommu_opts_default(&io);
+		io.iova.idle_trim_ns = 5 * 1000 * 1000;
+		s = sdev(&e, "idle", 32, 1, DMM_IOMMU_DMA, &io);
+		for (int i = 0; i < 10; i++) {
+			dmm_dma_addr_t a = dmm_dma_map_phys(s.dev, dmm_pfn_to_phys(pfn), PG, DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(s.dev, a));
+			dmm_dma_unmap_phys(s.dev, a, PG, DMM_DMA_TO_DEVICE);
+		}
+		assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		assert_true(is.iova.cached_pages > 0);
+		for (int i = 0; i < 200 && is.iova.cached_pages; i++) {
+			nanosleep(&ts, NULL);
+			assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		}
+		assert_int_equal(is.iova.cached_pages, 0);
+		assert_int_equal(is.iova.ranges, 0);
+		assert_ok(dmm_page_free(e.mem, pfn, 0));
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+	/* 4 KiB bounce slots: a bounced scatterlist keeps one layout */
+	{
+		struct dmm_machine m;
+		struct dmm_hw_opts o;
+		struct dmm_swiotlb_opts so;
+		char err[256];
+		if (dmm_profile_load("pc", &m, err, sizeof(err)))
+			fail_msg("%s", err);
+		dmm_hw_opts_default(&o);
+		o.nr_cpus = 2;
+		o.log_level = DMM_LOG_ERR;
+		assert_ok(dmm_hw_mem_create(&m, &o, &e.hw, &e.mem));
+		dmm_swiotlb_opts_default(e.mem, &so);
+		so.slot_size = 4096;
+		so.force = 1;
+		assert_ok(dmm_swiotlb_init(e.mem, &so));
+		{
+			struct dmm_sim_dev s = sdev(&e, "slot4k", 32, 1, DMM_IOMMU_DMA, NULL);
+			dmm_pfn_t pfn = high_pages(&e, 2);
+			struct dmm_sg sg[2];
+			unsigned char b[PG];
+			dmm_sg_init(sg, 2);
+			fill(&e, dmm_pfn_to_phys(pfn) + 2048, PG, 21);
+			dmm_sg_set_phys(&sg[0], dmm_pfn_to_phys(pfn) + 2048, PG);
+			dmm_sg_set_phys(&sg[1], dmm_pfn_to_phys(pfn) + 3 * PG, 512);
+			assert_true(dmm_dma_map_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE) >= 1);
+			assert_ok(dmm_device_iommu_check(s.dev));
+			assert_ok(dmm_hw_dev_read(s.hw, sg[0].dma_address, b, PG));
+			expect(b, PG, 21);
+			dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+			dmm_device_get_stats(s.dev, &st);
+			assert_int_equal(st.fail_unmap, 0);
+			assert_ok(dmm_device_iommu_check(s.dev));
+			assert_ok(dmm_page_free(e.mem, pfn, 2));
+			assert_ok(dmm_sim_device_destroy(&s));
+		}
+		hwenv_destroy(&e);
+	}
+}
+
 struct thr {
 	struct hwenv *e;
 	struct dmm_sim_dev *s;
@@ -748,6 +924,7 @@ int main(void)
 		cmocka_unit_test(test_bad_unmaps),
 		cmocka_unit_test(test_low_memory_pc),
 		cmocka_unit_test(test_two_threads),
+		cmocka_unit_test(test_review_regressions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

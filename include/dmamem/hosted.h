@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Hosted platform: the dmm_platform hooks implemented with pthreads and host
- * memory. RAM is one anonymous mapping (MAP_NORESERVE) spanning the machine's
- * physical address range, so a 64 GiB machine costs only the pages touched.
- * Locks are spinlocks with back-off; deferred work runs on one worker thread;
+ * memory. RAM is one mapping (MAP_NORESERVE) of a memory file (memfd;
+ * anonymous memory where the host has none) spanning the machine's physical
+ * address range, so a 64 GiB machine costs only the pages touched; vmap maps
+ * pages of the file a second time. Locks are spinlocks with back-off;
+ * deferred and delayed work runs on one worker thread;
  * cache maintenance and attribute changes are counted no-ops (a coherent
  * host). Not part of the freestanding core.
  */

@@ -59,10 +59,12 @@
  *                          invalidation is complete. Atomic context. May be
  *                          NULL (no IOMMU hardware caches translations).
  *  vmap/vunmap             Map @n pages (physical addresses @pages) at
- *                          consecutive CPU addresses, and undo it; the
- *                          mapping must be visible to virt_to_phys. Process
- *                          context. May be NULL: then IOMMU coherent
- *                          allocations need physically contiguous pages.
+ *                          consecutive CPU addresses with attribute @attr
+ *                          (uncached for a non-coherent device's buffer),
+ *                          and undo it; the mapping must be visible to
+ *                          virt_to_phys. Process context. May be NULL: then
+ *                          IOMMU coherent allocations need physically
+ *                          contiguous pages.
  */
 #ifndef DMAMEM_PLATFORM_H
 #define DMAMEM_PLATFORM_H
@@ -108,7 +110,7 @@ struct dmm_platform {
 	void (*phys_copy)(void *ctx, dmm_phys_t dst, dmm_phys_t src, size_t len);
 	unsigned (*cpu_id)(void *ctx);
 	void (*iotlb_inval)(void *ctx, uint32_t domain_id, uint64_t iova, uint64_t size);
-	int (*vmap)(void *ctx, const dmm_phys_t *pages, size_t n, void **va);
+	int (*vmap)(void *ctx, const dmm_phys_t *pages, size_t n, enum dmm_memattr attr, void **va);
 	void (*vunmap)(void *ctx, void *va, size_t n);
 	unsigned nr_cpus;      /* number of per-CPU caches to create (>= 1) */
 };

@@ -112,11 +112,13 @@ static int hw_p_defer_after(void *ctx, void (*fn)(void *arg), void *arg, uint64_
 	return hw->hp->defer_after ? hw->hp->defer_after(hw->hp->ctx, fn, arg, delay_ns) : -DMM_ENOTSUP;
 }
 
-static int hw_p_vmap(void *ctx, const dmm_phys_t *pages, size_t n, void **va)
+/* The model keeps attributes per physical page (set_memattr): the alias
+ * behaves as the pages do. */
+static int hw_p_vmap(void *ctx, const dmm_phys_t *pages, size_t n, enum dmm_memattr attr, void **va)
 {
 	struct dmm_hw *hw = ctx;
 
-	return hw->hp->vmap(hw->hp->ctx, pages, n, va);
+	return hw->hp->vmap(hw->hp->ctx, pages, n, attr, va);
 }
 
 static void hw_p_vunmap(void *ctx, void *va, size_t n)

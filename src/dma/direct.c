@@ -741,7 +741,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	if (!dev || !sg)
 		return;
 	if (dmm__iommu_translating(dev)) {
-		dmm__iommu_unmap_sg(dev, sg, nents, dir, site, 0);
+		dmm__iommu_unmap_sg(dev, sg, nents, dir, site);
 		dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
 		return;
 	}

@@ -108,7 +108,7 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
 		      const void *site);
 void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
-			 const void *site, unsigned debug_segs);
+			 const void *site);
 void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
 			int to_device, const void *site);
 int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, void **cpu, dmm_dma_addr_t *dma,
@@ -143,8 +143,15 @@ void dmm__dbg_device_gone(struct dmm_device *dev);
  * refill when there is no defer hook (process context only). */
 int dmm__atomic_pool_alloc(struct dmm_device *dev, uint64_t pages, dmm_pfn_t *pfn);
 int dmm__atomic_pool_free(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages);
-/* 1 if @pa lies in an atomic pool's memory. */
+/* 1 if @pa lies in an atomic pool's memory. check: 0 if a live allocation
+ * of @pages starts there (nothing changes), else -DMM_ENOENT / -DMM_EINVAL. */
 int dmm__atomic_pool_owns(struct dmm_device *dev, dmm_phys_t pa);
+int dmm__atomic_pool_check(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages);
+/* iova.c: pages held by a domain's caches now. */
+uint64_t dmm__iova_cached_pages(struct dmm_iova_domain *d);
+/* iopt.c: take @bit off the leaf of @iova (compare-and-swap); -DMM_ENOENT
+ * if it is not there (another caller took it first). */
+int dmm__iopt_claim(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t bit);
 void dmm__atomic_pool_poll(struct dmm_mem *mem);
 
 #endif

@@ -634,6 +634,27 @@ int dmm__atomic_pool_free(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages)
 	return err;
 }
 
+int dmm__atomic_pool_check(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct astate *s = state(mem);
+	struct chunk *ch;
+	unsigned order;
+	int err = 0;
+
+	if (!s || !(ch = idx_find(s, pa)))
+		return -DMM_ENOENT;
+	if (dev_order(dev, pages, &order))
+		return -DMM_EINVAL;
+	dmm__lock(mem, &ch->pool->lock);
+	if (!ch->live || ch->pg[dmm_phys_to_pfn(pa) - ch->pfn].state != PG_ALLOC)
+		err = -DMM_ENOENT;
+	else if (ch->pg[dmm_phys_to_pfn(pa) - ch->pfn].order != order)
+		err = -DMM_EINVAL;
+	dmm__unlock(mem, &ch->pool->lock);
+	return err;
+}
+
 int dmm__atomic_pool_owns(struct dmm_device *dev, dmm_phys_t pa)
 {
 	struct astate *s = state(dev->mem);

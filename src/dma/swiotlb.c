@@ -533,7 +533,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		return -DMM_ENOTSUP;
 	slot = t->o.slot_size;
 	copy_in = (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
-	if (granule > slot) {
+	if (granule >= slot) {
 		/* whole granules (IOMMU pages) of their own, zero-padded: the
 		 * bounce keeps the offset within the granule */
 		off = pa & (granule - 1);

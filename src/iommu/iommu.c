@@ -17,15 +17,20 @@
  * sees its bytes and zeros, never a neighbour's, and scatterlists keep one
  * IOVA layout computable from the CPU addresses alone.
  *
- * Unmapping: the leaves are cleared at once. Strict mode then invalidates
- * the IOTLB for the range and frees the IOVA. Deferred mode puts the IOVA
+ * Unmapping: the mapping is claimed first (its IOVA range allocated with
+ * that size, the marks in place, FIRST taken off atomically: a wrong or
+ * concurrent second unmap is refused), then the leaves are cleared. Strict
+ * mode invalidates the IOTLB for the range, gives the buffer back to the
+ * CPU and frees the IOVA. Deferred mode gives the buffer back at once (a
+ * bounce slot is released, as the pages themselves are) and puts the IOVA
  * in the CPU's flush queue; when the queue fills, its oldest entry is
- * older than fq_timeout_ns (checked on every call and by a timer when the
- * platform has one), or dmm_device_iommu_flush() is called, one
+ * older than fq_timeout_ns (the domain's timer through defer_after, and a
+ * check every 64th map), or dmm_device_iommu_flush() is called, one
  * domain-wide invalidation is sent and only then are the IOVAs freed. Until
  * then the device may still reach the unmapped pages through stale IOTLB
  * entries: the price of batching, measured in docs/IOMMU.md. Untrusted
- * devices are always strict.
+ * devices are always strict. The same timer trims idle IOVA caches every
+ * idle_trim_ns while they hold anything.
  *
  * Coherent allocations take pages from anywhere (physically contiguous
  * first; page by page, joined by the platform's vmap, when memory is too
@@ -67,7 +72,8 @@ struct dmm_iommu_dom {
 	dmm_dma_addr_t limit;          /* highest IOVA */
 	unsigned nr_fq;
 	struct fq_cpu *fq;
-	int fq_timer;                  /* a timer is pending (atomic) */
+	int timer;                     /* a timer is queued or running (atomic; cleared
+				          as the timer's last access to the domain) */
 	int dying;                     /* atomic */
 	uint64_t last_trim_ns;
 	struct {
@@ -172,26 +178,68 @@ static void fq_flush(struct dmm_iommu_dom *d, int timeout)
 		fq_flush_one(d, &d->fq[i], timeout);
 }
 
-static void fq_timer_fn(void *arg)
+/* Flush the queues whose oldest entry has waited @timeout_ns; returns the
+ * time until the next one is due (0: nothing queued). */
+static uint64_t fq_flush_expired(struct dmm_iommu_dom *d, uint64_t now)
 {
-	struct dmm_iommu_dom *d = arg;
+	uint64_t next = 0;
 
-	__atomic_store_n(&d->fq_timer, 0, __ATOMIC_RELEASE);
-	if (__atomic_load_n(&d->dying, __ATOMIC_ACQUIRE))
-		return;
-	fq_flush(d, 1);
-	/* idle magazines go back to the tree from here too */
-	dmm_iova_trim(d->iova, 0);
+	for (unsigned i = 0; i < d->nr_fq; i++) {
+		uint64_t first = __atomic_load_n(&d->fq[i].first_ns, __ATOMIC_RELAXED);
+		if (!first)
+			continue;
+		if (now - first >= d->o.fq_timeout_ns) {
+			fq_flush_one(d, &d->fq[i], 1);
+		} else {
+			uint64_t left = d->o.fq_timeout_ns - (now - first);
+			next = next && next < left ? next : left;
+		}
+	}
+	return next;
 }
 
-static void fq_arm_timer(struct dmm_iommu_dom *d)
+static void timer_fn(void *arg);
+
+/*
+ * The domain's timer (the platform's defer_after): flushes queues that
+ * waited fq_timeout_ns and trims idle IOVA caches every idle_trim_ns,
+ * re-arming itself while there is something to wait for. Armed only when
+ * the platform can also wait for it (defer_flush), so that detaching can.
+ */
+static void arm_timer(struct dmm_iommu_dom *d, uint64_t delay)
 {
 	const struct dmm_platform *p = &d->mem->plat;
 
-	if (!p->defer_after || __atomic_exchange_n(&d->fq_timer, 1, __ATOMIC_ACQ_REL))
+	if (!p->defer_after || !p->defer_flush || __atomic_load_n(&d->timer, __ATOMIC_RELAXED) ||
+	    __atomic_exchange_n(&d->timer, 1, __ATOMIC_ACQ_REL))
 		return;
-	if (p->defer_after(p->ctx, fq_timer_fn, d, d->o.fq_timeout_ns))
-		__atomic_store_n(&d->fq_timer, 0, __ATOMIC_RELEASE);
+	if (p->defer_after(p->ctx, timer_fn, d, delay))
+		__atomic_store_n(&d->timer, 0, __ATOMIC_RELEASE);
+}
+
+static void timer_fn(void *arg)
+{
+	struct dmm_iommu_dom *d = arg;
+	const struct dmm_platform *p = &d->mem->plat;
+
+	if (!__atomic_load_n(&d->dying, __ATOMIC_ACQUIRE)) {
+		uint64_t now = dmm__now(d->mem), next = fq_flush_expired(d, now), trim_due;
+		uint64_t since = now - __atomic_load_n(&d->last_trim_ns, __ATOMIC_RELAXED);
+		if (since >= d->o.iova.idle_trim_ns) {
+			__atomic_store_n(&d->last_trim_ns, now, __ATOMIC_RELAXED);
+			dmm_iova_trim(d->iova, 0);
+			since = 0;
+		}
+		/* idle caches are trimmed after two quiet periods: keep
+		 * waking while they hold anything */
+		trim_due = dmm__iova_cached_pages(d->iova) ? d->o.iova.idle_trim_ns - since : 0;
+		if (trim_due && (!next || trim_due < next))
+			next = trim_due;
+		if (next && !__atomic_load_n(&d->dying, __ATOMIC_ACQUIRE) &&
+		    p->defer_after(p->ctx, timer_fn, d, next) == 0)
+			return; /* still armed */
+	}
+	__atomic_store_n(&d->timer, 0, __ATOMIC_RELEASE); /* the last access to d */
 }
 
 /* Queue an unmapped IOVA range on this CPU's queue; flush it when full. */
@@ -216,7 +264,7 @@ static void fq_push(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span)
 	if (full)
 		fq_flush_one(d, f, 0);
 	else if (arm)
-		fq_arm_timer(d);
+		arm_timer(d, d->o.fq_timeout_ns);
 }
 
 /* Flush an expired queue and trim idle caches: every 64th map on a CPU
@@ -233,8 +281,7 @@ static void housekeeping(struct dmm_iommu_dom *d)
 		fq_flush_one(d, this_fq(d), 1);
 	if (now - __atomic_load_n(&d->last_trim_ns, __ATOMIC_RELAXED) >= d->o.iova.idle_trim_ns) {
 		__atomic_store_n(&d->last_trim_ns, now, __ATOMIC_RELAXED);
-		if (!d->mem->plat.defer_after) /* else the timer does it */
-			dmm_iova_trim(d->iova, 0);
+		dmm_iova_trim(d->iova, 0);
 	}
 }
 
@@ -359,8 +406,9 @@ void dmm__iommu_detach(struct dmm_device *dev)
 	mem = d->mem;
 	__atomic_store_n(&d->dying, 1, __ATOMIC_RELEASE);
 	fq_flush(d, 0);
-	/* a timer may still be queued: let it run (it sees dying) */
-	if (__atomic_load_n(&d->fq_timer, __ATOMIC_ACQUIRE) && mem->plat.defer_flush)
+	/* a timer queued or running: let it finish (it sees dying); it is
+	 * only ever armed when defer_flush exists */
+	while (__atomic_load_n(&d->timer, __ATOMIC_ACQUIRE))
 		mem->plat.defer_flush(mem->plat.ctx);
 	iotlb_inval(d, 0, 0);
 	dmm_iopt_destroy(d->pt);
@@ -444,19 +492,28 @@ undo_bounce:
 	return err;
 }
 
-/* Is [iova, iova + span) exactly one mapping (FIRST at its start, LAST at
- * its end)? *pa: the physical address behind @iova. */
-static int is_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, dmm_phys_t *pa)
+/*
+ * Claim [iova, iova + span) as exactly one mapping before unmapping it: its
+ * IOVA range is allocated with that rounded size and starts at @iova, FIRST
+ * marks the leaf at @iova and LAST the leaf of the last page; then FIRST is
+ * taken off atomically, so of two unmaps of one mapping only one proceeds.
+ * *pa: the physical address behind @iova. 0 (refused, nothing changed) or 1.
+ */
+static int find_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, dmm_phys_t *pa)
 {
-	uint64_t first, last;
+	dmm_dma_addr_t start;
+	uint64_t len, first, last;
 
-	if (dmm_iopt_lookup(d->pt, iova, pa, (unsigned *)0, &first, (unsigned *)0) ||
-	    !(first & DMM_IOPTE_FIRST) ||
-	    dmm_iopt_lookup(d->pt, iova + span - PG, (dmm_phys_t *)0, (unsigned *)0, &last, (unsigned *)0) ||
-	    !(last & DMM_IOPTE_LAST))
-		return 0;
-	/* a block mapping: the marks sit on the block; span must end with it */
-	return 1;
+	return !dmm_iova_find(d->iova, iova, &start, &len) && start == iova &&
+	       len == dmm_iova_rounded(d->iova, span) &&
+	       !dmm_iopt_lookup(d->pt, iova + span - PG, (dmm_phys_t *)0, (unsigned *)0, &last, (unsigned *)0) &&
+	       (last & DMM_IOPTE_LAST) && !dmm_iopt_lookup(d->pt, iova, pa, (unsigned *)0, &first, (unsigned *)0) &&
+	       (first & DMM_IOPTE_FIRST);
+}
+
+static int claim_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, dmm_phys_t *pa)
+{
+	return find_mapping(d, iova, span, pa) && dmm__iopt_claim(d->pt, iova, DMM_IOPTE_FIRST) == 0;
 }
 
 int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
@@ -481,7 +538,7 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 		}
 		pa = old & DMM_IOPTE_ADDR;
 	} else {
-		if (!is_mapping(d, iova, span, &pa)) {
+		if (!claim_mapping(d, iova, span, &pa)) {
 			sadd(&d->st.fail_unmap, 1);
 			dmm__dstat(&dev->st.fail_unmap, 1);
 			return -DMM_ENOENT;
@@ -499,6 +556,7 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 		dmm_iova_free(d->iova, iova, span);
 	else
 		fq_push(d, iova, span);
+	arm_timer(d, d->o.iova.idle_trim_ns); /* the caches will need trimming */
 	PC_ADD(d, unmaps, 1);
 	return 0;
 }
@@ -563,7 +621,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
 		if (!sg[i].length || !dmm__is_ram(dev->mem, sg[i].phys, sg[i].length) ||
 		    (l->max_seg_size && sg[i].length > l->max_seg_size) ||
-		    (l->boundary && sg[i].length > l->boundary)) {
+		    (l->boundary && (sg[i].phys & (PG - 1)) + sg[i].length > l->boundary)) {
 			err = -DMM_EINVAL;
 			break;
 		}
@@ -613,6 +671,26 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 			break;
 		cur = pos + span;
 	}
+	if (!err && l->max_segs) {
+		/* the segments the merge below makes: too many is refused
+		 * before anything a caller or the device could see */
+		dmm_dma_addr_t sb = 0;
+		uint64_t sl = 0;
+		unsigned n = 0;
+		for (unsigned k = 0; k < nents; k++) {
+			dmm_dma_addr_t b = iova + sg_pos(sg, k, l->boundary) + (sg[k].phys & (PG - 1));
+			if (n && b == sb + sl && sl + sg[k].length <= seg_max &&
+			    !(l->boundary && sb / l->boundary != (b + sg[k].length - 1) / l->boundary)) {
+				sl += sg[k].length;
+			} else {
+				n++;
+				sb = b;
+				sl = sg[k].length;
+			}
+		}
+		if (n > l->max_segs)
+			err = -DMM_EINVAL;
+	}
 	if (err) {
 		for (unsigned k = 0; k < i; k++) {
 			dmm_phys_t pa = sg[k].dma_address != DMM_DMA_MAPPING_ERROR ? sg[k].dma_address : sg[k].phys;
@@ -620,7 +698,8 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 			dmm_iopt_unmap(d->pt, iova + sg_pos(sg, k, l->boundary), dmm_align_up(off + sg[k].length, PG));
 		}
 		dmm_iova_free(d->iova, iova, total);
-		sadd(&d->st.fail_pgtable, 1);
+		if (err != -DMM_EINVAL)
+			sadd(&d->st.fail_pgtable, 1);
 		err = err == -DMM_EEXIST ? -DMM_EINVAL : err;
 		i = nents;
 		goto undo_bounce;
@@ -648,12 +727,6 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
 		sg[i].dma_length = 0;
 	}
-	if (l->max_segs && segs > l->max_segs) {
-		/* cannot be mapped in so few segments: undo everything */
-		dmm__iommu_unmap_sg(dev, sg, nents, DMM_DMA_NONE, (const void *)0, segs);
-		dmm__dstat(&dev->st.fail_invalid, 1);
-		return dmm__count_invalid(dev->mem);
-	}
 	PC_ADD(d, maps, 1);
 	PC_ADD(d, mapped_pages, (int64_t)(total / PG));
 	dmm__dstat(&dev->st.sg_maps, 1);
@@ -676,18 +749,17 @@ undo_bounce:
 
 /*
  * Unmap a list mapped by dmm__iommu_map_sg. The range starts at the first
- * segment's page; the pieces' places follow from their CPU addresses.
- * @debug_segs: internal undo (debug entries already made); 0 otherwise.
+ * segment's page; the pieces' places follow from their CPU addresses (a
+ * bounced piece keeps its offset within the page).
  */
 void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
-			 const void *site, unsigned debug_segs)
+			 const void *site)
 {
 	struct dmm_iommu_dom *d = dev->iommu;
 	uint64_t boundary = dev->lim[0].boundary, total;
 	dmm_dma_addr_t iova;
 	dmm_phys_t pa;
 
-	(void)debug_segs;
 	if (!nents || sg[0].dma_address == DMM_DMA_MAPPING_ERROR) {
 		dmm__dstat(&dev->st.fail_unmap, 1);
 		return;
@@ -697,7 +769,7 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 			return;
 	iova = (sg[0].dma_address & ~(PG - 1)) - sg_pos(sg, 0, boundary);
 	total = sg_layout(sg, nents, boundary, (uint64_t *)0);
-	if (!is_mapping(d, iova, total, &pa)) {
+	if (!claim_mapping(d, iova, total, &pa)) {
 		sadd(&d->st.fail_unmap, 1);
 		dmm__dstat(&dev->st.fail_unmap, 1);
 		return;
@@ -706,10 +778,10 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 	 * physical address of each piece in dma_address meanwhile */
 	for (unsigned i = 0; i < nents; i++) {
 		dmm_dma_addr_t b = iova + sg_pos(sg, i, boundary) + (sg[i].phys & (PG - 1));
-		if (dmm__dbg_on(dev) && site)
+		if (dmm__dbg_on(dev))
 			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
 		if (dmm_iopt_lookup(d->pt, b, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0) == 0)
-			sg[i].dma_address = pa; /* parked: released after the invalidation */
+			sg[i].dma_address = pa; /* parked until the range is unmapped */
 		else
 			sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
 	}
@@ -823,7 +895,8 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 				dmm_phys_t *pa = (dmm_phys_t *)list; /* same width: convert in place */
 				for (uint64_t k = 0; k < pages; k++)
 					pa[k] = dmm_pfn_to_phys(list[k]);
-				err = mem->plat.vmap(mem->plat.ctx, pa, pages, &va);
+				err = mem->plat.vmap(mem->plat.ctx, pa, pages,
+						     dev->desc.coherent ? DMM_MEMATTR_WB : DMM_MEMATTR_UC, &va);
 				for (uint64_t k = 0; k < pages; k++)
 					list[k] = dmm_phys_to_pfn(pa[k]);
 			}
@@ -838,13 +911,20 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 			return err;
 		}
 		if (!dev->desc.coherent) {
-			for (uint64_t k = 0; k < (contig ? 1 : pages); k++) {
+			/* written back, then uncached: no dirty line may land
+			 * over the device's data later */
+			uint64_t k, nk = contig ? 1 : pages;
+			for (k = 0; k < nk && !err; k++) {
 				dmm_phys_t pa = dmm_pfn_to_phys(contig ? pfn : list[k]);
 				uint64_t len = contig ? span : PG;
 				if (mem->plat.cache_maint)
 					mem->plat.cache_maint(mem->plat.ctx, DMM_CACHE_FLUSH, pa, len);
 				if (mem->plat.set_memattr)
-					mem->plat.set_memattr(mem->plat.ctx, pa, len, DMM_MEMATTR_UC);
+					err = mem->plat.set_memattr(mem->plat.ctx, pa, len, DMM_MEMATTR_UC);
+			}
+			if (err) {
+				err = err < 0 ? err : -err;
+				goto undo_pages; /* undo_pages puts every page back to write-back */
 			}
 		}
 	}
@@ -928,18 +1008,21 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 	dmm_phys_t pa0;
 	int contig, err = 0;
 
-	if ((dma & (PG - 1)) || !is_mapping(d, dma, span, &pa0))
+	if ((dma & (PG - 1)) || !find_mapping(d, dma, span, &pa0))
 		return -DMM_ENOENT;
 	contig = cpu == dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa0));
+	/* everything checked before anything changes */
 	if (contig) {
 		/* the pages must be one allocation of this size */
 		struct dmm_page *head = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa0));
 		unsigned order = order_of(pages);
 		int pooled = dmm__atomic_pool_owns(dev, pa0);
-		if (!head || (!pooled && !(head->state == DMM_PAGE_RANGE && head->private == pages) &&
-			      !(head->state == DMM_PAGE_ALLOC && pages == ((uint64_t)1 << order) &&
-				head->order == order)))
+		if (!head || (pooled && dmm__atomic_pool_check(dev, pa0, pages)) ||
+		    (!pooled && !(head->state == DMM_PAGE_RANGE && head->private == pages) &&
+		     !(head->state == DMM_PAGE_ALLOC && pages == ((uint64_t)1 << order) && head->order == order)))
 			return -DMM_EINVAL;
+		if (!claim_mapping(d, dma, span, &pa0))
+			return -DMM_ENOENT;
 		dmm_iopt_unmap(d->pt, dma, span);
 		iotlb_inval(d, dma, span); /* the pages are freed right now */
 		if (pooled) {
@@ -959,6 +1042,8 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 			if (!mem->plat.virt_to_phys || mem->plat.virt_to_phys(mem->plat.ctx, cpu, &vpa) || vpa != pa0)
 				return -DMM_EINVAL;
 		}
+		if (!claim_mapping(d, dma, span, &pa0))
+			return -DMM_ENOENT;
 		for (uint64_t k = 0; k < pages; k++) {
 			dmm_phys_t pa;
 			if (dmm_iopt_lookup(d->pt, dma + k * PG, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0))

@@ -268,6 +268,21 @@ int dmm__iopt_map4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uin
 	return 0;
 }
 
+int dmm__iopt_claim(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t bit)
+{
+	unsigned l = 0;
+	uint64_t *e = walk_leaf(pt, iova, &l), v;
+
+	if (!e)
+		return -DMM_ENOENT;
+	v = ld(e);
+	do {
+		if (!(v & DMM_IOPTE_VALID) || !(v & bit))
+			return -DMM_ENOENT;
+	} while (!__atomic_compare_exchange_n(e, &v, v & ~bit, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	return 0;
+}
+
 int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t *old)
 {
 	unsigned l = 0;

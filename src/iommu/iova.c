@@ -40,7 +40,7 @@
 #include <dmamem/iommu.h>
 #include <dmamem/slab.h>
 
-#include "mm/mm_internal.h"
+#include "dma/dma_internal.h"
 
 #define IOVA_BANDS 2            /* 0: range ends below 4 GiB, 1: above */
 #define IOVA_SLOTS_MAX 64
@@ -517,7 +517,7 @@ static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
 			struct iova_depot *dp = d->depot[band][cls];
 			struct iova_mag *e = (struct iova_mag *)0;
 			bool room = false;
-			uint64_t mp = (uint64_t)m->n << cls;
+			uint64_t mp = (uint64_t)m->n << cls, mn = m->n; /* m is the depot's once unlocked */
 			dmm__lock(d->mem, &d->depot_lock);
 			if (d->depot_pages + mp <= d->depot_max_pages) {
 				for (uint32_t i = 0; i < dp->n; i++)
@@ -540,7 +540,7 @@ static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
 			if (e || room) {
 				c->swaps++;
 				c->pages -= mp;
-				c->ranges -= m->n;
+				c->ranges -= mn;
 				m = c->loaded[band][cls] = e ? e : mag_new(d);
 			} else {
 				/* depot full: this magazine's ranges go back to the
@@ -918,7 +918,7 @@ static uint64_t trim_depot(struct dmm_iova_domain *d, int all)
 	for (unsigned b = 0; b < IOVA_BANDS; b++)
 		for (unsigned s = 0; s < DMM_IOVA_CACHE_CLASSES; s++) {
 			struct iova_depot *dp = d->depot[b][s];
-			for (;;) {
+			for (; dp;) {
 				struct iova_mag *m = (struct iova_mag *)0;
 				dmm__lock(d->mem, &d->depot_lock);
 				if (dp->n) {
@@ -934,6 +934,21 @@ static uint64_t trim_depot(struct dmm_iova_domain *d, int all)
 				dmm_kfree(d->mem, m);
 			}
 		}
+	return pages;
+}
+
+uint64_t dmm__iova_cached_pages(struct dmm_iova_domain *d)
+{
+	uint64_t pages = 0;
+
+	for (unsigned i = 0; i < d->nr_slots; i++) {
+		dmm__lock(d->mem, &d->cpu[i].lock);
+		pages += d->cpu[i].pages;
+		dmm__unlock(d->mem, &d->cpu[i].lock);
+	}
+	dmm__lock(d->mem, &d->depot_lock);
+	pages += d->depot_pages;
+	dmm__unlock(d->mem, &d->depot_lock);
 	return pages;
 }
 

@@ -438,12 +438,14 @@ static int hosted_vmap_lookup(struct dmm_hosted *h, const unsigned char *p, dmm_
 	return err;
 }
 
-static int hosted_vmap(void *ctx, const dmm_phys_t *pages, size_t n, void **va)
+/* The host is cache-coherent: @attr needs nothing (set_memattr only counts). */
+static int hosted_vmap(void *ctx, const dmm_phys_t *pages, size_t n, enum dmm_memattr attr, void **va)
 {
 	struct dmm_hosted *h = ctx;
 	struct hosted_vmap *v;
 	unsigned char *base;
 
+	(void)attr;
 	if (!pages || !n || !va || n > SIZE_MAX / DMM_PAGE_SIZE / 2)
 		return -DMM_EINVAL;
 	for (size_t i = 0; i < n; i++)
