@@ -8,7 +8,8 @@
 #                              profile (ARGS are passed to `dmamem run`)
 #   ./build.sh test            build and run every test (ctest)
 #   ./build.sh asan            the same under AddressSanitizer + UBSan
-#   ./build.sh fuzz [SECONDS]  build the libFuzzer target with clang and run it (default 60 s)
+#   ./build.sh fuzz [SECONDS]  build the libFuzzer targets with clang and run them, the time
+#                              split between them (default 60 s in all)
 #   ./build.sh bench [ARGS...] build and run every benchmark (bench/run ARGS)
 #
 # Build directories: build (run, test; DMM_BUILD_DIR overrides), build-asan,
@@ -111,18 +112,33 @@ asan)
 fuzz)
 	secs=${1:-60}
 	deps
-	say "configure + build the libFuzzer target with clang (build-fuzz/)"
+	say "configure + build the libFuzzer targets with clang (build-fuzz/)"
 	configure build-fuzz -DCMAKE_C_COMPILER=clang -DDMM_FUZZ=ON -DDMM_SANITIZE=ON -DDMM_BENCH=OFF \
 		-DCMAKE_BUILD_TYPE=RelWithDebInfo
-	build build-fuzz --target fuzz_alloc
-	corpus=build-fuzz/fuzz/corpus
-	artifacts=build-fuzz/fuzz/artifacts
-	mkdir -p "$corpus" "$artifacts"
-	say "fuzz_alloc for ${secs}s (corpus $corpus, crashes in $artifacts)"
-	# one job: the machine has 2 cores and the run must stay bounded
-	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1} \
-		build-fuzz/fuzz/fuzz_alloc -max_total_time="$secs" -max_len=1024 -len_control=0 -timeout=30 \
-		-rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus"
+	build build-fuzz --target fuzz_alloc fuzz_iova
+	# The time is split between the targets (fuzz_alloc gets the odd second):
+	# page and range allocators, then the IOVA allocator. Each keeps its own
+	# corpus and crash directory: corpus/ and artifacts/ for fuzz_alloc,
+	# corpus-iova/ and artifacts-iova/ for fuzz_iova. Both run even if the
+	# first one finds a crash.
+	iova_secs=$((secs / 2))
+	[ "$iova_secs" -ge 1 ] || iova_secs=1
+	alloc_secs=$((secs - iova_secs))
+	[ "$alloc_secs" -ge 1 ] || alloc_secs=1
+	fuzz_rc=0
+	for t in alloc:"$alloc_secs":corpus:artifacts iova:"$iova_secs":corpus-iova:artifacts-iova; do
+		IFS=: read -r name tsecs cdir adir <<<"$t"
+		corpus=build-fuzz/fuzz/$cdir
+		artifacts=build-fuzz/fuzz/$adir
+		mkdir -p "$corpus" "$artifacts"
+		say "fuzz_$name for ${tsecs}s (corpus $corpus, crashes in $artifacts)"
+		# one job: the machine has 2 cores and the run must stay bounded
+		ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1} \
+			build-fuzz/fuzz/fuzz_"$name" -max_total_time="$tsecs" -max_len=1024 -len_control=0 \
+			-timeout=30 -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$artifacts/" \
+			"$corpus" || fuzz_rc=$?
+	done
+	exit "$fuzz_rc"
 	;;
 bench)
 	deps
@@ -130,7 +146,7 @@ bench)
 	bench/run "$@"
 	;;
 "" | -h | --help | help)
-	sed -n '4,16p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '4,17p' "$0" | sed 's/^# \{0,1\}//'
 	;;
 *)
 	echo "build.sh: unknown command '$cmd' (try ./build.sh --help)" >&2

@@ -108,14 +108,18 @@ static uint64_t u8(struct rd *r)
 	return *r->p++;
 }
 
+/* Little-endian, the reads sequenced (in "u8(r) | u8(r) << 8" the compiler
+ * picks the order: an input would mean one thing to gcc, another to clang). */
 static uint64_t u16(struct rd *r)
 {
-	return u8(r) | u8(r) << 8;
+	uint64_t lo = u8(r);
+	return lo | u8(r) << 8;
 }
 
 static uint64_t u32(struct rd *r)
 {
-	return u16(r) | u16(r) << 16;
+	uint64_t lo = u16(r);
+	return lo | u16(r) << 16;
 }
 
 /* ---- the machine ------------------------------------------------------------- */
@@ -766,4 +770,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 void dmm_fuzz_get_counts(struct dmm_fuzz_counts *out)
 {
 	*out = F.cnt;
+}
+
+void dmm_fuzz_print_summary(const char *prog)
+{
+	struct dmm_fuzz_counts c = F.cnt;
+	printf("%s: %llu inputs, %llu operations: %llu page allocs ok, %llu failed; "
+	       "%llu ranges ok, %llu failed; %llu frees; %llu bad calls refused; %llu ENOMEM "
+	       "results confirmed by brute force\n",
+	       prog, (unsigned long long)c.inputs, (unsigned long long)c.ops, (unsigned long long)c.page_ok,
+	       (unsigned long long)c.page_fail, (unsigned long long)c.range_ok,
+	       (unsigned long long)c.range_fail, (unsigned long long)c.frees,
+	       (unsigned long long)c.bad_calls, (unsigned long long)c.oracle_checks);
 }

@@ -1,13 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The allocator fuzz target's entry points (libFuzzer's, and the counters
- * replay_main.c prints). */
+/* The allocator fuzz target's entry points (libFuzzer's and the replay
+ * summary, fuzz_target.h) and its counters. */
 #ifndef DMM_FUZZ_ALLOC_H
 #define DMM_FUZZ_ALLOC_H
 
-#include <stddef.h>
-#include <stdint.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_target.h"
 
 struct dmm_fuzz_counts {
 	uint64_t inputs, ops, page_ok, page_fail, range_ok, range_fail, frees, bad_calls,

@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Ordinary main for the fuzz target, so its operation interpreter and checks
- * run in every test build (any compiler, no libFuzzer):
+ * Ordinary main for a fuzz target, so its operation interpreter and checks
+ * run in every test build (any compiler, no libFuzzer). Linked with one
+ * interpreter (fuzz_target.h): fuzz_alloc.c gives fuzz_replay, fuzz_iova.c
+ * gives fuzz_iova_replay.
  *
- *   fuzz_replay [--seeds N] [--len L] [--seed S] [FILE...]
+ *   PROG [--seeds N] [--len L] [--seed S] [FILE...]
  *
- * Replays each FILE (a corpus entry or a crash artifact), then N inputs of
- * up to L pseudo-random bytes from seed S. Exits 0 if every input ran (the
- * target aborts on the first violation; the input that failed is then
- * written to fuzz_replay-crash.bin in the current directory, to be replayed
- * with `fuzz_replay fuzz_replay-crash.bin` or minimized with libFuzzer).
+ * Replays each FILE (a corpus entry, a crash artifact or a saved regression
+ * input), then N inputs of up to L pseudo-random bytes from seed S (with
+ * FILEs, no seeded inputs unless --seeds is given). Exits 0 if every input
+ * ran (the target aborts on the first violation; the input that failed is
+ * then written to PROG-crash.bin in the current directory, to be replayed
+ * with `PROG PROG-crash.bin` or minimized with libFuzzer).
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -18,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fuzz_alloc.h"
+#include "fuzz_target.h"
 
 static uint64_t next(uint64_t *s)
 {
@@ -32,10 +35,11 @@ static uint64_t next(uint64_t *s)
 
 static const uint8_t *cur_data;
 static size_t cur_len;
+static char crash_path[256], crash_msg[512];
 
 static void on_abort(int sig)
 {
-	int fd = open("fuzz_replay-crash.bin", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	int fd = open(crash_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd >= 0) {
 		size_t off = 0;
 		while (off < cur_len) {
@@ -45,8 +49,7 @@ static void on_abort(int sig)
 			off += (size_t)w;
 		}
 		close(fd);
-		static const char msg[] = "fuzz_replay: failing input written to fuzz_replay-crash.bin\n";
-		if (write(2, msg, sizeof(msg) - 1) < 0) {
+		if (write(2, crash_msg, strlen(crash_msg)) < 0) {
 			/* nothing more to do */
 		}
 	}
@@ -81,19 +84,22 @@ int main(int argc, char **argv)
 	unsigned long seeds = 200, len = 2048;
 	uint64_t seed = 0x0ddba11cafef00dull;
 	static uint8_t buf[1 << 16];
-	struct dmm_fuzz_counts c;
-	int files = 0;
+	const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	int files = 0, seeds_given = 0;
 
+	snprintf(crash_path, sizeof(crash_path), "%s-crash.bin", prog);
+	snprintf(crash_msg, sizeof(crash_msg), "%s: failing input written to %s\n", prog, crash_path);
 	signal(SIGABRT, on_abort);
 
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
+		if (!strcmp(argv[i], "--seeds") && i + 1 < argc) {
 			seeds = strtoul(argv[++i], NULL, 0);
-		else if (!strcmp(argv[i], "--len") && i + 1 < argc)
+			seeds_given = 1;
+		} else if (!strcmp(argv[i], "--len") && i + 1 < argc) {
 			len = strtoul(argv[++i], NULL, 0);
-		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+		} else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
 			seed = strtoull(argv[++i], NULL, 0);
-		else if (argv[i][0] == '-') {
+		} else if (argv[i][0] == '-') {
 			fprintf(stderr, "usage: %s [--seeds N] [--len L] [--seed S] [FILE...]\n", argv[0]);
 			return 2;
 		} else {
@@ -104,7 +110,7 @@ int main(int argc, char **argv)
 	}
 	if (len > sizeof(buf))
 		len = sizeof(buf);
-	if (files && seeds == 200)
+	if (files && !seeds_given)
 		seeds = 0; /* replaying files only, unless asked */
 	for (unsigned long k = 0; k < seeds; k++) {
 		uint64_t s = seed + k * 0x9e3779b97f4a7c15ull;
@@ -113,13 +119,6 @@ int main(int argc, char **argv)
 			buf[i] = (uint8_t)next(&s);
 		run_one(buf, n);
 	}
-	dmm_fuzz_get_counts(&c);
-	printf("fuzz_replay: %llu inputs, %llu operations: %llu page allocs ok, %llu failed; "
-	       "%llu ranges ok, %llu failed; %llu frees; %llu bad calls refused; %llu ENOMEM "
-	       "results confirmed by brute force\n",
-	       (unsigned long long)c.inputs, (unsigned long long)c.ops, (unsigned long long)c.page_ok,
-	       (unsigned long long)c.page_fail, (unsigned long long)c.range_ok,
-	       (unsigned long long)c.range_fail, (unsigned long long)c.frees,
-	       (unsigned long long)c.bad_calls, (unsigned long long)c.oracle_checks);
+	dmm_fuzz_print_summary(prog);
 	return 0;
 }

@@ -453,7 +453,8 @@ static int cache_get(struct dmm_iova_domain *d, unsigned band, unsigned cls, dmm
 			dmm__lock(d->mem, &d->depot_lock);
 			for (uint32_t i = dp->n; i-- > 0;) {
 				struct iova_mag *full = dp->mag[i];
-				if (!full->n)
+				/* a full one that fits in this slot's share of the bound */
+				if (!full->n || c->pages + ((uint64_t)full->n << cls) > d->slot_max_pages)
 					continue;
 				if (m)
 					dp->mag[i] = m; /* parked empty, reused by a free */
@@ -1006,6 +1007,7 @@ void dmm_iova_get_stats(struct dmm_iova_domain *d, struct dmm_iova_stats *st)
 	LD(fail_invalid);
 	LD(free_unknown);
 	LD(search_steps);
+	LD(search_fallbacks);
 #undef LD
 	for (unsigned i = 0; i < d->nr_slots; i++) {
 		struct iova_cpu *c = &d->cpu[i];
