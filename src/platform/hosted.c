@@ -64,6 +64,7 @@ struct hosted_work {
 	void (*fn)(void *arg);
 	void *arg;
 	uint64_t due_ns;         /* delayed work: monotonic time it becomes due */
+	uint64_t seq;            /* order of queueing (defer_flush waits for older work) */
 };
 
 /* A vmap: @n pages of the RAM file mapped at consecutive addresses. */
@@ -104,7 +105,10 @@ struct dmm_hosted {
 	struct hosted_work *q_head;
 	struct hosted_work *q_tail;
 	struct hosted_work *q_delayed; /* defer_after: sorted by due_ns */
-	bool q_flushing;         /* defer_flush waiting: delayed work is due now */
+	uint64_t q_seq;          /* next work's seq */
+	uint64_t q_flush_seq;    /* delayed work queued before this is due now (a
+				  * flush waits for it); UINT64_MAX when stopping */
+	unsigned q_flushers;
 	bool q_busy;             /* worker is running a function */
 	bool q_stop;
 	bool worker_started;
@@ -230,16 +234,31 @@ static void hosted_enqueue_locked(struct dmm_hosted *h, struct hosted_work *w)
 	h->q_tail = w;
 }
 
-/* Move delayed work that is due (all of it while a flush waits) to the queue. */
+/* Move delayed work that is due to the queue: due by time, or queued
+ * before a waiting flush began (work it queues again is not waited for, so
+ * a timer that re-arms itself cannot keep a flush waiting). */
 static void hosted_promote_locked(struct dmm_hosted *h)
 {
 	uint64_t now = h->q_delayed ? hosted_mono_ns() : 0;
 
-	while (h->q_delayed && (h->q_flushing || h->q_delayed->due_ns <= now)) {
-		struct hosted_work *w = h->q_delayed;
-		h->q_delayed = w->next;
-		hosted_enqueue_locked(h, w);
+	for (struct hosted_work **pp = &h->q_delayed; *pp;) {
+		struct hosted_work *w = *pp;
+		if (w->due_ns <= now || w->seq < h->q_flush_seq) {
+			*pp = w->next;
+			hosted_enqueue_locked(h, w);
+		} else {
+			pp = &w->next;
+		}
 	}
+}
+
+/* Delayed work older than @seq still waiting? */
+static bool hosted_delayed_before(const struct dmm_hosted *h, uint64_t seq)
+{
+	for (const struct hosted_work *w = h->q_delayed; w; w = w->next)
+		if (w->seq < seq)
+			return true;
+	return false;
 }
 
 static void *hosted_worker(void *arg)
@@ -256,7 +275,7 @@ static void *hosted_worker(void *arg)
 			if (h->q_stop && !h->q_delayed)
 				break;
 			if (h->q_stop) {
-				h->q_flushing = true; /* stopping: run the delayed work now */
+				h->q_flush_seq = UINT64_MAX; /* stopping: run the delayed work now */
 				continue;
 			}
 			pthread_cond_broadcast(&h->q_idle);
@@ -301,6 +320,7 @@ static int hosted_defer_after(void *ctx, void (*fn)(void *arg), void *arg, uint6
 	w->arg = arg;
 	w->due_ns = hosted_mono_ns() + delay_ns;
 	pthread_mutex_lock(&h->q_lock);
+	w->seq = h->q_seq++;
 	for (pp = &h->q_delayed; *pp && (*pp)->due_ns <= w->due_ns; pp = &(*pp)->next)
 		;
 	w->next = *pp;
@@ -325,6 +345,7 @@ static int hosted_defer(void *ctx, void (*fn)(void *arg), void *arg)
 	w->due_ns = 0;
 
 	pthread_mutex_lock(&h->q_lock);
+	w->seq = h->q_seq++;
 	hosted_enqueue_locked(h, w);
 	pthread_cond_signal(&h->q_wake);
 	pthread_mutex_unlock(&h->q_lock);
@@ -332,7 +353,8 @@ static int hosted_defer(void *ctx, void (*fn)(void *arg), void *arg)
 }
 
 /*
- * Wait until the queue is empty and the worker idle. Called from the worker
+ * Wait until the queue is empty, the worker idle and every delayed function
+ * queued before the call has run (it is run at once). Called from the worker
  * itself (a deferred function flushing) it cannot wait for its own caller,
  * so it returns at once.
  */
@@ -342,12 +364,18 @@ static void hosted_defer_flush(void *ctx)
 
 	if (!h->worker_started || pthread_equal(pthread_self(), h->worker))
 		return;
+	uint64_t target;
+
 	pthread_mutex_lock(&h->q_lock);
-	h->q_flushing = true;
+	target = h->q_seq;
+	if (h->q_flush_seq < target)
+		h->q_flush_seq = target;
+	h->q_flushers++;
 	pthread_cond_signal(&h->q_wake);
-	while (h->q_head || h->q_busy || h->q_delayed)
+	while (h->q_head || h->q_busy || hosted_delayed_before(h, target))
 		pthread_cond_wait(&h->q_idle, &h->q_lock);
-	h->q_flushing = false;
+	if (--h->q_flushers == 0 && h->q_flush_seq != UINT64_MAX)
+		h->q_flush_seq = 0;
 	pthread_mutex_unlock(&h->q_lock);
 }
 
