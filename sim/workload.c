@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +38,11 @@
 #include <dmamem/migrate.h>
 #include <dmamem/page_alloc.h>
 #include <dmamem/range.h>
+#include <dmamem/iommu.h>
+#include <dmamem/slab.h>
+#include <dmamem/swiotlb.h>
 
+#include "dma_sim.h"
 #include "workload.h"
 
 #define WL_MAX_THREADS 64
@@ -46,9 +51,9 @@
 #define WL_FAIL_STREAK 64        /* consecutive failures that mean "full" */
 #define WL_MAX_WINDOWS 6
 
-enum { WL_MIXED, WL_LOWMEM, WL_FRAGMENT, WL_CAMERA };
+enum { WL_MIXED, WL_LOWMEM, WL_FRAGMENT, WL_CAMERA, WL_DMA };
 
-static const char *const wl_names[] = { "mixed", "lowmem", "fragment", "camera", NULL };
+static const char *const wl_names[] = { "mixed", "lowmem", "fragment", "camera", "dma", NULL };
 static const char *const wl_descr[] = {
 	"mixed orders 0..10 (mostly small), movable/unmovable/reclaimable, range and "
 	"constrained requests below the low limits; live set swings between 60% and 90% of memory",
@@ -58,6 +63,8 @@ static const char *const wl_descr[] = {
 	"allocations still possible",
 	"camera streaming: queues of large frames from a contiguous area while a page cache "
 	"keeps memory nearly full of movable pages (--pin: long-term pins too)",
+	"what an IOMMU buys a 32-bit device: a 32-bit NIC and a 64-bit storage device, "
+	"direct (bounce buffers) and behind the IOMMU, same seeded transfers, every byte verified",
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1641,6 +1648,8 @@ int dmm_workload_run(struct dmm_mem *mem, const char *name, const struct dmm_wor
 		wl++;
 	if (!wl_names[wl])
 		return -DMM_EINVAL;
+	if (wl == WL_DMA)
+		return -DMM_ENOTSUP; /* needs the hardware model: dmm_workload_run_dma() */
 	threads = o->threads ? o->threads : 1;
 	if (threads > WL_MAX_THREADS)
 		return -DMM_EINVAL;
@@ -1783,10 +1792,30 @@ int dmm_workload_run(struct dmm_mem *mem, const char *name, const struct dmm_wor
 	return err;
 }
 
+static int dma_result_ok(const struct dmm_workload_result *r)
+{
+	const struct dmm_workload_dma *d = &r->dma;
+
+	for (unsigned i = 0; i < d->nr_devs && i < DMM_WL_DMA_MAX; i++)
+		if (d->dev[i].iommu_check_end || d->dev[i].iommu_check_final)
+			return 0;
+	for (unsigned i = 0; i < DMM__NR_ERRORS; i++)
+		if (r->free_fail[i])
+			return 0;
+	return !d->data_errors && !d->faults && !d->mask_violations && !d->iotlb_stale &&
+	       !d->swiotlb_check && !d->slab_check && !d->hw_check &&
+	       d->kmalloc_live_end == d->kmalloc_live_start && !r->checks_failed &&
+	       !r->page_check_end && !r->range_check_end && !r->cma_check_end &&
+	       !r->page_check_final && !r->range_check_final && !r->cma_check_final &&
+	       r->final_free_pages + d->slab_pages_end == r->start_free_pages + d->slab_pages_start;
+}
+
 int dmm_workload_result_ok(const struct dmm_workload_result *r)
 {
 	if (!r)
 		return 0;
+	if (r->workload && strcmp(r->workload, "dma") == 0)
+		return dma_result_ok(r);
 	for (unsigned i = 0; i < DMM__NR_ERRORS; i++)
 		if (r->free_fail[i])
 			return 0;
@@ -1798,4 +1827,799 @@ int dmm_workload_result_ok(const struct dmm_workload_result *r)
 	       !r->corruptions && !r->checks_failed && !r->page_check_end && !r->range_check_end &&
 	       !r->cma_check_end && !r->page_check_final && !r->range_check_final &&
 	       !r->cma_check_final && r->final_free_pages == r->start_free_pages;
+}
+
+/* ------------------------------------------------------------------------ */
+/* dma: what an IOMMU buys a 32-bit device                                   */
+/*
+ * Two devices per variant, created on the model by dmm_sim_device_create():
+ *
+ *   nic32   32-bit masks, four 64 KiB coherent rings held for the whole run
+ *           (TX and RX descriptors written by the CPU, TX and RX completions
+ *           written by the device); packets of 64..1500 bytes, from
+ *           dmm_kmalloc() (3 in 4) or a page of the page allocator at a
+ *           DMA-aligned offset, wherever they land; TX or RX at random.
+ *   stor64  64-bit masks; requests of 8..64 whole pages from the page
+ *           allocator as a scatterlist, write (TO_DEVICE) or read
+ *           (FROM_DEVICE) at random.
+ *
+ * A transfer is posted (buffer allocated, CPU pattern written for TO_DEVICE,
+ * mapped, for the NIC a descriptor written into its ring) and completed later
+ * in FIFO order (the device reads the descriptor through the ring's bus
+ * address, reads or writes the payload through the mapping, writes a
+ * completion the CPU reads; unmap; for FROM_DEVICE the CPU reads the payload;
+ * everything compared with the pattern). Each step posts one transfer on the
+ * NIC (9 in 10) or the storage device and completes 0..2 of that device's
+ * oldest (one first if its queue is full: 64 packets, 8 requests), so queue
+ * depths wander. All random numbers of a transfer are drawn before anything
+ * can fail, so both variants run the same sequence with the same seed.
+ *
+ * Before a buffer goes back to the allocator its lines are written back and
+ * dropped from the model's cache (the library reuses freed memory through
+ * its raw view, which a real CPU would see coherently).
+ */
+
+#define DW_OPS_DEFAULT 20000u
+#define DW_RINGS 4
+#define DW_RING_BYTES (64u * 1024)
+#define DW_DESC 16u
+#define DW_NIC_DEPTH 64u
+#define DW_STOR_DEPTH 8u
+#define DW_SG_MIN 8u
+#define DW_SG_MAX 64u
+#define DW_NIC_PERMILLE 900u
+#define DW_KMALLOC_PERMILLE 750u
+
+enum { DW_NIC = 0, DW_STOR = 1 };
+
+struct dw_xfer {
+	uint64_t token;
+	dmm_dma_addr_t dma;          /* NIC: the mapping */
+	uint32_t len;                /* NIC: bytes; storage: pieces */
+	uint32_t slot;               /* NIC: ring slot */
+	enum dmm_dma_dir dir;
+	int nseg;                    /* storage: DMA segments */
+	void *obj;                   /* NIC: the kmalloc object, or NULL (a page) */
+	dmm_pfn_t pfn;               /* NIC: the page */
+	uint32_t off;                /* NIC: offset in the page */
+	dmm_phys_t pa;               /* NIC: the buffer */
+	dmm_pfn_t pages[DW_SG_MAX];  /* storage */
+	struct dmm_sg sg[DW_SG_MAX];
+};
+
+struct dw_dev {
+	struct dmm_sim_dev sd;
+	bool created;
+	bool iommu;
+	int kind;
+	uint64_t mask;
+	unsigned depth;
+	struct dw_xfer *q;           /* FIFO of depth entries */
+	unsigned qh, qn;
+	void *ring_cpu[DW_RINGS];
+	dmm_dma_addr_t ring_dma[DW_RINGS];
+	unsigned nr_rings;
+	uint64_t seq;                /* descriptors written */
+	struct dmm_workload_dma_dev *res;
+};
+
+struct dw_desc {
+	uint64_t a;                  /* TX/RX: the payload's bus address; completion: token */
+	uint32_t len;
+	uint32_t tag;                /* TX/RX: low token bits; completion: status 1 */
+};
+
+struct dw_run {
+	struct dmm_hw *hw;
+	struct dmm_mem *mem;
+	const struct dmm_machine *m;
+	const struct dmm_workload_opts *o;
+	struct dmm_workload_result *r;
+	struct wl_rng rng;
+	uint64_t tok_state;
+	uint32_t align;              /* page-fragment offsets: dma_min_align */
+	int coherent;
+	unsigned char *ref, *buf;    /* DW_SG_MAX pages each */
+	uint64_t live_pages;         /* pages the workload holds (page allocator) */
+	uint64_t steps;
+};
+
+static inline uint64_t dw_word(uint64_t token, uint64_t i)
+{
+	uint64_t z = token + (i + 1) * 0x9e3779b97f4a7c15ULL;
+
+	z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ULL;
+	return z ^ (z >> 29);
+}
+
+/* The byte stream of @token, bytes [0, len). */
+static void dw_pattern(unsigned char *b, size_t len, uint64_t token)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w = dw_word(token, i / 8);
+		memcpy(b + i, &w, 8);
+	}
+	if (i < len) {
+		uint64_t w = dw_word(token, i / 8);
+		memcpy(b + i, &w, len - i);
+	}
+}
+
+static uint64_t dw_slab_pages(struct dmm_mem *mem, uint64_t *live)
+{
+	uint64_t pages = 0;
+
+	*live = 0;
+	for (unsigned s = 0; s < DMM_KMALLOC_NR_SETS; s++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info ci;
+
+			if (dmm_slab_class_info(mem, s, c, &ci))
+				continue;
+			pages += ci.slabs << ci.slab_order;
+			*live += ci.objects;
+		}
+	return pages;
+}
+
+static bool dw_in_mask(uint64_t mask, dmm_dma_addr_t a, uint64_t len)
+{
+	return len && a <= mask && len - 1 <= mask - a;
+}
+
+/* A device access, with the model's IOTLB figures attributed to @d. */
+static int dw_dev_io(struct dw_run *w, struct dw_dev *d, bool write, dmm_dma_addr_t a, void *b,
+		     size_t len)
+{
+	struct dmm_hw_iommu_stats s0, s1;
+	int rc;
+
+	if (d->iommu)
+		dmm_hw_iommu_get_stats(w->hw, &s0);
+	rc = write ? dmm_hw_dev_write(d->sd.hw, a, b, len) : dmm_hw_dev_read(d->sd.hw, a, b, len);
+	if (d->iommu) {
+		dmm_hw_iommu_get_stats(w->hw, &s1);
+		d->res->iotlb_hits += s1.iotlb_hits - s0.iotlb_hits;
+		d->res->iotlb_misses += s1.iotlb_misses - s0.iotlb_misses;
+		d->res->iotlb_stale += s1.stale_hits - s0.stale_hits;
+		d->res->iommu_faults += (s1.faults_unmapped + s1.faults_perm) -
+					(s0.faults_unmapped + s0.faults_perm);
+	}
+	if (rc)
+		d->res->faults++;
+	return rc;
+}
+
+/* Write back and drop the lines of a buffer, then give it back. */
+static void dw_flush(struct dw_run *w, dmm_phys_t pa, size_t len)
+{
+	dmm_hw_cache_maint(w->hw, DMM_CACHE_FLUSH, pa, len);
+}
+
+static void dw_page_free(struct dw_run *w, dmm_pfn_t pfn)
+{
+	int rc;
+
+	dw_flush(w, dmm_pfn_to_phys(pfn), DMM_PAGE_SIZE);
+	rc = dmm_page_free(w->mem, pfn, 0);
+	if (rc)
+		count_fail(w->r->free_fail, rc);
+	else
+		w->r->frees_ok++;
+	w->live_pages--;
+}
+
+static int dw_page_alloc(struct dw_run *w, dmm_pfn_t *pfn)
+{
+	int rc;
+
+	w->r->page_allocs++;
+	rc = dmm_page_alloc(w->mem, 0, NULL, 0, pfn);
+	if (rc) {
+		count_fail(w->r->alloc_fail, rc);
+		return rc;
+	}
+	w->r->page_allocs_ok++;
+	if (++w->live_pages > w->r->peak_live_pages)
+		w->r->peak_live_pages = w->live_pages;
+	return 0;
+}
+
+static void dw_nic_free_buf(struct dw_run *w, struct dw_xfer *x)
+{
+	if (x->obj) {
+		int rc;
+
+		dw_flush(w, x->pa, x->len);
+		rc = dmm_kfree(w->mem, x->obj);
+		if (rc)
+			count_fail(w->r->free_fail, rc);
+		else
+			w->r->frees_ok++;
+	} else {
+		dw_page_free(w, x->pfn);
+	}
+}
+
+static void dw_map_failed(struct dw_dev *d, int rc)
+{
+	d->res->map_failed++;
+	count_fail(d->res->map_fail, rc);
+}
+
+static void dw_nic_post(struct dw_run *w, struct dw_dev *d)
+{
+	struct dw_xfer *x = &d->q[(d->qh + d->qn) % d->depth];
+	uint64_t u = rng_below(&w->rng, 3);
+	uint32_t len = u == 0 ? 64 + (uint32_t)rng_below(&w->rng, 64)
+		       : u == 1 ? 1500
+				: 64 + (uint32_t)rng_below(&w->rng, 1500 - 64 + 1);
+	bool tx = rng_below(&w->rng, 2) == 0;
+	bool km = rng_permille(&w->rng, DW_KMALLOC_PERMILLE);
+	uint64_t offr = rng_next(&w->rng);
+	struct dw_desc desc;
+	int rc;
+
+	x->token = splitmix64(&w->tok_state);
+	x->len = len;
+	x->dir = tx ? DMM_DMA_TO_DEVICE : DMM_DMA_FROM_DEVICE;
+	x->obj = NULL;
+	d->res->transfers++;
+	if (km) {
+		rc = dmm_kmalloc(w->mem, len, 0, &x->obj);
+		if (!rc && dmm_hw_virt_to_phys(w->hw, x->obj, &x->pa)) {
+			dmm_kfree(w->mem, x->obj);
+			rc = -DMM_EFAULT;
+		}
+		if (rc) {
+			x->obj = NULL;
+			count_fail(w->r->alloc_fail, rc);
+			d->res->alloc_failed++;
+			return;
+		}
+	} else {
+		uint32_t slots = (uint32_t)((DMM_PAGE_SIZE - len) / w->align + 1);
+
+		if (dw_page_alloc(w, &x->pfn)) {
+			d->res->alloc_failed++;
+			return;
+		}
+		x->off = (uint32_t)(offr % slots) * w->align;
+		x->pa = dmm_pfn_to_phys(x->pfn) + x->off;
+	}
+	if (tx) {
+		dw_pattern(w->ref, len, x->token);
+		if (dmm_hw_cpu_write(w->hw, x->pa, w->ref, len))
+			d->res->data_errors++;
+	}
+	x->dma = x->obj ? dmm_dma_map_single(d->sd.dev, x->obj, len, x->dir)
+			: dmm_dma_map_page(d->sd.dev, x->pfn, x->off, len, x->dir);
+	rc = dmm_dma_mapping_error(d->sd.dev, x->dma);
+	if (rc) {
+		dw_map_failed(d, rc);
+		dw_nic_free_buf(w, x);
+		return;
+	}
+	d->res->maps++;
+	if (!dw_in_mask(d->mask, x->dma, len))
+		d->res->mask_violations++;
+	x->slot = (uint32_t)(d->seq++ % (DW_RING_BYTES / DW_DESC));
+	desc = (struct dw_desc){ x->dma, len, (uint32_t)x->token };
+	if (dmm_hw_cpu_write_virt(w->hw, (unsigned char *)d->ring_cpu[tx ? 0 : 1] + x->slot * DW_DESC,
+				  &desc, sizeof(desc)))
+		d->res->data_errors++;
+	d->qn++;
+}
+
+static void dw_nic_complete(struct dw_run *w, struct dw_dev *d)
+{
+	struct dw_xfer *x = &d->q[d->qh];
+	bool tx = x->dir == DMM_DMA_TO_DEVICE, bad = false, fault = false;
+	size_t off = (size_t)x->slot * DW_DESC;
+	struct dw_desc desc, want = { x->dma, x->len, (uint32_t)x->token }, comp;
+
+	d->qh = (d->qh + 1) % d->depth;
+	d->qn--;
+	/* the device fetches the descriptor through the ring's bus address */
+	if (dw_dev_io(w, d, false, d->ring_dma[tx ? 0 : 1] + off, &desc, sizeof(desc)))
+		fault = true;
+	else if (memcmp(&desc, &want, sizeof(desc)) != 0)
+		bad = true;
+	dw_pattern(w->ref, x->len, x->token);
+	if (tx) {
+		if (dw_dev_io(w, d, false, x->dma, w->buf, x->len)) {
+			fault = true;
+		} else {
+			d->res->bytes_moved += x->len;
+			bad |= memcmp(w->buf, w->ref, x->len) != 0;
+		}
+	} else {
+		if (dw_dev_io(w, d, true, x->dma, w->ref, x->len))
+			fault = true;
+		else
+			d->res->bytes_moved += x->len;
+	}
+	/* the device posts a completion; the CPU reads it */
+	comp = (struct dw_desc){ x->token, x->len, 1 };
+	if (dw_dev_io(w, d, true, d->ring_dma[tx ? 2 : 3] + off, &comp, sizeof(comp)))
+		fault = true;
+	else if (dmm_hw_cpu_read_virt(w->hw, (unsigned char *)d->ring_cpu[tx ? 2 : 3] + off, &desc,
+				      sizeof(desc)) ||
+		 memcmp(&desc, &comp, sizeof(desc)) != 0)
+		bad = true;
+	if (x->obj)
+		dmm_dma_unmap_single(d->sd.dev, x->dma, x->len, x->dir);
+	else
+		dmm_dma_unmap_page(d->sd.dev, x->dma, x->len, x->dir);
+	if (!tx && !fault &&
+	    (dmm_hw_cpu_read(w->hw, x->pa, w->buf, x->len) || memcmp(w->buf, w->ref, x->len) != 0))
+		bad = true;
+	if (bad)
+		d->res->data_errors++;
+	d->res->completed++;
+	dw_nic_free_buf(w, x);
+}
+
+static void dw_stor_free(struct dw_run *w, struct dw_xfer *x, unsigned n)
+{
+	for (unsigned k = 0; k < n; k++)
+		dw_page_free(w, x->pages[k]);
+}
+
+static void dw_stor_post(struct dw_run *w, struct dw_dev *d)
+{
+	struct dw_xfer *x = &d->q[(d->qh + d->qn) % d->depth];
+	unsigned n = DW_SG_MIN + (unsigned)rng_below(&w->rng, DW_SG_MAX - DW_SG_MIN + 1);
+	bool tx = rng_below(&w->rng, 2) == 0;
+	int nseg;
+
+	x->token = splitmix64(&w->tok_state);
+	x->len = n;
+	x->dir = tx ? DMM_DMA_TO_DEVICE : DMM_DMA_FROM_DEVICE;
+	d->res->transfers++;
+	for (unsigned k = 0; k < n; k++)
+		if (dw_page_alloc(w, &x->pages[k])) {
+			dw_stor_free(w, x, k);
+			d->res->alloc_failed++;
+			return;
+		}
+	dmm_sg_init(x->sg, n);
+	for (unsigned k = 0; k < n; k++)
+		dmm_sg_set_page(&x->sg[k], x->pages[k], 0, DMM_PAGE_SIZE);
+	if (tx) {
+		dw_pattern(w->ref, (size_t)n * DMM_PAGE_SIZE, x->token);
+		for (unsigned k = 0; k < n; k++)
+			if (dmm_hw_cpu_write(w->hw, dmm_pfn_to_phys(x->pages[k]), w->ref + (size_t)k * DMM_PAGE_SIZE,
+					     DMM_PAGE_SIZE))
+				d->res->data_errors++;
+	}
+	nseg = dmm_dma_map_sg(d->sd.dev, x->sg, n, x->dir);
+	if (nseg <= 0) {
+		dw_map_failed(d, nseg ? nseg : -DMM_EINVAL);
+		dw_stor_free(w, x, n);
+		return;
+	}
+	x->nseg = nseg;
+	d->res->maps++;
+	d->res->sg_maps++;
+	d->res->sg_entries += n;
+	d->res->sg_segments += (uint64_t)nseg;
+	for (int s = 0; s < nseg; s++)
+		if (!dw_in_mask(d->mask, x->sg[s].dma_address, x->sg[s].dma_length))
+			d->res->mask_violations++;
+	d->qn++;
+}
+
+static void dw_stor_complete(struct dw_run *w, struct dw_dev *d)
+{
+	struct dw_xfer *x = &d->q[d->qh];
+	bool tx = x->dir == DMM_DMA_TO_DEVICE, bad = false, fault = false;
+	size_t total = (size_t)x->len * DMM_PAGE_SIZE, off = 0;
+
+	d->qh = (d->qh + 1) % d->depth;
+	d->qn--;
+	dw_pattern(w->ref, total, x->token);
+	for (int s = 0; s < x->nseg && !fault; s++) {
+		size_t l = x->sg[s].dma_length;
+
+		if (off + l > total) {
+			bad = true;
+			break;
+		}
+		if (dw_dev_io(w, d, !tx, x->sg[s].dma_address, tx ? w->buf + off : w->ref + off, l))
+			fault = true;
+		else
+			d->res->bytes_moved += l;
+		off += l;
+	}
+	if (!fault && off != total)
+		bad = true;
+	dmm_dma_unmap_sg(d->sd.dev, x->sg, x->len, x->dir);
+	if (!fault && !bad) {
+		if (!tx)
+			for (unsigned k = 0; k < x->len && !bad; k++)
+				if (dmm_hw_cpu_read(w->hw, dmm_pfn_to_phys(x->pages[k]),
+						    w->buf + (size_t)k * DMM_PAGE_SIZE, DMM_PAGE_SIZE))
+					bad = true;
+		if (memcmp(w->buf, w->ref, total) != 0)
+			bad = true;
+	}
+	if (bad)
+		d->res->data_errors++;
+	d->res->completed++;
+	dw_stor_free(w, x, x->len);
+}
+
+static void dw_post(struct dw_run *w, struct dw_dev *d)
+{
+	if (d->kind == DW_NIC)
+		dw_nic_post(w, d);
+	else
+		dw_stor_post(w, d);
+}
+
+static void dw_complete(struct dw_run *w, struct dw_dev *d)
+{
+	if (d->kind == DW_NIC)
+		dw_nic_complete(w, d);
+	else
+		dw_stor_complete(w, d);
+}
+
+static void dw_periodic_check(struct dw_run *w)
+{
+	uint64_t every = w->o->check_every;
+
+	if (!every || ++w->steps % every)
+		return;
+	w->r->checks_run++;
+	if (dmm_page_alloc_check(w->mem) || dmm_range_check(w->mem))
+		w->r->checks_failed++;
+}
+
+static int dw_dev_create(struct dw_run *w, struct dw_dev *d, int kind, bool iommu,
+			 const struct dmm_iommu_opts *io, struct dmm_workload_dma_dev *res)
+{
+	struct dmm_device_desc desc;
+	int rc;
+
+	memset(d, 0, sizeof(*d));
+	memset(res, 0, sizeof(*res));
+	d->kind = kind;
+	d->iommu = iommu;
+	d->res = res;
+	d->mask = DMM_DMA_BIT_MASK(kind == DW_NIC ? 32 : 64);
+	d->depth = kind == DW_NIC ? DW_NIC_DEPTH : DW_STOR_DEPTH;
+	snprintf(res->name, sizeof(res->name), "%s", kind == DW_NIC ? "nic32" : "stor64");
+	res->mask_bits = kind == DW_NIC ? 32 : 64;
+	res->iommu = iommu;
+	res->coherent = w->coherent;
+	res->depth = d->depth;
+	res->iommu_check_end = res->iommu_check_final = 0;
+	d->q = calloc(d->depth, sizeof(*d->q));
+	if (!d->q)
+		return -DMM_ENOMEM;
+	memset(&desc, 0, sizeof(desc));
+	desc.name = res->name;
+	desc.dma_mask = d->mask;
+	desc.coherent = w->coherent;
+	desc.cma_area = DMM_DEVICE_CMA_DEFAULT;
+	desc.iommu = iommu ? DMM_IOMMU_DMA : DMM_IOMMU_NONE;
+	desc.iommu_opts = iommu ? io : NULL;
+	rc = dmm_sim_device_create(w->mem, w->hw, &desc, NULL, &d->sd);
+	if (rc) {
+		free(d->q);
+		d->q = NULL;
+		return rc;
+	}
+	d->created = true;
+	if (kind != DW_NIC)
+		return 0;
+	/* the rings: zeroed, within the coherent mask, held for the whole run */
+	for (unsigned i = 0; i < DW_RINGS; i++) {
+		rc = dmm_dma_alloc_coherent(d->sd.dev, DW_RING_BYTES, 0, &d->ring_cpu[i], &d->ring_dma[i]);
+		if (rc)
+			return rc;
+		d->nr_rings++;
+		res->coherent_bytes += DW_RING_BYTES;
+		if (!dw_in_mask(d->mask, d->ring_dma[i], DW_RING_BYTES))
+			res->mask_violations++;
+		if (dw_dev_io(w, d, false, d->ring_dma[i], w->buf, DW_RING_BYTES)) {
+			continue;
+		}
+		for (size_t k = 0; k < DW_RING_BYTES; k++)
+			if (w->buf[k]) {
+				res->data_errors++;
+				break;
+			}
+	}
+	return 0;
+}
+
+/* Release what the device holds (rings), final statistics, destroy. */
+static int dw_dev_destroy(struct dw_run *w, struct dw_dev *d)
+{
+	struct dmm_workload_dma_dev *res = d->res;
+	struct dmm_dma_stats st;
+	int rc = 0;
+
+	if (!d->created) {
+		free(d->q);
+		return 0;
+	}
+	while (d->qn)
+		dw_complete(w, d);
+	for (unsigned i = 0; i < d->nr_rings; i++) {
+		int e = dmm_dma_free_coherent(d->sd.dev, DW_RING_BYTES, d->ring_cpu[i], d->ring_dma[i]);
+
+		if (e && !rc)
+			rc = e;
+	}
+	d->nr_rings = 0;
+	dmm_device_get_stats(d->sd.dev, &st);
+	res->bounced_maps = st.bounced_maps;
+	res->low_peak_bytes = st.low_peak_bytes;
+	if (d->iommu) {
+		struct dmm_iommu_stats is;
+
+		dmm_device_iommu_flush(d->sd.dev);
+		if (!dmm_device_iommu_stats(d->sd.dev, &is)) {
+			res->iova_allocs = is.iova.allocs;
+			res->iova_cache_hits = is.iova.cache_hits;
+			res->invalidations = is.invalidations;
+			res->fq_flushes = is.fq_flushes;
+			res->fq_timeouts = is.fq_timeouts;
+			if (is.mapped_pages)
+				res->iommu_check_final = -DMM_EBUSY;
+		}
+		if (!res->iommu_check_final)
+			res->iommu_check_final = dmm_device_iommu_check(d->sd.dev);
+	}
+	{
+		int e = dmm_sim_device_destroy(&d->sd);
+
+		if (e && !rc)
+			rc = e;
+	}
+	d->created = false;
+	free(d->q);
+	d->q = NULL;
+	return rc;
+}
+
+/* The state when the operations ended: low memory, IOVA space, checks. */
+static void dw_snapshot(struct dw_dev *d)
+{
+	struct dmm_workload_dma_dev *res = d->res;
+	struct dmm_dma_stats st;
+
+	dmm_device_get_stats(d->sd.dev, &st);
+	res->low_now_bytes = st.low_pages * DMM_PAGE_SIZE + st.low_bounce_bytes;
+	res->coherent_low_pages = st.low_pages;
+	if (d->iommu) {
+		struct dmm_iommu_stats is;
+
+		if (!dmm_device_iommu_stats(d->sd.dev, &is)) {
+			res->iova_ranges = is.iova.ranges;
+			res->iova_tree_depth = is.iova.tree_depth;
+			res->iova_largest_free = is.iova.largest_free;
+			res->pt_tables_end = is.pt.tables;
+		}
+		res->iommu_check_end = dmm_device_iommu_check(d->sd.dev);
+	}
+}
+
+static int dw_variant(struct dw_run *w, unsigned v, bool iommu, uint64_t ops)
+{
+	struct dmm_workload_dma *res = &w->r->dma;
+	struct dmm_iommu_opts io;
+	struct dw_dev dev[DMM_WL_DMA_DEVICES];
+	unsigned nv = res->nr_variants;
+	uint64_t t0;
+	int rc = 0;
+
+	memset(dev, 0, sizeof(dev));
+	dmm_iommu_opts_default(&io);
+	io.flush = (enum dmm_iommu_flush)w->o->iommu_flush;
+	io.iova.align = (enum dmm_iova_align)w->o->iova_align;
+	rng_seed(&w->rng, w->o->seed, 0);
+	w->tok_state = w->o->seed ^ 0x6a09e667f3bcc909ULL;
+	res->variant_iommu[v] = iommu;
+	for (int k = 0; k < DMM_WL_DMA_DEVICES && !rc; k++)
+		rc = dw_dev_create(w, &dev[k], k, iommu, &io, &res->dev[(unsigned)k * nv + v]);
+	if (!rc) {
+		t0 = wl_now();
+		for (uint64_t i = 0; i < ops; i++) {
+			struct dw_dev *d = &dev[rng_permille(&w->rng, DW_NIC_PERMILLE) ? DW_NIC : DW_STOR];
+			uint64_t k;
+
+			if (d->qn == d->depth)
+				dw_complete(w, d);
+			dw_post(w, d);
+			for (k = rng_below(&w->rng, 3); k && d->qn; k--)
+				dw_complete(w, d);
+			dw_periodic_check(w);
+		}
+		res->variant_ns[v] = wl_now() - t0;
+		/* the state the operations left, the checks with it in place */
+		for (int k = 0; k < DMM_WL_DMA_DEVICES; k++)
+			dw_snapshot(&dev[k]);
+		{
+			int e;
+
+			if ((e = dmm_page_alloc_check(w->mem)) && !w->r->page_check_end)
+				w->r->page_check_end = e;
+			if ((e = dmm_range_check(w->mem)) && !w->r->range_check_end)
+				w->r->range_check_end = e;
+			if ((e = dmm_cma_check(w->mem)) && !w->r->cma_check_end)
+				w->r->cma_check_end = e;
+			if (res->swiotlb && (e = dmm_swiotlb_check(w->mem)) && !res->swiotlb_check)
+				res->swiotlb_check = e;
+		}
+		w->r->end_live_pages = w->live_pages;
+		for (unsigned z = 0; z < w->r->nr_zones && z < DMM_NR_ZONE_TYPES; z++)
+			dmm_zone_get_info(w->mem, z, &w->r->zone[z]);
+		w->r->nr_cma = dmm_cma_count(w->mem);
+		for (unsigned a = 0; a < w->r->nr_cma && a < DMM_MAX_CMA_AREAS; a++) {
+			dmm_cma_get_info(w->mem, (int)a, &w->r->cma[a]);
+			w->r->cma_zone[a] = -1;
+			for (unsigned z = 0; z < w->r->nr_zones && z < DMM_NR_ZONE_TYPES; z++)
+				if (w->r->cma[a].base_pfn >= w->r->zone[z].start_pfn &&
+				    w->r->cma[a].base_pfn < w->r->zone[z].end_pfn)
+					w->r->cma_zone[a] = (int)z;
+		}
+	}
+	/* drain the queues (counted as teardown), release the rings, destroy */
+	{
+		uint64_t frees = w->r->frees_ok;
+
+		for (int k = DMM_WL_DMA_DEVICES - 1; k >= 0; k--) {
+			int e = dw_dev_destroy(w, &dev[k]);
+
+			if (e && !rc)
+				rc = e;
+		}
+		w->r->teardown_frees += w->r->frees_ok - frees;
+		w->r->frees_ok = frees;
+	}
+	return rc;
+}
+
+int dmm_workload_needs_hw(const char *name)
+{
+	return name && strcmp(name, "dma") == 0;
+}
+
+int dmm_workload_run_dma(struct dmm_hw *hw, struct dmm_mem *mem, const struct dmm_workload_opts *o,
+			 struct dmm_workload_result *r)
+{
+	struct dmm_workload_dma *res;
+	struct dw_run w;
+	uint64_t ops, t0, t1;
+	bool variants[2];
+	unsigned nv = 0;
+	int err = 0;
+
+	if (!hw || !mem || !o || !r)
+		return -DMM_EINVAL;
+	if (o->threads > 1 || o->iommu < DMM_WL_IOMMU_BOTH || o->iommu > DMM_WL_IOMMU_ON ||
+	    (o->iommu_flush != DMM_IOMMU_STRICT && o->iommu_flush != DMM_IOMMU_DEFERRED) ||
+	    (o->iova_align != DMM_IOVA_ALIGN_POW2 && o->iova_align != DMM_IOVA_ALIGN_PAGE))
+		return -DMM_EINVAL;
+	memset(r, 0, sizeof(*r));
+	memset(&w, 0, sizeof(w));
+	res = &r->dma;
+	r->workload = wl_names[WL_DMA];
+	r->seed = o->seed;
+	r->threads = 1;
+	w.hw = hw;
+	w.mem = mem;
+	w.m = dmm_mem_machine(mem);
+	w.o = o;
+	w.r = r;
+	w.coherent = !(w.m->dma_min_align > w.m->cache_line);
+	w.align = w.m->dma_min_align > 8 ? w.m->dma_min_align : 8;
+	ops = o->ops ? o->ops : DW_OPS_DEFAULT;
+	res->iommu = o->iommu;
+	res->flush = o->iommu_flush;
+	res->iova_align = o->iova_align;
+	res->coherent = w.coherent;
+	res->ops = ops;
+	variants[0] = o->iommu != DMM_WL_IOMMU_ON;  /* direct */
+	variants[1] = o->iommu != DMM_WL_IOMMU_OFF; /* IOMMU */
+	res->nr_variants = (unsigned)variants[0] + (unsigned)variants[1];
+	res->nr_devs = res->nr_variants * DMM_WL_DMA_DEVICES;
+	r->nr_zones = dmm_mem_nr_zones(mem);
+	for (unsigned z = 0; z < r->nr_zones && z < DMM_NR_ZONE_TYPES; z++) {
+		struct dmm_zone_info zi;
+
+		dmm_zone_get_info(mem, z, &zi);
+		r->managed_pages += zi.managed;
+	}
+	w.ref = malloc((size_t)DW_SG_MAX * DMM_PAGE_SIZE);
+	w.buf = malloc((size_t)DW_SG_MAX * DMM_PAGE_SIZE);
+	if (!w.ref || !w.buf) {
+		free(w.ref);
+		free(w.buf);
+		return -DMM_ENOMEM;
+	}
+
+	/* bounce buffers for the direct variant, the IOMMU for the other */
+	if (variants[0]) {
+		err = dmm_swiotlb_init(mem, NULL);
+		if (err == -DMM_EEXIST)
+			err = 0;
+		res->swiotlb = !err;
+	}
+	if (!err && variants[1] && !dmm_hw_iommu_present(hw)) {
+		err = dmm_hw_iommu_enable(hw, NULL);
+		if (err == -DMM_EEXIST)
+			err = 0;
+	}
+	if (err) {
+		free(w.ref);
+		free(w.buf);
+		return err;
+	}
+	dmm_page_drain_pcp(mem);
+	r->start_free_pages = dmm_mem_free_pages(mem);
+	res->slab_pages_start = dw_slab_pages(mem, &res->kmalloc_live_start);
+
+	t0 = wl_now();
+	for (unsigned v = 0; v < 2 && !err; v++)
+		if (variants[v])
+			err = dw_variant(&w, nv++, v == 1, ops);
+	t1 = wl_now();
+	r->elapsed_ns = 0;
+	for (unsigned v = 0; v < nv; v++)
+		r->elapsed_ns += res->variant_ns[v];
+
+	/* totals, then everything back and the final checks */
+	for (unsigned i = 0; i < res->nr_devs; i++) {
+		const struct dmm_workload_dma_dev *dv = &res->dev[i];
+
+		res->data_errors += dv->data_errors;
+		res->faults += dv->faults;
+		res->mask_violations += dv->mask_violations;
+		res->iotlb_stale += dv->iotlb_stale;
+		r->ops += dv->transfers;
+	}
+	if (res->swiotlb) {
+		struct dmm_swiotlb_stats ss;
+		struct dmm_swiotlb_opts so;
+		int e;
+
+		dmm_swiotlb_trim(mem);
+		dmm_swiotlb_get_stats(mem, &ss);
+		dmm_swiotlb_opts_default(mem, &so);
+		res->swiotlb_pools = ss.pools;
+		res->swiotlb_slot_size = so.slot_size;
+		res->swiotlb_bytes = ss.total_slots * so.slot_size;
+		res->swiotlb_high_water_slots = ss.high_water_slots;
+		res->swiotlb_bounced_to_device = ss.bounced_to_device;
+		res->swiotlb_bounced_from_device = ss.bounced_from_device;
+		res->swiotlb_fail_full = ss.fail_full;
+		if ((e = dmm_swiotlb_check(mem)) && !res->swiotlb_check)
+			res->swiotlb_check = e;
+	}
+	dmm_page_drain_pcp(mem);
+	r->final_free_pages = dmm_mem_free_pages(mem);
+	res->slab_pages_end = dw_slab_pages(mem, &res->kmalloc_live_end);
+	r->page_check_final = dmm_page_alloc_check(mem);
+	r->range_check_final = dmm_range_check(mem);
+	r->cma_check_final = dmm_cma_check(mem);
+	res->slab_check = dmm_slab_check(mem);
+	res->hw_check = dmm_hw_check(hw);
+	{
+		struct dmm_hw_stats hs;
+
+		dmm_hw_get_stats(hw, &hs);
+		res->hw_dirty_discarded = hs.dirty_discarded;
+	}
+	r->teardown_ns = wl_now() - t1 + (t1 - t0 - r->elapsed_ns);
+	free(w.ref);
+	free(w.buf);
+	return err;
 }

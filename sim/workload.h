@@ -35,6 +35,14 @@
  *             (default), or two (page cache + pins | camera). At the end
  *             every handle's contents are verified, pins dropped, and the
  *             page, range, area and handle-table checks run.
+ *   dma       what an IOMMU buys a 32-bit device: a NIC-like 32-bit device
+ *             (packet buffers of 64..1500 bytes from dmm_kmalloc or the page
+ *             allocator, wherever memory is, plus 64 KiB coherent rings) and
+ *             a 64-bit storage-like device (scatterlists of 8..64 pages),
+ *             each run direct (bounce buffers) and/or behind the IOMMU with
+ *             the same seeded operations. Every transfer moves real bytes
+ *             through the hardware model and is verified. Needs a machine
+ *             built on the model: dmm_workload_run_dma().
  */
 #ifndef DMM_SIM_WORKLOAD_H
 #define DMM_SIM_WORKLOAD_H
@@ -42,6 +50,7 @@
 #include <stdint.h>
 
 #include <dmamem/cma.h>
+#include <dmamem/dma.h>
 #include <dmamem/error.h>
 #include <dmamem/machine.h>
 #include <dmamem/migrate.h>
@@ -65,6 +74,17 @@ struct dmm_workload_opts {
 	double pin_pct;       /* % of the page cache held long-term pinned (0 = no pinning) */
 	int uncached;         /* frames remapped uncached: 1 yes, 0 no, -1 auto (non-coherent
 				 machines, i.e. dma_min_align > cache_line) */
+	/* dma */
+	int iommu;            /* enum dmm_workload_iommu: which variants run (0 = both) */
+	int iommu_flush;      /* enum dmm_iommu_flush of the IOMMU variant (0 = strict) */
+	int iova_align;       /* enum dmm_iova_align of the IOMMU variant (0 = pow2) */
+};
+
+/* dmm_workload_opts.iommu */
+enum dmm_workload_iommu {
+	DMM_WL_IOMMU_BOTH = 0, /* direct first, then behind the IOMMU, same seed */
+	DMM_WL_IOMMU_OFF,      /* direct only (bounce buffers) */
+	DMM_WL_IOMMU_ON,       /* behind the IOMMU only */
 };
 
 /* Defaults: seed 1, everything else automatic. */
@@ -138,6 +158,81 @@ struct dmm_workload_camera {
 	int handles_check_end;      /* dmm_handles_check() with everything held */
 };
 
+#define DMM_WL_DMA_DEVICES 2    /* devices of the dma workload (per variant) */
+#define DMM_WL_DMA_MAX (2 * DMM_WL_DMA_DEVICES)
+
+/* One device of one variant of the dma workload. */
+struct dmm_workload_dma_dev {
+	char name[32];
+	unsigned mask_bits;         /* streaming and coherent mask */
+	int iommu;                  /* 0 direct, 1 behind the IOMMU (DMM_IOMMU_DMA) */
+	int coherent;
+	unsigned depth;             /* transfers in flight at most */
+	uint64_t transfers;         /* buffers (NIC) or requests (storage) the workload started */
+	uint64_t completed;         /* ... that were mapped, moved and unmapped */
+	uint64_t maps;              /* successful map calls (single buffers and scatterlists) */
+	uint64_t sg_maps;           /* of which scatterlists */
+	uint64_t sg_entries;        /* pieces in those lists */
+	uint64_t sg_segments;       /* DMA segments they were mapped to */
+	uint64_t bounced_maps;      /* dmm_dma_stats.bounced_maps */
+	uint64_t bytes_moved;       /* payload bytes the device read or wrote */
+	uint64_t map_failed;        /* failed map calls (results, not errors) */
+	uint64_t map_fail[DMM__NR_ERRORS];   /* ... by error code (index = -code) */
+	uint64_t alloc_failed;      /* buffers the workload could not allocate */
+	/* memory below 4 GiB (dmm_dma_stats) */
+	uint64_t low_now_bytes;     /* low_pages * page + low_bounce_bytes when the operations ended */
+	uint64_t low_peak_bytes;    /* low_peak_bytes over the variant */
+	uint64_t coherent_low_pages;/* low_pages (coherent buffers below 4 GiB) when the operations ended */
+	uint64_t coherent_bytes;    /* coherent buffers held for the whole run */
+	/* errors */
+	uint64_t data_errors;       /* a transfer (or descriptor) whose bytes came out wrong */
+	uint64_t faults;            /* device accesses the model refused */
+	uint64_t mask_violations;   /* a bus address (end) beyond the device's mask */
+	/* behind the IOMMU (dmm_device_iommu_stats; IOTLB figures from the model,
+	 * counted around this device's accesses) */
+	uint64_t iova_allocs, iova_cache_hits;
+	uint64_t iova_ranges;       /* IOVA ranges in the tree when the operations ended */
+	uint64_t iova_tree_depth;   /* ... and the tree's height */
+	uint64_t iova_largest_free; /* largest free IOVA gap then (pages) */
+	uint64_t invalidations;     /* IOTLB invalidation requests */
+	uint64_t fq_flushes, fq_timeouts;
+	uint64_t pt_tables_end;    /* IO page-table pages when the operations ended */
+	uint64_t iotlb_hits, iotlb_misses, iotlb_stale, iommu_faults;
+	int iommu_check_end;        /* dmm_device_iommu_check() with the mappings live */
+	int iommu_check_final;      /* ... after everything was unmapped */
+};
+
+struct dmm_workload_dma {
+	int iommu;                  /* enum dmm_workload_iommu */
+	int flush;                  /* enum dmm_iommu_flush */
+	int iova_align;             /* enum dmm_iova_align */
+	int coherent;               /* devices snoop (0 on machines with dma_min_align > cache_line) */
+	uint64_t ops;               /* transfers per variant */
+	unsigned nr_variants;       /* 1 or 2 */
+	int variant_iommu[2];       /* 0 direct, 1 IOMMU, in the order they ran */
+	uint64_t variant_ns[2];     /* elapsed time of each variant's operations */
+	unsigned nr_devs;           /* nr_variants x DMM_WL_DMA_DEVICES, grouped by device:
+				       dev[d * nr_variants + v] */
+	struct dmm_workload_dma_dev dev[DMM_WL_DMA_MAX];
+	/* bounce buffers (machine-wide; set up when the direct variant runs) */
+	int swiotlb;                /* set up */
+	uint64_t swiotlb_bytes;     /* pool bytes at the end (the default pools lie
+				       below dma32_limit) */
+	uint64_t swiotlb_pools;
+	uint64_t swiotlb_high_water_slots, swiotlb_slot_size;
+	uint64_t swiotlb_bounced_to_device, swiotlb_bounced_from_device;
+	uint64_t swiotlb_fail_full;
+	int swiotlb_check;          /* dmm_swiotlb_check() at the end */
+	/* the small-object allocator keeps slabs and per-CPU magazines: the
+	 * pages they held before and after the run, and live objects */
+	uint64_t slab_pages_start, slab_pages_end;
+	uint64_t kmalloc_live_start, kmalloc_live_end;
+	int slab_check;             /* dmm_slab_check() at the end */
+	int hw_check;               /* dmm_hw_check() at the end */
+	uint64_t hw_dirty_discarded;/* the model's dirty lines dropped by an invalidate */
+	uint64_t data_errors, faults, mask_violations, iotlb_stale; /* totals */
+};
+
 struct dmm_workload_result {
 	const char *workload;       /* static name */
 	uint64_t seed;
@@ -180,6 +275,7 @@ struct dmm_workload_result {
 	struct dmm_workload_camera camera;
 	struct dmm_workload_lowmem lowmem;
 	struct dmm_workload_fragment fragment;
+	struct dmm_workload_dma dma;
 };
 
 /* NULL-terminated list of workload names, default first. */
@@ -196,6 +292,8 @@ const char *dmm_workload_describe(const char *name);
  * *@r is filled in whenever the run happened, even if it found errors;
  * use dmm_workload_result_ok() to judge it.
  *
+ * "dma" needs the hardware model: use dmm_workload_run_dma() (-DMM_ENOTSUP here).
+ *
  * Fails with -DMM_EINVAL (NULL @mem, @o or @r, unknown workload, threads >
  * 64, a camera option out of range), -DMM_ENOTSUP (threads > 1 for a
  * workload other than mixed, threads > 2 for camera; lowmem on a machine
@@ -208,12 +306,37 @@ const char *dmm_workload_describe(const char *name);
 int dmm_workload_run(struct dmm_mem *mem, const char *name, const struct dmm_workload_opts *o,
 		     struct dmm_workload_result *r);
 
+/* 1 if workload @name needs a machine built on the hardware model
+ * (dmm_hw_mem_create) and dmm_workload_run_dma(): "dma". */
+int dmm_workload_needs_hw(const char *name);
+
+struct dmm_hw;
+
+/*
+ * dmm_workload_run_dma() - the "dma" workload on @mem built on model @hw
+ * (dmm_hw_mem_create). Sets up bounce buffers (dmm_swiotlb_init with
+ * defaults, once) when the direct variant runs and enables the model's
+ * IOMMU (defaults) when the IOMMU variant does. Variants run one after the
+ * other on the same machine with the same seed; each creates its devices,
+ * runs o->ops transfers (0 = 20000), drains and destroys them. One thread.
+ * @mem should be otherwise idle. Fails with -DMM_EINVAL (NULL, threads > 1,
+ * an option out of range), -DMM_ENOMEM (host memory) or the error of a
+ * device creation or of the bounce-buffer set-up; *@r is filled in whenever
+ * the run happened.
+ */
+int dmm_workload_run_dma(struct dmm_hw *hw, struct dmm_mem *mem, const struct dmm_workload_opts *o,
+			 struct dmm_workload_result *r);
+
 /*
  * 1 if @r shows no error: no constraint violation, descriptor error,
  * overlap, corruption or rejected free, every check passed and every page
  * came back (final_free_pages == start_free_pages); for camera also no
  * damaged page or frame, no frame outside its area, no pinned page that
- * moved, no failed unpin and a clean handle-table check.
+ * moved, no failed unpin and a clean handle-table check; for dma no data
+ * error, device fault, bus address beyond a mask or stale IOTLB hit, every
+ * IOMMU, swiotlb, slab and model check clean, no kmalloc object left, and
+ * every page back except those the slab caches kept (final free pages +
+ * slab pages gained == start free pages).
  */
 int dmm_workload_result_ok(const struct dmm_workload_result *r);
 

@@ -25,7 +25,9 @@
 
 #include <dmamem/dmamem.h>
 #include <dmamem/hosted.h>
+#include <dmamem/iommu.h>
 
+#include "hw/hw.h"
 #include "profile.h"
 #include "workload.h"
 
@@ -296,6 +298,9 @@ enum {
 	OPT_PIN,
 	OPT_UNCACHED,
 	OPT_PAGE_CACHE,
+	OPT_IOMMU,
+	OPT_IOMMU_FLUSH,
+	OPT_IOVA_ALIGN,
 };
 
 static const char *const cma_policy_names[] = { "half", "first", "last", "never" };
@@ -305,13 +310,19 @@ static const char *cma_policy_name(enum dmm_cma_policy p)
 	return (unsigned)p < 4 ? cma_policy_names[p] : "?";
 }
 
-/* Load the profile, apply overrides, build platform + memory map. */
+/* Load the profile, apply overrides, build platform + memory map: the
+ * hosted platform, or with @hw the hardware model with speculative prefetch
+ * seeded with @prefetch_seed (then *@h is NULL). */
 static int build_machine(const struct machine_opts *mo, struct dmm_machine *m,
-			 struct dmm_hosted **h, struct dmm_mem **mem)
+			 struct dmm_hosted **h, struct dmm_hw **hw, uint64_t prefetch_seed,
+			 struct dmm_mem **mem)
 {
 	char err[512];
 	int rc;
 
+	*h = NULL;
+	if (hw)
+		*hw = NULL;
 	rc = dmm_profile_load(mo->profile, m, err, sizeof(err));
 	if (rc) {
 		fail("%s", err);
@@ -328,6 +339,26 @@ static int build_machine(const struct machine_opts *mo, struct dmm_machine *m,
 		m->cma_policy = (enum dmm_cma_policy)mo->cma_policy;
 	if (mo->pin_migrate >= 0)
 		m->longterm_pin_migrate = mo->pin_migrate;
+	if (hw) {
+		struct dmm_hw_opts o;
+
+		dmm_hw_opts_default(&o);
+		o.nr_cpus = mo->cpus;
+		o.log_level = mo->log_level;
+		/* speculative prefetch, seeded: a missing invalidation shows as stale data */
+		o.prefetch = 1;
+		o.prefetch_seed = prefetch_seed;
+		rc = dmm_hw_mem_create(m, &o, hw, mem);
+		if (rc) {
+			fail("cannot build '%s' on the hardware model: %s", m->name, dmm_strerror(rc));
+			if (m->nr_cma && (rc == -DMM_ENOMEM || rc == -DMM_EINVAL))
+				fprintf(stderr,
+					"%s: note: each contiguous area must fit in unreserved RAM within one zone\n"
+					"%s: (and below its limit), clear of the library's metadata at the top of RAM\n",
+					prog, prog);
+		}
+		return rc;
+	}
 	rc = dmm_hosted_create(m, mo->cpus, mo->log_level, h);
 	if (rc) {
 		fail("cannot create the hosted platform for '%s': %s", m->name, dmm_strerror(rc));
@@ -847,7 +878,7 @@ static int cmd_info(int argc, char **argv)
 		usage_error("info: unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
 	}
-	rc = build_machine(&mo, &m, &h, &mem);
+	rc = build_machine(&mo, &m, &h, NULL, 0, &mem);
 	if (rc)
 		return rc == -DMM_ENOENT ? EXIT_USAGE : 1;
 	profile_path(mo.profile, path, sizeof(path));
@@ -907,6 +938,8 @@ static void run_help(void)
 	      "fragmentation (free pages by order) when the operations ended, time,\n"
 	      "the statistics of each contiguous memory area, and the allocator\n"
 	      "checks with the live set held and after freeing everything.\n"
+	      "The dma workload runs on the hardware model instead: devices direct and\n"
+	      "behind the IOMMU, every transferred byte verified, low memory per device.\n"
 	      "Exit status 1 if any check failed.\n"
 	      "\n"
 	      "Options:\n"
@@ -914,7 +947,8 @@ static void run_help(void)
 	      "  -w, --workload NAME       workload (default: mixed), see below\n"
 	      "  -s, --seed N              PRNG seed (default: 1)\n"
 	      "  -n, --ops N               operation budget (default: depends on the\n"
-	      "                            workload and the machine's size; not camera)\n"
+	      "                            workload and the machine's size; not camera;\n"
+	      "                            dma: transfers per variant, default 20000)\n"
 	      "  -t, --threads N           mixed: threads sharing the budget (default: 1);\n"
 	      "                            camera: 2 = page cache and camera on their own threads\n"
 	      "  -C, --check-every N       also run the allocator checks every N\n"
@@ -938,6 +972,14 @@ static void run_help(void)
 	      "                            camera: remap frames uncached; auto = when the\n"
 	      "                            machine's DMA is non-coherent (dma_min_align >\n"
 	      "                            cache_line)\n"
+	      "      --iommu off|on|both   dma: run the devices direct (bounce buffers), behind\n"
+	      "                            the IOMMU, or both with the same seed (default both)\n"
+	      "      --iommu-flush strict|deferred\n"
+	      "                            dma: IOTLB invalidation of the IOMMU variant: on every\n"
+	      "                            unmap (default) or batched in a flush queue\n"
+	      "      --iova-align pow2|page\n"
+	      "                            dma: IOVA sizes rounded to a power of two and aligned\n"
+	      "                            to it (default, as Linux), or to whole pages\n"
 	      "  -P, --lowmem-policy POL   override the profile: fallback | reserved\n"
 	      "  -R, --lowmem-reserve-ratio \"A B C\"\n"
 	      "                            override the profile's lowmem_reserve_ratio\n"
@@ -1134,8 +1176,302 @@ static void print_camera_text(const struct dmm_workload_result *r)
 	       c->final_errors ? "" : " (migration lost no byte)");
 }
 
+static const char *dma_iommu_name(int v)
+{
+	return v == DMM_WL_IOMMU_OFF ? "off" : v == DMM_WL_IOMMU_ON ? "on" : "both";
+}
+
+static const char *dma_flush_name(int v)
+{
+	return v == DMM_IOMMU_DEFERRED ? "deferred" : "strict";
+}
+
+static const char *dma_align_name(int v)
+{
+	return v == DMM_IOVA_ALIGN_PAGE ? "page" : "pow2";
+}
+
+/* The dma workload's device entries, grouped by device (variants adjacent). */
+static const struct dmm_workload_dma_dev *dma_dev(const struct dmm_workload_dma *d, unsigned k,
+						  unsigned v)
+{
+	return &d->dev[k * d->nr_variants + v];
+}
+
+static void print_fail_codes(const char *what, const uint64_t *tab)
+{
+	uint64_t n = 0;
+
+	printf("%s:", what);
+	for (unsigned e = 1; e < DMM__NR_ERRORS; e++) {
+		if (!tab[e])
+			continue;
+		n += tab[e];
+		printf("\n  %-12s %10" PRIu64 "  %s", dmm_errname((int)e), tab[e], dmm_strerror((int)e));
+	}
+	printf("%s\n", n ? "" : " none");
+}
+
+static void print_dma_text(const struct dmm_machine *m, const struct dmm_workload_result *r)
+{
+	const struct dmm_workload_dma *d = &r->dma;
+	unsigned nk = d->nr_variants ? d->nr_devs / d->nr_variants : 0;
+	uint64_t map_fail[DMM__NR_ERRORS] = { 0 }, free_fails = 0;
+	bool ok = dmm_workload_result_ok(r), any_iommu = false;
+	char b1[32], b2[32], b3[32];
+
+	printf("workload dma on %s: seed %" PRIu64 ", 1 thread, devices %s, IOMMU %s", m->name, r->seed,
+	       d->coherent ? "coherent" : "non-coherent (dma_min_align > cache_line)",
+	       dma_iommu_name(d->iommu));
+	if (d->iommu != DMM_WL_IOMMU_OFF)
+		printf(" (%s invalidation, IOVA sizes %s)", dma_flush_name(d->flush),
+		       dma_align_name(d->iova_align));
+	printf("\n\ntransfers       %" PRIu64 " per variant", d->ops);
+	for (unsigned v = 0; v < d->nr_variants; v++)
+		printf("%s %s %.3f s", v ? "," : ";", d->variant_iommu[v] ? "iommu" : "direct",
+		       (double)d->variant_ns[v] / 1e9);
+	printf(" (checks and teardown %.3f s)\n", (double)r->teardown_ns / 1e9);
+	for (unsigned k = 0; k < nk; k++) {
+		const struct dmm_workload_dma_dev *x = dma_dev(d, k, 0);
+
+		printf("  %-13s %" PRIu64 " %s (%" PRIu64 " completed), at most %u in flight\n", x->name,
+		       x->transfers, x->sg_maps || x->mask_bits == 64 ? "requests" : "packets",
+		       x->completed, x->depth);
+	}
+
+	printf("\n%-7s %4s  %-6s %8s %8s %12s %12s %13s %14s %7s\n", "device", "bits", "mode", "maps",
+	       "bounced", "bytes moved", "low mem now", "low mem peak", "coh low pages", "failed");
+	for (unsigned k = 0; k < nk; k++)
+		for (unsigned v = 0; v < d->nr_variants; v++) {
+			const struct dmm_workload_dma_dev *x = dma_dev(d, k, v);
+
+			printf("%-7s %4u  %-6s %8" PRIu64 " %8" PRIu64 " %12s %12s %13s %14" PRIu64
+			       " %7" PRIu64 "\n",
+			       x->name, x->mask_bits, x->iommu ? "iommu" : "direct", x->maps, x->bounced_maps,
+			       human(x->bytes_moved, b1, sizeof(b1)), human(x->low_now_bytes, b2, sizeof(b2)),
+			       human(x->low_peak_bytes, b3, sizeof(b3)), x->coherent_low_pages,
+			       x->map_failed + x->alloc_failed);
+			any_iommu |= x->iommu != 0;
+			for (unsigned e = 0; e < DMM__NR_ERRORS; e++)
+				map_fail[e] += x->map_fail[e];
+		}
+
+	if (any_iommu) {
+		printf("\nbehind the IOMMU (IOTLB figures from the model, this device's accesses):\n");
+		printf("%-7s %9s %7s %6s %7s %8s %9s %10s %8s %6s %6s\n", "device", "IOVA hit", "ranges",
+		       "depth", "tables", "inval", "fq flush", "IOTLB hit", "miss", "stale", "faults");
+		for (unsigned k = 0; k < nk; k++)
+			for (unsigned v = 0; v < d->nr_variants; v++) {
+				const struct dmm_workload_dma_dev *x = dma_dev(d, k, v);
+
+				if (!x->iommu)
+					continue;
+				printf("%-7s %8.1f%% %7" PRIu64 " %6" PRIu64 " %7" PRIu64 " %8" PRIu64
+				       " %9" PRIu64 " %10" PRIu64 " %8" PRIu64 " %6" PRIu64 " %6" PRIu64 "\n",
+				       x->name, pct(x->iova_cache_hits, x->iova_allocs), x->iova_ranges,
+				       x->iova_tree_depth, x->pt_tables_end, x->invalidations, x->fq_flushes,
+				       x->iotlb_hits, x->iotlb_misses, x->iotlb_stale, x->iommu_faults);
+			}
+	}
+
+	printf("\n");
+	for (unsigned k = 0; k < nk; k++) {
+		const struct dmm_workload_dma_dev *dir = NULL, *iom = NULL;
+
+		for (unsigned v = 0; v < d->nr_variants; v++) {
+			const struct dmm_workload_dma_dev *x = dma_dev(d, k, v);
+
+			if (x->iommu)
+				iom = x;
+			else
+				dir = x;
+		}
+		if (dma_dev(d, k, 0)->mask_bits > 32)
+			continue;
+		printf("%s (%u-bit):", dma_dev(d, k, 0)->name, dma_dev(d, k, 0)->mask_bits);
+		if (iom)
+			printf(" behind the IOMMU: %s below 4 GiB at peak%s", human(iom->low_peak_bytes, b1, sizeof(b1)),
+			       dir ? ";" : "");
+		if (dir) {
+			printf(" direct: %s (%s of rings, %" PRIu64 " of %" PRIu64 " maps bounced",
+			       human(dir->low_peak_bytes, b2, sizeof(b2)),
+			       human(dir->coherent_low_pages * DMM_PAGE_SIZE, b3, sizeof(b3)), dir->bounced_maps,
+			       dir->maps);
+			if (d->swiotlb)
+				printf(" through the machine's %s bounce pool", human(d->swiotlb_bytes, b1, sizeof(b1)));
+			printf(")");
+		}
+		printf("\n");
+	}
+
+	if (d->swiotlb)
+		printf("\nbounce buffers  %s in %" PRIu64 " pool%s below 4 GiB (set up for the direct variant),"
+		       " high water %" PRIu64 " slots of %" PRIu64 " B;\n"
+		       "                bounced %s to the devices, %s back; %" PRIu64 " \"full\" failures\n",
+		       human(d->swiotlb_bytes, b1, sizeof(b1)), d->swiotlb_pools,
+		       d->swiotlb_pools == 1 ? "" : "s", d->swiotlb_high_water_slots, d->swiotlb_slot_size,
+		       human(d->swiotlb_bounced_to_device, b2, sizeof(b2)),
+		       human(d->swiotlb_bounced_from_device, b3, sizeof(b3)), d->swiotlb_fail_full);
+	else
+		printf("\nbounce buffers  not set up (no direct variant)\n");
+
+	printf("\n");
+	print_fail_codes("failed maps by reason", map_fail);
+	print_fail_codes("failed buffer allocations by reason", r->alloc_fail);
+
+	for (unsigned e = 0; e < DMM__NR_ERRORS; e++)
+		free_fails += r->free_fail[e];
+	printf("\nchecks:\n");
+	printf("  data errors             %" PRIu64 "\n", d->data_errors);
+	printf("  device faults           %" PRIu64 "\n", d->faults);
+	printf("  bus address over mask   %" PRIu64 "\n", d->mask_violations);
+	if (any_iommu) {
+		bool e = false, f = false;
+
+		for (unsigned i = 0; i < d->nr_devs; i++) {
+			e |= d->dev[i].iommu_check_end != 0;
+			f |= d->dev[i].iommu_check_final != 0;
+		}
+		printf("  stale IOTLB hits        %" PRIu64 "\n", d->iotlb_stale);
+		printf("  dmm_device_iommu_check  %s with the mappings live, %s after unmapping everything\n",
+		       e ? "FAILED" : "ok", f ? "FAILED" : "ok");
+	}
+	if (d->swiotlb)
+		printf("  dmm_swiotlb_check       %s\n", d->swiotlb_check ? "FAILED" : "ok");
+	printf("  dmm_slab_check          %s; kmalloc objects %" PRIu64 " before, %" PRIu64 " after\n",
+	       d->slab_check ? "FAILED" : "ok", d->kmalloc_live_start, d->kmalloc_live_end);
+	printf("  dmm_hw_check            %s (dirty lines discarded: %" PRIu64 ")\n",
+	       d->hw_check ? "FAILED" : "ok", d->hw_dirty_discarded);
+	printf("  rejected frees          %" PRIu64 "\n", free_fails);
+	if (r->checks_run)
+		printf("  periodic checks         %" PRIu64 " run, %" PRIu64 " failed\n", r->checks_run,
+		       r->checks_failed);
+	printf("  dmm_page_alloc_check    %s with the live set, %s after freeing everything\n",
+	       r->page_check_end ? "FAILED" : "ok", r->page_check_final ? "FAILED" : "ok");
+	printf("  dmm_range_check         %s with the live set, %s after freeing everything\n",
+	       r->range_check_end ? "FAILED" : "ok", r->range_check_final ? "FAILED" : "ok");
+	if (r->nr_cma)
+		printf("  dmm_cma_check           %s with the live set, %s after freeing everything\n",
+		       r->cma_check_end ? "FAILED" : "ok", r->cma_check_final ? "FAILED" : "ok");
+	{
+		int64_t kept = (int64_t)d->slab_pages_end - (int64_t)d->slab_pages_start;
+		bool bal = r->final_free_pages + d->slab_pages_end == r->start_free_pages + d->slab_pages_start;
+
+		printf("  free pages              %" PRIu64 " before, %" PRIu64 " after, %" PRId64
+		       " more in slab caches%s\n",
+		       r->start_free_pages, r->final_free_pages, kept,
+		       bal ? " (all returned)" : " (MISMATCH)");
+	}
+	printf("\nresult: %s\n", ok ? "ok" : "ERRORS FOUND");
+}
+
+static void json_dma(struct jw *j, const struct dmm_workload_result *r)
+{
+	const struct dmm_workload_dma *d = &r->dma;
+
+	jw_obj(j, "dma");
+	jw_str(j, "iommu", dma_iommu_name(d->iommu));
+	jw_str(j, "iommu_flush", dma_flush_name(d->flush));
+	jw_str(j, "iova_align", dma_align_name(d->iova_align));
+	jw_bool(j, "coherent", d->coherent != 0);
+	jw_u64(j, "ops", d->ops);
+	jw_arr(j, "variants");
+	for (unsigned v = 0; v < d->nr_variants; v++) {
+		jw_obj(j, NULL);
+		jw_str(j, "mode", d->variant_iommu[v] ? "iommu" : "direct");
+		jw_u64(j, "elapsed_ns", d->variant_ns[v]);
+		jw_end_obj(j);
+	}
+	jw_end_arr(j);
+	jw_arr(j, "devices");
+	for (unsigned k = 0; d->nr_variants && k < d->nr_devs / d->nr_variants; k++)
+		for (unsigned v = 0; v < d->nr_variants; v++) {
+			const struct dmm_workload_dma_dev *x = dma_dev(d, k, v);
+
+			jw_obj(j, NULL);
+			jw_str(j, "name", x->name);
+			jw_u64(j, "mask_bits", x->mask_bits);
+			jw_str(j, "mode", x->iommu ? "iommu" : "direct");
+			jw_bool(j, "coherent", x->coherent != 0);
+			jw_u64(j, "depth", x->depth);
+			jw_u64(j, "transfers", x->transfers);
+			jw_u64(j, "completed", x->completed);
+			jw_u64(j, "maps", x->maps);
+			jw_u64(j, "sg_maps", x->sg_maps);
+			jw_u64(j, "sg_entries", x->sg_entries);
+			jw_u64(j, "sg_segments", x->sg_segments);
+			jw_u64(j, "bounced_maps", x->bounced_maps);
+			jw_u64(j, "bytes_moved", x->bytes_moved);
+			jw_u64(j, "low_now_bytes", x->low_now_bytes);
+			jw_u64(j, "low_peak_bytes", x->low_peak_bytes);
+			jw_u64(j, "coherent_low_pages", x->coherent_low_pages);
+			jw_u64(j, "coherent_bytes", x->coherent_bytes);
+			jw_u64(j, "map_failed", x->map_failed);
+			jw_obj(j, "map_fail");
+			for (unsigned e = 1; e < DMM__NR_ERRORS; e++)
+				if (x->map_fail[e])
+					jw_u64(j, dmm_errname((int)e), x->map_fail[e]);
+			jw_end_obj(j);
+			jw_u64(j, "alloc_failed", x->alloc_failed);
+			jw_u64(j, "data_errors", x->data_errors);
+			jw_u64(j, "faults", x->faults);
+			jw_u64(j, "mask_violations", x->mask_violations);
+			if (x->iommu) {
+				jw_obj(j, "iommu");
+				jw_u64(j, "iova_allocs", x->iova_allocs);
+				jw_u64(j, "iova_cache_hits", x->iova_cache_hits);
+				jw_dbl(j, "iova_cache_hit_rate",
+				       x->iova_allocs ? (double)x->iova_cache_hits / (double)x->iova_allocs : 0.0);
+				jw_u64(j, "iova_ranges", x->iova_ranges);
+				jw_u64(j, "iova_tree_depth", x->iova_tree_depth);
+				jw_u64(j, "iova_largest_free", x->iova_largest_free);
+				jw_u64(j, "pt_tables", x->pt_tables_end);
+				jw_u64(j, "invalidations", x->invalidations);
+				jw_u64(j, "fq_flushes", x->fq_flushes);
+				jw_u64(j, "fq_timeouts", x->fq_timeouts);
+				jw_u64(j, "iotlb_hits", x->iotlb_hits);
+				jw_u64(j, "iotlb_misses", x->iotlb_misses);
+				jw_u64(j, "iotlb_stale_hits", x->iotlb_stale);
+				jw_u64(j, "iommu_faults", x->iommu_faults);
+				jw_int(j, "iommu_check_end", x->iommu_check_end);
+				jw_int(j, "iommu_check_final", x->iommu_check_final);
+				jw_end_obj(j);
+			}
+			jw_end_obj(j);
+		}
+	jw_end_arr(j);
+	jw_obj(j, "swiotlb");
+	jw_bool(j, "set_up", d->swiotlb != 0);
+	jw_u64(j, "bytes", d->swiotlb_bytes);
+	jw_u64(j, "pools", d->swiotlb_pools);
+	jw_u64(j, "slot_size", d->swiotlb_slot_size);
+	jw_u64(j, "high_water_slots", d->swiotlb_high_water_slots);
+	jw_u64(j, "bounced_to_device", d->swiotlb_bounced_to_device);
+	jw_u64(j, "bounced_from_device", d->swiotlb_bounced_from_device);
+	jw_u64(j, "fail_full", d->swiotlb_fail_full);
+	jw_int(j, "check", d->swiotlb_check);
+	jw_end_obj(j);
+	jw_u64(j, "data_errors", d->data_errors);
+	jw_u64(j, "faults", d->faults);
+	jw_u64(j, "mask_violations", d->mask_violations);
+	jw_u64(j, "iotlb_stale_hits", d->iotlb_stale);
+	jw_u64(j, "slab_pages_start", d->slab_pages_start);
+	jw_u64(j, "slab_pages_end", d->slab_pages_end);
+	jw_u64(j, "kmalloc_live_start", d->kmalloc_live_start);
+	jw_u64(j, "kmalloc_live_end", d->kmalloc_live_end);
+	jw_int(j, "slab_check", d->slab_check);
+	jw_int(j, "hw_check", d->hw_check);
+	jw_u64(j, "hw_dirty_discarded", d->hw_dirty_discarded);
+	jw_end_obj(j);
+}
+
 static void print_run_text(const struct dmm_machine *m, const struct dmm_workload_result *r)
 {
+	if (strcmp(r->workload, "dma") == 0) {
+		print_dma_text(m, r);
+		return;
+	}
+
 	double secs = (double)r->elapsed_ns / 1e9;
 	uint64_t fails = 0, free_fails = 0;
 	bool ok = dmm_workload_result_ok(r);
@@ -1436,6 +1772,8 @@ static void print_run_json(const char *path, const struct dmm_machine *m, const 
 	jw_int(&j, "cma_check_final", r->cma_check_final);
 	if (strcmp(r->workload, "camera") == 0)
 		json_camera(&j, r);
+	if (strcmp(r->workload, "dma") == 0)
+		json_dma(&j, r);
 	jw_bool(&j, "ok", dmm_workload_result_ok(r) != 0);
 	jw_end_obj(&j);
 	jw_arr(&j, "zones");
@@ -1467,6 +1805,9 @@ static int cmd_run(int argc, char **argv)
 		{ "pin", required_argument, NULL, OPT_PIN },
 		{ "uncached", required_argument, NULL, OPT_UNCACHED },
 		{ "page-cache", required_argument, NULL, OPT_PAGE_CACHE },
+		{ "iommu", required_argument, NULL, OPT_IOMMU },
+		{ "iommu-flush", required_argument, NULL, OPT_IOMMU_FLUSH },
+		{ "iova-align", required_argument, NULL, OPT_IOVA_ALIGN },
 		MACHINE_LONG_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1475,10 +1816,12 @@ static int cmd_run(int argc, char **argv)
 	struct dmm_workload_result *r;
 	struct dmm_machine m;
 	struct dmm_hosted *h;
+	struct dmm_hw *hw = NULL;
 	struct dmm_mem *mem;
 	const char *workload = dmm_workload_names()[0];
 	const char *camera_opt = NULL;  /* a camera-only option given */
-	bool is_camera;
+	const char *dma_opt = NULL;     /* a dma-only option given */
+	bool is_camera, is_dma;
 	char path[4096], descr[160];
 	int c, rc, status;
 
@@ -1607,6 +1950,41 @@ static int cmd_run(int argc, char **argv)
 			}
 			camera_opt = "--uncached";
 			break;
+		case OPT_IOMMU:
+			if (strcmp(optarg, "both") == 0)
+				wo.iommu = DMM_WL_IOMMU_BOTH;
+			else if (strcmp(optarg, "off") == 0)
+				wo.iommu = DMM_WL_IOMMU_OFF;
+			else if (strcmp(optarg, "on") == 0)
+				wo.iommu = DMM_WL_IOMMU_ON;
+			else {
+				usage_error("--iommu: '%s' is not 'off', 'on' or 'both'", optarg);
+				return EXIT_USAGE;
+			}
+			dma_opt = "--iommu";
+			break;
+		case OPT_IOMMU_FLUSH:
+			if (strcmp(optarg, "strict") == 0)
+				wo.iommu_flush = DMM_IOMMU_STRICT;
+			else if (strcmp(optarg, "deferred") == 0)
+				wo.iommu_flush = DMM_IOMMU_DEFERRED;
+			else {
+				usage_error("--iommu-flush: '%s' is not 'strict' or 'deferred'", optarg);
+				return EXIT_USAGE;
+			}
+			dma_opt = "--iommu-flush";
+			break;
+		case OPT_IOVA_ALIGN:
+			if (strcmp(optarg, "pow2") == 0)
+				wo.iova_align = DMM_IOVA_ALIGN_POW2;
+			else if (strcmp(optarg, "page") == 0)
+				wo.iova_align = DMM_IOVA_ALIGN_PAGE;
+			else {
+				usage_error("--iova-align: '%s' is not 'pow2' or 'page'", optarg);
+				return EXIT_USAGE;
+			}
+			dma_opt = "--iova-align";
+			break;
 		case 'h':
 			run_help();
 			return 0;
@@ -1620,6 +1998,7 @@ static int cmd_run(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	is_camera = strcmp(workload, "camera") == 0;
+	is_dma = dmm_workload_needs_hw(workload) != 0;
 	if (wo.threads > 1 && strcmp(workload, "mixed") != 0 && !(is_camera && wo.threads == 2)) {
 		usage_error("--threads: only mixed runs on several threads (camera on 1 or 2)");
 		return EXIT_USAGE;
@@ -1632,8 +2011,12 @@ static int cmd_run(int argc, char **argv)
 		usage_error("--ops: the camera workload is sized by --frames and --churn");
 		return EXIT_USAGE;
 	}
+	if (dma_opt && !is_dma) {
+		usage_error("%s: only for the dma workload", dma_opt);
+		return EXIT_USAGE;
+	}
 
-	rc = build_machine(&mo, &m, &h, &mem);
+	rc = build_machine(&mo, &m, &h, is_dma ? &hw : NULL, wo.seed, &mem);
 	if (rc)
 		return rc == -DMM_ENOENT ? EXIT_USAGE : 1;
 	profile_path(mo.profile, path, sizeof(path));
@@ -1642,10 +2025,16 @@ static int cmd_run(int argc, char **argv)
 	r = malloc(sizeof(*r));
 	if (!r) {
 		fail("out of memory");
-		dmm_hosted_mem_destroy(h, mem);
+		if (hw)
+			dmm_hw_mem_destroy(hw, mem);
+		else
+			dmm_hosted_mem_destroy(h, mem);
 		return 1;
 	}
-	rc = dmm_workload_run(mem, workload, &wo, r);
+	if (is_dma)
+		rc = dmm_workload_run_dma(hw, mem, &wo, r);
+	else
+		rc = dmm_workload_run(mem, workload, &wo, r);
 	if (rc && rc != -DMM_ENOMEM) {
 		if (rc == -DMM_ENOTSUP)
 			fail("workload '%s' cannot run on '%s': %s", workload, m.name,
@@ -1671,7 +2060,10 @@ static int cmd_run(int argc, char **argv)
 		status = rc || !dmm_workload_result_ok(r) ? 1 : 0;
 	}
 	free(r);
-	dmm_hosted_mem_destroy(h, mem);
+	if (hw)
+		dmm_hw_mem_destroy(hw, mem);
+	else
+		dmm_hosted_mem_destroy(h, mem);
 	return status;
 }
 
