@@ -65,13 +65,12 @@ struct iova_mag {
 /* One CPU slot's magazines and counters, all under its lock: the fast
  * path touches no cache line another CPU writes. */
 struct iova_cpu {
-	struct dmm_lock lock;
+	_Alignas(64) struct dmm_lock lock; /* each slot on cache lines of its own */
 	struct iova_mag *loaded[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
 	struct iova_mag *prev[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
 	uint64_t ops, trim_seen; /* cache operations; their count at the last trim */
 	uint64_t pages, ranges;  /* held in this slot's magazines */
 	uint64_t hits, misses, frees_cached, swaps;
-	uint64_t pad[4];
 };
 
 struct iova_depot {
@@ -85,19 +84,19 @@ struct dmm_iova_domain {
 	dmm_pfn_t start, end;    /* pages [start, end] may be handed out */
 	dmm_pfn_t self_pfn;
 	uint64_t self_pages;
-	struct dmm_lock tree_lock;
+	_Alignas(64) struct dmm_lock tree_lock; /* the tree's line(s), apart from the read-mostly fields */
 	struct iova_node *root;
 	struct iova_node sentinel;
 	uint32_t seed;
 	uint64_t ranges, alloc_pages;   /* under tree_lock */
 	struct iova_node *spare;        /* recycled tree nodes (under tree_lock) */
 	uint32_t nr_spare;
-	struct dmm_lock depot_lock;
+	_Alignas(64) struct dmm_lock depot_lock;
 	struct iova_depot *depot[IOVA_BANDS][DMM_IOVA_CACHE_CLASSES];
 	uint64_t depot_pages, depot_ranges, depot_ops, depot_trim_seen; /* under depot_lock */
 	uint64_t slot_max_pages, depot_max_pages; /* the bound, shared out */
 	struct dmm_iova_stats st;       /* slow-path counters (atomic) */
-	unsigned nr_slots;
+	_Alignas(64) unsigned nr_slots;
 	struct iova_cpu cpu[];
 };
 
@@ -163,9 +162,20 @@ static inline uint64_t node_max(const struct iova_node *n)
 	return n ? n->max_gap : 0;
 }
 
+/* Writes only what changes: a split and a merge at one key rebuild the
+ * same shape (a treap's shape follows from its keys and priorities), so
+ * most nodes on the path stay clean and another CPU's cache keeps them. */
 static inline void pull(struct iova_node *n)
 {
-	n->max_gap = umax(n->gap, umax(node_max(n->l), node_max(n->r)));
+	uint64_t m = umax(n->gap, umax(node_max(n->l), node_max(n->r)));
+	if (n->max_gap != m)
+		n->max_gap = m;
+}
+
+static inline void set_child(struct iova_node **slot, struct iova_node *v)
+{
+	if (*slot != v)
+		*slot = v;
 }
 
 static uint32_t next_prio(struct dmm_iova_domain *d)
@@ -183,11 +193,15 @@ static void split(struct iova_node *t, dmm_pfn_t key, struct iova_node **a, stru
 	if (!t) {
 		*a = *b = (struct iova_node *)0;
 	} else if (t->lo < key) {
-		split(t->r, key, &t->r, b);
+		struct iova_node *r;
+		split(t->r, key, &r, b);
+		set_child(&t->r, r);
 		pull(t);
 		*a = t;
 	} else {
-		split(t->l, key, a, &t->l);
+		struct iova_node *l;
+		split(t->l, key, a, &l);
+		set_child(&t->l, l);
 		pull(t);
 		*b = t;
 	}
@@ -201,11 +215,11 @@ static struct iova_node *merge(struct iova_node *a, struct iova_node *b)
 	if (!b)
 		return a;
 	if (a->prio > b->prio) {
-		a->r = merge(a->r, b);
+		set_child(&a->r, merge(a->r, b));
 		pull(a);
 		return a;
 	}
-	b->l = merge(a, b->l);
+	set_child(&b->l, merge(a, b->l));
 	pull(b);
 	return b;
 }
@@ -224,7 +238,7 @@ static void set_leftmost_gap(struct iova_node *t, uint64_t gap)
 		return;
 	if (t->l)
 		set_leftmost_gap(t->l, gap);
-	else
+	else if (t->gap != gap)
 		t->gap = gap;
 	pull(t);
 }

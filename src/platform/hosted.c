@@ -20,12 +20,12 @@
  * phys_to_virt() is therefore one subtraction once the address is known to
  * be RAM; the RAM regions are kept sorted so that test stops early.
  *
- * Locks are test-and-test-and-set spinlocks on a C11 atomic word stored in
- * the opaque struct dmm_lock: one atomic exchange when uncontended (the
- * per-CPU page allocation path takes one per call), read-only spinning with
- * a pause hint when contended, and sched_yield() after a while so a host
- * with more threads than CPUs does not burn a whole time slice on a holder
- * that was preempted.
+ * Locks are ticket spinlocks (two 16-bit C11 atomics in the opaque struct
+ * dmm_lock): one atomic add when uncontended (the per-CPU page allocation
+ * path takes one per call), a release store to unlock, first come first
+ * served when contended (read-only spinning with a pause hint), and
+ * sched_yield() after a while so a host with more threads than CPUs does
+ * not burn a whole time slice on a holder that was preempted.
  *
  * Deferred work runs on one worker thread fed by a mutex/condvar queue of
  * malloc'd nodes; delayed work (defer_after) waits in a list sorted by due
@@ -127,11 +127,16 @@ struct dmm_hosted {
 
 _Static_assert(sizeof(atomic_uint) <= sizeof(((struct dmm_lock *)0)->opaque),
 	       "dmm_lock storage too small for the hosted spinlock");
-_Static_assert(_Alignof(atomic_uint) <= 16, "dmm_lock storage under-aligned");
+_Static_assert(_Alignof(atomic_ushort) <= 16, "dmm_lock storage under-aligned");
 
-static inline atomic_uint *lock_word(struct dmm_lock *l)
+static inline atomic_ushort *lock_owner(struct dmm_lock *l)
 {
-	return (atomic_uint *)(void *)l->opaque;
+	return (atomic_ushort *)(void *)l->opaque;
+}
+
+static inline atomic_ushort *lock_next(struct dmm_lock *l)
+{
+	return (atomic_ushort *)(void *)(l->opaque + sizeof(atomic_ushort));
 }
 
 static inline void cpu_relax(void)
@@ -149,50 +154,58 @@ static void hosted_lock_init(void *ctx, struct dmm_lock *l)
 {
 	(void)ctx;
 	memset(l->opaque, 0, sizeof(l->opaque));
-	atomic_init(lock_word(l), 0u);
+	atomic_init(lock_owner(l), 0);
+	atomic_init(lock_next(l), 0);
 }
 
 static void hosted_lock_destroy(void *ctx, struct dmm_lock *l)
 {
 	struct dmm_hosted *h = ctx;
 
-	if (atomic_load_explicit(lock_word(l), memory_order_relaxed) != 0u)
+	if (atomic_load_explicit(lock_owner(l), memory_order_relaxed) !=
+	    atomic_load_explicit(lock_next(l), memory_order_relaxed))
 		h->plat.panic(ctx, "lock destroyed while held");
 }
 
-static __attribute__((noinline)) void hosted_lock_slow(atomic_uint *w)
+/*
+ * Ticket lock: two 16-bit counters in the lock's storage, the ticket being
+ * served and the next ticket. Fair: a thread that just released the lock
+ * cannot take it again ahead of one already waiting (a test-and-set lock let
+ * the releasing CPU win most hand-offs, so a waiter could spin through many
+ * critical sections). One atomic add to take it uncontended, a plain
+ * release store to give it back.
+ */
+static __attribute__((noinline)) void hosted_lock_slow(atomic_ushort *owner, unsigned short ticket)
 {
 	unsigned spins = 0;
 
-	for (;;) {
-		/* Spin on a plain load so the cache line stays shared. */
-		while (atomic_load_explicit(w, memory_order_relaxed) != 0u) {
-			if (++spins < HOSTED_SPINS_BEFORE_YIELD) {
-				cpu_relax();
-			} else {
-				spins = 0;
-				sched_yield();
-			}
+	while (atomic_load_explicit(owner, memory_order_acquire) != ticket) {
+		if (++spins < HOSTED_SPINS_BEFORE_YIELD) {
+			cpu_relax();
+		} else {
+			spins = 0;
+			sched_yield();
 		}
-		if (atomic_exchange_explicit(w, 1u, memory_order_acquire) == 0u)
-			return;
 	}
 }
 
 static void hosted_lock(void *ctx, struct dmm_lock *l)
 {
-	atomic_uint *w = lock_word(l);
+	unsigned short ticket = atomic_fetch_add_explicit(lock_next(l), 1, memory_order_relaxed);
 
 	(void)ctx;
-	if (__builtin_expect(atomic_exchange_explicit(w, 1u, memory_order_acquire) == 0u, 1))
+	if (__builtin_expect(atomic_load_explicit(lock_owner(l), memory_order_acquire) == ticket, 1))
 		return;
-	hosted_lock_slow(w);
+	hosted_lock_slow(lock_owner(l), ticket);
 }
 
 static void hosted_unlock(void *ctx, struct dmm_lock *l)
 {
+	atomic_ushort *owner = lock_owner(l);
+
 	(void)ctx;
-	atomic_store_explicit(lock_word(l), 0u, memory_order_release);
+	atomic_store_explicit(owner, (unsigned short)(atomic_load_explicit(owner, memory_order_relaxed) + 1u),
+			      memory_order_release);
 }
 
 /* ------------------------------------------------------------------------ */
