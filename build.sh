@@ -5,7 +5,8 @@
 #
 #   ./build.sh deps            install the Debian packages it needs (as root, or via sudo)
 #   ./build.sh run [ARGS...]   build, then `dmamem info` and `dmamem run` on the default
-#                              profile (ARGS are passed to `dmamem run`)
+#                              profile (ARGS are passed to `dmamem run`; without ARGS
+#                              the dma workload runs too)
 #   ./build.sh test            build and run every test (ctest)
 #   ./build.sh asan            the same under AddressSanitizer + UBSan
 #   ./build.sh fuzz [SECONDS]  build the libFuzzer targets with clang and run them, the time
@@ -90,6 +91,10 @@ run)
 	"$B/dmamem" info --profile "$PROFILE"
 	say "dmamem run --profile $PROFILE $*"
 	"$B/dmamem" run --profile "$PROFILE" "$@"
+	if [ $# -eq 0 ]; then
+		say "dmamem run --profile $PROFILE --workload dma (a 32-bit device with and without the IOMMU)"
+		"$B/dmamem" run --profile "$PROFILE" --workload dma
+	fi
 	;;
 test)
 	deps
