@@ -96,6 +96,11 @@ void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce
  * @bits (permissions and marks), or take the leaf of @iova if it has every
  * bit of @want (returned in *@old, the entry cleared). */
 int dmm__iopt_map4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64_t bits);
+/* Leaf permission bits of DMM_IOMMU_READ / DMM_IOMMU_WRITE. */
+static inline uint64_t dmm__iopt_prot_bits(unsigned prot)
+{
+	return ((prot & DMM_IOMMU_READ) ? DMM_IOPTE_READ : 0) | ((prot & DMM_IOMMU_WRITE) ? DMM_IOPTE_WRITE : 0);
+}
 int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t *old);
 
 /* iommu.c */

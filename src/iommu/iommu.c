@@ -125,6 +125,20 @@ static unsigned prot_of(enum dmm_dma_dir dir)
 					    : DMM_IOMMU_READ | DMM_IOMMU_WRITE;
 }
 
+/* An IOVA range for @size below @limit; a failure counted, as -DMM_ENOSPC
+ * (no room below the mask) or -DMM_ENOMEM. */
+static int iova_get(struct dmm_iommu_dom *d, uint64_t size, dmm_dma_addr_t limit, dmm_dma_addr_t *iova)
+{
+	int err = dmm_iova_alloc(d->iova, size, limit, iova);
+
+	if (err) {
+		sadd(&d->st.fail_iova, 1);
+		dmm__dstat(&d->dev->st.fail_iova, 1);
+		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
+	}
+	return err;
+}
+
 static void iotlb_inval(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t size)
 {
 	const struct dmm_platform *p = &d->mem->plat;
@@ -460,18 +474,12 @@ int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_
 		err = -DMM_EINVAL;
 		goto undo_bounce;
 	}
-	err = dmm_iova_alloc(d->iova, span, d->limit, &iova);
-	if (err) {
-		sadd(&d->st.fail_iova, 1);
-		dmm__dstat(&dev->st.fail_iova, 1);
-		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
+	err = iova_get(d, span, d->limit, &iova);
+	if (err)
 		goto undo_bounce;
-	}
 	if (span == PG) {
-		unsigned prot = prot_of(dir);
 		err = dmm__iopt_map4k(d->pt, iova, tlb - off,
-				      DMM_IOPTE_FIRST | DMM_IOPTE_LAST | ((prot & DMM_IOMMU_READ) ? DMM_IOPTE_READ : 0) |
-					      ((prot & DMM_IOMMU_WRITE) ? DMM_IOPTE_WRITE : 0));
+				      DMM_IOPTE_FIRST | DMM_IOPTE_LAST | dmm__iopt_prot_bits(prot_of(dir)));
 	} else {
 		err = dmm_iopt_map(d->pt, iova, tlb - off, span, prot_of(dir), DMM_IOPTE_FIRST | DMM_IOPTE_LAST);
 	}
@@ -564,43 +572,31 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 /* ---- scatterlists ------------------------------------------------------------------- */
 
 /*
- * The IOVA layout of a list: piece i starts at offset lay(i) + (phys & page)
- * in the range; a piece that would cross the segment boundary starts at the
- * next boundary instead (the range is aligned to at least the boundary
- * then). Returns the range's length.
+ * The IOVA layout of a list, piece by piece: a piece starts at the running
+ * offset *@cur plus its offset within its page, except that one which would
+ * cross the segment boundary starts at the next boundary (the range is then
+ * aligned to at least the boundary). Returns the piece's page offset in the
+ * range and advances *@cur past its pages. A bounced piece keeps its offset
+ * within the page, so the layout follows from the CPU side of the list.
  */
-static uint64_t sg_layout(const struct dmm_sg *sg, unsigned nents, uint64_t boundary, uint64_t *pos)
+static uint64_t sg_place(const struct dmm_sg *e, uint64_t boundary, uint64_t *cur)
+{
+	uint64_t off = e->phys & (PG - 1), pos = *cur;
+
+	if (boundary && (pos + off) / boundary != (pos + off + e->length - 1) / boundary)
+		pos = dmm_align_up(pos, boundary);
+	*cur = pos + dmm_align_up(off + e->length, PG);
+	return pos;
+}
+
+/* The range's length. */
+static uint64_t sg_layout(const struct dmm_sg *sg, unsigned nents, uint64_t boundary)
 {
 	uint64_t cur = 0;
 
-	for (unsigned i = 0; i < nents; i++) {
-		uint64_t off = sg[i].phys & (PG - 1), span = dmm_align_up(off + sg[i].length, PG);
-		if (boundary && (cur + off) / boundary != (cur + off + sg[i].length - 1) / boundary)
-			cur = dmm_align_up(cur, boundary);
-		if (pos)
-			pos[i] = cur;
-		cur += span;
-	}
+	for (unsigned i = 0; i < nents; i++)
+		sg_place(&sg[i], boundary, &cur);
 	return cur;
-}
-
-/* Position of piece @i in the layout, recomputed (O(i)). */
-static uint64_t sg_pos(const struct dmm_sg *sg, unsigned i, uint64_t boundary)
-{
-	uint64_t cur = 0;
-	for (unsigned k = 0;; k++) {
-		uint64_t off = sg[k].phys & (PG - 1), span = dmm_align_up(off + sg[k].length, PG);
-		if (boundary && (cur + off) / boundary != (cur + off + sg[k].length - 1) / boundary)
-			cur = dmm_align_up(cur, boundary);
-		if (k == i)
-			return cur;
-		cur += span;
-	}
-}
-
-static uint64_t pow2_up(uint64_t n)
-{
-	return n <= 1 ? 1 : (uint64_t)1 << (64 - __builtin_clzll(n - 1));
 }
 
 int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
@@ -643,42 +639,27 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	}
 	if (err)
 		goto undo_bounce;
-	total = sg_layout(sg, nents, l->boundary, (uint64_t *)0);
-	if (l->boundary && total > l->boundary && d->o.iova.align == DMM_IOVA_ALIGN_POW2 &&
-	    pow2_up(total >> DMM_PAGE_SHIFT) * PG < l->boundary) {
-		err = -DMM_EINVAL; /* cannot happen: kept for clarity */
+	total = sg_layout(sg, nents, l->boundary);
+	err = iova_get(d, total, d->limit, &iova);
+	if (err)
 		goto undo_bounce;
-	}
-	err = dmm_iova_alloc(d->iova, total, d->limit, &iova);
-	if (err) {
-		sadd(&d->st.fail_iova, 1);
-		dmm__dstat(&dev->st.fail_iova, 1);
-		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
-		goto undo_bounce;
-	}
 	/* map each piece at its place */
 	for (i = 0; i < nents; i++) {
 		dmm_phys_t pa = sg[i].dma_address != DMM_DMA_MAPPING_ERROR ? sg[i].dma_address : sg[i].phys;
-		uint64_t off = pa & (PG - 1), span = dmm_align_up(off + sg[i].length, PG);
+		uint64_t off = pa & (PG - 1), pos = sg_place(&sg[i], l->boundary, &cur);
 		uint64_t flags = (i == 0 ? DMM_IOPTE_FIRST : 0) | (i == nents - 1 ? DMM_IOPTE_LAST : 0);
-		uint64_t pos = sg_pos(sg, i, l->boundary);
-		if (i && pos < cur) {
-			err = -DMM_EINVAL;
-			break;
-		}
-		err = dmm_iopt_map(d->pt, iova + pos, pa - off, span, prot_of(dir), flags);
+		err = dmm_iopt_map(d->pt, iova + pos, pa - off, cur - pos, prot_of(dir), flags);
 		if (err)
 			break;
-		cur = pos + span;
 	}
 	if (!err && l->max_segs) {
 		/* the segments the merge below makes: too many is refused
 		 * before anything a caller or the device could see */
 		dmm_dma_addr_t sb = 0;
-		uint64_t sl = 0;
+		uint64_t sl = 0, at = 0;
 		unsigned n = 0;
 		for (unsigned k = 0; k < nents; k++) {
-			dmm_dma_addr_t b = iova + sg_pos(sg, k, l->boundary) + (sg[k].phys & (PG - 1));
+			dmm_dma_addr_t b = iova + sg_place(&sg[k], l->boundary, &at) + (sg[k].phys & (PG - 1));
 			if (n && b == sb + sl && sl + sg[k].length <= seg_max &&
 			    !(l->boundary && sb / l->boundary != (b + sg[k].length - 1) / l->boundary)) {
 				sl += sg[k].length;
@@ -692,10 +673,10 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 			err = -DMM_EINVAL;
 	}
 	if (err) {
+		uint64_t at = 0;
 		for (unsigned k = 0; k < i; k++) {
-			dmm_phys_t pa = sg[k].dma_address != DMM_DMA_MAPPING_ERROR ? sg[k].dma_address : sg[k].phys;
-			uint64_t off = pa & (PG - 1);
-			dmm_iopt_unmap(d->pt, iova + sg_pos(sg, k, l->boundary), dmm_align_up(off + sg[k].length, PG));
+			uint64_t pos = sg_place(&sg[k], l->boundary, &at);
+			dmm_iopt_unmap(d->pt, iova + pos, at - pos);
 		}
 		dmm_iova_free(d->iova, iova, total);
 		if (err != -DMM_EINVAL)
@@ -708,7 +689,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	cur = 0;
 	for (i = 0; i < nents; i++) {
 		dmm_phys_t pa = sg[i].dma_address != DMM_DMA_MAPPING_ERROR ? sg[i].dma_address : sg[i].phys;
-		dmm_dma_addr_t b = iova + sg_pos(sg, i, l->boundary) + (pa & (PG - 1));
+		dmm_dma_addr_t b = iova + sg_place(&sg[i], l->boundary, &cur) + (pa & (PG - 1));
 		dmm__dma_for_device(dev, pa, sg[i].length, dir);
 		if (dmm__dbg_on(dev))
 			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, site);
@@ -756,7 +737,7 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 			 const void *site)
 {
 	struct dmm_iommu_dom *d = dev->iommu;
-	uint64_t boundary = dev->lim[0].boundary, total;
+	uint64_t boundary = dev->lim[0].boundary, total, at;
 	dmm_dma_addr_t iova;
 	dmm_phys_t pa;
 
@@ -767,8 +748,8 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 	for (unsigned i = 0; i < nents; i++)
 		if (!sg[i].length)
 			return;
-	iova = (sg[0].dma_address & ~(PG - 1)) - sg_pos(sg, 0, boundary);
-	total = sg_layout(sg, nents, boundary, (uint64_t *)0);
+	iova = sg[0].dma_address & ~(PG - 1); /* the first piece sits at the range's start */
+	total = sg_layout(sg, nents, boundary);
 	if (!claim_mapping(d, iova, total, &pa)) {
 		sadd(&d->st.fail_unmap, 1);
 		dmm__dstat(&dev->st.fail_unmap, 1);
@@ -776,8 +757,9 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 	}
 	/* the CPU side of each piece after the range is unmapped: park the
 	 * physical address of each piece in dma_address meanwhile */
+	at = 0;
 	for (unsigned i = 0; i < nents; i++) {
-		dmm_dma_addr_t b = iova + sg_pos(sg, i, boundary) + (sg[i].phys & (PG - 1));
+		dmm_dma_addr_t b = iova + sg_place(&sg[i], boundary, &at) + (sg[i].phys & (PG - 1));
 		if (dmm__dbg_on(dev))
 			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
 		if (dmm_iopt_lookup(d->pt, b, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0) == 0)
@@ -806,7 +788,7 @@ void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nent
 			int to_device, const void *site)
 {
 	struct dmm_iommu_dom *d = dev->iommu;
-	uint64_t boundary = dev->lim[0].boundary;
+	uint64_t boundary = dev->lim[0].boundary, at = 0;
 	dmm_dma_addr_t iova;
 
 	if (!nents || sg[0].dma_address == DMM_DMA_MAPPING_ERROR)
@@ -814,9 +796,9 @@ void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nent
 	for (unsigned i = 0; i < nents; i++)
 		if (!sg[i].length)
 			return;
-	iova = (sg[0].dma_address & ~(PG - 1)) - sg_pos(sg, 0, boundary);
+	iova = sg[0].dma_address & ~(PG - 1); /* the first piece sits at the range's start */
 	for (unsigned i = 0; i < nents; i++) {
-		dmm_dma_addr_t b = iova + sg_pos(sg, i, boundary) + (sg[i].phys & (PG - 1));
+		dmm_dma_addr_t b = iova + sg_place(&sg[i], boundary, &at) + (sg[i].phys & (PG - 1));
 		dmm_phys_t pa;
 		if (dmm__dbg_on(dev))
 			dmm__dbg_sync(dev, b, sg[i].length, dir, to_device, site);
@@ -928,13 +910,9 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 			}
 		}
 	}
-	err = dmm_iova_alloc(d->iova, span, lim, &iova);
-	if (err) {
-		sadd(&d->st.fail_iova, 1);
-		dmm__dstat(&dev->st.fail_iova, 1);
-		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
+	err = iova_get(d, span, lim, &iova);
+	if (err)
 		goto undo_pages;
-	}
 	if (dev->lim[1].align && (iova & (dev->lim[1].align - 1))) {
 		/* the coherent alignment is larger than the IOVA policy gives */
 		dmm_iova_free(d->iova, iova, span);

@@ -200,8 +200,7 @@ int dmm_iopt_map(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64
 	    !dmm_pfn_to_page(pt->mem, dmm_phys_to_pfn(pa)) ||
 	    !dmm_pfn_to_page(pt->mem, dmm_phys_to_pfn(pa + size - 1)))
 		return pt ? dmm__count_invalid(pt->mem) : -DMM_EINVAL;
-	bits = DMM_IOPTE_VALID | DMM_IOPTE_LEAF | ((prot & DMM_IOMMU_READ) ? DMM_IOPTE_READ : 0) |
-	       ((prot & DMM_IOMMU_WRITE) ? DMM_IOPTE_WRITE : 0);
+	bits = DMM_IOPTE_VALID | DMM_IOPTE_LEAF | dmm__iopt_prot_bits(prot);
 	uint64_t *l3 = (uint64_t *)0; /* the last level-3 table used, and its 2 MiB key */
 	dmm_dma_addr_t l3_key = 0;
 	while (done < size) {
