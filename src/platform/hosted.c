@@ -319,9 +319,9 @@ static void *hosted_worker(void *arg)
 	return NULL;
 }
 
-static int hosted_defer_after(void *ctx, void (*fn)(void *arg), void *arg, uint64_t delay_ns)
+/* Queue fn(arg): to run now (@delayed false), or once @delay_ns have passed. */
+static int hosted_queue(struct dmm_hosted *h, void (*fn)(void *arg), void *arg, bool delayed, uint64_t delay_ns)
 {
-	struct dmm_hosted *h = ctx;
 	struct hosted_work *w, **pp;
 
 	if (!fn)
@@ -331,38 +331,30 @@ static int hosted_defer_after(void *ctx, void (*fn)(void *arg), void *arg, uint6
 		return -DMM_ENOMEM;
 	w->fn = fn;
 	w->arg = arg;
-	w->due_ns = hosted_mono_ns() + delay_ns;
+	w->due_ns = delayed ? hosted_mono_ns() + delay_ns : 0;
 	pthread_mutex_lock(&h->q_lock);
 	w->seq = h->q_seq++;
-	for (pp = &h->q_delayed; *pp && (*pp)->due_ns <= w->due_ns; pp = &(*pp)->next)
-		;
-	w->next = *pp;
-	*pp = w;
+	if (delayed) {
+		for (pp = &h->q_delayed; *pp && (*pp)->due_ns <= w->due_ns; pp = &(*pp)->next)
+			;
+		w->next = *pp;
+		*pp = w;
+	} else {
+		hosted_enqueue_locked(h, w);
+	}
 	pthread_cond_signal(&h->q_wake);
 	pthread_mutex_unlock(&h->q_lock);
 	return 0;
 }
 
+static int hosted_defer_after(void *ctx, void (*fn)(void *arg), void *arg, uint64_t delay_ns)
+{
+	return hosted_queue(ctx, fn, arg, true, delay_ns);
+}
+
 static int hosted_defer(void *ctx, void (*fn)(void *arg), void *arg)
 {
-	struct dmm_hosted *h = ctx;
-	struct hosted_work *w;
-
-	if (!fn)
-		return -DMM_EINVAL;
-	w = malloc(sizeof(*w));
-	if (!w)
-		return -DMM_ENOMEM;
-	w->fn = fn;
-	w->arg = arg;
-	w->due_ns = 0;
-
-	pthread_mutex_lock(&h->q_lock);
-	w->seq = h->q_seq++;
-	hosted_enqueue_locked(h, w);
-	pthread_cond_signal(&h->q_wake);
-	pthread_mutex_unlock(&h->q_lock);
-	return 0;
+	return hosted_queue(ctx, fn, arg, false, 0);
 }
 
 /*
