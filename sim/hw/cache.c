@@ -572,49 +572,37 @@ int dmm_hw_cpu_copy(struct dmm_hw *hw, dmm_phys_t dst, dmm_phys_t src, size_t le
 	return copy_op(hw, dst, src, len, false, DMM_HW_AGENT_CPU);
 }
 
-/* Page by page: a CPU address range may be a vmap of scattered pages. */
-int dmm_hw_cpu_read_virt(struct dmm_hw *hw, const void *va, void *buf, size_t len)
+/* Page by page (a CPU address range may be a vmap of scattered pages):
+ * @buf is read into (@write 0) or written from. */
+static int cpu_virt(struct dmm_hw *hw, const void *va, unsigned char *buf, size_t len, int write)
 {
-	const unsigned char *v = va;
-	unsigned char *b = buf;
+	uintptr_t v = (uintptr_t)va;
 
 	while (len) {
-		size_t n = DMM_PAGE_SIZE - ((uintptr_t)v & (DMM_PAGE_SIZE - 1));
+		size_t n = DMM_PAGE_SIZE - (v & (DMM_PAGE_SIZE - 1));
 		dmm_phys_t pa;
-		int err = dmm_hw_virt_to_phys(hw, v, &pa);
+		int err = dmm_hw_virt_to_phys(hw, (const void *)v, &pa);
 		if (n > len)
 			n = len;
 		if (!err)
-			err = dmm_hw_cpu_read(hw, pa, b, n);
+			err = write ? dmm_hw_cpu_write(hw, pa, buf, n) : dmm_hw_cpu_read(hw, pa, buf, n);
 		if (err)
 			return err;
 		v += n;
-		b += n;
+		buf += n;
 		len -= n;
 	}
 	return 0;
 }
 
+int dmm_hw_cpu_read_virt(struct dmm_hw *hw, const void *va, void *buf, size_t len)
+{
+	return cpu_virt(hw, va, buf, len, 0);
+}
+
 int dmm_hw_cpu_write_virt(struct dmm_hw *hw, void *va, const void *buf, size_t len)
 {
-	unsigned char *v = va;
-	const unsigned char *b = buf;
-
-	while (len) {
-		size_t n = DMM_PAGE_SIZE - ((uintptr_t)v & (DMM_PAGE_SIZE - 1));
-		dmm_phys_t pa;
-		int err = dmm_hw_virt_to_phys(hw, v, &pa);
-		if (n > len)
-			n = len;
-		if (!err)
-			err = dmm_hw_cpu_write(hw, pa, b, n);
-		if (err)
-			return err;
-		v += n;
-		b += n;
-		len -= n;
-	}
-	return 0;
+	return cpu_virt(hw, va, (unsigned char *)(uintptr_t)buf, len, 1);
 }
 
 /* ------------------------------------------------------------------------ */
