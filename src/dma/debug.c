@@ -85,15 +85,14 @@ int dmm_dma_debug_enable(struct dmm_mem *mem, int on)
 		return -DMM_EINVAL;
 	if (on && !state(mem)) {
 		uint64_t pages = dmm_align_up(sizeof(struct dbg_state), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-		struct dmm_constraint any = DMM_CONSTRAINT_ANY;
 		struct dbg_state *s;
 		void *none = (void *)0;
 		dmm_pfn_t pfn;
-		int err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
+		void *va;
+		int err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 		if (err)
 			return err;
-		dmm__meta_zero(mem, pfn, pages);
-		s = dmm_pfn_to_virt(mem, pfn);
+		s = va;
 		mem->plat.lock_init(mem->plat.ctx, &s->lock);
 		if (!__atomic_compare_exchange_n(&mem->dma_debug, &none, (void *)s, false, __ATOMIC_RELEASE,
 						 __ATOMIC_ACQUIRE)) {

@@ -761,7 +761,7 @@ static void release_state(struct astate *s)
 
 int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_opts *o)
 {
-	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	void *va;
 	struct astate *s;
 	uint64_t pages = dmm_align_up(sizeof(struct astate), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
 	void *none = (void *)0;
@@ -772,11 +772,10 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 		return -DMM_EINVAL;
 	if (state(mem))
 		return -DMM_EEXIST;
-	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
+	err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 	if (err)
 		return err;
-	dmm__meta_zero(mem, pfn, pages);
-	s = dmm_pfn_to_virt(mem, pfn);
+	s = va;
 	s->mem = mem;
 	s->self_pfn = pfn;
 	s->self_pages = pages;

@@ -293,8 +293,8 @@ static void default_window(const struct dmm_swiotlb *t, struct dmm_constraint *c
 
 int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 {
+	void *va;
 	struct dmm_swiotlb_opts o;
-	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
 	struct dmm_swiotlb *t;
 	uint64_t pages;
 	dmm_pfn_t pfn;
@@ -328,11 +328,10 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 	if (tlb_of(mem))
 		return -DMM_EEXIST;
 	pages = dmm_align_up(sizeof(*t), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
+	err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 	if (err)
 		return err;
-	dmm__meta_zero(mem, pfn, pages);
-	t = dmm_pfn_to_virt(mem, pfn);
+	t = va;
 	t->mem = mem;
 	t->o = o;
 	t->self_pfn = pfn;

@@ -601,7 +601,7 @@ static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
 int dmm_iova_domain_create(struct dmm_mem *mem, dmm_dma_addr_t base, dmm_dma_addr_t limit,
 			   const struct dmm_iova_opts *o, struct dmm_iova_domain **out)
 {
-	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	void *va;
 	struct dmm_iova_opts op;
 	struct dmm_iova_domain *d;
 	unsigned slots;
@@ -635,11 +635,10 @@ int dmm_iova_domain_create(struct dmm_mem *mem, dmm_dma_addr_t base, dmm_dma_add
 		slots = IOVA_SLOTS_MAX;
 	bytes = sizeof(*d) + (uint64_t)slots * sizeof(struct iova_cpu);
 	pages = dmm_align_up(bytes, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
+	err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 	if (err)
 		return err;
-	dmm__meta_zero(mem, pfn, pages);
-	d = dmm_pfn_to_virt(mem, pfn);
+	d = va;
 	d->mem = mem;
 	d->o = op;
 	d->self_pfn = pfn;

@@ -60,7 +60,7 @@ static inline void h_unlock(struct dmm_handles *h)
 
 int dmm_handles_create(struct dmm_mem *mem, uint32_t capacity, struct dmm_handles **out)
 {
-	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	void *va;
 	struct dmm_handles *h;
 	uint64_t bytes, pages;
 	dmm_pfn_t pfn;
@@ -70,11 +70,10 @@ int dmm_handles_create(struct dmm_mem *mem, uint32_t capacity, struct dmm_handle
 		return dmm__count_invalid(mem);
 	bytes = sizeof(*h) + (uint64_t)capacity * sizeof(struct dmm_handle_ent);
 	pages = dmm_align_up(bytes, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	err = dmm_alloc_range(mem, &any, pages, 0, &pfn);
+	err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 	if (err)
 		return err;
-	dmm__meta_zero(mem, pfn, pages);
-	h = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(pfn));
+	h = va;
 	mem->plat.lock_init(mem->plat.ctx, &h->lock);
 	h->mem = mem;
 	h->owner.ops = &handle_ops;

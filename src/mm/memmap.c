@@ -517,6 +517,18 @@ void dmm__meta_zero(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr)
 	}
 }
 
+int dmm__meta_alloc(struct dmm_mem *mem, uint64_t pages, unsigned gfp, dmm_pfn_t *pfn, void **va)
+{
+	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	int err = dmm_alloc_range(mem, &any, pages, gfp, pfn);
+
+	if (err)
+		return err;
+	dmm__meta_zero(mem, *pfn, pages);
+	*va = mem->plat.phys_to_virt(mem->plat.ctx, dmm_pfn_to_phys(*pfn));
+	return 0;
+}
+
 void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len)
 {
 	if (mem->plat.phys_fill) {
