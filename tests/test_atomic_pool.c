@@ -332,11 +332,9 @@ static void test_no_background_worker(void **state)
 	struct dmm_atomic_pool_stats st;
 	void *cpu[4], *c;
 	dmm_dma_addr_t bus[4], b;
-	char err[256];
 	(void)state;
 
-	if (dmm_profile_load("pc", &m, err, sizeof(err)))
-		fail_msg("profile pc: %s", err);
+	tu_profile("pc", &m);
 	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, &h));
 	p = *dmm_hosted_platform(h);
 	p.defer = NULL;

@@ -21,10 +21,8 @@ static void hwenv_create(struct hwenv *e, const char *profile, int prefetch)
 {
 	struct dmm_machine m;
 	struct dmm_hw_opts o;
-	char err[256];
 
-	if (dmm_profile_load(profile, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", profile, err);
+	tu_profile(profile, &m);
 	dmm_hw_opts_default(&o);
 	o.nr_cpus = 2;
 	o.prefetch = prefetch;

@@ -33,10 +33,8 @@ static void hwenv_create(struct hwenv *e, const char *profile, int swiotlb)
 {
 	struct dmm_machine m;
 	struct dmm_hw_opts o;
-	char err[256];
 
-	if (dmm_profile_load(profile, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", profile, err);
+	tu_profile(profile, &m);
 	dmm_hw_opts_default(&o);
 	o.nr_cpus = 2;
 	o.log_level = DMM_LOG_ERR;
@@ -805,9 +803,7 @@ static void test_review_regressions(void **state)
 		struct dmm_machine m;
 		struct dmm_hw_opts o;
 		struct dmm_swiotlb_opts so;
-		char err[256];
-		if (dmm_profile_load("pc", &m, err, sizeof(err)))
-			fail_msg("%s", err);
+		tu_profile("pc", &m);
 		dmm_hw_opts_default(&o);
 		o.nr_cpus = 2;
 		o.log_level = DMM_LOG_ERR;

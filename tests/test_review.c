@@ -148,7 +148,6 @@ static void test_uncached_area_buffer_flushed(void **state)
 	struct dmm_sim_dev sd;
 	struct dmm_device_desc d = tu_desc("cam", 64, 0, DMM_DEVICE_CMA_NONE);
 	struct dmm_dma_stats st;
-	char err[256];
 	static uint8_t old[64 * 1024], want[64 * 1024], got[64 * 1024];
 	int area;
 	dmm_pfn_t pfn;
@@ -157,8 +156,7 @@ static void test_uncached_area_buffer_flushed(void **state)
 	dmm_phys_t pa;
 	(void)state;
 
-	if (dmm_profile_load("phone", &m, err, sizeof(err)))
-		fail_msg("profile phone: %s", err);
+	tu_profile("phone", &m);
 	dmm_hw_opts_default(&o);
 	o.nr_cpus = 2;
 	o.prefetch = 0;

@@ -23,10 +23,8 @@ static void hwenv_create(struct hwenv *e, const char *profile, int policy)
 {
 	struct dmm_machine m;
 	struct dmm_hw_opts o;
-	char err[256];
 
-	if (dmm_profile_load(profile, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", profile, err);
+	tu_profile(profile, &m);
 	if (policy >= 0)
 		m.kmalloc_policy = (enum dmm_kmalloc_policy)policy;
 	dmm_hw_opts_default(&o);

@@ -8,12 +8,11 @@
  * deferred flush queue on the non-coherent phone profile, the single
  * variants, reproducibility, and bad options.
  */
-#include "tu.h"
+#include "tu_dma.h"
 
 #include <dmamem/iommu.h>
 
 #include "hw/hw.h"
-#include "profile.h"
 #include "workload.h"
 
 struct env {
@@ -25,10 +24,8 @@ static void env_create(struct env *e, const char *profile, uint64_t seed)
 {
 	struct dmm_machine m;
 	struct dmm_hw_opts o;
-	char err[256];
 
-	if (dmm_profile_load(profile, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", profile, err);
+	tu_profile(profile, &m);
 	dmm_hw_opts_default(&o);
 	o.nr_cpus = 2;
 	o.log_level = DMM_LOG_ERR;

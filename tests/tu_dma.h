@@ -8,13 +8,19 @@
 
 #include "profile.h"
 
+/* Load the machine profile @name into *@m (the test fails if it cannot). */
+static inline void tu_profile(const char *name, struct dmm_machine *m)
+{
+	char err[256];
+	if (dmm_profile_load(name, m, err, sizeof(err)))
+		fail_msg("profile %s: %s", name, err);
+}
+
 /* A hosted memory map (2 CPU slots) of the machine profile @name. */
 static inline struct tu_env *tu_env_profile(const char *name)
 {
 	struct dmm_machine m;
-	char err[256];
-	if (dmm_profile_load(name, &m, err, sizeof(err)))
-		fail_msg("profile %s: %s", name, err);
+	tu_profile(name, &m);
 	return tu_env_create(&m, 2);
 }
 
