@@ -95,32 +95,7 @@ __attribute__((format(printf, 1, 2))) static void trace(const char *fmt, ...)
 
 /* ---- input reader ---------------------------------------------------------- */
 
-struct rd {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint64_t u8(struct rd *r)
-{
-	if (!r->n)
-		return 0;
-	r->n--;
-	return *r->p++;
-}
-
-/* Little-endian, the reads sequenced (in "u8(r) | u8(r) << 8" the compiler
- * picks the order: an input would mean one thing to gcc, another to clang). */
-static uint64_t u16(struct rd *r)
-{
-	uint64_t lo = u8(r);
-	return lo | u8(r) << 8;
-}
-
-static uint64_t u32(struct rd *r)
-{
-	uint64_t lo = u16(r);
-	return lo | u16(r) << 16;
-}
+/* the input reader (struct rd, u8/u16/u32) is in fuzz_target.h */
 
 /* ---- the machine ------------------------------------------------------------- */
 

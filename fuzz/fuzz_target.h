@@ -2,7 +2,8 @@
 /*
  * What every fuzz target's operation interpreter provides: libFuzzer's entry
  * point, and the one-line summary of its counters that replay_main.c prints
- * after replaying (so the same main drives fuzz_alloc.c and fuzz_iova.c).
+ * after replaying (so the same main drives fuzz_alloc.c and fuzz_iova.c);
+ * and the input reader both use.
  */
 #ifndef DMM_FUZZ_TARGET_H
 #define DMM_FUZZ_TARGET_H
@@ -15,5 +16,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Print the counters of every input run so far on stdout, one line,
  * prefixed with "@prog: ". */
 void dmm_fuzz_print_summary(const char *prog);
+
+/* The input read as a byte stream: past its end every read is 0. */
+struct rd {
+	const uint8_t *p;
+	size_t n;
+};
+
+static inline uint64_t u8(struct rd *r)
+{
+	if (!r->n)
+		return 0;
+	r->n--;
+	return *r->p++;
+}
+
+/* Little-endian, the reads sequenced (in "u8(r) | u8(r) << 8" the compiler
+ * picks the order: an input would mean one thing to gcc, another to clang). */
+static inline uint64_t u16(struct rd *r)
+{
+	uint64_t lo = u8(r);
+	return lo | u8(r) << 8;
+}
+
+static inline uint64_t u32(struct rd *r)
+{
+	uint64_t lo = u16(r);
+	return lo | u16(r) << 16;
+}
 
 #endif
