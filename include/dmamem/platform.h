@@ -50,14 +50,49 @@
  *                          zeroing, migration and bouncing. May be NULL:
  *                          then phys_to_virt + memset/memcpy (a coherent host).
  *  cpu_id                  Index of the current CPU in [0, nr_cpus). Used to
- *                          pick a per-CPU cache; every per-CPU structure is
- *                          still protected by its own lock, so a thread that
- *                          migrates between CPUs is safe. May be NULL (CPU 0).
+ *                          pick a per-CPU cache that has its own lock (page
+ *                          lists, IOVA magazines, bounce areas), so a thread
+ *                          that migrates between CPUs is safe; the caches
+ *                          behind CPU-local sections (below) use the index
+ *                          cpu_enter returns instead. May be NULL (CPU 0).
  *  iotlb_inval             Invalidate the IOMMU's cached translations (IOTLB)
  *                          of domain @domain_id for IOVAs [iova, iova + size)
  *                          (size 0: the whole domain) and return once the
  *                          invalidation is complete. Atomic context. May be
  *                          NULL (no IOMMU hardware caches translations).
+ *  cpu_enter/cpu_exit     A CPU-local section: cpu_enter returns an index in
+ *                          [0, nr_cpus) that the caller holds until the
+ *                          matching cpu_exit. No other section with that
+ *                          index, and no cpu_sync of it, runs in between, so
+ *                          the core touches that CPU's caches with plain loads
+ *                          and stores: no lock, no atomic read-modify-write.
+ *                          Sections are short, never nest and never sleep.
+ *                          A kernel implements them as preempt_disable() (or
+ *                          local_irq_save() where the core is called from
+ *                          interrupts) plus smp_processor_id(); an RTOS by
+ *                          locking its scheduler. Atomic context.
+ *  cpu_sync                Run fn(arg) at a moment when no section of CPU
+ *                          @cpu is running, and return once it has run (a
+ *                          kernel: smp_call_function_single(cpu, fn, arg, 1)).
+ *                          The core uses it to drain or inspect another CPU's
+ *                          caches and as a grace period before it frees
+ *                          something sections may still be reading. Process
+ *                          context, outside any section. fn may call
+ *                          cpu_sync for a higher-numbered CPU: the core holds
+ *                          all CPUs at once that way, in increasing order, to
+ *                          see every cache in one consistent state (a kernel:
+ *                          stop_machine()).
+ *                          cpu_enter, cpu_exit and cpu_sync come together or
+ *                          not at all; without them the core takes one lock
+ *                          per CPU slot (chosen with cpu_id) instead.
+ *  linear_virt/linear_phys/linear_size
+ *                          Optional linear mapping: RAM at physical
+ *                          [linear_phys, linear_phys + linear_size) appears at
+ *                          CPU addresses [linear_virt, linear_virt +
+ *                          linear_size). phys_to_virt and virt_to_phys must
+ *                          agree with it; the core then translates inside it
+ *                          with an addition instead of a call (the fast paths
+ *                          of kfree and of bouncing). linear_size 0: none.
  *  vmap/vunmap             Map @n pages (physical addresses @pages) at
  *                          consecutive CPU addresses with attribute @attr
  *                          (uncached for a non-coherent device's buffer),
@@ -112,6 +147,12 @@ struct dmm_platform {
 	void (*iotlb_inval)(void *ctx, uint32_t domain_id, uint64_t iova, uint64_t size);
 	int (*vmap)(void *ctx, const dmm_phys_t *pages, size_t n, enum dmm_memattr attr, void **va);
 	void (*vunmap)(void *ctx, void *va, size_t n);
+	unsigned (*cpu_enter)(void *ctx);
+	void (*cpu_exit)(void *ctx, unsigned cpu);
+	void (*cpu_sync)(void *ctx, unsigned cpu, void (*fn)(void *arg), void *arg);
+	unsigned char *linear_virt;
+	dmm_phys_t linear_phys;
+	uint64_t linear_size;
 	unsigned nr_cpus;      /* number of per-CPU caches to create (>= 1) */
 };
 

@@ -141,5 +141,9 @@ int dmm_platform_validate(const struct dmm_platform *p)
 		return -DMM_EINVAL;
 	if (p->nr_cpus == 0 || p->nr_cpus > 1024)
 		return -DMM_EINVAL;
+	if (!p->cpu_enter != !p->cpu_exit || !p->cpu_enter != !p->cpu_sync)
+		return -DMM_EINVAL; /* a section without its exit or its sync */
+	if (p->linear_size && (!p->linear_virt || p->linear_phys + p->linear_size < p->linear_phys))
+		return -DMM_EINVAL;
 	return 0;
 }

@@ -128,6 +128,7 @@ struct dmm_mem {
 	struct dmm_cma_area *cma;         /* nr_cma areas */
 	struct dmm_migrate_stats mstats;  /* atomic counters */
 	struct dmm_slab_state *slab;      /* src/mm/slab.c caches */
+	struct dmm_cpu_lock *cpu_locks;   /* nr_cpus: CPU-local sections without platform hooks */
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
 	void *swiotlb;                    /* src/dma/swiotlb.c state, set up by dmm_swiotlb_init */
 	int dma_debug_on;                 /* global switch (atomic) */
@@ -217,6 +218,72 @@ static inline void dmm__lock(const struct dmm_mem *mem, struct dmm_lock *l)
 static inline void dmm__unlock(const struct dmm_mem *mem, struct dmm_lock *l)
 {
 	mem->plat.unlock(mem->plat.ctx, l);
+}
+
+/* ---- CPU-local sections ----------------------------------------------------
+ * dmm__cpu_enter() returns a CPU index the caller holds until dmm__cpu_exit():
+ * that CPU's caches may be used with plain loads and stores. Through the
+ * platform's cpu_enter/cpu_exit when it has them (preemption off, no atomic),
+ * else by taking the lock of the CPU slot cpu_id() names. Sections never nest
+ * and never sleep. dmm__cpu_sync() runs fn(arg) while no section of @cpu runs:
+ * to inspect or drain another CPU's caches, and as a grace period before
+ * freeing what a section may still read. */
+struct dmm_cpu_lock {
+	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+};
+
+unsigned dmm__cpu_enter_locked(const struct dmm_mem *mem);
+void dmm__cpu_sync(const struct dmm_mem *mem, unsigned cpu, void (*fn)(void *arg), void *arg);
+/* Run fn(arg) while no section of any CPU runs: cpu_sync nested over the
+ * CPUs in increasing order (a consistent view of every CPU's caches). */
+void dmm__cpu_hold_all(const struct dmm_mem *mem, void (*fn)(void *arg), void *arg);
+/* A grace period: every section that began before this call has ended. */
+void dmm__cpu_sync_all(const struct dmm_mem *mem);
+
+static inline unsigned dmm__cpu_enter(const struct dmm_mem *mem)
+{
+	if (__builtin_expect(mem->plat.cpu_enter != 0, 1))
+		return mem->plat.cpu_enter(mem->plat.ctx);
+	return dmm__cpu_enter_locked(mem);
+}
+
+static inline void dmm__cpu_exit(const struct dmm_mem *mem, unsigned cpu)
+{
+	if (__builtin_expect(mem->plat.cpu_exit != 0, 1))
+		mem->plat.cpu_exit(mem->plat.ctx, cpu);
+	else
+		mem->plat.unlock(mem->plat.ctx, &mem->cpu_locks[cpu].lock);
+}
+
+/* A counter only its own CPU's sections write; readers elsewhere see a
+ * whole value (relaxed), never a torn one. */
+static inline void dmm__pcpu_add(uint64_t *c, uint64_t v)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+/* ---- address translation: the platform's linear map inline, else its hooks */
+static inline int dmm__virt_to_phys(const struct dmm_mem *mem, const void *va, dmm_phys_t *pa)
+{
+	uintptr_t off = (uintptr_t)va - (uintptr_t)mem->plat.linear_virt;
+
+	if (__builtin_expect(off < mem->plat.linear_size, 1)) {
+		*pa = mem->plat.linear_phys + off;
+		return 0;
+	}
+	if (!mem->plat.virt_to_phys)
+		return -DMM_EINVAL;
+	return mem->plat.virt_to_phys(mem->plat.ctx, va, pa);
+}
+
+/* CPU pointer to @pa, which the caller knows is RAM. */
+static inline void *dmm__phys_to_virt(const struct dmm_mem *mem, dmm_phys_t pa)
+{
+	uint64_t off = pa - mem->plat.linear_phys;
+
+	if (__builtin_expect(off < mem->plat.linear_size, 1))
+		return mem->plat.linear_virt + off;
+	return mem->plat.phys_to_virt(mem->plat.ctx, pa);
 }
 
 static inline uint64_t dmm__now(const struct dmm_mem *mem)

@@ -34,8 +34,22 @@
  *
  * CPU ids: every host thread gets a slot number on its first call, handed
  * out round-robin from one process-wide counter; cpu_id() returns that slot
- * modulo the platform's nr_cpus. The core protects each per-CPU cache with
- * its own lock, so two threads sharing a slot are merely slower, not wrong.
+ * modulo the platform's nr_cpus. Caches with their own locks are merely
+ * slower, not wrong, when two threads share a slot.
+ *
+ * CPU-local sections (cpu_enter/cpu_exit/cpu_sync) are what a kernel gets
+ * from disabling preemption; a host thread cannot be kept off another's CPU
+ * slot, so each slot is biased to one thread, its owner (the last thread
+ * that entered it). The owner enters with plain stores: busy = 1, a compiler
+ * barrier, then it checks that no other thread holds the slot (remote) and
+ * that it is still the owner. Any other thread (a second thread on the slot,
+ * or cpu_sync) takes the slot's mutex, sets remote, and waits for busy to be
+ * 0 after a process-wide memory barrier (membarrier(2),
+ * MEMBARRIER_CMD_PRIVATE_EXPEDITED): that barrier stands in for the fence
+ * the owner left out, so either the owner's busy store is visible or the
+ * owner sees remote (the asymmetric fence of user-space RCU). A thread that
+ * entered that way becomes the owner. Where membarrier is unavailable both
+ * sides use a full fence instead.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -46,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,8 +95,20 @@ struct hosted_ram {
 	dmm_phys_t end;   /* exclusive */
 };
 
+/* One CPU slot's section state (see "CPU-local sections" above). */
+struct hosted_cpu {
+	_Alignas(64) atomic_uint busy;   /* the owner is inside a section */
+	atomic_uint remote;              /* another thread holds the slot */
+	atomic_uint_fast64_t owner;      /* thread id of the owner, 0 = none */
+	pthread_mutex_t mu;              /* taken by every non-owner */
+};
+
 struct dmm_hosted {
 	struct dmm_platform plat;
+	struct hosted_cpu *cpus;         /* nr_cpus */
+	uint64_t gen;                    /* unique per platform instance */
+	atomic_uint_fast64_t cpu_slow;   /* sections entered by a non-owner */
+	atomic_uint_fast64_t cpu_syncs;
 
 	/* RAM: one mapping covering [span_start, span_end), of a memory file
 	 * (ram_fd) when the host has memfd_create, so that vmap can map its
@@ -225,6 +252,145 @@ static unsigned hosted_cpu_id(void *ctx)
 		hosted_slot = s;
 	}
 	return (s - 1u) % h->plat.nr_cpus;
+}
+
+/* ------------------------------------------------------------------------ */
+/* CPU-local sections                                                        */
+
+#ifndef MEMBARRIER_CMD_PRIVATE_EXPEDITED
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+#endif
+
+static atomic_uint_fast64_t hosted_next_tid;
+static atomic_uint_fast64_t hosted_next_gen;
+static _Thread_local uint64_t hosted_tid;         /* unique per thread, 0 = unassigned */
+/* this thread's slot on the platform it last entered (instance by gen, not
+ * by address: a platform may be destroyed and another made at its address) */
+static _Thread_local uint64_t hosted_tl_gen;
+static _Thread_local unsigned hosted_tl_cpu;
+static _Thread_local struct hosted_cpu *hosted_held; /* slot held through its mutex */
+static pthread_once_t hosted_mb_once = PTHREAD_ONCE_INIT;
+static bool hosted_mb_ok; /* membarrier registered: owners need no fence */
+
+static void hosted_mb_init(void)
+{
+#ifdef SYS_membarrier
+	hosted_mb_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#endif
+}
+
+static inline uint64_t hosted_self(void)
+{
+	uint64_t t = hosted_tid;
+
+	if (__builtin_expect(t == 0, 0))
+		hosted_tid = t = atomic_fetch_add_explicit(&hosted_next_tid, 1u, memory_order_relaxed) + 1u;
+	return t;
+}
+
+/* The owner's side of the fence pair: free with membarrier. */
+static inline void hosted_light_fence(void)
+{
+	if (__builtin_expect(hosted_mb_ok, 1))
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+}
+
+static void hosted_heavy_fence(void)
+{
+#ifdef SYS_membarrier
+	if (hosted_mb_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+		return;
+#endif
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* Hold slot @c against its owner and every other thread: mutex, remote
+ * flag, and no owner section left running. */
+static void hosted_cpu_hold(struct hosted_cpu *c)
+{
+	unsigned spins = 0;
+
+	pthread_mutex_lock(&c->mu);
+	atomic_store_explicit(&c->remote, 1u, memory_order_relaxed);
+	hosted_heavy_fence();
+	while (atomic_load_explicit(&c->busy, memory_order_acquire)) {
+		if (++spins < HOSTED_SPINS_BEFORE_YIELD) {
+			cpu_relax();
+		} else {
+			spins = 0;
+			sched_yield();
+		}
+	}
+}
+
+static void hosted_cpu_release(struct hosted_cpu *c)
+{
+	atomic_store_explicit(&c->remote, 0u, memory_order_release);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static __attribute__((noinline)) unsigned hosted_cpu_enter_slow(struct dmm_hosted *h)
+{
+	uint64_t me = hosted_self();
+	struct hosted_cpu *c;
+
+	if (hosted_tl_gen != h->gen) {
+		hosted_tl_cpu = hosted_cpu_id(h);
+		hosted_tl_gen = h->gen;
+	}
+	c = &h->cpus[hosted_tl_cpu];
+	/* not the owner, or someone holds the slot: take it the slow way and
+	 * become its owner, so the next section of this thread is fast */
+	hosted_cpu_hold(c);
+	atomic_store_explicit(&c->owner, me, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->cpu_slow, 1u, memory_order_relaxed);
+	hosted_held = c;
+	return hosted_tl_cpu;
+}
+
+static unsigned hosted_cpu_enter(void *ctx)
+{
+	struct dmm_hosted *h = ctx;
+
+	if (__builtin_expect(hosted_tl_gen == h->gen, 1)) {
+		unsigned cpu = hosted_tl_cpu;
+		struct hosted_cpu *c = &h->cpus[cpu];
+
+		atomic_store_explicit(&c->busy, 1u, memory_order_relaxed);
+		hosted_light_fence();
+		if (__builtin_expect(!atomic_load_explicit(&c->remote, memory_order_acquire), 1) &&
+		    __builtin_expect(atomic_load_explicit(&c->owner, memory_order_relaxed) == hosted_tid, 1))
+			return cpu;
+		atomic_store_explicit(&c->busy, 0u, memory_order_release);
+	}
+	return hosted_cpu_enter_slow(h);
+}
+
+static void hosted_cpu_exit(void *ctx, unsigned cpu)
+{
+	struct dmm_hosted *h = ctx;
+	struct hosted_cpu *c = &h->cpus[cpu];
+
+	if (__builtin_expect(hosted_held == c, 0)) {
+		hosted_held = NULL;
+		hosted_cpu_release(c);
+		return;
+	}
+	atomic_store_explicit(&c->busy, 0u, memory_order_release);
+}
+
+static void hosted_cpu_sync(void *ctx, unsigned cpu, void (*fn)(void *arg), void *arg)
+{
+	struct dmm_hosted *h = ctx;
+	struct hosted_cpu *c = &h->cpus[cpu % h->plat.nr_cpus];
+
+	hosted_cpu_hold(c);
+	fn(arg);
+	hosted_cpu_release(c);
+	atomic_fetch_add_explicit(&h->cpu_syncs, 1u, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -606,6 +772,13 @@ static void hosted_sort_ram(struct dmm_hosted *h, const struct dmm_machine *m)
  * if the worker thread cannot be started. *@out is NULL on failure.
  * Context: process context.
  */
+static void hosted_cpus_free(struct dmm_hosted *h)
+{
+	for (unsigned i = 0; i < h->plat.nr_cpus; i++)
+		pthread_mutex_destroy(&h->cpus[i].mu);
+	free(h->cpus);
+}
+
 int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_level,
 		      struct dmm_hosted **out)
 {
@@ -655,6 +828,24 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		free(h);
 		return -DMM_ENOMEM;
 	}
+	h->cpus = aligned_alloc(_Alignof(struct hosted_cpu), nr_cpus * sizeof(*h->cpus));
+	if (!h->cpus) {
+		munmap(ram, (size_t)span);
+		if (h->ram_fd >= 0)
+			close(h->ram_fd);
+		free(h);
+		return -DMM_ENOMEM;
+	}
+	pthread_once(&hosted_mb_once, hosted_mb_init);
+	h->gen = atomic_fetch_add_explicit(&hosted_next_gen, 1u, memory_order_relaxed) + 1u;
+	for (unsigned i = 0; i < nr_cpus; i++) {
+		atomic_init(&h->cpus[i].busy, 0u);
+		atomic_init(&h->cpus[i].remote, 0u);
+		atomic_init(&h->cpus[i].owner, 0u);
+		pthread_mutex_init(&h->cpus[i].mu, NULL);
+	}
+	atomic_init(&h->cpu_slow, 0u);
+	atomic_init(&h->cpu_syncs, 0u);
 	pthread_mutex_init(&h->vm_lock, NULL);
 	h->ram = ram;
 	h->ram_len = (size_t)span;
@@ -683,6 +874,12 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		.cache_maint = hosted_cache_maint,
 		.set_memattr = hosted_set_memattr,
 		.cpu_id = hosted_cpu_id,
+		.cpu_enter = hosted_cpu_enter,
+		.cpu_exit = hosted_cpu_exit,
+		.cpu_sync = hosted_cpu_sync,
+		.linear_virt = ram,
+		.linear_phys = h->span_start,
+		.linear_size = (uint64_t)span,
 		.vmap = h->ram_fd >= 0 ? hosted_vmap : NULL,
 		.vunmap = h->ram_fd >= 0 ? hosted_vunmap : NULL,
 		.nr_cpus = nr_cpus,
@@ -722,6 +919,7 @@ out_unmap:
 	if (h->ram_fd >= 0)
 		close(h->ram_fd);
 	pthread_mutex_destroy(&h->vm_lock);
+	hosted_cpus_free(h);
 	free(h);
 	return err;
 }
@@ -755,6 +953,7 @@ void dmm_hosted_destroy(struct dmm_hosted *h)
 	munmap(h->ram, h->ram_len);
 	if (h->ram_fd >= 0)
 		close(h->ram_fd);
+	hosted_cpus_free(h);
 	free(h);
 }
 
@@ -774,6 +973,9 @@ void dmm_hosted_get_stats(struct dmm_hosted *h, struct dmm_hosted_stats *st)
 	st->cache_bytes = atomic_load_explicit(&h->cache_bytes, memory_order_relaxed);
 	st->memattr_calls = atomic_load_explicit(&h->memattr_calls, memory_order_relaxed);
 	st->memattr_bytes = atomic_load_explicit(&h->memattr_bytes, memory_order_relaxed);
+	st->cpu_slow_enters = atomic_load_explicit(&h->cpu_slow, memory_order_relaxed);
+	st->cpu_syncs = atomic_load_explicit(&h->cpu_syncs, memory_order_relaxed);
+	st->membarrier = hosted_mb_ok;
 }
 
 /*
