@@ -19,9 +19,17 @@
  * walk them all; one empty slab is kept, further ones go back to the page
  * allocator.
  *
- * Per-CPU magazines. Each cache has, per CPU slot, a magazine of up to 32
- * free objects behind that slot's lock: allocation pops, free pushes; the
- * cache lock is taken only to refill or drain 16 objects at a time.
+ * Per-CPU magazines. Each cache has, per CPU, a magazine of up to 32 free
+ * objects, used only inside a CPU-local section of that CPU (no lock, no
+ * atomic where the platform has sections: see dmm__cpu_enter): allocation
+ * pops, free pushes; the cache lock is taken only to refill or drain 16
+ * objects at a time. The check and the drain reach another CPU's magazine
+ * through dmm__cpu_sync().
+ *
+ * Free finds the object's cache from the pointer alone: linear-map address
+ * to physical (an addition where the platform has a linear map), page
+ * descriptor (two loads), owner; the object's index within its slab comes
+ * from a multiplication by the size's reciprocal, not a division.
  *
  * Alignment policies decide which classes a request may use: the aligned
  * ones only classes that are multiples of dma_min_align, the packed ones any
@@ -40,10 +48,9 @@ static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,
 							     256, 512, 1024, 2048, 4096, 8192 };
 
 struct mag {
-	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
-	uint32_t n;
-	/* counters of this CPU slot, under the magazine lock (summed on query) */
-	uint64_t allocs, frees, requested, wasted, align_waste;
+	_Alignas(DMM_CACHELINE) uint32_t n;
+	/* counters of this CPU, written in its sections (summed on query) */
+	uint64_t allocs, frees, requested, align_waste; /* waste = allocs * size - requested */
 	void *obj[MAG_SIZE];
 };
 
@@ -51,6 +58,7 @@ struct kcache {
 	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
 	struct dmm_mem *mem;
 	uint32_t size, order, objs, set, cls;
+	uint32_t recip;                  /* ceil(2^32 / size): offset / size by a multiply */
 	struct dmm_page *partial, *full; /* head descriptors, linked via next/prev */
 	struct dmm_page *empty;          /* one spare empty slab */
 	struct dmm_slab_class_info st;   /* counters (under lock; alloc/free atomics) */
@@ -59,6 +67,8 @@ struct kcache {
 
 struct dmm_slab_state {
 	struct kcache cache[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
+	/* the policy as two bits: requests packed always / when they ask */
+	bool packed_always, packed_on_request;
 	/* class for a size, by (size + 7) / 8: packed [0], DMA-aligned [1]; -1 above */
 	int8_t class_for[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
 };
@@ -86,6 +96,8 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 	struct mag *m = (struct mag *)(s + 1);
 
 	mem->slab = s;
+	s->packed_always = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED;
+	s->packed_on_request = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED_ON_REQUEST;
 	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
 		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
 			struct kcache *k = &s->cache[set][c];
@@ -93,6 +105,7 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->size = class_size[c];
 			k->order = slab_order_for(k->size);
 			k->objs = (uint32_t)((DMM_PAGE_SIZE << k->order) / k->size);
+			k->recip = (uint32_t)((((uint64_t)1 << 32) + k->size - 1) / k->size);
 			k->set = set;
 			k->cls = c;
 			k->st.size = k->size;
@@ -101,8 +114,7 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->st.set = set;
 			k->mags = m;
 			mem->plat.lock_init(mem->plat.ctx, &k->lock);
-			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++, m++)
-				mem->plat.lock_init(mem->plat.ctx, &m->lock);
+			m += mem->plat.nr_cpus;
 		}
 	for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++) {
 		s->class_for[0][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, true);
@@ -112,16 +124,9 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 
 /* ---- class selection -------------------------------------------------------- */
 
-static bool packed_request(const struct dmm_mem *mem, unsigned flags)
+static inline bool packed_request(const struct dmm_mem *mem, unsigned flags)
 {
-	switch (mem->machine.kmalloc_policy) {
-	case DMM_KMALLOC_PACKED:
-		return true;
-	case DMM_KMALLOC_PACKED_ON_REQUEST:
-		return (flags & DMM_GFP_PACKED) != 0;
-	default:
-		return false;
-	}
+	return mem->slab->packed_always | (mem->slab->packed_on_request & ((flags & DMM_GFP_PACKED) != 0));
 }
 
 /* Class index for @size, packed or DMA-aligned; -1 if above the caches. */
@@ -171,9 +176,9 @@ int dmm_kmalloc_needs_bounce(const struct dmm_mem *mem, const void *ptr, size_t 
 	return 1;
 }
 
-static unsigned set_of(unsigned flags)
+static inline unsigned set_of(unsigned flags)
 {
-	return (flags & DMM_GFP_DMA) ? 2 : (flags & DMM_GFP_DMA32) ? 1 : 0;
+	return ((flags & DMM_GFP_DMA) != 0) * 2 + ((flags & DMM_GFP_DMA32) != 0);
 }
 
 /* ---- slabs -------------------------------------------------------------------- */
@@ -298,13 +303,6 @@ static void slab_put(struct kcache *k, void *obj, struct dmm_page *head)
 
 /* ---- entry points ---------------------------------------------------------------- */
 
-static struct mag *this_mag(struct kcache *k)
-{
-	const struct dmm_platform *p = &k->mem->plat;
-	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
-	return &k->mags[cpu % p->nr_cpus];
-}
-
 static int large_alloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
 	uint64_t pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
@@ -325,13 +323,14 @@ static int large_alloc(struct dmm_mem *mem, size_t size, unsigned flags, void **
 	return 0;
 }
 
-int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
+static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
 	const unsigned allowed = DMM_GFP_ZERO | DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_PACKED;
 	struct kcache *k;
 	struct mag *m;
 	void *obj = (void *)0;
 	bool packed;
+	unsigned cpu;
 	int c, err = 0;
 
 	if (!mem || !ptr || !size || (flags & ~allowed) ||
@@ -342,24 +341,23 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	if (c < 0)
 		return large_alloc(mem, size, flags, ptr);
 	k = &mem->slab->cache[set_of(flags)][c];
-	m = this_mag(k);
-	dmm__lock(mem, &m->lock);
-	if (!m->n) {
+	cpu = dmm__cpu_enter(mem);
+	m = &k->mags[cpu];
+	if (__builtin_expect(!m->n, 0)) {
 		dmm__lock(mem, &k->lock);
 		m->n = slab_take(k, m->obj, MAG_BATCH, flags, &err);
 		if (!m->n)
 			k->st.fail_nomem++;
 		dmm__unlock(mem, &k->lock);
 	}
-	if (m->n) {
+	if (__builtin_expect(m->n != 0, 1)) {
 		obj = m->obj[--m->n];
-		m->allocs++;
-		m->requested += size;
-		m->wasted += k->size - size;
+		dmm__pcpu_add(&m->allocs, 1);
+		dmm__pcpu_add(&m->requested, size);
 		if (!packed)
-			m->align_waste += k->size - class_size[class_of(mem, size, true)];
+			dmm__pcpu_add(&m->align_waste, k->size - class_size[class_of(mem, size, true)]);
 	}
-	dmm__unlock(mem, &m->lock);
+	dmm__cpu_exit(mem, cpu);
 	if (!obj)
 		return err ? err : -DMM_ENOMEM;
 	if (flags & DMM_GFP_ZERO)
@@ -368,73 +366,143 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	return 0;
 }
 
-/* The cache and slab head of @ptr, or an error. */
-static int lookup(struct dmm_mem *mem, const void *ptr, struct kcache **kp, struct dmm_page **headp,
-		  struct dmm_page **pgp)
+/*
+ * The fast path: a cached size, no flag but DMM_GFP_PACKED, an object in
+ * this CPU's magazine. Everything else (argument errors included) goes to
+ * kmalloc_slow, which checks it all.
+ */
+int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
+{
+	const struct dmm_slab_state *s;
+	struct kcache *k;
+	struct mag *m;
+	unsigned cpu;
+	uint32_t n;
+	bool packed;
+	int c;
+
+	if (__builtin_expect(!mem || !ptr || size - 1 >= DMM_KMALLOC_MAX_CACHE || (flags & ~DMM_GFP_PACKED) ||
+			     !mem->plat.virt_to_phys, 0))
+		return kmalloc_slow(mem, size, flags, ptr);
+	s = mem->slab;
+	packed = s->packed_always | (s->packed_on_request & (flags != 0));
+	c = s->class_for[packed ? 0 : 1][(size + 7) / 8];
+	if (__builtin_expect(c < 0, 0))
+		return kmalloc_slow(mem, size, flags, ptr);
+	k = (struct kcache *)&s->cache[0][c];
+	cpu = dmm__cpu_enter(mem);
+	m = &k->mags[cpu];
+	n = m->n;
+	if (__builtin_expect(n == 0, 0)) {
+		dmm__cpu_exit(mem, cpu);
+		return kmalloc_slow(mem, size, flags, ptr);
+	}
+	m->n = --n;
+	*ptr = m->obj[n];
+	dmm__pcpu_add(&m->allocs, 1);
+	dmm__pcpu_add(&m->requested, size);
+	if (!packed)
+		dmm__pcpu_add(&m->align_waste, k->size - class_size[s->class_for[0][(size + 7) / 8]]);
+	dmm__cpu_exit(mem, cpu);
+	return 0;
+}
+
+/* The cache and slab head of @ptr, or an error (-DMM_ENOENT: RAM that is no
+ * slab object; *pgp then names its page if there is one). */
+static inline __attribute__((always_inline)) int lookup(struct dmm_mem *mem, const void *ptr, struct kcache **kp,
+							 struct dmm_page **headp, struct dmm_page **pgp)
 {
 	dmm_phys_t pa;
 	struct dmm_page *pg, *head;
 	struct kcache *k;
+	uint64_t off, idx;
 
-	if (!mem || !ptr || !mem->plat.virt_to_phys || mem->plat.virt_to_phys(mem->plat.ctx, ptr, &pa))
+	if (!mem || !ptr || !mem->plat.virt_to_phys || dmm__virt_to_phys(mem, ptr, &pa))
 		return -DMM_EINVAL;
-	pg = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa));
-	if (!pg)
+	pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa));
+	if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
 		return -DMM_EINVAL;
 	*pgp = pg;
 	k = dmm__owner(pg);
-	if (!k || k < &mem->slab->cache[0][0] || k > &mem->slab->cache[DMM_KMALLOC_NR_SETS - 1][DMM_KMALLOC_NR_CLASSES - 1])
+	/* one unsigned compare: a cache of this allocator, or not */
+	if ((uintptr_t)k - (uintptr_t)&mem->slab->cache[0][0] >= sizeof(mem->slab->cache))
 		return -DMM_ENOENT;
-	head = head_of(mem, k, pg->pfn);
+	/* a slab is 2^order naturally aligned pages: its descriptors are
+	 * consecutive within one section */
+	head = pg - (pg->pfn & (((dmm_pfn_t)1 << k->order) - 1));
 	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_SLAB) || dmm__state(head) != DMM_PAGE_ALLOC)
 		return -DMM_ENOENT;
-	{
-		uint64_t off = pa - dmm_pfn_to_phys(head->pfn);
-		uint64_t mis = (k->size & (k->size - 1)) ? off % k->size : off & (k->size - 1);
-		if (mis || off >= (uint64_t)k->objs * k->size)
-			return -DMM_EINVAL;
-	}
+	off = pa - dmm_pfn_to_phys(head->pfn);
+	idx = (off * k->recip) >> 32; /* exact: off < 2^15, size <= 2^13 */
+	if (idx * k->size != off || idx >= k->objs)
+		return -DMM_EINVAL;
 	*kp = k;
 	*headp = head;
 	return 0;
 }
 
+static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
+{
+	if (!pg || dmm__state(pg) != DMM_PAGE_ALLOC || !(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_KLARGE) ||
+	    dmm_pfn_to_virt(mem, pg->pfn) != ptr)
+		return -DMM_ENOENT;
+	__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_KLARGE, __ATOMIC_RELAXED);
+	return dmm_page_free(mem, pg->pfn, dmm__order(pg));
+}
+
+/* Give the oldest MAG_BATCH objects of @m back to their slabs. */
+static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m, unsigned n)
+{
+	struct dmm_mem *mem = k->mem;
+
+	dmm__lock(mem, &k->lock);
+	for (unsigned i = 0; i < n; i++) {
+		void *o = m->obj[i];
+		dmm_phys_t pa;
+		dmm__virt_to_phys(mem, o, &pa);
+		slab_put(k, o, head_of(mem, k, dmm_phys_to_pfn(pa)));
+	}
+	dmm__unlock(mem, &k->lock);
+	for (unsigned i = n; i < m->n; i++)
+		m->obj[i - n] = m->obj[i];
+	m->n -= n;
+}
+
+static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void *ptr, int err, struct dmm_page *pg)
+{
+	if (err == -DMM_ENOENT && !free_large(mem, ptr, pg))
+		return 0;
+	return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
+}
+
 int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 {
 	struct kcache *k;
-	struct dmm_page *head, *pg;
+	struct dmm_page *head, *pg = (struct dmm_page *)0;
 	struct mag *m;
+	unsigned cpu;
+	uint32_t n;
 	int err = lookup(mem, ptr, &k, &head, &pg);
 
-	if (err == -DMM_ENOENT && pg && dmm__state(pg) == DMM_PAGE_ALLOC &&
-	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_KLARGE) &&
-	    dmm_pfn_to_virt(mem, pg->pfn) == ptr) {
-		__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_KLARGE, __ATOMIC_RELAXED);
-		return dmm_page_free(mem, pg->pfn, dmm__order(pg));
-	}
-	if (err)
-		return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
-	m = this_mag(k);
-	dmm__lock(mem, &m->lock);
+	if (__builtin_expect(err != 0, 0))
+		return kfree_slow(mem, ptr, err, pg);
+	cpu = dmm__cpu_enter(mem);
+	m = &k->mags[cpu];
+	n = m->n;
 	/* freed twice in a row: the most recent frees of this CPU */
-	for (uint32_t i = m->n > 4 ? m->n - 4 : 0; i < m->n; i++)
-		if (m->obj[i] == ptr) {
-			dmm__unlock(mem, &m->lock);
+	for (uint32_t i = n > 4 ? n - 4 : 0; i < n; i++)
+		if (__builtin_expect(m->obj[i] == ptr, 0)) {
+			dmm__cpu_exit(mem, cpu);
 			return -DMM_ENOENT;
 		}
-	if (m->n == MAG_SIZE) {
-		dmm__lock(mem, &k->lock);
-		for (unsigned i = 0; i < MAG_BATCH; i++) {
-			void *o = m->obj[--m->n];
-			dmm_phys_t pa;
-			mem->plat.virt_to_phys(mem->plat.ctx, o, &pa);
-			slab_put(k, o, head_of(mem, k, dmm_phys_to_pfn(pa)));
-		}
-		dmm__unlock(mem, &k->lock);
+	if (__builtin_expect(n == MAG_SIZE, 0)) {
+		mag_drain(k, m, MAG_BATCH);
+		n = m->n;
 	}
-	m->obj[m->n++] = (void *)ptr;
-	m->frees++;
-	dmm__unlock(mem, &m->lock);
+	m->obj[n] = (void *)ptr;
+	m->n = n + 1;
+	dmm__pcpu_add(&m->frees, 1);
+	dmm__cpu_exit(mem, cpu);
 	return 0;
 }
 
@@ -472,37 +540,51 @@ int dmm__slab_object_of(struct dmm_mem *mem, dmm_phys_t pa, dmm_phys_t *start, u
 	return 1;
 }
 
-int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct dmm_slab_class_info *out)
-{
+struct class_snap {
 	struct kcache *k;
-	uint64_t cached = 0;
+	struct dmm_slab_class_info *out;
+	int err;
+};
 
-	if (!mem || !out || set >= DMM_KMALLOC_NR_SETS || cls >= DMM_KMALLOC_NR_CLASSES)
-		return -DMM_EINVAL;
-	k = &mem->slab->cache[set][cls];
-	uint64_t allocs = 0, frees = 0, req = 0, wasted = 0, aw = 0;
+/* The cache's counters and slab lists while no CPU is in a section. */
+static void class_snap(void *arg)
+{
+	struct class_snap *cs = arg;
+	struct kcache *k = cs->k;
+	struct dmm_mem *mem = k->mem;
+	struct dmm_slab_class_info *out = cs->out;
+	uint64_t cached = 0, allocs = 0, frees = 0, req = 0, aw = 0;
 
 	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
-		struct mag *m = &k->mags[c];
-		dmm__lock(mem, &m->lock);
+		const struct mag *m = &k->mags[c];
 		cached += m->n;
 		allocs += m->allocs;
 		frees += m->frees;
 		req += m->requested;
-		wasted += m->wasted;
 		aw += m->align_waste;
-		dmm__unlock(mem, &m->lock);
 	}
 	dmm__lock(mem, &k->lock);
 	*out = k->st;
 	out->allocs = allocs;
 	out->frees = frees;
 	out->requested_bytes = req;
-	out->wasted_bytes = wasted;
+	out->wasted_bytes = allocs * k->size - req;
 	out->align_waste_bytes = aw;
 	out->cached = cached;
 	out->objects = out->allocs - out->frees;
 	dmm__unlock(mem, &k->lock);
+}
+
+int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct dmm_slab_class_info *out)
+{
+	struct class_snap cs;
+
+	if (!mem || !out || set >= DMM_KMALLOC_NR_SETS || cls >= DMM_KMALLOC_NR_CLASSES)
+		return -DMM_EINVAL;
+	cs.k = &mem->slab->cache[set][cls];
+	cs.out = out;
+	cs.err = 0;
+	dmm__cpu_hold_all(mem, class_snap, &cs);
 	return 0;
 }
 
@@ -532,44 +614,61 @@ bad:
 	return -DMM_EFAULT;
 }
 
+/* One cache against its counters (every CPU held). */
+static void check_cache(void *arg)
+{
+	struct class_snap *cs = arg;
+	struct kcache *k = cs->k;
+	struct dmm_mem *mem = k->mem;
+	uint64_t inuse = 0, slabs = 0, cached = 0, allocs = 0, frees = 0;
+	int err = 0;
+
+	dmm__lock(mem, &k->lock);
+	for (struct dmm_page *h = k->partial; h && !err; h = h->next, slabs++)
+		err = check_slab(k, h, false, &inuse);
+	for (struct dmm_page *h = k->full; h && !err; h = h->next, slabs++)
+		err = check_slab(k, h, true, &inuse);
+	if (!err && k->empty) {
+		err = check_slab(k, k->empty, false, &inuse);
+		slabs++;
+	}
+	for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
+		cached += k->mags[cpu].n;
+		allocs += k->mags[cpu].allocs;
+		frees += k->mags[cpu].frees;
+		if (k->mags[cpu].n > MAG_SIZE)
+			err = -DMM_EFAULT;
+	}
+	/* slab-side in-use = live objects + magazine objects */
+	if (!err && (slabs != k->st.slabs || inuse != allocs - frees + cached)) {
+		dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u: %llu slabs (count %llu), %llu in use",
+			k->set, k->size, (unsigned long long)slabs, (unsigned long long)k->st.slabs,
+			(unsigned long long)inuse);
+		err = -DMM_EFAULT;
+	}
+	dmm__unlock(mem, &k->lock);
+	cs->err = err;
+}
+
+static void check_all(void *arg)
+{
+	struct class_snap *cs = arg;
+	struct dmm_mem *mem = cs->k->mem;
+
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS && !cs->err; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES && !cs->err; c++) {
+			cs->k = &mem->slab->cache[set][c];
+			check_cache(cs);
+		}
+}
+
 int dmm_slab_check(struct dmm_mem *mem)
 {
-	int err = 0;
+	struct class_snap cs = { (struct kcache *)0, (struct dmm_slab_class_info *)0, 0 };
 
 	if (!mem)
 		return -DMM_EINVAL;
-	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS && !err; set++)
-		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES && !err; c++) {
-			struct kcache *k = &mem->slab->cache[set][c];
-			uint64_t inuse = 0, slabs = 0, cached = 0;
-
-			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++)
-				dmm__lock(mem, &k->mags[cpu].lock);
-			dmm__lock(mem, &k->lock);
-			for (struct dmm_page *h = k->partial; h && !err; h = h->next, slabs++)
-				err = check_slab(k, h, false, &inuse);
-			for (struct dmm_page *h = k->full; h && !err; h = h->next, slabs++)
-				err = check_slab(k, h, true, &inuse);
-			if (!err && k->empty) {
-				err = check_slab(k, k->empty, false, &inuse);
-				slabs++;
-			}
-			uint64_t allocs = 0, frees = 0;
-			for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
-				cached += k->mags[cpu].n;
-				allocs += k->mags[cpu].allocs;
-				frees += k->mags[cpu].frees;
-			}
-			/* slab-side in-use = live objects + magazine objects */
-			if (!err && (slabs != k->st.slabs || inuse != allocs - frees + cached)) {
-				dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u: %llu slabs (count %llu), %llu in use",
-					set, k->size, (unsigned long long)slabs, (unsigned long long)k->st.slabs,
-					(unsigned long long)inuse);
-				err = -DMM_EFAULT;
-			}
-			dmm__unlock(mem, &k->lock);
-			for (unsigned cpu = mem->plat.nr_cpus; cpu-- > 0;)
-				dmm__unlock(mem, &k->mags[cpu].lock);
-		}
-	return err;
+	cs.k = &mem->slab->cache[0][0];
+	dmm__cpu_hold_all(mem, check_all, &cs);
+	return cs.err;
 }
