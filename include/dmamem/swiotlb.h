@@ -66,7 +66,9 @@ int dmm_swiotlb_is_bounce(struct dmm_mem *mem, dmm_phys_t pa);
 
 struct dmm_swiotlb_stats {
 	uint64_t pools, transient_pools, restricted_pools;
-	uint64_t total_slots, used_slots, high_water_slots;
+	uint64_t total_slots, used_slots; /* used: held by mappings */
+	uint64_t cached_slots;       /* free, parked in the CPUs' caches of freed runs */
+	uint64_t high_water_slots;   /* most slots out of the areas at once (mapped or cached) */
 	uint64_t maps, unmaps;
 	uint64_t bounced_to_device, bounced_from_device; /* bytes copied */
 	uint64_t fail_full;          /* "bounce buffer full" */

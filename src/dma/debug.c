@@ -70,7 +70,7 @@ static struct dbg_state *state(const struct dmm_mem *mem)
 	return (struct dbg_state *)__atomic_load_n(&mem->dma_debug, __ATOMIC_ACQUIRE);
 }
 
-int dmm__dbg_on(const struct dmm_device *dev)
+int dmm__dbg_on_slow(const struct dmm_device *dev)
 {
 	int mode = __atomic_load_n(&dev->debug_mode, __ATOMIC_RELAXED);
 

@@ -385,13 +385,25 @@ int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma
 		*bus = 0; /* anything can be mapped; the address comes at map time */
 		return 0;
 	}
-	dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, pa), e = dmm_dma_phys_to_bus(dev, pa + size - 1);
 	const struct dmm_constraint *l = &dev->lim[0];
+	dmm_dma_addr_t b, e;
 
+	if (__builtin_expect(!dev->desc.nr_ranges, 1)) {
+		/* bus = physical + offset: the two ends say it all */
+		b = dmm__bus_of(dev, pa);
+		e = dmm__bus_of(dev, pa + size - 1);
+		if (b == DMM_DMA_MAPPING_ERROR || e == DMM_DMA_MAPPING_ERROR || e - b != size - 1 || b < l->lo ||
+		    e >= l->hi)
+			return -DMM_ERANGE;
+		*bus = b;
+		return 0;
+	}
+	b = dmm_dma_phys_to_bus(dev, pa);
+	e = dmm_dma_phys_to_bus(dev, pa + size - 1);
 	if (b == DMM_DMA_MAPPING_ERROR || e == DMM_DMA_MAPPING_ERROR || e - b != size - 1)
 		return -DMM_ERANGE;
 	/* dma-ranges: no byte in between may fall in a gap between ranges */
-	for (dmm_phys_t p = pa, last = pa + size - 1; dev->desc.nr_ranges;) {
+	for (dmm_phys_t p = pa, last = pa + size - 1;;) {
 		const struct dmm_dma_range *r = (const struct dmm_dma_range *)0;
 		for (unsigned i = 0; i < dev->desc.nr_ranges && !r; i++) {
 			const struct dmm_dma_range *q = &dev->desc.ranges[i];
@@ -414,10 +426,7 @@ bool dmm__is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 {
 	if (!size || pa + size - 1 < pa)
 		return false;
-	for (dmm_pfn_t p = dmm_phys_to_pfn(pa); p <= dmm_phys_to_pfn(pa + size - 1); p++)
-		if (!dmm_pfn_to_page(mem, p))
-			return false;
-	return true;
+	return dmm__is_ram_fast(mem, pa, size);
 }
 
 static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
@@ -428,7 +437,7 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 
 	dmm_phys_t map_pa;
 
-	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !dmm__is_ram(dev->mem, pa, size))
+	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !dmm__is_ram_fast(dev->mem, pa, size))
 		return map_fail(dev, -DMM_EINVAL);
 	if (dmm__iommu_translating(dev))
 		err = dmm__iommu_map(dev, pa, size, dir, &map_pa, &bus);
@@ -437,8 +446,7 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 	if (err)
 		return map_fail(dev, err);
 	for_device(dev, map_pa, size, dir);
-	dmm__dstat(&dmm__dev_pcpu(dev)->maps, 1);
-	dmm__dstat(&dmm__dev_pcpu(dev)->map_bytes, size);
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, maps), 1, offsetof(struct dmm_dev_pcpu, map_bytes), size);
 	if (dmm__dbg_on(dev))
 		dmm__dbg_map(dev, DMM__DBG_SINGLE, bus, pa, size, dir, site);
 	return bus;
@@ -467,7 +475,7 @@ dmm_dma_addr_t dmm_dma_map_single(struct dmm_device *dev, const void *cpu, size_
 	if (!dev)
 		return DMM_DMA_MAPPING_ERROR;
 	p = &dev->mem->plat;
-	if (!cpu || !p->virt_to_phys || p->virt_to_phys(p->ctx, cpu, &pa))
+	if (!cpu || !p->virt_to_phys || dmm__virt_to_phys(dev->mem, cpu, &pa))
 		return map_fail(dev, -DMM_EINVAL);
 	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
 }
@@ -496,13 +504,20 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
 	if (dmm__iommu_translating(dev)) {
 		if (!dmm__iommu_unmap(dev, dma, size, dir))
-			dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
+			dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
 		return;
 	}
-	if (!size || dmm_dma_bus_to_phys(dev, dma, &pa) || !dmm__is_ram(dev->mem, pa, size))
+	if (__builtin_expect(!dev->desc.nr_ranges, 1)) {
+		pa = dma - (uint64_t)dev->desc.bus_offset;
+		if ((dev->desc.bus_offset > 0 && pa > dma) || (dev->desc.bus_offset < 0 && pa < dma))
+			return;
+	} else if (dmm_dma_bus_to_phys(dev, dma, &pa)) {
+		return;
+	}
+	if (!size || pa + size - 1 < pa || !dmm__is_ram_fast(dev->mem, pa, size))
 		return;
 	dmm__dma_unmap_pa(dev, pa, size, dir);
-	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
 }
 
 void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)

@@ -59,6 +59,52 @@ static inline void dmm__dstat(uint64_t *c, uint64_t v)
 	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
 }
 
+/* Add to the per-CPU counters of @dev at offsets @o1, @o2 (offsetof in
+ * struct dmm_dev_pcpu): in a CPU-local section, plain adds when every CPU
+ * has a counter block of its own, else atomic adds. */
+static inline void dmm__dstat2(struct dmm_device *dev, size_t o1, uint64_t v1, size_t o2, uint64_t v2)
+{
+	const struct dmm_mem *mem = dev->mem;
+	unsigned cpu = dmm__cpu_enter(mem);
+	unsigned char *pc = (unsigned char *)&dev->pcpu[cpu % DMM_DEV_PCPU];
+
+	if (__builtin_expect(mem->plat.nr_cpus <= DMM_DEV_PCPU, 1)) {
+		dmm__pcpu_add((uint64_t *)(void *)(pc + o1), v1);
+		if (v2)
+			dmm__pcpu_add((uint64_t *)(void *)(pc + o2), v2);
+	} else {
+		dmm__dstat((uint64_t *)(void *)(pc + o1), v1);
+		if (v2)
+			dmm__dstat((uint64_t *)(void *)(pc + o2), v2);
+	}
+	dmm__cpu_exit(mem, cpu);
+}
+
+/* Bus address of @pa for a device with neither IOMMU nor dma-ranges: the
+ * physical address plus the bus offset, or DMM_DMA_MAPPING_ERROR on wrap. */
+static inline dmm_dma_addr_t dmm__bus_of(const struct dmm_device *dev, dmm_phys_t pa)
+{
+	dmm_dma_addr_t b = pa + (uint64_t)dev->desc.bus_offset;
+
+	if ((dev->desc.bus_offset > 0 && b < pa) || (dev->desc.bus_offset < 0 && b > pa))
+		return DMM_DMA_MAPPING_ERROR;
+	return b;
+}
+
+/* Is [pa, pa + size) RAM the allocator knows (size > 0, no wrap)? */
+static inline bool dmm__is_ram_fast(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
+{
+	dmm_pfn_t p = dmm_phys_to_pfn(pa), last = dmm_phys_to_pfn(pa + size - 1);
+
+	for (;; p++) {
+		const struct dmm_page *pg = dmm__pfn_page(mem, p);
+		if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
+			return false;
+		if (p == last)
+			return true;
+	}
+}
+
 /* device.c / direct.c */
 unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_constraint *c,
 			       struct dmm_constraint *out, unsigned max);
@@ -125,7 +171,14 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 enum dmm__dbg_type { DMM__DBG_SINGLE = 0, DMM__DBG_SG, DMM__DBG_COHERENT };
 
 /* debug.c: hooks called by direct.c / device.c (cheap when debug is off). */
-int dmm__dbg_on(const struct dmm_device *dev);
+int dmm__dbg_on_slow(const struct dmm_device *dev);
+/* DMA debug applies to @dev: one load when debug was never enabled. */
+static inline int dmm__dbg_on(const struct dmm_device *dev)
+{
+	if (__builtin_expect(__atomic_load_n(&dev->mem->dma_debug, __ATOMIC_RELAXED) == (void *)0, 1))
+		return 0;
+	return dmm__dbg_on_slow(dev);
+}
 void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,
 		  uint64_t size, enum dmm_dma_dir dir, const void *site);
 /* Returns 0 if the unmap matches a mapping (which is removed), else a rule. */

@@ -17,10 +17,29 @@
  * address keeps the bits below it.
  *
  * Finding the pool of an address: an index (pools sorted by base) searched
- * by bisection. Two index buffers: a writer (under the pool lock) fills the
- * inactive one once its readers have left, then flips; a reader announces
- * itself on the active buffer and re-checks it is still active. So growth and
- * release never disturb a lookup, and memory stays bounded.
+ * by bisection. Two index buffers: a reader reads the active one inside a
+ * CPU-local section (no lock, no atomic); a writer (under the pool lock)
+ * waits for a grace period (every section that might still read the
+ * inactive buffer has ended) before it fills that buffer, then flips. So
+ * growth and release never disturb a lookup, and memory stays bounded. A
+ * pool being released is unpublished first, and freed only after another
+ * grace period, if no mapping took slots in it meanwhile.
+ *
+ * Per-CPU run caches. Runs of one or two slots (mappings up to 4 KiB with
+ * 2 KiB slots: the common packet and small-buffer case) freed by a CPU go
+ * to that CPU's cache of the pool, used only inside its CPU-local sections,
+ * and its next mappings of that length take them back: no lock, no atomic,
+ * and the slots are still in the CPU's data cache, so the bounce copy is
+ * as fast as a copy between warm buffers. A cached run stays reserved in
+ * its area (slot state CACHED): the areas' counts and the high-water mark
+ * include at most 2 * TLB_CACHE_RUNS runs per CPU that no mapping holds. A
+ * full cache gives half its runs back; an exhausted pool takes every CPU's
+ * cache back (dmm__cpu_sync) before it fails or grows. Transient pools have
+ * no caches (they must empty to be released), nor does a machine with more
+ * CPUs than MAX_AREAS.
+ *
+ * Otherwise a mapping takes one lock (its area's) and the shared counter of
+ * reserved slots; a pool's occupancy is the sum of its areas'.
  */
 #include <dmamem/swiotlb.h>
 
@@ -29,6 +48,10 @@
 #define MAX_POOLS 64
 #define MAX_DEFERRED 32
 #define MAX_AREAS 64
+#define TLB_CACHE_RUNS 16   /* per CPU and run length */
+#define TLB_CACHE_LEN 2     /* runs of 1 .. TLB_CACHE_LEN slots are cached */
+
+enum { SLOT_FREE = 0, SLOT_MAPPED = 1, SLOT_CACHED = 2 };
 
 struct tlb_slot {
 	dmm_phys_t orig;  /* first slot: the original buffer */
@@ -36,7 +59,15 @@ struct tlb_slot {
 	uint32_t size;    /* first slot: mapping size in bytes */
 	uint16_t nslots;  /* first slot: slots used */
 	uint16_t off;     /* first slot: offset of the data in the first slot */
-	uint8_t used;
+	uint8_t used;     /* SLOT_FREE, SLOT_MAPPED, or SLOT_CACHED (first slot keeps nslots) */
+};
+
+/* One CPU's cache of free runs in one pool (that CPU's sections only). */
+struct tlb_cpu {
+	_Alignas(DMM_CACHELINE) uint32_t n[TLB_CACHE_LEN];
+	uint32_t run[TLB_CACHE_LEN][TLB_CACHE_RUNS]; /* first slot of each run */
+	/* counters of the mappings served from the cache (read racily) */
+	uint64_t maps, unmaps, to_device, from_device;
 };
 
 struct tlb_area {
@@ -50,14 +81,15 @@ struct tlb_pool {
 	dmm_phys_t base;
 	uint64_t bytes;
 	uint32_t nslots, nr_areas;
+	uint32_t grow_at;                /* slots in use in one area that make the pool look full */
 	dmm_pfn_t mem_pfn, meta_pfn;
 	uint64_t mem_pages, meta_pages;
 	int transient, restricted;
 	struct dmm_device *dev;          /* restricted: its only user */
-	uint64_t used;                   /* slots (atomic) */
 	uint64_t idle_since;             /* transient: when it became empty (atomic) */
 	struct tlb_area *areas;
 	struct tlb_slot *slots;
+	struct tlb_cpu *cpus;            /* nr_cpus run caches, or NULL */
 };
 
 struct tlb_index {
@@ -80,7 +112,6 @@ struct dmm_swiotlb {
 	struct dmm_swiotlb_opts o;
 	struct tlb_index idx[2];
 	uint32_t active;                 /* atomic */
-	uint32_t readers[2];             /* atomic */
 	struct tlb_pool *pools[MAX_POOLS];
 	uint32_t nr_pools;
 	uint64_t total_bytes;
@@ -129,46 +160,46 @@ void dmm_swiotlb_opts_default(const struct dmm_mem *mem, struct dmm_swiotlb_opts
 
 /* ---- the index ----------------------------------------------------------------- */
 
-static uint32_t reader_enter(struct dmm_swiotlb *t)
+/* The active index (inside a CPU-local section). */
+static const struct tlb_index *index_get(const struct dmm_swiotlb *t)
 {
-	for (;;) {
-		uint32_t i = __atomic_load_n(&t->active, __ATOMIC_ACQUIRE);
-		__atomic_fetch_add(&t->readers[i], 1, __ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&t->active, __ATOMIC_SEQ_CST) == i)
-			return i;
-		__atomic_fetch_sub(&t->readers[i], 1, __ATOMIC_RELEASE);
-	}
+	return &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
 }
 
-static void reader_exit(struct dmm_swiotlb *t, uint32_t i)
+static struct tlb_pool *index_search(const struct tlb_index *x, dmm_phys_t pa)
 {
-	__atomic_fetch_sub(&t->readers[i], 1, __ATOMIC_RELEASE);
+	uint32_t lo = 0, hi = x->n;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		struct tlb_pool *p = x->pool[mid];
+		if (pa < p->base)
+			hi = mid;
+		else if (pa >= p->base + p->bytes)
+			lo = mid + 1;
+		else
+			return p;
+	}
+	return (struct tlb_pool *)0;
 }
 
 static struct tlb_pool *index_find(struct dmm_swiotlb *t, dmm_phys_t pa)
 {
-	struct tlb_pool *found = (struct tlb_pool *)0;
-	uint32_t i = reader_enter(t);
-	struct tlb_index *x;
+	unsigned cpu = dmm__cpu_enter(t->mem);
+	struct tlb_pool *found = index_search(index_get(t), pa);
 
-	x = &t->idx[i];
-	{
-		uint32_t lo = 0, hi = x->n;
-		while (lo < hi) {
-			uint32_t mid = (lo + hi) / 2;
-			struct tlb_pool *p = x->pool[mid];
-			if (pa < p->base)
-				hi = mid;
-			else if (pa >= p->base + p->bytes)
-				lo = mid + 1;
-			else {
-				found = p;
-				break;
-			}
-		}
-	}
-	reader_exit(t, i);
+	dmm__cpu_exit(t->mem, cpu);
 	return found;
+}
+
+/* Slots in use in @p (the sum of its areas'). */
+static uint64_t pool_used(const struct tlb_pool *p)
+{
+	uint64_t used = 0;
+
+	for (uint32_t a = 0; a < p->nr_areas; a++)
+		used += __atomic_load_n(&p->areas[a].used, __ATOMIC_RELAXED);
+	return used;
 }
 
 /* Publish the current pool set (pool lock held). */
@@ -177,8 +208,8 @@ static void index_publish(struct dmm_swiotlb *t)
 	uint32_t j = 1 - __atomic_load_n(&t->active, __ATOMIC_RELAXED);
 	struct tlb_index *x = &t->idx[j];
 
-	while (__atomic_load_n(&t->readers[j], __ATOMIC_ACQUIRE))
-		;
+	/* sections that began before the last flip may still read buffer j */
+	dmm__cpu_sync_all(t->mem);
 	x->n = t->nr_pools;
 	for (uint32_t i = 0; i < t->nr_pools; i++)
 		x->pool[i] = t->pools[i];
@@ -215,6 +246,8 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 		nr_areas--;
 	meta = sizeof(*p) + DMM_CACHELINE + (uint64_t)nr_areas * sizeof(struct tlb_area) +
 	       (uint64_t)nslots * sizeof(struct tlb_slot);
+	if (!transient && mem->plat.nr_cpus <= MAX_AREAS)
+		meta += DMM_CACHELINE + (uint64_t)mem->plat.nr_cpus * sizeof(struct tlb_cpu);
 	meta_pages = dmm_align_up(meta, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
 	mem_pages = bytes >> DMM_PAGE_SHIFT;
 	k.align = dmm_max64(k.align, DMM_PAGE_SIZE);
@@ -247,12 +280,15 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 	p->dev = dev;
 	p->areas = (struct tlb_area *)dmm_align_up((uintptr_t)(p + 1), DMM_CACHELINE);
 	p->slots = (struct tlb_slot *)(p->areas + nr_areas);
+	if (!transient && mem->plat.nr_cpus <= MAX_AREAS)
+		p->cpus = (struct tlb_cpu *)dmm_align_up((uintptr_t)(p->slots + nslots), DMM_CACHELINE);
 	for (uint32_t a = 0; a < nr_areas; a++) {
 		struct tlb_area *ar = &p->areas[a];
 		mem->plat.lock_init(mem->plat.ctx, &ar->lock);
 		ar->start = a * (nslots / nr_areas);
 		ar->n = a + 1 < nr_areas ? nslots / nr_areas : nslots - ar->start;
 	}
+	p->grow_at = (uint32_t)(((uint64_t)(nslots / nr_areas) * t->o.grow_threshold_pct) / 100);
 	*out = p;
 	return 0;
 }
@@ -399,61 +435,177 @@ int dmm_swiotlb_is_bounce(struct dmm_mem *mem, dmm_phys_t pa)
 
 /* ---- slots ----------------------------------------------------------------------- */
 
-/* Take @n slots in area @a of @p for a mapping of @pa; returns the first slot or -1. */
+/* @n more slots reserved in the areas (mapped or cached): the count behind
+ * the high-water mark. */
+static void reserve(struct dmm_swiotlb *t, uint32_t n)
+{
+	uint64_t used = __atomic_add_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
+	uint64_t hw = __atomic_load_n(&t->st.high_water_slots, __ATOMIC_RELAXED);
+
+	while (used > hw && !__atomic_compare_exchange_n(&t->st.high_water_slots, &hw, used, false, __ATOMIC_RELAXED,
+							 __ATOMIC_RELAXED))
+		;
+}
+
+static struct tlb_area *area_of(const struct tlb_pool *p, uint32_t slot)
+{
+	/* areas are equal but the last, which takes the remainder */
+	uint32_t a = slot / p->areas[0].n;
+	return &p->areas[a < p->nr_areas ? a : p->nr_areas - 1];
+}
+
+/* Free the run at @first (@n slots) in its area, which is locked. */
+static void area_put(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_area *ar, uint32_t first, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		p->slots[first + i].used = SLOT_FREE;
+	p->slots[first].orig = 0;
+	p->slots[first].size = 0;
+	p->slots[first].nslots = 0;
+	p->slots[first].off = 0;
+	__atomic_store_n(&ar->used, ar->used - n, __ATOMIC_RELAXED);
+	ar->hint = first - ar->start; /* reuse these slots next: warm */
+	__atomic_sub_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
+}
+
+/* Give the oldest @k runs of length @len in @pc back to their areas. */
+static void cache_give_back(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t len, uint32_t k)
+{
+	for (uint32_t i = 0; i < k; i++) {
+		uint32_t first = pc->run[len - 1][i];
+		struct tlb_area *ar = area_of(p, first);
+		dmm__lock(t->mem, &ar->lock);
+		area_put(t, p, ar, first, len);
+		dmm__unlock(t->mem, &ar->lock);
+	}
+	for (uint32_t i = k; i < pc->n[len - 1]; i++)
+		pc->run[len - 1][i - k] = pc->run[len - 1][i];
+	__atomic_store_n(&pc->n[len - 1], pc->n[len - 1] - k, __ATOMIC_RELAXED);
+}
+
+struct drain_arg {
+	struct dmm_swiotlb *t;
+	struct tlb_pool *p;
+	unsigned cpu;
+};
+
+static void drain_cpu(void *arg)
+{
+	struct drain_arg *d = arg;
+	struct tlb_cpu *pc = &d->p->cpus[d->cpu];
+
+	for (uint32_t len = 1; len <= TLB_CACHE_LEN; len++)
+		cache_give_back(d->t, d->p, pc, len, pc->n[len - 1]);
+}
+
+/* Every CPU's cached runs of every pool @dev may use back to the areas (a
+ * pool ran out: they may be what a mapping needs). Outside any section. */
+static void drain_caches(struct dmm_swiotlb *t, struct dmm_device *dev)
+{
+	struct drain_arg d = { t, (struct tlb_pool *)0, 0 };
+
+	dmm__lock(t->mem, &t->lock);
+	for (uint32_t i = 0; i < t->nr_pools; i++) {
+		d.p = t->pools[i];
+		if (!d.p->cpus || (d.p->restricted && d.p->dev != dev))
+			continue;
+		for (d.cpu = 0; d.cpu < t->mem->plat.nr_cpus; d.cpu++)
+			dmm__cpu_sync(t->mem, d.cpu, drain_cpu, &d);
+	}
+	dmm__unlock(t->mem, &t->lock);
+}
+
+/*
+ * Take @n slots in area @a of @p for a mapping of @pa; returns the first
+ * slot or -1. The search starts at the hint, which unmap moves back to the
+ * run it freed: the next mapping reuses the slots whose lines are still in
+ * the CPU's cache (bouncing copies into them), and a pool in steady use
+ * touches only as much memory as it has mappings.
+ */
 static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_area *a, uint32_t n,
 			 dmm_phys_t pa, uint64_t granule)
 {
 	uint64_t slot = t->o.slot_size, unit = granule > slot ? granule : slot;
 	uint64_t mask = t->o.align_mask & ~(unit - 1);
-	int64_t got = -1;
+	uint32_t span, s;
 
 	if (n > a->n)
 		return -1;
-	for (uint32_t k = 0; k + n <= a->n; k++) {
-		uint32_t s = a->start + (a->hint + k) % (a->n - n + 1);
+	span = a->n - n + 1; /* first slots a run of n can start at */
+	s = a->hint < span ? a->hint : 0;
+	for (uint32_t k = 0; k < span; k++, s = s + 1 < span ? s + 1 : 0) {
+		struct tlb_slot *sl = &p->slots[a->start + s];
+		uint64_t at = p->base + (uint64_t)(a->start + s) * slot;
 		uint32_t i;
-		if (mask && ((p->base + (uint64_t)s * slot) & mask) != (pa & mask))
+		if (mask && (at & mask) != (pa & mask))
 			continue;
-		if (unit > slot && ((p->base + (uint64_t)s * slot) & (unit - 1)))
+		if (unit > slot && (at & (unit - 1)))
 			continue;
-		for (i = 0; i < n && !p->slots[s + i].used; i++)
+		for (i = 0; i < n && !sl[i].used; i++)
 			;
-		if (i < n)
+		if (i < n) {
+			s += i; /* sl[i] is taken: no run can start before it */
+			if (s >= span)
+				s = span - 1;
 			continue;
-		for (i = 0; i < n; i++) {
-			p->slots[s + i].used = 1;
-			p->slots[s + i].first = s;
 		}
-		a->used += n;
-		a->hint = (s - a->start + n) % a->n;
-		got = s;
-		break;
+		for (i = 0; i < n; i++) {
+			sl[i].used = SLOT_MAPPED;
+			sl[i].first = a->start + s;
+		}
+		__atomic_store_n(&a->used, a->used + n, __ATOMIC_RELAXED);
+		reserve(t, n);
+		a->hint = s + n < span ? s + n : 0;
+		return a->start + s;
 	}
-	return got;
+	return -1;
 }
 
-static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, dmm_phys_t pa,
-			 uint64_t granule, uint64_t to_device)
+/* A cached run of @n slots for a mapping of @pa (in a section of the CPU
+ * owning @pc), or -1. */
+static int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa)
 {
-	const struct dmm_platform *pl = &t->mem->plat;
-	unsigned cpu = pl->cpu_id ? pl->cpu_id(pl->ctx) : 0;
+	uint64_t mask = t->o.align_mask & ~(uint64_t)(t->o.slot_size - 1);
+	uint32_t k = pc->n[n - 1], first;
 
-	for (uint32_t k = 0; k < p->nr_areas; k++) {
-		struct tlb_area *a = &p->areas[(cpu + k) % p->nr_areas];
+	if (!k)
+		return -1;
+	first = pc->run[n - 1][k - 1];
+	if (mask && ((p->base + (uint64_t)first * t->o.slot_size) & mask) != (pa & mask))
+		return -1; /* the offset must survive the bounce: take one from the area */
+	__atomic_store_n(&pc->n[n - 1], k - 1, __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < n; i++)
+		p->slots[first + i].used = SLOT_MAPPED;
+	return first;
+}
+
+/* Take @n slots in @p, the area of @cpu first; *@crowded: that area is
+ * past the growth threshold. */
+static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, dmm_phys_t pa,
+			 uint64_t granule, uint64_t to_device, unsigned cpu, bool *crowded)
+{
+	uint32_t ai = cpu < p->nr_areas ? cpu : cpu % p->nr_areas;
+
+	for (uint32_t k = 0; k < p->nr_areas; k++, ai = ai + 1 < p->nr_areas ? ai + 1 : 0) {
+		struct tlb_area *a = &p->areas[ai];
 		int64_t s;
 		dmm__lock(t->mem, &a->lock);
 		s = area_take(t, p, a, n, pa, granule);
 		if (s >= 0) {
 			a->maps++;
 			a->to_device += to_device;
+			*crowded = a->used > p->grow_at;
 		}
 		dmm__unlock(t->mem, &a->lock);
-		if (s >= 0) {
-			__atomic_fetch_add(&p->used, n, __ATOMIC_RELAXED);
+		if (s >= 0)
 			return s;
-		}
 	}
 	return -1;
+}
+
+static unsigned this_cpu(const struct dmm_mem *mem)
+{
+	return mem->plat.cpu_id ? mem->plat.cpu_id(mem->plat.ctx) : 0;
 }
 
 static bool pool_usable(const struct tlb_pool *p, struct dmm_device *dev)
@@ -474,7 +626,7 @@ static void maybe_grow(struct dmm_swiotlb *t, const struct tlb_index *x)
 		struct tlb_pool *p = x->pool[i];
 		if (p->restricted || p->transient)
 			continue;
-		used += __atomic_load_n(&p->used, __ATOMIC_RELAXED);
+		used += pool_used(p);
 		total += p->nslots;
 	}
 	if (!t->mem->plat.defer || __atomic_load_n(&t->total_bytes, __ATOMIC_RELAXED) + t->o.grow_bytes > t->o.max_bytes ||
@@ -527,6 +679,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	uint32_t n;
 	struct tlb_pool *p = (struct tlb_pool *)0;
 	int64_t s = -1;
+	bool crowded = false, cacheable;
 
 	if (!t)
 		return -DMM_ENOTSUP;
@@ -544,21 +697,29 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	}
 	if (n > t->o.max_slots_per_map)
 		return -DMM_EINVAL;
-	if (dev->restricted_pool) {
-		p = dev->restricted_pool;
-		s = pool_take(t, p, n, pa, granule, copy_in);
-	} else {
-		/* the published pools, no global lock: areas keep CPUs apart */
-		uint32_t r = reader_enter(t);
-		const struct tlb_index *x = &t->idx[r];
-		for (uint32_t i = 0; i < x->n && s < 0; i++) {
-			p = x->pool[i];
-			if (pool_usable(p, dev))
-				s = pool_take(t, p, n, pa, granule, copy_in);
+	cacheable = n <= TLB_CACHE_LEN && !granule && !dev->desc.untrusted;
+	for (int attempt = 0; s < 0 && attempt < 2; attempt++) {
+		/* the published pools, no global lock: a CPU's cache, then the
+		 * areas, which keep CPUs apart */
+		unsigned cpu = dmm__cpu_enter(dev->mem);
+		const struct tlb_index *x = index_get(t);
+		uint32_t np = dev->restricted_pool ? 1 : x->n;
+		for (uint32_t i = 0; i < np && s < 0; i++) {
+			p = dev->restricted_pool ? dev->restricted_pool : x->pool[i];
+			if (!dev->restricted_pool && !pool_usable(p, dev))
+				continue;
+			if (cacheable && p->cpus && (s = cache_take(t, p, &p->cpus[cpu], n, pa)) >= 0) {
+				dmm__pcpu_add(&p->cpus[cpu].maps, 1);
+				dmm__pcpu_add(&p->cpus[cpu].to_device, copy_in);
+				break;
+			}
+			s = pool_take(t, p, n, pa, granule, copy_in, cpu, &crowded);
 		}
-		if (s >= 0 && !p->transient)
+		if (s >= 0 && !p->transient && !p->restricted && crowded)
 			maybe_grow(t, x);
-		reader_exit(t, r);
+		dmm__cpu_exit(dev->mem, cpu);
+		if (s < 0 && !attempt)
+			drain_caches(t, dev); /* free runs parked in CPU caches */
 	}
 	if (s < 0 && !dev->restricted_pool) {
 		/* no room anywhere: a transient pool, on the spot */
@@ -574,7 +735,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 					pool_destroy(t, p);
 					break;
 				}
-				s = pool_take(t, p, n, pa, granule, copy_in);
+				s = pool_take(t, p, n, pa, granule, copy_in, this_cpu(dev->mem), &crowded);
 			}
 		}
 		dmm__unlock(dev->mem, &t->lock);
@@ -595,14 +756,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		dmm__phys_fill(dev->mem, p->base + (uint64_t)s * slot, 0, (size_t)n * slot);
 	if (copy_in)
 		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
-	{
-		uint64_t used = __atomic_add_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
-		uint64_t hw = __atomic_load_n(&t->st.high_water_slots, __ATOMIC_RELAXED);
-		while (used > hw && !__atomic_compare_exchange_n(&t->st.high_water_slots, &hw, used, false,
-								 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-			;
-	}
-	dmm__dstat(&dmm__dev_pcpu(dev)->bounced_maps, 1);
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, bounced_maps), 1, 0, 0);
 	dmm__dev_low(dev, 0, (int64_t)low_bytes(p->base + (uint64_t)s * slot, (uint64_t)n * slot));
 	return 0;
 }
@@ -618,7 +772,7 @@ static struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hint, dmm
 	if (!p)
 		return (struct tlb_slot *)0;
 	s = (uint32_t)((tlb_pa - p->base) / t->o.slot_size);
-	if (!p->slots[s].used)
+	if (p->slots[s].used != SLOT_MAPPED || p->slots[p->slots[s].first].used != SLOT_MAPPED)
 		return (struct tlb_slot *)0;
 	*pp = p;
 	return &p->slots[p->slots[s].first];
@@ -687,28 +841,31 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_
 	}
 	n = f->nslots;
 	dmm__dev_low(dev, 0, -(int64_t)low_bytes(p->base + (uint64_t)first * t->o.slot_size, (uint64_t)n * t->o.slot_size));
-	for (uint32_t a = 0; a < p->nr_areas; a++) {
-		struct tlb_area *ar = &p->areas[a];
-		if (first < ar->start || first >= ar->start + ar->n)
-			continue;
+	if (n <= TLB_CACHE_LEN && p->cpus && !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED)) {
+		/* into this CPU's cache: reserved, warm, taken back without a lock */
+		unsigned cpu = dmm__cpu_enter(dev->mem);
+		struct tlb_cpu *pc = &p->cpus[cpu];
+		if (pc->n[n - 1] == TLB_CACHE_RUNS)
+			cache_give_back(t, p, pc, n, TLB_CACHE_RUNS / 2);
+		for (uint32_t i = 0; i < n; i++)
+			p->slots[first + i].used = SLOT_CACHED;
+		f->orig = 0;
+		f->size = 0;
+		f->off = 0;
+		pc->run[n - 1][pc->n[n - 1]] = first;
+		__atomic_store_n(&pc->n[n - 1], pc->n[n - 1] + 1, __ATOMIC_RELAXED);
+		dmm__pcpu_add(&pc->unmaps, 1);
+		dmm__pcpu_add(&pc->from_device, back);
+		dmm__cpu_exit(dev->mem, cpu);
+	} else {
+		struct tlb_area *ar = area_of(p, first);
 		dmm__lock(dev->mem, &ar->lock);
-		for (uint32_t i = 0; i < n; i++) {
-			p->slots[first + i].used = 0;
-			if (i == 0) {
-				p->slots[first].orig = 0;
-				p->slots[first].size = 0;
-				p->slots[first].nslots = 0;
-				p->slots[first].off = 0;
-			}
-		}
-		ar->used -= n;
+		area_put(t, p, ar, first, n);
 		ar->unmaps++;
 		ar->from_device += back;
 		dmm__unlock(dev->mem, &ar->lock);
-		break;
 	}
-	__atomic_sub_fetch(&t->used_slots, n, __ATOMIC_RELAXED);
-	if (__atomic_sub_fetch(&p->used, n, __ATOMIC_RELAXED) == 0 && p->transient)
+	if (p->transient && pool_used(p) == 0)
 		__atomic_store_n(&p->idle_since, dmm__now(dev->mem) + 1, __ATOMIC_RELAXED);
 	if (__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
 		serve_deferred(t);
@@ -730,7 +887,7 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 	for (uint32_t i = 0; i < t->nr_pools;) {
 		struct tlb_pool *p = t->pools[i];
 		uint64_t idle = __atomic_load_n(&p->idle_since, __ATOMIC_RELAXED);
-		if (p->transient && !__atomic_load_n(&p->used, __ATOMIC_RELAXED) && idle &&
+		if (p->transient && !pool_used(p) && idle &&
 		    now - idle >= t->o.transient_idle_ns) {
 			t->pools[i] = t->pools[--t->nr_pools];
 			gone[ngone++] = p;
@@ -741,11 +898,11 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 	if (ngone) {
 		uint32_t keep = 0;
 		index_publish(t);
-		index_publish(t); /* both buffers: no reader can still see the pools */
+		dmm__cpu_sync_all(mem); /* no section can still see the pools */
 		/* a map that found a pool before it was unpublished may have taken
 		 * slots in it meanwhile: such a pool stays */
 		for (uint32_t i = 0; i < ngone; i++) {
-			if (__atomic_load_n(&gone[i]->used, __ATOMIC_ACQUIRE)) {
+			if (pool_used(gone[i])) {
 				t->pools[t->nr_pools++] = gone[i];
 				continue;
 			}
@@ -870,7 +1027,19 @@ void dmm_swiotlb_get_stats(struct dmm_mem *mem, struct dmm_swiotlb_stats *st)
 	for (uint32_t i = 0; i < t->nr_pools; i++) {
 		struct tlb_pool *p = t->pools[i];
 		st->total_slots += p->nslots;
-		st->used_slots += __atomic_load_n(&p->used, __ATOMIC_RELAXED);
+		st->used_slots += pool_used(p);
+		for (unsigned c = 0; p->cpus && c < mem->plat.nr_cpus; c++) {
+			const struct tlb_cpu *pc = &p->cpus[c];
+			uint64_t cached = 0;
+			for (uint32_t len = 1; len <= TLB_CACHE_LEN; len++)
+				cached += (uint64_t)len * __atomic_load_n(&pc->n[len - 1], __ATOMIC_RELAXED);
+			st->used_slots -= cached;
+			st->cached_slots += cached;
+			st->maps += __atomic_load_n(&pc->maps, __ATOMIC_RELAXED);
+			st->unmaps += __atomic_load_n(&pc->unmaps, __ATOMIC_RELAXED);
+			st->bounced_to_device += __atomic_load_n(&pc->to_device, __ATOMIC_RELAXED);
+			st->bounced_from_device += __atomic_load_n(&pc->from_device, __ATOMIC_RELAXED);
+		}
 		for (uint32_t a = 0; a < p->nr_areas; a++) {
 			dmm__lock(mem, &p->areas[a].lock);
 			st->maps += p->areas[a].maps;
@@ -888,59 +1057,98 @@ uint64_t dmm_swiotlb_device_failures(const struct dmm_device *dev)
 	return dev ? __atomic_load_n(&dev->st.fail_bounce_full, __ATOMIC_RELAXED) : 0;
 }
 
-int dmm_swiotlb_check(struct dmm_mem *mem)
-{
-	struct dmm_swiotlb *t = mem ? tlb_of(mem) : (struct dmm_swiotlb *)0;
-	int err = 0;
+struct check_arg {
+	struct dmm_swiotlb *t;
+	int err;
+};
 
-	if (!t)
-		return mem ? 0 : -DMM_EINVAL;
-	dmm__lock(mem, &t->lock);
-	{
-		struct tlb_index *x = &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
-		if (x->n != t->nr_pools)
-			err = -DMM_EFAULT;
-		for (uint32_t i = 1; i < x->n && !err; i++)
-			if (x->pool[i - 1]->base + x->pool[i - 1]->bytes > x->pool[i]->base)
-				err = -DMM_EFAULT;
+/* One pool (its areas locked, every CPU held): slot states against the
+ * mapping records, the areas' counts and the CPUs' caches. */
+static int check_pool(struct dmm_swiotlb *t, struct tlb_pool *p)
+{
+	uint64_t cached_slots = 0, cached_runs = 0;
+
+	for (uint32_t a = 0; a < p->nr_areas; a++) {
+		struct tlb_area *ar = &p->areas[a];
+		uint32_t aused = 0;
+		for (uint32_t s = ar->start; s < ar->start + ar->n;) {
+			struct tlb_slot *sl = &p->slots[s];
+			if (sl->used == SLOT_FREE) {
+				s++;
+				continue;
+			}
+			if (sl->used > SLOT_CACHED || sl->first != s || !sl->nslots || s + sl->nslots > ar->start + ar->n ||
+			    sl->off + sl->size > (uint64_t)sl->nslots * t->o.slot_size ||
+			    (sl->used == SLOT_CACHED && (sl->size || !p->cpus)))
+				return -DMM_EFAULT;
+			for (uint32_t k = 1; k < sl->nslots; k++)
+				if (p->slots[s + k].used != sl->used || p->slots[s + k].first != s)
+					return -DMM_EFAULT;
+			if (sl->used == SLOT_CACHED) {
+				cached_slots += sl->nslots;
+				cached_runs++;
+			}
+			aused += sl->nslots;
+			s += sl->nslots;
+		}
+		if (aused != ar->used)
+			return -DMM_EFAULT;
 	}
-	for (uint32_t i = 0; i < t->nr_pools && !err; i++) {
+	/* every CACHED run is in exactly one CPU's cache, under its length */
+	for (unsigned c = 0; p->cpus && c < t->mem->plat.nr_cpus; c++) {
+		const struct tlb_cpu *pc = &p->cpus[c];
+		for (uint32_t len = 1; len <= TLB_CACHE_LEN; len++) {
+			if (pc->n[len - 1] > TLB_CACHE_RUNS)
+				return -DMM_EFAULT;
+			for (uint32_t i = 0; i < pc->n[len - 1]; i++) {
+				uint32_t f = pc->run[len - 1][i];
+				if (f >= p->nslots || p->slots[f].used != SLOT_CACHED || p->slots[f].first != f ||
+				    p->slots[f].nslots != len)
+					return -DMM_EFAULT;
+				cached_slots -= len;
+				cached_runs--;
+			}
+		}
+	}
+	return cached_slots || cached_runs ? -DMM_EFAULT : 0;
+}
+
+static void check_all(void *arg)
+{
+	struct check_arg *ca = arg;
+	struct dmm_swiotlb *t = ca->t;
+	struct dmm_mem *mem = t->mem;
+	struct tlb_index *x = &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
+
+	if (x->n != t->nr_pools)
+		ca->err = -DMM_EFAULT;
+	for (uint32_t i = 1; i < x->n && !ca->err; i++)
+		if (x->pool[i - 1]->base + x->pool[i - 1]->bytes > x->pool[i]->base)
+			ca->err = -DMM_EFAULT;
+	for (uint32_t i = 0; i < t->nr_pools && !ca->err; i++) {
 		struct tlb_pool *p = t->pools[i];
-		uint64_t used = 0;
 		for (uint32_t a = 0; a < p->nr_areas; a++)
 			dmm__lock(mem, &p->areas[a].lock);
-		for (uint32_t a = 0; a < p->nr_areas && !err; a++) {
-			struct tlb_area *ar = &p->areas[a];
-			uint32_t aused = 0;
-			for (uint32_t s = ar->start; s < ar->start + ar->n && !err;) {
-				struct tlb_slot *sl = &p->slots[s];
-				if (!sl->used) {
-					s++;
-					continue;
-				}
-				if (sl->first != s || !sl->nslots || s + sl->nslots > ar->start + ar->n ||
-				    sl->off + sl->size > (uint64_t)sl->nslots * t->o.slot_size) {
-					err = -DMM_EFAULT;
-					break;
-				}
-				for (uint32_t k = 1; k < sl->nslots; k++)
-					if (!p->slots[s + k].used || p->slots[s + k].first != s)
-						err = -DMM_EFAULT;
-				aused += sl->nslots;
-				s += sl->nslots;
-			}
-			if (!err && aused != ar->used)
-				err = -DMM_EFAULT;
-			used += ar->used;
-		}
-		if (!err && used != __atomic_load_n(&p->used, __ATOMIC_RELAXED))
-			err = -DMM_EFAULT;
+		ca->err = check_pool(t, p);
 		for (uint32_t a = p->nr_areas; a-- > 0;)
 			dmm__unlock(mem, &p->areas[a].lock);
-		if (err)
+		if (ca->err)
 			dmm_log(mem, DMM_LOG_ERR, "swiotlb check: pool at %#llx inconsistent",
 				(unsigned long long)p->base);
 	}
+}
+
+int dmm_swiotlb_check(struct dmm_mem *mem)
+{
+	struct dmm_swiotlb *t = mem ? tlb_of(mem) : (struct dmm_swiotlb *)0;
+	struct check_arg ca;
+
+	if (!t)
+		return mem ? 0 : -DMM_EINVAL;
+	ca.t = t;
+	ca.err = 0;
+	dmm__lock(mem, &t->lock);
+	dmm__cpu_hold_all(mem, check_all, &ca);
 	dmm__unlock(mem, &t->lock);
-	return err;
+	return ca.err;
 }
