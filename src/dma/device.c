@@ -16,7 +16,7 @@
 #include "dma/dma_internal.h"
 
 _Static_assert(sizeof(struct dmm_device) <= DMM_PAGE_SIZE, "a device must fit the page it lives in");
-_Static_assert(sizeof(struct dmm_dev_pcpu) == 64, "per-CPU device counters take one cache line");
+_Static_assert(sizeof(struct dmm_dev_pcpu) % 64 == 0, "per-CPU device counters take whole cache lines");
 
 static uint64_t mask_end(uint64_t mask)
 {
@@ -309,4 +309,5 @@ void dmm_device_get_stats(const struct dmm_device *dev, struct dmm_dma_stats *st
 		st->cache_flush_bytes += __atomic_load_n(&p->flush_bytes, __ATOMIC_RELAXED);
 		st->bounced_maps += __atomic_load_n(&p->bounced_maps, __ATOMIC_RELAXED);
 	}
+	st->low_bounce_bytes = dmm__dev_low_bounce(dev);
 }

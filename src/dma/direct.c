@@ -63,22 +63,55 @@ void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum
 	for_device(dev, pa, len, dir);
 }
 
+uint64_t dmm__dev_low_bounce(const struct dmm_device *dev)
+{
+	unsigned n = dev->mem->plat.nr_cpus < DMM_DEV_PCPU ? dev->mem->plat.nr_cpus : DMM_DEV_PCPU;
+	uint64_t sum = 0;
+
+	for (unsigned c = 0; c < n; c++)
+		sum += __atomic_load_n(&dev->pcpu[c].low_bounce, __ATOMIC_RELAXED);
+	return sum;
+}
+
+/* Raise the peak to the low memory held now. */
+static void low_peak(struct dmm_device *dev)
+{
+	uint64_t now = __atomic_load_n(&dev->st.low_pages, __ATOMIC_RELAXED) * DMM_PAGE_SIZE + dmm__dev_low_bounce(dev);
+	uint64_t peak = __atomic_load_n(&dev->st.low_peak_bytes, __ATOMIC_RELAXED);
+
+	while (now > peak && !__atomic_compare_exchange_n(&dev->st.low_peak_bytes, &peak, now, false, __ATOMIC_RELAXED,
+							  __ATOMIC_RELAXED))
+		;
+}
+
+/*
+ * Low memory (below 4 GiB) a device holds: coherent pages in one atomic
+ * counter, bounce bytes per CPU (no shared line on the bounce path). The
+ * peak is raised on every increase from the sum of both; the per-CPU part
+ * is read without stopping the other CPUs, so with several CPUs mapping at
+ * once the peak is a close sample rather than an exact maximum.
+ */
 void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes)
 {
-	uint64_t now, peak;
-
-	if (coherent_pages)
+	if (bounce_bytes) {
+		unsigned cpu = dmm__cpu_enter(dev->mem);
+		dmm__dev_low_bounce_in(dev, cpu, bounce_bytes);
+		dmm__cpu_exit(dev->mem, cpu);
+	}
+	if (coherent_pages) {
 		__atomic_fetch_add(&dev->st.low_pages, (uint64_t)coherent_pages, __ATOMIC_RELAXED);
-	if (bounce_bytes)
-		__atomic_fetch_add(&dev->st.low_bounce_bytes, (uint64_t)bounce_bytes, __ATOMIC_RELAXED);
-	if (coherent_pages <= 0 && bounce_bytes <= 0)
+		if (coherent_pages > 0)
+			low_peak(dev);
+	}
+}
+
+void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes)
+{
+	if (!bytes)
 		return;
-	now = __atomic_load_n(&dev->st.low_pages, __ATOMIC_RELAXED) * DMM_PAGE_SIZE +
-	      __atomic_load_n(&dev->st.low_bounce_bytes, __ATOMIC_RELAXED);
-	peak = __atomic_load_n(&dev->st.low_peak_bytes, __ATOMIC_RELAXED);
-	while (now > peak && !__atomic_compare_exchange_n(&dev->st.low_peak_bytes, &peak, now, false,
-							  __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		;
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, low_bounce), (uint64_t)bytes);
+	if (bytes > 0)
+		low_peak(dev);
 }
 
 static inline bool dir_ok(enum dmm_dma_dir dir)
@@ -355,11 +388,12 @@ bool dmm__must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum d
 	return true;
 }
 
-/* Bounce if needed: *map_pa is what the device will access. */
+/* Bounce if needed, inside a CPU-local section of *@cpu (which a slow
+ * path may leave and enter again): *map_pa is what the device will access. */
 static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			dmm_phys_t *map_pa, dmm_dma_addr_t *bus)
+			dmm_phys_t *map_pa, dmm_dma_addr_t *bus, unsigned *cpu)
 {
-	int err = dmm__dev_reach(dev, pa, size, bus);
+	int err = dmm__dev_reach_fast(dev, pa, size, bus);
 	dmm_phys_t tlb;
 
 	*map_pa = pa;
@@ -367,12 +401,16 @@ static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		return 0;
 	if (!dmm__swiotlb_ready(dev->mem))
 		return err; /* no bounce buffers: only an unreachable buffer fails */
-	err = dmm__swiotlb_map(dev, pa, size, dir, 0, &tlb);
+	err = dmm__swiotlb_map_in(dev, pa, size, dir, 0, &tlb, cpu);
 	if (err)
 		return err;
-	err = dmm__dev_reach(dev, tlb, size, bus);
+	err = dmm__dev_reach_fast(dev, tlb, size, bus);
 	if (err) {
-		dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE);
+		if (dmm__swiotlb_unmap_in(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE, *cpu)) {
+			dmm__cpu_exit(dev->mem, *cpu);
+			dmm__swiotlb_unmap_done(dev->mem);
+			*cpu = dmm__cpu_enter(dev->mem);
+		}
 		return err;
 	}
 	*map_pa = tlb;
@@ -388,16 +426,8 @@ int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma
 	const struct dmm_constraint *l = &dev->lim[0];
 	dmm_dma_addr_t b, e;
 
-	if (__builtin_expect(!dev->desc.nr_ranges, 1)) {
-		/* bus = physical + offset: the two ends say it all */
-		b = dmm__bus_of(dev, pa);
-		e = dmm__bus_of(dev, pa + size - 1);
-		if (b == DMM_DMA_MAPPING_ERROR || e == DMM_DMA_MAPPING_ERROR || e - b != size - 1 || b < l->lo ||
-		    e >= l->hi)
-			return -DMM_ERANGE;
-		*bus = b;
-		return 0;
-	}
+	if (!dev->desc.nr_ranges)
+		return dmm__dev_reach_fast(dev, pa, size, bus);
 	b = dmm_dma_phys_to_bus(dev, pa);
 	e = dmm_dma_phys_to_bus(dev, pa + size - 1);
 	if (b == DMM_DMA_MAPPING_ERROR || e == DMM_DMA_MAPPING_ERROR || e - b != size - 1)
@@ -439,14 +469,24 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 
 	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !dmm__is_ram_fast(dev->mem, pa, size))
 		return map_fail(dev, -DMM_EINVAL);
-	if (dmm__iommu_translating(dev))
+	if (dmm__iommu_translating(dev)) {
 		err = dmm__iommu_map(dev, pa, size, dir, &map_pa, &bus);
-	else
-		err = maybe_bounce(dev, pa, size, dir, &map_pa, &bus);
-	if (err)
-		return map_fail(dev, err);
+		if (err)
+			return map_fail(dev, err);
+		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, maps), 1, offsetof(struct dmm_dev_pcpu, map_bytes), size);
+	} else {
+		/* one section: the bounce slot and the counters */
+		unsigned cpu = dmm__cpu_enter(dev->mem);
+		err = maybe_bounce(dev, pa, size, dir, &map_pa, &bus, &cpu);
+		if (!err) {
+			dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, maps), 1);
+			dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, map_bytes), size);
+		}
+		dmm__cpu_exit(dev->mem, cpu);
+		if (err)
+			return map_fail(dev, err);
+	}
 	for_device(dev, map_pa, size, dir);
-	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, maps), 1, offsetof(struct dmm_dev_pcpu, map_bytes), size);
 	if (dmm__dbg_on(dev))
 		dmm__dbg_map(dev, DMM__DBG_SINGLE, bus, pa, size, dir, site);
 	return bus;
@@ -516,8 +556,24 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	}
 	if (!size || pa + size - 1 < pa || !dmm__is_ram_fast(dev->mem, pa, size))
 		return;
-	dmm__dma_unmap_pa(dev, pa, size, dir);
-	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
+	{
+		/* one section: the bounce pool's lookup, its slots, the counter */
+		unsigned cpu = dmm__cpu_enter(dev->mem);
+		int bounced = 0;
+		if (dmm__swiotlb_ready(dev->mem)) {
+			if (dir_ok(dir) && !dev->desc.coherent && dir != DMM_DMA_TO_DEVICE &&
+			    dmm__swiotlb_pool_of_in(dev->mem, pa))
+				for_cpu(dev, pa, size, dir); /* stale lines of the bounce buffer */
+			bounced = dmm__swiotlb_unmap_in(dev, (struct tlb_pool *)0, pa, size,
+							dir_ok(dir) ? dir : DMM_DMA_NONE, cpu);
+		}
+		dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
+		dmm__cpu_exit(dev->mem, cpu);
+		if (bounced)
+			dmm__swiotlb_unmap_done(dev->mem);
+		else if (dir_ok(dir))
+			for_cpu(dev, pa, size, dir);
+	}
 }
 
 void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)

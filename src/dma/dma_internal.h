@@ -22,6 +22,7 @@ struct dmm_dev_pcpu {
 	 * _Alignas on a declarator list would align every counter) */
 	_Alignas(64) uint64_t maps;
 	uint64_t unmaps, map_bytes, syncs, clean_bytes, inval_bytes, flush_bytes, bounced_maps;
+	uint64_t low_bounce;   /* bounce bytes below 4 GiB taken minus given back here (mod 2^64) */
 };
 
 struct dmm_device {
@@ -62,22 +63,27 @@ static inline void dmm__dstat(uint64_t *c, uint64_t v)
 /* Add to the per-CPU counters of @dev at offsets @o1, @o2 (offsetof in
  * struct dmm_dev_pcpu): in a CPU-local section, plain adds when every CPU
  * has a counter block of its own, else atomic adds. */
+/* Add @v to the per-CPU counter of @dev at offset @off (offsetof in struct
+ * dmm_dev_pcpu), inside a CPU-local section of @cpu: a plain add when every
+ * CPU has a counter block of its own, else an atomic one. */
+static inline void dmm__dstat_in(struct dmm_device *dev, unsigned cpu, size_t off, uint64_t v)
+{
+	uint64_t *c = (uint64_t *)(void *)((unsigned char *)&dev->pcpu[cpu % DMM_DEV_PCPU] + off);
+
+	if (__builtin_expect(dev->mem->plat.nr_cpus <= DMM_DEV_PCPU, 1))
+		dmm__pcpu_add(c, v);
+	else
+		dmm__dstat(c, v);
+}
+
 static inline void dmm__dstat2(struct dmm_device *dev, size_t o1, uint64_t v1, size_t o2, uint64_t v2)
 {
-	const struct dmm_mem *mem = dev->mem;
-	unsigned cpu = dmm__cpu_enter(mem);
-	unsigned char *pc = (unsigned char *)&dev->pcpu[cpu % DMM_DEV_PCPU];
+	unsigned cpu = dmm__cpu_enter(dev->mem);
 
-	if (__builtin_expect(mem->plat.nr_cpus <= DMM_DEV_PCPU, 1)) {
-		dmm__pcpu_add((uint64_t *)(void *)(pc + o1), v1);
-		if (v2)
-			dmm__pcpu_add((uint64_t *)(void *)(pc + o2), v2);
-	} else {
-		dmm__dstat((uint64_t *)(void *)(pc + o1), v1);
-		if (v2)
-			dmm__dstat((uint64_t *)(void *)(pc + o2), v2);
-	}
-	dmm__cpu_exit(mem, cpu);
+	dmm__dstat_in(dev, cpu, o1, v1);
+	if (v2)
+		dmm__dstat_in(dev, cpu, o2, v2);
+	dmm__cpu_exit(dev->mem, cpu);
 }
 
 /* Bus address of @pa for a device with neither IOMMU nor dma-ranges: the
@@ -111,14 +117,41 @@ unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_co
 /* Bus address of [pa, pa + size) if the device reaches all of it. */
 int dmm__dev_reach(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus);
 
+/* dmm__dev_reach, inline for a device with neither IOMMU nor dma-ranges. */
+static inline int dmm__dev_reach_fast(struct dmm_device *dev, dmm_phys_t pa, uint64_t size, dmm_dma_addr_t *bus)
+{
+	if (__builtin_expect(!dev->iommu && !dev->desc.nr_ranges, 1)) {
+		dmm_dma_addr_t b = dmm__bus_of(dev, pa), e = dmm__bus_of(dev, pa + size - 1);
+		if (b == DMM_DMA_MAPPING_ERROR || e == DMM_DMA_MAPPING_ERROR || e - b != size - 1 || b < dev->lim[0].lo ||
+		    e >= dev->lim[0].hi)
+			return -DMM_ERANGE;
+		*bus = b;
+		return 0;
+	}
+	return dmm__dev_reach(dev, pa, size, bus);
+}
+
 /* swiotlb.c */
 /* @granule: 0, or a power of two above the slot size (an IOMMU page): the
  * bounce then covers whole granules of its own, zero-padded, and keeps
  * the offset of @pa within the granule. */
 int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 		     uint64_t granule, dmm_phys_t *tlb_pa);
+/* The same inside a CPU-local section of *@cpu, which it may leave and
+ * enter again (then *@cpu changes) to wait or to add a pool. */
+int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu);
+/* Inside a section of @cpu: if @tlb_pa is a bounce address (of @pool, or
+ * looked up when NULL), copy back as @dir needs (DMM_DMA_NONE: nothing),
+ * free its slots and return 1; else 0. After a 1, once out of the
+ * section, call dmm__swiotlb_unmap_done(). */
+int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+			  enum dmm_dma_dir dir, unsigned cpu);
+void dmm__swiotlb_unmap_done(struct dmm_mem *mem);
 /* The bounce pool holding @pa, or NULL. O(log pools). */
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);
+/* The same inside a CPU-local section. */
+struct tlb_pool *dmm__swiotlb_pool_of_in(struct dmm_mem *mem, dmm_phys_t pa);
 int dmm__swiotlb_ready(struct dmm_mem *mem);
 int dmm__swiotlb_forced(struct dmm_mem *mem);
 /* @pool: the pool of @tlb_pa if known, else NULL (looked up). */
@@ -137,6 +170,10 @@ void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum 
 void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int to_device);
 /* Low-memory accounting: @bytes below 4 GiB taken (>0) or given back (<0). */
 void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes);
+/* Bounce bytes below 4 GiB taken (> 0) or given back, inside a section of @cpu. */
+void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes);
+/* Bounce bytes below 4 GiB @dev holds now (the sum of its CPUs' counts). */
+uint64_t dmm__dev_low_bounce(const struct dmm_device *dev);
 
 /* iopt.c, fast paths of one 4 KiB page (no argument checks): map with
  * @bits (permissions and marks), or take the leaf of @iova if it has every

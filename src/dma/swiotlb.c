@@ -110,6 +110,7 @@ struct dmm_swiotlb {
 	struct dmm_lock lock;            /* pool set, index writes, deferred queue */
 	struct dmm_mem *mem;
 	struct dmm_swiotlb_opts o;
+	unsigned slot_shift;             /* log2(o.slot_size) */
 	struct tlb_index idx[2];
 	uint32_t active;                 /* atomic */
 	struct tlb_pool *pools[MAX_POOLS];
@@ -370,6 +371,7 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 	t = va;
 	t->mem = mem;
 	t->o = o;
+	t->slot_shift = (unsigned)__builtin_ctzll(o.slot_size);
 	t->self_pfn = pfn;
 	t->self_pages = pages;
 	mem->plat.lock_init(mem->plat.ctx, &t->lock);
@@ -613,7 +615,7 @@ static bool pool_usable(const struct tlb_pool *p, struct dmm_device *dev)
 	dmm_dma_addr_t bus;
 	if (p->restricted)
 		return p->dev == dev;
-	return dmm__dev_reach(dev, p->base, p->bytes, &bus) == 0;
+	return dmm__dev_reach_fast(dev, p->base, p->bytes, &bus) == 0;
 }
 
 static void grow_worker(void *arg);
@@ -671,15 +673,48 @@ static uint64_t low_bytes(dmm_phys_t pa, uint64_t len)
  * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
  * -DMM_ENOSPC when no slot is free and no pool can be added.
  */
-int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-		     uint64_t granule, dmm_phys_t *tlb_pa)
+/* One pass over the pools @dev may use, inside a section of @cpu: its cache
+ * of free runs, then the areas. The slot, or -1; *@pp its pool. */
+static int64_t take_in(struct dmm_swiotlb *t, struct dmm_device *dev, uint32_t n, dmm_phys_t pa, uint64_t granule,
+		       uint64_t copy_in, unsigned cpu, struct tlb_pool **pp)
+{
+	const struct tlb_index *x = index_get(t);
+	uint32_t np = dev->restricted_pool ? 1 : x->n;
+	bool cacheable = n <= TLB_CACHE_LEN && !granule && !dev->desc.untrusted, crowded = false;
+	struct tlb_pool *p = (struct tlb_pool *)0;
+	int64_t s = -1;
+
+	for (uint32_t i = 0; i < np && s < 0; i++) {
+		p = dev->restricted_pool ? dev->restricted_pool : x->pool[i];
+		if (!dev->restricted_pool && !pool_usable(p, dev))
+			continue;
+		if (cacheable && p->cpus && (s = cache_take(t, p, &p->cpus[cpu], n, pa)) >= 0) {
+			dmm__pcpu_add(&p->cpus[cpu].maps, 1);
+			dmm__pcpu_add(&p->cpus[cpu].to_device, copy_in);
+			break;
+		}
+		s = pool_take(t, p, n, pa, granule, copy_in, cpu, &crowded);
+	}
+	if (s >= 0 && !p->transient && !p->restricted && crowded)
+		maybe_grow(t, x);
+	*pp = p;
+	return s;
+}
+
+/*
+ * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
+ * -DMM_ENOSPC when no slot is free and no pool can be added. Inside a
+ * section of *@cpu; the slow paths (taking back the CPUs' cached runs,
+ * adding a transient pool) leave it and enter again.
+ */
+int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
 	uint64_t slot, off, copy_in;
 	uint32_t n;
 	struct tlb_pool *p = (struct tlb_pool *)0;
-	int64_t s = -1;
-	bool crowded = false, cacheable;
+	int64_t s;
 
 	if (!t)
 		return -DMM_ENOTSUP;
@@ -689,46 +724,32 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		/* whole granules (IOMMU pages) of their own, zero-padded: the
 		 * bounce keeps the offset within the granule */
 		off = pa & (granule - 1);
-		n = (uint32_t)(dmm_align_up(off + size, granule) / slot);
+		n = (uint32_t)(dmm_align_up(off + size, granule) >> t->slot_shift);
 	} else {
 		granule = 0;
 		off = pa & t->o.align_mask & (slot - 1);
-		n = (uint32_t)((off + size + slot - 1) / slot);
+		n = (uint32_t)((off + size + slot - 1) >> t->slot_shift);
 	}
 	if (n > t->o.max_slots_per_map)
 		return -DMM_EINVAL;
-	cacheable = n <= TLB_CACHE_LEN && !granule && !dev->desc.untrusted;
-	for (int attempt = 0; s < 0 && attempt < 2; attempt++) {
-		/* the published pools, no global lock: a CPU's cache, then the
-		 * areas, which keep CPUs apart */
-		unsigned cpu = dmm__cpu_enter(dev->mem);
-		const struct tlb_index *x = index_get(t);
-		uint32_t np = dev->restricted_pool ? 1 : x->n;
-		for (uint32_t i = 0; i < np && s < 0; i++) {
-			p = dev->restricted_pool ? dev->restricted_pool : x->pool[i];
-			if (!dev->restricted_pool && !pool_usable(p, dev))
-				continue;
-			if (cacheable && p->cpus && (s = cache_take(t, p, &p->cpus[cpu], n, pa)) >= 0) {
-				dmm__pcpu_add(&p->cpus[cpu].maps, 1);
-				dmm__pcpu_add(&p->cpus[cpu].to_device, copy_in);
-				break;
-			}
-			s = pool_take(t, p, n, pa, granule, copy_in, cpu, &crowded);
-		}
-		if (s >= 0 && !p->transient && !p->restricted && crowded)
-			maybe_grow(t, x);
-		dmm__cpu_exit(dev->mem, cpu);
-		if (s < 0 && !attempt)
-			drain_caches(t, dev); /* free runs parked in CPU caches */
+	s = take_in(t, dev, n, pa, granule, copy_in, *cpu, &p);
+	if (__builtin_expect(s < 0, 0)) {
+		/* free runs may be parked in CPU caches: take them back */
+		dmm__cpu_exit(dev->mem, *cpu);
+		drain_caches(t, dev);
+		*cpu = dmm__cpu_enter(dev->mem);
+		s = take_in(t, dev, n, pa, granule, copy_in, *cpu, &p);
 	}
 	if (s < 0 && !dev->restricted_pool) {
 		/* no room anywhere: a transient pool, on the spot */
+		dmm__cpu_exit(dev->mem, *cpu);
 		dmm__lock(dev->mem, &t->lock);
 		if (!t->o.no_transient && t->total_bytes + n * slot <= t->o.max_bytes) {
 			struct dmm_constraint w[DMM_MAX_DMA_RANGES];
 			unsigned nw = dmm__dev_phys_windows(dev, &dev->lim[0], w, DMM_MAX_DMA_RANGES);
 			for (unsigned i = 0; i < nw && s < 0; i++) {
 				uint64_t bytes = dmm_align_up((uint64_t)(n + 1) * slot, 64 * 1024);
+				bool crowded;
 				if (pool_create(t, bytes, &w[i], 1, (struct dmm_device *)0, &p))
 					continue;
 				if (pool_add_locked(t, p)) {
@@ -739,6 +760,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 			}
 		}
 		dmm__unlock(dev->mem, &t->lock);
+		*cpu = dmm__cpu_enter(dev->mem);
 	}
 	if (s < 0) {
 		sadd(&t->st.fail_full, 1);
@@ -749,16 +771,26 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	p->slots[s].size = (uint32_t)size;
 	p->slots[s].nslots = (uint16_t)n;
 	p->slots[s].off = (uint16_t)off;
-	*tlb_pa = p->base + (uint64_t)s * slot + off;
+	*tlb_pa = p->base + ((uint64_t)s << t->slot_shift) + off;
 	/* an untrusted device sees its own bytes and zeros, never what an
 	 * earlier mapping left in these slots */
 	if (dev->desc.untrusted || granule)
-		dmm__phys_fill(dev->mem, p->base + (uint64_t)s * slot, 0, (size_t)n * slot);
+		dmm__phys_fill(dev->mem, p->base + ((uint64_t)s << t->slot_shift), 0, (size_t)n * slot);
 	if (copy_in)
 		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
-	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, bounced_maps), 1, 0, 0);
-	dmm__dev_low(dev, 0, (int64_t)low_bytes(p->base + (uint64_t)s * slot, (uint64_t)n * slot));
+	dmm__dstat_in(dev, *cpu, offsetof(struct dmm_dev_pcpu, bounced_maps), 1);
+	dmm__dev_low_bounce_in(dev, *cpu, (int64_t)low_bytes(p->base + ((uint64_t)s << t->slot_shift), (uint64_t)n * slot));
 	return 0;
+}
+
+int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+		     uint64_t granule, dmm_phys_t *tlb_pa)
+{
+	unsigned cpu = dmm__cpu_enter(dev->mem);
+	int err = dmm__swiotlb_map_in(dev, pa, size, dir, granule, tlb_pa, &cpu);
+
+	dmm__cpu_exit(dev->mem, cpu);
+	return err;
 }
 
 /* The mapping record behind bounce address @tlb_pa, or NULL. @hint: its
@@ -771,7 +803,7 @@ static struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hint, dmm
 
 	if (!p)
 		return (struct tlb_slot *)0;
-	s = (uint32_t)((tlb_pa - p->base) / t->o.slot_size);
+	s = (uint32_t)((tlb_pa - p->base) >> t->slot_shift);
 	if (p->slots[s].used != SLOT_MAPPED || p->slots[p->slots[s].first].used != SLOT_MAPPED)
 		return (struct tlb_slot *)0;
 	*pp = p;
@@ -782,6 +814,12 @@ struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa)
 {
 	struct dmm_swiotlb *t = tlb_of(mem);
 	return t ? index_find(t, pa) : (struct tlb_pool *)0;
+}
+
+struct tlb_pool *dmm__swiotlb_pool_of_in(struct dmm_mem *mem, dmm_phys_t pa)
+{
+	struct dmm_swiotlb *t = tlb_of(mem);
+	return t ? index_search(index_get(t), pa) : (struct tlb_pool *)0;
 }
 
 int dmm__swiotlb_ready(struct dmm_mem *mem)
@@ -822,28 +860,26 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 static void serve_deferred(struct dmm_swiotlb *t);
 
 /* Copy back as the direction needs and free the slots of @tlb_pa's mapping. */
-void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
-			enum dmm_dma_dir dir)
+int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+			  enum dmm_dma_dir dir, unsigned cpu)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
 	struct tlb_pool *p;
 	struct tlb_slot *f;
 	uint32_t first, n;
-
 	size_t back = 0;
 
-	if (!t || !(f = lookup(t, pool, tlb_pa, &p)))
-		return;
+	if (!t || !(p = pool ? pool : index_search(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)))
+		return 0;
 	first = (uint32_t)(f - p->slots);
 	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
 		back = size < f->size ? size : f->size;
 		dmm__phys_copy(dev->mem, f->orig, tlb_pa, back);
 	}
 	n = f->nslots;
-	dmm__dev_low(dev, 0, -(int64_t)low_bytes(p->base + (uint64_t)first * t->o.slot_size, (uint64_t)n * t->o.slot_size));
+	dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low_bytes(p->base + ((uint64_t)first << t->slot_shift), (uint64_t)n * t->o.slot_size));
 	if (n <= TLB_CACHE_LEN && p->cpus && !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED)) {
 		/* into this CPU's cache: reserved, warm, taken back without a lock */
-		unsigned cpu = dmm__cpu_enter(dev->mem);
 		struct tlb_cpu *pc = &p->cpus[cpu];
 		if (pc->n[n - 1] == TLB_CACHE_RUNS)
 			cache_give_back(t, p, pc, n, TLB_CACHE_RUNS / 2);
@@ -856,7 +892,6 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_
 		__atomic_store_n(&pc->n[n - 1], pc->n[n - 1] + 1, __ATOMIC_RELAXED);
 		dmm__pcpu_add(&pc->unmaps, 1);
 		dmm__pcpu_add(&pc->from_device, back);
-		dmm__cpu_exit(dev->mem, cpu);
 	} else {
 		struct tlb_area *ar = area_of(p, first);
 		dmm__lock(dev->mem, &ar->lock);
@@ -864,13 +899,32 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_
 		ar->unmaps++;
 		ar->from_device += back;
 		dmm__unlock(dev->mem, &ar->lock);
+		if (p->transient && pool_used(p) == 0)
+			__atomic_store_n(&p->idle_since, dmm__now(dev->mem) + 1, __ATOMIC_RELAXED);
 	}
-	if (p->transient && pool_used(p) == 0)
-		__atomic_store_n(&p->idle_since, dmm__now(dev->mem) + 1, __ATOMIC_RELAXED);
+	return 1;
+}
+
+void dmm__swiotlb_unmap_done(struct dmm_mem *mem)
+{
+	struct dmm_swiotlb *t = tlb_of(mem);
+
 	if (__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
 		serve_deferred(t);
 	if (__atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED))
-		dmm_swiotlb_trim(dev->mem);
+		dmm_swiotlb_trim(mem);
+}
+
+/* Copy back as the direction needs and free the slots of @tlb_pa's mapping. */
+void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+			enum dmm_dma_dir dir)
+{
+	unsigned cpu = dmm__cpu_enter(dev->mem);
+	int done = dmm__swiotlb_unmap_in(dev, pool, tlb_pa, size, dir, cpu);
+
+	dmm__cpu_exit(dev->mem, cpu);
+	if (done)
+		dmm__swiotlb_unmap_done(dev->mem);
 }
 
 void dmm_swiotlb_trim(struct dmm_mem *mem)
