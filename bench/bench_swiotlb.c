@@ -369,6 +369,13 @@ int main(int argc, char **argv)
 		   (unsigned long long)g_hi_pa, (unsigned long long)(POOL_BYTES / 1024), SLOT, reps);
 	bench_copy(&out, reps, batch_ms);
 	bench_slots(&out, reps, batch_ms);
+	{
+		struct dmm_hosted_stats hs;
+		dmm_hosted_get_stats(h, &hs);
+		bench_note(&out, "\nCPU-local sections entered by a thread not owning the slot: %llu; cpu_sync calls: %llu (membarrier %s)\n",
+			   (unsigned long long)hs.cpu_slow_enters, (unsigned long long)hs.cpu_syncs,
+			   hs.membarrier ? "on" : "off");
+	}
 
 	if (dmm_swiotlb_check(g_mem))
 		bench_die("swiotlb check failed");

@@ -87,9 +87,10 @@ static void low_peak(struct dmm_device *dev)
 /*
  * Low memory (below 4 GiB) a device holds: coherent pages in one atomic
  * counter, bounce bytes per CPU (no shared line on the bounce path). The
- * peak is raised on every increase from the sum of both; the per-CPU part
- * is read without stopping the other CPUs, so with several CPUs mapping at
- * once the peak is a close sample rather than an exact maximum.
+ * peak is raised from the sum of both when coherent pages are added and
+ * when a CPU's bounce count reaches a new high of its own; the other CPUs'
+ * counts are read without stopping them. With one CPU mapping this is the
+ * exact peak; with several it is sampled at those moments.
  */
 void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes)
 {
@@ -109,9 +110,14 @@ void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes)
 {
 	if (!bytes)
 		return;
+	struct dmm_dev_pcpu *pc = &dev->pcpu[cpu % DMM_DEV_PCPU];
+
 	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, low_bounce), (uint64_t)bytes);
-	if (bytes > 0)
+	if (bytes > 0 && (int64_t)__atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED) >
+				 (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&pc->low_bounce_hw, __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 		low_peak(dev);
+	}
 }
 
 static inline bool dir_ok(enum dmm_dma_dir dir)
@@ -474,6 +480,9 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 		if (err)
 			return map_fail(dev, err);
 		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, maps), 1, offsetof(struct dmm_dev_pcpu, map_bytes), size);
+	} else if (!dev->desc.nr_ranges && dmm__must_bounce(dev, pa, size, dir, dmm__dev_reach_fast(dev, pa, size, &bus)) &&
+		   dmm__swiotlb_map_fast(dev, pa, size, dir, &map_pa, &bus)) {
+		/* bounced through a run cached on this CPU, counters included */
 	} else {
 		/* one section: the bounce slot and the counters */
 		unsigned cpu = dmm__cpu_enter(dev->mem);
@@ -556,6 +565,11 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	}
 	if (!size || pa + size - 1 < pa || !dmm__is_ram_fast(dev->mem, pa, size))
 		return;
+	if ((dev->desc.coherent || dir == DMM_DMA_TO_DEVICE || !dir_ok(dir)) &&
+	    dmm__swiotlb_unmap_fast(dev, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE)) {
+		dmm__swiotlb_unmap_done(dev->mem);
+		return;
+	}
 	{
 		/* one section: the bounce pool's lookup, its slots, the counter */
 		unsigned cpu = dmm__cpu_enter(dev->mem);

@@ -23,6 +23,7 @@ struct dmm_dev_pcpu {
 	_Alignas(64) uint64_t maps;
 	uint64_t unmaps, map_bytes, syncs, clean_bytes, inval_bytes, flush_bytes, bounced_maps;
 	uint64_t low_bounce;   /* bounce bytes below 4 GiB taken minus given back here (mod 2^64) */
+	uint64_t low_bounce_hw; /* highest low_bounce seen here (as a signed number) */
 };
 
 struct dmm_device {
@@ -148,6 +149,14 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			  enum dmm_dma_dir dir, unsigned cpu);
 void dmm__swiotlb_unmap_done(struct dmm_mem *mem);
+/* The common case of map and unmap in one short path (a device with no
+ * IOMMU, dma-ranges, restricted pool or untrusted mark; one or two slots;
+ * a run cached on this CPU): 1 if done, 0 if the general path must run.
+ * map: the buffer is known to need bouncing; unmap: @dir must need no
+ * cache maintenance (a coherent device). */
+int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			  dmm_phys_t *tlb_pa, dmm_dma_addr_t *bus);
+int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
 /* The bounce pool holding @pa, or NULL. O(log pools). */
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);
 /* The same inside a CPU-local section. */

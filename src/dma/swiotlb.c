@@ -673,6 +673,29 @@ static uint64_t low_bytes(dmm_phys_t pa, uint64_t len)
  * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
  * -DMM_ENOSPC when no slot is free and no pool can be added.
  */
+/* The mapping record of slot @s (first of @n) for [pa, pa + size): the
+ * bounce address. */
+static inline dmm_phys_t record_map(const struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t s, dmm_phys_t pa,
+				    size_t size, uint32_t n, uint64_t off)
+{
+	struct tlb_slot *f = &p->slots[s];
+
+	f->orig = pa;
+	f->size = (uint32_t)size;
+	f->nslots = (uint16_t)n;
+	f->off = (uint16_t)off;
+	return p->base + ((uint64_t)s << t->slot_shift) + off;
+}
+
+/* The device's bounce counters for a mapping of slots [s, s + n). */
+static inline void count_map(const struct dmm_swiotlb *t, struct dmm_device *dev, unsigned cpu, const struct tlb_pool *p,
+			     uint32_t s, uint32_t n)
+{
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, bounced_maps), 1);
+	dmm__dev_low_bounce_in(dev, cpu, (int64_t)low_bytes(p->base + ((uint64_t)s << t->slot_shift),
+							    (uint64_t)n << t->slot_shift));
+}
+
 /* One pass over the pools @dev may use, inside a section of @cpu: its cache
  * of free runs, then the areas. The slot, or -1; *@pp its pool. */
 static int64_t take_in(struct dmm_swiotlb *t, struct dmm_device *dev, uint32_t n, dmm_phys_t pa, uint64_t granule,
@@ -767,19 +790,14 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		dmm__dstat(&dev->st.fail_bounce_full, 1);
 		return -DMM_ENOSPC;
 	}
-	p->slots[s].orig = pa;
-	p->slots[s].size = (uint32_t)size;
-	p->slots[s].nslots = (uint16_t)n;
-	p->slots[s].off = (uint16_t)off;
-	*tlb_pa = p->base + ((uint64_t)s << t->slot_shift) + off;
+	*tlb_pa = record_map(t, p, (uint32_t)s, pa, size, n, off);
 	/* an untrusted device sees its own bytes and zeros, never what an
 	 * earlier mapping left in these slots */
 	if (dev->desc.untrusted || granule)
 		dmm__phys_fill(dev->mem, p->base + ((uint64_t)s << t->slot_shift), 0, (size_t)n * slot);
 	if (copy_in)
 		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
-	dmm__dstat_in(dev, *cpu, offsetof(struct dmm_dev_pcpu, bounced_maps), 1);
-	dmm__dev_low_bounce_in(dev, *cpu, (int64_t)low_bytes(p->base + ((uint64_t)s << t->slot_shift), (uint64_t)n * slot));
+	count_map(t, dev, *cpu, p, (uint32_t)s, n);
 	return 0;
 }
 
@@ -860,6 +878,112 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 static void serve_deferred(struct dmm_swiotlb *t);
 
 /* Copy back as the direction needs and free the slots of @tlb_pa's mapping. */
+/* The run at @first (@n slots) into CPU cache @pc: reserved, warm, taken
+ * back without a lock. @back: bytes copied back. */
+static inline void cache_put(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t first, uint32_t n,
+			     uint64_t back)
+{
+	struct tlb_slot *f = &p->slots[first];
+
+	if (__builtin_expect(pc->n[n - 1] == TLB_CACHE_RUNS, 0))
+		cache_give_back(t, p, pc, n, TLB_CACHE_RUNS / 2);
+	for (uint32_t i = 0; i < n; i++)
+		f[i].used = SLOT_CACHED;
+	f->orig = 0;
+	f->size = 0;
+	f->off = 0;
+	pc->run[n - 1][pc->n[n - 1]] = first;
+	__atomic_store_n(&pc->n[n - 1], pc->n[n - 1] + 1, __ATOMIC_RELAXED);
+	dmm__pcpu_add(&pc->unmaps, 1);
+	dmm__pcpu_add(&pc->from_device, back);
+}
+
+/*
+ * The fast paths: a device with neither IOMMU, dma-ranges, restricted pool
+ * nor untrusted mark, a mapping of one or two slots, a run in this CPU's
+ * cache of the first pool (map) or a mapping of a cached pool (unmap).
+ * Everything in one section; 0 means "not this case", and the caller takes
+ * the general path, which handles every case.
+ */
+int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			  dmm_phys_t *tlb_pa, dmm_dma_addr_t *bus)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dmm_swiotlb *t = tlb_of(mem);
+	const struct tlb_index *x;
+	struct tlb_pool *p;
+	struct tlb_cpu *pc;
+	uint64_t off, copy_in;
+	uint32_t n;
+	int64_t s;
+	unsigned cpu;
+	dmm_dma_addr_t b;
+
+	if (!t || dev->restricted_pool || dev->desc.untrusted)
+		return 0;
+	off = pa & t->o.align_mask & (t->o.slot_size - 1);
+	n = (uint32_t)((off + size + t->o.slot_size - 1) >> t->slot_shift);
+	if (n > TLB_CACHE_LEN)
+		return 0;
+	copy_in = (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
+	cpu = dmm__cpu_enter(mem);
+	x = index_get(t);
+	if (!x->n || !(p = x->pool[0])->cpus || !pool_usable(p, dev) ||
+	    (s = cache_take(t, p, (pc = &p->cpus[cpu]), n, pa)) < 0) {
+		dmm__cpu_exit(mem, cpu);
+		return 0;
+	}
+	dmm__pcpu_add(&pc->maps, 1);
+	dmm__pcpu_add(&pc->to_device, copy_in);
+	b = record_map(t, p, (uint32_t)s, pa, size, n, off);
+	if (copy_in)
+		dmm__phys_copy(mem, b, pa, size);
+	count_map(t, dev, cpu, p, (uint32_t)s, n);
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, maps), 1);
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, map_bytes), size);
+	dmm__cpu_exit(mem, cpu);
+	*tlb_pa = b;
+	*bus = dmm__bus_of(dev, b); /* the pool is reachable: no wrap */
+	return 1;
+}
+
+int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dmm_swiotlb *t = tlb_of(mem);
+	struct tlb_pool *p;
+	struct tlb_slot *f;
+	uint32_t first, n;
+	uint64_t back = 0;
+	unsigned cpu;
+
+	if (!t || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
+		return 0;
+	cpu = dmm__cpu_enter(mem);
+	p = index_search(index_get(t), pa);
+	if (!p || !p->cpus) {
+		dmm__cpu_exit(mem, cpu);
+		return 0;
+	}
+	first = (uint32_t)((pa - p->base) >> t->slot_shift);
+	f = &p->slots[first];
+	n = f->nslots;
+	if (f->used != SLOT_MAPPED || f->first != first || n > TLB_CACHE_LEN) {
+		dmm__cpu_exit(mem, cpu);
+		return 0;
+	}
+	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
+		back = size < f->size ? size : f->size;
+		dmm__phys_copy(mem, f->orig, pa, back);
+	}
+	dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low_bytes(p->base + ((uint64_t)first << t->slot_shift),
+							     (uint64_t)n << t->slot_shift));
+	cache_put(t, p, &p->cpus[cpu], first, n, back);
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
+	dmm__cpu_exit(mem, cpu);
+	return 1;
+}
+
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			  enum dmm_dma_dir dir, unsigned cpu)
 {
@@ -879,19 +1003,7 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 	n = f->nslots;
 	dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low_bytes(p->base + ((uint64_t)first << t->slot_shift), (uint64_t)n * t->o.slot_size));
 	if (n <= TLB_CACHE_LEN && p->cpus && !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED)) {
-		/* into this CPU's cache: reserved, warm, taken back without a lock */
-		struct tlb_cpu *pc = &p->cpus[cpu];
-		if (pc->n[n - 1] == TLB_CACHE_RUNS)
-			cache_give_back(t, p, pc, n, TLB_CACHE_RUNS / 2);
-		for (uint32_t i = 0; i < n; i++)
-			p->slots[first + i].used = SLOT_CACHED;
-		f->orig = 0;
-		f->size = 0;
-		f->off = 0;
-		pc->run[n - 1][pc->n[n - 1]] = first;
-		__atomic_store_n(&pc->n[n - 1], pc->n[n - 1] + 1, __ATOMIC_RELAXED);
-		dmm__pcpu_add(&pc->unmaps, 1);
-		dmm__pcpu_add(&pc->from_device, back);
+		cache_put(t, p, &p->cpus[cpu], first, n, back);
 	} else {
 		struct tlb_area *ar = area_of(p, first);
 		dmm__lock(dev->mem, &ar->lock);
