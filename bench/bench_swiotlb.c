@@ -371,9 +371,11 @@ int main(int argc, char **argv)
 	bench_slots(&out, reps, batch_ms);
 	{
 		struct dmm_hosted_stats hs;
+		struct dmm_mem_info mi;
 		dmm_hosted_get_stats(h, &hs);
-		bench_note(&out, "\nCPU-local sections entered by a thread not owning the slot: %llu; cpu_sync calls: %llu (membarrier %s)\n",
-			   (unsigned long long)hs.cpu_slow_enters, (unsigned long long)hs.cpu_syncs,
+		dmm_mem_get_info(g_mem, &mi);
+		bench_note(&out, "\nCPU-local sections (%s): %llu entered through a slot's lock; %llu cross-CPU syncs (membarrier %s)\n",
+			   mi.cpu_sections, (unsigned long long)mi.cpu_slow_enters, (unsigned long long)mi.cpu_syncs,
 			   hs.membarrier ? "on" : "off");
 	}
 

@@ -26,9 +26,7 @@ struct dmm_hosted_stats {
 	uint64_t cache_bytes;
 	uint64_t memattr_calls;
 	uint64_t memattr_bytes;
-	uint64_t cpu_slow_enters;   /* CPU-local sections entered by a thread not owning the slot */
-	uint64_t cpu_syncs;         /* cpu_sync calls */
-	int membarrier;             /* 1: owners enter sections without a fence */
+	int membarrier;             /* 1: cpu_fence is membarrier(2): slot owners enter sections without a fence */
 };
 
 /*

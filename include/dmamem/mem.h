@@ -80,6 +80,9 @@ struct dmm_mem_info {
 	dmm_pfn_t min_pfn, max_pfn;  /* lowest RAM pfn, one past the highest */
 	uint64_t fail_invalid;       /* calls rejected with -DMM_EINVAL */
 	uint64_t fail_range;         /* requests with no RAM in their window (-DMM_ERANGE) */
+	const char *cpu_sections;    /* how CPU-local sections run: "hooks", "threads" or "locks" */
+	uint64_t cpu_slow_enters;    /* threads: sections entered through the slot's lock */
+	uint64_t cpu_syncs;          /* another CPU's caches reached (drain, check, grace period) */
 };
 
 /*

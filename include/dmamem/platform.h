@@ -83,8 +83,28 @@
  *                          see every cache in one consistent state (a kernel:
  *                          stop_machine()).
  *                          cpu_enter, cpu_exit and cpu_sync come together or
- *                          not at all; without them the core takes one lock
- *                          per CPU slot (chosen with cpu_id) instead.
+ *                          not at all.
+ *  cpu_thread_slots        Set (1) by a host whose callers are threads that
+ *                          the OS may preempt or move at any moment (user
+ *                          space). The core then runs CPU-local sections
+ *                          itself, inline: each slot is biased to the thread
+ *                          that used it last, found by its thread pointer (one
+ *                          register read); that thread enters with plain
+ *                          stores, any other takes the slot's lock. Only where
+ *                          DMM_HAVE_THREAD_POINTER is defined; exclusive with
+ *                          cpu_enter. cpu_id picks a new thread's slot.
+ *  cpu_fence               With cpu_thread_slots: a barrier that makes every
+ *                          thread of the process execute a full memory fence
+ *                          (Linux: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)).
+ *                          The thread that owns a slot then needs no fence of
+ *                          its own; a thread taking a slot from its owner
+ *                          calls this. May be NULL: both sides use a full
+ *                          fence (slower sections).
+ *  cpu_yield               With cpu_thread_slots: let other threads run (a
+ *                          thread waits for a slot owner the OS preempted
+ *                          inside a section). May be NULL (busy wait).
+ *                          Without cpu_enter or cpu_thread_slots the core takes
+ *                          one lock per CPU slot (chosen with cpu_id) instead.
  *  linear_virt/linear_phys/linear_size
  *                          Optional linear mapping: RAM at physical
  *                          [linear_phys, linear_phys + linear_size) appears at
@@ -109,6 +129,14 @@
 #include <stdint.h>
 
 #include "constraint.h"
+
+/* The compiler reads the thread pointer in one instruction: the core can run
+ * CPU-local sections for threads itself (cpu_thread_slots). */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_thread_pointer) && (defined(__x86_64__) || defined(__aarch64__))
+#define DMM_HAVE_THREAD_POINTER 1
+#endif
+#endif
 
 /* Opaque lock storage, large enough for a pthread mutex or a ticket lock. */
 struct dmm_lock {
@@ -150,6 +178,9 @@ struct dmm_platform {
 	unsigned (*cpu_enter)(void *ctx);
 	void (*cpu_exit)(void *ctx, unsigned cpu);
 	void (*cpu_sync)(void *ctx, unsigned cpu, void (*fn)(void *arg), void *arg);
+	unsigned cpu_thread_slots;
+	void (*cpu_fence)(void *ctx);
+	void (*cpu_yield)(void *ctx);
 	unsigned char *linear_virt;
 	dmm_phys_t linear_phys;
 	uint64_t linear_size;

@@ -143,6 +143,12 @@ int dmm_platform_validate(const struct dmm_platform *p)
 		return -DMM_EINVAL;
 	if (!p->cpu_enter != !p->cpu_exit || !p->cpu_enter != !p->cpu_sync)
 		return -DMM_EINVAL; /* a section without its exit or its sync */
+	if (p->cpu_thread_slots > 1 || (p->cpu_thread_slots && p->cpu_enter))
+		return -DMM_EINVAL;
+#ifndef DMM_HAVE_THREAD_POINTER
+	if (p->cpu_thread_slots)
+		return -DMM_ENOTSUP;
+#endif
 	if (p->linear_size && (!p->linear_virt || p->linear_phys + p->linear_size < p->linear_phys))
 		return -DMM_EINVAL;
 	return 0;

@@ -208,9 +208,14 @@ static struct dmm_mem *carve_all(struct carve *c, const struct dmm_mem *g)
 		}
 	}
 	{
-		struct dmm_cpu_lock *cl = carve(c, g->plat.nr_cpus * sizeof(*cl), DMM_CACHELINE);
-		if (mem)
-			mem->cpu_locks = cl;
+		struct dmm_cpu_slot *cs = carve(c, g->plat.nr_cpus * sizeof(*cs), DMM_CACHELINE);
+		struct dmm_cpu_thread *ct = (struct dmm_cpu_thread *)0;
+		if (g->plat.cpu_thread_slots)
+			ct = carve(c, DMM_CPU_NR_THREADS * sizeof(*ct), DMM_CACHELINE);
+		if (mem) {
+			mem->cpu_slots = cs;
+			mem->cpu_threads = ct;
+		}
 	}
 	{
 		void *slab = carve(c, dmm__slab_meta_size(g->plat.nr_cpus), DMM_CACHELINE);
@@ -428,8 +433,7 @@ int dmm_mem_create(const struct dmm_machine *m, const struct dmm_platform *p, st
 		mem->plat.lock_init(mem->plat.ctx, &mem->zones[i].lock);
 	for (unsigned i = 0; i < mem->nr_cma; i++)
 		mem->plat.lock_init(mem->plat.ctx, &mem->cma[i].lock);
-	for (unsigned i = 0; i < mem->plat.nr_cpus; i++)
-		mem->plat.lock_init(mem->plat.ctx, &mem->cpu_locks[i].lock);
+	dmm__cpu_init(mem);
 	dmm__slab_init(mem, mem->slab);
 	mem->init_ns = (mem->plat.now_ns ? mem->plat.now_ns(mem->plat.ctx) : 0) - t0;
 	*out = mem;
@@ -448,65 +452,7 @@ void dmm_mem_destroy(struct dmm_mem *mem)
 	}
 	for (unsigned i = 0; i < mem->nr_cma; i++)
 		mem->plat.lock_destroy(mem->plat.ctx, &mem->cma[i].lock);
-	for (unsigned i = 0; i < mem->plat.nr_cpus; i++)
-		mem->plat.lock_destroy(mem->plat.ctx, &mem->cpu_locks[i].lock);
-}
-
-/* ---- CPU-local sections without platform hooks: one lock per CPU slot ---- */
-
-unsigned dmm__cpu_enter_locked(const struct dmm_mem *mem)
-{
-	unsigned cpu = mem->plat.cpu_id ? mem->plat.cpu_id(mem->plat.ctx) % mem->plat.nr_cpus : 0;
-
-	mem->plat.lock(mem->plat.ctx, &mem->cpu_locks[cpu].lock);
-	return cpu;
-}
-
-void dmm__cpu_sync(const struct dmm_mem *mem, unsigned cpu, void (*fn)(void *arg), void *arg)
-{
-	if (mem->plat.cpu_sync) {
-		mem->plat.cpu_sync(mem->plat.ctx, cpu, fn, arg);
-		return;
-	}
-	mem->plat.lock(mem->plat.ctx, &mem->cpu_locks[cpu].lock);
-	fn(arg);
-	mem->plat.unlock(mem->plat.ctx, &mem->cpu_locks[cpu].lock);
-}
-
-struct hold_all {
-	const struct dmm_mem *mem;
-	unsigned next;
-	void (*fn)(void *arg);
-	void *arg;
-};
-
-static void hold_next(void *arg)
-{
-	struct hold_all *h = arg;
-	unsigned cpu = h->next++;
-
-	if (cpu == h->mem->plat.nr_cpus)
-		h->fn(h->arg);
-	else
-		dmm__cpu_sync(h->mem, cpu, hold_next, h);
-}
-
-void dmm__cpu_hold_all(const struct dmm_mem *mem, void (*fn)(void *arg), void *arg)
-{
-	struct hold_all h = { mem, 0, fn, arg };
-
-	hold_next(&h);
-}
-
-static void sync_nothing(void *arg)
-{
-	(void)arg;
-}
-
-void dmm__cpu_sync_all(const struct dmm_mem *mem)
-{
-	for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++)
-		dmm__cpu_sync(mem, cpu, sync_nothing, (void *)0);
+	dmm__cpu_fini(mem);
 }
 
 void dmm_mem_get_info(const struct dmm_mem *mem, struct dmm_mem_info *info)
@@ -519,6 +465,9 @@ void dmm_mem_get_info(const struct dmm_mem *mem, struct dmm_mem_info *info)
 	info->reserved_pages = mem->reserved_pages;
 	info->metadata_bytes = mem->meta_bytes;
 	info->metadata_pages = mem->meta_pages;
+	info->cpu_sections = mem->cpu_mode == DMM_CPU_HOOKS ? "hooks" : mem->cpu_mode == DMM_CPU_THREADS ? "threads" : "locks";
+	info->cpu_slow_enters = __atomic_load_n(&mem->cpu_slow_enters, __ATOMIC_RELAXED);
+	info->cpu_syncs = __atomic_load_n(&mem->cpu_syncs, __ATOMIC_RELAXED);
 	info->page_desc_size = (uint32_t)sizeof(struct dmm_page);
 	info->nr_zones = mem->nr_zones;
 	info->nr_cpus = mem->plat.nr_cpus;

@@ -128,7 +128,12 @@ struct dmm_mem {
 	struct dmm_cma_area *cma;         /* nr_cma areas */
 	struct dmm_migrate_stats mstats;  /* atomic counters */
 	struct dmm_slab_state *slab;      /* src/mm/slab.c caches */
-	struct dmm_cpu_lock *cpu_locks;   /* nr_cpus: CPU-local sections without platform hooks */
+	struct dmm_cpu_slot *cpu_slots;   /* nr_cpus: CPU-local sections (cpu.c) */
+	struct dmm_cpu_thread *cpu_threads; /* DMM_CPU_NR_THREADS records (DMM_CPU_THREADS) */
+	uint8_t cpu_mode;                 /* DMM_CPU_LOCKS / _HOOKS / _THREADS */
+	uint8_t cpu_light_fence;          /* threads: the platform has cpu_fence */
+	struct dmm_lock cpu_threads_lock; /* new thread records */
+	uint64_t cpu_slow_enters, cpu_syncs; /* atomic counters */
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
 	void *swiotlb;                    /* src/dma/swiotlb.c state, set up by dmm_swiotlb_init */
 	int dma_debug_on;                 /* global switch (atomic) */
@@ -220,19 +225,56 @@ static inline void dmm__unlock(const struct dmm_mem *mem, struct dmm_lock *l)
 	mem->plat.unlock(mem->plat.ctx, l);
 }
 
-/* ---- CPU-local sections ----------------------------------------------------
+/* ---- CPU-local sections (src/mm/cpu.c) -------------------------------------
  * dmm__cpu_enter() returns a CPU index the caller holds until dmm__cpu_exit():
- * that CPU's caches may be used with plain loads and stores. Through the
- * platform's cpu_enter/cpu_exit when it has them (preemption off, no atomic),
- * else by taking the lock of the CPU slot cpu_id() names. Sections never nest
- * and never sleep. dmm__cpu_sync() runs fn(arg) while no section of @cpu runs:
- * to inspect or drain another CPU's caches, and as a grace period before
- * freeing what a section may still read. */
-struct dmm_cpu_lock {
-	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+ * that CPU's caches may be used with plain loads and stores. Sections never
+ * nest and never sleep. dmm__cpu_sync() runs fn(arg) while no section of
+ * @cpu runs: to inspect or drain another CPU's caches, and as a grace period
+ * before freeing what a section may still read. Three implementations, by
+ * platform:
+ *
+ *  DMM_CPU_HOOKS    the platform's cpu_enter/cpu_exit/cpu_sync (a kernel:
+ *                   preemption off);
+ *  DMM_CPU_THREADS  cpu_thread_slots: the core runs them inline for threads.
+ *                   Each thread has a record (found by hashing its thread
+ *                   pointer; kept for that pointer for good, so never handed
+ *                   to another thread while its own may be half-way through
+ *                   an enter): its slot, its busy word and its fast flag,
+ *                   one cache line. A slot has an owner record, whose fast
+ *                   flag is set while nobody else holds the slot. The owner
+ *                   enters with plain stores: busy = 1, a compiler barrier,
+ *                   then fast must still be set. Anyone else takes the slot's
+ *                   lock, clears the owner's fast, calls the platform's
+ *                   cpu_fence (a process-wide barrier standing in for the
+ *                   fence the owner left out: either the owner's busy store
+ *                   is visible, or the owner sees fast cleared) and waits
+ *                   for the owner's busy to be 0. A thread that entered that
+ *                   way becomes the owner; releasing the slot sets the
+ *                   owner's fast again. A thread only ever writes its own
+ *                   busy word, so a stale owner cannot disturb a new one.
+ *  DMM_CPU_LOCKS    neither: the lock of the slot cpu_id names.
+ */
+enum { DMM_CPU_LOCKS = 0, DMM_CPU_HOOKS, DMM_CPU_THREADS };
+#define DMM_CPU_NR_THREADS 256u /* thread records per memory map */
+#define DMM_CPU_PROBE 8u        /* records looked at for one thread pointer */
+
+struct dmm_cpu_thread {
+	_Alignas(DMM_CACHELINE) uint32_t busy; /* its thread is inside a section */
+	uint32_t fast;                         /* it owns its slot and nobody holds it */
+	uint32_t cpu;                          /* the slot it uses */
+	uintptr_t tp;                          /* its thread pointer, 0 = free */
 };
 
-unsigned dmm__cpu_enter_locked(const struct dmm_mem *mem);
+struct dmm_cpu_slot {
+	_Alignas(DMM_CACHELINE) struct dmm_cpu_thread *owner; /* threads: enters without the lock */
+	uint32_t held;                                       /* threads: a section holds the lock */
+	struct dmm_lock lock;                                /* holders (threads), the section (locks) */
+};
+
+void dmm__cpu_init(struct dmm_mem *mem);
+void dmm__cpu_fini(struct dmm_mem *mem);
+unsigned dmm__cpu_enter_slow(const struct dmm_mem *mem);
+void dmm__cpu_exit_slow(const struct dmm_mem *mem, unsigned cpu);
 void dmm__cpu_sync(const struct dmm_mem *mem, unsigned cpu, void (*fn)(void *arg), void *arg);
 /* Run fn(arg) while no section of any CPU runs: cpu_sync nested over the
  * CPUs in increasing order (a consistent view of every CPU's caches). */
@@ -240,19 +282,52 @@ void dmm__cpu_hold_all(const struct dmm_mem *mem, void (*fn)(void *arg), void *a
 /* A grace period: every section that began before this call has ended. */
 void dmm__cpu_sync_all(const struct dmm_mem *mem);
 
+static inline unsigned dmm__cpu_hash(uintptr_t tp)
+{
+	return (unsigned)((tp >> 12) ^ (tp >> 20) ^ (tp >> 6)) & (DMM_CPU_NR_THREADS - 1);
+}
+
 static inline unsigned dmm__cpu_enter(const struct dmm_mem *mem)
 {
-	if (__builtin_expect(mem->plat.cpu_enter != 0, 1))
+#ifdef DMM_HAVE_THREAD_POINTER
+	if (__builtin_expect(mem->cpu_mode == DMM_CPU_THREADS, 1)) {
+		uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+		struct dmm_cpu_thread *r = &mem->cpu_threads[dmm__cpu_hash(tp)];
+		if (__builtin_expect(__atomic_load_n(&r->tp, __ATOMIC_RELAXED) == tp, 1)) {
+			__atomic_store_n(&r->busy, 1, __ATOMIC_RELAXED);
+			if (__builtin_expect(mem->cpu_light_fence, 1))
+				__atomic_signal_fence(__ATOMIC_SEQ_CST);
+			else
+				__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			if (__builtin_expect(__atomic_load_n(&r->fast, __ATOMIC_ACQUIRE) != 0, 1))
+				return r->cpu;
+			__atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
+		}
+		return dmm__cpu_enter_slow(mem);
+	}
+#endif
+	if (mem->cpu_mode == DMM_CPU_HOOKS)
 		return mem->plat.cpu_enter(mem->plat.ctx);
-	return dmm__cpu_enter_locked(mem);
+	return dmm__cpu_enter_slow(mem);
 }
 
 static inline void dmm__cpu_exit(const struct dmm_mem *mem, unsigned cpu)
 {
-	if (__builtin_expect(mem->plat.cpu_exit != 0, 1))
+#ifdef DMM_HAVE_THREAD_POINTER
+	if (__builtin_expect(mem->cpu_mode == DMM_CPU_THREADS, 1)) {
+		const struct dmm_cpu_slot *c = &mem->cpu_slots[cpu];
+		/* entered as the owner (which no one can change while it is
+		 * busy), not holding the slot through its lock */
+		if (__builtin_expect(!c->held, 1)) {
+			__atomic_store_n(&c->owner->busy, 0, __ATOMIC_RELEASE);
+			return;
+		}
+	}
+#endif
+	if (mem->cpu_mode == DMM_CPU_HOOKS)
 		mem->plat.cpu_exit(mem->plat.ctx, cpu);
 	else
-		mem->plat.unlock(mem->plat.ctx, &mem->cpu_locks[cpu].lock);
+		dmm__cpu_exit_slow(mem, cpu);
 }
 
 /* A counter only its own CPU's sections write; readers elsewhere see a

@@ -37,19 +37,11 @@
  * modulo the platform's nr_cpus. Caches with their own locks are merely
  * slower, not wrong, when two threads share a slot.
  *
- * CPU-local sections (cpu_enter/cpu_exit/cpu_sync) are what a kernel gets
- * from disabling preemption; a host thread cannot be kept off another's CPU
- * slot, so each slot is biased to one thread, its owner (the last thread
- * that entered it). The owner enters with plain stores: busy = 1, a compiler
- * barrier, then it checks that no other thread holds the slot (remote) and
- * that it is still the owner. Any other thread (a second thread on the slot,
- * or cpu_sync) takes the slot's mutex, sets remote, and waits for busy to be
- * 0 after a process-wide memory barrier (membarrier(2),
- * MEMBARRIER_CMD_PRIVATE_EXPEDITED): that barrier stands in for the fence
- * the owner left out, so either the owner's busy store is visible or the
- * owner sees remote (the asymmetric fence of user-space RCU). A thread that
- * entered that way becomes the owner. Where membarrier is unavailable both
- * sides use a full fence instead.
+ * CPU-local sections: the core runs them itself for threads
+ * (cpu_thread_slots); the platform gives it the process-wide barrier
+ * (membarrier(2), MEMBARRIER_CMD_PRIVATE_EXPEDITED, registered once) that
+ * lets the thread owning a slot enter without a fence, and sched_yield()
+ * for a thread waiting on one that was preempted inside a section.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -95,20 +87,8 @@ struct hosted_ram {
 	dmm_phys_t end;   /* exclusive */
 };
 
-/* One CPU slot's section state (see "CPU-local sections" above). */
-struct hosted_cpu {
-	_Alignas(64) atomic_uint busy;   /* the owner is inside a section */
-	atomic_uint remote;              /* another thread holds the slot */
-	atomic_uint_fast64_t owner;      /* thread id of the owner, 0 = none */
-	pthread_mutex_t mu;              /* taken by every non-owner */
-};
-
 struct dmm_hosted {
 	struct dmm_platform plat;
-	struct hosted_cpu *cpus;         /* nr_cpus */
-	uint64_t gen;                    /* unique per platform instance */
-	atomic_uint_fast64_t cpu_slow;   /* sections entered by a non-owner */
-	atomic_uint_fast64_t cpu_syncs;
 
 	/* RAM: one mapping covering [span_start, span_end), of a memory file
 	 * (ram_fd) when the host has memfd_create, so that vmap can map its
@@ -262,16 +242,8 @@ static unsigned hosted_cpu_id(void *ctx)
 #define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
 #endif
 
-static atomic_uint_fast64_t hosted_next_tid;
-static atomic_uint_fast64_t hosted_next_gen;
-static _Thread_local uint64_t hosted_tid;         /* unique per thread, 0 = unassigned */
-/* this thread's slot on the platform it last entered (instance by gen, not
- * by address: a platform may be destroyed and another made at its address) */
-static _Thread_local uint64_t hosted_tl_gen;
-static _Thread_local unsigned hosted_tl_cpu;
-static _Thread_local struct hosted_cpu *hosted_held; /* slot held through its mutex */
 static pthread_once_t hosted_mb_once = PTHREAD_ONCE_INIT;
-static bool hosted_mb_ok; /* membarrier registered: owners need no fence */
+static bool hosted_mb_ok; /* membarrier registered */
 
 static void hosted_mb_init(void)
 {
@@ -280,117 +252,21 @@ static void hosted_mb_init(void)
 #endif
 }
 
-static inline uint64_t hosted_self(void)
+/* Every running thread of the process executes a full memory barrier. */
+static void hosted_cpu_fence(void *ctx)
 {
-	uint64_t t = hosted_tid;
-
-	if (__builtin_expect(t == 0, 0))
-		hosted_tid = t = atomic_fetch_add_explicit(&hosted_next_tid, 1u, memory_order_relaxed) + 1u;
-	return t;
-}
-
-/* The owner's side of the fence pair: free with membarrier. */
-static inline void hosted_light_fence(void)
-{
-	if (__builtin_expect(hosted_mb_ok, 1))
-		atomic_signal_fence(memory_order_seq_cst);
-	else
-		atomic_thread_fence(memory_order_seq_cst);
-}
-
-static void hosted_heavy_fence(void)
-{
+	(void)ctx;
 #ifdef SYS_membarrier
-	if (hosted_mb_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
 		return;
 #endif
-	atomic_thread_fence(memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst); /* not reached once registered */
 }
 
-/* Hold slot @c against its owner and every other thread: mutex, remote
- * flag, and no owner section left running. */
-static void hosted_cpu_hold(struct hosted_cpu *c)
+static void hosted_cpu_yield(void *ctx)
 {
-	unsigned spins = 0;
-
-	pthread_mutex_lock(&c->mu);
-	atomic_store_explicit(&c->remote, 1u, memory_order_relaxed);
-	hosted_heavy_fence();
-	while (atomic_load_explicit(&c->busy, memory_order_acquire)) {
-		if (++spins < HOSTED_SPINS_BEFORE_YIELD) {
-			cpu_relax();
-		} else {
-			spins = 0;
-			sched_yield();
-		}
-	}
-}
-
-static void hosted_cpu_release(struct hosted_cpu *c)
-{
-	atomic_store_explicit(&c->remote, 0u, memory_order_release);
-	pthread_mutex_unlock(&c->mu);
-}
-
-static __attribute__((noinline)) unsigned hosted_cpu_enter_slow(struct dmm_hosted *h)
-{
-	uint64_t me = hosted_self();
-	struct hosted_cpu *c;
-
-	if (hosted_tl_gen != h->gen) {
-		hosted_tl_cpu = hosted_cpu_id(h);
-		hosted_tl_gen = h->gen;
-	}
-	c = &h->cpus[hosted_tl_cpu];
-	/* not the owner, or someone holds the slot: take it the slow way and
-	 * become its owner, so the next section of this thread is fast */
-	hosted_cpu_hold(c);
-	atomic_store_explicit(&c->owner, me, memory_order_relaxed);
-	atomic_fetch_add_explicit(&h->cpu_slow, 1u, memory_order_relaxed);
-	hosted_held = c;
-	return hosted_tl_cpu;
-}
-
-static unsigned hosted_cpu_enter(void *ctx)
-{
-	struct dmm_hosted *h = ctx;
-
-	if (__builtin_expect(hosted_tl_gen == h->gen, 1)) {
-		unsigned cpu = hosted_tl_cpu;
-		struct hosted_cpu *c = &h->cpus[cpu];
-
-		atomic_store_explicit(&c->busy, 1u, memory_order_relaxed);
-		hosted_light_fence();
-		if (__builtin_expect(!atomic_load_explicit(&c->remote, memory_order_acquire), 1) &&
-		    __builtin_expect(atomic_load_explicit(&c->owner, memory_order_relaxed) == hosted_tid, 1))
-			return cpu;
-		atomic_store_explicit(&c->busy, 0u, memory_order_release);
-	}
-	return hosted_cpu_enter_slow(h);
-}
-
-static void hosted_cpu_exit(void *ctx, unsigned cpu)
-{
-	struct dmm_hosted *h = ctx;
-	struct hosted_cpu *c = &h->cpus[cpu];
-
-	if (__builtin_expect(hosted_held == c, 0)) {
-		hosted_held = NULL;
-		hosted_cpu_release(c);
-		return;
-	}
-	atomic_store_explicit(&c->busy, 0u, memory_order_release);
-}
-
-static void hosted_cpu_sync(void *ctx, unsigned cpu, void (*fn)(void *arg), void *arg)
-{
-	struct dmm_hosted *h = ctx;
-	struct hosted_cpu *c = &h->cpus[cpu % h->plat.nr_cpus];
-
-	hosted_cpu_hold(c);
-	fn(arg);
-	hosted_cpu_release(c);
-	atomic_fetch_add_explicit(&h->cpu_syncs, 1u, memory_order_relaxed);
+	(void)ctx;
+	sched_yield();
 }
 
 /* ------------------------------------------------------------------------ */
@@ -772,13 +648,6 @@ static void hosted_sort_ram(struct dmm_hosted *h, const struct dmm_machine *m)
  * if the worker thread cannot be started. *@out is NULL on failure.
  * Context: process context.
  */
-static void hosted_cpus_free(struct dmm_hosted *h)
-{
-	for (unsigned i = 0; i < h->plat.nr_cpus; i++)
-		pthread_mutex_destroy(&h->cpus[i].mu);
-	free(h->cpus);
-}
-
 int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_level,
 		      struct dmm_hosted **out)
 {
@@ -828,24 +697,7 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		free(h);
 		return -DMM_ENOMEM;
 	}
-	h->cpus = aligned_alloc(_Alignof(struct hosted_cpu), nr_cpus * sizeof(*h->cpus));
-	if (!h->cpus) {
-		munmap(ram, (size_t)span);
-		if (h->ram_fd >= 0)
-			close(h->ram_fd);
-		free(h);
-		return -DMM_ENOMEM;
-	}
 	pthread_once(&hosted_mb_once, hosted_mb_init);
-	h->gen = atomic_fetch_add_explicit(&hosted_next_gen, 1u, memory_order_relaxed) + 1u;
-	for (unsigned i = 0; i < nr_cpus; i++) {
-		atomic_init(&h->cpus[i].busy, 0u);
-		atomic_init(&h->cpus[i].remote, 0u);
-		atomic_init(&h->cpus[i].owner, 0u);
-		pthread_mutex_init(&h->cpus[i].mu, NULL);
-	}
-	atomic_init(&h->cpu_slow, 0u);
-	atomic_init(&h->cpu_syncs, 0u);
 	pthread_mutex_init(&h->vm_lock, NULL);
 	h->ram = ram;
 	h->ram_len = (size_t)span;
@@ -874,9 +726,11 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		.cache_maint = hosted_cache_maint,
 		.set_memattr = hosted_set_memattr,
 		.cpu_id = hosted_cpu_id,
-		.cpu_enter = hosted_cpu_enter,
-		.cpu_exit = hosted_cpu_exit,
-		.cpu_sync = hosted_cpu_sync,
+#ifdef DMM_HAVE_THREAD_POINTER
+		.cpu_thread_slots = 1,
+#endif
+		.cpu_fence = hosted_mb_ok ? hosted_cpu_fence : NULL,
+		.cpu_yield = hosted_cpu_yield,
 		.linear_virt = ram,
 		.linear_phys = h->span_start,
 		.linear_size = (uint64_t)span,
@@ -919,7 +773,6 @@ out_unmap:
 	if (h->ram_fd >= 0)
 		close(h->ram_fd);
 	pthread_mutex_destroy(&h->vm_lock);
-	hosted_cpus_free(h);
 	free(h);
 	return err;
 }
@@ -953,7 +806,6 @@ void dmm_hosted_destroy(struct dmm_hosted *h)
 	munmap(h->ram, h->ram_len);
 	if (h->ram_fd >= 0)
 		close(h->ram_fd);
-	hosted_cpus_free(h);
 	free(h);
 }
 
@@ -973,8 +825,6 @@ void dmm_hosted_get_stats(struct dmm_hosted *h, struct dmm_hosted_stats *st)
 	st->cache_bytes = atomic_load_explicit(&h->cache_bytes, memory_order_relaxed);
 	st->memattr_calls = atomic_load_explicit(&h->memattr_calls, memory_order_relaxed);
 	st->memattr_bytes = atomic_load_explicit(&h->memattr_bytes, memory_order_relaxed);
-	st->cpu_slow_enters = atomic_load_explicit(&h->cpu_slow, memory_order_relaxed);
-	st->cpu_syncs = atomic_load_explicit(&h->cpu_syncs, memory_order_relaxed);
 	st->membarrier = hosted_mb_ok;
 }
 
