@@ -581,7 +581,7 @@ static void print_mem_text(const struct dmm_machine *m, const struct dmm_mem_inf
 	       info->ram_pages ? (double)info->metadata_bytes / (double)info->ram_pages : 0.0,
 	       info->ram_pages ? 100.0 * (double)info->metadata_pages / (double)info->ram_pages
 			       : 0.0);
-	printf("  per-CPU caches %u\n", info->nr_cpus);
+	printf("  per-CPU caches %u (CPU-local sections: %s)\n", info->nr_cpus, info->cpu_sections);
 	printf("  init time      %.3f ms\n", (double)info->init_ns / 1e6);
 }
 
@@ -755,6 +755,7 @@ static void json_mem(struct jw *j, const struct dmm_machine *m, const struct dmm
 	jw_dbl(j, "metadata_bytes_per_page",
 	       info->ram_pages ? (double)info->metadata_bytes / (double)info->ram_pages : 0.0);
 	jw_u64(j, "nr_cpus", info->nr_cpus);
+	jw_str(j, "cpu_sections", info->cpu_sections);
 	jw_u64(j, "nr_zones", info->nr_zones);
 	jw_u64(j, "init_ns", info->init_ns);
 	jw_u64(j, "min_free_kbytes",
