@@ -2,9 +2,12 @@
 /*
  * Small-object allocator: size classes, the three alignment policies,
  * low-memory caches, large requests, contents at both ends of every object,
- * bad input, statistics, and two threads; dmm_slab_check() after each step.
+ * bad input, statistics, two threads, more threads than CPU slots (with
+ * checks running alongside) and short-lived threads; dmm_slab_check() after
+ * each step.
  */
 #include <pthread.h>
+#include <sched.h>
 
 #include "tu.h"
 
@@ -234,6 +237,316 @@ static void test_two_threads(void **state)
 	tu_env_destroy(e);
 }
 
+/* ---- many threads on few CPU slots ------------------------------------------------ */
+
+/* Byte @j of an object holding (thread @tid, slot @i, generation @gen). */
+static inline uint8_t pat(unsigned tid, unsigned i, unsigned gen, size_t j)
+{
+	return (uint8_t)(tid * 71u + i * 13u + gen * 5u + j * 3u + (j >> 8));
+}
+
+struct stress {
+	struct tu_env *e;
+	unsigned tid;
+	unsigned ops;       /* operations to do */
+	int failed;         /* first failure: 1 alloc, 2 pattern, 3 free, 4 ksize, 5 zero */
+	uint64_t allocs[DMM_KMALLOC_NR_SETS], frees[DMM_KMALLOC_NR_SETS];
+	int *finished;      /* atomic: workers done */
+	pthread_barrier_t *start; /* or NULL */
+};
+
+/* Random kmalloc/kfree of 8..512 bytes, up to 64 live objects, each filled
+ * with a pattern of its own (thread, slot, generation) and verified in full
+ * before it is freed: an object handed to two owners at once, or a free
+ * object written by the allocator, shows as a wrong byte. */
+static void *stress_main(void *arg)
+{
+	enum { LIVE = 64 };
+	struct stress *w = arg;
+	void *obj[LIVE] = { 0 };
+	size_t sz[LIVE] = { 0 };
+	unsigned gen[LIVE] = { 0 }, set[LIVE] = { 0 };
+	uint64_t s = 0x9e3779b97f4a7c15ull * (w->tid + 1);
+
+	if (w->start)
+		pthread_barrier_wait(w->start);
+	for (unsigned op = 0; op < w->ops && !w->failed; op++) {
+		unsigned i = (unsigned)tu_rand_below(&s, LIVE);
+		if (obj[i]) {
+			const uint8_t *b = obj[i];
+			for (size_t j = 0; j < sz[i]; j++)
+				if (b[j] != pat(w->tid, i, gen[i], j)) {
+					w->failed = 2;
+					break;
+				}
+			if (dmm_kfree(w->e->mem, obj[i]))
+				w->failed = 3;
+			w->frees[set[i]]++;
+			obj[i] = NULL;
+		} else {
+			unsigned r = (unsigned)tu_rand_below(&s, 16), flags = 0;
+			uint8_t *b;
+			/* mostly the fast path; now and then the slow one (zeroing,
+			 * the DMA32 caches) */
+			if (r == 0)
+				flags = DMM_GFP_ZERO;
+			else if (r == 1)
+				flags = DMM_GFP_DMA32;
+			sz[i] = (size_t)(8 + tu_rand_below(&s, 505));
+			if (dmm_kmalloc(w->e->mem, sz[i], flags, &obj[i])) {
+				w->failed = 1;
+				obj[i] = NULL;
+				break;
+			}
+			set[i] = (flags & DMM_GFP_DMA32) ? 1 : 0;
+			w->allocs[set[i]]++;
+			if (dmm_ksize(w->e->mem, obj[i]) != dmm_kmalloc_size_of(w->e->mem, sz[i], flags))
+				w->failed = 4;
+			b = obj[i];
+			if (flags & DMM_GFP_ZERO)
+				for (size_t j = 0; j < sz[i]; j++)
+					if (b[j])
+						w->failed = 5;
+			gen[i]++;
+			for (size_t j = 0; j < sz[i]; j++)
+				b[j] = pat(w->tid, i, gen[i], j);
+		}
+	}
+	for (unsigned i = 0; i < LIVE; i++)
+		if (obj[i]) {
+			const uint8_t *b = obj[i];
+			for (size_t j = 0; j < sz[i]; j++)
+				if (b[j] != pat(w->tid, i, gen[i], j) && !w->failed)
+					w->failed = 2;
+			if (dmm_kfree(w->e->mem, obj[i]) && !w->failed)
+				w->failed = 3;
+			w->frees[set[i]]++;
+		}
+	if (w->finished)
+		__atomic_fetch_add(w->finished, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Checks from another thread while the workers run: each stops every CPU's
+ * sections and must find every cache whole; a snapshot of a class never
+ * counts more live objects than the workers can hold. */
+struct checker {
+	struct tu_env *e;
+	int *finished;
+	int nworkers;
+	unsigned min_checks;
+	unsigned checks;
+	int err;         /* first failed check's code */
+	int bad_snapshot;
+	pthread_barrier_t *start;
+};
+
+static void *checker_main(void *arg)
+{
+	struct checker *c = arg;
+
+	pthread_barrier_wait(c->start);
+	do {
+		int err = dmm_slab_check(c->e->mem);
+		if (err && !c->err)
+			c->err = err;
+		for (unsigned set = 0; set < 2; set++)
+			for (unsigned cls = 0; cls < DMM_KMALLOC_NR_CLASSES; cls++) {
+				struct dmm_slab_class_info ci;
+				if (dmm_slab_class_info(c->e->mem, set, cls, &ci) ||
+				    ci.objects > (uint64_t)c->nworkers * 64 || ci.frees > ci.allocs)
+					c->bad_snapshot = 1;
+			}
+		c->checks++;
+		sched_yield();
+	} while (c->checks < c->min_checks || __atomic_load_n(c->finished, __ATOMIC_ACQUIRE) < c->nworkers);
+	return NULL;
+}
+
+/* After everything is freed: no live object in any class, and the counters
+ * agree with what the workers did. */
+static void assert_all_freed(struct tu_env *e, const uint64_t *allocs)
+{
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++) {
+		uint64_t a = 0, f = 0;
+		for (unsigned cls = 0; cls < DMM_KMALLOC_NR_CLASSES; cls++) {
+			struct dmm_slab_class_info ci;
+			assert_ok(dmm_slab_class_info(e->mem, set, cls, &ci));
+			assert_int_equal(ci.objects, 0);
+			assert_int_equal(ci.allocs, ci.frees);
+			assert_int_equal(ci.fail_nomem, 0);
+			a += ci.allocs;
+			f += ci.frees;
+		}
+		if (allocs) {
+			assert_int_equal(a, allocs[set]); /* no count lost to a race */
+			assert_int_equal(f, allocs[set]);
+		}
+	}
+}
+
+/*
+ * 6 threads on 2 CPU slots: threads sharing a slot must take turns in its
+ * sections (the magazines have no lock of their own). 6 x 60000 random
+ * operations with every object verified before it is freed, and checks
+ * from a seventh thread all along.
+ */
+static void test_more_threads_than_cpus(void **state)
+{
+	enum { NT = 6 };
+	static const enum dmm_kmalloc_policy pols[2] = { DMM_KMALLOC_PACKED, DMM_KMALLOC_ALIGNED };
+	(void)state;
+
+	for (int pi = 0; pi < 2; pi++) {
+		struct tu_env *e = slab_env(pols[pi]);
+		struct stress w[NT];
+		struct checker c;
+		pthread_t t[NT], ct;
+		uint64_t allocs[DMM_KMALLOC_NR_SETS] = { 0 };
+		int finished = 0;
+		pthread_barrier_t start;
+
+		assert_int_equal(e->info.nr_cpus, 2);
+		assert_int_equal(pthread_barrier_init(&start, NULL, NT + 1), 0);
+		c = (struct checker){ e, &finished, NT, 20, 0, 0, 0, &start };
+		for (unsigned i = 0; i < NT; i++) {
+			memset(&w[i], 0, sizeof(w[i]));
+			w[i].e = e;
+			w[i].tid = i + 1;
+			w[i].ops = 60000;
+			w[i].finished = &finished;
+			w[i].start = &start;
+			assert_int_equal(pthread_create(&t[i], NULL, stress_main, &w[i]), 0);
+		}
+		assert_int_equal(pthread_create(&ct, NULL, checker_main, &c), 0);
+		for (unsigned i = 0; i < NT; i++) {
+			assert_int_equal(pthread_join(t[i], NULL), 0);
+			if (w[i].failed)
+				fail_msg("thread %u failed with %d", i, w[i].failed);
+			for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++) {
+				assert_int_equal(w[i].allocs[set], w[i].frees[set]);
+				allocs[set] += w[i].allocs[set];
+			}
+		}
+		assert_int_equal(pthread_join(ct, NULL), 0);
+		pthread_barrier_destroy(&start);
+		assert_ok(c.err);
+		assert_int_equal(c.bad_snapshot, 0);
+		assert_true(c.checks >= 20);
+		print_message("%u concurrent checks\n", c.checks);
+		assert_slab_checks(e->mem);
+		assert_all_freed(e, allocs);
+		tu_env_destroy(e);
+	}
+}
+
+/* Short-lived threads: each leaves objects for a thread of the next wave
+ * to verify and free (a free on another thread, maybe another CPU). */
+#define CHURN_THREADS 200
+#define CHURN_WAVE 4
+#define CHURN_HANDOFF 8
+
+struct churn {
+	struct tu_env *e;
+	unsigned tid;
+	void *handoff[CHURN_HANDOFF];   /* left for thread tid + CHURN_WAVE */
+	size_t handoff_sz[CHURN_HANDOFF];
+	struct churn *from;             /* whose handoff this thread frees */
+	int failed;
+	uint64_t allocs;
+};
+
+static void *churn_main(void *arg)
+{
+	struct churn *w = arg;
+	struct stress s;
+
+	/* the previous wave's objects: intact, freed here */
+	for (unsigned i = 0; w->from && i < CHURN_HANDOFF; i++) {
+		const uint8_t *b = w->from->handoff[i];
+		for (size_t j = 0; j < w->from->handoff_sz[i]; j++)
+			if (b[j] != pat(w->from->tid, 100 + i, 0, j)) {
+				w->failed = 2;
+				break;
+			}
+		if (dmm_kfree(w->e->mem, b))
+			w->failed = 3;
+	}
+	memset(&s, 0, sizeof(s));
+	s.e = w->e;
+	s.tid = w->tid;
+	s.ops = 1500;
+	stress_main(&s);
+	if (s.failed && !w->failed)
+		w->failed = s.failed;
+	w->allocs = s.allocs[0] + s.allocs[1];
+	for (unsigned i = 0; i < CHURN_HANDOFF; i++) {
+		size_t n = 8 + (w->tid * 37u + i * 61u) % 505;
+		uint8_t *b;
+		if (dmm_kmalloc(w->e->mem, n, 0, &w->handoff[i])) {
+			w->failed = 1;
+			w->handoff[i] = NULL;
+			continue;
+		}
+		w->allocs++;
+		b = w->handoff[i];
+		w->handoff_sz[i] = n;
+		for (size_t j = 0; j < n; j++)
+			b[j] = pat(w->tid, 100 + i, 0, j);
+	}
+	return NULL;
+}
+
+static void test_short_lived_threads(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	static struct churn w[CHURN_THREADS];
+	pthread_t t[CHURN_WAVE];
+	uint64_t allocs = 0;
+	(void)state;
+
+	memset(w, 0, sizeof(w));
+	for (unsigned base = 0; base < CHURN_THREADS; base += CHURN_WAVE) {
+		for (unsigned k = 0; k < CHURN_WAVE; k++) {
+			struct churn *c = &w[base + k];
+			c->e = e;
+			c->tid = base + k + 1;
+			c->from = base ? &w[base + k - CHURN_WAVE] : NULL;
+			assert_int_equal(pthread_create(&t[k], NULL, churn_main, c), 0);
+		}
+		for (unsigned k = 0; k < CHURN_WAVE; k++) {
+			assert_int_equal(pthread_join(t[k], NULL), 0);
+			if (w[base + k].failed)
+				fail_msg("thread %u failed with %d", base + k, w[base + k].failed);
+			allocs += w[base + k].allocs;
+		}
+		if (base % 40 == 0)
+			assert_slab_checks(e->mem);
+	}
+	/* the last wave's objects, freed here */
+	for (unsigned k = CHURN_THREADS - CHURN_WAVE; k < CHURN_THREADS; k++)
+		for (unsigned i = 0; i < CHURN_HANDOFF; i++) {
+			const uint8_t *b = w[k].handoff[i];
+			for (size_t j = 0; j < w[k].handoff_sz[i]; j++)
+				assert_int_equal(b[j], pat(w[k].tid, 100 + i, 0, j));
+			assert_ok(dmm_kfree(e->mem, b));
+		}
+	assert_slab_checks(e->mem);
+	{
+		uint64_t a[DMM_KMALLOC_NR_SETS] = { 0 };
+		struct dmm_slab_class_info ci;
+		for (unsigned cls = 0; cls < DMM_KMALLOC_NR_CLASSES; cls++) {
+			assert_ok(dmm_slab_class_info(e->mem, 0, cls, &ci));
+			a[0] += ci.allocs;
+			assert_ok(dmm_slab_class_info(e->mem, 1, cls, &ci));
+			a[1] += ci.allocs;
+		}
+		assert_int_equal(a[0] + a[1], allocs);
+	}
+	assert_all_freed(e, NULL);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -241,6 +554,8 @@ int main(void)
 		cmocka_unit_test(test_low_memory_and_large),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_two_threads),
+		cmocka_unit_test(test_more_threads_than_cpus),
+		cmocka_unit_test(test_short_lived_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,9 +6,12 @@
  * the direction needs them, a full pool fails with its reason or defers,
  * transient pools come and go, the default pool grows in the background,
  * restricted pools are never left, and the small-object corruption does not
- * happen under the packed policy because the mapping bounces.
+ * happen under the packed policy because the mapping bounces. Per-CPU
+ * caches of freed runs: warm reuse, counts, alignment, drained when a pool
+ * runs out (from any CPU), two threads, double unmaps refused.
  */
 #include <pthread.h>
+#include <sched.h>
 
 #include "tu_dma.h"
 
@@ -582,6 +585,680 @@ static void test_growth_under_burst(void **state)
 	hwenv_destroy(&e);
 }
 
+/* ---- per-CPU caches of freed runs ------------------------------------------------ */
+
+/* A pc machine with bounce pools set up by @o (initial_bytes etc.) and a
+ * 32-bit device: every buffer above 4 GiB bounces. */
+static void cache_env(struct hwenv *e, struct dmm_sim_dev *sd, int coherent, const struct dmm_swiotlb_opts *o)
+{
+	struct dmm_device_desc d = tu_desc("dma32", 32, coherent, DMM_DEVICE_CMA_NONE);
+
+	hwenv_create(e, "pc", -1);
+	assert_ok(dmm_swiotlb_init(e->mem, o));
+	assert_ok(dmm_sim_device_create(e->mem, e->hw, &d, NULL, sd));
+}
+
+static void cache_opts(struct dmm_swiotlb_opts *o, uint64_t bytes)
+{
+	dmm_swiotlb_opts_default(NULL, o);
+	o->initial_bytes = bytes;
+	o->grow_threshold_pct = 100; /* no background growth: the pool stays as made */
+	o->no_transient = 1;
+}
+
+static void assert_tlb_counts(struct dmm_mem *mem, uint64_t used, uint64_t cached)
+{
+	struct dmm_swiotlb_stats st;
+
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_swiotlb_get_stats(mem, &st);
+	if (st.used_slots != used || st.cached_slots != cached) {
+		print_error("used_slots %llu cached_slots %llu, want %llu and %llu\n",
+			    (unsigned long long)st.used_slots, (unsigned long long)st.cached_slots,
+			    (unsigned long long)used, (unsigned long long)cached);
+		fail();
+	}
+	assert_true(st.high_water_slots >= used + cached);
+	assert_true(st.used_slots + st.cached_slots <= st.total_slots);
+}
+
+/* Map @len bytes of @pa for @dir through @sd and check the data crosses
+ * the bounce buffer in the direction's sense; returns the bus address
+ * (still mapped: the caller unmaps with unmap_checked). */
+static dmm_dma_addr_t map_checked(struct hwenv *e, struct dmm_sim_dev *sd, dmm_phys_t pa, size_t len,
+				  enum dmm_dma_dir dir, unsigned seed)
+{
+	static uint8_t want[8192], got[8192];
+	dmm_dma_addr_t bus;
+
+	assert_true(len <= sizeof(want));
+	fill(want, len, seed);
+	assert_ok(dmm_hw_cpu_write(e->hw, pa, want, len));
+	bus = dmm_dma_map_phys(sd->dev, pa, len, dir);
+	assert_ok(dmm_dma_mapping_error(sd->dev, bus));
+	assert_true(dmm_swiotlb_is_bounce(e->mem, bus));
+	assert_true(bus + len <= 4 * GiB);
+	if (dir != DMM_DMA_FROM_DEVICE) {
+		/* copied in at map */
+		assert_ok(dmm_hw_dev_read(sd->hw, bus, got, len));
+		assert_memory_equal(got, want, len);
+	}
+	return bus;
+}
+
+static void unmap_checked(struct hwenv *e, struct dmm_sim_dev *sd, dmm_phys_t pa, dmm_dma_addr_t bus, size_t len,
+			  enum dmm_dma_dir dir, unsigned seed)
+{
+	static uint8_t want[8192], got[8192];
+
+	assert_true(len <= sizeof(want));
+	if (dir != DMM_DMA_TO_DEVICE) {
+		fill(want, len, seed + 1000);
+		assert_ok(dmm_hw_dev_write(sd->hw, bus, want, len));
+	} else {
+		fill(want, len, seed); /* what map_checked wrote: nothing copied back */
+	}
+	dmm_dma_unmap_phys(sd->dev, bus, len, dir);
+	assert_ok(dmm_hw_cpu_read(e->hw, pa, got, len));
+	assert_memory_equal(got, want, len);
+}
+
+/*
+ * One thread maps and unmaps 1-slot and 2-slot buffers: the unmap parks the
+ * run in the CPU's cache (cached, not used), the next map of that length
+ * takes the same slots back (same bounce address), the data is right in
+ * every direction and the byte counters count the cached path. A run too
+ * long for the caches goes back to its area, and the area's next mapping
+ * reuses it (warm).
+ */
+static void test_run_cache_warm_reuse(void **state)
+{
+	(void)state;
+	for (int coherent = 0; coherent <= 1; coherent++) {
+		static const enum dmm_dma_dir dirs[3] = { DMM_DMA_TO_DEVICE, DMM_DMA_FROM_DEVICE, DMM_DMA_BIDIRECTIONAL };
+		struct hwenv e;
+		struct dmm_sim_dev sd;
+		struct dmm_swiotlb_opts o;
+		struct dmm_swiotlb_stats st;
+		uint64_t to_dev = 0, from_dev = 0, maps = 0;
+		dmm_dma_addr_t bus0, busb, x, y, z;
+		dmm_phys_t pa;
+
+		cache_opts(&o, 1 * MiB);
+		cache_env(&e, &sd, coherent, &o);
+		pa = high_buffer(&e, 2); /* 16 KiB above 4 GiB */
+		assert_tlb_counts(e.mem, 0, 0);
+
+		/* the first map comes from the area, its unmap parks the run */
+		bus0 = map_checked(&e, &sd, pa + 100, 64, DMM_DMA_TO_DEVICE, 1);
+		to_dev += 64;
+		maps++;
+		assert_tlb_counts(e.mem, 1, 0);
+		unmap_checked(&e, &sd, pa + 100, bus0, 64, DMM_DMA_TO_DEVICE, 1);
+		assert_tlb_counts(e.mem, 0, 1);
+		dmm_swiotlb_get_stats(e.mem, &st);
+		assert_int_equal(st.high_water_slots, 1);
+
+		/* 1-slot mappings of every direction and size: always the same slot */
+		for (unsigned i = 0; i < 24; i++) {
+			enum dmm_dma_dir dir = dirs[i % 3];
+			size_t len = (size_t)(1 + (i * 389u) % 2048);
+			dmm_phys_t at = pa + 100 + i * 8;
+			dmm_dma_addr_t b;
+
+			dmm_swiotlb_get_stats(e.mem, &st);
+			{
+				uint64_t to0 = st.bounced_to_device;
+				b = map_checked(&e, &sd, at, len, dir, 10 + i);
+				dmm_swiotlb_get_stats(e.mem, &st);
+				/* copied in exactly when the direction says */
+				assert_int_equal(st.bounced_to_device - to0, dir == DMM_DMA_FROM_DEVICE ? 0 : len);
+			}
+			assert_int_equal(b, bus0); /* warm: the run this CPU freed last */
+			assert_tlb_counts(e.mem, 1, 0);
+			unmap_checked(&e, &sd, at, b, len, dir, 10 + i);
+			assert_tlb_counts(e.mem, 0, 1);
+			maps++;
+			if (dir != DMM_DMA_FROM_DEVICE)
+				to_dev += len;
+			if (dir != DMM_DMA_TO_DEVICE)
+				from_dev += len;
+		}
+		dmm_swiotlb_get_stats(e.mem, &st);
+		assert_int_equal(st.high_water_slots, 1); /* a cached run is counted once */
+		assert_int_equal(st.maps, maps);
+		assert_int_equal(st.unmaps, maps);
+		assert_int_equal(st.bounced_to_device, to_dev);
+		assert_int_equal(st.bounced_from_device, from_dev);
+
+		/* 2-slot runs have a cache of their own */
+		busb = map_checked(&e, &sd, pa, 4096, DMM_DMA_TO_DEVICE, 50);
+		assert_int_not_equal(busb, bus0);
+		assert_int_equal(busb & 2047, 0);
+		assert_tlb_counts(e.mem, 2, 1);
+		unmap_checked(&e, &sd, pa, busb, 4096, DMM_DMA_TO_DEVICE, 50);
+		assert_tlb_counts(e.mem, 0, 3);
+		dmm_swiotlb_get_stats(e.mem, &st);
+		assert_int_equal(st.high_water_slots, 3);
+		assert_int_equal(map_checked(&e, &sd, pa, 3000, DMM_DMA_FROM_DEVICE, 51), busb);
+		assert_tlb_counts(e.mem, 2, 1);
+		unmap_checked(&e, &sd, pa, busb, 3000, DMM_DMA_FROM_DEVICE, 51);
+		assert_int_equal(map_checked(&e, &sd, pa + 8, 40, DMM_DMA_BIDIRECTIONAL, 52), bus0);
+		assert_tlb_counts(e.mem, 1, 2);
+		unmap_checked(&e, &sd, pa + 8, bus0, 40, DMM_DMA_BIDIRECTIONAL, 52);
+		assert_tlb_counts(e.mem, 0, 3);
+		/* several at once: each its own run, LIFO back from the cache */
+		{
+			dmm_dma_addr_t b[5];
+			for (unsigned i = 0; i < 5; i++) {
+				b[i] = map_checked(&e, &sd, pa + i * 2048, 2048, DMM_DMA_TO_DEVICE, 60 + i);
+				for (unsigned k = 0; k < i; k++)
+					assert_int_not_equal(b[i], b[k]);
+			}
+			assert_int_equal(b[0], bus0);
+			assert_tlb_counts(e.mem, 5, 2);
+			for (unsigned i = 0; i < 5; i++)
+				unmap_checked(&e, &sd, pa + i * 2048, b[i], 2048, DMM_DMA_TO_DEVICE, 60 + i);
+			assert_tlb_counts(e.mem, 0, 7);
+			dmm_swiotlb_get_stats(e.mem, &st);
+			assert_int_equal(st.high_water_slots, 7);
+			for (unsigned i = 5; i-- > 0;) /* the last freed comes first */
+				assert_int_equal(map_checked(&e, &sd, pa + i * 2048, 2048, DMM_DMA_TO_DEVICE, 70 + i), b[i]);
+			dmm_swiotlb_get_stats(e.mem, &st);
+			assert_int_equal(st.high_water_slots, 7); /* taken from the cache: not reserved again */
+			for (unsigned i = 5; i-- > 0;)
+				unmap_checked(&e, &sd, pa + i * 2048, b[i], 2048, DMM_DMA_TO_DEVICE, 70 + i);
+			assert_tlb_counts(e.mem, 0, 7);
+		}
+
+		/* 3 slots are not cached: back to the area, whose next mapping reuses them */
+		x = map_checked(&e, &sd, pa, 5000, DMM_DMA_TO_DEVICE, 80);
+		y = map_checked(&e, &sd, pa + 8192, 5000, DMM_DMA_TO_DEVICE, 81);
+		assert_int_not_equal(x, y);
+		assert_tlb_counts(e.mem, 6, 7);
+		unmap_checked(&e, &sd, pa, x, 5000, DMM_DMA_TO_DEVICE, 80);
+		assert_tlb_counts(e.mem, 3, 7);
+		z = map_checked(&e, &sd, pa, 5000, DMM_DMA_BIDIRECTIONAL, 82);
+		assert_int_equal(z, x); /* the area's hint moved back to the freed run */
+		unmap_checked(&e, &sd, pa, z, 5000, DMM_DMA_BIDIRECTIONAL, 82);
+		unmap_checked(&e, &sd, pa + 8192, y, 5000, DMM_DMA_TO_DEVICE, 81);
+		assert_tlb_counts(e.mem, 0, 7);
+
+		assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 2));
+		assert_ok(dmm_sim_device_destroy(&sd));
+		hwenv_destroy(&e);
+	}
+}
+
+/* A cached run keeps the original's offset within align_mask: a run whose
+ * address disagrees with the new buffer on those bits is not taken. */
+static void test_run_cache_keeps_alignment(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev sd;
+	struct dmm_swiotlb_opts o;
+	dmm_dma_addr_t a, b, c;
+	dmm_phys_t pa;
+	(void)state;
+
+	cache_opts(&o, 1 * MiB);
+	o.align_mask = 0xfff; /* the offset within a 4 KiB page survives */
+	cache_env(&e, &sd, 1, &o);
+	pa = high_buffer(&e, 1);
+	a = map_checked(&e, &sd, pa + 16, 64, DMM_DMA_TO_DEVICE, 1);
+	assert_int_equal(a & 0xfff, 16);
+	unmap_checked(&e, &sd, pa + 16, a, 64, DMM_DMA_TO_DEVICE, 1);
+	assert_tlb_counts(e.mem, 0, 1);
+	/* bit 11 differs: the cached (even) slot would lose the offset */
+	b = map_checked(&e, &sd, pa + 2048 + 8, 64, DMM_DMA_FROM_DEVICE, 2);
+	assert_int_equal(b & 0xfff, 2048 + 8);
+	assert_tlb_counts(e.mem, 1, 1);
+	unmap_checked(&e, &sd, pa + 2048 + 8, b, 64, DMM_DMA_FROM_DEVICE, 2);
+	assert_tlb_counts(e.mem, 0, 2);
+	/* the newest cached run is odd: an even buffer still gets an even slot */
+	c = map_checked(&e, &sd, pa + 24, 100, DMM_DMA_BIDIRECTIONAL, 3);
+	assert_int_equal(c & 0xfff, 24);
+	assert_true(c != a + 8); /* a's run is parked, not in the area */
+	assert_tlb_counts(e.mem, 1, 2);
+	/* an odd buffer gets the cached odd run back */
+	assert_int_equal(map_checked(&e, &sd, pa + 2048 + 8, 64, DMM_DMA_TO_DEVICE, 4), b);
+	assert_tlb_counts(e.mem, 2, 1);
+	unmap_checked(&e, &sd, pa + 2048 + 8, b, 64, DMM_DMA_TO_DEVICE, 4);
+	unmap_checked(&e, &sd, pa + 24, c, 100, DMM_DMA_BIDIRECTIONAL, 3);
+	assert_tlb_counts(e.mem, 0, 3);
+	/* the newest is even now: an even buffer gets it back, offset kept */
+	assert_int_equal(map_checked(&e, &sd, pa + 40, 64, DMM_DMA_FROM_DEVICE, 5), c + 16);
+	unmap_checked(&e, &sd, pa + 40, c + 16, 64, DMM_DMA_FROM_DEVICE, 5);
+	assert_tlb_counts(e.mem, 0, 3);
+	assert_ok(dmm_swiotlb_check(e.mem));
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 1));
+	assert_ok(dmm_sim_device_destroy(&sd));
+	hwenv_destroy(&e);
+}
+
+/* Map @len-byte buffers (pa + i * len) until the pool is full; returns how
+ * many, checking the pool after each. */
+static unsigned map_until_full(struct hwenv *e, struct dmm_sim_dev *sd, dmm_phys_t pa, size_t len,
+			       dmm_dma_addr_t *bus, unsigned max)
+{
+	unsigned n = 0;
+
+	for (;;) {
+		dmm_dma_addr_t b = dmm_dma_map_phys(sd->dev, pa + (uint64_t)n * len, len, DMM_DMA_TO_DEVICE);
+		int err = dmm_dma_mapping_error(sd->dev, b);
+		assert_ok(dmm_swiotlb_check(e->mem));
+		if (err) {
+			assert_rc(err, -DMM_ENOSPC);
+			return n;
+		}
+		assert_true(n < max);
+		assert_true(dmm_swiotlb_is_bounce(e->mem, b));
+		for (unsigned k = 0; k < n; k++) /* no slot handed out twice */
+			assert_true(b + len <= bus[k] || bus[k] + len <= b);
+		bus[n++] = b;
+	}
+}
+
+static void unmap_all(struct hwenv *e, struct dmm_sim_dev *sd, dmm_dma_addr_t *bus, unsigned n, size_t len)
+{
+	for (unsigned i = 0; i < n; i++) {
+		dmm_dma_unmap_phys(sd->dev, bus[i], len, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_swiotlb_check(e->mem));
+	}
+}
+
+/*
+ * A small pool filled with 1-slot mappings and emptied: its runs are parked
+ * in the CPU's cache (the overflow goes back). 2-slot mappings must still
+ * get every slot: the map takes the cached runs back when the areas have
+ * no room. And the other way round, with the whole pool parked as 2-slot
+ * runs.
+ */
+static void test_run_cache_drained_when_full(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev sd;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	static dmm_dma_addr_t bus[64];
+	uint64_t total, fails;
+	unsigned n;
+	dmm_phys_t pa;
+	(void)state;
+
+	cache_opts(&o, 64 * KiB);
+	cache_env(&e, &sd, 1, &o);
+	pa = high_buffer(&e, 5); /* 128 KiB above 4 GiB */
+	dmm_swiotlb_get_stats(e.mem, &st);
+	total = st.total_slots;
+	assert_int_equal(total, 32);
+
+	n = map_until_full(&e, &sd, pa, 2048, bus, 64);
+	assert_int_equal(n, total);
+	assert_tlb_counts(e.mem, total, 0);
+	unmap_all(&e, &sd, bus, n, 2048);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_true(st.cached_slots > 0);          /* parked... */
+	assert_true(st.cached_slots <= total / 2); /* ...but a full cache gave half back */
+	assert_int_equal(st.high_water_slots, total);
+	fails = st.fail_full;
+	assert_int_equal(fails, 1);
+
+	/* 2-slot mappings: half of the pool free, the other half parked as 1-slot runs */
+	n = map_until_full(&e, &sd, pa, 4096, bus, 64);
+	assert_int_equal(n, total / 2); /* every slot: the cached runs were taken back */
+	assert_tlb_counts(e.mem, total, 0);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.fail_full, fails + 1); /* only the map that found the pool truly full */
+	fails = st.fail_full;
+	unmap_all(&e, &sd, bus, n, 4096);
+	/* 16 runs of 2 slots fit in the cache (TLB_CACHE_RUNS): the whole pool
+	 * is parked, the areas have not one free slot */
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.cached_slots, total);
+
+	/* 1-slot mappings must get every slot again */
+	n = map_until_full(&e, &sd, pa, 2048, bus, 64);
+	assert_int_equal(n, total);
+	assert_tlb_counts(e.mem, total, 0);
+	unmap_all(&e, &sd, bus, n, 2048);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.fail_full, fails + 1);
+	fails = st.fail_full;
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.high_water_slots, total);
+	assert_int_equal(st.maps, st.unmaps);
+	assert_int_equal(st.maps, 2 * total + total / 2);
+
+	/* held mappings of both lengths, from the cache and the area at once:
+	 * the data of each is its own */
+	{
+		static uint8_t want[4096], got[4096];
+		size_t len[20];
+		for (unsigned i = 0; i < 20; i++) {
+			len[i] = (i % 3 == 2) ? 4096 : 2048; /* 27 slots in all */
+			fill(want, len[i], 300 + i);
+			assert_ok(dmm_hw_cpu_write(e.hw, pa + (uint64_t)i * 4096, want, len[i]));
+			bus[i] = dmm_dma_map_phys(sd.dev, pa + (uint64_t)i * 4096, len[i], DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(sd.dev, bus[i]));
+			assert_ok(dmm_swiotlb_check(e.mem));
+		}
+		for (unsigned i = 0; i < 20; i++) {
+			fill(want, len[i], 300 + i);
+			assert_ok(dmm_hw_dev_read(sd.hw, bus[i], got, len[i]));
+			assert_memory_equal(got, want, len[i]);
+			dmm_dma_unmap_phys(sd.dev, bus[i], len[i], DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_swiotlb_check(e.mem));
+		}
+		dmm_swiotlb_get_stats(e.mem, &st);
+		assert_int_equal(st.used_slots, 0);
+		assert_int_equal(st.fail_full, fails);
+	}
+
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 5));
+	assert_ok(dmm_sim_device_destroy(&sd));
+	hwenv_destroy(&e);
+}
+
+/* Two threads, alive together (so they may sit on different CPUs), each
+ * map @count buffers of @len bytes, wait for the other (the pool is full
+ * then), and unmap them: their runs are parked in their CPUs' caches. */
+struct parker {
+	struct hwenv *e;
+	struct dmm_sim_dev *sd;
+	pthread_barrier_t *bar;
+	dmm_phys_t pa;
+	size_t len;
+	unsigned count;
+	int failed;
+};
+
+static void *parker_main(void *arg)
+{
+	struct parker *w = arg;
+	dmm_dma_addr_t b[32];
+
+	for (unsigned i = 0; i < w->count; i++) {
+		b[i] = dmm_dma_map_phys(w->sd->dev, w->pa + i * w->len, w->len, DMM_DMA_TO_DEVICE);
+		if (dmm_dma_mapping_error(w->sd->dev, b[i]))
+			w->failed = 1;
+	}
+	pthread_barrier_wait(w->bar);
+	for (unsigned i = 0; i < w->count && !w->failed; i++)
+		dmm_dma_unmap_phys(w->sd->dev, b[i], w->len, DMM_DMA_TO_DEVICE);
+	return NULL;
+}
+
+static void park_from_two_threads(struct hwenv *e, struct dmm_sim_dev *sd, dmm_phys_t pa, size_t len, unsigned count)
+{
+	struct parker w[2];
+	pthread_t t[2];
+	pthread_barrier_t bar;
+
+	assert_true(count <= 32);
+	assert_int_equal(pthread_barrier_init(&bar, NULL, 2), 0);
+	for (int i = 0; i < 2; i++) {
+		w[i] = (struct parker){ e, sd, &bar, pa + (uint64_t)i * 64 * KiB, len, count, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, parker_main, &w[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].failed, 0);
+	}
+	pthread_barrier_destroy(&bar);
+	assert_ok(dmm_swiotlb_check(e->mem));
+}
+
+/*
+ * Runs parked by other threads (on this CPU or the other one) must all be
+ * reachable from here: a map that finds the areas empty takes every CPU's
+ * cached runs back. 2-slot runs first (every run starts at an even slot,
+ * so no slot is stranded), then 1-slot runs mapped in any interleaving.
+ */
+static void test_run_cache_drained_across_cpus(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev sd;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	static dmm_dma_addr_t bus[64];
+	unsigned n;
+	dmm_phys_t pa;
+	(void)state;
+
+	cache_opts(&o, 64 * KiB);
+	cache_env(&e, &sd, 1, &o);
+	pa = high_buffer(&e, 5);
+
+	/* 2 x 8 runs of 2 slots: the whole pool parked, on one CPU or two */
+	park_from_two_threads(&e, &sd, pa, 4096, 8);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.cached_slots, 32);
+	n = map_until_full(&e, &sd, pa, 4096, bus, 64);
+	assert_int_equal(n, 16);
+	assert_tlb_counts(e.mem, 32, 0);
+	unmap_all(&e, &sd, bus, n, 4096); /* now all parked on this CPU */
+	assert_tlb_counts(e.mem, 0, 32);
+
+	/* 2 x 16 runs of 1 slot: the threads need this CPU's runs first */
+	park_from_two_threads(&e, &sd, pa, 2048, 16);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	/* 32 if they ran on two CPUs (every slot parked), 16 if on one */
+	assert_true(st.cached_slots == 32 || st.cached_slots == 16);
+	if (st.cached_slots != 32)
+		print_message("note: both threads shared one CPU slot\n");
+	n = map_until_full(&e, &sd, pa, 2048, bus, 64);
+	assert_int_equal(n, 32);
+	assert_tlb_counts(e.mem, 32, 0);
+	unmap_all(&e, &sd, bus, n, 2048);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.fail_full, 2);
+	assert_int_equal(st.maps, 16 + 16 + 32 + 32);
+	assert_int_equal(st.unmaps, st.maps);
+	assert_int_equal(st.high_water_slots, 32);
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 5));
+	assert_ok(dmm_sim_device_destroy(&sd));
+	hwenv_destroy(&e);
+}
+
+/* Small buffers from two threads: every round trip checked, the pool
+ * checked from a third thread all along. */
+struct small_worker {
+	struct hwenv *e;
+	struct dmm_sim_dev *sd;
+	dmm_phys_t pa;
+	unsigned seed;
+	int failed;
+	uint64_t maps, to_dev, from_dev;
+	int *finished; /* atomic: workers done */
+};
+
+static void *small_worker_main(void *arg)
+{
+	struct small_worker *w = arg;
+	uint8_t want[3000], got[3000];
+	uint64_t s = w->seed;
+
+	for (unsigned i = 0; i < 4000 && !w->failed; i++) {
+		/* 64 bytes mostly (1 slot), now and then 3000 (2 slots) */
+		size_t len = (i % 16 == 15) ? 3000 : 64;
+		dmm_phys_t at = w->pa + tu_rand_below(&s, 4096 - len);
+		enum dmm_dma_dir dir = (enum dmm_dma_dir)tu_rand_below(&s, 3);
+		dmm_dma_addr_t bus;
+
+		for (size_t k = 0; k < len; k++)
+			want[k] = (uint8_t)(w->seed * 31u + i * 7u + k);
+		if (dmm_hw_cpu_write(w->e->hw, at, want, len)) {
+			w->failed = 1;
+			break;
+		}
+		bus = dmm_dma_map_phys(w->sd->dev, at, len, dir);
+		if (dmm_dma_mapping_error(w->sd->dev, bus) || !dmm_swiotlb_is_bounce(w->e->mem, bus)) {
+			w->failed = 2;
+			break;
+		}
+		w->maps++;
+		if (dir != DMM_DMA_FROM_DEVICE) {
+			w->to_dev += len;
+			if (dmm_hw_dev_read(w->sd->hw, bus, got, len) || memcmp(got, want, len))
+				w->failed = 3;
+		}
+		if (dir != DMM_DMA_TO_DEVICE) {
+			w->from_dev += len;
+			for (size_t k = 0; k < len; k++)
+				want[k] = (uint8_t)~want[k];
+			if (dmm_hw_dev_write(w->sd->hw, bus, want, len))
+				w->failed = 4;
+		}
+		dmm_dma_unmap_phys(w->sd->dev, bus, len, dir);
+		if (dmm_hw_cpu_read(w->e->hw, at, got, len) || memcmp(got, want, len))
+			w->failed = 5;
+	}
+	__atomic_fetch_add(w->finished, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void test_run_cache_two_threads(void **state)
+{
+	(void)state;
+	for (int coherent = 0; coherent <= 1; coherent++) {
+		struct hwenv e;
+		struct dmm_sim_dev sd;
+		struct dmm_swiotlb_opts o;
+		struct dmm_swiotlb_stats st;
+		struct small_worker w[2];
+		pthread_t t[2];
+		uint64_t maps = 0, to_dev = 0, from_dev = 0;
+		unsigned checks = 0;
+		int finished = 0;
+
+		cache_opts(&o, 256 * KiB);
+		cache_env(&e, &sd, coherent, &o);
+		for (int i = 0; i < 2; i++) {
+			w[i] = (struct small_worker){ &e, &sd, high_buffer(&e, 0), 17u + (unsigned)i * 40u, 0, 0, 0, 0, &finished };
+			assert_int_equal(pthread_create(&t[i], NULL, small_worker_main, &w[i]), 0);
+		}
+		/* the check holds every CPU: it must always find the pool whole */
+		do {
+			assert_ok(dmm_swiotlb_check(e.mem));
+			checks++;
+			sched_yield();
+		} while (__atomic_load_n(&finished, __ATOMIC_ACQUIRE) < 2);
+		print_message("%u concurrent checks\n", checks);
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(pthread_join(t[i], NULL), 0);
+			assert_int_equal(w[i].failed, 0);
+			assert_int_equal(w[i].maps, 4000);
+			maps += w[i].maps;
+			to_dev += w[i].to_dev;
+			from_dev += w[i].from_dev;
+			assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(w[i].pa), 0));
+		}
+		assert_ok(dmm_swiotlb_check(e.mem));
+		dmm_swiotlb_get_stats(e.mem, &st);
+		assert_int_equal(st.maps, maps);
+		assert_int_equal(st.unmaps, maps);
+		assert_int_equal(st.used_slots, 0);
+		assert_true(st.cached_slots > 0);
+		assert_true(st.cached_slots <= 2 * 16 * (1 + 2)); /* 2 CPUs, 16 runs of each length */
+		assert_true(st.high_water_slots >= st.cached_slots);
+		assert_true(st.high_water_slots <= st.total_slots);
+		assert_int_equal(st.bounced_to_device, to_dev);
+		assert_int_equal(st.bounced_from_device, from_dev);
+		assert_int_equal(st.fail_full, 0);
+		assert_ok(dmm_sim_device_destroy(&sd));
+		hwenv_destroy(&e);
+	}
+}
+
+static void assert_same_tlb_stats(const struct dmm_swiotlb_stats *a, const struct dmm_swiotlb_stats *b)
+{
+	assert_int_equal(a->used_slots, b->used_slots);
+	assert_int_equal(a->cached_slots, b->cached_slots);
+	assert_int_equal(a->high_water_slots, b->high_water_slots);
+	assert_int_equal(a->maps, b->maps);
+	assert_int_equal(a->unmaps, b->unmaps);
+	assert_int_equal(a->bounced_to_device, b->bounced_to_device);
+	assert_int_equal(a->bounced_from_device, b->bounced_from_device);
+}
+
+/*
+ * A cached run is no mapping: unmapping its address again (any direction,
+ * and the second slot of a 2-slot run) changes nothing, copies nothing
+ * back over what the CPU wrote since, and the run is still handed out
+ * once.
+ */
+static void test_run_cache_double_unmap(void **state)
+{
+	(void)state;
+	for (int coherent = 0; coherent <= 1; coherent++) {
+		static const enum dmm_dma_dir dirs[3] = { DMM_DMA_FROM_DEVICE, DMM_DMA_TO_DEVICE, DMM_DMA_BIDIRECTIONAL };
+		struct hwenv e;
+		struct dmm_sim_dev sd;
+		struct dmm_swiotlb_opts o;
+		struct dmm_swiotlb_stats st0, st1;
+		static uint8_t mine[8192], got[8192];
+		static const size_t lens[3] = { 64, 4096, 5000 };
+		dmm_dma_addr_t a, b, c;
+		dmm_phys_t pa;
+
+		cache_opts(&o, 1 * MiB);
+		cache_env(&e, &sd, coherent, &o);
+		pa = high_buffer(&e, 2);
+
+		for (int li = 0; li < 3; li++) {
+			size_t len = lens[li];
+			unsigned slots = (unsigned)((len + 2047) / 2048);
+			a = map_checked(&e, &sd, pa, len, DMM_DMA_FROM_DEVICE, 1);
+			unmap_checked(&e, &sd, pa, a, len, DMM_DMA_FROM_DEVICE, 1);
+			assert_ok(dmm_swiotlb_check(e.mem));
+			/* the CPU owns its buffer again and writes to it */
+			fill(mine, len, 99);
+			assert_ok(dmm_hw_cpu_write(e.hw, pa, mine, len));
+			dmm_swiotlb_get_stats(e.mem, &st0);
+			if (slots <= 2)
+				assert_true(st0.cached_slots >= slots); /* parked */
+			for (int d = 0; d < 3; d++) {
+				dmm_dma_unmap_phys(sd.dev, a, len, dirs[d]);
+				assert_ok(dmm_swiotlb_check(e.mem));
+				dmm_swiotlb_get_stats(e.mem, &st1);
+				assert_same_tlb_stats(&st0, &st1);
+			}
+			if (slots > 1) { /* the second slot of the run */
+				dmm_dma_unmap_phys(sd.dev, a + 2048, len - 2048, DMM_DMA_FROM_DEVICE);
+				assert_ok(dmm_swiotlb_check(e.mem));
+				dmm_swiotlb_get_stats(e.mem, &st1);
+				assert_same_tlb_stats(&st0, &st1);
+			}
+			assert_ok(dmm_hw_cpu_read(e.hw, pa, got, len));
+			assert_memory_equal(got, mine, len); /* nothing copied back */
+
+			/* the run goes to one mapping only */
+			b = map_checked(&e, &sd, pa, len, DMM_DMA_TO_DEVICE, 2);
+			c = map_checked(&e, &sd, pa + 8192, len, DMM_DMA_BIDIRECTIONAL, 3);
+			assert_true(b + len <= c || c + len <= b);
+			assert_int_equal(b, a); /* warm: the same slots */
+			assert_ok(dmm_swiotlb_check(e.mem));
+			dmm_swiotlb_get_stats(e.mem, &st1);
+			assert_int_equal(st1.used_slots, 2 * slots);
+			unmap_checked(&e, &sd, pa + 8192, c, len, DMM_DMA_BIDIRECTIONAL, 3);
+			unmap_checked(&e, &sd, pa, b, len, DMM_DMA_TO_DEVICE, 2);
+			assert_ok(dmm_swiotlb_check(e.mem));
+			dmm_swiotlb_get_stats(e.mem, &st1);
+			assert_int_equal(st1.used_slots, 0);
+			assert_int_equal(st1.maps, st1.unmaps);
+		}
+		assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 2));
+		assert_ok(dmm_sim_device_destroy(&sd));
+		hwenv_destroy(&e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -594,6 +1271,12 @@ int main(void)
 		cmocka_unit_test(test_untrusted_sees_only_its_bytes_and_forced),
 		cmocka_unit_test(test_policies_and_debug),
 		cmocka_unit_test(test_growth_under_burst),
+		cmocka_unit_test(test_run_cache_warm_reuse),
+		cmocka_unit_test(test_run_cache_keeps_alignment),
+		cmocka_unit_test(test_run_cache_drained_when_full),
+		cmocka_unit_test(test_run_cache_drained_across_cpus),
+		cmocka_unit_test(test_run_cache_two_threads),
+		cmocka_unit_test(test_run_cache_double_unmap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
