@@ -780,6 +780,8 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 					break;
 				}
 				s = pool_take(t, p, n, pa, granule, copy_in, this_cpu(dev->mem), &crowded);
+				if (s >= 0) /* complete before the pool lock lets a check in */
+					record_map(t, p, (uint32_t)s, pa, size, n, off);
 			}
 		}
 		dmm__unlock(dev->mem, &t->lock);
