@@ -100,6 +100,32 @@ static void slot_release(const struct dmm_mem *mem, struct dmm_cpu_slot *c)
 	mem->plat.unlock(mem->plat.ctx, &c->lock);
 }
 
+#ifdef DMM_HAVE_THREAD_POINTER
+/* Who owns slot @c (held) after record @r entered it through the lock. */
+static void bias(const struct dmm_mem *mem, struct dmm_cpu_slot *c, struct dmm_cpu_thread *r)
+{
+	uint64_t now;
+
+	if (c->owner == r)
+		return;
+	if (!c->owner && c->biased_ns) {
+		/* contended: everyone takes the lock for a while */
+		if (++c->locked_enters < DMM_CPU_REBIAS_ENTERS)
+			return;
+	} else if (c->owner && mem->plat.now_ns &&
+		   (now = dmm__now(mem)) - c->biased_ns < DMM_CPU_REBIAS_NS) {
+		/* the owner lost it soon after getting it: threads take turns */
+		c->owner = (struct dmm_cpu_thread *)0;
+		c->locked_enters = 0;
+		c->biased_ns = now;
+		return;
+	}
+	c->owner = r;
+	c->locked_enters = 0;
+	c->biased_ns = dmm__now(mem) | 1; /* nonzero: biased once */
+}
+#endif
+
 unsigned dmm__cpu_enter_slow(const struct dmm_mem *mem)
 {
 	struct dmm_mem *m = (struct dmm_mem *)mem;
@@ -117,7 +143,7 @@ unsigned dmm__cpu_enter_slow(const struct dmm_mem *mem)
 		 * lock and become its owner, so the next section is fast */
 		slot_hold(mem, c);
 		if (r)
-			c->owner = r;
+			bias(mem, c, r);
 		c->held = 1;
 		__atomic_fetch_add(&m->cpu_slow_enters, 1, __ATOMIC_RELAXED);
 		return cpu;

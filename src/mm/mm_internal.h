@@ -252,11 +252,19 @@ static inline void dmm__unlock(const struct dmm_mem *mem, struct dmm_lock *l)
  *                   way becomes the owner; releasing the slot sets the
  *                   owner's fast again. A thread only ever writes its own
  *                   busy word, so a stale owner cannot disturb a new one.
+ *                   Two threads taking turns on one slot would pay the
+ *                   barrier at every turn: an owner that loses the slot
+ *                   within DMM_CPU_REBIAS_NS of getting it leaves it without
+ *                   an owner, everyone then takes the lock (no barrier), and
+ *                   after DMM_CPU_REBIAS_ENTERS such entries the next thread
+ *                   becomes the owner again.
  *  DMM_CPU_LOCKS    neither: the lock of the slot cpu_id names.
  */
 enum { DMM_CPU_LOCKS = 0, DMM_CPU_HOOKS, DMM_CPU_THREADS };
 #define DMM_CPU_NR_THREADS 256u /* thread records per memory map */
 #define DMM_CPU_PROBE 8u        /* records looked at for one thread pointer */
+#define DMM_CPU_REBIAS_NS 2000000u  /* an owner losing its slot sooner: contended */
+#define DMM_CPU_REBIAS_ENTERS 4096u /* locked entries before a contended slot gets an owner again */
 
 struct dmm_cpu_thread {
 	_Alignas(DMM_CACHELINE) uint32_t busy; /* its thread is inside a section */
@@ -268,6 +276,8 @@ struct dmm_cpu_thread {
 struct dmm_cpu_slot {
 	_Alignas(DMM_CACHELINE) struct dmm_cpu_thread *owner; /* threads: enters without the lock */
 	uint32_t held;                                       /* threads: a section holds the lock */
+	uint32_t locked_enters;                              /* threads, no owner: entries through the lock */
+	uint64_t biased_ns;                                  /* threads: when the owner last changed */
 	struct dmm_lock lock;                                /* holders (threads), the section (locks) */
 };
 
