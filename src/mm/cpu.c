@@ -114,7 +114,16 @@ static void bias(const struct dmm_mem *mem, struct dmm_cpu_slot *c, struct dmm_c
 			return;
 	} else if (c->owner && mem->plat.now_ns &&
 		   (now = dmm__now(mem)) - c->biased_ns < DMM_CPU_REBIAS_NS) {
-		/* the owner lost it soon after getting it: threads take turns */
+		/* the owner lost it soon after getting it: two threads on one
+		 * slot. The newcomer tries the other slots in turn (its record
+		 * is its own: it changes it outside its sections only); once it
+		 * has been round them all, the slot goes without an owner */
+		if (r->moves + 1 < mem->plat.nr_cpus) {
+			r->moves++;
+			r->cpu = r->cpu + 1 < mem->plat.nr_cpus ? r->cpu + 1 : 0;
+			return; /* this section still runs on @c, held */
+		}
+		r->moves = 0;
 		c->owner = (struct dmm_cpu_thread *)0;
 		c->locked_enters = 0;
 		c->biased_ns = now;

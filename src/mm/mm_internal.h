@@ -253,11 +253,13 @@ static inline void dmm__unlock(const struct dmm_mem *mem, struct dmm_lock *l)
  *                   owner's fast again. A thread only ever writes its own
  *                   busy word, so a stale owner cannot disturb a new one.
  *                   Two threads taking turns on one slot would pay the
- *                   barrier at every turn: an owner that loses the slot
- *                   within DMM_CPU_REBIAS_NS of getting it leaves it without
- *                   an owner, everyone then takes the lock (no barrier), and
- *                   after DMM_CPU_REBIAS_ENTERS such entries the next thread
- *                   becomes the owner again.
+ *                   barrier at every turn: when an owner loses the slot
+ *                   within DMM_CPU_REBIAS_NS of getting it, the thread that
+ *                   took it moves on to the next slot for its next sections;
+ *                   one that has tried every slot leaves this one without
+ *                   an owner instead: everyone then takes the lock (no
+ *                   barrier), and after DMM_CPU_REBIAS_ENTERS such entries
+ *                   the next thread becomes the owner again.
  *  DMM_CPU_LOCKS    neither: the lock of the slot cpu_id names.
  */
 enum { DMM_CPU_LOCKS = 0, DMM_CPU_HOOKS, DMM_CPU_THREADS };
@@ -270,6 +272,7 @@ struct dmm_cpu_thread {
 	_Alignas(DMM_CACHELINE) uint32_t busy; /* its thread is inside a section */
 	uint32_t fast;                         /* it owns its slot and nobody holds it */
 	uint32_t cpu;                          /* the slot it uses */
+	uint32_t moves;                        /* slots it left for a busy one lately */
 	uintptr_t tp;                          /* its thread pointer, 0 = free */
 };
 
