@@ -132,6 +132,7 @@ static void bias(const struct dmm_mem *mem, struct dmm_cpu_slot *c, struct dmm_c
 	c->owner = r;
 	c->locked_enters = 0;
 	c->biased_ns = dmm__now(mem) | 1; /* nonzero: biased once */
+	r->moves = 0;
 }
 #endif
 
