@@ -649,7 +649,7 @@ static void sync_single(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	} else {
 		dmm__dma_sync_pa(dev, pa, size, dir, to_device);
 	}
-	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, syncs), 1, 0, 0);
 }
 
 void dmm_dma_sync_single_for_cpu(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
@@ -801,7 +801,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	dmm__dstat(&dev->st.sg_maps, 1);
 	dmm__dstat(&dev->st.sg_segments_in, nents);
 	dmm__dstat(&dev->st.sg_segments_out, segs);
-	dmm__dstat(&dmm__dev_pcpu(dev)->map_bytes, dmm_sg_bytes(sg, nents));
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, map_bytes), dmm_sg_bytes(sg, nents), 0, 0);
 	return (int)segs;
 }
 
@@ -827,7 +827,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		return;
 	if (dmm__iommu_translating(dev)) {
 		dmm__iommu_unmap_sg(dev, sg, nents, dir, site);
-		dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
+		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
 		return;
 	}
 	for (unsigned i = 0; i < nents; i++) {
@@ -847,7 +847,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		if (sg[i].length && dir_ok(dir) && dmm__is_ram(dev->mem, sg[i].phys, sg[i].length))
 			for_cpu(dev, sg[i].phys, sg[i].length, dir);
 	}
-	dmm__dstat(&dmm__dev_pcpu(dev)->unmaps, 1);
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
 }
 
 static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
@@ -857,7 +857,7 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 		return;
 	if (dmm__iommu_translating(dev)) {
 		dmm__iommu_sync_sg(dev, sg, nents, dir, to_device, site);
-		dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
+		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, syncs), 1, 0, 0);
 		return;
 	}
 	for (unsigned i = 0; i < nents; i++) {
@@ -882,7 +882,7 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 			for_cpu(dev, sg[i].phys, sg[i].length, dir);
 		}
 	}
-	dmm__dstat(&dmm__dev_pcpu(dev)->syncs, 1);
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, syncs), 1, 0, 0);
 }
 
 void dmm_dma_sync_sg_for_cpu(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)

@@ -64,6 +64,11 @@ static inline void dmm__dstat(uint64_t *c, uint64_t v)
 /* Add to the per-CPU counters of @dev at offsets @o1, @o2 (offsetof in
  * struct dmm_dev_pcpu): in a CPU-local section, plain adds when every CPU
  * has a counter block of its own, else atomic adds. */
+/* A device's per-CPU counters: maps, unmaps, map_bytes, syncs, bounced_maps
+ * and low_bounce are only ever updated through dmm__dstat_in/dmm__dstat2
+ * (inside a section: plain adds); the cache-maintenance byte counts only
+ * with atomic adds (cache_op runs inside sections of its callers). Mixing
+ * the two on one counter would lose updates. */
 /* Add @v to the per-CPU counter of @dev at offset @off (offsetof in struct
  * dmm_dev_pcpu), inside a CPU-local section of @cpu: a plain add when every
  * CPU has a counter block of its own, else an atomic one. */
