@@ -77,7 +77,10 @@
  *                          The core uses it to drain or inspect another CPU's
  *                          caches and as a grace period before it frees
  *                          something sections may still be reading. Process
- *                          context, outside any section. fn may call
+ *                          context, outside any section; the core may hold
+ *                          one of its own locks (not a section) meanwhile, so
+ *                          an implementation must not need interrupts of this
+ *                          CPU enabled to wait for another. fn may call
  *                          cpu_sync for a higher-numbered CPU: the core holds
  *                          all CPUs at once that way, in increasing order, to
  *                          see every cache in one consistent state (a kernel:
@@ -87,12 +90,17 @@
  *  cpu_thread_slots        Set (1) by a host whose callers are threads that
  *                          the OS may preempt or move at any moment (user
  *                          space). The core then runs CPU-local sections
- *                          itself, inline: each slot is biased to the thread
- *                          that used it last, found by its thread pointer (one
- *                          register read); that thread enters with plain
- *                          stores, any other takes the slot's lock. Only where
+ *                          itself, inline: each slot is biased to an owner
+ *                          thread, found by its thread pointer (one register
+ *                          read); that thread enters with plain stores, any
+ *                          other takes the slot's lock. Only where
  *                          DMM_HAVE_THREAD_POINTER is defined; exclusive with
  *                          cpu_enter. cpu_id picks a new thread's slot.
+ *                          Requires every thread to have its own thread
+ *                          pointer (threads of the C library; not raw clone()
+ *                          without CLONE_SETTLS), no call into dmamem from a
+ *                          signal handler (sections would nest), and no use
+ *                          of a memory map from both sides of a fork().
  *  cpu_fence               With cpu_thread_slots: a barrier that makes every
  *                          thread of the process execute a full memory fence
  *                          (Linux: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)).

@@ -92,13 +92,8 @@ static void low_peak(struct dmm_device *dev)
  * counts are read without stopping them. With one CPU mapping this is the
  * exact peak; with several it is sampled at those moments.
  */
-void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes)
+void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages)
 {
-	if (bounce_bytes) {
-		unsigned cpu = dmm__cpu_enter(dev->mem);
-		dmm__dev_low_bounce_in(dev, cpu, bounce_bytes);
-		dmm__cpu_exit(dev->mem, cpu);
-	}
 	if (coherent_pages) {
 		__atomic_fetch_add(&dev->st.low_pages, (uint64_t)coherent_pages, __ATOMIC_RELAXED);
 		if (coherent_pages > 0)
@@ -204,7 +199,7 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 		}
 		dmm__dstat(&dev->st.coherent_allocs, 1);
 		dmm__dstat(&dev->st.coherent_bytes, size);
-		dmm__dev_low(dev, (int64_t)low, 0);
+		dmm__dev_low(dev, (int64_t)low);
 		if (dmm__dbg_on(dev))
 			dmm__dbg_map(dev, DMM__DBG_COHERENT, *dma, pa0, size, DMM_DMA_BIDIRECTIONAL, site);
 		return 0;
@@ -266,7 +261,7 @@ done:
 	*dma = dmm_dma_phys_to_bus(dev, dmm_pfn_to_phys(pfn));
 	dmm__dstat(&dev->st.coherent_allocs, 1);
 	dmm__dstat(&dev->st.coherent_bytes, size);
-	dmm__dev_low(dev, (int64_t)pages_below_4g(dmm_pfn_to_phys(pfn), pages), 0);
+	dmm__dev_low(dev, (int64_t)pages_below_4g(dmm_pfn_to_phys(pfn), pages));
 	if (from_cma)
 		dmm__dstat(&dev->st.coherent_from_cma, 1);
 	if (dmm__dbg_on(dev))
@@ -303,7 +298,7 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 			return err;
 		}
 		dmm__dstat(&dev->st.coherent_frees, 1);
-		dmm__dev_low(dev, -(int64_t)low, 0);
+		dmm__dev_low(dev, -(int64_t)low);
 		return 0;
 	}
 	if (dmm_dma_bus_to_phys(dev, dma, &pa) || (pa & (DMM_PAGE_SIZE - 1)) ||
@@ -345,7 +340,7 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 	}
 	if (!err) {
 		dmm__dstat(&dev->st.coherent_frees, 1);
-		dmm__dev_low(dev, -(int64_t)pages_below_4g(pa, pages), 0);
+		dmm__dev_low(dev, -(int64_t)pages_below_4g(pa, pages));
 	}
 	return err;
 }

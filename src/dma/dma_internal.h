@@ -183,7 +183,8 @@ void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum
 void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
 void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int to_device);
 /* Low-memory accounting: @bytes below 4 GiB taken (>0) or given back (<0). */
-void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages, int64_t bounce_bytes);
+/* Coherent pages below 4 GiB taken (> 0) or given back. */
+void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages);
 /* Bounce bytes below 4 GiB taken (> 0) or given back, inside a section of @cpu. */
 void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes);
 /* Bounce bytes below 4 GiB @dev holds now (the sum of its CPUs' counts). */

@@ -713,7 +713,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	dmm__dstat(&dev->st.sg_maps, 1);
 	dmm__dstat(&dev->st.sg_segments_in, nents);
 	dmm__dstat(&dev->st.sg_segments_out, segs);
-	dmm__dstat(&dmm__dev_pcpu(dev)->map_bytes, dmm_sg_bytes(sg, nents));
+	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, map_bytes), dmm_sg_bytes(sg, nents), 0, 0);
 	return (int)segs;
 undo_bounce:
 	for (unsigned k = 0; k < i && k < nents; k++) {

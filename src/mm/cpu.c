@@ -70,7 +70,7 @@ static struct dmm_cpu_thread *thread_record(const struct dmm_mem *mem, uintptr_t
 
 /* Hold slot @c against its owner and everyone else: its lock, and (threads)
  * the owner's fast flag cleared and no owner section left running. */
-static void slot_hold(const struct dmm_mem *mem, struct dmm_cpu_slot *c)
+static void slot_hold(const struct dmm_mem *mem, struct dmm_cpu_slot *c, const struct dmm_cpu_thread *self)
 {
 	struct dmm_cpu_thread *o;
 	unsigned spins = 0;
@@ -78,6 +78,12 @@ static void slot_hold(const struct dmm_mem *mem, struct dmm_cpu_slot *c)
 	mem->plat.lock(mem->plat.ctx, &c->lock);
 	if (mem->cpu_mode != DMM_CPU_THREADS || !(o = c->owner))
 		return;
+	if (o == self) {
+		/* the owner itself, back through the lock (someone held the
+		 * slot meanwhile): not inside a section, nothing to wait for */
+		__atomic_store_n(&o->fast, 0, __ATOMIC_RELAXED);
+		return;
+	}
 	__atomic_store_n(&o->fast, 0, __ATOMIC_RELAXED);
 	if (mem->plat.cpu_fence)
 		mem->plat.cpu_fence(mem->plat.ctx);
@@ -151,16 +157,24 @@ unsigned dmm__cpu_enter_slow(const struct dmm_mem *mem)
 		c = &m->cpu_slots[cpu];
 		/* not the owner, or someone holds the slot: take it through the
 		 * lock and become its owner, so the next section is fast */
-		slot_hold(mem, c);
-		if (r)
+		slot_hold(mem, c, r);
+		if (r && r == &m->cpu_threads[dmm__cpu_hash(tp)]) {
 			bias(mem, c, r);
+		} else if (c->owner) {
+			/* a thread the fast path cannot find (no record, or one
+			 * away from its hash position) would pay the barrier at
+			 * every entry: the slot goes without an owner instead */
+			c->owner = (struct dmm_cpu_thread *)0;
+			c->locked_enters = 0;
+			c->biased_ns = dmm__now(mem) | 1;
+		}
 		c->held = 1;
 		__atomic_fetch_add(&m->cpu_slow_enters, 1, __ATOMIC_RELAXED);
 		return cpu;
 	}
 #endif
 	c = &m->cpu_slots[cpu];
-	slot_hold(mem, c);
+	slot_hold(mem, c, (const struct dmm_cpu_thread *)0);
 	return cpu;
 }
 
@@ -181,7 +195,7 @@ void dmm__cpu_sync(const struct dmm_mem *mem, unsigned cpu, void (*fn)(void *arg
 		mem->plat.cpu_sync(mem->plat.ctx, cpu, fn, arg);
 		return;
 	}
-	slot_hold(mem, c);
+	slot_hold(mem, c, (const struct dmm_cpu_thread *)0);
 	fn(arg);
 	slot_release(mem, c);
 }

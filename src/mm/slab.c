@@ -208,8 +208,12 @@ static uint8_t *slab_base(const struct kcache *k, const struct dmm_page *head)
 	return dmm_pfn_to_virt(k->mem, head->pfn);
 }
 
-/* A new slab on the partial list (cache lock held). */
-static int slab_grow(struct kcache *k, unsigned flags)
+/* A new slab on the partial list. Called with no lock held and outside
+ * any CPU-local section: the page allocator may call the watermark hook,
+ * which may call back into dmamem. The slab is cut up before it is shown,
+ * so every object is always on a slab's free list, in a magazine or
+ * allocated (what dmm_slab_check counts). */
+static int slab_new(struct kcache *k, unsigned flags)
 {
 	static const unsigned gfp_of_set[3] = { 0, DMM_GFP_DMA32, DMM_GFP_DMA };
 	struct dmm_page *head;
@@ -217,27 +221,23 @@ static int slab_grow(struct kcache *k, unsigned flags)
 	uint8_t *base;
 	int err;
 
-	if (k->empty) {
-		head = k->empty;
-		k->empty = (struct dmm_page *)0;
-		list_add(&k->partial, head);
-		return 0;
-	}
 	err = dmm_page_alloc(k->mem, k->order, (const struct dmm_constraint *)0,
 			     gfp_of_set[k->set] | (flags & DMM_GFP_ATOMIC) | DMM_GFP_RECLAIMABLE, &pfn);
 	if (err)
 		return err;
 	head = dmm__pfn_page(k->mem, pfn);
-	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
-		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), k);
-	__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_SLAB, __ATOMIC_RELAXED);
 	base = slab_base(k, head);
 	for (uint32_t i = 0; i < k->objs; i++)
 		*(void **)(base + (size_t)i * k->size) = i + 1 < k->objs ? base + (size_t)(i + 1) * k->size : (void *)0;
 	dmm__set_private(head, (uintptr_t)base);
 	head->refcount = 0;
+	dmm__lock(k->mem, &k->lock);
+	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
+		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), k);
+	__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_SLAB, __ATOMIC_RELAXED);
 	list_add(&k->partial, head);
 	k->st.slabs++;
+	dmm__unlock(k->mem, &k->lock);
 	return 0;
 }
 
@@ -254,17 +254,22 @@ static void slab_release(struct kcache *k, struct dmm_page *head)
 	dmm_page_free(k->mem, pfn, k->order);
 }
 
-/* Take up to @n objects into @out (cache lock held). */
-static unsigned slab_take(struct kcache *k, void **out, unsigned n, unsigned flags, int *err)
+/* Take up to @n objects into @out from the slabs there are (cache lock
+ * held); a new slab comes from slab_new(), outside the lock. */
+static unsigned slab_take(struct kcache *k, void **out, unsigned n)
 {
 	unsigned got = 0;
 
 	while (got < n) {
 		struct dmm_page *head = k->partial;
 		void *obj;
-		if (!head && (*err = slab_grow(k, flags)) != 0)
+		if (!head && k->empty) {
+			head = k->empty;
+			k->empty = (struct dmm_page *)0;
+			list_add(&k->partial, head);
+		}
+		if (!head)
 			break;
-		head = k->partial;
 		obj = (void *)(uintptr_t)dmm__private(head);
 		dmm__set_private(head, (uintptr_t)*(void **)obj);
 		head->refcount++;
@@ -343,11 +348,24 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	k = &mem->slab->cache[set_of(flags)][c];
 	cpu = dmm__cpu_enter(mem);
 	m = &k->mags[cpu];
-	if (__builtin_expect(!m->n, 0)) {
+	for (int tries = 0; !m->n && tries < 4; tries++) {
 		dmm__lock(mem, &k->lock);
-		m->n = slab_take(k, m->obj, MAG_BATCH, flags, &err);
-		if (!m->n)
-			k->st.fail_nomem++;
+		m->n = slab_take(k, m->obj, MAG_BATCH);
+		dmm__unlock(mem, &k->lock);
+		if (m->n)
+			break;
+		/* a new slab, outside the section: the page allocator may call
+		 * the watermark hook, which may call back into dmamem */
+		dmm__cpu_exit(mem, cpu);
+		err = slab_new(k, flags);
+		cpu = dmm__cpu_enter(mem);
+		m = &k->mags[cpu]; /* maybe another CPU's, maybe refilled meanwhile */
+		if (err)
+			break;
+	}
+	if (!m->n) {
+		dmm__lock(mem, &k->lock);
+		k->st.fail_nomem++;
 		dmm__unlock(mem, &k->lock);
 	}
 	if (__builtin_expect(m->n != 0, 1)) {
@@ -451,18 +469,23 @@ static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
 }
 
 /* Give the oldest MAG_BATCH objects of @m back to their slabs. */
-static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m, unsigned n)
+/* Give @n objects back to their slabs. */
+static void objs_put_back(struct kcache *k, void *const *objs, unsigned n)
 {
 	struct dmm_mem *mem = k->mem;
 
 	dmm__lock(mem, &k->lock);
 	for (unsigned i = 0; i < n; i++) {
-		void *o = m->obj[i];
 		dmm_phys_t pa;
-		dmm__virt_to_phys(mem, o, &pa);
-		slab_put(k, o, head_of(mem, k, dmm_phys_to_pfn(pa)));
+		dmm__virt_to_phys(mem, objs[i], &pa);
+		slab_put(k, objs[i], head_of(mem, k, dmm_phys_to_pfn(pa)));
 	}
 	dmm__unlock(mem, &k->lock);
+}
+
+static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m, unsigned n)
+{
+	objs_put_back(k, m->obj, n);
 	for (unsigned i = n; i < m->n; i++)
 		m->obj[i - n] = m->obj[i];
 	m->n -= n;
