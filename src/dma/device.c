@@ -87,12 +87,8 @@ dmm_dma_addr_t dmm_dma_phys_to_bus(const struct dmm_device *dev, dmm_phys_t pa)
 	if (!dev || dmm__iommu_translating(dev))
 		return DMM_DMA_MAPPING_ERROR; /* no fixed relation: IOVAs come from mappings */
 	d = &dev->desc;
-	if (!d->nr_ranges) {
-		dmm_dma_addr_t b = pa + (uint64_t)d->bus_offset;
-		if ((d->bus_offset > 0 && b < pa) || (d->bus_offset < 0 && b > pa))
-			return DMM_DMA_MAPPING_ERROR;
-		return b;
-	}
+	if (!d->nr_ranges)
+		return dmm__bus_of(dev, pa);
 	for (unsigned i = 0; i < d->nr_ranges; i++) {
 		const struct dmm_dma_range *r = &d->ranges[i];
 		if (pa >= r->cpu_start && pa - r->cpu_start < r->size)
@@ -110,13 +106,8 @@ int dmm_dma_bus_to_phys(const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_ph
 	if (dmm__iommu_translating(dev))
 		return dmm__iommu_lookup(dev, dma, pa);
 	d = &dev->desc;
-	if (!d->nr_ranges) {
-		dmm_phys_t p = dma - (uint64_t)d->bus_offset;
-		if ((d->bus_offset > 0 && p > dma) || (d->bus_offset < 0 && p < dma))
-			return -DMM_ERANGE;
-		*pa = p;
-		return 0;
-	}
+	if (!d->nr_ranges)
+		return dmm__phys_of(dev, dma, pa);
 	for (unsigned i = 0; i < d->nr_ranges; i++) {
 		const struct dmm_dma_range *r = &d->ranges[i];
 		if (dma >= r->dma_start && dma - r->dma_start < r->size) {

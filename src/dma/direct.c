@@ -537,6 +537,29 @@ int dmm_dma_mapping_error(struct dmm_device *dev, dmm_dma_addr_t dma)
 	return 0;
 }
 
+/* The CPU takes [pa, pa + size) back, in one section: the bounce pool's
+ * lookup (once), stale lines of the bounce buffer dropped, copied back and
+ * its slots freed, and (@count) the device's unmap counter. */
+static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool count)
+{
+	unsigned cpu = dmm__cpu_enter(dev->mem);
+	struct tlb_pool *pool = dmm__swiotlb_pool_of_in(dev->mem, pa);
+	int bounced = 0;
+
+	if (pool) {
+		if (dir_ok(dir))
+			for_cpu(dev, pa, size, dir);
+		bounced = dmm__swiotlb_unmap_in(dev, pool, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE, cpu);
+	}
+	if (count)
+		dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
+	dmm__cpu_exit(dev->mem, cpu);
+	if (bounced)
+		dmm__swiotlb_unmap_done(dev->mem);
+	else if (!pool && dir_ok(dir))
+		for_cpu(dev, pa, size, dir);
+}
+
 void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
@@ -551,13 +574,8 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 			dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
 		return;
 	}
-	if (__builtin_expect(!dev->desc.nr_ranges, 1)) {
-		pa = dma - (uint64_t)dev->desc.bus_offset;
-		if ((dev->desc.bus_offset > 0 && pa > dma) || (dev->desc.bus_offset < 0 && pa < dma))
-			return;
-	} else if (dmm_dma_bus_to_phys(dev, dma, &pa)) {
+	if (__builtin_expect(!dev->desc.nr_ranges, 1) ? dmm__phys_of(dev, dma, &pa) : dmm_dma_bus_to_phys(dev, dma, &pa))
 		return;
-	}
 	if (!size || pa + size - 1 < pa || !dmm__is_ram_fast(dev->mem, pa, size))
 		return;
 	if ((dev->desc.coherent || dir == DMM_DMA_TO_DEVICE || !dir_ok(dir)) &&
@@ -565,38 +583,12 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		dmm__swiotlb_unmap_done(dev->mem);
 		return;
 	}
-	{
-		/* one section: the bounce pool's lookup, its slots, the counter */
-		unsigned cpu = dmm__cpu_enter(dev->mem);
-		int bounced = 0;
-		if (dmm__swiotlb_ready(dev->mem)) {
-			if (dir_ok(dir) && !dev->desc.coherent && dir != DMM_DMA_TO_DEVICE &&
-			    dmm__swiotlb_pool_of_in(dev->mem, pa))
-				for_cpu(dev, pa, size, dir); /* stale lines of the bounce buffer */
-			bounced = dmm__swiotlb_unmap_in(dev, (struct tlb_pool *)0, pa, size,
-							dir_ok(dir) ? dir : DMM_DMA_NONE, cpu);
-		}
-		dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
-		dmm__cpu_exit(dev->mem, cpu);
-		if (bounced)
-			dmm__swiotlb_unmap_done(dev->mem);
-		else if (dir_ok(dir))
-			for_cpu(dev, pa, size, dir);
-	}
+	unmap_pa(dev, pa, size, dir, true);
 }
 
 void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
 {
-	struct tlb_pool *pool;
-
-	if ((pool = dmm__swiotlb_pool_of(dev->mem, pa))) {
-		/* drop stale lines of the bounce buffer, copy back, free the slots */
-		if (dir_ok(dir))
-			for_cpu(dev, pa, size, dir);
-		dmm__swiotlb_unmap(dev, pool, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE);
-	} else if (dir_ok(dir)) {
-		for_cpu(dev, pa, size, dir);
-	}
+	unmap_pa(dev, pa, size, dir, false);
 }
 
 void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int to_device)

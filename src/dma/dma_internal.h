@@ -103,6 +103,17 @@ static inline dmm_dma_addr_t dmm__bus_of(const struct dmm_device *dev, dmm_phys_
 	return b;
 }
 
+/* Its inverse: 0 and *@pa, or -DMM_ERANGE on wrap. */
+static inline int dmm__phys_of(const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_phys_t *pa)
+{
+	dmm_phys_t p = dma - (uint64_t)dev->desc.bus_offset;
+
+	if ((dev->desc.bus_offset > 0 && p > dma) || (dev->desc.bus_offset < 0 && p < dma))
+		return -DMM_ERANGE;
+	*pa = p;
+	return 0;
+}
+
 /* Is [pa, pa + size) RAM the allocator knows (size > 0, no wrap)? */
 static inline bool dmm__is_ram_fast(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 {
