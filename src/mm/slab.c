@@ -328,6 +328,16 @@ static int large_alloc(struct dmm_mem *mem, size_t size, unsigned flags, void **
 	return 0;
 }
 
+/* The counters of one allocation of @size from @k (in @m's section). */
+static inline void count_alloc(const struct dmm_mem *mem, const struct kcache *k, struct mag *m, size_t size,
+			       bool packed)
+{
+	dmm__pcpu_add(&m->allocs, 1);
+	dmm__pcpu_add(&m->requested, size);
+	if (!packed)
+		dmm__pcpu_add(&m->align_waste, k->size - class_size[class_of(mem, size, true)]);
+}
+
 static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
 	const unsigned allowed = DMM_GFP_ZERO | DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_PACKED;
@@ -370,10 +380,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	}
 	if (__builtin_expect(m->n != 0, 1)) {
 		obj = m->obj[--m->n];
-		dmm__pcpu_add(&m->allocs, 1);
-		dmm__pcpu_add(&m->requested, size);
-		if (!packed)
-			dmm__pcpu_add(&m->align_waste, k->size - class_size[class_of(mem, size, true)]);
+		count_alloc(mem, k, m, size, packed);
 	}
 	dmm__cpu_exit(mem, cpu);
 	if (!obj)
@@ -391,7 +398,6 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
  */
 int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
-	const struct dmm_slab_state *s;
 	struct kcache *k;
 	struct mag *m;
 	unsigned cpu;
@@ -402,12 +408,11 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	if (__builtin_expect(!mem || !ptr || size - 1 >= DMM_KMALLOC_MAX_CACHE || (flags & ~DMM_GFP_PACKED) ||
 			     !mem->plat.virt_to_phys, 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	s = mem->slab;
-	packed = s->packed_always | (s->packed_on_request & (flags != 0));
-	c = s->class_for[packed ? 0 : 1][(size + 7) / 8];
+	packed = packed_request(mem, flags);
+	c = class_of(mem, size, packed);
 	if (__builtin_expect(c < 0, 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	k = (struct kcache *)&s->cache[0][c];
+	k = &mem->slab->cache[0][c];
 	cpu = dmm__cpu_enter(mem);
 	m = &k->mags[cpu];
 	n = m->n;
@@ -417,10 +422,7 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	}
 	m->n = --n;
 	*ptr = m->obj[n];
-	dmm__pcpu_add(&m->allocs, 1);
-	dmm__pcpu_add(&m->requested, size);
-	if (!packed)
-		dmm__pcpu_add(&m->align_waste, k->size - class_size[s->class_for[0][(size + 7) / 8]]);
+	count_alloc(mem, k, m, size, packed);
 	dmm__cpu_exit(mem, cpu);
 	return 0;
 }
