@@ -673,6 +673,27 @@ static uint64_t low_bytes(dmm_phys_t pa, uint64_t len)
  * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
  * -DMM_ENOSPC when no slot is free and no pool can be added.
  */
+/* Slots a bounce of [pa, pa + size) takes, and *@off, the offset of the
+ * data in the first: whole granules (IOMMU pages, zero-padded) keeping the
+ * offset within the granule, or (@granule 0) the bits of @pa under
+ * align_mask within a slot. */
+static inline uint32_t slots_for(const struct dmm_swiotlb *t, dmm_phys_t pa, size_t size, uint64_t granule,
+				 uint64_t *off)
+{
+	if (granule) {
+		*off = pa & (granule - 1);
+		return (uint32_t)(dmm_align_up(*off + size, granule) >> t->slot_shift);
+	}
+	*off = pa & t->o.align_mask & (t->o.slot_size - 1);
+	return (uint32_t)((*off + size + t->o.slot_size - 1) >> t->slot_shift);
+}
+
+/* Bytes copied into the bounce buffer at map time. */
+static inline uint64_t copy_in_bytes(enum dmm_dma_dir dir, size_t size)
+{
+	return (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
+}
+
 /* The mapping record of slot @s (first of @n) for [pa, pa + size): the
  * bounce address. */
 static inline dmm_phys_t record_map(const struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t s, dmm_phys_t pa,
@@ -742,17 +763,10 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 	if (!t)
 		return -DMM_ENOTSUP;
 	slot = t->o.slot_size;
-	copy_in = (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
-	if (granule >= slot) {
-		/* whole granules (IOMMU pages) of their own, zero-padded: the
-		 * bounce keeps the offset within the granule */
-		off = pa & (granule - 1);
-		n = (uint32_t)(dmm_align_up(off + size, granule) >> t->slot_shift);
-	} else {
+	copy_in = copy_in_bytes(dir, size);
+	if (granule < slot)
 		granule = 0;
-		off = pa & t->o.align_mask & (slot - 1);
-		n = (uint32_t)((off + size + slot - 1) >> t->slot_shift);
-	}
+	n = slots_for(t, pa, size, granule, &off);
 	if (n > t->o.max_slots_per_map)
 		return -DMM_EINVAL;
 	s = take_in(t, dev, n, pa, granule, copy_in, *cpu, &p);
@@ -923,11 +937,10 @@ int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, en
 
 	if (!t || dev->restricted_pool || dev->desc.untrusted)
 		return 0;
-	off = pa & t->o.align_mask & (t->o.slot_size - 1);
-	n = (uint32_t)((off + size + t->o.slot_size - 1) >> t->slot_shift);
+	n = slots_for(t, pa, size, 0, &off);
 	if (n > TLB_CACHE_LEN)
 		return 0;
-	copy_in = (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
+	copy_in = copy_in_bytes(dir, size);
 	cpu = dmm__cpu_enter(mem);
 	x = index_get(t);
 	if (!x->n || !(p = x->pool[0])->cpus || !pool_usable(p, dev) ||
@@ -949,61 +962,20 @@ int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, en
 	return 1;
 }
 
-int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+/* Copy back as @dir needs, release the device's low-memory count and free
+ * (or cache) the mapping whose record is @f in @p; in a section of @cpu. */
+static void unmap_record(struct dmm_device *dev, struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_slot *f,
+			 dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir, unsigned cpu)
 {
-	struct dmm_mem *mem = dev->mem;
-	struct dmm_swiotlb *t = tlb_of(mem);
-	struct tlb_pool *p;
-	struct tlb_slot *f;
-	uint32_t first, n;
-	uint64_t back = 0;
-	unsigned cpu;
-
-	if (!t || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
-		return 0;
-	cpu = dmm__cpu_enter(mem);
-	p = index_search(index_get(t), pa);
-	if (!p || !p->cpus) {
-		dmm__cpu_exit(mem, cpu);
-		return 0;
-	}
-	first = (uint32_t)((pa - p->base) >> t->slot_shift);
-	f = &p->slots[first];
-	n = f->nslots;
-	if (f->used != SLOT_MAPPED || f->first != first || n > TLB_CACHE_LEN) {
-		dmm__cpu_exit(mem, cpu);
-		return 0;
-	}
-	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
-		back = size < f->size ? size : f->size;
-		dmm__phys_copy(mem, f->orig, pa, back);
-	}
-	dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low_bytes(p->base + ((uint64_t)first << t->slot_shift),
-							     (uint64_t)n << t->slot_shift));
-	cache_put(t, p, &p->cpus[cpu], first, n, back);
-	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
-	dmm__cpu_exit(mem, cpu);
-	return 1;
-}
-
-int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
-			  enum dmm_dma_dir dir, unsigned cpu)
-{
-	struct dmm_swiotlb *t = tlb_of(dev->mem);
-	struct tlb_pool *p;
-	struct tlb_slot *f;
-	uint32_t first, n;
+	uint32_t first = (uint32_t)(f - p->slots), n = f->nslots;
 	size_t back = 0;
 
-	if (!t || !(p = pool ? pool : index_search(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)))
-		return 0;
-	first = (uint32_t)(f - p->slots);
 	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
 		back = size < f->size ? size : f->size;
 		dmm__phys_copy(dev->mem, f->orig, tlb_pa, back);
 	}
-	n = f->nslots;
-	dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low_bytes(p->base + ((uint64_t)first << t->slot_shift), (uint64_t)n * t->o.slot_size));
+	dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low_bytes(p->base + ((uint64_t)first << t->slot_shift),
+							     (uint64_t)n << t->slot_shift));
 	if (n <= TLB_CACHE_LEN && p->cpus && !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED)) {
 		cache_put(t, p, &p->cpus[cpu], first, n, back);
 	} else {
@@ -1016,6 +988,40 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 		if (p->transient && pool_used(p) == 0)
 			__atomic_store_n(&p->idle_since, dmm__now(dev->mem) + 1, __ATOMIC_RELAXED);
 	}
+}
+
+int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dmm_swiotlb *t = tlb_of(mem);
+	struct tlb_pool *p;
+	struct tlb_slot *f = (struct tlb_slot *)0;
+	unsigned cpu;
+
+	if (!t || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
+		return 0;
+	cpu = dmm__cpu_enter(mem);
+	p = index_search(index_get(t), pa);
+	if (!p || !p->cpus || !(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN) {
+		dmm__cpu_exit(mem, cpu);
+		return 0;
+	}
+	unmap_record(dev, t, p, f, pa, size, dir, cpu);
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
+	dmm__cpu_exit(mem, cpu);
+	return 1;
+}
+
+int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
+			  enum dmm_dma_dir dir, unsigned cpu)
+{
+	struct dmm_swiotlb *t = tlb_of(dev->mem);
+	struct tlb_pool *p;
+	struct tlb_slot *f;
+
+	if (!t || !(p = pool ? pool : index_search(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)))
+		return 0;
+	unmap_record(dev, t, p, f, tlb_pa, size, dir, cpu);
 	return 1;
 }
 
