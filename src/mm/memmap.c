@@ -560,19 +560,4 @@ void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len)
 	}
 }
 
-void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len)
-{
-	void *d, *s;
-
-	if (mem->plat.phys_copy) {
-		mem->plat.phys_copy(mem->plat.ctx, dst, src, len);
-		return;
-	}
-	/* callers copy RAM they own: the linear map, where there is one */
-	d = dmm__phys_to_virt(mem, dst);
-	s = dmm__phys_to_virt(mem, src);
-	if (d && s)
-		dmm_memcpy(d, s, len);
-}
-
 _Static_assert(sizeof(struct dmm_page) <= 64, "page descriptor must stay within 64 bytes");

@@ -136,6 +136,7 @@ struct dmm_mem {
 	uint64_t cpu_slow_enters, cpu_syncs; /* atomic counters */
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
 	void *swiotlb;                    /* src/dma/swiotlb.c state, set up by dmm_swiotlb_init */
+	uint8_t bounce_all;               /* swiotlb forced for every device (atomic) */
 	int dma_debug_on;                 /* global switch (atomic) */
 	void *dma_atomic_pool;            /* src/dma/pool.c state, set by dmm_dma_atomic_pool_init */
 	dmm_wmark_hook_fn wmark_hook;
@@ -297,10 +298,23 @@ void dmm__cpu_sync_all(const struct dmm_mem *mem);
 
 static inline unsigned dmm__cpu_hash(uintptr_t tp)
 {
-	return (unsigned)((tp >> 12) ^ (tp >> 20) ^ (tp >> 6)) & (DMM_CPU_NR_THREADS - 1);
+	/* Fibonacci hashing: the top bits of the product spread thread
+	 * pointers a stack size apart over the whole table */
+	_Static_assert(DMM_CPU_NR_THREADS == 256, "the hash keeps 8 bits");
+	return (unsigned)(((uint64_t)tp * 0x9e3779b97f4a7c15ull) >> 56);
 }
 
-static inline unsigned dmm__cpu_enter(const struct dmm_mem *mem)
+/*
+ * The short way in, for paths with a general way to fall back on: the
+ * calling thread's record if it owns its slot and nobody holds it (threads
+ * mode), and the section has begun: r->cpu is its CPU, dmm__cpu_leave(r)
+ * ends it. NULL otherwise, and nothing was entered. A section entered this
+ * way needs no slot at exit: while its busy word is set nobody can take
+ * the slot (takers wait for it), so the slot is still its owner's and not
+ * held, and clearing busy is all dmm__cpu_exit would do. Paths built on
+ * it call nothing that is not a tail call, so they need no stack frame.
+ */
+static inline struct dmm_cpu_thread *dmm__cpu_try_enter(const struct dmm_mem *mem)
 {
 #ifdef DMM_HAVE_THREAD_POINTER
 	if (__builtin_expect(mem->cpu_mode == DMM_CPU_THREADS, 1)) {
@@ -313,15 +327,20 @@ static inline unsigned dmm__cpu_enter(const struct dmm_mem *mem)
 			else
 				__atomic_thread_fence(__ATOMIC_SEQ_CST);
 			if (__builtin_expect(__atomic_load_n(&r->fast, __ATOMIC_ACQUIRE) != 0, 1))
-				return r->cpu;
+				return r;
 			__atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
 		}
-		return dmm__cpu_enter_slow(mem);
 	}
+#else
+	(void)mem;
 #endif
-	if (mem->cpu_mode == DMM_CPU_HOOKS)
-		return mem->plat.cpu_enter(mem->plat.ctx);
-	return dmm__cpu_enter_slow(mem);
+	return (struct dmm_cpu_thread *)0;
+}
+
+/* End a section dmm__cpu_try_enter began. */
+static inline void dmm__cpu_leave(struct dmm_cpu_thread *r)
+{
+	__atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
 }
 
 static inline void dmm__cpu_exit(const struct dmm_mem *mem, unsigned cpu)
@@ -341,6 +360,35 @@ static inline void dmm__cpu_exit(const struct dmm_mem *mem, unsigned cpu)
 		mem->plat.cpu_exit(mem->plat.ctx, cpu);
 	else
 		dmm__cpu_exit_slow(mem, cpu);
+}
+
+/* dmm__cpu_enter that also says how to leave: *@rp is the thread record
+ * when the short way worked (then dmm__cpu_leave), else NULL. */
+static inline unsigned dmm__cpu_enter_r(const struct dmm_mem *mem, struct dmm_cpu_thread **rp)
+{
+	struct dmm_cpu_thread *r = dmm__cpu_try_enter(mem);
+
+	*rp = r;
+	if (__builtin_expect(r != (struct dmm_cpu_thread *)0, 1))
+		return r->cpu;
+	if (mem->cpu_mode == DMM_CPU_HOOKS)
+		return mem->plat.cpu_enter(mem->plat.ctx);
+	return dmm__cpu_enter_slow(mem);
+}
+
+static inline unsigned dmm__cpu_enter(const struct dmm_mem *mem)
+{
+	struct dmm_cpu_thread *r;
+
+	return dmm__cpu_enter_r(mem, &r);
+}
+
+static inline void dmm__cpu_exit_r(const struct dmm_mem *mem, struct dmm_cpu_thread *r, unsigned cpu)
+{
+	if (__builtin_expect(r != (struct dmm_cpu_thread *)0, 1))
+		dmm__cpu_leave(r);
+	else
+		dmm__cpu_exit(mem, cpu);
 }
 
 /* A counter only its own CPU's sections write; readers elsewhere see a
@@ -391,8 +439,21 @@ void dmm__meta_zero(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
 int dmm__meta_alloc(struct dmm_mem *mem, uint64_t pages, unsigned gfp, dmm_pfn_t *pfn, void **va);
 /* CPU fill of physical memory (through the platform's phys_fill hook). */
 void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len);
-/* CPU copy of physical memory (through the platform's phys_copy hook). */
-void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len);
+/* CPU copy of physical memory: the platform's phys_copy hook, else (RAM
+ * the caller owns) through the linear map. */
+static inline void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len)
+{
+	void *d, *s;
+
+	if (mem->plat.phys_copy) {
+		mem->plat.phys_copy(mem->plat.ctx, dst, src, len);
+		return;
+	}
+	d = dmm__phys_to_virt(mem, dst);
+	s = dmm__phys_to_virt(mem, src);
+	if (d && s)
+		dmm_memcpy(d, s, len);
+}
 uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi);
 
 /* ---- page_alloc.c -------------------------------------------------------- */
