@@ -392,15 +392,17 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 }
 
 /*
- * The fast path: a cached size, no flag but DMM_GFP_PACKED, an object in
- * this CPU's magazine. Everything else (argument errors included) goes to
- * kmalloc_slow, which checks it all.
+ * The fast path: a cached size, no flag but DMM_GFP_PACKED, this thread
+ * the owner of its CPU slot (dmm__cpu_try_enter), an object in that CPU's
+ * magazine. Everything else (argument errors included) goes to
+ * kmalloc_slow, which checks it all; every call here is a tail call, so the
+ * path needs no stack frame.
  */
 int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
+	struct dmm_cpu_thread *r;
 	struct kcache *k;
 	struct mag *m;
-	unsigned cpu;
 	uint32_t n;
 	bool packed;
 	int c;
@@ -410,35 +412,31 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 		return kmalloc_slow(mem, size, flags, ptr);
 	packed = packed_request(mem, flags);
 	c = class_of(mem, size, packed);
-	if (__builtin_expect(c < 0, 0))
+	if (__builtin_expect(c < 0 || !(r = dmm__cpu_try_enter(mem)), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
 	k = &mem->slab->cache[0][c];
-	cpu = dmm__cpu_enter(mem);
-	m = &k->mags[cpu];
+	m = &k->mags[r->cpu];
 	n = m->n;
 	if (__builtin_expect(n == 0, 0)) {
-		dmm__cpu_exit(mem, cpu);
+		dmm__cpu_leave(r);
 		return kmalloc_slow(mem, size, flags, ptr);
 	}
 	m->n = --n;
 	*ptr = m->obj[n];
 	count_alloc(mem, k, m, size, packed);
-	dmm__cpu_exit(mem, cpu);
+	dmm__cpu_leave(r);
 	return 0;
 }
 
 /* The cache and slab head of @ptr, or an error (-DMM_ENOENT: RAM that is no
  * slab object; *pgp then names its page if there is one). */
-static inline __attribute__((always_inline)) int lookup(struct dmm_mem *mem, const void *ptr, struct kcache **kp,
-							 struct dmm_page **headp, struct dmm_page **pgp)
+static inline __attribute__((always_inline)) int lookup_pa(struct dmm_mem *mem, dmm_phys_t pa, struct kcache **kp,
+							    struct dmm_page **headp, struct dmm_page **pgp)
 {
-	dmm_phys_t pa;
 	struct dmm_page *pg, *head;
 	struct kcache *k;
 	uint64_t off, idx;
 
-	if (!mem || !ptr || !mem->plat.virt_to_phys || dmm__virt_to_phys(mem, ptr, &pa))
-		return -DMM_EINVAL;
 	pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa));
 	if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
 		return -DMM_EINVAL;
@@ -459,6 +457,16 @@ static inline __attribute__((always_inline)) int lookup(struct dmm_mem *mem, con
 	*kp = k;
 	*headp = head;
 	return 0;
+}
+
+static inline __attribute__((always_inline)) int lookup(struct dmm_mem *mem, const void *ptr, struct kcache **kp,
+							 struct dmm_page **headp, struct dmm_page **pgp)
+{
+	dmm_phys_t pa;
+
+	if (!mem || !ptr || !mem->plat.virt_to_phys || dmm__virt_to_phys(mem, ptr, &pa))
+		return -DMM_EINVAL;
+	return lookup_pa(mem, pa, kp, headp, pgp);
 }
 
 static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
@@ -493,14 +501,24 @@ static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m,
 	m->n -= n;
 }
 
-static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void *ptr, int err, struct dmm_page *pg)
+/* Is @ptr among the most recent frees of magazine @m (freed twice in a
+ * row)? */
+static inline bool mag_recent(const struct mag *m, uint32_t n, const void *ptr)
 {
-	if (err == -DMM_ENOENT && !free_large(mem, ptr, pg))
-		return 0;
-	return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
+	void *const *o = &m->obj[n];
+	bool dup = false;
+
+	if (__builtin_expect(n >= 4, 1))
+		return (o[-1] == ptr) | (o[-2] == ptr) | (o[-3] == ptr) | (o[-4] == ptr);
+	for (uint32_t i = 0; i < n; i++)
+		dup |= m->obj[i] == ptr;
+	return dup;
 }
 
-int dmm_kfree(struct dmm_mem *mem, const void *ptr)
+/* Every free the fast path does not finish: argument errors, large
+ * objects, a full magazine, a double free, a thread that does not own its
+ * slot. */
+static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void *ptr)
 {
 	struct kcache *k;
 	struct dmm_page *head, *pg = (struct dmm_page *)0;
@@ -509,18 +527,19 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 	uint32_t n;
 	int err = lookup(mem, ptr, &k, &head, &pg);
 
-	if (__builtin_expect(err != 0, 0))
-		return kfree_slow(mem, ptr, err, pg);
+	if (err) {
+		if (err == -DMM_ENOENT && !free_large(mem, ptr, pg))
+			return 0;
+		return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
+	}
 	cpu = dmm__cpu_enter(mem);
 	m = &k->mags[cpu];
 	n = m->n;
-	/* freed twice in a row: the most recent frees of this CPU */
-	for (uint32_t i = n > 4 ? n - 4 : 0; i < n; i++)
-		if (__builtin_expect(m->obj[i] == ptr, 0)) {
-			dmm__cpu_exit(mem, cpu);
-			return -DMM_ENOENT;
-		}
-	if (__builtin_expect(n == MAG_SIZE, 0)) {
+	if (mag_recent(m, n, ptr)) {
+		dmm__cpu_exit(mem, cpu);
+		return -DMM_ENOENT;
+	}
+	if (n == MAG_SIZE) {
 		mag_drain(k, m, MAG_BATCH);
 		n = m->n;
 	}
@@ -528,6 +547,38 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 	m->n = n + 1;
 	dmm__pcpu_add(&m->frees, 1);
 	dmm__cpu_exit(mem, cpu);
+	return 0;
+}
+
+/* The fast path: an object inside the linear map, this thread the owner
+ * of its CPU slot, room in that CPU's magazine; tail calls only. */
+int dmm_kfree(struct dmm_mem *mem, const void *ptr)
+{
+	struct dmm_cpu_thread *r;
+	struct kcache *k;
+	struct dmm_page *head, *pg;
+	struct mag *m;
+	uintptr_t off;
+	uint32_t n;
+
+	if (__builtin_expect(!mem || !ptr || !mem->plat.virt_to_phys, 0))
+		return kfree_slow(mem, ptr);
+	off = (uintptr_t)ptr - (uintptr_t)mem->plat.linear_virt;
+	if (__builtin_expect(off >= mem->plat.linear_size ||
+				     lookup_pa(mem, mem->plat.linear_phys + off, &k, &head, &pg) != 0 ||
+				     !(r = dmm__cpu_try_enter(mem)),
+			     0))
+		return kfree_slow(mem, ptr);
+	m = &k->mags[r->cpu];
+	n = m->n;
+	if (__builtin_expect(n == MAG_SIZE || mag_recent(m, n, ptr), 0)) {
+		dmm__cpu_leave(r);
+		return kfree_slow(mem, ptr);
+	}
+	m->obj[n] = (void *)ptr;
+	m->n = n + 1;
+	dmm__pcpu_add(&m->frees, 1);
+	dmm__cpu_leave(r);
 	return 0;
 }
 
