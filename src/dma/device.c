@@ -240,8 +240,18 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	}
 	if (parent)
 		__atomic_fetch_add(&parent->nr_children, 1, __ATOMIC_RELAXED);
+	dmm__dev_update_express(dev);
 	*out = dev;
 	return 0;
+}
+
+void dmm__dev_update_express(struct dmm_device *dev)
+{
+	const struct dmm_device_desc *d = &dev->desc;
+	bool e = d->coherent && !d->is_bus && !d->untrusted && !d->nr_ranges && !d->bus_offset && !dev->iommu &&
+		 !dev->restricted_pool && dev->mem->plat.nr_cpus <= DMM_DEV_PCPU;
+
+	__atomic_store_n(&dev->express, (uint8_t)e, __ATOMIC_RELAXED);
 }
 
 int dmm_device_destroy(struct dmm_device *dev)

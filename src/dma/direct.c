@@ -74,7 +74,7 @@ uint64_t dmm__dev_low_bounce(const struct dmm_device *dev)
 }
 
 /* Raise the peak to the low memory held now. */
-static void low_peak(struct dmm_device *dev)
+void dmm__dev_low_peak(struct dmm_device *dev)
 {
 	uint64_t now = __atomic_load_n(&dev->st.low_pages, __ATOMIC_RELAXED) * DMM_PAGE_SIZE + dmm__dev_low_bounce(dev);
 	uint64_t peak = __atomic_load_n(&dev->st.low_peak_bytes, __ATOMIC_RELAXED);
@@ -97,21 +97,7 @@ void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages)
 	if (coherent_pages) {
 		__atomic_fetch_add(&dev->st.low_pages, (uint64_t)coherent_pages, __ATOMIC_RELAXED);
 		if (coherent_pages > 0)
-			low_peak(dev);
-	}
-}
-
-void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes)
-{
-	if (!bytes)
-		return;
-	struct dmm_dev_pcpu *pc = &dev->pcpu[cpu % DMM_DEV_PCPU];
-
-	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, low_bounce), (uint64_t)bytes);
-	if (bytes > 0 && (int64_t)__atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED) >
-				 (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
-		__atomic_store_n(&pc->low_bounce_hw, __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
-		low_peak(dev);
+			dmm__dev_low_peak(dev);
 	}
 }
 
@@ -475,7 +461,7 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 		if (err)
 			return map_fail(dev, err);
 		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, maps), 1, offsetof(struct dmm_dev_pcpu, map_bytes), size);
-	} else if (!dev->desc.nr_ranges && dmm__must_bounce(dev, pa, size, dir, dmm__dev_reach_fast(dev, pa, size, &bus)) &&
+	} else if (!dev->desc.nr_ranges && (dmm__dev_reach_fast(dev, pa, size, &bus) || dmm__must_bounce(dev, pa, size, dir, 0)) &&
 		   dmm__swiotlb_map_fast(dev, pa, size, dir, &map_pa, &bus)) {
 		/* bounced through a run cached on this CPU, counters included */
 	} else {
@@ -496,24 +482,64 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 	return bus;
 }
 
+/*
+ * The express path of a streaming map (dmm__dev_express: a coherent device
+ * whose bus addresses are physical ones): a buffer the device reaches is
+ * counted and mapped in one short section; one it cannot reach (or any,
+ * when bouncing is forced) goes to the bounce buffers' short path. 1 and
+ * *@bus when done; 0 for the general path, which checks and does it all.
+ */
+static inline int map_express(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+			      dmm_dma_addr_t *bus)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dmm_dev_pcpu *dp;
+	struct dmm_cpu_thread *r;
+	dmm_phys_t map_pa;
+
+	if (!size || !dir_ok(dir) || pa + size < pa || !dmm__is_ram_fast(mem, pa, size))
+		return 0;
+	if (pa < dev->lim[0].lo || pa + size - 1 >= dev->lim[0].hi ||
+	    __atomic_load_n(&mem->bounce_all, __ATOMIC_RELAXED))
+		return dmm__swiotlb_map_fast(dev, pa, size, dir, &map_pa, bus);
+	if (!(r = dmm__cpu_try_enter(mem)))
+		return 0;
+	dp = &dev->pcpu[r->cpu]; /* express: a block per CPU */
+	dmm__pcpu_add(&dp->maps, 1);
+	dmm__pcpu_add(&dp->map_bytes, size);
+	dmm__cpu_leave(r);
+	*bus = pa;
+	return 1;
+}
+
 dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
 {
+	dmm_dma_addr_t bus;
+
 	if (!dev)
 		return DMM_DMA_MAPPING_ERROR;
+	if (__builtin_expect(dmm__dev_express(dev), 1) && map_express(dev, pa, size, dir, &bus))
+		return bus;
 	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
 }
 
 dmm_dma_addr_t dmm_dma_map_page(struct dmm_device *dev, dmm_pfn_t pfn, size_t offset, size_t size,
 				enum dmm_dma_dir dir)
 {
+	dmm_dma_addr_t bus;
+
 	if (!dev)
 		return DMM_DMA_MAPPING_ERROR;
+	if (__builtin_expect(dmm__dev_express(dev), 1) &&
+	    map_express(dev, dmm_pfn_to_phys(pfn) + offset, size, dir, &bus))
+		return bus;
 	return map_phys(dev, dmm_pfn_to_phys(pfn) + offset, size, dir, __builtin_return_address(0));
 }
 
 dmm_dma_addr_t dmm_dma_map_single(struct dmm_device *dev, const void *cpu, size_t size, enum dmm_dma_dir dir)
 {
 	const struct dmm_platform *p;
+	dmm_dma_addr_t bus;
 	dmm_phys_t pa;
 
 	if (!dev)
@@ -521,6 +547,8 @@ dmm_dma_addr_t dmm_dma_map_single(struct dmm_device *dev, const void *cpu, size_
 	p = &dev->mem->plat;
 	if (!cpu || !p->virt_to_phys || dmm__virt_to_phys(dev->mem, cpu, &pa))
 		return map_fail(dev, -DMM_EINVAL);
+	if (__builtin_expect(dmm__dev_express(dev), 1) && map_express(dev, pa, size, dir, &bus))
+		return bus;
 	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
 }
 
@@ -567,6 +595,10 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 
 	if (!dev || dma == DMM_DMA_MAPPING_ERROR)
 		return;
+	/* express: bus addresses are physical, the device coherent */
+	if (__builtin_expect(dmm__dev_express(dev), 1) && size && dma + size - 1 >= dma &&
+	    dmm__swiotlb_unmap_fast(dev, dma, size, dir_ok(dir) ? dir : DMM_DMA_NONE))
+		return;
 	if (dmm__dbg_on(dev))
 		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
 	if (dmm__iommu_translating(dev)) {
@@ -576,13 +608,14 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	}
 	if (__builtin_expect(!dev->desc.nr_ranges, 1) ? dmm__phys_of(dev, dma, &pa) : dmm_dma_bus_to_phys(dev, dma, &pa))
 		return;
-	if (!size || pa + size - 1 < pa || !dmm__is_ram_fast(dev->mem, pa, size))
+	if (!size || pa + size - 1 < pa)
 		return;
+	/* a bounce address is the pool's RAM: the short path finds its pool */
 	if ((dev->desc.coherent || dir == DMM_DMA_TO_DEVICE || !dir_ok(dir)) &&
-	    dmm__swiotlb_unmap_fast(dev, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE)) {
-		dmm__swiotlb_unmap_done(dev->mem);
+	    dmm__swiotlb_unmap_fast(dev, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE))
 		return;
-	}
+	if (!dmm__is_ram_fast(dev->mem, pa, size))
+		return;
 	unmap_pa(dev, pa, size, dir, true);
 }
 

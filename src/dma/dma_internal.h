@@ -41,7 +41,23 @@ struct dmm_device {
 	struct tlb_pool *restricted_pool; /* swiotlb.c: this device's own pool */
 	struct dmm_iommu_dom *iommu;      /* iommu.c: translating domain (DMM_IOMMU_DMA) */
 	uint32_t iommu_id;                /* IOMMU domain id (any iommu mode) */
+	uint8_t express;                  /* dmm__dev_express (atomic) */
 };
+
+/*
+ * The express paths of map and unmap serve a device whose bus addresses
+ * are its physical addresses: coherent, not a bus, not untrusted, no
+ * IOMMU, dma-ranges, bus offset or restricted pool, a counter block for
+ * every CPU, and DMA debug off. dmm__dev_update_express() sets the flag
+ * when the device is made and clears it when a restricted pool is given;
+ * the rest cannot change.
+ */
+void dmm__dev_update_express(struct dmm_device *dev);
+static inline bool dmm__dev_express(const struct dmm_device *dev)
+{
+	return __atomic_load_n(&dev->express, __ATOMIC_RELAXED) &&
+	       __atomic_load_n(&dev->mem->dma_debug, __ATOMIC_RELAXED) == (void *)0;
+}
 
 /* Behind a translating IOMMU: bus addresses are IOVAs of its domain. */
 static inline bool dmm__iommu_translating(const struct dmm_device *dev)
@@ -90,6 +106,17 @@ static inline void dmm__dstat2(struct dmm_device *dev, size_t o1, uint64_t v1, s
 	if (v2)
 		dmm__dstat_in(dev, cpu, o2, v2);
 	dmm__cpu_exit(dev->mem, cpu);
+}
+
+/* The counter block of @dev that only sections of @cpu write, or NULL when
+ * CPUs share blocks (more CPUs than DMM_DEV_PCPU: dmm__dstat_in then adds
+ * atomically). The short paths take plain adds on it or leave the work to
+ * the general path. */
+static inline struct dmm_dev_pcpu *dmm__dev_own_pcpu(struct dmm_device *dev, unsigned cpu)
+{
+	if (__builtin_expect(dev->mem->plat.nr_cpus <= DMM_DEV_PCPU, 1))
+		return &dev->pcpu[cpu];
+	return (struct dmm_dev_pcpu *)0;
 }
 
 /* Bus address of @pa for a device with neither IOMMU nor dma-ranges: the
@@ -167,9 +194,11 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 void dmm__swiotlb_unmap_done(struct dmm_mem *mem);
 /* The common case of map and unmap in one short path (a device with no
  * IOMMU, dma-ranges, restricted pool or untrusted mark; one or two slots;
- * a run cached on this CPU): 1 if done, 0 if the general path must run.
- * map: the buffer is known to need bouncing; unmap: @dir must need no
- * cache maintenance (a coherent device). */
+ * a counter block of the CPU's own; a run cached on this CPU): 1 if done,
+ * counters included, 0 if the general path must run. map: the buffer is
+ * known to need bouncing, and the device's map counters are counted here;
+ * unmap: @dir must need no cache maintenance (a coherent device); it
+ * counts the unmap and calls dmm__swiotlb_unmap_done() itself. */
 int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			  dmm_phys_t *tlb_pa, dmm_dma_addr_t *bus);
 int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
@@ -196,8 +225,25 @@ void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum d
 /* Low-memory accounting: @bytes below 4 GiB taken (>0) or given back (<0). */
 /* Coherent pages below 4 GiB taken (> 0) or given back. */
 void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages);
-/* Bounce bytes below 4 GiB taken (> 0) or given back, inside a section of @cpu. */
-void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes);
+/* Raise the device's low-memory peak to what it holds now (direct.c). */
+void dmm__dev_low_peak(struct dmm_device *dev);
+/* Bounce bytes below 4 GiB taken (> 0) or given back, inside a section of
+ * @cpu: the CPU's own count, and the peak when that count reaches a new
+ * high of its own. */
+static inline void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes)
+{
+	struct dmm_dev_pcpu *pc = &dev->pcpu[cpu % DMM_DEV_PCPU];
+	uint64_t now;
+
+	if (!bytes)
+		return;
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, low_bounce), (uint64_t)bytes);
+	now = __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED);
+	if (bytes > 0 && (int64_t)now > (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&pc->low_bounce_hw, now, __ATOMIC_RELAXED);
+		dmm__dev_low_peak(dev);
+	}
+}
 /* Bounce bytes below 4 GiB @dev holds now (the sum of its CPUs' counts). */
 uint64_t dmm__dev_low_bounce(const struct dmm_device *dev);
 

@@ -111,6 +111,8 @@ struct dmm_swiotlb {
 	struct dmm_mem *mem;
 	struct dmm_swiotlb_opts o;
 	unsigned slot_shift;             /* log2(o.slot_size) */
+	uint64_t off_mask;               /* o.align_mask within a slot: kept in the first slot */
+	uint64_t run_mask;               /* o.align_mask above the slot size: a run's address must match */
 	struct tlb_index idx[2];
 	uint32_t active;                 /* atomic */
 	struct tlb_pool *pools[MAX_POOLS];
@@ -162,12 +164,12 @@ void dmm_swiotlb_opts_default(const struct dmm_mem *mem, struct dmm_swiotlb_opts
 /* ---- the index ----------------------------------------------------------------- */
 
 /* The active index (inside a CPU-local section). */
-static const struct tlb_index *index_get(const struct dmm_swiotlb *t)
+static inline const struct tlb_index *index_get(const struct dmm_swiotlb *t)
 {
 	return &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
 }
 
-static struct tlb_pool *index_search(const struct tlb_index *x, dmm_phys_t pa)
+static inline struct tlb_pool *index_search(const struct tlb_index *x, dmm_phys_t pa)
 {
 	uint32_t lo = 0, hi = x->n;
 
@@ -372,6 +374,8 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 	t->mem = mem;
 	t->o = o;
 	t->slot_shift = (unsigned)__builtin_ctzll(o.slot_size);
+	t->off_mask = o.align_mask & (o.slot_size - 1);
+	t->run_mask = o.align_mask & ~(uint64_t)(o.slot_size - 1);
 	t->self_pfn = pfn;
 	t->self_pages = pages;
 	mem->plat.lock_init(mem->plat.ctx, &t->lock);
@@ -393,6 +397,8 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 		dmm_free_range(mem, pfn, pages);
 		return -DMM_EEXIST;
 	}
+	if (o.force)
+		__atomic_store_n(&mem->bounce_all, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -425,6 +431,7 @@ int dmm_swiotlb_restricted_pool(struct dmm_device *dev, uint64_t bytes)
 		return err;
 	}
 	sadd(&t->st.restricted_pools, 1);
+	__atomic_store_n(&dev->express, 0, __ATOMIC_RELAXED);
 	dev->restricted_pool = p;
 	return 0;
 }
@@ -567,13 +574,12 @@ static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_a
  * owning @pc), or -1. */
 static int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa)
 {
-	uint64_t mask = t->o.align_mask & ~(uint64_t)(t->o.slot_size - 1);
 	uint32_t k = pc->n[n - 1], first;
 
 	if (!k)
 		return -1;
 	first = pc->run[n - 1][k - 1];
-	if (mask && ((p->base + (uint64_t)first * t->o.slot_size) & mask) != (pa & mask))
+	if (((p->base + ((uint64_t)first << t->slot_shift)) ^ pa) & t->run_mask)
 		return -1; /* the offset must survive the bounce: take one from the area */
 	__atomic_store_n(&pc->n[n - 1], k - 1, __ATOMIC_RELAXED);
 	for (uint32_t i = 0; i < n; i++)
@@ -684,7 +690,7 @@ static inline uint32_t slots_for(const struct dmm_swiotlb *t, dmm_phys_t pa, siz
 		*off = pa & (granule - 1);
 		return (uint32_t)(dmm_align_up(*off + size, granule) >> t->slot_shift);
 	}
-	*off = pa & t->o.align_mask & (t->o.slot_size - 1);
+	*off = pa & t->off_mask;
 	return (uint32_t)((*off + size + t->o.slot_size - 1) >> t->slot_shift);
 }
 
@@ -829,7 +835,7 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 
 /* The mapping record behind bounce address @tlb_pa, or NULL. @hint: its
  * pool if the caller looked it up already. */
-static struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hint, dmm_phys_t tlb_pa,
+static inline struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hint, dmm_phys_t tlb_pa,
 			       struct tlb_pool **pp)
 {
 	struct tlb_pool *p = hint ? hint : index_find(t, tlb_pa);
@@ -864,7 +870,7 @@ int dmm__swiotlb_ready(struct dmm_mem *mem)
 int dmm__swiotlb_forced(struct dmm_mem *mem)
 {
 	struct dmm_swiotlb *t = tlb_of(mem);
-	return t && t->o.force;
+	return __atomic_load_n(&mem->bounce_all, __ATOMIC_ACQUIRE) && t;
 }
 
 /* Copy between the original and the bounce buffer for [tlb_pa, +size). */
@@ -914,12 +920,23 @@ static inline void cache_put(struct dmm_swiotlb *t, struct tlb_pool *p, struct t
 	dmm__pcpu_add(&pc->from_device, back);
 }
 
+/* Can @dev reach all of @p? pool_usable, short for the usual device (no
+ * bus offset, no restricted pool: the caller checked). */
+static inline bool pool_reachable(const struct tlb_pool *p, struct dmm_device *dev)
+{
+	if (__builtin_expect(dev->desc.bus_offset == 0, 1))
+		return p->base >= dev->lim[0].lo && p->base + p->bytes - 1 < dev->lim[0].hi;
+	return pool_usable(p, dev);
+}
+
 /*
  * The fast paths: a device with neither IOMMU, dma-ranges, restricted pool
- * nor untrusted mark, a mapping of one or two slots, a run in this CPU's
- * cache of the first pool (map) or a mapping of a cached pool (unmap).
- * Everything in one section; 0 means "not this case", and the caller takes
- * the general path, which handles every case.
+ * nor untrusted mark, a counter block of each CPU's own, a mapping of one
+ * or two slots, a run in this CPU's cache of the first pool (map) or a
+ * mapping of a cached pool (unmap); the callers have ruled out an IOMMU
+ * and dma-ranges. One section, with plain loads and stores (the map's copy
+ * after it); 0 means "not this case", and the caller takes the general
+ * path, which handles every case.
  */
 int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			  dmm_phys_t *tlb_pa, dmm_dma_addr_t *bus)
@@ -927,44 +944,54 @@ int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, en
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_swiotlb *t = tlb_of(mem);
 	const struct tlb_index *x;
+	struct dmm_cpu_thread *r;
+	struct dmm_dev_pcpu *dp;
 	struct tlb_pool *p;
-	struct tlb_cpu *pc;
 	uint64_t off, copy_in;
 	uint32_t n;
-	int64_t s;
+	int64_t s, low;
 	unsigned cpu;
-	dmm_dma_addr_t b;
+	dmm_phys_t b;
 
 	if (!t || dev->restricted_pool || dev->desc.untrusted)
 		return 0;
 	n = slots_for(t, pa, size, 0, &off);
 	if (n > TLB_CACHE_LEN)
 		return 0;
+	cpu = dmm__cpu_enter_r(mem, &r);
 	copy_in = copy_in_bytes(dir, size);
-	cpu = dmm__cpu_enter(mem);
 	x = index_get(t);
-	if (!x->n || !(p = x->pool[0])->cpus || !pool_usable(p, dev) ||
-	    (s = cache_take(t, p, (pc = &p->cpus[cpu]), n, pa)) < 0) {
-		dmm__cpu_exit(mem, cpu);
-		return 0;
-	}
-	dmm__pcpu_add(&pc->maps, 1);
-	dmm__pcpu_add(&pc->to_device, copy_in);
+	if (__builtin_expect(!x->n || !(dp = dmm__dev_own_pcpu(dev, cpu)), 0))
+		goto out;
+	p = x->pool[0];
+	if (__builtin_expect(!p->cpus || !pool_reachable(p, dev) || (s = cache_take(t, p, &p->cpus[cpu], n, pa)) < 0,
+			     0))
+		goto out;
 	b = record_map(t, p, (uint32_t)s, pa, size, n, off);
+	dmm__pcpu_add(&p->cpus[cpu].maps, 1);
+	dmm__pcpu_add(&p->cpus[cpu].to_device, copy_in);
+	dmm__pcpu_add(&dp->maps, 1);
+	dmm__pcpu_add(&dp->map_bytes, size);
+	dmm__pcpu_add(&dp->bounced_maps, 1);
+	low = (int64_t)low_bytes(b - off, (uint64_t)n << t->slot_shift);
+	if (low)
+		dmm__dev_low_bounce_in(dev, cpu, low);
+	dmm__cpu_exit_r(mem, r, cpu);
+	/* the slots are this mapping's now (nothing frees them before its
+	 * unmap): the copy runs outside the section */
 	if (copy_in)
 		dmm__phys_copy(mem, b, pa, size);
-	count_map(t, dev, cpu, p, (uint32_t)s, n);
-	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, maps), 1);
-	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, map_bytes), size);
-	dmm__cpu_exit(mem, cpu);
 	*tlb_pa = b;
 	*bus = dmm__bus_of(dev, b); /* the pool is reachable: no wrap */
 	return 1;
+out:
+	dmm__cpu_exit_r(mem, r, cpu);
+	return 0;
 }
 
 /* Copy back as @dir needs, release the device's low-memory count and free
  * (or cache) the mapping whose record is @f in @p; in a section of @cpu. */
-static void unmap_record(struct dmm_device *dev, struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_slot *f,
+static inline __attribute__((always_inline)) void unmap_record(struct dmm_device *dev, struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_slot *f,
 			 dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir, unsigned cpu)
 {
 	uint32_t first = (uint32_t)(f - p->slots), n = f->nslots;
@@ -994,22 +1021,35 @@ int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, 
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_swiotlb *t = tlb_of(mem);
+	struct dmm_dev_pcpu *dp;
 	struct tlb_pool *p;
-	struct tlb_slot *f = (struct tlb_slot *)0;
+	struct dmm_cpu_thread *r;
+	struct tlb_slot *f;
 	unsigned cpu;
 
-	if (!t || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED))
+	if (!t)
 		return 0;
-	cpu = dmm__cpu_enter(mem);
+	cpu = dmm__cpu_enter_r(mem, &r);
 	p = index_search(index_get(t), pa);
-	if (!p || !p->cpus || !(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN) {
-		dmm__cpu_exit(mem, cpu);
-		return 0;
-	}
+	if (__builtin_expect(!p || !p->cpus || !(dp = dmm__dev_own_pcpu(dev, cpu)) ||
+				     __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED),
+			     0))
+		goto out;
+	if (__builtin_expect(!(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN, 0))
+		goto out;
 	unmap_record(dev, t, p, f, pa, size, dir, cpu);
-	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
-	dmm__cpu_exit(mem, cpu);
+	dmm__pcpu_add(&dp->unmaps, 1);
+	dmm__cpu_exit_r(mem, r, cpu);
+	/* a deferred mapping may be waiting for these slots; an idle transient
+	 * pool may be due back */
+	if (__builtin_expect(__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED) |
+				     __atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED),
+			     0))
+		dmm__swiotlb_unmap_done(mem);
 	return 1;
+out:
+	dmm__cpu_exit_r(mem, r, cpu);
+	return 0;
 }
 
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
