@@ -1259,6 +1259,164 @@ static void test_run_cache_double_unmap(void **state)
 	}
 }
 
+/* One run of test_express_matches_general: a user-space host (thread
+ * sections), a coherent 32-bit device, a fixed sequence of maps of every
+ * size, direction and entry point, some held at once. */
+struct express_run {
+	dmm_dma_addr_t bus[256];
+	uint64_t bounced, to_dev, from_dev, bytes; /* expected */
+	struct dmm_dma_stats ds;
+	struct dmm_swiotlb_stats ts;
+};
+
+static void express_run(int debug, struct express_run *out)
+{
+	static const size_t sizes[] = { 1, 64, 100, 2048, 2049, 4000, 4096, 5000, 12000 };
+	static const enum dmm_dma_dir dirs[3] = { DMM_DMA_TO_DEVICE, DMM_DMA_FROM_DEVICE, DMM_DMA_BIDIRECTIONAL };
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	const struct dmm_constraint below = { 0, 4 * GiB, 0, 0, 0, 0 };
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_mem_info mi;
+	struct dmm_swiotlb_opts o;
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	dmm_pfn_t hi, lo;
+	uint8_t *hv, *lv, want[12000];
+	dmm_dma_addr_t held[4];
+	size_t hsz[4];
+	dmm_phys_t hpa[4];
+	enum dmm_dma_dir hdir[4];
+	unsigned nheld = 0;
+
+	dmm_machine_defaults(&m);
+	snprintf(m.name, sizeof(m.name), "express");
+	m.dma32_limit = 4 * GiB;
+	m.nr_ram = 1;
+	m.ram[0].base = 0;
+	m.ram[0].size = 8 * GiB;
+	assert_ok(dmm_hosted_mem_create(&m, 2, &h, &mem));
+	dmm_mem_get_info(mem, &mi);
+	assert_string_equal(mi.cpu_sections, "threads");
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 1 * MiB;
+	o.no_transient = 1;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	if (debug)
+		assert_ok(dmm_dma_debug_enable(mem, 1));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	assert_ok(dmm_page_alloc(mem, 2, &above, 0, &hi));
+	assert_ok(dmm_page_alloc(mem, 2, &below, 0, &lo));
+	hv = dmm_pfn_to_virt(mem, hi);
+	lv = dmm_pfn_to_virt(mem, lo);
+	for (unsigned i = 0; i < 256; i++) {
+		size_t len = sizes[i % 9], off = (i * 72u) % 4000;
+		enum dmm_dma_dir dir = dirs[(i / 9) % 3];
+		int low = i % 7 == 3; /* a buffer the device reaches: no bounce */
+		dmm_pfn_t pfn = low ? lo : hi;
+		uint8_t *v = (low ? lv : hv) + off;
+		dmm_phys_t pa = dmm_pfn_to_phys(pfn) + off;
+		dmm_dma_addr_t bus;
+
+		fill(want, len, i);
+		memcpy(v, want, len);
+		out->bytes += len;
+		if (!low) {
+			out->bounced++;
+			out->to_dev += dir != DMM_DMA_FROM_DEVICE ? len : 0;
+			out->from_dev += dir != DMM_DMA_TO_DEVICE ? len : 0;
+		}
+		if (i % 3 == 0)
+			bus = dmm_dma_map_phys(dev, pa, len, dir);
+		else if (i % 3 == 1)
+			bus = dmm_dma_map_page(dev, pfn, off, len, dir);
+		else
+			bus = dmm_dma_map_single(dev, v, len, dir);
+		assert_ok(dmm_dma_mapping_error(dev, bus));
+		out->bus[i] = bus;
+		if (low) {
+			assert_int_equal(bus, pa);
+		} else {
+			uint8_t *bv = (uint8_t *)dmm_pfn_to_virt(mem, dmm_phys_to_pfn(bus)) + (bus & (DMM_PAGE_SIZE - 1));
+			assert_true(dmm_swiotlb_is_bounce(mem, bus));
+			if (dir != DMM_DMA_FROM_DEVICE)
+				assert_memory_equal(bv, want, len); /* copied in */
+			if (dir != DMM_DMA_TO_DEVICE) {
+				fill(want, len, i + 1000); /* the device writes */
+				memcpy(bv, want, len);
+			}
+		}
+		assert_ok(dmm_swiotlb_check(mem));
+		if (i % 5 == 4 && nheld < 4) { /* keep it a while */
+			held[nheld] = bus;
+			hsz[nheld] = len;
+			hpa[nheld] = pa;
+			hdir[nheld++] = dir;
+			continue;
+		}
+		dmm_dma_unmap_phys(dev, bus, len, dir);
+		assert_memory_equal(v, want, len); /* copied back exactly when the direction says */
+		if (i % 31 == 30)
+			while (nheld) {
+				nheld--;
+				dmm_dma_unmap_phys(dev, held[nheld], hsz[nheld], hdir[nheld]);
+				(void)hpa[nheld];
+			}
+		assert_ok(dmm_swiotlb_check(mem));
+	}
+	while (nheld) {
+		nheld--;
+		dmm_dma_unmap_phys(dev, held[nheld], hsz[nheld], hdir[nheld]);
+	}
+	dmm_device_get_stats(dev, &out->ds);
+	dmm_swiotlb_get_stats(mem, &out->ts);
+	assert_int_equal(out->ds.maps, 256);
+	assert_int_equal(out->ds.unmaps, 256);
+	assert_int_equal(out->ds.map_bytes, out->bytes);
+	assert_int_equal(out->ds.bounced_maps, out->bounced);
+	assert_int_equal(out->ts.maps, out->bounced);
+	assert_int_equal(out->ts.unmaps, out->bounced);
+	assert_int_equal(out->ts.bounced_to_device, out->to_dev);
+	assert_int_equal(out->ts.bounced_from_device, out->from_dev);
+	assert_int_equal(out->ds.low_bounce_bytes, 0);
+	assert_int_equal(out->ts.used_slots, 0);
+	if (debug)
+		assert_int_equal(dmm_dma_debug_total(mem), 0);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_device_destroy(dev));
+	assert_ok(dmm_page_free(mem, hi, 2));
+	assert_ok(dmm_page_free(mem, lo, 2));
+	assert_checks(mem);
+	dmm_hosted_mem_destroy(h, mem);
+}
+
+/* The express paths (DMA debug off) and the general path (debug on) hand
+ * out the same bounce addresses, move the same bytes and count the same. */
+static void test_express_matches_general(void **state)
+{
+	static struct express_run r[2];
+	(void)state;
+
+	memset(r, 0, sizeof(r));
+	express_run(0, &r[0]);
+	express_run(1, &r[1]);
+	assert_memory_equal(r[0].bus, r[1].bus, sizeof(r[0].bus));
+	assert_int_equal(r[0].ds.maps, r[1].ds.maps);
+	assert_int_equal(r[0].ds.unmaps, r[1].ds.unmaps);
+	assert_int_equal(r[0].ds.map_bytes, r[1].ds.map_bytes);
+	assert_int_equal(r[0].ds.bounced_maps, r[1].ds.bounced_maps);
+	assert_true(r[0].ds.bounced_maps > 200);
+	assert_int_equal(r[0].ds.low_peak_bytes, r[1].ds.low_peak_bytes);
+	assert_true(r[0].ds.low_peak_bytes > 0);
+	assert_int_equal(r[0].ts.maps, r[1].ts.maps);
+	assert_int_equal(r[0].ts.unmaps, r[1].ts.unmaps);
+	assert_int_equal(r[0].ts.bounced_to_device, r[1].ts.bounced_to_device);
+	assert_int_equal(r[0].ts.bounced_from_device, r[1].ts.bounced_from_device);
+	assert_int_equal(r[0].ts.high_water_slots, r[1].ts.high_water_slots);
+	assert_int_equal(r[0].ts.cached_slots, r[1].ts.cached_slots);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1277,6 +1435,7 @@ int main(void)
 		cmocka_unit_test(test_run_cache_drained_across_cpus),
 		cmocka_unit_test(test_run_cache_two_threads),
 		cmocka_unit_test(test_run_cache_double_unmap),
+		cmocka_unit_test(test_express_matches_general),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
