@@ -71,6 +71,9 @@ struct dmm_slab_state {
 	bool packed_always, packed_on_request;
 	/* class for a size, by (size + 7) / 8: packed [0], DMA-aligned [1]; -1 above */
 	int8_t class_for[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
+	/* the row of class_for for a request without [0] and with [1]
+	 * DMM_GFP_PACKED: the policy folded into one load */
+	uint8_t row_for[2];
 };
 
 uint64_t dmm__slab_meta_size(unsigned nr_cpus)
@@ -89,6 +92,7 @@ static unsigned slab_order_for(uint32_t size)
 }
 
 static int class_search(const struct dmm_mem *mem, size_t size, bool packed);
+static inline bool packed_request(const struct dmm_mem *mem, unsigned flags);
 
 void dmm__slab_init(struct dmm_mem *mem, void *meta)
 {
@@ -116,6 +120,8 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			mem->plat.lock_init(mem->plat.ctx, &k->lock);
 			m += mem->plat.nr_cpus;
 		}
+	s->row_for[0] = packed_request(mem, 0) ? 0 : 1;
+	s->row_for[1] = packed_request(mem, DMM_GFP_PACKED) ? 0 : 1;
 	for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++) {
 		s->class_for[0][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, true);
 		s->class_for[1][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, false);
@@ -400,7 +406,9 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
  */
 int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
+	struct dmm_slab_state *sl;
 	struct dmm_cpu_thread *r;
+	unsigned row;
 	struct kcache *k;
 	struct mag *m;
 	uint32_t n;
@@ -410,11 +418,13 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	if (__builtin_expect(!mem || !ptr || size - 1 >= DMM_KMALLOC_MAX_CACHE || (flags & ~DMM_GFP_PACKED) ||
 			     !mem->plat.virt_to_phys, 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	packed = packed_request(mem, flags);
-	c = class_of(mem, size, packed);
+	sl = mem->slab;
+	row = sl->row_for[(flags & DMM_GFP_PACKED) != 0];
+	packed = row == 0;
+	c = sl->class_for[row][(size + 7) / 8];
 	if (__builtin_expect(c < 0 || !(r = dmm__cpu_try_enter(mem)), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	k = &mem->slab->cache[0][c];
+	k = &sl->cache[0][c];
 	m = &k->mags[r->cpu];
 	n = m->n;
 	if (__builtin_expect(n == 0, 0)) {
@@ -550,13 +560,37 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	return 0;
 }
 
+/*
+ * The cache of object @pa for the fast path, or NULL (the slow path then
+ * looks again and says why). A page's owner is one of our caches exactly
+ * while it belongs to a live slab of that cache (set when the slab is
+ * made, cleared before it is freed), and slabs are naturally aligned, so
+ * the offset in the slab needs no head descriptor.
+ */
+static inline struct kcache *cache_of_fast(struct dmm_mem *mem, dmm_phys_t pa)
+{
+	const struct dmm_page *pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa));
+	struct kcache *k;
+	uint64_t off, idx;
+
+	if (!pg)
+		return (struct kcache *)0;
+	k = dmm__owner(pg);
+	if ((uintptr_t)k - (uintptr_t)&mem->slab->cache[0][0] >= sizeof(mem->slab->cache))
+		return (struct kcache *)0;
+	off = pa & ((DMM_PAGE_SIZE << k->order) - 1);
+	idx = (off * k->recip) >> 32;
+	if (idx * k->size != off || idx >= k->objs)
+		return (struct kcache *)0;
+	return k;
+}
+
 /* The fast path: an object inside the linear map, this thread the owner
  * of its CPU slot, room in that CPU's magazine; tail calls only. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 {
 	struct dmm_cpu_thread *r;
 	struct kcache *k;
-	struct dmm_page *head, *pg;
 	struct mag *m;
 	uintptr_t off;
 	uint32_t n;
@@ -564,8 +598,7 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 	if (__builtin_expect(!mem || !ptr || !mem->plat.virt_to_phys, 0))
 		return kfree_slow(mem, ptr);
 	off = (uintptr_t)ptr - (uintptr_t)mem->plat.linear_virt;
-	if (__builtin_expect(off >= mem->plat.linear_size ||
-				     lookup_pa(mem, mem->plat.linear_phys + off, &k, &head, &pg) != 0 ||
+	if (__builtin_expect(off >= mem->plat.linear_size || !(k = cache_of_fast(mem, mem->plat.linear_phys + off)) ||
 				     !(r = dmm__cpu_try_enter(mem)),
 			     0))
 		return kfree_slow(mem, ptr);
