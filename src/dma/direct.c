@@ -462,8 +462,9 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 			return map_fail(dev, err);
 		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, maps), 1, offsetof(struct dmm_dev_pcpu, map_bytes), size);
 	} else if (!dev->desc.nr_ranges && (dmm__dev_reach_fast(dev, pa, size, &bus) || dmm__must_bounce(dev, pa, size, dir, 0)) &&
-		   dmm__swiotlb_map_fast(dev, pa, size, dir, &map_pa, &bus)) {
+		   (bus = dmm__swiotlb_map_fast(dev, pa, size, dir)) != DMM_DMA_MAPPING_ERROR) {
 		/* bounced through a run cached on this CPU, counters included */
+		dmm__phys_of(dev, bus, &map_pa);
 	} else {
 		/* one section: the bounce slot and the counters */
 		unsigned cpu = dmm__cpu_enter(dev->mem);
@@ -486,30 +487,28 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
  * The express path of a streaming map (dmm__dev_express: a coherent device
  * whose bus addresses are physical ones): a buffer the device reaches is
  * counted and mapped in one short section; one it cannot reach (or any,
- * when bouncing is forced) goes to the bounce buffers' short path. 1 and
- * *@bus when done; 0 for the general path, which checks and does it all.
+ * when bouncing is forced) goes to the bounce buffers' short path. The bus
+ * address when done; DMM_DMA_MAPPING_ERROR for the general path, which
+ * checks and does it all (and says why it fails).
  */
-static inline int map_express(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			      dmm_dma_addr_t *bus)
+static inline dmm_dma_addr_t map_express(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_dev_pcpu *dp;
 	struct dmm_cpu_thread *r;
-	dmm_phys_t map_pa;
 
 	if (!size || !dir_ok(dir) || pa + size < pa || !dmm__is_ram_fast(mem, pa, size))
-		return 0;
+		return DMM_DMA_MAPPING_ERROR;
 	if (pa < dev->lim[0].lo || pa + size - 1 >= dev->lim[0].hi ||
 	    __atomic_load_n(&mem->bounce_all, __ATOMIC_RELAXED))
-		return dmm__swiotlb_map_fast(dev, pa, size, dir, &map_pa, bus);
+		return dmm__swiotlb_map_fast(dev, pa, size, dir);
 	if (!(r = dmm__cpu_try_enter(mem)))
-		return 0;
+		return DMM_DMA_MAPPING_ERROR;
 	dp = &dev->pcpu[r->cpu]; /* express: a block per CPU */
 	dmm__pcpu_add(&dp->maps, 1);
 	dmm__pcpu_add(&dp->map_bytes, size);
 	dmm__cpu_leave(r);
-	*bus = pa;
-	return 1;
+	return pa;
 }
 
 dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
@@ -518,7 +517,8 @@ dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t si
 
 	if (!dev)
 		return DMM_DMA_MAPPING_ERROR;
-	if (__builtin_expect(dmm__dev_express(dev), 1) && map_express(dev, pa, size, dir, &bus))
+	if (__builtin_expect(dmm__dev_express(dev), 1) &&
+	    (bus = map_express(dev, pa, size, dir)) != DMM_DMA_MAPPING_ERROR)
 		return bus;
 	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
 }
@@ -531,7 +531,7 @@ dmm_dma_addr_t dmm_dma_map_page(struct dmm_device *dev, dmm_pfn_t pfn, size_t of
 	if (!dev)
 		return DMM_DMA_MAPPING_ERROR;
 	if (__builtin_expect(dmm__dev_express(dev), 1) &&
-	    map_express(dev, dmm_pfn_to_phys(pfn) + offset, size, dir, &bus))
+	    (bus = map_express(dev, dmm_pfn_to_phys(pfn) + offset, size, dir)) != DMM_DMA_MAPPING_ERROR)
 		return bus;
 	return map_phys(dev, dmm_pfn_to_phys(pfn) + offset, size, dir, __builtin_return_address(0));
 }
@@ -547,7 +547,8 @@ dmm_dma_addr_t dmm_dma_map_single(struct dmm_device *dev, const void *cpu, size_
 	p = &dev->mem->plat;
 	if (!cpu || !p->virt_to_phys || dmm__virt_to_phys(dev->mem, cpu, &pa))
 		return map_fail(dev, -DMM_EINVAL);
-	if (__builtin_expect(dmm__dev_express(dev), 1) && map_express(dev, pa, size, dir, &bus))
+	if (__builtin_expect(dmm__dev_express(dev), 1) &&
+	    (bus = map_express(dev, pa, size, dir)) != DMM_DMA_MAPPING_ERROR)
 		return bus;
 	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
 }

@@ -194,13 +194,13 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 void dmm__swiotlb_unmap_done(struct dmm_mem *mem);
 /* The common case of map and unmap in one short path (a device with no
  * IOMMU, dma-ranges, restricted pool or untrusted mark; one or two slots;
- * a counter block of the CPU's own; a run cached on this CPU): 1 if done,
- * counters included, 0 if the general path must run. map: the buffer is
+ * a counter block of the CPU's own; a run cached on this CPU). map returns
+ * the bus address, counters included, or DMM_DMA_MAPPING_ERROR if the
+ * general path must run; unmap 1 if done, 0 if not. map: the buffer is
  * known to need bouncing, and the device's map counters are counted here;
  * unmap: @dir must need no cache maintenance (a coherent device); it
  * counts the unmap and calls dmm__swiotlb_unmap_done() itself. */
-int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			  dmm_phys_t *tlb_pa, dmm_dma_addr_t *bus);
+dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
 int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
 /* The bounce pool holding @pa, or NULL. O(log pools). */
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);

@@ -570,6 +570,14 @@ static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_a
 	return -1;
 }
 
+/* Slots [first, first + n) of @p, n <= TLB_CACHE_LEN, go to state @used. */
+static inline void mark_run(struct tlb_pool *p, uint32_t first, uint32_t n, uint8_t used)
+{
+	_Static_assert(TLB_CACHE_LEN == 2, "a cached run is its first and last slot");
+	p->slots[first].used = used;
+	p->slots[first + n - 1].used = used;
+}
+
 /* A cached run of @n slots for a mapping of @pa (in a section of the CPU
  * owning @pc), or -1. */
 static int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa)
@@ -582,8 +590,7 @@ static int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_
 	if (((p->base + ((uint64_t)first << t->slot_shift)) ^ pa) & t->run_mask)
 		return -1; /* the offset must survive the bounce: take one from the area */
 	__atomic_store_n(&pc->n[n - 1], k - 1, __ATOMIC_RELAXED);
-	for (uint32_t i = 0; i < n; i++)
-		p->slots[first + i].used = SLOT_MAPPED;
+	mark_run(p, first, n, SLOT_MAPPED);
 	return first;
 }
 
@@ -909,8 +916,7 @@ static inline void cache_put(struct dmm_swiotlb *t, struct tlb_pool *p, struct t
 
 	if (__builtin_expect(pc->n[n - 1] == TLB_CACHE_RUNS, 0))
 		cache_give_back(t, p, pc, n, TLB_CACHE_RUNS / 2);
-	for (uint32_t i = 0; i < n; i++)
-		f[i].used = SLOT_CACHED;
+	mark_run(p, first, n, SLOT_CACHED);
 	f->orig = 0;
 	f->size = 0;
 	f->off = 0;
@@ -938,8 +944,7 @@ static inline bool pool_reachable(const struct tlb_pool *p, struct dmm_device *d
  * after it); 0 means "not this case", and the caller takes the general
  * path, which handles every case.
  */
-int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			  dmm_phys_t *tlb_pa, dmm_dma_addr_t *bus)
+dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_swiotlb *t = tlb_of(mem);
@@ -947,33 +952,46 @@ int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, en
 	struct dmm_cpu_thread *r;
 	struct dmm_dev_pcpu *dp;
 	struct tlb_pool *p;
+	struct tlb_cpu *pc;
 	uint64_t off, copy_in;
-	uint32_t n;
-	int64_t s, low;
-	unsigned cpu;
+	unsigned cpu, shift;
+	uint32_t n, k, first;
 	dmm_phys_t b;
+	int64_t low;
 
 	if (!t || dev->restricted_pool || dev->desc.untrusted)
-		return 0;
+		return DMM_DMA_MAPPING_ERROR;
+	/* what the section needs, read before it stores anything */
+	shift = t->slot_shift;
 	n = slots_for(t, pa, size, 0, &off);
 	if (n > TLB_CACHE_LEN)
-		return 0;
-	cpu = dmm__cpu_enter_r(mem, &r);
+		return DMM_DMA_MAPPING_ERROR;
 	copy_in = copy_in_bytes(dir, size);
+	cpu = dmm__cpu_enter_r(mem, &r);
 	x = index_get(t);
 	if (__builtin_expect(!x->n || !(dp = dmm__dev_own_pcpu(dev, cpu)), 0))
 		goto out;
 	p = x->pool[0];
-	if (__builtin_expect(!p->cpus || !pool_reachable(p, dev) || (s = cache_take(t, p, &p->cpus[cpu], n, pa)) < 0,
-			     0))
+	if (__builtin_expect(!p->cpus || !pool_reachable(p, dev), 0))
 		goto out;
-	b = record_map(t, p, (uint32_t)s, pa, size, n, off);
-	dmm__pcpu_add(&p->cpus[cpu].maps, 1);
-	dmm__pcpu_add(&p->cpus[cpu].to_device, copy_in);
+	pc = &p->cpus[cpu];
+	k = pc->n[n - 1];
+	if (__builtin_expect(!k, 0))
+		goto out;
+	first = pc->run[n - 1][k - 1];
+	b = p->base + ((uint64_t)first << shift);
+	if (__builtin_expect(((b ^ pa) & t->run_mask) != 0, 0))
+		goto out; /* the offset must survive the bounce: the general path */
+	low = (int64_t)low_bytes(b, (uint64_t)n << shift);
+	b += off;
+	__atomic_store_n(&pc->n[n - 1], k - 1, __ATOMIC_RELAXED);
+	mark_run(p, first, n, SLOT_MAPPED);
+	record_map(t, p, first, pa, size, n, off);
+	dmm__pcpu_add(&pc->maps, 1);
+	dmm__pcpu_add(&pc->to_device, copy_in);
 	dmm__pcpu_add(&dp->maps, 1);
 	dmm__pcpu_add(&dp->map_bytes, size);
 	dmm__pcpu_add(&dp->bounced_maps, 1);
-	low = (int64_t)low_bytes(b - off, (uint64_t)n << t->slot_shift);
 	if (low)
 		dmm__dev_low_bounce_in(dev, cpu, low);
 	dmm__cpu_exit_r(mem, r, cpu);
@@ -981,12 +999,10 @@ int dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, en
 	 * unmap): the copy runs outside the section */
 	if (copy_in)
 		dmm__phys_copy(mem, b, pa, size);
-	*tlb_pa = b;
-	*bus = dmm__bus_of(dev, b); /* the pool is reachable: no wrap */
-	return 1;
+	return dmm__bus_of(dev, b); /* the pool is reachable: no wrap */
 out:
 	dmm__cpu_exit_r(mem, r, cpu);
-	return 0;
+	return DMM_DMA_MAPPING_ERROR;
 }
 
 /* Copy back as @dir needs, release the device's low-memory count and free
