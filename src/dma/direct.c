@@ -592,14 +592,17 @@ static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
+	bool tried = false;
 	dmm_phys_t pa;
 
 	if (!dev || dma == DMM_DMA_MAPPING_ERROR)
 		return;
 	/* express: bus addresses are physical, the device coherent */
-	if (__builtin_expect(dmm__dev_express(dev), 1) && size && dma + size - 1 >= dma &&
-	    dmm__swiotlb_unmap_fast(dev, dma, size, dir_ok(dir) ? dir : DMM_DMA_NONE))
-		return;
+	if (__builtin_expect(dmm__dev_express(dev), 1) && size && dma + size - 1 >= dma) {
+		if (dmm__swiotlb_unmap_fast(dev, dma, size, dir_ok(dir) ? dir : DMM_DMA_NONE, true))
+			return;
+		tried = true;
+	}
 	if (dmm__dbg_on(dev))
 		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
 	if (dmm__iommu_translating(dev)) {
@@ -612,8 +615,8 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	if (!size || pa + size - 1 < pa)
 		return;
 	/* a bounce address is the pool's RAM: the short path finds its pool */
-	if ((dev->desc.coherent || dir == DMM_DMA_TO_DEVICE || !dir_ok(dir)) &&
-	    dmm__swiotlb_unmap_fast(dev, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE))
+	if (!tried && (dev->desc.coherent || dir == DMM_DMA_TO_DEVICE || !dir_ok(dir)) &&
+	    dmm__swiotlb_unmap_fast(dev, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE, false))
 		return;
 	if (!dmm__is_ram_fast(dev->mem, pa, size))
 		return;

@@ -199,9 +199,11 @@ void dmm__swiotlb_unmap_done(struct dmm_mem *mem);
  * general path must run; unmap 1 if done, 0 if not. map: the buffer is
  * known to need bouncing, and the device's map counters are counted here;
  * unmap: @dir must need no cache maintenance (a coherent device); it
- * counts the unmap and calls dmm__swiotlb_unmap_done() itself. */
+ * counts the unmap and calls dmm__swiotlb_unmap_done() itself. @direct
+ * (an express device, bus = phys): an address in no pool is a direct
+ * mapping of RAM, and its unmap is counted and done here too. */
 dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
-int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
+int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool direct);
 /* The bounce pool holding @pa, or NULL. O(log pools). */
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);
 /* The same inside a CPU-local section. */

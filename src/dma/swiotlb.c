@@ -1033,7 +1033,7 @@ static inline __attribute__((always_inline)) void unmap_record(struct dmm_device
 	}
 }
 
-int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool direct)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_swiotlb *t = tlb_of(mem);
@@ -1043,13 +1043,22 @@ int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, 
 	struct tlb_slot *f;
 	unsigned cpu;
 
-	if (!t)
+	if (!t && !direct)
 		return 0;
 	cpu = dmm__cpu_enter_r(mem, &r);
-	p = index_search(index_get(t), pa);
-	if (__builtin_expect(!p || !p->cpus || !(dp = dmm__dev_own_pcpu(dev, cpu)) ||
-				     __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED),
-			     0))
+	dp = dmm__dev_own_pcpu(dev, cpu);
+	p = t ? index_search(index_get(t), pa) : (struct tlb_pool *)0;
+	if (!p) {
+		/* an express device's direct mapping: nothing to copy or
+		 * to maintain, only the count (RAM, as the general path
+		 * checks) */
+		if (!direct || !dp || !dmm__is_ram_fast(mem, pa, size))
+			goto out;
+		dmm__pcpu_add(&dp->unmaps, 1);
+		dmm__cpu_exit_r(mem, r, cpu);
+		return 1;
+	}
+	if (__builtin_expect(!p->cpus || !dp || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED), 0))
 		goto out;
 	if (__builtin_expect(!(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN, 0))
 		goto out;
