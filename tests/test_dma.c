@@ -301,6 +301,17 @@ static void test_streaming_and_sg(void **state)
 	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
 	bus = dmm_dma_map_phys(dev, 0xa0000, 4096, DMM_DMA_TO_DEVICE); /* a hole */
 	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	/* RAM that runs into a hole: the 639 KiB region's partial last page,
+	 * the PCI hole at 3 GiB */
+	bus = dmm_dma_map_phys(dev, 0x9e000, 8192, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	bus = dmm_dma_map_phys(dev, 0xbffff000ull, 8192, DMM_DMA_FROM_DEVICE);
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	/* a long buffer inside one region */
+	bus = dmm_dma_map_phys(dev, 0x100000, 1 * MiB, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	assert_int_equal(bus, 0x100000);
+	dmm_dma_unmap_phys(dev, bus, 1 * MiB, DMM_DMA_TO_DEVICE);
 	bus = dmm_dma_map_single(dev, &bus, 8, DMM_DMA_TO_DEVICE); /* not managed RAM */
 	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
 

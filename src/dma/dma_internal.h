@@ -141,18 +141,17 @@ static inline int dmm__phys_of(const struct dmm_device *dev, dmm_dma_addr_t dma,
 	return 0;
 }
 
-/* Is [pa, pa + size) RAM the allocator knows (size > 0, no wrap)? */
+/* Is [pa, pa + size) RAM the allocator knows (size > 0, no wrap)? A
+ * buffer inside one page costs one descriptor; a longer one, the RAM
+ * regions (dmm__is_ram_span). */
 static inline bool dmm__is_ram_fast(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 {
 	dmm_pfn_t p = dmm_phys_to_pfn(pa), last = dmm_phys_to_pfn(pa + size - 1);
+	const struct dmm_page *pg = dmm__pfn_page(mem, p);
 
-	for (;; p++) {
-		const struct dmm_page *pg = dmm__pfn_page(mem, p);
-		if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
-			return false;
-		if (p == last)
-			return true;
-	}
+	if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
+		return false;
+	return p == last || dmm__is_ram_span(mem, p, last);
 }
 
 /* device.c / direct.c */

@@ -112,6 +112,25 @@ static void region_pfns(const struct dmm_region *r, dmm_pfn_t *s, dmm_pfn_t *e)
 		*e = *s;
 }
 
+bool dmm__is_ram_span(const struct dmm_mem *mem, dmm_pfn_t first, dmm_pfn_t last)
+{
+	const struct dmm_machine *m = &mem->machine;
+
+	for (unsigned i = 0; i < m->nr_ram; i++) {
+		dmm_pfn_t s, e;
+		region_pfns(&m->ram[i], &s, &e);
+		if (first >= s && last < e)
+			return true;
+	}
+	for (dmm_pfn_t p = first;; p++) {
+		const struct dmm_page *pg = dmm__pfn_page(mem, p);
+		if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
+			return false;
+		if (p == last)
+			return true;
+	}
+}
+
 /* RAM pages of @m inside [lo, hi). */
 uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi)
 {

@@ -455,6 +455,10 @@ static inline void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_
 		dmm_memcpy(d, s, len);
 }
 uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi);
+/* Are pages [first, last] all RAM? The pages outside every RAM region are
+ * exactly the holes, so a span inside one region is RAM; one that crosses
+ * regions is checked page by page. */
+bool dmm__is_ram_span(const struct dmm_mem *mem, dmm_pfn_t first, dmm_pfn_t last);
 
 /* ---- page_alloc.c -------------------------------------------------------- */
 
