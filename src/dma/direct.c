@@ -502,7 +502,7 @@ static inline dmm_dma_addr_t map_express(struct dmm_device *dev, dmm_phys_t pa, 
 	if (pa < dev->lim[0].lo || pa + size - 1 >= dev->lim[0].hi ||
 	    __atomic_load_n(&mem->bounce_all, __ATOMIC_RELAXED))
 		return dmm__swiotlb_map_fast(dev, pa, size, dir);
-	if (!(r = dmm__cpu_try_enter(mem)))
+	if (!dmm__cpu_try_enter(mem, &r))
 		return DMM_DMA_MAPPING_ERROR;
 	dp = &dev->pcpu[r->cpu]; /* express: a block per CPU */
 	dmm__pcpu_add(&dp->maps, 1);

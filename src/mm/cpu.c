@@ -9,10 +9,11 @@
 void dmm__cpu_init(struct dmm_mem *mem)
 {
 	mem->cpu_mode = mem->plat.cpu_enter ? DMM_CPU_HOOKS : DMM_CPU_LOCKS;
+	mem->cpu_thread_fence = 0;
 #ifdef DMM_HAVE_THREAD_POINTER
 	if (mem->plat.cpu_thread_slots) {
 		mem->cpu_mode = DMM_CPU_THREADS;
-		mem->cpu_light_fence = mem->plat.cpu_fence != 0;
+		mem->cpu_thread_fence = mem->plat.cpu_fence ? 1 : 2;
 		mem->plat.lock_init(mem->plat.ctx, &mem->cpu_threads_lock);
 	}
 #endif

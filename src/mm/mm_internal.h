@@ -131,7 +131,7 @@ struct dmm_mem {
 	struct dmm_cpu_slot *cpu_slots;   /* nr_cpus: CPU-local sections (cpu.c) */
 	struct dmm_cpu_thread *cpu_threads; /* DMM_CPU_NR_THREADS records (DMM_CPU_THREADS) */
 	uint8_t cpu_mode;                 /* DMM_CPU_LOCKS / _HOOKS / _THREADS */
-	uint8_t cpu_light_fence;          /* threads: the platform has cpu_fence */
+	uint8_t cpu_thread_fence;         /* threads mode: 1 the platform has cpu_fence, 2 it has not; else 0 */
 	struct dmm_lock cpu_threads_lock; /* new thread records */
 	uint64_t cpu_slow_enters, cpu_syncs; /* atomic counters */
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
@@ -306,35 +306,41 @@ static inline unsigned dmm__cpu_hash(uintptr_t tp)
 
 /*
  * The short way in, for paths with a general way to fall back on: the
- * calling thread's record if it owns its slot and nobody holds it (threads
- * mode), and the section has begun: r->cpu is its CPU, dmm__cpu_leave(r)
- * ends it. NULL otherwise, and nothing was entered. A section entered this
+ * calling thread's record in *@rp if it owns its slot and nobody holds it
+ * (threads mode): true, the section has begun, r->cpu is its CPU,
+ * dmm__cpu_leave(r)
+ * ends it. false otherwise, and nothing was entered. A section entered this
  * way needs no slot at exit: while its busy word is set nobody can take
  * the slot (takers wait for it), so the slot is still its owner's and not
  * held, and clearing busy is all dmm__cpu_exit would do. Paths built on
  * it call nothing that is not a tail call, so they need no stack frame.
  */
-static inline struct dmm_cpu_thread *dmm__cpu_try_enter(const struct dmm_mem *mem)
+static inline bool dmm__cpu_try_enter(const struct dmm_mem *mem, struct dmm_cpu_thread **rp)
 {
 #ifdef DMM_HAVE_THREAD_POINTER
-	if (__builtin_expect(mem->cpu_mode == DMM_CPU_THREADS, 1)) {
+	unsigned fence = mem->cpu_thread_fence; /* nonzero: threads mode */
+
+	if (__builtin_expect(fence != 0, 1)) {
 		uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
 		struct dmm_cpu_thread *r = &mem->cpu_threads[dmm__cpu_hash(tp)];
 		if (__builtin_expect(__atomic_load_n(&r->tp, __ATOMIC_RELAXED) == tp, 1)) {
 			__atomic_store_n(&r->busy, 1, __ATOMIC_RELAXED);
-			if (__builtin_expect(mem->cpu_light_fence, 1))
+			if (__builtin_expect(fence == 1, 1))
 				__atomic_signal_fence(__ATOMIC_SEQ_CST);
 			else
 				__atomic_thread_fence(__ATOMIC_SEQ_CST);
-			if (__builtin_expect(__atomic_load_n(&r->fast, __ATOMIC_ACQUIRE) != 0, 1))
-				return r;
+			if (__builtin_expect(__atomic_load_n(&r->fast, __ATOMIC_ACQUIRE) != 0, 1)) {
+				*rp = r;
+				return true;
+			}
 			__atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
 		}
 	}
 #else
 	(void)mem;
 #endif
-	return (struct dmm_cpu_thread *)0;
+	*rp = (struct dmm_cpu_thread *)0;
+	return false;
 }
 
 /* End a section dmm__cpu_try_enter began. */
@@ -366,11 +372,8 @@ static inline void dmm__cpu_exit(const struct dmm_mem *mem, unsigned cpu)
  * when the short way worked (then dmm__cpu_leave), else NULL. */
 static inline unsigned dmm__cpu_enter_r(const struct dmm_mem *mem, struct dmm_cpu_thread **rp)
 {
-	struct dmm_cpu_thread *r = dmm__cpu_try_enter(mem);
-
-	*rp = r;
-	if (__builtin_expect(r != (struct dmm_cpu_thread *)0, 1))
-		return r->cpu;
+	if (__builtin_expect(dmm__cpu_try_enter(mem, rp), 1))
+		return (*rp)->cpu;
 	if (mem->cpu_mode == DMM_CPU_HOOKS)
 		return mem->plat.cpu_enter(mem->plat.ctx);
 	return dmm__cpu_enter_slow(mem);

@@ -422,7 +422,7 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	row = sl->row_for[(flags & DMM_GFP_PACKED) != 0];
 	packed = row == 0;
 	c = sl->class_for[row][(size + 7) / 8];
-	if (__builtin_expect(c < 0 || !(r = dmm__cpu_try_enter(mem)), 0))
+	if (__builtin_expect(c < 0 || !dmm__cpu_try_enter(mem, &r), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
 	k = &sl->cache[0][c];
 	m = &k->mags[r->cpu];
@@ -599,7 +599,7 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 		return kfree_slow(mem, ptr);
 	off = (uintptr_t)ptr - (uintptr_t)mem->plat.linear_virt;
 	if (__builtin_expect(off >= mem->plat.linear_size || !(k = cache_of_fast(mem, mem->plat.linear_phys + off)) ||
-				     !(r = dmm__cpu_try_enter(mem)),
+				     !dmm__cpu_try_enter(mem, &r),
 			     0))
 		return kfree_slow(mem, ptr);
 	m = &k->mags[r->cpu];
