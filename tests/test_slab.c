@@ -547,6 +547,40 @@ static void test_short_lived_threads(void **state)
 	tu_env_destroy(e);
 }
 
+/* A platform that cannot turn CPU addresses into physical ones has no
+ * small-object allocator: every request fails with a reason and a count,
+ * and nothing is freed by mistake. */
+static void test_no_address_translation(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_mem_info mi;
+	dmm_pfn_t pfn;
+	void *x = NULL;
+	(void)state;
+
+	tu_machine(&m, "no-v2p");
+	tu_add_ram(&m, 0, 64 * MiB);
+	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, &h));
+	p = *dmm_hosted_platform(h);
+	p.virt_to_phys = NULL;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	assert_rc(dmm_kmalloc(mem, 64, 0, &x), -DMM_EINVAL);
+	assert_rc(dmm_kmalloc(mem, 8, DMM_GFP_PACKED, &x), -DMM_EINVAL);
+	assert_null(x);
+	assert_ok(dmm_page_alloc(mem, 0, NULL, 0, &pfn));
+	assert_rc(dmm_kfree(mem, dmm_pfn_to_virt(mem, pfn)), -DMM_EINVAL);
+	dmm_mem_get_info(mem, &mi);
+	assert_int_equal(mi.fail_invalid, 3);
+	assert_ok(dmm_page_free(mem, pfn, 0));
+	assert_checks(mem);
+	assert_ok(dmm_slab_check(mem));
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -556,6 +590,7 @@ int main(void)
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_more_threads_than_cpus),
 		cmocka_unit_test(test_short_lived_threads),
+		cmocka_unit_test(test_no_address_translation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
