@@ -69,12 +69,10 @@ struct dmm_slab_state {
 	struct kcache cache[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
 	/* the policy as two bits: requests packed always / when they ask */
 	bool packed_always, packed_on_request;
-	/* class for a size, by (size + 7) / 8: packed [0], DMA-aligned [1];
-	 * -1 above; row [2] is all -1 */
-	int8_t class_for[3][DMM_KMALLOC_MAX_CACHE / 8 + 1];
+	/* class for a size, by (size + 7) / 8: packed [0], DMA-aligned [1]; -1 above */
+	int8_t class_for[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
 	/* the row of class_for for a request without [0] and with [1]
-	 * DMM_GFP_PACKED: the policy folded into one load; row 2 (nothing
-	 * on the fast path) when the platform cannot translate addresses */
+	 * DMM_GFP_PACKED: the policy folded into one load */
 	uint8_t row_for[2];
 };
 
@@ -122,12 +120,11 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			mem->plat.lock_init(mem->plat.ctx, &k->lock);
 			m += mem->plat.nr_cpus;
 		}
-	s->row_for[0] = !mem->plat.virt_to_phys ? 2 : packed_request(mem, 0) ? 0 : 1;
-	s->row_for[1] = !mem->plat.virt_to_phys ? 2 : packed_request(mem, DMM_GFP_PACKED) ? 0 : 1;
+	s->row_for[0] = packed_request(mem, 0) ? 0 : 1;
+	s->row_for[1] = packed_request(mem, DMM_GFP_PACKED) ? 0 : 1;
 	for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++) {
 		s->class_for[0][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, true);
 		s->class_for[1][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, false);
-		s->class_for[2][i] = -1;
 	}
 }
 
@@ -418,7 +415,8 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	bool packed;
 	int c;
 
-	/* (no virt_to_phys hook: row_for sends every size to the slow path) */
+	/* (no virt_to_phys hook: only the slow path fills magazines, and it
+	 * refuses, so the fast path finds them empty) */
 	if (__builtin_expect(!mem || !ptr || size - 1 >= DMM_KMALLOC_MAX_CACHE || (flags & ~DMM_GFP_PACKED), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
 	sl = mem->slab;
