@@ -1417,6 +1417,67 @@ static void test_express_matches_general(void **state)
 	assert_int_equal(r[0].ts.cached_slots, r[1].ts.cached_slots);
 }
 
+/* A restricted pool that comes first in the index (the lowest base) is
+ * still its device's alone: another device's short path must not take the
+ * runs that device's unmaps parked in it. */
+static void test_restricted_pool_first_in_index(void **state)
+{
+	const struct dmm_constraint low16 = { 0, 16 * MiB, 0, 0, 0, 0 };
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_device_desc rd = tu_desc("restricted", 64, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *r, *n;
+	dmm_pfn_t blk, p, q;
+	dmm_dma_addr_t rb, nb, rb2;
+	(void)state;
+
+	dmm_machine_defaults(&m);
+	snprintf(m.name, sizeof(m.name), "restricted-first");
+	m.dma32_limit = 4 * GiB;
+	m.nr_ram = 1;
+	m.ram[0].base = 0;
+	m.ram[0].size = 8 * GiB;
+	assert_ok(dmm_hosted_mem_create(&m, 2, &h, &mem));
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 1 * MiB;
+	o.no_transient = 1;
+	/* keep the default pool out of the low 8 MiB, where the restricted
+	 * pool goes: first in the index */
+	assert_ok(dmm_alloc_range(mem, &low16, 2048, 0, &blk));
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_free_range(mem, blk, 2048));
+	rd.limits.hi = 16 * MiB;
+	assert_ok(dmm_device_create(mem, &rd, NULL, &r));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &n));
+	assert_ok(dmm_swiotlb_restricted_pool(r, 1 * MiB));
+	assert_ok(dmm_page_alloc(mem, 0, NULL, 0, &p));
+	assert_ok(dmm_page_alloc(mem, 0, &above, 0, &q));
+
+	rb = dmm_dma_map_page(r, p, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(r, rb));
+	assert_true(rb < 8 * MiB && dmm_swiotlb_is_bounce(mem, rb));
+	dmm_dma_unmap_page(r, rb, 100, DMM_DMA_TO_DEVICE); /* parks the run in the restricted pool's cache */
+	nb = dmm_dma_map_page(n, q, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(n, nb));
+	assert_true(dmm_swiotlb_is_bounce(mem, nb));
+	assert_true(nb >= 8 * MiB); /* the default pool, not the restricted one */
+	rb2 = dmm_dma_map_page(r, p, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_int_equal(rb2, rb); /* its run was still there */
+	dmm_dma_unmap_page(r, rb2, 100, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_page(n, nb, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_page_free(mem, p, 0));
+	assert_ok(dmm_page_free(mem, q, 0));
+	assert_ok(dmm_device_destroy(n));
+	assert_ok(dmm_device_destroy(r));
+	assert_checks(mem);
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1436,6 +1497,7 @@ int main(void)
 		cmocka_unit_test(test_run_cache_two_threads),
 		cmocka_unit_test(test_run_cache_double_unmap),
 		cmocka_unit_test(test_express_matches_general),
+		cmocka_unit_test(test_restricted_pool_first_in_index),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

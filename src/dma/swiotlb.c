@@ -423,15 +423,18 @@ int dmm_swiotlb_restricted_pool(struct dmm_device *dev, uint64_t bytes)
 	}
 	if (err)
 		return err;
+	/* off the express path before the pool is visible: from here on the
+	 * device's maps take the general path, which sees restricted_pool */
+	__atomic_store_n(&dev->express, 0, __ATOMIC_RELAXED);
 	dmm__lock(dev->mem, &t->lock);
 	err = pool_add_locked(t, p);
 	dmm__unlock(dev->mem, &t->lock);
 	if (err) {
 		pool_destroy(t, p);
+		dmm__dev_update_express(dev);
 		return err;
 	}
 	sadd(&t->st.restricted_pools, 1);
-	__atomic_store_n(&dev->express, 0, __ATOMIC_RELAXED);
 	dev->restricted_pool = p;
 	return 0;
 }
@@ -926,12 +929,13 @@ static inline void cache_put(struct dmm_swiotlb *t, struct tlb_pool *p, struct t
 	dmm__pcpu_add(&pc->from_device, back);
 }
 
-/* Can @dev reach all of @p? pool_usable, short for the usual device (no
- * bus offset, no restricted pool: the caller checked). */
+/* May @dev, which has no restricted pool of its own, bounce in @p?
+ * pool_usable, short for the usual device (no bus offset): never another
+ * device's restricted pool, and all of @p within reach. */
 static inline bool pool_reachable(const struct tlb_pool *p, struct dmm_device *dev)
 {
 	if (__builtin_expect(dev->desc.bus_offset == 0, 1))
-		return p->base >= dev->lim[0].lo && p->base + p->bytes - 1 < dev->lim[0].hi;
+		return !p->restricted && p->base >= dev->lim[0].lo && p->base + p->bytes - 1 < dev->lim[0].hi;
 	return pool_usable(p, dev);
 }
 
