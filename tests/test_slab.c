@@ -172,6 +172,19 @@ static void test_bad_input(void **state)
 	assert_int_equal(dmm_ksize(e->mem, dmm_pfn_to_virt(e->mem, pfn)), 0);
 	assert_ok(dmm_page_free(e->mem, pfn, 0));
 	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	/* the page allocator does not free the small-object allocator's pages */
+	{
+		const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
+		void *big;
+		dmm_phys_t pa;
+		assert_ok(dmm_kmalloc(e->mem, 16 * 1024, 0, &big)); /* a large object: 4 pages */
+		assert_ok(pl->virt_to_phys(pl->ctx, big, &pa));
+		assert_rc(dmm_page_free(e->mem, dmm_phys_to_pfn(pa), 2), -DMM_EBUSY);
+		assert_ok(pl->virt_to_phys(pl->ctx, o, &pa)); /* 64 bytes: a one-page slab */
+		assert_rc(dmm_page_free(e->mem, dmm_phys_to_pfn(pa), 0), -DMM_EBUSY);
+		assert_slab_checks(e->mem);
+		assert_ok(dmm_kfree(e->mem, big));
+	}
 	assert_ok(dmm_kfree(e->mem, o));
 	assert_rc(dmm_kfree(e->mem, o), -DMM_ENOENT); /* twice in a row */
 	assert_rc(dmm_slab_class_info(e->mem, 3, 0, NULL), -DMM_EINVAL);

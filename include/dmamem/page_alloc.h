@@ -105,7 +105,9 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
  * Free a block from dmm_page_alloc(). Fails with -DMM_ENOENT if @pfn is not
  * the head of an allocated buddy block (never allocated, already freed, or a
  * range allocation), -DMM_EINVAL if @order differs from the allocation's,
- * -DMM_EBUSY if the page is still pinned. Nothing is changed on failure.
+ * -DMM_EBUSY if the page is still pinned or belongs to the small-object
+ * allocator (a slab, or a large dmm_kmalloc object: dmm_kfree frees those).
+ * Nothing is changed on failure.
  */
 int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order);
 

@@ -30,6 +30,8 @@
 
 /* dmm_page.flags */
 #define DMM_PGF_NORAM 0x01   /* descriptor of a hole inside a present section */
+#define DMM_PGF_SLAB 0x10    /* head of a slab (slab.c) */
+#define DMM_PGF_KLARGE 0x20  /* a large dmm_kmalloc object (slab.c) */
 
 #define DMM_ZONE_NONE 0xff
 #define DMM_PCP_NR_MT 3      /* unmovable, movable, reclaimable: request types */

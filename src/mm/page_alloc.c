@@ -1019,7 +1019,10 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EINVAL;
 	}
-	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
+	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST) ||
+	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_SLAB | DMM_PGF_KLARGE))) {
+		/* pinned, or the small-object allocator's (a slab, or a large
+		 * object: dmm_kfree gives those back) */
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EBUSY;
 	}

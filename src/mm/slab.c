@@ -41,8 +41,6 @@
 
 #define MAG_SIZE 32
 #define MAG_BATCH 16
-#define DMM_PGF_SLAB 0x10
-#define DMM_PGF_KLARGE 0x20
 
 static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,   96,   128, 192,
 							     256, 512, 1024, 2048, 4096, 8192 };
