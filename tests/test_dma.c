@@ -307,6 +307,11 @@ static void test_streaming_and_sg(void **state)
 	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
 	bus = dmm_dma_map_phys(dev, 0xbffff000ull, 8192, DMM_DMA_FROM_DEVICE);
 	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	/* a page number or offset past the physical address space */
+	bus = dmm_dma_map_page(dev, (dmm_pfn_t)1 << 60, 0, 4096, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
+	bus = dmm_dma_map_page(dev, base, SIZE_MAX - 100, 64, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(dev, bus), -DMM_EINVAL);
 	/* a long buffer inside one region */
 	bus = dmm_dma_map_phys(dev, 0x100000, 1 * MiB, DMM_DMA_TO_DEVICE);
 	assert_ok(dmm_dma_mapping_error(dev, bus));

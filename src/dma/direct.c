@@ -530,6 +530,9 @@ dmm_dma_addr_t dmm_dma_map_page(struct dmm_device *dev, dmm_pfn_t pfn, size_t of
 
 	if (!dev)
 		return DMM_DMA_MAPPING_ERROR;
+	/* a page number or offset past the physical address space */
+	if (pfn > (DMM_PHYS_MAX >> DMM_PAGE_SHIFT) || dmm_pfn_to_phys(pfn) + offset < dmm_pfn_to_phys(pfn))
+		return map_fail(dev, -DMM_EINVAL);
 	if (__builtin_expect(dmm__dev_express(dev), 1) &&
 	    (bus = map_express(dev, dmm_pfn_to_phys(pfn) + offset, size, dir)) != DMM_DMA_MAPPING_ERROR)
 		return bus;
