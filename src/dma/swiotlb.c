@@ -942,9 +942,9 @@ static inline bool pool_reachable(const struct tlb_pool *p, struct dmm_device *d
 /*
  * The fast paths: a device with neither IOMMU, dma-ranges, restricted pool
  * nor untrusted mark, a counter block of each CPU's own, a mapping of one
- * or two slots, a run in this CPU's cache of the first pool (map) or a
- * mapping of a cached pool (unmap); the callers have ruled out an IOMMU
- * and dma-ranges. One section, with plain loads and stores (the map's copy
+ * or two slots, a run in this CPU's cache of the first pool it may use
+ * (map) or a mapping of a cached pool (unmap); the callers have ruled out
+ * an IOMMU and dma-ranges. One section, with plain loads and stores (the map's copy
  * after it); 0 means "not this case", and the caller takes the general
  * path, which handles every case.
  */
@@ -973,11 +973,16 @@ dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size
 	copy_in = copy_in_bytes(dir, size);
 	cpu = dmm__cpu_enter_r(mem, &r);
 	x = index_get(t);
-	if (__builtin_expect(!x->n || !(dp = dmm__dev_own_pcpu(dev, cpu)), 0))
+	if (__builtin_expect(!(dp = dmm__dev_own_pcpu(dev, cpu)), 0))
 		goto out;
-	p = x->pool[0];
-	if (__builtin_expect(!p->cpus || !pool_reachable(p, dev), 0))
-		goto out;
+	/* the first pool with run caches that @dev may use (the lowest) */
+	for (uint32_t i = 0;; i++) {
+		if (i == x->n)
+			goto out;
+		p = x->pool[i];
+		if (__builtin_expect(p->cpus && pool_reachable(p, dev), 1))
+			break;
+	}
 	pc = &p->cpus[cpu];
 	k = pc->n[n - 1];
 	if (__builtin_expect(!k, 0))
