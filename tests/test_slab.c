@@ -187,6 +187,20 @@ static void test_bad_input(void **state)
 	}
 	assert_ok(dmm_kfree(e->mem, o));
 	assert_rc(dmm_kfree(e->mem, o), -DMM_ENOENT); /* twice in a row */
+	/* twice, with other frees in between: still in this CPU's magazine */
+	{
+		void *v[12];
+		for (unsigned i = 0; i < 12; i++)
+			assert_ok(dmm_kmalloc(e->mem, 64, 0, &v[i]));
+		for (unsigned i = 0; i < 12; i++)
+			assert_ok(dmm_kfree(e->mem, v[i]));
+		assert_rc(dmm_kfree(e->mem, v[0]), -DMM_ENOENT);
+		assert_rc(dmm_kfree(e->mem, v[5]), -DMM_ENOENT);
+		/* an object handed out again and freed once is fine, mark or not */
+		assert_ok(dmm_kmalloc(e->mem, 64, 0, &x));
+		assert_ok(dmm_kfree(e->mem, x));
+		assert_slab_checks(e->mem);
+	}
 	assert_rc(dmm_slab_class_info(e->mem, 3, 0, NULL), -DMM_EINVAL);
 	assert_slab_checks(e->mem);
 	tu_env_destroy(e);

@@ -72,6 +72,11 @@ struct dmm_slab_state {
 	/* the row of class_for for a request without [0] and with [1]
 	 * DMM_GFP_PACKED: the policy folded into one load */
 	uint8_t row_for[2];
+	/* written into the first word of an object put in a magazine (and
+	 * cleared when it is handed out): a kfree that finds it there looks
+	 * for the object in the magazine (a double free); anything else costs
+	 * one compare */
+	uintptr_t free_mark;
 };
 
 uint64_t dmm__slab_meta_size(unsigned nr_cpus)
@@ -118,6 +123,7 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			mem->plat.lock_init(mem->plat.ctx, &k->lock);
 			m += mem->plat.nr_cpus;
 		}
+	s->free_mark = ((uintptr_t)s * (uintptr_t)0x9e3779b97f4a7c15ull) | 1; /* odd: no object's address */
 	s->row_for[0] = packed_request(mem, 0) ? 0 : 1;
 	s->row_for[1] = packed_request(mem, DMM_GFP_PACKED) ? 0 : 1;
 	for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++) {
@@ -384,6 +390,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	}
 	if (__builtin_expect(m->n != 0, 1)) {
 		obj = m->obj[--m->n];
+		*(uintptr_t *)obj = 0; /* no free mark on a live object */
 		count_alloc(mem, k, m, size, packed);
 	}
 	dmm__cpu_exit(mem, cpu);
@@ -432,6 +439,7 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	}
 	m->n = --n;
 	*ptr = m->obj[n];
+	*(uintptr_t *)m->obj[n] = 0; /* no free mark on a live object */
 	count_alloc(mem, k, m, size, packed);
 	dmm__cpu_leave(r);
 	return 0;
@@ -510,18 +518,22 @@ static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m,
 	m->n -= n;
 }
 
-/* Is @ptr among the most recent frees of magazine @m (freed twice in a
- * row)? */
-static inline bool mag_recent(const struct mag *m, uint32_t n, const void *ptr)
+/* Is @ptr in magazine @m (n objects) already: freed twice? */
+static bool mag_holds(const struct mag *m, uint32_t n, const void *ptr)
 {
-	void *const *o = &m->obj[n];
-	bool dup = false;
-
-	if (__builtin_expect(n >= 4, 1))
-		return (o[-1] == ptr) | (o[-2] == ptr) | (o[-3] == ptr) | (o[-4] == ptr);
 	for (uint32_t i = 0; i < n; i++)
-		dup |= m->obj[i] == ptr;
-	return dup;
+		if (m->obj[i] == ptr)
+			return true;
+	return false;
+}
+
+/* Put @ptr in magazine @m, which has room for it (in its CPU's section). */
+static inline void mag_push(const struct dmm_slab_state *sl, struct mag *m, uint32_t n, const void *ptr)
+{
+	*(uintptr_t *)(uintptr_t)ptr = sl->free_mark;
+	m->obj[n] = (void *)(uintptr_t)ptr;
+	m->n = n + 1;
+	dmm__pcpu_add(&m->frees, 1);
 }
 
 /* Every free the fast path does not finish: argument errors, large
@@ -544,7 +556,7 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	cpu = dmm__cpu_enter(mem);
 	m = &k->mags[cpu];
 	n = m->n;
-	if (mag_recent(m, n, ptr)) {
+	if (*(const uintptr_t *)ptr == mem->slab->free_mark && mag_holds(m, n, ptr)) {
 		dmm__cpu_exit(mem, cpu);
 		return -DMM_ENOENT;
 	}
@@ -552,9 +564,7 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 		mag_drain(k, m, MAG_BATCH);
 		n = m->n;
 	}
-	m->obj[n] = (void *)ptr;
-	m->n = n + 1;
-	dmm__pcpu_add(&m->frees, 1);
+	mag_push(mem->slab, m, n, ptr);
 	dmm__cpu_exit(mem, cpu);
 	return 0;
 }
@@ -604,13 +614,12 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 		return kfree_slow(mem, ptr);
 	m = &k->mags[r->cpu];
 	n = m->n;
-	if (__builtin_expect(n == MAG_SIZE || mag_recent(m, n, ptr), 0)) {
+	/* a full magazine, or the mark of a freed object: maybe freed twice */
+	if (__builtin_expect(n == MAG_SIZE || *(const uintptr_t *)ptr == mem->slab->free_mark, 0)) {
 		dmm__cpu_leave(r);
 		return kfree_slow(mem, ptr);
 	}
-	m->obj[n] = (void *)ptr;
-	m->n = n + 1;
-	dmm__pcpu_add(&m->frees, 1);
+	mag_push(mem->slab, m, n, ptr);
 	dmm__cpu_leave(r);
 	return 0;
 }
