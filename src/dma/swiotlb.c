@@ -582,8 +582,9 @@ static inline void mark_run(struct tlb_pool *p, uint32_t first, uint32_t n, uint
 }
 
 /* A cached run of @n slots for a mapping of @pa (in a section of the CPU
- * owning @pc), or -1. */
-static int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa)
+ * owning @pc), counted with its @copy_in bytes; or -1. */
+static inline int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa,
+			  uint64_t copy_in)
 {
 	uint32_t k = pc->n[n - 1], first;
 
@@ -594,6 +595,8 @@ static int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_
 		return -1; /* the offset must survive the bounce: take one from the area */
 	__atomic_store_n(&pc->n[n - 1], k - 1, __ATOMIC_RELAXED);
 	mark_run(p, first, n, SLOT_MAPPED);
+	dmm__pcpu_add(&pc->maps, 1);
+	dmm__pcpu_add(&pc->to_device, copy_in);
 	return first;
 }
 
@@ -685,10 +688,6 @@ static uint64_t low_bytes(dmm_phys_t pa, uint64_t len)
 	return pa >= g4 ? 0 : dmm_min64(len, g4 - pa);
 }
 
-/*
- * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
- * -DMM_ENOSPC when no slot is free and no pool can be added.
- */
 /* Slots a bounce of [pa, pa + size) takes, and *@off, the offset of the
  * data in the first: whole granules (IOMMU pages, zero-padded) keeping the
  * offset within the granule, or (@granule 0) the bits of @pa under
@@ -748,11 +747,8 @@ static int64_t take_in(struct dmm_swiotlb *t, struct dmm_device *dev, uint32_t n
 		p = dev->restricted_pool ? dev->restricted_pool : x->pool[i];
 		if (!dev->restricted_pool && !pool_usable(p, dev))
 			continue;
-		if (cacheable && p->cpus && (s = cache_take(t, p, &p->cpus[cpu], n, pa)) >= 0) {
-			dmm__pcpu_add(&p->cpus[cpu].maps, 1);
-			dmm__pcpu_add(&p->cpus[cpu].to_device, copy_in);
+		if (cacheable && p->cpus && (s = cache_take(t, p, &p->cpus[cpu], n, pa, copy_in)) >= 0)
 			break;
-		}
 		s = pool_take(t, p, n, pa, granule, copy_in, cpu, &crowded);
 	}
 	if (s >= 0 && !p->transient && !p->restricted && crowded)
@@ -879,8 +875,7 @@ int dmm__swiotlb_ready(struct dmm_mem *mem)
 
 int dmm__swiotlb_forced(struct dmm_mem *mem)
 {
-	struct dmm_swiotlb *t = tlb_of(mem);
-	return __atomic_load_n(&mem->bounce_all, __ATOMIC_ACQUIRE) && t;
+	return __atomic_load_n(&mem->bounce_all, __ATOMIC_ACQUIRE); /* set once the pools exist */
 }
 
 /* Copy between the original and the bounce buffer for [tlb_pa, +size). */
@@ -956,17 +951,14 @@ dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size
 	struct dmm_cpu_thread *r;
 	struct dmm_dev_pcpu *dp;
 	struct tlb_pool *p;
-	struct tlb_cpu *pc;
 	uint64_t off, copy_in;
-	unsigned cpu, shift;
-	uint32_t n, k, first;
+	unsigned cpu;
+	uint32_t n;
 	dmm_phys_t b;
-	int64_t low;
+	int64_t s;
 
 	if (!t || dev->restricted_pool || dev->desc.untrusted)
 		return DMM_DMA_MAPPING_ERROR;
-	/* what the section needs, read before it stores anything */
-	shift = t->slot_shift;
 	n = slots_for(t, pa, size, 0, &off);
 	if (n > TLB_CACHE_LEN)
 		return DMM_DMA_MAPPING_ERROR;
@@ -983,26 +975,13 @@ dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size
 		if (__builtin_expect(p->cpus && pool_reachable(p, dev), 1))
 			break;
 	}
-	pc = &p->cpus[cpu];
-	k = pc->n[n - 1];
-	if (__builtin_expect(!k, 0))
+	/* none cached, or none keeping the offset: the general path */
+	if (__builtin_expect((s = cache_take(t, p, &p->cpus[cpu], n, pa, copy_in)) < 0, 0))
 		goto out;
-	first = pc->run[n - 1][k - 1];
-	b = p->base + ((uint64_t)first << shift);
-	if (__builtin_expect(((b ^ pa) & t->run_mask) != 0, 0))
-		goto out; /* the offset must survive the bounce: the general path */
-	low = (int64_t)low_bytes(b, (uint64_t)n << shift);
-	b += off;
-	__atomic_store_n(&pc->n[n - 1], k - 1, __ATOMIC_RELAXED);
-	mark_run(p, first, n, SLOT_MAPPED);
-	record_map(t, p, first, pa, size, n, off);
-	dmm__pcpu_add(&pc->maps, 1);
-	dmm__pcpu_add(&pc->to_device, copy_in);
+	b = record_map(t, p, (uint32_t)s, pa, size, n, off);
+	count_map(t, dev, cpu, p, (uint32_t)s, n);
 	dmm__pcpu_add(&dp->maps, 1);
 	dmm__pcpu_add(&dp->map_bytes, size);
-	dmm__pcpu_add(&dp->bounced_maps, 1);
-	if (low)
-		dmm__dev_low_bounce_in(dev, cpu, low);
 	dmm__cpu_exit_r(mem, r, cpu);
 	/* the slots are this mapping's now (nothing frees them before its
 	 * unmap): the copy runs outside the section */
