@@ -511,38 +511,42 @@ static inline dmm_dma_addr_t map_express(struct dmm_device *dev, dmm_phys_t pa, 
 	return pa;
 }
 
-dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+/* A streaming map of [pa, pa + size): the express path if it serves, else
+ * the general one. */
+static inline dmm_dma_addr_t map_any(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+				     const void *site)
 {
 	dmm_dma_addr_t bus;
 
-	if (!dev)
-		return DMM_DMA_MAPPING_ERROR;
 	if (__builtin_expect(dmm__dev_express(dev), 1) &&
 	    (bus = map_express(dev, pa, size, dir)) != DMM_DMA_MAPPING_ERROR)
 		return bus;
-	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
+	return map_phys(dev, pa, size, dir, site);
+}
+
+dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+{
+	if (!dev)
+		return DMM_DMA_MAPPING_ERROR;
+	return map_any(dev, pa, size, dir, __builtin_return_address(0));
 }
 
 dmm_dma_addr_t dmm_dma_map_page(struct dmm_device *dev, dmm_pfn_t pfn, size_t offset, size_t size,
 				enum dmm_dma_dir dir)
 {
-	dmm_dma_addr_t bus;
+	dmm_phys_t pa = dmm_pfn_to_phys(pfn) + offset;
 
 	if (!dev)
 		return DMM_DMA_MAPPING_ERROR;
 	/* a page number or offset past the physical address space */
-	if (pfn > (DMM_PHYS_MAX >> DMM_PAGE_SHIFT) || dmm_pfn_to_phys(pfn) + offset < dmm_pfn_to_phys(pfn))
+	if (pfn > (DMM_PHYS_MAX >> DMM_PAGE_SHIFT) || pa < dmm_pfn_to_phys(pfn))
 		return map_fail(dev, -DMM_EINVAL);
-	if (__builtin_expect(dmm__dev_express(dev), 1) &&
-	    (bus = map_express(dev, dmm_pfn_to_phys(pfn) + offset, size, dir)) != DMM_DMA_MAPPING_ERROR)
-		return bus;
-	return map_phys(dev, dmm_pfn_to_phys(pfn) + offset, size, dir, __builtin_return_address(0));
+	return map_any(dev, pa, size, dir, __builtin_return_address(0));
 }
 
 dmm_dma_addr_t dmm_dma_map_single(struct dmm_device *dev, const void *cpu, size_t size, enum dmm_dma_dir dir)
 {
 	const struct dmm_platform *p;
-	dmm_dma_addr_t bus;
 	dmm_phys_t pa;
 
 	if (!dev)
@@ -550,10 +554,7 @@ dmm_dma_addr_t dmm_dma_map_single(struct dmm_device *dev, const void *cpu, size_
 	p = &dev->mem->plat;
 	if (!cpu || !p->virt_to_phys || dmm__virt_to_phys(dev->mem, cpu, &pa))
 		return map_fail(dev, -DMM_EINVAL);
-	if (__builtin_expect(dmm__dev_express(dev), 1) &&
-	    (bus = map_express(dev, pa, size, dir)) != DMM_DMA_MAPPING_ERROR)
-		return bus;
-	return map_phys(dev, pa, size, dir, __builtin_return_address(0));
+	return map_any(dev, pa, size, dir, __builtin_return_address(0));
 }
 
 int dmm_dma_mapping_error(struct dmm_device *dev, dmm_dma_addr_t dma)
