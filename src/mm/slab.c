@@ -338,6 +338,17 @@ static int large_alloc(struct dmm_mem *mem, size_t size, unsigned flags, void **
 	return 0;
 }
 
+/* Take the last of the @n (> 0) objects of magazine @m (in its CPU's
+ * section), its free mark cleared: a live object carries none. */
+static inline void *mag_take(struct mag *m, uint32_t n)
+{
+	void *obj = m->obj[n - 1];
+
+	m->n = n - 1;
+	*(uintptr_t *)obj = 0;
+	return obj;
+}
+
 /* The counters of one allocation of @size from @k (in @m's section). */
 static inline void count_alloc(const struct dmm_mem *mem, const struct kcache *k, struct mag *m, size_t size,
 			       bool packed)
@@ -389,8 +400,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 		dmm__unlock(mem, &k->lock);
 	}
 	if (__builtin_expect(m->n != 0, 1)) {
-		obj = m->obj[--m->n];
-		*(uintptr_t *)obj = 0; /* no free mark on a live object */
+		obj = mag_take(m, m->n);
 		count_alloc(mem, k, m, size, packed);
 	}
 	dmm__cpu_exit(mem, cpu);
@@ -437,12 +447,26 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 		dmm__cpu_leave(r);
 		return kmalloc_slow(mem, size, flags, ptr);
 	}
-	m->n = --n;
-	*ptr = m->obj[n];
-	*(uintptr_t *)m->obj[n] = 0; /* no free mark on a live object */
+	*ptr = mag_take(m, n);
 	count_alloc(mem, k, m, size, packed);
 	dmm__cpu_leave(r);
 	return 0;
+}
+
+/* Is @k (a page's owner) one of this allocator's caches? One unsigned
+ * compare. */
+static inline bool is_cache(const struct dmm_mem *mem, const void *k)
+{
+	return (uintptr_t)k - (uintptr_t)&mem->slab->cache[0][0] < sizeof(mem->slab->cache);
+}
+
+/* Does offset @off in a slab of @k start an object? The index by a
+ * multiplication (exact: off < 2^15, size <= 2^13). */
+static inline bool object_start(const struct kcache *k, uint64_t off)
+{
+	uint64_t idx = (off * k->recip) >> 32;
+
+	return idx * k->size == off && idx < k->objs;
 }
 
 /* The cache and slab head of @ptr, or an error (-DMM_ENOENT: RAM that is no
@@ -452,24 +476,20 @@ static inline __attribute__((always_inline)) int lookup_pa(struct dmm_mem *mem, 
 {
 	struct dmm_page *pg, *head;
 	struct kcache *k;
-	uint64_t off, idx;
 
 	pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa));
 	if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
 		return -DMM_EINVAL;
 	*pgp = pg;
 	k = dmm__owner(pg);
-	/* one unsigned compare: a cache of this allocator, or not */
-	if ((uintptr_t)k - (uintptr_t)&mem->slab->cache[0][0] >= sizeof(mem->slab->cache))
+	if (!is_cache(mem, k))
 		return -DMM_ENOENT;
 	/* a slab is 2^order naturally aligned pages: its descriptors are
 	 * consecutive within one section */
 	head = pg - (pg->pfn & (((dmm_pfn_t)1 << k->order) - 1));
 	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_SLAB) || dmm__state(head) != DMM_PAGE_ALLOC)
 		return -DMM_ENOENT;
-	off = pa - dmm_pfn_to_phys(head->pfn);
-	idx = (off * k->recip) >> 32; /* exact: off < 2^15, size <= 2^13 */
-	if (idx * k->size != off || idx >= k->objs)
+	if (!object_start(k, pa - dmm_pfn_to_phys(head->pfn)))
 		return -DMM_EINVAL;
 	*kp = k;
 	*headp = head;
@@ -495,24 +515,18 @@ static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
 	return dmm_page_free(mem, pg->pfn, dmm__order(pg));
 }
 
-/* Give the oldest MAG_BATCH objects of @m back to their slabs. */
-/* Give @n objects back to their slabs. */
-static void objs_put_back(struct kcache *k, void *const *objs, unsigned n)
+/* Give the oldest @n objects of @m back to their slabs. */
+static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m, unsigned n)
 {
 	struct dmm_mem *mem = k->mem;
 
 	dmm__lock(mem, &k->lock);
 	for (unsigned i = 0; i < n; i++) {
 		dmm_phys_t pa;
-		dmm__virt_to_phys(mem, objs[i], &pa);
-		slab_put(k, objs[i], head_of(mem, k, dmm_phys_to_pfn(pa)));
+		dmm__virt_to_phys(mem, m->obj[i], &pa);
+		slab_put(k, m->obj[i], head_of(mem, k, dmm_phys_to_pfn(pa)));
 	}
 	dmm__unlock(mem, &k->lock);
-}
-
-static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m, unsigned n)
-{
-	objs_put_back(k, m->obj, n);
 	for (unsigned i = n; i < m->n; i++)
 		m->obj[i - n] = m->obj[i];
 	m->n -= n;
@@ -580,16 +594,8 @@ static inline struct kcache *cache_of_fast(struct dmm_mem *mem, dmm_phys_t pa)
 {
 	const struct dmm_page *pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa));
 	struct kcache *k;
-	uint64_t off, idx;
 
-	if (!pg)
-		return (struct kcache *)0;
-	k = dmm__owner(pg);
-	if ((uintptr_t)k - (uintptr_t)&mem->slab->cache[0][0] >= sizeof(mem->slab->cache))
-		return (struct kcache *)0;
-	off = pa & ((DMM_PAGE_SIZE << k->order) - 1);
-	idx = (off * k->recip) >> 32;
-	if (idx * k->size != off || idx >= k->objs)
+	if (!pg || !is_cache(mem, k = dmm__owner(pg)) || !object_start(k, pa & ((DMM_PAGE_SIZE << k->order) - 1)))
 		return (struct kcache *)0;
 	return k;
 }
@@ -646,8 +652,7 @@ int dmm__slab_object_of(struct dmm_mem *mem, dmm_phys_t pa, dmm_phys_t *start, u
 	if (!pg || !mem->slab)
 		return 0;
 	k = dmm__owner(pg);
-	if (!k || k < &mem->slab->cache[0][0] ||
-	    k > &mem->slab->cache[DMM_KMALLOC_NR_SETS - 1][DMM_KMALLOC_NR_CLASSES - 1])
+	if (!is_cache(mem, k))
 		return 0;
 	head = head_of(mem, k, pg->pfn);
 	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_SLAB))
