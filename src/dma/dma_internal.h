@@ -77,9 +77,6 @@ static inline void dmm__dstat(uint64_t *c, uint64_t v)
 	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
 }
 
-/* Add to the per-CPU counters of @dev at offsets @o1, @o2 (offsetof in
- * struct dmm_dev_pcpu): in a CPU-local section, plain adds when every CPU
- * has a counter block of its own, else atomic adds. */
 /* A device's per-CPU counters: maps, unmaps, map_bytes, syncs, bounced_maps
  * and low_bounce are only ever updated through dmm__dstat_in/dmm__dstat2
  * (inside a section: plain adds); the cache-maintenance byte counts only
@@ -98,6 +95,8 @@ static inline void dmm__dstat_in(struct dmm_device *dev, unsigned cpu, size_t of
 		dmm__dstat(c, v);
 }
 
+/* Add to the per-CPU counters of @dev at offsets @o1, @o2 (@v2 0: only @o1)
+ * in a section of its own. */
 static inline void dmm__dstat2(struct dmm_device *dev, size_t o1, uint64_t v1, size_t o2, uint64_t v2)
 {
 	unsigned cpu = dmm__cpu_enter(dev->mem);
@@ -223,8 +222,8 @@ void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum
  * back and released. */
 void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
 void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int to_device);
-/* Low-memory accounting: @bytes below 4 GiB taken (>0) or given back (<0). */
-/* Coherent pages below 4 GiB taken (> 0) or given back. */
+/* Low-memory accounting: coherent pages below 4 GiB taken (> 0) or given
+ * back. */
 void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages);
 /* Raise the device's low-memory peak to what it holds now (direct.c). */
 void dmm__dev_low_peak(struct dmm_device *dev);

@@ -310,8 +310,7 @@ static inline unsigned dmm__cpu_hash(uintptr_t tp)
  * The short way in, for paths with a general way to fall back on: the
  * calling thread's record in *@rp if it owns its slot and nobody holds it
  * (threads mode): true, the section has begun, r->cpu is its CPU,
- * dmm__cpu_leave(r)
- * ends it. false otherwise, and nothing was entered. A section entered this
+ * dmm__cpu_leave(r) ends it. false otherwise, and nothing was entered. A section entered this
  * way needs no slot at exit: while its busy word is set nobody can take
  * the slot (takers wait for it), so the slot is still its owner's and not
  * held, and clearing busy is all dmm__cpu_exit would do. Paths built on
