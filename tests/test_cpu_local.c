@@ -137,23 +137,12 @@ static void hammer(struct dmm_mem *mem, unsigned nthreads, long iters)
 	free(s);
 }
 
-/* A 64 MiB machine, a hosted platform with @nslots CPU slots and a copy of
- * its hooks for the test to change. */
-static void base_platform(struct dmm_machine *m, const char *name, unsigned nslots, struct dmm_hosted **h,
-			  struct dmm_platform *p)
-{
-	tu_machine(m, name);
-	tu_add_ram(m, 0, 64 * MiB);
-	assert_ok(dmm_hosted_create(m, nslots, DMM_LOG_WARN, h));
-	*p = *dmm_hosted_platform(*h);
-}
-
 static struct dmm_mem *make_mem(struct dmm_hosted **h, struct dmm_platform *p, int mode)
 {
 	struct dmm_machine m;
 	struct dmm_mem *mem = NULL;
 
-	base_platform(&m, "cpu-local", NSLOTS, h, p);
+	tu_hosted_platform(&m, "cpu-local", NSLOTS, h, p);
 	if (mode == DMM_CPU_LOCKS) {
 		p->cpu_thread_slots = 0;
 		p->cpu_fence = NULL;
@@ -239,7 +228,7 @@ static void test_hooks_mode(void **state)
 	struct dmm_mem_info info;
 
 	(void)state;
-	base_platform(&m, "cpu-hooks", NSLOTS, &h, &p);
+	tu_hosted_platform(&m, "cpu-hooks", NSLOTS, &h, &p);
 	hook_cpu_id = p.cpu_id;
 	p.cpu_thread_slots = 0;
 	p.cpu_enter = hook_enter;
@@ -269,7 +258,7 @@ static void test_platform_validation(void **state)
 	struct dmm_mem *mem = NULL;
 
 	(void)state;
-	base_platform(&m, "cpu-bad", NSLOTS, &h, &p);
+	tu_hosted_platform(&m, "cpu-bad", NSLOTS, &h, &p);
 	p.cpu_thread_slots = 0;
 	p.cpu_enter = hook_enter;
 	assert_rc(dmm_platform_validate(&p), -DMM_EINVAL); /* no exit, no sync */
@@ -361,7 +350,7 @@ static void test_contended_slot_unbiased(void **state)
 	struct dmm_mem_info info;
 
 	(void)state;
-	base_platform(&m, "cpu-contended", 1, &h, &p);
+	tu_hosted_platform(&m, "cpu-contended", 1, &h, &p);
 	if (!p.cpu_thread_slots || !p.cpu_fence) {
 		dmm_hosted_destroy(h);
 		skip();

@@ -588,10 +588,7 @@ static void test_no_address_translation(void **state)
 	void *x = NULL;
 	(void)state;
 
-	tu_machine(&m, "no-v2p");
-	tu_add_ram(&m, 0, 64 * MiB);
-	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, &h));
-	p = *dmm_hosted_platform(h);
+	tu_hosted_platform(&m, "no-v2p", 2, &h, &p);
 	p.virt_to_phys = NULL;
 	assert_ok(dmm_mem_create(&m, &p, &mem));
 	assert_rc(dmm_kmalloc(mem, 64, 0, &x), -DMM_EINVAL);

@@ -1259,6 +1259,24 @@ static void test_run_cache_double_unmap(void **state)
 	}
 }
 
+/* A user-space host (thread sections, the express paths) with 2 CPUs: an
+ * 8 GiB machine from address 0, DMA32 below 4 GiB, so half of its RAM is
+ * out of a 32-bit device's reach. */
+static struct dmm_mem *hosted_8g(const char *name, struct dmm_hosted **h)
+{
+	struct dmm_machine m;
+	struct dmm_mem *mem;
+
+	dmm_machine_defaults(&m);
+	snprintf(m.name, sizeof(m.name), "%s", name);
+	m.dma32_limit = 4 * GiB;
+	m.nr_ram = 1;
+	m.ram[0].base = 0;
+	m.ram[0].size = 8 * GiB;
+	assert_ok(dmm_hosted_mem_create(&m, 2, h, &mem));
+	return mem;
+}
+
 /* One run of test_express_matches_general: a user-space host (thread
  * sections), a coherent 32-bit device, a fixed sequence of maps of every
  * size, direction and entry point, some held at once. */
@@ -1275,7 +1293,6 @@ static void express_run(int debug, struct express_run *out)
 	static const enum dmm_dma_dir dirs[3] = { DMM_DMA_TO_DEVICE, DMM_DMA_FROM_DEVICE, DMM_DMA_BIDIRECTIONAL };
 	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
 	const struct dmm_constraint below = { 0, 4 * GiB, 0, 0, 0, 0 };
-	struct dmm_machine m;
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
 	struct dmm_mem_info mi;
@@ -1290,13 +1307,7 @@ static void express_run(int debug, struct express_run *out)
 	enum dmm_dma_dir hdir[4];
 	unsigned nheld = 0;
 
-	dmm_machine_defaults(&m);
-	snprintf(m.name, sizeof(m.name), "express");
-	m.dma32_limit = 4 * GiB;
-	m.nr_ram = 1;
-	m.ram[0].base = 0;
-	m.ram[0].size = 8 * GiB;
-	assert_ok(dmm_hosted_mem_create(&m, 2, &h, &mem));
+	mem = hosted_8g("express", &h);
 	dmm_mem_get_info(mem, &mi);
 	assert_string_equal(mi.cpu_sections, "threads");
 	dmm_swiotlb_opts_default(mem, &o);
@@ -1424,7 +1435,6 @@ static void test_restricted_pool_first_in_index(void **state)
 {
 	const struct dmm_constraint low16 = { 0, 16 * MiB, 0, 0, 0, 0 };
 	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
-	struct dmm_machine m;
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
 	struct dmm_swiotlb_opts o;
@@ -1435,13 +1445,7 @@ static void test_restricted_pool_first_in_index(void **state)
 	dmm_dma_addr_t rb, nb, rb2;
 	(void)state;
 
-	dmm_machine_defaults(&m);
-	snprintf(m.name, sizeof(m.name), "restricted-first");
-	m.dma32_limit = 4 * GiB;
-	m.nr_ram = 1;
-	m.ram[0].base = 0;
-	m.ram[0].size = 8 * GiB;
-	assert_ok(dmm_hosted_mem_create(&m, 2, &h, &mem));
+	mem = hosted_8g("restricted-first", &h);
 	dmm_swiotlb_opts_default(mem, &o);
 	o.initial_bytes = 1 * MiB;
 	o.no_transient = 1;

@@ -85,6 +85,17 @@ static inline void tu_add_ram(struct dmm_machine *m, dmm_phys_t base, uint64_t s
 	m->nr_ram++;
 }
 
+/* A 64 MiB machine, a hosted platform with @nslots CPU slots and a copy of
+ * its hooks for the test to change before dmm_mem_create. */
+static inline void tu_hosted_platform(struct dmm_machine *m, const char *name, unsigned nslots,
+				      struct dmm_hosted **h, struct dmm_platform *p)
+{
+	tu_machine(m, name);
+	tu_add_ram(m, 0, 64 * MiB);
+	assert_ok(dmm_hosted_create(m, nslots, DMM_LOG_WARN, h));
+	*p = *dmm_hosted_platform(*h);
+}
+
 static inline void tu_add_reserved(struct dmm_machine *m, dmm_phys_t base, uint64_t size)
 {
 	assert_true(m->nr_reserved < DMM_MAX_REGIONS);
