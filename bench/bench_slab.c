@@ -4,7 +4,10 @@
  *
  * 1. Speed: an alloc + free pair (allocate, free right away: the hot path)
  *    for fixed sizes 8, 64, 512 and a mixed stream (4096 pre-generated
- *    sizes, log-uniform in 8..512, cycled). Ours: dmm_kmalloc + dmm_kfree on
+ *    sizes, log-uniform in 8..512, cycled); then batches of the mixed stream
+ *    (32, 256 and 1024 allocations, then as many frees in a shuffled order),
+ *    where objects outlive a CPU's magazine and go back to their slabs and
+ *    the working set leaves the L1 cache. Ours: dmm_kmalloc + dmm_kfree on
  *    a hosted 2 GiB machine, policy PACKED. Baselines in the same run,
  *    interleaved with ours: glibc malloc/free, mimalloc mi_malloc/mi_free and
  *    jemalloc malloc/free. mimalloc and jemalloc are loaded with
@@ -122,92 +125,156 @@ static int kind_available(int k)
 
 /* ---- 1. speed --------------------------------------------------------------------- */
 
-/* @size 0: the mixed stream */
-static void run_kind(int k, size_t size, long n)
+/* One allocation of @s bytes (the program stops on failure). */
+static inline void *alloc_one(int k, size_t s)
 {
-	for (long i = 0; i < n; i++) {
-		size_t s = size ? size : g_mix[(size_t)i & (NMIX - 1)];
-		void *p = NULL;
-		switch (k) {
-		case K_OURS:
-			if (dmm_kmalloc(g_mem, s, 0, &p))
-				bench_die("dmm_kmalloc(%zu) failed", s);
-			if (dmm_kfree(g_mem, p))
-				bench_die("dmm_kfree failed");
-			break;
-		case K_GLIBC:
-			if (!(p = g_malloc(s)))
-				bench_die("malloc failed");
-			g_free(p);
-			break;
-		case K_MIMALLOC:
-			if (!(p = g_mi_malloc(s)))
-				bench_die("mi_malloc failed");
-			g_mi_free(p);
-			break;
-		case K_JEMALLOC:
-			if (!(p = g_je_malloc(s)))
-				bench_die("jemalloc malloc failed");
-			g_je_free(p);
-			break;
-		default:
-			break;
-		}
+	void *p = NULL;
+
+	switch (k) {
+	case K_OURS:
+		if (dmm_kmalloc(g_mem, s, 0, &p))
+			bench_die("dmm_kmalloc(%zu) failed", s);
+		break;
+	case K_GLIBC:
+		p = g_malloc(s);
+		break;
+	case K_MIMALLOC:
+		p = g_mi_malloc(s);
+		break;
+	case K_JEMALLOC:
+		p = g_je_malloc(s);
+		break;
+	default:
+		break;
+	}
+	if (!p)
+		bench_die("%s: malloc(%zu) failed", kind_name[k], s);
+	return p;
+}
+
+static inline void free_one(int k, void *p)
+{
+	switch (k) {
+	case K_OURS:
+		if (dmm_kfree(g_mem, p))
+			bench_die("dmm_kfree failed");
+		break;
+	case K_GLIBC:
+		g_free(p);
+		break;
+	case K_MIMALLOC:
+		g_mi_free(p);
+		break;
+	case K_JEMALLOC:
+		g_je_free(p);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Batches: @batch objects allocated, then freed in the order of g_order
+ * (a shuffle of 0..batch-1). */
+#define MAX_BATCH 1024u
+static void *g_live[MAX_BATCH];
+static uint32_t g_order[MAX_BATCH];
+
+/* @n pairs (whole batches) of @size bytes, @size 0: the mixed stream;
+ * @batch 1: each object freed right after its allocation. */
+static void run_kind(int k, size_t size, unsigned batch, long n)
+{
+	size_t mi = 0;
+
+	if (batch <= 1) {
+		for (long i = 0; i < n; i++)
+			free_one(k, alloc_one(k, size ? size : g_mix[(size_t)i & (NMIX - 1)]));
+		return;
+	}
+	for (long i = 0; i < n; i += batch) {
+		for (unsigned j = 0; j < batch; j++, mi++)
+			g_live[j] = alloc_one(k, size ? size : g_mix[mi & (NMIX - 1)]);
+		for (unsigned j = 0; j < batch; j++)
+			free_one(k, g_live[g_order[j]]);
 	}
 }
 
 struct kind_size {
 	int k;
 	size_t size;
+	unsigned batch;
 };
 
 static void run_kind_cb(const void *arg, long n)
 {
 	const struct kind_size *a = arg;
-	run_kind(a->k, a->size, n);
+	run_kind(a->k, a->size, a->batch, n);
 }
 
-static long calibrate(int k, size_t size, double batch_ms)
+/* Pairs per timed run (a multiple of @batch). */
+static long calibrate(int k, size_t size, unsigned batch, double batch_ms)
 {
-	struct kind_size a = { k, size };
-	return bench_calibrate(run_kind_cb, &a, 256, 1l << 26, batch_ms, 1000);
+	struct kind_size a = { k, size, batch };
+	long n = bench_calibrate(run_kind_cb, &a, MAX_BATCH, 1l << 26, batch_ms, MAX_BATCH);
+
+	return (n + batch - 1) / batch * batch;
 }
 
 static void bench_speed(struct bench_out *out, long reps, double batch_ms)
 {
-	static const size_t sizes[] = { 8, 64, 512, 0 };
+	/* size 0: the mixed stream */
+	static const struct {
+		size_t size;
+		unsigned batch;
+	} cases[] = { { 8, 1 }, { 64, 1 }, { 512, 1 }, { 0, 1 }, { 0, 32 }, { 0, 256 }, { 0, MAX_BATCH } };
+	struct bench_rng rng = { 11 };
 	double *v[NR_KINDS];
-	char name[96];
+	char name[128];
 
 	for (int k = 0; k < NR_KINDS; k++)
 		if (!(v[k] = calloc((size_t)reps, sizeof(double))))
 			bench_die("out of memory");
-	for (size_t si = 0; si < 4; si++) {
-		size_t size = sizes[si];
+	for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+		size_t size = cases[ci].size;
+		unsigned batch = cases[ci].batch;
 		long n[NR_KINDS];
 		double med[NR_KINDS];
 		char tag[32];
 
-		if (size)
+		if (batch > 1)
+			snprintf(tag, sizeof(tag), "batch%u_mixed", batch);
+		else if (size)
 			snprintf(tag, sizeof(tag), "%zuB", size);
 		else
 			snprintf(tag, sizeof(tag), "mixed");
+		/* the free order: a shuffle (Fisher-Yates) */
+		for (unsigned j = 0; j < batch; j++)
+			g_order[j] = j;
+		for (unsigned j = batch; j > 1; j--) {
+			uint32_t x = (uint32_t)bench_rand_below(&rng, j), t = g_order[j - 1];
+			g_order[j - 1] = g_order[x];
+			g_order[x] = t;
+		}
 		for (int k = 0; k < NR_KINDS; k++)
 			if (kind_available(k))
-				n[k] = calibrate(k, size, batch_ms);
+				n[k] = calibrate(k, size, batch, batch_ms);
 		for (long r = 0; r < reps; r++)
 			for (int j = 0; j < NR_KINDS; j++) {
 				int k = (int)((j + r) % NR_KINDS);
 				if (!kind_available(k))
 					continue;
 				uint64_t t0 = bench_now_ns();
-				run_kind(k, size, n[k]);
+				run_kind(k, size, batch, n[k]);
 				v[k][r] = (double)(bench_now_ns() - t0) / (double)n[k];
 			}
 		for (int k = 0; k < NR_KINDS; k++)
 			med[k] = kind_available(k) ? bench_median(v[k], (size_t)reps) : 0;
-		snprintf(name, sizeof(name), "1. alloc+free pair, %s%s, ns per pair", tag,
-			 size ? "" : " (log-uniform 8..512)");
+		if (batch > 1)
+			snprintf(name, sizeof(name),
+				 "1. batches of %u allocations (log-uniform 8..512), then %u frees in a shuffled order, ns per pair",
+				 batch, batch);
+		else
+			snprintf(name, sizeof(name), "1. alloc+free pair, %s%s, ns per pair", tag,
+				 size ? "" : " (log-uniform 8..512)");
 		bench_section(out, name);
 		for (int k = 1; k < NR_KINDS; k++) {
 			if (!kind_available(k))
