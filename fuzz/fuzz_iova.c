@@ -86,7 +86,7 @@ struct rng {
 };
 
 struct counts {
-	uint64_t inputs, ops, alloc_ok, cache_hits, placements, nospace, nospace_weak, nospace_unchecked,
+	uint64_t inputs, ops, alloc_ok, cache_hits, placements, nospace,
 		flush_retries, fallbacks, frees, cached_frees, bad_calls, finds, trims, domains[4];
 };
 
@@ -645,9 +645,10 @@ static void free_live(unsigned i, int rounded)
  * 256 nodes (SEARCH_BUDGET; the node where it finds a fit may be the
  * 256th). An exact search that gives up has spent all 256 steps without a
  * fit, then falls back (search_fallbacks + 1) to a search among gaps of at
- * least pages + guard + align - 1 pages, which visits at least one node:
- * a search without a fallback costs at most 256 steps, one with a fallback
- * at least 257, and 512 if the fallback gives up too. One allocation runs
+ * least pages + guard + align - 1 pages, which visits at least one node
+ * (and if that finds nothing either, the exact search once more, without a
+ * budget): a search without a fallback costs at most 256 steps, one with a
+ * fallback at least 257. One allocation runs
  * up to @searches tree searches (32-bit first, then the full limit; again
  * after a cache flush), and search_steps counts their steps, so:
  *
@@ -679,52 +680,33 @@ static int search_exact(const struct search_cost *sc)
 }
 
 /*
- * A search that failed must have had nothing to find. Sound in every case:
- *
- *  - no fallback (search_exact): no fit may exist (checked by brute force
- *    over the bitmap, and by the gap walk, which must agree);
- *  - fallbacks, none of which gave up: no gap of pages + guard + align - 1
- *    pages or more may hold a fit. A fallback that gives up makes its
- *    search cost 512 steps, the others at least 257 each: fewer steps in
- *    all than 512 + 257 * (fallbacks - 1) rule that out;
- *  - otherwise nothing is claimed (counted as unchecked).
+ * A search that failed must have had nothing to find: a tree search that
+ * found nothing within its budget, nor in its fallback, ends with an exact
+ * search without a budget, so a failure is always complete. Checked by
+ * brute force over the bitmap and by the gap walk, which must agree.
  *
  * Guard pages follow the range and must lie inside the domain but may
  * extend above the limit: both oracles ask for exactly that.
  * @with_ghosts: the tree also held the cached ranges (a search before the
  * caches were flushed).
  */
-static void oracle_no_fit(uint64_t pages, uint64_t a, dmm_pfn_t lim, int with_ghosts, const struct search_cost *sc,
-			  const char *what)
+static void oracle_no_fit(uint64_t pages, uint64_t a, dmm_pfn_t lim, int with_ghosts, const char *what)
 {
 	dmm_pfn_t s = 0, s2 = 0;
-	uint64_t fb = sc->fb_lo ? sc->fb_lo : 1;
+	int gf = best_fit(pages, a, lim, with_ghosts, &s2), bf = gf;
 
-	if (search_exact(sc)) {
-		int gf = best_fit(pages, a, lim, with_ghosts, &s2), bf = gf;
-		if (!with_ghosts) {
-			bf = brute_fit(pages, a, lim, &s);
-			if (bf != gf || (bf && s != s2))
-				die("the oracles disagree: brute force %d %#llx, gap walk %d %#llx", bf,
-				    (unsigned long long)s, gf, (unsigned long long)s2);
-		}
-		if (bf)
-			die("%s: alloc of %llu pages (align %llu, guard %llu) below page %#llx failed, but pages "
-			    "[%#llx, %#llx) are free",
-			    what, (unsigned long long)pages, (unsigned long long)a, (unsigned long long)F.g,
-			    (unsigned long long)lim, (unsigned long long)s2, (unsigned long long)(s2 + pages + F.g));
-		F.cnt.nospace++;
-	} else if (sc->steps < 2 * SEARCH_BUDGET + (SEARCH_BUDGET + 1) * (fb - 1)) {
-		if (best_fit_in(pages, a, lim, with_ghosts, pages + F.g + a - 1, &s2))
-			die("%s: alloc of %llu pages (align %llu, guard %llu) below page %#llx failed after a search "
-			    "fallback (%llu steps), but the gap holding [%#llx, %#llx) has %llu pages or more",
-			    what, (unsigned long long)pages, (unsigned long long)a, (unsigned long long)F.g,
-			    (unsigned long long)lim, (unsigned long long)sc->steps, (unsigned long long)s2,
-			    (unsigned long long)(s2 + pages + F.g), (unsigned long long)(pages + F.g + a - 1));
-		F.cnt.nospace_weak++;
-	} else {
-		F.cnt.nospace_unchecked++;
+	if (!with_ghosts) {
+		bf = brute_fit(pages, a, lim, &s);
+		if (bf != gf || (bf && s != s2))
+			die("the oracles disagree: brute force %d %#llx, gap walk %d %#llx", bf, (unsigned long long)s,
+			    gf, (unsigned long long)s2);
 	}
+	if (bf)
+		die("%s: alloc of %llu pages (align %llu, guard %llu) below page %#llx failed, but pages "
+		    "[%#llx, %#llx) are free",
+		    what, (unsigned long long)pages, (unsigned long long)a, (unsigned long long)F.g,
+		    (unsigned long long)lim, (unsigned long long)s2, (unsigned long long)(s2 + pages + F.g));
+	F.cnt.nospace++;
 }
 
 /* Where a tree allocation must land: the highest fit, below 4 GiB first
@@ -790,13 +772,14 @@ static int do_alloc(uint64_t size, dmm_dma_addr_t limit, int rounded_free)
 		if (F.cache_on && a.cached_ranges)
 			die("ENOSPC with %llu ranges still cached: the caches were not flushed",
 			    (unsigned long long)a.cached_ranges);
-		if (low_fb != (low_try ? (F.cache_on ? 2u : 1u) : 0u))
-			die("ENOSPC: %llu 32-bit fallbacks counted", (unsigned long long)low_fb);
+		if (low_fb)
+			die("ENOSPC: %llu 32-bit fallbacks counted (only requests served above 4 GiB count)",
+			    (unsigned long long)low_fb);
 		if (F.cache_on)
 			F.cache_dirty = 0; /* the flush was a trim of everything */
 		F.ng = 0;
 		F.e_nospace++;
-		oracle_no_fit(pages, al, lim, 0, &sc, "ENOSPC");
+		oracle_no_fit(pages, al, lim, 0, "ENOSPC");
 		check_all_st("alloc ENOSPC", &a);
 		return rc;
 	}
@@ -865,7 +848,7 @@ static int do_alloc(uint64_t size, dmm_dma_addr_t limit, int rounded_free)
 			die("cache flush in a domain without caches");
 		if (a.cached_ranges)
 			die("%llu ranges cached after a flush", (unsigned long long)a.cached_ranges);
-		oracle_no_fit(pages, al, lim, 1, &sc, "search before the cache flush");
+		oracle_no_fit(pages, al, lim, 1, "search before the cache flush");
 		F.ng = 0;
 		F.cache_dirty = 0;
 		F.cnt.flush_retries++;
@@ -877,9 +860,9 @@ static int do_alloc(uint64_t size, dmm_dma_addr_t limit, int rounded_free)
 				    "fit is %#llx",
 				    (unsigned long long)pages, (unsigned long long)al, (unsigned long long)s,
 				    (unsigned long long)want);
-			if (low_fb != (uint64_t)(low_try + low_failed))
+			if (low_fb != (uint64_t)low_failed)
 				die("%llu 32-bit fallbacks counted after a flush, want %d", (unsigned long long)low_fb,
-				    low_try + low_failed);
+				    low_failed);
 			F.cnt.placements++;
 		}
 	}
@@ -1316,15 +1299,14 @@ void dmm_fuzz_print_summary(const char *prog)
 	const struct counts *c = &F.cnt;
 	printf("%s: %llu inputs (domains: %llu low, %llu across 4 GiB, %llu wide, %llu high), %llu operations: "
 	       "%llu allocs ok (%llu from the caches, %llu after a cache flush; %llu placements checked "
-	       "against the highest fit); %llu failed searches confirmed by brute force, %llu by the "
-	       "fallback rule, %llu unchecked; %llu searches that fell back (at least); %llu frees (%llu into the caches); "
+	       "against the highest fit); %llu failed searches confirmed by brute force; %llu searches that fell "
+	       "back (at least); %llu frees (%llu into the caches); "
 	       "%llu finds; %llu trims; %llu bad calls refused\n",
 	       prog, (unsigned long long)c->inputs, (unsigned long long)c->domains[0],
 	       (unsigned long long)c->domains[1], (unsigned long long)c->domains[2],
 	       (unsigned long long)c->domains[3], (unsigned long long)c->ops, (unsigned long long)c->alloc_ok,
 	       (unsigned long long)c->cache_hits, (unsigned long long)c->flush_retries,
 	       (unsigned long long)c->placements, (unsigned long long)c->nospace,
-	       (unsigned long long)c->nospace_weak, (unsigned long long)c->nospace_unchecked,
 	       (unsigned long long)c->fallbacks, (unsigned long long)c->frees, (unsigned long long)c->cached_frees,
 	       (unsigned long long)c->finds, (unsigned long long)c->trims, (unsigned long long)c->bad_calls);
 }

@@ -300,11 +300,6 @@ static struct iova_node *tree_remove(struct dmm_iova_domain *d, dmm_pfn_t lo, ui
 }
 
 /*
- * Highest block of @n pages aligned to @a (in absolute pfns), inside a gap
- * of at least @need pages and below @limit (inclusive): returns the node
- * whose gap holds it (*pfn set), or NULL.
- */
-/*
  * Highest block of @n pages aligned to @a (absolute pfns) inside a gap of
  * at least @need pages and below @limit (inclusive): returns the node whose
  * gap holds it (*pfn set), or NULL. Each node visited costs one unit of
@@ -356,7 +351,9 @@ static int tree_alloc(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit
 	/* The guard follows the range: the block is len pages with its first
 	 * page aligned to a. First the exact search, highest fit first; only
 	 * if misaligned gaps make it long, the search for a gap of len + a - 1
-	 * pages, which always holds an aligned block (pure O(log n)). */
+	 * pages, which always holds an aligned block (pure O(log n)); if there
+	 * is none, the exact search without a budget, so that ENOSPC means
+	 * no aligned fit at all. */
 	at = search(d->root, len, a, len, limit + d->o.guard_pages, &pfn, &budget);
 	steps = SEARCH_BUDGET - budget;
 	if (!at && !budget) {
@@ -364,6 +361,11 @@ static int tree_alloc(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit
 		at = search(d->root, len, a, len + a - 1, limit + d->o.guard_pages, &pfn, &budget);
 		steps += SEARCH_BUDGET - budget;
 		sadd(&d->st.search_fallbacks, 1);
+		if (!at) {
+			budget = UINT64_MAX;
+			at = search(d->root, len, a, len, limit + d->o.guard_pages, &pfn, &budget);
+			steps += UINT64_MAX - budget;
+		}
 	}
 	sadd(&d->st.search_steps, steps);
 	if (!at)
@@ -729,6 +731,8 @@ void dmm_iova_domain_destroy(struct dmm_iova_domain *d)
 
 static int alloc_tree(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit, dmm_pfn_t *pfn)
 {
+	/* below 4 GiB first, if the domain asks and the request allows */
+	const bool low = d->o.low32_first && limit >= PFN_4G && d->start < PFN_4G;
 	struct iova_node *p = (struct iova_node *)0;
 	int err;
 
@@ -749,14 +753,12 @@ static int alloc_tree(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit
 		p = v;
 	}
 	dmm__lock(d->mem, &d->tree_lock);
-	err = -DMM_ENOSPC;
-	if (d->o.low32_first && limit >= PFN_4G && d->start < PFN_4G) {
-		err = tree_alloc(d, pages, PFN_4G - 1, p, pfn);
-		if (err)
-			sadd(&d->st.low32_fallbacks, 1);
-	}
-	if (err)
+	err = low ? tree_alloc(d, pages, PFN_4G - 1, p, pfn) : -DMM_ENOSPC;
+	if (err) {
 		err = tree_alloc(d, pages, limit, p, pfn);
+		if (!err && low)
+			sadd(&d->st.low32_fallbacks, 1); /* served, above 4 GiB */
+	}
 	if (err && d->nr_spare < SPARE_NODES) {
 		p->l = d->spare;
 		d->spare = p;
