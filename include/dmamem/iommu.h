@@ -32,6 +32,9 @@
  *                 (level 1); clear = pointer to the next table (levels 0..2)
  *   4      FIRST  software: first page of a mapping (ignored by the IOMMU)
  *   5      LAST   software: last page of a mapping (ignored by the IOMMU)
+ *   6      COHERENT software, with FIRST: the mapping is a coherent buffer
+ *                 (freed only by dmm_dma_free_coherent, never by a
+ *                 streaming unmap; ignored by the IOMMU)
  *   12..51 physical address of the page, block or next-level table
  *
  * Tables are zeroed pages from the page allocator. A table entry is
@@ -146,6 +149,7 @@ int dmm_iova_check(struct dmm_iova_domain *d);
 #define DMM_IOPTE_LEAF   (1ull << 3)
 #define DMM_IOPTE_FIRST  (1ull << 4)
 #define DMM_IOPTE_LAST   (1ull << 5)
+#define DMM_IOPTE_COHERENT (1ull << 6)
 #define DMM_IOPTE_ADDR   0x000ffffffffff000ull
 #define DMM_IOPT_LEVELS  4
 #define DMM_IOPT_VA_BITS 48
@@ -166,7 +170,8 @@ dmm_phys_t dmm_iopt_root(const struct dmm_iopt *pt);
  * Map [iova, iova + size) to [pa, pa + size) with @prot (READ|WRITE, at
  * least one). Page-aligned; 2 MiB / 1 GiB blocks where iova, pa and size
  * allow. @flags: DMM_IOPTE_FIRST / DMM_IOPTE_LAST marks for the first and
- * last page. -DMM_EINVAL (misaligned, outside 48 bits), -DMM_EEXIST
+ * last page, DMM_IOPTE_COHERENT (with FIRST) on the first. The physical
+ * range must be RAM. -DMM_EINVAL (misaligned, outside 48 bits, not RAM), -DMM_EEXIST
  * (something already mapped there: nothing changed), -DMM_ENOMEM (a table
  * page: what was mapped by this call is undone).
  */

@@ -27,6 +27,7 @@ struct dbg_entry {
 	dmm_phys_t pa;
 	uint64_t size;
 	const void *site;
+	const void *cpu; /* coherent: the CPU address the allocation returned */
 	uint8_t dir, type, checked, dev_owned;
 };
 
@@ -283,7 +284,7 @@ static void check_cachelines(struct dmm_mem *mem, struct dbg_state *s, struct dm
 }
 
 void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,
-		  uint64_t size, enum dmm_dma_dir dir, const void *site)
+		  uint64_t size, enum dmm_dma_dir dir, const void *cpu, const void *site)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dbg_state *s = state(mem);
@@ -304,11 +305,70 @@ void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_
 	e->pa = pa;
 	e->size = size;
 	e->site = site;
+	e->cpu = cpu;
 	e->dir = (uint8_t)dir;
 	e->type = (uint8_t)type;
 	e->checked = type != DMM__DBG_SINGLE; /* map_sg returns a count, coherent an error code */
 	e->dev_owned = type != DMM__DBG_COHERENT;
 	entry_insert(s, e);
+	dmm__unlock(mem, &s->lock);
+}
+
+/* Keep a copy of @e in @saved (if not NULL) before it is removed. */
+static void save(const struct dbg_entry *e, struct dmm__dbg_saved *saved)
+{
+	if (!saved)
+		return;
+	saved->dma = e->dma;
+	saved->pa = e->pa;
+	saved->size = e->size;
+	saved->site = e->site;
+	saved->cpu = e->cpu;
+	saved->dir = e->dir;
+	saved->type = e->type;
+	saved->checked = e->checked;
+	saved->dev_owned = e->dev_owned;
+	saved->valid = 1;
+}
+
+void dmm__dbg_restore_slow(struct dmm_device *dev, const struct dmm__dbg_saved *saved)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dbg_state *s = state(mem);
+	struct dbg_entry *e;
+
+	if (!s)
+		return;
+	dmm__lock(mem, &s->lock);
+	e = entry_new(mem, s);
+	if (e) {
+		e->dev = dev;
+		e->dma = saved->dma;
+		e->pa = saved->pa;
+		e->size = saved->size;
+		e->site = saved->site;
+		e->cpu = saved->cpu;
+		e->dir = saved->dir;
+		e->type = saved->type;
+		e->checked = saved->checked;
+		e->dev_owned = saved->dev_owned;
+		entry_insert(s, e);
+	}
+	dmm__unlock(mem, &s->lock);
+	if (!e)
+		dmm_log(mem, DMM_LOG_ERR, "dma-debug: out of memory restoring an entry");
+}
+
+void dmm__dbg_report(struct dmm_device *dev, enum dmm_dma_debug_rule rule, dmm_dma_addr_t dma, uint64_t size,
+		     enum dmm_dma_dir dir, const void *site)
+{
+	struct dmm_mem *mem = dev->mem;
+	struct dbg_state *s = state(mem);
+
+	if (!s)
+		return;
+	dmm__lock(mem, &s->lock);
+	report(mem, s, rule, dev, dma, DMM_PHYS_MAX, size, dir, site, 0);
 	dmm__unlock(mem, &s->lock);
 }
 
@@ -332,13 +392,16 @@ static bool recently_unmapped(struct dbg_state *s, const struct dmm_device *dev,
 	return false;
 }
 
-void dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, uint64_t size,
-		    enum dmm_dma_dir dir, const void *site)
+int dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, uint64_t size,
+		   enum dmm_dma_dir dir, const void *site, struct dmm__dbg_saved *saved)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dbg_state *s = state(mem);
 	struct dbg_entry *e;
+	int n = 0;
 
+	if (saved)
+		saved->valid = 0;
 	dmm__lock(mem, &s->lock);
 	e = find_exact(s, dev, dma);
 	if (!e || e->type == DMM__DBG_COHERENT) {
@@ -347,22 +410,26 @@ void dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_add
 								       : DMM_DBG_UNMAP_NOT_MAPPED;
 		report(mem, s, r, dev, dma, e ? e->pa : DMM_PHYS_MAX, size, dir, site, 0);
 		dmm__unlock(mem, &s->lock);
-		return;
+		return 1;
 	}
-	if (e->type != type)
+	if (e->type != type && ++n)
 		report(mem, s, DMM_DBG_UNMAP_WRONG_TYPE, dev, dma, e->pa, size, dir, site, e->type);
-	if (e->size != size)
+	if (e->size != size && ++n)
 		report(mem, s, DMM_DBG_UNMAP_WRONG_SIZE, dev, dma, e->pa, size, dir, site, e->size);
-	if (e->dir != dir)
+	if (e->dir != dir && ++n)
 		report(mem, s, DMM_DBG_UNMAP_WRONG_DIR, dev, dma, e->pa, size, dir, site, e->dir);
-	if (!e->checked)
+	if (!e->checked && ++n) {
 		report(mem, s, DMM_DBG_ERROR_NOT_CHECKED, dev, dma, e->pa, e->size, (enum dmm_dma_dir)e->dir,
 		       e->site, 0);
+		e->checked = 1; /* once, should the entry come back (dmm__dbg_restore) */
+	}
 	s->recent[s->recent_head].dev = dev;
 	s->recent[s->recent_head].dma = dma;
 	s->recent_head = (s->recent_head + 1) % DBG_RECENT;
+	save(e, saved);
 	entry_remove(s, e);
 	dmm__unlock(mem, &s->lock);
+	return n;
 }
 
 void dmm__dbg_sync(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, enum dmm_dma_dir dir,
@@ -389,13 +456,15 @@ void dmm__dbg_sync(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, en
 }
 
 int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, dmm_phys_t pa,
-			   const void *cpu, const void *site)
+			   const void *cpu, const void *site, struct dmm__dbg_saved *saved)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dbg_state *s = state(mem);
 	struct dbg_entry *e;
 	int err = 0;
 
+	if (saved)
+		saved->valid = 0;
 	dmm__lock(mem, &s->lock);
 	e = find_exact(s, dev, dma);
 	if (!e || e->type != DMM__DBG_COHERENT) {
@@ -403,11 +472,13 @@ int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t 
 		/* untracked: perhaps allocated before debugging was switched on;
 		 * the allocator's own checks decide (a live mapping is refused) */
 		err = e ? -DMM_ENOENT : 1;
-	} else if (e->size != size || e->pa != pa || dmm_pfn_to_virt(mem, dmm_phys_to_pfn(e->pa)) != cpu) {
+	} else if (e->size != size || e->pa != pa ||
+		   (e->cpu ? e->cpu : dmm_pfn_to_virt(mem, dmm_phys_to_pfn(e->pa))) != cpu) {
 		report(mem, s, DMM_DBG_FREE_COHERENT_WRONG, dev, dma, pa, size, DMM_DMA_BIDIRECTIONAL, site,
 		       e->size);
 		err = -DMM_EINVAL;
 	} else {
+		save(e, saved);
 		entry_remove(s, e);
 	}
 	dmm__unlock(mem, &s->lock);

@@ -31,6 +31,7 @@
 #include "dma/dma_internal.h"
 
 #define CMA_MIN_PAGES 16 /* coherent requests of 64 KiB and more try the area */
+#define COHERENT_MAX_BYTES (((uint64_t)1 << 30) * DMM_PAGE_SIZE) /* (checked before rounding up) */
 
 
 static void cache_op(struct dmm_device *dev, enum dmm_cache_op op, dmm_phys_t pa, size_t len)
@@ -155,11 +156,11 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
 	}
 	mem = dev->mem;
-	pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	if (pages > ((uint64_t)1 << 30)) {
+	if (size > COHERENT_MAX_BYTES) {
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(mem);
 	}
+	pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
 	if (!dev->desc.coherent && (gfp & DMM_GFP_ATOMIC) && !dmm__iommu_translating(dev)) {
 		/* an uncached buffer needs an attribute change, which may sleep:
 		 * atomic callers take pre-remapped memory from the atomic pools */
@@ -187,7 +188,7 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 		dmm__dstat(&dev->st.coherent_bytes, size);
 		dmm__dev_low(dev, (int64_t)low);
 		if (dmm__dbg_on(dev))
-			dmm__dbg_map(dev, DMM__DBG_COHERENT, *dma, pa0, size, DMM_DMA_BIDIRECTIONAL, site);
+			dmm__dbg_map(dev, DMM__DBG_COHERENT, *dma, pa0, size, DMM_DMA_BIDIRECTIONAL, *cpu, site);
 		return 0;
 	}
 	order = order_of(pages);
@@ -251,22 +252,29 @@ done:
 	if (from_cma)
 		dmm__dstat(&dev->st.coherent_from_cma, 1);
 	if (dmm__dbg_on(dev))
-		dmm__dbg_map(dev, DMM__DBG_COHERENT, *dma, dmm_pfn_to_phys(pfn), size, DMM_DMA_BIDIRECTIONAL,
+		dmm__dbg_map(dev, DMM__DBG_COHERENT, *dma, dmm_pfn_to_phys(pfn), size, DMM_DMA_BIDIRECTIONAL, *cpu,
 			     site);
 	return 0;
 }
 
+static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dmm_phys_t pa, uint64_t pages,
+			       const void *cpu, int untracked);
+
 int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dma_addr_t dma)
 {
 	const void *site = __builtin_return_address(0);
+	struct dmm__dbg_saved saved = { 0 };
 	struct dmm_mem *mem;
 	struct dmm_page *head;
 	dmm_phys_t pa;
 	uint64_t pages;
 	int err, untracked = 0;
 
-	if (!dev || !size || !cpu)
+	if (!dev || !size || !cpu || size > COHERENT_MAX_BYTES) {
+		if (dev)
+			dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
+	}
 	mem = dev->mem;
 	pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
 	if (dmm__iommu_translating(dev)) {
@@ -274,12 +282,13 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 		if (dmm_dma_bus_to_phys(dev, dma, &pa))
 			pa = DMM_PHYS_MAX;
 		if (dmm__dbg_on(dev)) {
-			err = dmm__dbg_free_coherent(dev, dma, size, pa, cpu, site);
+			err = dmm__dbg_free_coherent(dev, dma, size, pa, cpu, site, &saved);
 			if (err < 0)
 				return err;
 		}
 		err = dmm__iommu_free_coherent(dev, size, cpu, dma, &low);
 		if (err) {
+			dmm__dbg_restore(dev, &saved); /* the buffer is still allocated */
 			dmm__dstat(&dev->st.fail_unmap, 1);
 			return err;
 		}
@@ -290,15 +299,30 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 	if (dmm_dma_bus_to_phys(dev, dma, &pa) || (pa & (DMM_PAGE_SIZE - 1)) ||
 	    !(head = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa)))) {
 		if (dmm__dbg_on(dev))
-			dmm__dbg_free_coherent(dev, dma, size, DMM_PHYS_MAX, cpu, site);
+			dmm__dbg_free_coherent(dev, dma, size, DMM_PHYS_MAX, cpu, site, (struct dmm__dbg_saved *)0);
 		return -DMM_ENOENT;
 	}
 	if (dmm__dbg_on(dev)) {
-		err = dmm__dbg_free_coherent(dev, dma, size, pa, cpu, site);
+		err = dmm__dbg_free_coherent(dev, dma, size, pa, cpu, site, &saved);
 		if (err < 0)
 			return err;
 		untracked = err;
 	}
+	err = free_coherent_pages(dev, head, pa, pages, cpu, untracked);
+	if (err) /* nothing was freed: debug keeps tracking the buffer */
+		dmm__dbg_restore(dev, &saved);
+	return err;
+}
+
+/* dmm_dma_free_coherent without an IOMMU: the pages of [pa, + pages) go
+ * back to the allocator that gave them, if the arguments agree with it.
+ * @untracked: debug did not know the buffer (a refusal is then ENOENT). */
+static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dmm_phys_t pa, uint64_t pages,
+			       const void *cpu, int untracked)
+{
+	struct dmm_mem *mem = dev->mem;
+	int err;
+
 	if (dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa)) != cpu)
 		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
 	/* Which allocator served it, and does the size agree? */
@@ -479,7 +503,7 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 	}
 	for_device(dev, map_pa, size, dir);
 	if (dmm__dbg_on(dev))
-		dmm__dbg_map(dev, DMM__DBG_SINGLE, bus, pa, size, dir, site);
+		dmm__dbg_map(dev, DMM__DBG_SINGLE, bus, pa, size, dir, (const void *)0, site);
 	return bus;
 }
 
@@ -596,6 +620,7 @@ static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
+	struct dmm__dbg_saved saved = { 0 };
 	bool tried = false;
 	dmm_phys_t pa;
 
@@ -608,10 +633,12 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 		tried = true;
 	}
 	if (dmm__dbg_on(dev))
-		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site);
+		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site, &saved);
 	if (dmm__iommu_translating(dev)) {
 		if (!dmm__iommu_unmap(dev, dma, size, dir))
 			dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
+		else
+			dmm__dbg_restore(dev, &saved); /* refused: the mapping is still live */
 		return;
 	}
 	if (__builtin_expect(!dev->desc.nr_ranges, 1) ? dmm__phys_of(dev, dma, &pa) : dmm_dma_bus_to_phys(dev, dma, &pa))
@@ -810,7 +837,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 		dmm_dma_addr_t b = dmm_dma_phys_to_bus(dev, pa);
 		for_device(dev, pa, sg[i].length, dir);
 		if (dmm__dbg_on(dev))
-			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, site);
+			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, (const void *)0, site);
 		if (!bounced && segs && b == sg[segs - 1].dma_address + sg[segs - 1].dma_length &&
 		    (uint64_t)sg[segs - 1].dma_length + sg[i].length <= seg_max &&
 		    !crosses(sg[segs - 1].dma_address, (uint64_t)sg[segs - 1].dma_length + sg[i].length,
@@ -863,7 +890,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		dmm_phys_t tlb = 0;
 		if (sg_bounce(dev, &sg[i], &b, &tlb)) {
 			if (dmm__dbg_on(dev))
-				dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
+				dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site, (struct dmm__dbg_saved *)0);
 			if (dir_ok(dir))
 				for_cpu(dev, tlb, sg[i].length, dir);
 			dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir_ok(dir) ? dir : DMM_DMA_NONE);
@@ -871,7 +898,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		}
 		b = dmm_dma_phys_to_bus(dev, sg[i].phys);
 		if (dmm__dbg_on(dev))
-			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
+			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site, (struct dmm__dbg_saved *)0);
 		if (sg[i].length && dir_ok(dir) && dmm__is_ram(dev->mem, sg[i].phys, sg[i].length))
 			for_cpu(dev, sg[i].phys, sg[i].length, dir);
 	}

@@ -249,14 +249,14 @@ uint64_t dmm__dev_low_bounce(const struct dmm_device *dev);
 
 /* iopt.c, fast paths of one 4 KiB page (no argument checks): map with
  * @bits (permissions and marks), or take the leaf of @iova if it has every
- * bit of @want (returned in *@old, the entry cleared). */
+ * bit of @want and none of @refuse (returned in *@old, the entry cleared). */
 int dmm__iopt_map4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64_t bits);
 /* Leaf permission bits of DMM_IOMMU_READ / DMM_IOMMU_WRITE. */
 static inline uint64_t dmm__iopt_prot_bits(unsigned prot)
 {
 	return ((prot & DMM_IOMMU_READ) ? DMM_IOPTE_READ : 0) | ((prot & DMM_IOMMU_WRITE) ? DMM_IOPTE_WRITE : 0);
 }
-int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t *old);
+int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t refuse, uint64_t *old);
 
 /* iommu.c */
 int dmm__iommu_attach(struct dmm_device *dev);
@@ -288,11 +288,32 @@ static inline int dmm__dbg_on(const struct dmm_device *dev)
 		return 0;
 	return dmm__dbg_on_slow(dev);
 }
+/* @cpu: a coherent allocation's CPU address (NULL for streaming mappings). */
 void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,
-		  uint64_t size, enum dmm_dma_dir dir, const void *site);
-/* Returns 0 if the unmap matches a mapping (which is removed), else a rule. */
-void dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma,
-		    uint64_t size, enum dmm_dma_dir dir, const void *site);
+		  uint64_t size, enum dmm_dma_dir dir, const void *cpu, const void *site);
+/* An entry removed by an unmap or free that the layer below then refused
+ * (the mapping is still live): dmm__dbg_restore puts it back. */
+struct dmm__dbg_saved {
+	dmm_dma_addr_t dma;
+	dmm_phys_t pa;
+	uint64_t size;
+	const void *site, *cpu;
+	uint8_t dir, type, checked, dev_owned, valid;
+};
+void dmm__dbg_restore_slow(struct dmm_device *dev, const struct dmm__dbg_saved *saved);
+static inline void dmm__dbg_restore(struct dmm_device *dev, const struct dmm__dbg_saved *saved)
+{
+	if (saved->valid)
+		dmm__dbg_restore_slow(dev, saved);
+}
+/* Check an unmap against the mapping at @dma, report what is wrong and
+ * remove the entry (a copy in *@saved when not NULL). The number of
+ * reports made. */
+int dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, uint64_t size,
+		   enum dmm_dma_dir dir, const void *site, struct dmm__dbg_saved *saved);
+/* Report @rule about @dma (no entry involved). */
+void dmm__dbg_report(struct dmm_device *dev, enum dmm_dma_debug_rule rule, dmm_dma_addr_t dma, uint64_t size,
+		     enum dmm_dma_dir dir, const void *site);
 void dmm__dbg_sync(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, enum dmm_dma_dir dir,
 		   int for_device, const void *site);
 void dmm__dbg_checked(struct dmm_device *dev, dmm_dma_addr_t dma);
@@ -301,7 +322,7 @@ void dmm__dbg_checked(struct dmm_device *dev, dmm_dma_addr_t dma);
  * caller's own checks decide), else -DMM_EINVAL / -DMM_ENOENT after
  * reporting. When debug is off, returns 0. */
 int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, dmm_phys_t pa,
-			   const void *cpu, const void *site);
+			   const void *cpu, const void *site, struct dmm__dbg_saved *saved);
 void dmm__dbg_device_gone(struct dmm_device *dev);
 
 /* pool.c: coherent atomic pools. alloc: -DMM_ENOTSUP if no pool serves the

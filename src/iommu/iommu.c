@@ -507,7 +507,7 @@ undo_bounce:
  * taken off atomically, so of two unmaps of one mapping only one proceeds.
  * *pa: the physical address behind @iova. 0 (refused, nothing changed) or 1.
  */
-static int find_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, dmm_phys_t *pa)
+static int find_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, bool coherent, dmm_phys_t *pa)
 {
 	dmm_dma_addr_t start;
 	uint64_t len, first, last;
@@ -516,12 +516,12 @@ static int find_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t s
 	       len == dmm_iova_rounded(d->iova, span) &&
 	       !dmm_iopt_lookup(d->pt, iova + span - PG, (dmm_phys_t *)0, (unsigned *)0, &last, (unsigned *)0) &&
 	       (last & DMM_IOPTE_LAST) && !dmm_iopt_lookup(d->pt, iova, pa, (unsigned *)0, &first, (unsigned *)0) &&
-	       (first & DMM_IOPTE_FIRST);
+	       (first & DMM_IOPTE_FIRST) && !(first & DMM_IOPTE_COHERENT) == !coherent;
 }
 
-static int claim_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, dmm_phys_t *pa)
+static int claim_mapping(struct dmm_iommu_dom *d, dmm_dma_addr_t iova, uint64_t span, bool coherent, dmm_phys_t *pa)
 {
-	return find_mapping(d, iova, span, pa) && dmm__iopt_claim(d->pt, iova, DMM_IOPTE_FIRST) == 0;
+	return find_mapping(d, iova, span, coherent, pa) && dmm__iopt_claim(d->pt, iova, DMM_IOPTE_FIRST) == 0;
 }
 
 int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
@@ -531,7 +531,7 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 	uint64_t span;
 	dmm_phys_t pa;
 
-	if (!size || dma + size < dma) {
+	if (!size || dma > d->limit || size - 1 > d->limit - dma) {
 		dmm__dstat(&dev->st.fail_unmap, 1);
 		return -DMM_EINVAL;
 	}
@@ -539,14 +539,15 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 	if (span == PG) {
 		/* one walk checks the marks and clears the leaf */
 		uint64_t old;
-		if (dmm__iopt_take4k(d->pt, iova, DMM_IOPTE_VALID | DMM_IOPTE_FIRST | DMM_IOPTE_LAST, &old)) {
+		if (dmm__iopt_take4k(d->pt, iova, DMM_IOPTE_VALID | DMM_IOPTE_FIRST | DMM_IOPTE_LAST, DMM_IOPTE_COHERENT,
+				     &old)) {
 			sadd(&d->st.fail_unmap, 1);
 			dmm__dstat(&dev->st.fail_unmap, 1);
 			return -DMM_ENOENT;
 		}
 		pa = old & DMM_IOPTE_ADDR;
 	} else {
-		if (!claim_mapping(d, iova, span, &pa)) {
+		if (!claim_mapping(d, iova, span, false, &pa)) {
 			sadd(&d->st.fail_unmap, 1);
 			dmm__dstat(&dev->st.fail_unmap, 1);
 			return -DMM_ENOENT;
@@ -605,7 +606,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	struct dmm_iommu_dom *d = dev->iommu;
 	const struct dmm_constraint *l = &dev->lim[0];
 	uint64_t seg_max = l->max_seg_size && l->max_seg_size < UINT32_MAX ? l->max_seg_size : UINT32_MAX;
-	uint64_t total, cur = 0;
+	uint64_t total, cur = 0, mapped = 0; /* mapped: bytes of pages (not the boundary's gaps) */
 	dmm_dma_addr_t iova;
 	unsigned segs = 0, i;
 	int err = 0;
@@ -651,6 +652,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		err = dmm_iopt_map(d->pt, iova + pos, pa - off, cur - pos, prot_of(dir), flags);
 		if (err)
 			break;
+		mapped += cur - pos;
 	}
 	if (!err && l->max_segs) {
 		/* the segments the merge below makes: too many is refused
@@ -692,7 +694,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		dmm_dma_addr_t b = iova + sg_place(&sg[i], l->boundary, &cur) + (pa & (PG - 1));
 		dmm__dma_for_device(dev, pa, sg[i].length, dir);
 		if (dmm__dbg_on(dev))
-			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, site);
+			dmm__dbg_map(dev, DMM__DBG_SG, b, sg[i].phys, sg[i].length, dir, (const void *)0, site);
 		if (segs && b == sg[segs - 1].dma_address + sg[segs - 1].dma_length &&
 		    (uint64_t)sg[segs - 1].dma_length + sg[i].length <= seg_max &&
 		    !(l->boundary && sg[segs - 1].dma_address / l->boundary !=
@@ -709,7 +711,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		sg[i].dma_length = 0;
 	}
 	PC_ADD(d, maps, 1);
-	PC_ADD(d, mapped_pages, (int64_t)(total / PG));
+	PC_ADD(d, mapped_pages, (int64_t)(mapped / PG));
 	dmm__dstat(&dev->st.sg_maps, 1);
 	dmm__dstat(&dev->st.sg_segments_in, nents);
 	dmm__dstat(&dev->st.sg_segments_out, segs);
@@ -743,6 +745,8 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 
 	if (!nents || sg[0].dma_address == DMM_DMA_MAPPING_ERROR) {
 		dmm__dstat(&dev->st.fail_unmap, 1);
+		if (nents && dmm__dbg_on(dev)) /* unmapped already, or never mapped */
+			dmm__dbg_report(dev, DMM_DBG_UNMAP_NOT_MAPPED, sg[0].dma_address, sg[0].length, dir, site);
 		return;
 	}
 	for (unsigned i = 0; i < nents; i++)
@@ -750,9 +754,17 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 			return;
 	iova = sg[0].dma_address & ~(PG - 1); /* the first piece sits at the range's start */
 	total = sg_layout(sg, nents, boundary);
-	if (!claim_mapping(d, iova, total, &pa)) {
+	if (!claim_mapping(d, iova, total, false, &pa)) {
 		sadd(&d->st.fail_unmap, 1);
 		dmm__dstat(&dev->st.fail_unmap, 1);
+		if (dmm__dbg_on(dev)) {
+			/* what debug knows of the first piece; if that matches, the
+			 * list (its entries or their sizes) is not the one mapped */
+			struct dmm__dbg_saved saved;
+			if (!dmm__dbg_unmap(dev, DMM__DBG_SG, sg[0].dma_address, sg[0].length, dir, site, &saved))
+				dmm__dbg_report(dev, DMM_DBG_UNMAP_WRONG_SIZE, sg[0].dma_address, total, dir, site);
+			dmm__dbg_restore(dev, &saved);
+		}
 		return;
 	}
 	/* the CPU side of each piece after the range is unmapped: park the
@@ -761,14 +773,16 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 	for (unsigned i = 0; i < nents; i++) {
 		dmm_dma_addr_t b = iova + sg_place(&sg[i], boundary, &at) + (sg[i].phys & (PG - 1));
 		if (dmm__dbg_on(dev))
-			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site);
+			dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site, (struct dmm__dbg_saved *)0);
 		if (dmm_iopt_lookup(d->pt, b, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0) == 0)
 			sg[i].dma_address = pa; /* parked until the range is unmapped */
 		else
 			sg[i].dma_address = DMM_DMA_MAPPING_ERROR;
 	}
-	dmm_iopt_unmap(d->pt, iova, total);
-	PC_ADD(d, mapped_pages, -(int64_t)(total / PG));
+	{
+		int64_t was = dmm_iopt_unmap(d->pt, iova, total); /* the gaps held nothing */
+		PC_ADD(d, mapped_pages, -(was > 0 ? was : (int64_t)0) / (int64_t)PG);
+	}
 	if (d->strict)
 		iotlb_inval(d, iova, total);
 	for (unsigned i = 0; i < nents; i++) {
@@ -921,12 +935,13 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 	}
 	if (contig) {
 		err = dmm_iopt_map(d->pt, iova, dmm_pfn_to_phys(pfn), span, DMM_IOMMU_READ | DMM_IOMMU_WRITE,
-				   DMM_IOPTE_FIRST | DMM_IOPTE_LAST);
+				   DMM_IOPTE_FIRST | DMM_IOPTE_COHERENT | DMM_IOPTE_LAST);
 	} else {
 		for (uint64_t k = 0; k < pages && !err; k++) {
 			err = dmm_iopt_map(d->pt, iova + k * PG, dmm_pfn_to_phys(list[k]), PG,
 					   DMM_IOMMU_READ | DMM_IOMMU_WRITE,
-					   (k == 0 ? DMM_IOPTE_FIRST : 0) | (k == pages - 1 ? DMM_IOPTE_LAST : 0));
+					   (k == 0 ? DMM_IOPTE_FIRST | DMM_IOPTE_COHERENT : 0) |
+						   (k == pages - 1 ? DMM_IOPTE_LAST : 0));
 			if (err && k)
 				dmm_iopt_unmap(d->pt, iova, k * PG);
 		}
@@ -986,7 +1001,7 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 	dmm_phys_t pa0;
 	int contig, err = 0;
 
-	if ((dma & (PG - 1)) || !find_mapping(d, dma, span, &pa0))
+	if ((dma & (PG - 1)) || !find_mapping(d, dma, span, true, &pa0))
 		return -DMM_ENOENT;
 	contig = cpu == dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa0));
 	/* everything checked before anything changes */
@@ -999,7 +1014,7 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 		    (!pooled && !(head->state == DMM_PAGE_RANGE && head->private == pages) &&
 		     !(head->state == DMM_PAGE_ALLOC && pages == ((uint64_t)1 << order) && head->order == order)))
 			return -DMM_EINVAL;
-		if (!claim_mapping(d, dma, span, &pa0))
+		if (!claim_mapping(d, dma, span, true, &pa0))
 			return -DMM_ENOENT;
 		dmm_iopt_unmap(d->pt, dma, span);
 		iotlb_inval(d, dma, span); /* the pages are freed right now */
@@ -1020,7 +1035,7 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 			if (!mem->plat.virt_to_phys || mem->plat.virt_to_phys(mem->plat.ctx, cpu, &vpa) || vpa != pa0)
 				return -DMM_EINVAL;
 		}
-		if (!claim_mapping(d, dma, span, &pa0))
+		if (!claim_mapping(d, dma, span, true, &pa0))
 			return -DMM_ENOENT;
 		for (uint64_t k = 0; k < pages; k++) {
 			dmm_phys_t pa;

@@ -162,11 +162,14 @@ static uint64_t *walk_create(struct dmm_iopt *pt, dmm_dma_addr_t iova, unsigned 
 	}
 }
 
-/* The leaf covering @iova, or NULL; *level gets its level. */
+/* The leaf covering @iova, or NULL (also past the address space, whose
+ * index bits would alias a lower address); *level gets its level. */
 static uint64_t *walk_leaf(const struct dmm_iopt *pt, dmm_dma_addr_t iova, unsigned *level)
 {
 	dmm_phys_t tpa = pt->root;
 
+	if (iova >= VA_END)
+		return (uint64_t *)0;
 	for (unsigned l = 0; l < DMM_IOPT_LEVELS; l++) {
 		uint64_t *e = &table(pt, tpa)[IDX(iova, l)];
 		uint64_t v = ld(e);
@@ -196,9 +199,9 @@ int dmm_iopt_map(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64
 
 	if (!pt || !size || ((iova | pa | size) & (DMM_PAGE_SIZE - 1)) || iova >= VA_END || size > VA_END - iova ||
 	    !prot || (prot & ~(DMM_IOMMU_READ | DMM_IOMMU_WRITE)) ||
-	    (flags & ~(DMM_IOPTE_FIRST | DMM_IOPTE_LAST)) || pa + size < pa ||
-	    !dmm_pfn_to_page(pt->mem, dmm_phys_to_pfn(pa)) ||
-	    !dmm_pfn_to_page(pt->mem, dmm_phys_to_pfn(pa + size - 1)))
+	    (flags & ~(DMM_IOPTE_FIRST | DMM_IOPTE_LAST | DMM_IOPTE_COHERENT)) ||
+	    ((flags & DMM_IOPTE_COHERENT) && !(flags & DMM_IOPTE_FIRST)) || pa + size < pa ||
+	    !dmm__is_ram(pt->mem, pa, size))
 		return pt ? dmm__count_invalid(pt->mem) : -DMM_EINVAL;
 	bits = DMM_IOPTE_VALID | DMM_IOPTE_LEAF | dmm__iopt_prot_bits(prot);
 	uint64_t *l3 = (uint64_t *)0; /* the last level-3 table used, and its 2 MiB key */
@@ -236,7 +239,7 @@ int dmm_iopt_map(struct dmm_iopt *pt, dmm_dma_addr_t iova, dmm_phys_t pa, uint64
 have:
 		v = (pa + done) | bits;
 		if (done == 0)
-			v |= flags & DMM_IOPTE_FIRST;
+			v |= flags & (DMM_IOPTE_FIRST | DMM_IOPTE_COHERENT);
 		if (done + LVL_SIZE(l) == size)
 			v |= flags & DMM_IOPTE_LAST;
 		if (!__atomic_compare_exchange_n(e, &expect, v, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -282,7 +285,7 @@ int dmm__iopt_claim(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t bit)
 	return 0;
 }
 
-int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t *old)
+int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t refuse, uint64_t *old)
 {
 	unsigned l = 0;
 	uint64_t *e = walk_leaf(pt, iova, &l), v;
@@ -290,7 +293,8 @@ int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, ui
 	if (!e || l != 3)
 		return -DMM_ENOENT;
 	v = ld(e);
-	if ((v & want) != want || !__atomic_compare_exchange_n(e, &v, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+	if ((v & want) != want || (v & refuse) ||
+	    !__atomic_compare_exchange_n(e, &v, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 		return -DMM_ENOENT;
 	*old = v;
 	return 0;
@@ -311,7 +315,7 @@ static int split_block(struct dmm_iopt *pt, uint64_t *e, unsigned l)
 	for (unsigned i = 0; i < 512; i++) {
 		uint64_t x = (base + i * sub) | DMM_IOPTE_VALID | DMM_IOPTE_LEAF | keep;
 		if (i == 0)
-			x |= v & DMM_IOPTE_FIRST;
+			x |= v & (DMM_IOPTE_FIRST | DMM_IOPTE_COHERENT);
 		if (i == 511)
 			x |= v & DMM_IOPTE_LAST;
 		t[i] = x;
@@ -429,7 +433,8 @@ static void check_level(const struct dmm_iopt *pt, dmm_phys_t tpa, unsigned l, s
 			else
 				k->leaves[l]++;
 		} else {
-			if (v & (DMM_IOPTE_READ | DMM_IOPTE_WRITE | DMM_IOPTE_FIRST | DMM_IOPTE_LAST | ~(DMM_IOPTE_ADDR | 0xfffull)))
+			if (v & (DMM_IOPTE_READ | DMM_IOPTE_WRITE | DMM_IOPTE_FIRST | DMM_IOPTE_LAST | DMM_IOPTE_COHERENT |
+				 ~(DMM_IOPTE_ADDR | 0xfffull)))
 				k->why = "table entry with leaf bits";
 			else
 				check_level(pt, v & DMM_IOPTE_ADDR, l + 1, k);
