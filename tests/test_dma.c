@@ -510,6 +510,55 @@ static void test_debug_rules(void **state)
 	tu_env_destroy(e);
 }
 
+/* dmm_dma_free_coherent frees only what dmm_dma_alloc_coherent gave (a
+ * page the caller allocated, one page or a range, is refused and stays);
+ * the page allocator does not take a coherent buffer back; sizes past the
+ * largest buffer are refused before they wrap */
+static void test_free_coherent_misuse(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("nic", 64, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_dma_stats st;
+	dmm_dma_addr_t bus;
+	dmm_pfn_t pfn, r;
+	void *cpu;
+
+	(void)state;
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_ok(dmm_page_alloc(e->mem, 0, NULL, 0, &pfn));
+	bus = dmm_dma_map_page(dev, pfn, 0, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, bus));
+	assert_rc(dmm_dma_free_coherent(dev, 4096, dmm_pfn_to_virt(e->mem, pfn), bus), -DMM_ENOENT);
+	dmm_dma_unmap_page(dev, bus, 4096, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_page_free(e->mem, pfn, 0)); /* still the caller's */
+	const struct dmm_constraint any = { 0, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	assert_ok(dmm_alloc_range(e->mem, &any, 3, 0, &r));
+	assert_rc(dmm_dma_free_coherent(dev, 3 * 4096, dmm_pfn_to_virt(e->mem, r),
+					dmm_dma_phys_to_bus(dev, dmm_pfn_to_phys(r))),
+		  -DMM_ENOENT);
+	assert_ok(dmm_free_range(e->mem, r, 3));
+	for (size_t size = 4096; size <= 3 * 4096; size += 2 * 4096) {
+		assert_ok(dmm_dma_alloc_coherent(dev, size, 0, &cpu, &bus));
+		dmm_phys_t pa;
+		assert_ok(dmm_dma_bus_to_phys(dev, bus, &pa));
+		pfn = dmm_phys_to_pfn(pa);
+		if (size == 4096)
+			assert_rc(dmm_page_free(e->mem, pfn, 0), -DMM_EBUSY);
+		else
+			assert_rc(dmm_free_range(e->mem, pfn, 3), -DMM_EBUSY);
+		dmm_device_get_stats(dev, &st);
+		assert_rc(dmm_dma_free_coherent(dev, SIZE_MAX, cpu, bus), -DMM_EINVAL);
+		assert_rc(dmm_dma_free_coherent(dev, SIZE_MAX - 4095, cpu, bus), -DMM_EINVAL);
+		assert_ok(dmm_dma_free_coherent(dev, size, cpu, bus));
+		assert_rc(dmm_dma_free_coherent(dev, size, cpu, bus), -DMM_ENOENT); /* twice */
+	}
+	assert_rc(dmm_dma_alloc_coherent(dev, SIZE_MAX - 4095, 0, &cpu, &bus), -DMM_EINVAL);
+	assert_ok(dmm_device_destroy(dev));
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -519,6 +568,7 @@ int main(void)
 		cmocka_unit_test(test_coherent_from_area_uncached),
 		cmocka_unit_test(test_streaming_and_sg),
 		cmocka_unit_test(test_debug_rules),
+		cmocka_unit_test(test_free_coherent_misuse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -243,6 +243,8 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 			return err < 0 ? err : -err;
 		}
 	}
+	/* freed by dmm_dma_free_coherent only */
+	__atomic_fetch_or(&dmm__pfn_page(mem, pfn)->flags, (uint8_t)DMM_PGF_COHERENT, __ATOMIC_RELAXED);
 done:
 	*cpu = dmm_pfn_to_virt(mem, pfn);
 	*dma = dmm_dma_phys_to_bus(dev, dmm_pfn_to_phys(pfn));
@@ -329,30 +331,36 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 	if ((err = dmm__atomic_pool_free(dev, pa, pages)) <= 0) {
 		if (err)
 			return untracked ? -DMM_ENOENT : err;
-	} else if (head->state == DMM_PAGE_RANGE && head->owner) {
+		goto freed;
+	}
+	/* not pool memory: the head of a buffer allocated here carries the
+	 * mark (a page the caller got elsewhere is refused) */
+	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT))
+		return -DMM_ENOENT;
+	if (head->state == DMM_PAGE_RANGE && !head->owner && head->private != pages)
+		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
+	if (head->state == DMM_PAGE_ALLOC && (pages != ((uint64_t)1 << order_of(pages)) || head->order != order_of(pages)))
+		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
+	if (head->state != DMM_PAGE_RANGE && head->state != DMM_PAGE_ALLOC)
+		return -DMM_ENOENT;
+	__atomic_fetch_and(&head->flags, (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+	if (head->state == DMM_PAGE_RANGE && head->owner) {
 		const struct dmm_cma_area *a = head->owner;
 		err = dmm_cma_release(mem, (int)a->idx, dmm_phys_to_pfn(pa), pages);
-	} else if (head->state == DMM_PAGE_RANGE) {
-		if (head->private != pages)
-			return untracked ? -DMM_ENOENT : -DMM_EINVAL;
-		if (!dev->desc.coherent && mem->plat.set_memattr)
-			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
-		err = dmm_free_range(mem, dmm_phys_to_pfn(pa), pages);
-	} else if (head->state == DMM_PAGE_ALLOC) {
-		unsigned order = order_of(pages);
-		if (pages != ((uint64_t)1 << order) || head->order != order)
-			return untracked ? -DMM_ENOENT : -DMM_EINVAL;
-		if (!dev->desc.coherent && mem->plat.set_memattr)
-			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
-		err = dmm_page_free(mem, dmm_phys_to_pfn(pa), order);
 	} else {
-		return -DMM_ENOENT;
+		if (!dev->desc.coherent && mem->plat.set_memattr)
+			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
+		err = head->state == DMM_PAGE_RANGE ? dmm_free_range(mem, dmm_phys_to_pfn(pa), pages)
+						    : dmm_page_free(mem, dmm_phys_to_pfn(pa), order_of(pages));
 	}
-	if (!err) {
-		dmm__dstat(&dev->st.coherent_frees, 1);
-		dmm__dev_low(dev, -(int64_t)pages_below_4g(pa, pages));
+	if (err) {
+		__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+		return err;
 	}
-	return err;
+freed:
+	dmm__dstat(&dev->st.coherent_frees, 1);
+	dmm__dev_low(dev, -(int64_t)pages_below_4g(pa, pages));
+	return 0;
 }
 
 /* ---- streaming ---------------------------------------------------------------- */

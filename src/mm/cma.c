@@ -464,7 +464,8 @@ int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_page
 		dmm__unlock(mem, &a->lock);
 		return -DMM_EINVAL;
 	}
-	if (head->pins || head->lt_pins) {
+	if (head->pins || head->lt_pins || (__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT)) {
+		/* pinned, or a coherent DMA buffer (dmm_dma_free_coherent) */
 		dmm__unlock(mem, &a->lock);
 		return -DMM_EBUSY;
 	}

@@ -32,6 +32,7 @@
 #define DMM_PGF_NORAM 0x01   /* descriptor of a hole inside a present section */
 #define DMM_PGF_SLAB 0x10    /* head of a slab (slab.c) */
 #define DMM_PGF_KLARGE 0x20  /* a large dmm_kmalloc object (slab.c) */
+#define DMM_PGF_COHERENT 0x40 /* head of a coherent DMA buffer (direct.c): dmm_dma_free_coherent frees it */
 
 #define DMM_ZONE_NONE 0xff
 #define DMM_PCP_NR_MT 3      /* unmovable, movable, reclaimable: request types */

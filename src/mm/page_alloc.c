@@ -1020,9 +1020,10 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		return -DMM_EINVAL;
 	}
 	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST) ||
-	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_SLAB | DMM_PGF_KLARGE))) {
+	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT))) {
 		/* pinned, or the small-object allocator's (a slab, or a large
-		 * object: dmm_kfree gives those back) */
+		 * object: dmm_kfree gives those back), or a coherent DMA
+		 * buffer (dmm_dma_free_coherent) */
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EBUSY;
 	}
