@@ -1482,6 +1482,81 @@ static void test_restricted_pool_first_in_index(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/*
+ * An unmap at an address inside a bounced mapping (not the one the map
+ * returned) is refused: nothing copied back, nothing freed, counted as an
+ * invalid call of the memory map and of the device. A sync of a sub-range
+ * is still fine, and the real unmap then copies everything back. Both the
+ * short path (two slots) and the general path (four).
+ */
+static void test_unmap_inside_mapping_refused(void **state)
+{
+	(void)state;
+	for (int coherent = 0; coherent <= 1; coherent++) {
+		static const size_t lens[2] = { 4096, 8192 };
+		struct hwenv e;
+		struct dmm_sim_dev sd;
+		struct dmm_swiotlb_opts o;
+		struct dmm_swiotlb_stats st0, st1;
+		struct dmm_mem_info mi0, mi1;
+		struct dmm_dma_stats ds0, ds1;
+		static uint8_t mine[8192], dev_bytes[8192], got[8192];
+		dmm_phys_t pa;
+
+		cache_opts(&o, 1 * MiB);
+		cache_env(&e, &sd, coherent, &o);
+		pa = high_buffer(&e, 2);
+		for (int li = 0; li < 2; li++) {
+			size_t len = lens[li], half = len / 2;
+			dmm_dma_addr_t bus;
+
+			fill(mine, len, 7);
+			assert_ok(dmm_hw_cpu_write(e.hw, pa, mine, len));
+			bus = dmm_dma_map_phys(sd.dev, pa, len, DMM_DMA_FROM_DEVICE);
+			assert_ok(dmm_dma_mapping_error(sd.dev, bus));
+			assert_true(dmm_swiotlb_is_bounce(e.mem, bus));
+			fill(dev_bytes, len, 8);
+			assert_ok(dmm_hw_dev_write(sd.hw, bus, dev_bytes, len));
+			assert_ok(dmm_swiotlb_check(e.mem));
+			dmm_swiotlb_get_stats(e.mem, &st0);
+			dmm_mem_get_info(e.mem, &mi0);
+			dmm_device_get_stats(sd.dev, &ds0);
+
+			dmm_dma_unmap_phys(sd.dev, bus + half, half, DMM_DMA_FROM_DEVICE);
+			assert_ok(dmm_swiotlb_check(e.mem));
+			dmm_swiotlb_get_stats(e.mem, &st1);
+			dmm_mem_get_info(e.mem, &mi1);
+			dmm_device_get_stats(sd.dev, &ds1);
+			assert_int_equal(st1.used_slots, st0.used_slots); /* still mapped */
+			assert_int_equal(st1.unmaps, st0.unmaps);
+			assert_int_equal(st1.bounced_from_device, st0.bounced_from_device);
+			assert_int_equal(mi1.fail_invalid, mi0.fail_invalid + 1);
+			assert_int_equal(ds1.fail_invalid, ds0.fail_invalid + 1);
+			assert_ok(dmm_hw_cpu_read(e.hw, pa, got, len));
+			assert_memory_equal(got, mine, len); /* nothing copied back */
+
+			/* a sync may name a part of the mapping */
+			dmm_dma_sync_single_for_cpu(sd.dev, bus + half, half, DMM_DMA_FROM_DEVICE);
+			assert_ok(dmm_hw_cpu_read(e.hw, pa, got, len));
+			assert_memory_equal(got, mine, half);
+			assert_memory_equal(got + half, dev_bytes + half, half);
+			assert_ok(dmm_swiotlb_check(e.mem));
+
+			/* the real unmap: everything back, the slots free */
+			dmm_dma_unmap_phys(sd.dev, bus, len, DMM_DMA_FROM_DEVICE);
+			assert_ok(dmm_hw_cpu_read(e.hw, pa, got, len));
+			assert_memory_equal(got, dev_bytes, len);
+			assert_ok(dmm_swiotlb_check(e.mem));
+			dmm_swiotlb_get_stats(e.mem, &st1);
+			assert_int_equal(st1.used_slots, 0);
+			assert_int_equal(st1.maps, st1.unmaps);
+		}
+		assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 2));
+		assert_ok(dmm_sim_device_destroy(&sd));
+		hwenv_destroy(&e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1502,6 +1577,7 @@ int main(void)
 		cmocka_unit_test(test_run_cache_double_unmap),
 		cmocka_unit_test(test_express_matches_general),
 		cmocka_unit_test(test_restricted_pool_first_in_index),
+		cmocka_unit_test(test_unmap_inside_mapping_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,10 @@
  * original buffer's offset within align_mask, and the data is copied exactly
  * when the direction requires it: to the bounce buffer at map and at
  * sync_for_device (TO_DEVICE, BIDIRECTIONAL), back at unmap and at
- * sync_for_cpu (FROM_DEVICE, BIDIRECTIONAL).
+ * sync_for_cpu (FROM_DEVICE, BIDIRECTIONAL). An unmap names the address
+ * the map returned (an address inside a mapping is refused and counted as
+ * an invalid call: nothing is copied or freed); a sync may name any part of
+ * a mapping.
  *
  * A mapping bounces when the buffer is out of the device's reach, when the
  * device is untrusted and the buffer does not cover whole pages, when the

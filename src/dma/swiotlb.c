@@ -839,6 +839,12 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 	return err;
 }
 
+/* The bounce address a mapping's map returned: its record is @f in @p. */
+static inline dmm_phys_t record_start(const struct dmm_swiotlb *t, const struct tlb_pool *p, const struct tlb_slot *f)
+{
+	return p->base + ((uint64_t)(f - p->slots) << t->slot_shift) + f->off;
+}
+
 /* The mapping record behind bounce address @tlb_pa, or NULL. @hint: its
  * pool if the caller looked it up already. */
 static inline struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hint, dmm_phys_t tlb_pa,
@@ -889,7 +895,7 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 
 	if (!t || !(f = lookup(t, pool, tlb_pa, &p)))
 		return;
-	start = p->base + (uint64_t)(f - p->slots) * t->o.slot_size + f->off;
+	start = record_start(t, p, f);
 	if (tlb_pa < start || tlb_pa + size > start + f->size)
 		return; /* outside the mapping: DMA debug says so */
 	orig = f->orig + (tlb_pa - start);
@@ -994,7 +1000,8 @@ out:
 }
 
 /* Copy back as @dir needs, release the device's low-memory count and free
- * (or cache) the mapping whose record is @f in @p; in a section of @cpu. */
+ * (or cache) the mapping whose record is @f in @p; in a section of @cpu.
+ * @tlb_pa is the mapping's start (record_start). */
 static inline __attribute__((always_inline)) void unmap_record(struct dmm_device *dev, struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_slot *f,
 			 dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir, unsigned cpu)
 {
@@ -1048,7 +1055,9 @@ int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, 
 	}
 	if (__builtin_expect(!p->cpus || !dp || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED), 0))
 		goto out;
-	if (__builtin_expect(!(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN, 0))
+	/* only the address the map returned unmaps; the general path refuses
+	 * and counts any other */
+	if (__builtin_expect(!(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN || pa != record_start(t, p, f), 0))
 		goto out;
 	unmap_record(dev, t, p, f, pa, size, dir, cpu);
 	dmm__pcpu_add(&dp->unmaps, 1);
@@ -1074,6 +1083,12 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 
 	if (!t || !(p = pool ? pool : index_search(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)))
 		return 0;
+	if (tlb_pa != record_start(t, p, f)) {
+		/* inside a mapping, not its start: refused, nothing copied or freed */
+		dmm__count_invalid(dev->mem);
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return 0;
+	}
 	unmap_record(dev, t, p, f, tlb_pa, size, dir, cpu);
 	return 1;
 }
