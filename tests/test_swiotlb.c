@@ -1557,6 +1557,78 @@ static void test_unmap_inside_mapping_refused(void **state)
 	}
 }
 
+/*
+ * A transient pool never takes the pools past max_bytes: when its usual
+ * size (64 KiB rounding) does not fit under the limit, a page-rounded one
+ * does, and once not even that fits, the map fails as "bounce buffer full".
+ */
+static void test_transient_pool_within_max_bytes(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev sd;
+	struct dmm_device_desc d = tu_desc("dma32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	dmm_dma_addr_t bus[10];
+	dmm_phys_t pa;
+	(void)state;
+
+	hwenv_create(&e, "pc", -1);
+	dmm_swiotlb_opts_default(e.mem, &o);
+	o.initial_bytes = 64 * KiB; /* 32 slots: 8 mappings of 8 KiB */
+	o.grow_threshold_pct = 100;
+	o.max_bytes = 80 * KiB;
+	o.transient_idle_ns = 1;
+	assert_ok(dmm_swiotlb_init(e.mem, &o));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
+	pa = high_buffer(&e, 4);
+	for (int i = 0; i < 9; i++) { /* the 9th needs a transient pool */
+		bus[i] = dmm_dma_map_phys(sd.dev, pa, 8192, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(sd.dev, bus[i]));
+		assert_ok(dmm_swiotlb_check(e.mem));
+	}
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	assert_true(st.total_slots * o.slot_size <= o.max_bytes);
+	assert_true(st.total_slots * o.slot_size > 64 * KiB);
+	/* 4 slots free at most in the transient pool, and no room for another */
+	bus[9] = dmm_dma_map_phys(sd.dev, pa, 16384, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(sd.dev, bus[9]), -DMM_ENOSPC);
+	assert_ok(dmm_swiotlb_check(e.mem));
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	assert_true(st.total_slots * o.slot_size <= o.max_bytes);
+	for (int i = 0; i < 9; i++)
+		dmm_dma_unmap_phys(sd.dev, bus[i], 8192, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(e.mem));
+	dmm_swiotlb_trim(e.mem);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 4));
+	assert_ok(dmm_sim_device_destroy(&sd));
+	hwenv_destroy(&e);
+
+	/* a limit with room: the usual 64 KiB-rounded transient pool */
+	hwenv_create(&e, "pc", -1);
+	o.max_bytes = 256 * KiB;
+	assert_ok(dmm_swiotlb_init(e.mem, &o));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &sd));
+	pa = high_buffer(&e, 4);
+	for (int i = 0; i < 9; i++) {
+		bus[i] = dmm_dma_map_phys(sd.dev, pa, 8192, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(sd.dev, bus[i]));
+	}
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	assert_int_equal(st.total_slots * o.slot_size, 128 * KiB);
+	for (int i = 0; i < 9; i++)
+		dmm_dma_unmap_phys(sd.dev, bus[i], 8192, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(e.mem));
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 4));
+	assert_ok(dmm_sim_device_destroy(&sd));
+	hwenv_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1578,6 +1650,7 @@ int main(void)
 		cmocka_unit_test(test_express_matches_general),
 		cmocka_unit_test(test_restricted_pool_first_in_index),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
+		cmocka_unit_test(test_transient_pool_within_max_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

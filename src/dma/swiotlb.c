@@ -757,6 +757,22 @@ static int64_t take_in(struct dmm_swiotlb *t, struct dmm_device *dev, uint32_t n
 	return s;
 }
 
+/* Size of a transient pool for a mapping of @n slots (one slot more, for
+ * the alignment of the run): rounded up to 64 KiB, so that it serves a few
+ * more, or to a page when that would take the pools past max_bytes; 0 when
+ * even that does not fit. Pool lock held. */
+static uint64_t transient_bytes(const struct dmm_swiotlb *t, uint32_t n)
+{
+	uint64_t need = (uint64_t)(n + 1) * t->o.slot_size;
+	uint64_t room = t->o.max_bytes > t->total_bytes ? t->o.max_bytes - t->total_bytes : 0;
+
+	if (dmm_align_up(need, 64 * 1024) <= room)
+		return dmm_align_up(need, 64 * 1024);
+	if (dmm_align_up(need, DMM_PAGE_SIZE) <= room)
+		return dmm_align_up(need, DMM_PAGE_SIZE);
+	return 0;
+}
+
 /*
  * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
  * -DMM_ENOSPC when no slot is free and no pool can be added. Inside a
@@ -767,7 +783,7 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
-	uint64_t slot, off, copy_in;
+	uint64_t slot, off, copy_in, bytes;
 	uint32_t n;
 	struct tlb_pool *p = (struct tlb_pool *)0;
 	int64_t s;
@@ -793,11 +809,10 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		/* no room anywhere: a transient pool, on the spot */
 		dmm__cpu_exit(dev->mem, *cpu);
 		dmm__lock(dev->mem, &t->lock);
-		if (!t->o.no_transient && t->total_bytes + n * slot <= t->o.max_bytes) {
+		if (!t->o.no_transient && (bytes = transient_bytes(t, n))) {
 			struct dmm_constraint w[DMM_MAX_DMA_RANGES];
 			unsigned nw = dmm__dev_phys_windows(dev, &dev->lim[0], w, DMM_MAX_DMA_RANGES);
 			for (unsigned i = 0; i < nw && s < 0; i++) {
-				uint64_t bytes = dmm_align_up((uint64_t)(n + 1) * slot, 64 * 1024);
 				bool crowded;
 				if (pool_create(t, bytes, &w[i], 1, (struct dmm_device *)0, &p))
 					continue;
