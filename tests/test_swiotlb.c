@@ -1629,6 +1629,98 @@ static void test_transient_pool_within_max_bytes(void **state)
 	hwenv_destroy(&e);
 }
 
+/* A hosted machine of 64 MiB from 0 and 64 MiB above 4 GiB (DMA32 below
+ * 4 GiB: a 32-bit device bounces the high half), on the hosted platform
+ * *@p as the test changed it (*@h made by hooked_platform). */
+static void hooked_platform(struct dmm_machine *m, struct dmm_hosted **h, struct dmm_platform *p)
+{
+	tu_machine(m, "swiotlb-hooks");
+	tu_add_ram(m, 0, 64 * MiB);
+	tu_add_ram(m, 4 * GiB, 64 * MiB);
+	m->dma32_limit = 4 * GiB;
+	assert_ok(dmm_hosted_create(m, 2, DMM_LOG_WARN, h));
+	*p = *dmm_hosted_platform(*h);
+}
+
+static dmm_phys_t hooked_high_pages(struct dmm_mem *mem, unsigned order)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	dmm_pfn_t p;
+	assert_ok(dmm_page_alloc(mem, order, &above, 0, &p));
+	return dmm_pfn_to_phys(p);
+}
+
+static uint64_t frozen_now = 1000000000;
+static uint64_t frozen_clock(void *ctx)
+{
+	(void)ctx;
+	return __atomic_load_n(&frozen_now, __ATOMIC_RELAXED);
+}
+
+/*
+ * An idle transient pool goes back only after transient_idle_ns, also with
+ * a clock that did not move since the unmap that emptied it (a coarse or
+ * frozen clock): no wrap of now - idle.
+ */
+static void test_transient_idle_with_frozen_clock(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	dmm_dma_addr_t bus[9];
+	dmm_phys_t pa;
+	(void)state;
+
+	hooked_platform(&m, &h, &p);
+	p.now_ns = frozen_clock;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB;
+	o.grow_threshold_pct = 100;
+	o.transient_idle_ns = 1000 * 1000 * 1000;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	pa = hooked_high_pages(mem, 4);
+	for (int i = 0; i < 9; i++) { /* the 9th adds a transient pool */
+		bus[i] = dmm_dma_map_phys(dev, pa, 8192, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, bus[i]));
+	}
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	dmm_dma_unmap_phys(dev, bus[8], 8192, DMM_DMA_TO_DEVICE); /* idle now (and a trim) */
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	assert_int_equal(st.transient_released, 0);
+	dmm_swiotlb_trim(mem); /* the same clock reading */
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	__atomic_fetch_add(&frozen_now, o.transient_idle_ns / 2, __ATOMIC_RELAXED);
+	dmm_swiotlb_trim(mem);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	assert_ok(dmm_swiotlb_check(mem));
+	__atomic_fetch_add(&frozen_now, o.transient_idle_ns / 2, __ATOMIC_RELAXED);
+	dmm_swiotlb_trim(mem); /* idle for transient_idle_ns: released */
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.transient_pools, 0);
+	assert_int_equal(st.transient_released, 1);
+	assert_ok(dmm_swiotlb_check(mem));
+	for (int i = 0; i < 8; i++)
+		dmm_dma_unmap_phys(dev, bus[i], 8192, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 4));
+	assert_ok(dmm_device_destroy(dev));
+	assert_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1651,6 +1743,7 @@ int main(void)
 		cmocka_unit_test(test_restricted_pool_first_in_index),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
+		cmocka_unit_test(test_transient_idle_with_frozen_clock),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

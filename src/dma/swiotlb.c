@@ -86,7 +86,7 @@ struct tlb_pool {
 	uint64_t mem_pages, meta_pages;
 	int transient, restricted;
 	struct dmm_device *dev;          /* restricted: its only user */
-	uint64_t idle_since;             /* transient: when it became empty (atomic) */
+	uint64_t idle_since;             /* transient: 0, or when it last became empty, made odd (atomic) */
 	struct tlb_area *areas;
 	struct tlb_slot *slots;
 	struct tlb_cpu *cpus;            /* nr_cpus run caches, or NULL */
@@ -1014,6 +1014,13 @@ out:
 	return DMM_DMA_MAPPING_ERROR;
 }
 
+/* The idle mark of a pool that became empty at @now: never 0 (not idle),
+ * odd, and no later than @now (but for @now 0). */
+static inline uint64_t idle_stamp(uint64_t now)
+{
+	return now ? (now - 1) | 1 : 1;
+}
+
 /* Copy back as @dir needs, release the device's low-memory count and free
  * (or cache) the mapping whose record is @f in @p; in a section of @cpu.
  * @tlb_pa is the mapping's start (record_start). */
@@ -1039,7 +1046,7 @@ static inline __attribute__((always_inline)) void unmap_record(struct dmm_device
 		ar->from_device += back;
 		dmm__unlock(dev->mem, &ar->lock);
 		if (p->transient && pool_used(p) == 0)
-			__atomic_store_n(&p->idle_since, dmm__now(dev->mem) + 1, __ATOMIC_RELAXED);
+			__atomic_store_n(&p->idle_since, idle_stamp(dmm__now(dev->mem)), __ATOMIC_RELAXED);
 	}
 }
 
@@ -1139,12 +1146,15 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 
 	if (!t)
 		return;
-	now = dmm__now(mem);
 	dmm__lock(mem, &t->lock);
+	/* read under the lock: a trim that waited for it must not use a time
+	 * older than the idle marks set meanwhile; a mark later than @now
+	 * (another CPU's clock reading) is not due yet */
+	now = dmm__now(mem);
 	for (uint32_t i = 0; i < t->nr_pools;) {
 		struct tlb_pool *p = t->pools[i];
 		uint64_t idle = __atomic_load_n(&p->idle_since, __ATOMIC_RELAXED);
-		if (p->transient && !pool_used(p) && idle &&
+		if (p->transient && !pool_used(p) && idle && now >= idle &&
 		    now - idle >= t->o.transient_idle_ns) {
 			t->pools[i] = t->pools[--t->nr_pools];
 			gone[ngone++] = p;
