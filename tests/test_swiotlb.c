@@ -1721,6 +1721,236 @@ static void test_transient_idle_with_frozen_clock(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/*
+ * Races forced through the platform's CPU-section hooks: each CPU's
+ * sections are a mutex; a thread says which CPU it is (hook_cpu); the main
+ * thread (CPU 0) runs a step of thread B (CPU 1) from inside one of its own
+ * hooks, at the moment the race needs, and waits for it: B never waits for
+ * the main thread.
+ */
+static pthread_mutex_t hook_mx[2] = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER };
+static __thread unsigned hook_cpu;
+static uint64_t hook_clock_ns = 1000000000;
+static void (*b_step_fn)(int step);
+static pthread_mutex_t b_mx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t b_cv = PTHREAD_COND_INITIALIZER;
+static int b_cmd, b_done;
+
+static unsigned hook_enter(void *ctx);
+static void hook_exit(void *ctx, unsigned cpu);
+static void hook_sync(void *ctx, unsigned cpu, void (*fn)(void *arg), void *arg);
+
+static uint64_t hook_clock(void *ctx)
+{
+	(void)ctx;
+	return __atomic_add_fetch(&hook_clock_ns, 1, __ATOMIC_RELAXED);
+}
+
+/* Thread B: runs b_step_fn(step) for each step main asks for; step 0 ends it. */
+static void *b_main(void *arg)
+{
+	(void)arg;
+	hook_cpu = 1;
+	for (;;) {
+		int c;
+		pthread_mutex_lock(&b_mx);
+		while (!b_cmd)
+			pthread_cond_wait(&b_cv, &b_mx);
+		c = b_cmd;
+		b_cmd = 0;
+		pthread_mutex_unlock(&b_mx);
+		if (c > 0)
+			b_step_fn(c);
+		pthread_mutex_lock(&b_mx);
+		b_done = 1;
+		pthread_cond_broadcast(&b_cv);
+		pthread_mutex_unlock(&b_mx);
+		if (c < 0)
+			return NULL;
+	}
+}
+
+/* Run step @c on thread B and wait until it is done (-1: B ends). */
+static void run_on_b(int c)
+{
+	pthread_mutex_lock(&b_mx);
+	b_cmd = c;
+	b_done = 0;
+	pthread_cond_broadcast(&b_cv);
+	while (!b_done)
+		pthread_cond_wait(&b_cv, &b_mx);
+	pthread_mutex_unlock(&b_mx);
+}
+
+/* What the hooks do besides the sections (set by each test, main thread). */
+static void (*hook_on_enter)(void), (*hook_on_exit)(void), (*hook_on_sync)(void);
+
+static unsigned hook_enter(void *ctx)
+{
+	(void)ctx;
+	if (hook_cpu == 0 && hook_on_enter)
+		hook_on_enter();
+	pthread_mutex_lock(&hook_mx[hook_cpu]);
+	return hook_cpu;
+}
+
+static void hook_exit(void *ctx, unsigned cpu)
+{
+	(void)ctx;
+	pthread_mutex_unlock(&hook_mx[cpu]);
+	if (hook_cpu == 0 && hook_on_exit)
+		hook_on_exit();
+}
+
+static void hook_sync(void *ctx, unsigned cpu, void (*fn)(void *arg), void *arg)
+{
+	(void)ctx;
+	if (hook_cpu == 0 && hook_on_sync)
+		hook_on_sync();
+	pthread_mutex_lock(&hook_mx[cpu]);
+	fn(arg);
+	pthread_mutex_unlock(&hook_mx[cpu]);
+}
+
+/* A memory map on the hooked platform (2 CPUs, the stepping clock) and a
+ * coherent 32-bit device; thread B started with @step. */
+static struct dmm_mem *race_mem(struct dmm_hosted **h, pthread_t *b, void (*step)(int))
+{
+	struct dmm_machine m;
+	struct dmm_platform p;
+	struct dmm_mem *mem;
+
+	hooked_platform(&m, h, &p);
+	p.cpu_thread_slots = 0;
+	p.cpu_fence = NULL;
+	p.cpu_enter = hook_enter;
+	p.cpu_exit = hook_exit;
+	p.cpu_sync = hook_sync;
+	p.now_ns = hook_clock;
+	p.nr_cpus = 2;
+	hook_cpu = 0;
+	hook_on_enter = hook_on_exit = hook_on_sync = NULL;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	b_step_fn = step;
+	assert_int_equal(pthread_create(b, NULL, b_main, NULL), 0);
+	return mem;
+}
+
+static void race_end(struct dmm_hosted *h, struct dmm_mem *mem, pthread_t b)
+{
+	hook_on_enter = hook_on_exit = hook_on_sync = NULL;
+	run_on_b(-1);
+	assert_int_equal(pthread_join(b, NULL), 0);
+	assert_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
+/* test_trim_never_frees_a_pool_in_use */
+static struct dmm_mem *tr_mem;
+static struct dmm_device *tr_dev;
+static dmm_phys_t tr_orig;
+static dmm_dma_addr_t tr_bus;
+static int tr_nsync, tr_seen;
+
+static void tr_step(int step)
+{
+	if (step == 1) { /* map while the trim is under way */
+		tr_bus = dmm_dma_map_phys(tr_dev, tr_orig, 8192, DMM_DMA_FROM_DEVICE);
+	} else { /* the device writes, the CPU takes the data */
+		uint8_t *b = (uint8_t *)dmm_pfn_to_virt(tr_mem, dmm_phys_to_pfn(tr_bus)) + (tr_bus & (DMM_PAGE_SIZE - 1));
+		memset(b, 0xd5, 8192);
+		tr_seen = dmm_swiotlb_is_bounce(tr_mem, tr_bus);
+		dmm_dma_sync_single_for_cpu(tr_dev, tr_bus, 8192, DMM_DMA_FROM_DEVICE);
+	}
+}
+
+/* The trimming thread's grace periods: before the index flips B maps,
+ * after it B uses its mapping. */
+static void tr_on_sync(void)
+{
+	tr_nsync++;
+	if (tr_nsync == 1)
+		run_on_b(1);
+	else if (tr_nsync == 3)
+		run_on_b(2);
+}
+
+/*
+ * dmm_swiotlb_trim() releases an idle transient pool while another CPU
+ * maps: the pool is marked dying before it leaves the index, so the map
+ * (which still finds it there) takes its slots elsewhere, and the mapping
+ * is found through the whole release (its data reaches the CPU). The
+ * transient pool lies below the default one: the first a map tries.
+ */
+static void test_trim_never_frees_a_pool_in_use(void **state)
+{
+	const struct dmm_constraint low16 = { 0, 16 * MiB, 0, 0, 0, 0 };
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_hosted *h;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	dmm_dma_addr_t bus[9];
+	dmm_pfn_t blk;
+	pthread_t b;
+	uint8_t *orig;
+	(void)state;
+
+	tr_mem = race_mem(&h, &b, tr_step);
+	dmm_swiotlb_opts_default(tr_mem, &o);
+	o.initial_bytes = 64 * KiB; /* 32 slots: 8 mappings of 8 KiB */
+	o.grow_threshold_pct = 100;
+	o.transient_idle_ns = 1000;
+	/* the default pool above 16 MiB, the transient one below */
+	assert_ok(dmm_alloc_range(tr_mem, &low16, 16 * MiB >> DMM_PAGE_SHIFT, 0, &blk));
+	assert_ok(dmm_swiotlb_init(tr_mem, &o));
+	assert_ok(dmm_free_range(tr_mem, blk, 16 * MiB >> DMM_PAGE_SHIFT));
+	assert_ok(dmm_device_create(tr_mem, &d, NULL, &tr_dev));
+	tr_orig = hooked_high_pages(tr_mem, 4);
+	orig = (uint8_t *)dmm_pfn_to_virt(tr_mem, dmm_phys_to_pfn(tr_orig));
+	memset(orig, 0, 8192);
+	for (int i = 0; i < 9; i++) { /* the 9th adds a transient pool */
+		bus[i] = dmm_dma_map_phys(tr_dev, tr_orig + 16384, 8192, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(tr_dev, bus[i]));
+	}
+	assert_true(bus[8] < bus[0]);
+	dmm_dma_unmap_phys(tr_dev, bus[8], 8192, DMM_DMA_TO_DEVICE); /* the transient pool is idle */
+	dmm_dma_unmap_phys(tr_dev, bus[0], 8192, DMM_DMA_TO_DEVICE); /* room in the default pool */
+	assert_ok(dmm_swiotlb_check(tr_mem));
+	dmm_swiotlb_get_stats(tr_mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	assert_int_equal(st.used_slots, 7 * 4);
+
+	__atomic_fetch_add(&hook_clock_ns, 10 * 1000 * 1000, __ATOMIC_RELAXED); /* idle long enough */
+	tr_nsync = 0;
+	hook_on_sync = tr_on_sync;
+	dmm_swiotlb_trim(tr_mem);
+	hook_on_sync = NULL;
+	assert_true(tr_nsync >= 3);
+	assert_ok(dmm_dma_mapping_error(tr_dev, tr_bus));
+	assert_true(tr_seen); /* found while the pool set changed */
+	assert_int_equal(orig[0], 0xd5);
+	assert_int_equal(orig[8191], 0xd5);
+	assert_ok(dmm_swiotlb_check(tr_mem));
+	dmm_swiotlb_get_stats(tr_mem, &st);
+	assert_int_equal(st.transient_pools, 0);
+	assert_int_equal(st.transient_released, 1);
+	assert_int_equal(st.used_slots, 8 * 4);
+
+	memset(orig, 0, 8192);
+	dmm_dma_unmap_phys(tr_dev, tr_bus, 8192, DMM_DMA_FROM_DEVICE);
+	assert_int_equal(orig[4096], 0xd5); /* copied back at unmap too */
+	for (int i = 1; i < 8; i++)
+		dmm_dma_unmap_phys(tr_dev, bus[i], 8192, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(tr_mem));
+	dmm_swiotlb_get_stats(tr_mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.maps, st.unmaps);
+	assert_ok(dmm_page_free(tr_mem, dmm_phys_to_pfn(tr_orig), 4));
+	assert_ok(dmm_device_destroy(tr_dev));
+	race_end(h, tr_mem, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1744,6 +1974,7 @@ int main(void)
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),
+		cmocka_unit_test(test_trim_never_frees_a_pool_in_use),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

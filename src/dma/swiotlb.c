@@ -22,8 +22,10 @@
  * waits for a grace period (every section that might still read the
  * inactive buffer has ended) before it fills that buffer, then flips. So
  * growth and release never disturb a lookup, and memory stays bounded. A
- * pool being released is unpublished first, and freed only after another
- * grace period, if no mapping took slots in it meanwhile.
+ * pool is released only once it is empty and marked dying (under all its
+ * area locks, so no take is half done): every take path refuses a dying
+ * pool, so it stays empty; then it is unpublished, and freed after another
+ * grace period, when no section can still hold it.
  *
  * Per-CPU run caches. Runs of one or two slots (mappings up to 4 KiB with
  * 2 KiB slots: the common packet and small-buffer case) freed by a CPU go
@@ -85,6 +87,7 @@ struct tlb_pool {
 	dmm_pfn_t mem_pfn, meta_pfn;
 	uint64_t mem_pages, meta_pages;
 	int transient, restricted;
+	int dying;                       /* being released: no slot may be taken (atomic; set under all area locks) */
 	struct dmm_device *dev;          /* restricted: its only user */
 	uint64_t idle_since;             /* transient: 0, or when it last became empty, made odd (atomic) */
 	struct tlb_area *areas;
@@ -529,10 +532,11 @@ static void drain_caches(struct dmm_swiotlb *t, struct dmm_device *dev)
 
 /*
  * Take @n slots in area @a of @p for a mapping of @pa; returns the first
- * slot or -1. The search starts at the hint, which unmap moves back to the
- * run it freed: the next mapping reuses the slots whose lines are still in
- * the CPU's cache (bouncing copies into them), and a pool in steady use
- * touches only as much memory as it has mappings.
+ * slot or -1 (also when @p is dying). Area lock held. The search starts at
+ * the hint, which unmap moves back to the run it freed: the next mapping
+ * reuses the slots whose lines are still in the CPU's cache (bouncing
+ * copies into them), and a pool in steady use touches only as much memory
+ * as it has mappings.
  */
 static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_area *a, uint32_t n,
 			 dmm_phys_t pa, uint64_t granule)
@@ -541,7 +545,7 @@ static int64_t area_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_a
 	uint64_t mask = t->o.align_mask & ~(unit - 1);
 	uint32_t span, s;
 
-	if (n > a->n)
+	if (n > a->n || __atomic_load_n(&p->dying, __ATOMIC_RELAXED))
 		return -1;
 	span = a->n - n + 1; /* first slots a run of n can start at */
 	s = a->hint < span ? a->hint : 0;
@@ -582,13 +586,15 @@ static inline void mark_run(struct tlb_pool *p, uint32_t first, uint32_t n, uint
 }
 
 /* A cached run of @n slots for a mapping of @pa (in a section of the CPU
- * owning @pc), counted with its @copy_in bytes; or -1. */
+ * owning @pc), counted with its @copy_in bytes; or -1 (also when @p is
+ * dying: a dying pool has no cached run, its caches being empty, but no
+ * take path may give out its slots). */
 static inline int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa,
 			  uint64_t copy_in)
 {
 	uint32_t k = pc->n[n - 1], first;
 
-	if (!k)
+	if (!k || __atomic_load_n(&p->dying, __ATOMIC_RELAXED))
 		return -1;
 	first = pc->run[n - 1][k - 1];
 	if (((p->base + ((uint64_t)first << t->slot_shift)) ^ pa) & t->run_mask)
@@ -1137,6 +1143,27 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_
 		dmm__swiotlb_unmap_done(dev->mem);
 }
 
+/* Mark @p dying if none of its slots is in use (mapped, or parked in a
+ * CPU's cache: a cached run counts as used in its area, so a pool with
+ * cached runs is never retired), all its area locks held so that no take
+ * is half done; from then on every take path refuses it. Pool lock held.
+ * true if @p is dying now. */
+static bool pool_retire(struct dmm_swiotlb *t, struct tlb_pool *p)
+{
+	bool unused = true;
+
+	for (uint32_t a = 0; a < p->nr_areas; a++)
+		dmm__lock(t->mem, &p->areas[a].lock);
+	for (uint32_t a = 0; a < p->nr_areas; a++)
+		if (p->areas[a].used)
+			unused = false;
+	if (unused)
+		__atomic_store_n(&p->dying, 1, __ATOMIC_RELAXED);
+	for (uint32_t a = p->nr_areas; a-- > 0;)
+		dmm__unlock(t->mem, &p->areas[a].lock);
+	return unused;
+}
+
 void dmm_swiotlb_trim(struct dmm_mem *mem)
 {
 	struct dmm_swiotlb *t = mem ? tlb_of(mem) : (struct dmm_swiotlb *)0;
@@ -1154,8 +1181,8 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 	for (uint32_t i = 0; i < t->nr_pools;) {
 		struct tlb_pool *p = t->pools[i];
 		uint64_t idle = __atomic_load_n(&p->idle_since, __ATOMIC_RELAXED);
-		if (p->transient && !pool_used(p) && idle && now >= idle &&
-		    now - idle >= t->o.transient_idle_ns) {
+		if (p->transient && idle && now >= idle && now - idle >= t->o.transient_idle_ns &&
+		    pool_retire(t, p)) {
 			t->pools[i] = t->pools[--t->nr_pools];
 			gone[ngone++] = p;
 			continue;
@@ -1163,21 +1190,9 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 		i++;
 	}
 	if (ngone) {
-		uint32_t keep = 0;
 		index_publish(t);
 		dmm__cpu_sync_all(mem); /* no section can still see the pools */
-		/* a map that found a pool before it was unpublished may have taken
-		 * slots in it meanwhile: such a pool stays */
 		for (uint32_t i = 0; i < ngone; i++) {
-			if (pool_used(gone[i])) {
-				t->pools[t->nr_pools++] = gone[i];
-				continue;
-			}
-			gone[keep++] = gone[i];
-		}
-		if (keep != ngone)
-			index_publish(t);
-		for (uint32_t i = 0; i < keep; i++) {
 			struct tlb_pool *p = gone[i];
 			__atomic_store_n(&t->total_bytes, t->total_bytes - p->bytes, __ATOMIC_RELAXED);
 			/* its counters join the totals while the pool lock still
@@ -1189,7 +1204,6 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 				sadd(&t->st.bounced_from_device, p->areas[a].from_device);
 			}
 		}
-		ngone = keep;
 	}
 	dmm__unlock(mem, &t->lock);
 	for (uint32_t i = 0; i < ngone; i++) {
@@ -1335,6 +1349,8 @@ static int check_pool(struct dmm_swiotlb *t, struct tlb_pool *p)
 {
 	uint64_t cached_slots = 0, cached_runs = 0;
 
+	if (p->dying) /* a dying pool leaves the set in the same pool-lock hold */
+		return -DMM_EFAULT;
 	for (uint32_t a = 0; a < p->nr_areas; a++) {
 		struct tlb_area *ar = &p->areas[a];
 		uint32_t aused = 0;
