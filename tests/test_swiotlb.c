@@ -1951,6 +1951,114 @@ static void test_trim_never_frees_a_pool_in_use(void **state)
 	race_end(h, tr_mem, b);
 }
 
+/* test_deferred_queue_full_during_retry */
+static struct dmm_device *dq_dev;
+static dmm_phys_t dq_orig;
+static int dq_armed, dq_inject, dq_b_rc, dq_calls;
+static dmm_dma_addr_t dq_served[64];
+static unsigned dq_nserved;
+
+static void dq_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)arg;
+	assert_int_equal(err, 0);
+	assert_true(dq_nserved < 64);
+	dq_served[dq_nserved++] = dma;
+	dq_calls++;
+}
+
+static void dq_step(int step)
+{
+	(void)step;
+	dq_b_rc = dmm_dma_map_phys_deferred(dq_dev, dq_orig, 8192, DMM_DMA_TO_DEVICE, dq_cb, (void *)0x5eed);
+}
+
+/* The retry took the CPUs' caches back: at its next section B queues. */
+static void dq_on_sync(void)
+{
+	if (dq_armed)
+		dq_inject = 1;
+}
+
+static void dq_on_enter(void)
+{
+	if (dq_inject) {
+		dq_inject = 0;
+		dq_armed = 0;
+		run_on_b(1);
+	}
+}
+
+/*
+ * A full queue while its head is being retried: B's request finds no room
+ * (the retried request keeps its place) and nothing is written past the
+ * queue; every queued request is served later, in order.
+ */
+static void test_deferred_queue_full_during_retry(void **state)
+{
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	dmm_dma_addr_t bus[32];
+	unsigned unmapped = 0;
+	pthread_t b;
+	(void)state;
+
+	mem = race_mem(&h, &b, dq_step);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB; /* 32 slots */
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dq_dev));
+	dq_orig = hooked_high_pages(mem, 4);
+	for (int i = 0; i < 32; i++) {
+		bus[i] = dmm_dma_map_phys(dq_dev, dq_orig, 2048, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dq_dev, bus[i]));
+	}
+	dq_calls = 0;
+	dq_nserved = 0;
+	for (int i = 0; i < 32; i++) /* a full queue of 4-slot requests */
+		assert_ok(dmm_dma_map_phys_deferred(dq_dev, dq_orig, 8192, DMM_DMA_TO_DEVICE, dq_cb, NULL));
+	assert_rc(dmm_dma_map_phys_deferred(dq_dev, dq_orig, 8192, DMM_DMA_TO_DEVICE, dq_cb, NULL), -DMM_ENOSPC);
+	assert_ok(dmm_swiotlb_check(mem));
+
+	dq_b_rc = 1;
+	dq_armed = 1;
+	dq_inject = 0;
+	hook_on_sync = dq_on_sync;
+	hook_on_enter = dq_on_enter;
+	dmm_dma_unmap_phys(dq_dev, bus[unmapped++], 2048, DMM_DMA_TO_DEVICE); /* 1 slot: the head still waits */
+	hook_on_sync = NULL;
+	hook_on_enter = NULL;
+	assert_int_equal(dq_armed, 0); /* B ran in the window */
+	assert_rc(dq_b_rc, -DMM_ENOSPC);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.restricted_pools, 0);
+	assert_int_equal(st.deferred_queued, 32);
+	assert_int_equal(st.deferred_done, 0);
+	assert_int_equal(dq_calls, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+
+	/* room comes back: the 32 requests complete */
+	while (unmapped < 32 || dq_nserved) {
+		if (unmapped < 32)
+			dmm_dma_unmap_phys(dq_dev, bus[unmapped++], 2048, DMM_DMA_TO_DEVICE);
+		else
+			dmm_dma_unmap_phys(dq_dev, dq_served[--dq_nserved], 8192, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_swiotlb_check(mem));
+	}
+	assert_int_equal(dq_calls, 32);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.deferred_done, 32);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(dq_orig), 4));
+	assert_ok(dmm_device_destroy(dq_dev));
+	race_end(h, mem, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1975,6 +2083,7 @@ int main(void)
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),
 		cmocka_unit_test(test_trim_never_frees_a_pool_in_use),
+		cmocka_unit_test(test_deferred_queue_full_during_retry),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

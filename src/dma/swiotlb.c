@@ -107,6 +107,8 @@ struct tlb_deferred {
 	enum dmm_dma_dir dir;
 	dmm_dma_map_cb cb;
 	void *arg;
+	uint64_t seq;                    /* order of queueing */
+	int busy;                        /* being retried (pool lock not held): it keeps its place */
 };
 
 struct dmm_swiotlb {
@@ -124,8 +126,9 @@ struct dmm_swiotlb {
 	uint64_t used_slots;             /* all pools (atomic) */
 	int grow_pending;                /* atomic */
 	uint32_t nr_transient;           /* atomic */
-	struct tlb_deferred deferred[MAX_DEFERRED];
-	uint32_t nr_deferred;            /* atomic */
+	struct tlb_deferred deferred[MAX_DEFERRED]; /* in queueing order, under the pool lock */
+	uint32_t nr_deferred;            /* atomic: requests queued, those being retried included */
+	uint64_t deferred_seq;           /* last seq given */
 	dmm_pfn_t self_pfn;
 	uint64_t self_pages;
 	struct dmm_swiotlb_stats st;     /* atomic counters */
@@ -1242,43 +1245,63 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 	t->deferred[t->nr_deferred].dir = dir;
 	t->deferred[t->nr_deferred].cb = cb;
 	t->deferred[t->nr_deferred].arg = arg;
-	__atomic_store_n(&t->nr_deferred, t->nr_deferred + 1, __ATOMIC_RELEASE);
+	t->deferred[t->nr_deferred].seq = ++t->deferred_seq;
+	t->deferred[t->nr_deferred].busy = 0;
+	__atomic_store_n(&t->nr_deferred, t->nr_deferred + 1, __ATOMIC_SEQ_CST);
 	dmm__unlock(dev->mem, &t->lock);
 	sadd(&t->st.deferred_queued, 1);
 	return 0;
 }
 
+/* The queue slot of request @seq, which is queued (pool lock held). */
+static uint32_t deferred_find(const struct dmm_swiotlb *t, uint64_t seq)
+{
+	uint32_t i = 0;
+
+	while (t->deferred[i].seq != seq)
+		i++;
+	return i;
+}
+
+/* Drop queued request @i, keeping the order of the others (pool lock held). */
+static void deferred_remove(struct dmm_swiotlb *t, uint32_t i)
+{
+	for (uint32_t k = i + 1; k < t->nr_deferred; k++)
+		t->deferred[k - 1] = t->deferred[k];
+	__atomic_store_n(&t->nr_deferred, t->nr_deferred - 1, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * Retry the queued requests in order. A request being retried stays in the
+ * queue (busy), so it keeps its place and its slot: a request queued
+ * meanwhile finds the queue as full as it is, and the retry never needs room
+ * to put its request back. The callback runs without the pool lock.
+ */
 static void serve_deferred(struct dmm_swiotlb *t)
 {
-	for (;;) {
+	dmm__lock(t->mem, &t->lock);
+	while (t->nr_deferred && !t->deferred[0].busy) {
 		struct tlb_deferred d;
 		dmm_dma_addr_t dma;
 		int err;
 
-		dmm__lock(t->mem, &t->lock);
-		if (!t->nr_deferred) {
-			dmm__unlock(t->mem, &t->lock);
-			return;
-		}
+		t->deferred[0].busy = 1;
 		d = t->deferred[0];
-		for (uint32_t i = 1; i < t->nr_deferred; i++)
-			t->deferred[i - 1] = t->deferred[i];
-		__atomic_store_n(&t->nr_deferred, t->nr_deferred - 1, __ATOMIC_RELEASE);
 		dmm__unlock(t->mem, &t->lock);
 		dma = dmm_dma_map_phys(d.dev, d.pa, d.size, d.dir);
 		err = dmm_dma_mapping_error(d.dev, dma);
-		if (err == -DMM_ENOSPC) { /* still no room: back to the head of the queue */
-			dmm__lock(t->mem, &t->lock);
-			for (uint32_t i = t->nr_deferred; i > 0; i--)
-				t->deferred[i] = t->deferred[i - 1];
-			t->deferred[0] = d;
-			__atomic_store_n(&t->nr_deferred, t->nr_deferred + 1, __ATOMIC_RELEASE);
-			dmm__unlock(t->mem, &t->lock);
-			return;
+		dmm__lock(t->mem, &t->lock);
+		if (err == -DMM_ENOSPC) { /* still no room: it stays at the head */
+			t->deferred[deferred_find(t, d.seq)].busy = 0;
+			break;
 		}
+		deferred_remove(t, deferred_find(t, d.seq));
+		dmm__unlock(t->mem, &t->lock);
 		sadd(&t->st.deferred_done, 1);
 		d.cb(d.arg, dma, err);
+		dmm__lock(t->mem, &t->lock);
 	}
+	dmm__unlock(t->mem, &t->lock);
 }
 
 /* ---- statistics and checks -------------------------------------------------------------- */
