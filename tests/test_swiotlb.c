@@ -2059,6 +2059,125 @@ static void test_deferred_queue_full_during_retry(void **state)
 	race_end(h, mem, b);
 }
 
+/* test_deferred_per_device_order */
+static char dd_log[16];
+static unsigned dd_nlog;
+static dmm_dma_addr_t dd_bus[4];
+
+static void dd_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	unsigned k = (unsigned)(uintptr_t)arg;
+	assert_int_equal(err, 0);
+	assert_true(k < 4 && dd_nlog < sizeof(dd_log) - 1);
+	dd_bus[k] = dma;
+	dd_log[dd_nlog++] = (char)('0' + k);
+}
+
+/*
+ * Deferred requests of two devices: A waits for its full restricted pool,
+ * B for the default pool. A's request at the head of the queue holds up
+ * none of B's; B's requests complete in their order (a small one that
+ * would fit waits for the larger one queued before it). A request that no
+ * pool the device may use could ever hold is refused, not queued.
+ */
+static void test_deferred_per_device_order(void **state)
+{
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_mem_info mi0, mi1;
+	struct dmm_dma_stats ds0, ds1;
+	struct dmm_device *a, *b;
+	dmm_dma_addr_t ba[8], bb[7], bs[4];
+	dmm_phys_t pa;
+	(void)state;
+
+	hooked_platform(&m, &h, &p);
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB; /* 32 slots */
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	d.name = "A";
+	assert_ok(dmm_device_create(mem, &d, NULL, &a));
+	d.name = "B";
+	assert_ok(dmm_device_create(mem, &d, NULL, &b));
+	assert_ok(dmm_swiotlb_restricted_pool(a, 64 * KiB));
+	pa = hooked_high_pages(mem, 5);
+	for (int i = 0; i < 8; i++) { /* both pools full */
+		ba[i] = dmm_dma_map_phys(a, pa, 8192, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(a, ba[i]));
+	}
+	for (int i = 0; i < 7; i++) {
+		bb[i] = dmm_dma_map_phys(b, pa, 8192, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(b, bb[i]));
+	}
+	for (int i = 0; i < 4; i++) {
+		bs[i] = dmm_dma_map_phys(b, pa, 2048, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(b, bs[i]));
+	}
+	dd_nlog = 0;
+	memset(dd_log, 0, sizeof(dd_log));
+	assert_ok(dmm_dma_map_phys_deferred(a, pa, 8192, DMM_DMA_TO_DEVICE, dd_cb, (void *)0));
+	assert_ok(dmm_dma_map_phys_deferred(b, pa, 8192, DMM_DMA_TO_DEVICE, dd_cb, (void *)1));
+	assert_ok(dmm_dma_map_phys_deferred(b, pa, 2048, DMM_DMA_TO_DEVICE, dd_cb, (void *)2));
+	assert_int_equal(dd_nlog, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+
+	/* one slot back: B's 4-slot request still waits, its 1-slot one behind it */
+	dmm_dma_unmap_phys(b, bs[0], 2048, DMM_DMA_TO_DEVICE);
+	assert_int_equal(dd_nlog, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+	/* four more: both of B's, in order, past A's */
+	dmm_dma_unmap_phys(b, bb[0], 8192, DMM_DMA_TO_DEVICE);
+	assert_string_equal(dd_log, "12");
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_dma_unmap_phys(a, ba[0], 8192, DMM_DMA_TO_DEVICE);
+	assert_string_equal(dd_log, "120");
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.deferred_queued, 3);
+	assert_int_equal(st.deferred_done, 3);
+
+	/* 40 slots: more than any area of either pool, and no transient pool */
+	dmm_mem_get_info(mem, &mi0);
+	dmm_device_get_stats(a, &ds0);
+	assert_rc(dmm_dma_map_phys_deferred(a, pa, 80 * KiB, DMM_DMA_TO_DEVICE, dd_cb, (void *)3), -DMM_EINVAL);
+	dmm_device_get_stats(a, &ds1);
+	assert_int_equal(ds1.fail_invalid, ds0.fail_invalid + 1);
+	assert_rc(dmm_dma_map_phys_deferred(b, pa, 80 * KiB, DMM_DMA_TO_DEVICE, dd_cb, (void *)3), -DMM_EINVAL);
+	dmm_mem_get_info(mem, &mi1);
+	assert_int_equal(mi1.fail_invalid, mi0.fail_invalid + 2);
+	assert_int_equal(dd_nlog, 3);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.deferred_queued, 3);
+	assert_ok(dmm_swiotlb_check(mem));
+
+	dmm_dma_unmap_phys(a, dd_bus[0], 8192, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_phys(b, dd_bus[1], 8192, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_phys(b, dd_bus[2], 2048, DMM_DMA_TO_DEVICE);
+	for (int i = 1; i < 8; i++)
+		dmm_dma_unmap_phys(a, ba[i], 8192, DMM_DMA_TO_DEVICE);
+	for (int i = 1; i < 7; i++)
+		dmm_dma_unmap_phys(b, bb[i], 8192, DMM_DMA_TO_DEVICE);
+	for (int i = 1; i < 4; i++)
+		dmm_dma_unmap_phys(b, bs[i], 2048, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 5));
+	assert_ok(dmm_device_destroy(b));
+	assert_ok(dmm_device_destroy(a));
+	assert_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2084,6 +2203,7 @@ int main(void)
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),
 		cmocka_unit_test(test_trim_never_frees_a_pool_in_use),
 		cmocka_unit_test(test_deferred_queue_full_during_retry),
+		cmocka_unit_test(test_deferred_per_device_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

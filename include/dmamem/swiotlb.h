@@ -94,8 +94,13 @@ int dmm_swiotlb_check(struct dmm_mem *mem);
  * A mapping that may wait for bounce slots (as FreeBSD's busdma defers a
  * load): @cb(arg, dma, err) is called once — right away if the mapping can
  * be made (or fails for another reason), or later from an unmap that frees
- * enough slots. Returns 0 if the callback ran or is queued, -DMM_ENOSPC if
- * the queue is full, -DMM_EINVAL.
+ * enough slots. The queued requests are retried in order; one that still
+ * finds no room keeps its place while the later ones are tried, so a
+ * device's requests complete in the order they were queued and a device
+ * waiting for its own full pool holds up no other. Returns 0 if the
+ * callback ran or is queued, -DMM_ENOSPC if the queue is full, -DMM_EINVAL
+ * (also for a mapping that no pool the device may use could ever hold,
+ * when no transient pool can be added for it: it is not queued).
  */
 typedef void (*dmm_dma_map_cb)(void *arg, dmm_dma_addr_t dma, int err);
 int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size,

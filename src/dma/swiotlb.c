@@ -1218,6 +1218,30 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 
 /* ---- deferred mappings --------------------------------------------------------------- */
 
+/* Could a bounce of [pa, pa + size) for @dev (no IOMMU) ever be made: an
+ * area of a pool it may use has the slots, or a transient pool could be
+ * added for it (pools other than transient ones never go away, so they
+ * bound the room left under max_bytes). Pool lock held. */
+static bool deferred_may_fit(const struct dmm_swiotlb *t, struct dmm_device *dev, dmm_phys_t pa, size_t size)
+{
+	uint64_t off, fixed = 0;
+	uint32_t n = slots_for(t, pa, size, 0, &off);
+
+	for (uint32_t i = 0; i < t->nr_pools; i++) {
+		const struct tlb_pool *p = t->pools[i];
+		if (!p->transient)
+			fixed += p->bytes;
+		if (dev->restricted_pool ? p != dev->restricted_pool : !pool_usable(p, dev))
+			continue;
+		for (uint32_t a = 0; a < p->nr_areas; a++)
+			if (p->areas[a].n >= n)
+				return true;
+	}
+	if (dev->restricted_pool || t->o.no_transient)
+		return false;
+	return fixed + dmm_align_up((uint64_t)(n + 1) * t->o.slot_size, DMM_PAGE_SIZE) <= t->o.max_bytes;
+}
+
 int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			      dmm_dma_map_cb cb, void *arg)
 {
@@ -1235,6 +1259,11 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 		return 0;
 	}
 	dmm__lock(dev->mem, &t->lock);
+	if (!dmm__iommu_translating(dev) && !deferred_may_fit(t, dev, pa, size)) {
+		dmm__unlock(dev->mem, &t->lock);
+		dmm__dstat(&dev->st.fail_invalid, 1);
+		return dmm__count_invalid(dev->mem);
+	}
 	if (t->nr_deferred == MAX_DEFERRED) {
 		dmm__unlock(dev->mem, &t->lock);
 		return -DMM_ENOSPC;
@@ -1271,29 +1300,55 @@ static void deferred_remove(struct dmm_swiotlb *t, uint32_t i)
 	__atomic_store_n(&t->nr_deferred, t->nr_deferred - 1, __ATOMIC_SEQ_CST);
 }
 
+/* The first queued request after @cursor that may be retried now: not
+ * being retried, and its device's first in the queue (a device's requests
+ * complete in the order they were queued); nr_deferred if none. Pool lock
+ * held. */
+static uint32_t deferred_next(const struct dmm_swiotlb *t, uint64_t cursor)
+{
+	for (uint32_t i = 0; i < t->nr_deferred; i++) {
+		const struct tlb_deferred *e = &t->deferred[i];
+		uint32_t k;
+		if (e->seq <= cursor || e->busy)
+			continue;
+		for (k = 0; k < i && t->deferred[k].dev != e->dev; k++)
+			;
+		if (k == i)
+			return i;
+	}
+	return t->nr_deferred;
+}
+
 /*
- * Retry the queued requests in order. A request being retried stays in the
- * queue (busy), so it keeps its place and its slot: a request queued
- * meanwhile finds the queue as full as it is, and the retry never needs room
- * to put its request back. The callback runs without the pool lock.
+ * Retry the queued requests, in queueing order. One that still finds no
+ * room stays where it is and the later ones are tried all the same: one
+ * device's full restricted pool holds up no other device (but that
+ * device's later requests). A request being retried stays in the queue
+ * (busy), so it keeps its place and its slot: a request queued meanwhile
+ * finds the queue as full as it is, and a retry never needs room to put its
+ * request back. The callback runs without the pool lock.
  */
 static void serve_deferred(struct dmm_swiotlb *t)
 {
+	uint64_t cursor = 0; /* the last request tried */
+	uint32_t i;
+
 	dmm__lock(t->mem, &t->lock);
-	while (t->nr_deferred && !t->deferred[0].busy) {
+	while ((i = deferred_next(t, cursor)) < t->nr_deferred) {
 		struct tlb_deferred d;
 		dmm_dma_addr_t dma;
 		int err;
 
-		t->deferred[0].busy = 1;
-		d = t->deferred[0];
+		t->deferred[i].busy = 1;
+		d = t->deferred[i];
+		cursor = d.seq;
 		dmm__unlock(t->mem, &t->lock);
 		dma = dmm_dma_map_phys(d.dev, d.pa, d.size, d.dir);
 		err = dmm_dma_mapping_error(d.dev, dma);
 		dmm__lock(t->mem, &t->lock);
-		if (err == -DMM_ENOSPC) { /* still no room: it stays at the head */
+		if (err == -DMM_ENOSPC) { /* still no room: it keeps its place */
 			t->deferred[deferred_find(t, d.seq)].busy = 0;
-			break;
+			continue;
 		}
 		deferred_remove(t, deferred_find(t, d.seq));
 		dmm__unlock(t->mem, &t->lock);
