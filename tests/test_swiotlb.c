@@ -196,7 +196,7 @@ static void test_full_deferred_transient_growth(void **state)
 	assert_int_equal(st.used_slots, 0);
 	assert_int_equal(st.deferred_queued, 1);
 	assert_int_equal(st.deferred_done, 1);
-	assert_int_equal(st.fail_full, 2); /* the failed map and the deferred first try */
+	assert_int_equal(st.fail_full, 3); /* the failed map, the deferred first try and its retry once queued */
 	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 4));
 	assert_ok(dmm_sim_device_destroy(&sd));
 	hwenv_destroy(&e);
@@ -2178,6 +2178,95 @@ static void test_deferred_per_device_order(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* test_deferred_no_lost_wakeup */
+static struct dmm_device *lw_dev;
+static dmm_dma_addr_t lw_bus[32];
+static int lw_armed, lw_exits = -1, lw_calls;
+
+static void lw_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)arg;
+	assert_int_equal(err, 0);
+	lw_bus[0] = dma;
+	lw_calls++;
+}
+
+static void lw_step(int step)
+{
+	(void)step;
+	dmm_dma_unmap_phys(lw_dev, lw_bus[0], 2048, DMM_DMA_TO_DEVICE);
+}
+
+/* The failing attempt takes the CPUs' caches back (a sync), then leaves its
+ * last sections: right after, B unmaps. */
+static void lw_on_sync(void)
+{
+	if (lw_armed && lw_exits < 0)
+		lw_exits = 0;
+}
+
+static void lw_on_exit(void)
+{
+	if (lw_armed && lw_exits >= 0 && ++lw_exits == 2) {
+		lw_armed = 0;
+		run_on_b(1);
+	}
+}
+
+/*
+ * A slot freed between a deferred request's failed attempt and its
+ * queueing: the unmap sees no request to serve, so the request itself
+ * tries again once queued, and completes at once.
+ */
+static void test_deferred_no_lost_wakeup(void **state)
+{
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	dmm_phys_t pa;
+	pthread_t b;
+	(void)state;
+
+	mem = race_mem(&h, &b, lw_step);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB; /* 32 slots */
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &d, NULL, &lw_dev));
+	pa = hooked_high_pages(mem, 4);
+	for (int i = 0; i < 32; i++) {
+		lw_bus[i] = dmm_dma_map_phys(lw_dev, pa, 2048, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(lw_dev, lw_bus[i]));
+	}
+	lw_calls = 0;
+	lw_exits = -1;
+	lw_armed = 1;
+	hook_on_sync = lw_on_sync;
+	hook_on_exit = lw_on_exit;
+	assert_ok(dmm_dma_map_phys_deferred(lw_dev, pa, 2048, DMM_DMA_TO_DEVICE, lw_cb, NULL));
+	hook_on_sync = NULL;
+	hook_on_exit = NULL;
+	assert_int_equal(lw_armed, 0); /* B unmapped in the window */
+	assert_int_equal(lw_calls, 1);
+	assert_true(dmm_swiotlb_is_bounce(mem, lw_bus[0]));
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.deferred_queued, 1);
+	assert_int_equal(st.deferred_done, 1);
+	assert_int_equal(st.used_slots, 32);
+	for (int i = 0; i < 32; i++)
+		dmm_dma_unmap_phys(lw_dev, lw_bus[i], 2048, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 4));
+	assert_ok(dmm_device_destroy(lw_dev));
+	race_end(h, mem, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2204,6 +2293,7 @@ int main(void)
 		cmocka_unit_test(test_trim_never_frees_a_pool_in_use),
 		cmocka_unit_test(test_deferred_queue_full_during_retry),
 		cmocka_unit_test(test_deferred_per_device_order),
+		cmocka_unit_test(test_deferred_no_lost_wakeup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

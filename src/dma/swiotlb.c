@@ -129,6 +129,7 @@ struct dmm_swiotlb {
 	struct tlb_deferred deferred[MAX_DEFERRED]; /* in queueing order, under the pool lock */
 	uint32_t nr_deferred;            /* atomic: requests queued, those being retried included */
 	uint64_t deferred_seq;           /* last seq given */
+	uint64_t deferred_calls;         /* serve_deferred calls so far (pool lock) */
 	dmm_pfn_t self_pfn;
 	uint64_t self_pages;
 	struct dmm_swiotlb_stats st;     /* atomic counters */
@@ -1279,6 +1280,19 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 	__atomic_store_n(&t->nr_deferred, t->nr_deferred + 1, __ATOMIC_SEQ_CST);
 	dmm__unlock(dev->mem, &t->lock);
 	sadd(&t->st.deferred_queued, 1);
+	/*
+	 * An unmap between the failed attempt and the queueing freed slots
+	 * without seeing the request: try once more. Either this retry sees
+	 * the freed slots or that unmap sees the request (and serves it). The
+	 * retry takes the lock of every area it searches (and, before it gives
+	 * up, every CPU's cached runs through a CPU sync) after the store
+	 * above, and an unmap reads nr_deferred after it released that area's
+	 * lock (or its CPU section, for a run it parked): whichever comes
+	 * second sees the other's writes. The fence orders the store before
+	 * the retry's reads on its own.
+	 */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	serve_deferred(t);
 	return 0;
 }
 
@@ -1320,25 +1334,40 @@ static uint32_t deferred_next(const struct dmm_swiotlb *t, uint64_t cursor)
 }
 
 /*
- * Retry the queued requests, in queueing order. One that still finds no
- * room stays where it is and the later ones are tried all the same: one
- * device's full restricted pool holds up no other device (but that
- * device's later requests). A request being retried stays in the queue
- * (busy), so it keeps its place and its slot: a request queued meanwhile
- * finds the queue as full as it is, and a retry never needs room to put its
- * request back. The callback runs without the pool lock.
+ * Retry the queued requests, in queueing order (at an unmap, and once more
+ * after queueing one). One that still finds no room stays where it is and
+ * the later ones are tried all the same: one device's full restricted pool
+ * holds up no other device (but that device's later requests). A request
+ * being retried stays in the queue (busy), so it keeps its place and its
+ * slot: a request queued meanwhile finds the queue as full as it is, and a
+ * retry never needs room to put its request back. The callback runs
+ * without the pool lock.
  */
 static void serve_deferred(struct dmm_swiotlb *t)
 {
-	uint64_t cursor = 0; /* the last request tried */
+	uint64_t cursor = 0; /* the last request tried in this pass */
+	uint64_t calls;
 	uint32_t i;
 
 	dmm__lock(t->mem, &t->lock);
-	while ((i = deferred_next(t, cursor)) < t->nr_deferred) {
+	calls = ++t->deferred_calls;
+	for (;;) {
 		struct tlb_deferred d;
 		dmm_dma_addr_t dma;
 		int err;
 
+		i = deferred_next(t, cursor);
+		if (i == t->nr_deferred) {
+			/* another call came meanwhile: it skipped the requests
+			 * this one was retrying (and their devices' later ones),
+			 * maybe for slots freed after the retry looked; one more
+			 * pass */
+			if (t->deferred_calls == calls)
+				break;
+			calls = t->deferred_calls;
+			cursor = 0;
+			continue;
+		}
 		t->deferred[i].busy = 1;
 		d = t->deferred[i];
 		cursor = d.seq;
