@@ -183,9 +183,10 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
  * enter again (then *@cpu changes) to wait or to add a pool. */
 int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu);
-/* Inside a section of @cpu: if @tlb_pa is a bounce address (of @pool, or
- * looked up when NULL), copy back as @dir needs (DMM_DMA_NONE: nothing),
- * free its slots and return 1; else 0. After a 1, once out of the
+/* Inside a section of @cpu: if @tlb_pa is the start of a bounce mapping (of
+ * @pool, or looked up when NULL), copy back as @dir needs (DMM_DMA_NONE:
+ * nothing), free its slots and return 1; else 0 (an address inside a
+ * mapping is refused and counted as invalid). After a 1, once out of the
  * section, call dmm__swiotlb_unmap_done(). */
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			  enum dmm_dma_dir dir, unsigned cpu);
