@@ -440,6 +440,59 @@ static void test_bad_input(void **state)
 	tu_env_destroy(e);
 }
 
+/* ---- the device's segment boundary ------------------------------------------- */
+
+/* A device whose coherent buffers must not cross 4 KiB: the chunk stops
+ * growing at that boundary (4 KiB of 1 KiB blocks, not 8 KiB), and a block
+ * stride larger than the boundary is refused at create. */
+static void test_device_boundary(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("bnd", 64, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_dma_pool *p, *x = NULL;
+	struct dmm_dma_pool_stats st;
+	struct dmm_mem_info mi0, mi1;
+	void *cpu[8];
+	dmm_dma_addr_t dma[8];
+	(void)state;
+
+	d.limits.boundary = 4096;
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_ok(dmm_dma_pool_create(dev, "desc", 1024, 0, 0, &p));
+	st = stats(p);
+	assert_int_equal(st.chunk_bytes, 4096);
+	assert_int_equal(st.blocks_per_chunk, 4);
+	for (unsigned i = 0; i < 8; i++) {
+		assert_ok(dmm_dma_pool_alloc(p, 0, &cpu[i], &dma[i]));
+		assert_int_equal(dma[i] / 4096, (dma[i] + 1023) / 4096);
+		fill(cpu[i], dma[i], 1024, i);
+	}
+	assert_int_equal(stats(p).chunks, 2);
+	assert_ok(dmm_dma_pool_check(p));
+	for (unsigned i = 0; i < 8; i++) {
+		assert_true(verify(cpu[i], dma[i], 1024, i));
+		assert_ok(dmm_dma_pool_free(p, cpu[i], dma[i]));
+	}
+	assert_ok(dmm_dma_pool_destroy(p));
+
+	/* a block of a whole boundary still fits; one byte more does not */
+	assert_ok(dmm_dma_pool_create(dev, "page", 4096, 0, 0, &p));
+	assert_int_equal(stats(p).chunk_bytes, 4096);
+	assert_ok(dmm_dma_pool_alloc(p, 0, &cpu[0], &dma[0]));
+	assert_ok(dmm_dma_pool_free(p, cpu[0], dma[0]));
+	assert_ok(dmm_dma_pool_destroy(p));
+	dmm_mem_get_info(e->mem, &mi0);
+	assert_rc(dmm_dma_pool_create(dev, "x", 4097, 0, 0, &x), -DMM_EINVAL);
+	assert_rc(dmm_dma_pool_create(dev, "x", 2048, 8192, 0, &x), -DMM_EINVAL); /* stride 8 KiB */
+	assert_null(x);
+	dmm_mem_get_info(e->mem, &mi1);
+	assert_int_equal(mi1.fail_invalid, mi0.fail_invalid + 2);
+	assert_ok(dmm_device_destroy(dev));
+	assert_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /* ---- two threads ------------------------------------------------------------ */
 
 struct thr {
@@ -601,6 +654,7 @@ int main(void)
 		cmocka_unit_test(test_dma32_below_4g),
 		cmocka_unit_test(test_noncoherent),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_device_boundary),
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_random_checked),
 	};

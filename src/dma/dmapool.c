@@ -26,7 +26,9 @@
  *
  * Geometry. stride = size rounded up to the alignment. A chunk is a power
  * of two of at least one page (grown up to 32 KiB so it holds 8 blocks or
- * more) and its bus address is aligned to its size: a chunk that
+ * more, but never beyond the device's coherent segment boundary, which a
+ * coherent buffer may not cross; a stride larger than that boundary is
+ * refused at create) and its bus address is aligned to its size: a chunk that
  * dmm_dma_alloc_coherent() returns unaligned is given back and a larger
  * buffer is taken, of which the aligned part is used (counted in
  * misaligned_chunks; the buddy allocator's natural alignment makes this
@@ -240,7 +242,7 @@ int dmm_dma_pool_create(struct dmm_device *dev, const char *name, size_t size, s
 			size_t boundary, struct dmm_dma_pool **out)
 {
 	struct dmm_dma_pool *p;
-	uint64_t stride, chunk;
+	uint64_t stride, chunk, dev_bnd;
 	dmm_pfn_t pfn;
 	int err;
 
@@ -252,12 +254,15 @@ int dmm_dma_pool_create(struct dmm_device *dev, const char *name, size_t size, s
 	    (boundary && (!dmm_is_pow2(boundary) || boundary < size)))
 		return dmm__count_invalid(dev->mem);
 	stride = dmm_align_up(size, align);
-	if (stride > CHUNK_MAX)
+	/* a chunk is one coherent buffer: it cannot be larger than the
+	 * device's segment boundary, and a block cannot span two chunks */
+	dev_bnd = dev->lim[1].boundary;
+	if (stride > CHUNK_MAX || (dev_bnd && stride > dev_bnd))
 		return dmm__count_invalid(dev->mem);
 	chunk = DMM_PAGE_SIZE;
 	while (chunk < stride)
 		chunk <<= 1;
-	while (chunk < CHUNK_GROW_MAX && chunk / stride < CHUNK_MIN_BLOCKS)
+	while (chunk < CHUNK_GROW_MAX && chunk / stride < CHUNK_MIN_BLOCKS && (!dev_bnd || chunk < dev_bnd))
 		chunk <<= 1;
 
 	err = dmm_page_alloc(dev->mem, 0, (const struct dmm_constraint *)0, 0, &pfn);
