@@ -4,12 +4,14 @@
  * addresses, no two blocks overlapping, contents kept, zeroing, pools of a
  * 32-bit device below 4 GiB, non-coherent devices (uncached chunks, atomic
  * requests), every bad input refused with nothing changed, destroy with
- * live blocks refused, two threads, and a randomized run checked after
- * every step.
+ * live blocks refused, chunks within the device's segment boundary, a
+ * chunk mapped page by page behind an IOMMU, two threads, and a randomized
+ * run checked after every step.
  */
 #include <pthread.h>
 
 #include "tu_dma.h"
+#include <dmamem/iommu.h>
 
 
 static struct dmm_dma_pool_stats stats(struct dmm_dma_pool *p)
@@ -493,6 +495,67 @@ static void test_device_boundary(void **state)
 	tu_env_destroy(e);
 }
 
+/* ---- IOMMU, fragmented memory ------------------------------------------------ */
+
+/* Behind an IOMMU a chunk may be built page by page (every other page
+ * taken) and joined by the platform's vmap: its CPU address is not in the
+ * linear map. Blocks on every page of it are usable and the pool's check
+ * accepts it, page by page. */
+static void test_iommu_scattered_chunk(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_device_desc d;
+	struct dmm_device *dev;
+	struct dmm_dma_pool *p;
+	enum { NP = 20000, NB = 8 };
+	static dmm_pfn_t held[NP];
+	unsigned n = 0;
+	void *cpu[NB];
+	dmm_dma_addr_t dma[NB];
+	dmm_phys_t p0, p1;
+	(void)state;
+
+	tu_machine(&m, "frag");
+	tu_add_ram(&m, 0, 64 * MiB);
+	assert_ok(dmm_hosted_mem_create(&m, 2, &h, &mem));
+	if (!dmm_mem_platform(mem)->vmap) {
+		dmm_hosted_mem_destroy(h, mem);
+		skip();
+	}
+	d = tu_desc("iommu-nic", 32, 1, DMM_DEVICE_CMA_NONE);
+	d.iommu = DMM_IOMMU_DMA;
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	assert_ok(dmm_dma_pool_create(dev, "rx", 1024, 0, 0, &p)); /* 8 KiB chunks */
+	assert_int_equal(stats(p).blocks_per_chunk, NB);
+	while (n < NP && dmm_page_alloc(mem, 0, NULL, DMM_GFP_NOWMARK, &held[n]) == 0)
+		n++;
+	assert_true(n < NP);
+	for (unsigned i = 0; i < n; i += 2)
+		assert_ok(dmm_page_free(mem, held[i], 0));
+	dmm_page_drain_pcp(mem);
+	for (unsigned i = 0; i < NB; i++) {
+		assert_ok(dmm_dma_pool_alloc(p, 0, &cpu[i], &dma[i]));
+		fill(cpu[i], dma[i], 1024, i);
+	}
+	assert_int_equal(stats(p).chunks, 1);
+	assert_ok(dmm_dma_bus_to_phys(dev, dma[0], &p0));
+	assert_ok(dmm_dma_bus_to_phys(dev, dma[0] + 4096, &p1));
+	assert_true(p1 != p0 + 4096); /* the chunk's pages are scattered */
+	assert_ok(dmm_dma_pool_check(p));
+	for (unsigned i = 0; i < NB; i++) {
+		assert_true(verify(cpu[i], dma[i], 1024, i));
+		assert_ok(dmm_dma_pool_free(p, cpu[i], dma[i]));
+	}
+	assert_ok(dmm_dma_pool_check(p));
+	assert_ok(dmm_dma_pool_destroy(p));
+	for (unsigned i = 1; i < n; i += 2)
+		assert_ok(dmm_page_free(mem, held[i], 0));
+	assert_ok(dmm_device_destroy(dev));
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 /* ---- two threads ------------------------------------------------------------ */
 
 struct thr {
@@ -655,6 +718,7 @@ int main(void)
 		cmocka_unit_test(test_noncoherent),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_device_boundary),
+		cmocka_unit_test(test_iommu_scattered_chunk),
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_random_checked),
 	};

@@ -87,7 +87,10 @@ int dmm_dma_pool_destroy(struct dmm_dma_pool *pool);
 
 /*
  * Walk the pool's invariants: every chunk aligned and reachable through its
- * bus address, free bitmaps within bounds, free counts, the list of chunks
+ * bus address, its CPU and bus addresses naming the same memory page by
+ * page (also for a chunk mapped page by page behind an IOMMU; this needs
+ * the platform's virt_to_phys for CPU addresses outside the linear map),
+ * free bitmaps within bounds, free counts, the list of chunks
  * with free blocks, the address index finding every chunk, the totals.
  * Returns 0 or -DMM_EFAULT (and logs what failed).
  */

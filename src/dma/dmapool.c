@@ -531,6 +531,26 @@ out:
 		goto out;                                              \
 	} while (0)
 
+/* Every page of the chunk's CPU mapping holds the page its bus address
+ * names. The CPU address is checked against the linear map, or else through
+ * the platform's virt_to_phys: a chunk an IOMMU device got page by page is
+ * mapped at consecutive CPU addresses by the platform's vmap. */
+static bool chunk_addrs_agree(const struct dmm_dma_pool *p, const struct pchunk *c)
+{
+	for (uint64_t off = 0; off < p->chunk_bytes; off += DMM_PAGE_SIZE) {
+		const uint8_t *va = c->cpu + off, *linear;
+		dmm_phys_t pa, cpu_pa;
+		if (dmm_dma_bus_to_phys(p->dev, c->dma + off, &pa))
+			return false;
+		linear = dmm_pfn_to_virt(p->mem, dmm_phys_to_pfn(pa));
+		if (linear && linear + (pa & (DMM_PAGE_SIZE - 1)) == va)
+			continue;
+		if (dmm__virt_to_phys(p->mem, va, &cpu_pa) || cpu_pa != pa)
+			return false;
+	}
+	return true;
+}
+
 int dmm_dma_pool_check(struct dmm_dma_pool *pool)
 {
 	struct dmm_mem *mem;
@@ -552,7 +572,6 @@ int dmm_dma_pool_check(struct dmm_dma_pool *pool)
 	for (uint32_t i = 0; i < pool->nr_chunks; i++) {
 		const struct pchunk *c = chunk_at(pool, i);
 		uint64_t bits = 0;
-		dmm_phys_t pa;
 		for (uint32_t w = 0; w < pool->words; w++) {
 			bits += (uint64_t)__builtin_popcountll(c->map[w]);
 			if (w < c->hint && c->map[w])
@@ -570,8 +589,7 @@ int dmm_dma_pool_check(struct dmm_dma_pool *pool)
 		    (uint64_t)(c->cpu - (uint8_t *)c->alloc_cpu) != c->dma - c->alloc_dma)
 			BAD("%s: chunk %u misplaced (dma %#llx)", pool->st.name, i,
 			    (unsigned long long)c->dma);
-		if (dmm_dma_bus_to_phys(pool->dev, c->dma, &pa) ||
-		    (uint8_t *)dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa)) + (pa & (DMM_PAGE_SIZE - 1)) != c->cpu)
+		if (!chunk_addrs_agree(pool, c))
 			BAD("%s: chunk %u: bus and CPU addresses disagree", pool->st.name, i);
 		if (lookup(pool, c->dma + pool->chunk_bytes - 1) != i)
 			BAD("%s: chunk %u not found through the index", pool->st.name, i);
