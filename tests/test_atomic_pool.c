@@ -513,6 +513,53 @@ static void test_bad_input(void **state)
 	tu_env_destroy(e);
 }
 
+/* Byte counts near 2^64 are refused, not wrapped to a few pages: a
+ * threshold above any maximum, an initial size or a step above the largest
+ * chunk. Nothing is set up, the refusal is counted. */
+static void test_huge_options(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_atomic_pool_opts o;
+	struct dmm_atomic_pool_stats st;
+	struct dmm_mem_info mi0, mi1;
+	const uint64_t huge[] = { UINT64_MAX - 1, UINT64_MAX - DMM_PAGE_SIZE + 1, UINT64_MAX - DMM_PAGE_SIZE,
+				  (uint64_t)1 << 63 };
+	uint64_t free0;
+	(void)state;
+
+	dmm_page_drain_pcp(e->mem);
+	free0 = tu_zone_free_all(e->mem);
+	for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+		for (unsigned field = 0; field < 3; field++) {
+			memset(&o, 0, sizeof(o));
+			if (field == 0)
+				o.pool[DMM_ATOMIC_POOL_ANY].threshold = huge[i];
+			else if (field == 1)
+				o.pool[DMM_ATOMIC_POOL_ANY].initial = huge[i];
+			else
+				o.pool[DMM_ATOMIC_POOL_ANY].step = huge[i];
+			dmm_mem_get_info(e->mem, &mi0);
+			assert_rc(dmm_dma_atomic_pool_init(e->mem, &o), -DMM_EINVAL);
+			dmm_mem_get_info(e->mem, &mi1);
+			assert_int_equal(mi1.fail_invalid, mi0.fail_invalid + 1);
+			assert_rc(dmm_dma_atomic_pool_get_stats(e->mem, DMM_ATOMIC_POOL_ANY, &st), -DMM_ENOENT);
+		}
+	}
+	/* the largest chunk itself is accepted as initial size and step */
+	memset(&o, 0, sizeof(o));
+	o.pool[DMM_ATOMIC_POOL_ANY].step = (uint64_t)DMM_PAGE_SIZE << DMM_ATOMIC_POOL_MAX_ORDER;
+	o.pool[DMM_ATOMIC_POOL_DMA].initial = DMM_ATOMIC_POOL_NONE;
+	o.pool[DMM_ATOMIC_POOL_DMA32].initial = DMM_ATOMIC_POOL_NONE;
+	assert_ok(dmm_dma_atomic_pool_init(e->mem, &o));
+	assert_int_equal(pstats(e->mem, DMM_ATOMIC_POOL_ANY).step, (uint64_t)DMM_PAGE_SIZE << DMM_ATOMIC_POOL_MAX_ORDER);
+	check_all(e->mem);
+	flush(e->mem);
+	assert_ok(dmm_dma_atomic_pool_destroy(e->mem));
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	tu_env_destroy(e);
+}
+
 /* ---- two threads ------------------------------------------------------------------ */
 
 struct worker {
@@ -627,6 +674,7 @@ int main(void)
 		cmocka_unit_test(test_refill_and_exhaustion),
 		cmocka_unit_test(test_no_background_worker),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_huge_options),
 		cmocka_unit_test(test_two_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,7 +93,9 @@ struct dmm_atomic_pool_opts {
  * Create the pools the machine has (@o NULL = every default) and fill each
  * with its initial chunk. Process context (allocates, flushes, remaps).
  * Fails with -DMM_EINVAL (bad options: threshold or initial above max,
- * initial above the largest chunk), -DMM_EEXIST (already initialised), or
+ * initial or step above the largest chunk; sizes are compared in bytes
+ * rounded up to pages, so none near 2^64 wraps to a small one),
+ * -DMM_EEXIST (already initialised), or
  * the allocator's / set_memattr's error for the initial chunks (nothing is
  * left allocated then).
  */

@@ -663,9 +663,10 @@ int dmm__atomic_pool_owns(struct dmm_device *dev, dmm_phys_t pa)
 
 /* ---- set-up, teardown, statistics ------------------------------------------------------ */
 
+/* Pages holding @b bytes, rounded up; exact for every @b (no wrap near 2^64). */
 static uint64_t bytes_to_pages(uint64_t b)
 {
-	return dmm_align_up(b, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	return (b >> DMM_PAGE_SHIFT) + ((b & (DMM_PAGE_SIZE - 1)) != 0);
 }
 
 static uint64_t pow2_down(uint64_t x)
@@ -708,9 +709,9 @@ static int configure(struct dmm_mem *mem, struct apool *p, unsigned k, const str
 	linux_pages = dmm_min64(dmm_max64(mem->managed_pages / 8192, 32), 1024);
 	init = dmm_min64((uint64_t)1 << order_of(linux_pages), pow2_down(dmm_max64(below / 32, 1)));
 	if (cfg && cfg->initial) {
-		init = (uint64_t)1 << order_of(bytes_to_pages(cfg->initial));
 		if (bytes_to_pages(cfg->initial) > max_chunk)
 			return -DMM_EINVAL;
+		init = (uint64_t)1 << order_of(bytes_to_pages(cfg->initial));
 	}
 	p->initial = init;
 	p->threshold = cfg && cfg->threshold ? bytes_to_pages(cfg->threshold) : dmm_max64(init / 2, 1);
