@@ -560,6 +560,37 @@ static void test_huge_options(void **state)
 	tu_env_destroy(e);
 }
 
+/* A free whose size wraps to zero pages (SIZE_MAX) is refused and leaves
+ * the pool's one-page block allocated; the right size frees it. */
+static void test_free_wrapped_size(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("nic", 64, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_atomic_pool_stats a, b;
+	void *cpu;
+	dmm_dma_addr_t bus;
+	(void)state;
+
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_ok(dmm_dma_atomic_pool_init(e->mem, NULL));
+	atomic_from(e, dev, DMM_ATOMIC_POOL_ANY, 4096, &cpu, &bus);
+	a = pstats(e->mem, DMM_ATOMIC_POOL_ANY);
+	assert_true(dmm_dma_free_coherent(dev, SIZE_MAX, cpu, bus) < 0);
+	assert_true(dmm_dma_free_coherent(dev, SIZE_MAX - DMM_PAGE_SIZE + 2, cpu, bus) < 0);
+	b = pstats(e->mem, DMM_ATOMIC_POOL_ANY);
+	assert_int_equal(b.frees, a.frees);
+	assert_int_equal(b.free, a.free);
+	check_all(e->mem);
+	assert_ok(dmm_dma_free_coherent(dev, 4096, cpu, bus));
+	assert_int_equal(pstats(e->mem, DMM_ATOMIC_POOL_ANY).frees, a.frees + 1);
+	check_all(e->mem);
+	flush(e->mem);
+	assert_ok(dmm_dma_atomic_pool_destroy(e->mem));
+	assert_ok(dmm_device_destroy(dev));
+	tu_env_destroy(e);
+}
+
 /* ---- two threads ------------------------------------------------------------------ */
 
 struct worker {
@@ -675,6 +706,7 @@ int main(void)
 		cmocka_unit_test(test_no_background_worker),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_huge_options),
+		cmocka_unit_test(test_free_wrapped_size),
 		cmocka_unit_test(test_two_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -517,13 +517,16 @@ int dmm_dma_atomic_pool_refill(struct dmm_mem *mem)
 /* ---- the atomic path ---------------------------------------------------------------- */
 
 /* Block order for @pages on @dev: its coherent alignment is honoured by the
- * natural alignment of a larger block. -DMM_EINVAL if its boundary is
- * smaller than the block. */
+ * natural alignment of a larger block. -DMM_EINVAL if @pages is 0 (a size
+ * that wrapped) or if its boundary is smaller than the block. */
 static int dev_order(const struct dmm_device *dev, uint64_t pages, unsigned *order)
 {
 	const struct dmm_constraint *l = &dev->lim[1];
-	unsigned o = order_of(dmm_max64(pages, l->align >> DMM_PAGE_SHIFT));
+	unsigned o;
 
+	if (!pages)
+		return -DMM_EINVAL;
+	o = order_of(dmm_max64(pages, l->align >> DMM_PAGE_SHIFT));
 	if (o >= 64 - DMM_PAGE_SHIFT || (l->boundary && (DMM_PAGE_SIZE << o) > l->boundary))
 		return -DMM_EINVAL;
 	*order = o;
