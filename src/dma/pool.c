@@ -352,6 +352,13 @@ static void kick(struct apool *p)
 	INC(p->refills_queued, 1);
 }
 
+/* Forget the failed request's order + 1 @w read before, unless a request
+ * raised it since (its hint then stays for the next chunk). */
+static void want_clear(struct apool *p, unsigned w)
+{
+	__atomic_compare_exchange_n(&p->want_order, &w, 0u, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
 /* Order of the next chunk: the step, or a failed request's order, within max. */
 static unsigned next_order(struct apool *p)
 {
@@ -363,7 +370,7 @@ static unsigned next_order(struct apool *p)
 	while (o && ((uint64_t)1 << o) > room)
 		o--;
 	if (w && w - 1 > o)
-		ST(p->want_order, 0u); /* cannot be had under the maximum */
+		want_clear(p, w); /* cannot be had under the maximum */
 	return o;
 }
 
@@ -380,7 +387,7 @@ static int grow(struct apool *p, unsigned order)
 			  DMM_PAGE_SHIFT;
 	struct chunk *ch;
 	dmm_pfn_t pfn, mpfn;
-	unsigned slot;
+	unsigned slot, w;
 	int err;
 
 	c.align = bytes;
@@ -436,8 +443,9 @@ static int grow(struct apool *p, unsigned order)
 	ST(p->size_pages, p->size_pages + n);
 	ST(p->free_pages, p->free_pages + n);
 	dmm__unlock(mem, &p->lock);
-	if (LD(p->want_order) && LD(p->want_order) - 1 <= order)
-		ST(p->want_order, 0u);
+	w = LD(p->want_order);
+	if (w && w - 1 <= order)
+		want_clear(p, w);
 	return 0;
 
 fail_attr:
