@@ -4,11 +4,321 @@
  * contiguous areas: address wrap in scatterlists, dma-ranges validation
  * and reach, scatterlist merge overflow, boundary of coherent buffers from
  * an area, cache state of uncached area buffers, and DMA debug switched on
- * while buffers are live.
+ * while buffers are live. Then the bounce buffers and the IOMMU: an unmap
+ * inside a bounced mapping behind an IOMMU, the unmap count of a refused
+ * unmap, a transient pool too small for its run, the page allocator and a
+ * live coherent buffer behind an IOMMU, and the per-device order of
+ * deferred mappings (also when an unmap serves the queue while a callback
+ * runs).
  */
+#include <pthread.h>
+
 #include "tu_dma.h"
 
+#include <dmamem/iommu.h>
+#include <dmamem/swiotlb.h>
+
 #include "dma_sim.h"
+
+/* 64 MiB low and 64 MiB above 4 GiB, on a platform that may be adjusted
+ * first (@adjust NULL: the hosted one as it is). */
+static struct dmm_mem *two_banks(struct dmm_hosted **h, void (*adjust)(struct dmm_platform *p))
+{
+	struct dmm_machine m;
+	struct dmm_platform p;
+	struct dmm_mem *mem;
+
+	tu_machine(&m, "banks");
+	tu_add_ram(&m, 0, 64 * MiB);
+	tu_add_ram(&m, 4 * GiB, 64 * MiB);
+	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, h));
+	p = *dmm_hosted_platform(*h);
+	if (adjust)
+		adjust(&p);
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	return mem;
+}
+
+static void banks_destroy(struct dmm_hosted *h, struct dmm_mem *mem)
+{
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
+static dmm_phys_t high_page(struct dmm_mem *mem, unsigned order)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	dmm_pfn_t pfn;
+
+	assert_ok(dmm_page_alloc(mem, order, &above, 0, &pfn));
+	return dmm_pfn_to_phys(pfn);
+}
+
+static struct dmm_device *dev_make(struct dmm_mem *mem, const char *name, unsigned bits, int iommu, int untrusted)
+{
+	struct dmm_device_desc d = tu_desc(name, bits, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+
+	d.iommu = iommu ? DMM_IOMMU_DMA : DMM_IOMMU_NONE;
+	d.untrusted = untrusted;
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	return dev;
+}
+
+/* Behind an IOMMU, an unmap inside a bounced mapping is refused before the
+ * IOMMU mapping is touched; the right unmap then frees the slots. */
+static void test_iommu_unmap_inside_bounced(void **state)
+{
+	struct dmm_hosted *h;
+	struct dmm_mem *mem = two_banks(&h, NULL);
+	struct dmm_swiotlb_stats st;
+	struct dmm_device *dev;
+	dmm_dma_addr_t a;
+	dmm_phys_t pa, back;
+	(void)state;
+
+	assert_ok(dmm_swiotlb_init(mem, NULL));
+	dev = dev_make(mem, "tb", 64, 1, 1);
+	pa = high_page(mem, 0);
+	a = dmm_dma_map_phys(dev, pa + 1000, 200, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, a));
+	dmm_dma_unmap_phys(dev, a + 8, 192, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_bus_to_phys(dev, a, &back));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 2);
+	dmm_dma_unmap_phys(dev, a, 200, DMM_DMA_TO_DEVICE);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_device_iommu_check(dev));
+	assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 0));
+	assert_ok(dmm_device_destroy(dev));
+	banks_destroy(h, mem);
+}
+
+/* A refused unmap (inside a bounced mapping) is no unmap in the device's
+ * statistics. */
+static void test_refused_unmap_not_counted(void **state)
+{
+	(void)state;
+	for (int coherent = 0; coherent < 2; coherent++) {
+		struct dmm_hosted *h;
+		struct dmm_mem *mem = two_banks(&h, NULL);
+		struct dmm_device_desc d = tu_desc("nic32", 32, coherent, DMM_DEVICE_CMA_NONE);
+		struct dmm_device *dev;
+		struct dmm_dma_stats ds;
+		dmm_dma_addr_t a;
+		dmm_phys_t pa;
+
+		assert_ok(dmm_swiotlb_init(mem, NULL));
+		assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+		pa = high_page(mem, 0);
+		a = dmm_dma_map_phys(dev, pa + 100, 200, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, a));
+		dmm_dma_unmap_phys(dev, a + 8, 192, DMM_DMA_TO_DEVICE);
+		dmm_device_get_stats(dev, &ds);
+		assert_int_equal(ds.unmaps, 0);
+		assert_int_equal(ds.fail_invalid, 1);
+		dmm_dma_unmap_phys(dev, a, 200, DMM_DMA_TO_DEVICE);
+		dmm_device_get_stats(dev, &ds);
+		assert_int_equal(ds.unmaps, ds.maps);
+		assert_ok(dmm_swiotlb_check(mem));
+		assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 0));
+		assert_ok(dmm_device_destroy(dev));
+		banks_destroy(h, mem);
+	}
+}
+
+/* With align_mask above the slot size and little room under max_bytes, a
+ * transient pool that cannot hold the run is not made, or goes back: none
+ * stays published. */
+static void test_transient_pool_not_stuck(void **state)
+{
+	struct dmm_hosted *h;
+	struct dmm_mem *mem = two_banks(&h, NULL);
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device *dev;
+	dmm_dma_addr_t full[32], a;
+	dmm_phys_t pa;
+	(void)state;
+
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB;
+	o.max_bytes = 64 * KiB + 8 * KiB;
+	o.align_mask = 0x3fff;
+	o.grow_threshold_pct = 100;
+	o.transient_idle_ns = 1;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	dev = dev_make(mem, "nic32", 32, 0, 0);
+	pa = high_page(mem, 3);
+	for (int i = 0; i < 32; i++) {
+		full[i] = dmm_dma_map_phys(dev, pa + (uint64_t)(i % 8) * 2048, 100, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, full[i]));
+	}
+	for (int x = 0; x < 8; x++) {
+		a = dmm_dma_map_phys(dev, pa + (uint64_t)x * 2048, 100, DMM_DMA_TO_DEVICE);
+		if (dmm_dma_mapping_error(dev, a) == 0)
+			dmm_dma_unmap_phys(dev, a, 100, DMM_DMA_TO_DEVICE);
+		dmm_swiotlb_trim(mem);
+		dmm_swiotlb_get_stats(mem, &st);
+		assert_int_equal(st.transient_pools, 0);
+		assert_true(st.total_slots * o.slot_size <= o.max_bytes);
+		assert_ok(dmm_swiotlb_check(mem));
+	}
+	for (int i = 0; i < 32; i++)
+		dmm_dma_unmap_phys(dev, full[i], 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 3));
+	assert_ok(dmm_device_destroy(dev));
+	banks_destroy(h, mem);
+}
+
+/* Behind an IOMMU too, the page allocator refuses a live coherent buffer
+ * (contiguous); dmm_dma_free_coherent then frees it. */
+static void test_iommu_coherent_pages_refused(void **state)
+{
+	struct dmm_hosted *h;
+	struct dmm_mem *mem = two_banks(&h, NULL);
+	struct dmm_device *dev = dev_make(mem, "dev", 64, 1, 0);
+	dmm_dma_addr_t dma;
+	dmm_phys_t pa;
+	void *cpu;
+	(void)state;
+
+	assert_ok(dmm_dma_alloc_coherent(dev, 4096, 0, &cpu, &dma));
+	assert_ok(dmm_dma_bus_to_phys(dev, dma, &pa));
+	assert_rc(dmm_page_free(mem, dmm_phys_to_pfn(pa), 0), -DMM_EBUSY);
+	assert_ok(dmm_dma_free_coherent(dev, 4096, cpu, dma));
+	assert_ok(dmm_page_alloc_check(mem));
+	assert_ok(dmm_device_destroy(dev));
+	banks_destroy(h, mem);
+}
+
+static char order_log[8];
+static int order_n;
+
+static void order_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)dma;
+	assert_int_equal(err, 0);
+	order_log[__atomic_fetch_add(&order_n, 1, __ATOMIC_SEQ_CST)] = (char)('0' + (int)(uintptr_t)arg);
+}
+
+/* 32 slots mapped by @dev (2 KiB each): the pool is full. */
+static void fill_pool(struct dmm_mem *mem, struct dmm_device *dev, dmm_phys_t pa, dmm_dma_addr_t *b)
+{
+	struct dmm_swiotlb_opts o;
+
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB;
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	for (int i = 0; i < 32; i++) {
+		b[i] = dmm_dma_map_phys(dev, pa, 2048, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, b[i]));
+	}
+}
+
+/* A request that would fit now waits behind its device's earlier one. */
+static void test_deferred_order_with_room(void **state)
+{
+	struct dmm_hosted *h;
+	struct dmm_mem *mem = two_banks(&h, NULL);
+	struct dmm_device *dev;
+	dmm_dma_addr_t b[32];
+	dmm_phys_t pa;
+	(void)state;
+
+	dev = dev_make(mem, "nic32", 32, 0, 0);
+	pa = high_page(mem, 2);
+	order_n = 0;
+	fill_pool(mem, dev, pa, b);
+	assert_ok(dmm_dma_map_phys_deferred(dev, pa, 8192, DMM_DMA_TO_DEVICE, order_cb, (void *)1));
+	dmm_dma_unmap_phys(dev, b[0], 2048, DMM_DMA_TO_DEVICE); /* one slot: not enough for 1 */
+	assert_ok(dmm_dma_map_phys_deferred(dev, pa, 2048, DMM_DMA_TO_DEVICE, order_cb, (void *)2));
+	assert_int_equal(order_n, 0); /* 2 would fit, but waits */
+	for (int i = 1; i < 4; i++)
+		dmm_dma_unmap_phys(dev, b[i], 2048, DMM_DMA_TO_DEVICE);
+	assert_int_equal(order_n, 1); /* 1 took the four slots */
+	dmm_dma_unmap_phys(dev, b[4], 2048, DMM_DMA_TO_DEVICE);
+	order_log[order_n] = 0;
+	assert_string_equal(order_log, "12");
+	assert_ok(dmm_swiotlb_check(mem));
+	banks_destroy(h, mem);
+}
+
+/* An unmap on another thread serves the queue while request 1's callback
+ * is about to run: request 2 (same device) still completes after it. The
+ * platform's unlock hook runs that unmap right after request 1 is mapped. */
+static struct dmm_platform order_base;
+static struct dmm_lock *order_lock;
+static int order_recording, order_armed, order_unlocks;
+static struct dmm_device *order_dev;
+static dmm_dma_addr_t order_b[32];
+
+static void *order_unmapper(void *arg)
+{
+	(void)arg;
+	dmm_dma_unmap_phys(order_dev, order_b[1], 2048, DMM_DMA_TO_DEVICE);
+	return NULL;
+}
+
+static void order_lock_hook(void *ctx, struct dmm_lock *l)
+{
+	if (order_recording && !order_lock)
+		order_lock = l;
+	order_base.lock(ctx, l);
+}
+
+static void order_unlock_hook(void *ctx, struct dmm_lock *l)
+{
+	order_base.unlock(ctx, l);
+	if (order_armed && l == order_lock && ++order_unlocks == 2) {
+		pthread_t t;
+		order_armed = 0;
+		assert_int_equal(pthread_create(&t, NULL, order_unmapper, NULL), 0);
+		pthread_join(t, NULL);
+	}
+}
+
+static void order_adjust(struct dmm_platform *p)
+{
+	order_base = *p;
+	p->lock = order_lock_hook;
+	p->unlock = order_unlock_hook;
+}
+
+static void test_deferred_order_during_callback(void **state)
+{
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_stats st;
+	dmm_phys_t pa;
+	(void)state;
+
+	order_lock = NULL;
+	order_unlocks = 0;
+	order_n = 0;
+	mem = two_banks(&h, order_adjust);
+	order_dev = dev_make(mem, "nic32", 32, 0, 0);
+	pa = high_page(mem, 0);
+	fill_pool(mem, order_dev, pa, order_b);
+	order_recording = 1;
+	dmm_swiotlb_get_stats(mem, &st); /* the first lock it takes: the pools' lock */
+	order_recording = 0;
+	assert_non_null(order_lock);
+	assert_ok(dmm_dma_map_phys_deferred(order_dev, pa, 2048, DMM_DMA_TO_DEVICE, order_cb, (void *)1));
+	assert_ok(dmm_dma_map_phys_deferred(order_dev, pa, 2048, DMM_DMA_TO_DEVICE, order_cb, (void *)2));
+	order_armed = 1;
+	dmm_dma_unmap_phys(order_dev, order_b[0], 2048, DMM_DMA_TO_DEVICE);
+	order_armed = 0;
+	order_log[order_n] = 0;
+	assert_string_equal(order_log, "12");
+	assert_ok(dmm_swiotlb_check(mem));
+	banks_destroy(h, mem);
+}
 
 /* A scatterlist piece that wraps the top of the address space is not RAM:
  * map_sg must reject it (map_phys does). */
@@ -230,6 +540,12 @@ int main(void)
 		cmocka_unit_test(test_coherent_from_area_honours_boundary),
 		cmocka_unit_test(test_uncached_area_buffer_flushed),
 		cmocka_unit_test(test_debug_enabled_after_alloc_free_works),
+		cmocka_unit_test(test_iommu_unmap_inside_bounced),
+		cmocka_unit_test(test_refused_unmap_not_counted),
+		cmocka_unit_test(test_transient_pool_not_stuck),
+		cmocka_unit_test(test_iommu_coherent_pages_refused),
+		cmocka_unit_test(test_deferred_order_with_room),
+		cmocka_unit_test(test_deferred_order_during_callback),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

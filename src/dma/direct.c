@@ -616,7 +616,7 @@ static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 			for_cpu(dev, pa, size, dir);
 		bounced = dmm__swiotlb_unmap_in(dev, pool, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE, cpu);
 	}
-	if (count)
+	if (count && (!pool || bounced)) /* (a bounce address that is no mapping's start: refused) */
 		dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
 	dmm__cpu_exit(dev->mem, cpu);
 	if (bounced)

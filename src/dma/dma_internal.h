@@ -183,6 +183,9 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
  * enter again (then *@cpu changes) to wait or to add a pool. */
 int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu);
+/* Does @pa lie inside a bounce mapping without being its start (where an
+ * unmap is refused)? */
+int dmm__swiotlb_inside(struct dmm_mem *mem, dmm_phys_t pa);
 /* Inside a section of @cpu: if @tlb_pa is the start of a bounce mapping (of
  * @pool, or looked up when NULL), copy back as @dir needs (DMM_DMA_NONE:
  * nothing), free its slots and return 1; else 0 (an address inside a

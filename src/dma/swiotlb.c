@@ -623,6 +623,8 @@ static int64_t pool_take(struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t n, 
 		dmm__lock(t->mem, &a->lock);
 		s = area_take(t, p, a, n, pa, granule);
 		if (s >= 0) {
+			if (p->transient) /* in use again: an older idle mark must not count */
+				__atomic_store_n(&p->idle_since, 0, __ATOMIC_RELAXED);
 			a->maps++;
 			a->to_device += to_device;
 			*crowded = a->used > p->grow_at;
@@ -767,13 +769,30 @@ static int64_t take_in(struct dmm_swiotlb *t, struct dmm_device *dev, uint32_t n
 	return s;
 }
 
-/* Size of a transient pool for a mapping of @n slots (one slot more, for
- * the alignment of the run): rounded up to 64 KiB, so that it serves a few
- * more, or to a page when that would take the pools past max_bytes; 0 when
- * even that does not fit. Pool lock held. */
-static uint64_t transient_bytes(const struct dmm_swiotlb *t, uint32_t n)
+/* The idle mark of a pool that became empty at @now: never 0 (not idle),
+ * odd, and no later than @now (but for @now 0). */
+static inline uint64_t idle_stamp(uint64_t now)
 {
-	uint64_t need = (uint64_t)(n + 1) * t->o.slot_size;
+	return now ? (now - 1) | 1 : 1;
+}
+
+/* Bytes a pool needs so that a run of @n slots fits in it whatever the
+ * address bits the run must keep (align_mask above the slot, or the
+ * IOMMU @granule): the run, and one slot or that alignment more. */
+static uint64_t transient_need(const struct dmm_swiotlb *t, uint32_t n, uint64_t granule)
+{
+	uint64_t extra = dmm_max64(dmm_max64(t->o.slot_size, t->run_mask + 1), granule);
+
+	return (uint64_t)n * t->o.slot_size + extra;
+}
+
+/* Size of a transient pool for a mapping of @n slots (transient_need):
+ * rounded up to 64 KiB, so that it serves a few more, or to a page when
+ * that would take the pools past max_bytes; 0 when even that does not
+ * fit. Pool lock held. */
+static uint64_t transient_bytes(const struct dmm_swiotlb *t, uint32_t n, uint64_t granule)
+{
+	uint64_t need = transient_need(t, n, granule);
 	uint64_t room = t->o.max_bytes > t->total_bytes ? t->o.max_bytes - t->total_bytes : 0;
 
 	if (dmm_align_up(need, 64 * 1024) <= room)
@@ -819,7 +838,7 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		/* no room anywhere: a transient pool, on the spot */
 		dmm__cpu_exit(dev->mem, *cpu);
 		dmm__lock(dev->mem, &t->lock);
-		if (!t->o.no_transient && (bytes = transient_bytes(t, n))) {
+		if (!t->o.no_transient && (bytes = transient_bytes(t, n, granule))) {
 			struct dmm_constraint w[DMM_MAX_DMA_RANGES];
 			unsigned nw = dmm__dev_phys_windows(dev, &dev->lim[0], w, DMM_MAX_DMA_RANGES);
 			for (unsigned i = 0; i < nw && s < 0; i++) {
@@ -833,6 +852,8 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 				s = pool_take(t, p, n, pa, granule, copy_in, this_cpu(dev->mem), &crowded);
 				if (s >= 0) /* complete before the pool lock lets a check in */
 					record_map(t, p, (uint32_t)s, pa, size, n, off);
+				else /* empty: idle from now, so trim gives it back */
+					__atomic_store_n(&p->idle_since, idle_stamp(dmm__now(dev->mem)), __ATOMIC_RELAXED);
 			}
 		}
 		dmm__unlock(dev->mem, &t->lock);
@@ -885,6 +906,24 @@ static inline struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hi
 		return (struct tlb_slot *)0;
 	*pp = p;
 	return &p->slots[p->slots[s].first];
+}
+
+int dmm__swiotlb_inside(struct dmm_mem *mem, dmm_phys_t pa)
+{
+	struct dmm_swiotlb *t = tlb_of(mem);
+	struct tlb_pool *p;
+	struct tlb_slot *f;
+	unsigned cpu;
+	int inside = 0;
+
+	if (!t)
+		return 0;
+	cpu = dmm__cpu_enter(mem);
+	p = index_search(index_get(t), pa);
+	if (p && (f = lookup(t, p, pa, &p)))
+		inside = record_start(t, p, f) != pa;
+	dmm__cpu_exit(mem, cpu);
+	return inside;
 }
 
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa)
@@ -1024,12 +1063,6 @@ out:
 	return DMM_DMA_MAPPING_ERROR;
 }
 
-/* The idle mark of a pool that became empty at @now: never 0 (not idle),
- * odd, and no later than @now (but for @now 0). */
-static inline uint64_t idle_stamp(uint64_t now)
-{
-	return now ? (now - 1) | 1 : 1;
-}
 
 /* Copy back as @dir needs, release the device's low-memory count and free
  * (or cache) the mapping whose record is @f in @p; in a section of @cpu.
@@ -1240,7 +1273,21 @@ static bool deferred_may_fit(const struct dmm_swiotlb *t, struct dmm_device *dev
 	}
 	if (dev->restricted_pool || t->o.no_transient)
 		return false;
-	return fixed + dmm_align_up((uint64_t)(n + 1) * t->o.slot_size, DMM_PAGE_SIZE) <= t->o.max_bytes;
+	return fixed + dmm_align_up(transient_need(t, n, 0), DMM_PAGE_SIZE) <= t->o.max_bytes;
+}
+
+/* Has @dev requests in the queue (waiting, being retried or completing)? */
+static bool deferred_waiting(struct dmm_swiotlb *t, const struct dmm_device *dev)
+{
+	bool found = false;
+
+	if (!__atomic_load_n(&t->nr_deferred, __ATOMIC_ACQUIRE))
+		return false;
+	dmm__lock(t->mem, &t->lock);
+	for (uint32_t i = 0; i < t->nr_deferred && !found; i++)
+		found = t->deferred[i].dev == dev;
+	dmm__unlock(t->mem, &t->lock);
+	return found;
 }
 
 int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
@@ -1252,12 +1299,16 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 
 	if (!dev || !cb)
 		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
-	dma = dmm_dma_map_phys(dev, pa, size, dir);
-	err = dmm_dma_mapping_error(dev, dma);
 	t = tlb_of(dev->mem);
-	if (err != -DMM_ENOSPC || !t) {
-		cb(arg, dma, err);
-		return 0;
+	/* a device's requests complete in order: while it has some waiting,
+	 * this one waits behind them */
+	if (!t || !deferred_waiting(t, dev)) {
+		dma = dmm_dma_map_phys(dev, pa, size, dir);
+		err = dmm_dma_mapping_error(dev, dma);
+		if (err != -DMM_ENOSPC || !t) {
+			cb(arg, dma, err);
+			return 0;
+		}
 	}
 	dmm__lock(dev->mem, &t->lock);
 	if (!dmm__iommu_translating(dev) && !deferred_may_fit(t, dev, pa, size)) {
@@ -1341,7 +1392,7 @@ static uint32_t deferred_next(const struct dmm_swiotlb *t, uint64_t cursor)
  * being retried stays in the queue (busy), so it keeps its place and its
  * slot: a request queued meanwhile finds the queue as full as it is, and a
  * retry never needs room to put its request back. The callback runs
- * without the pool lock.
+ * without the pool lock, its request still queued until it returns.
  */
 static void serve_deferred(struct dmm_swiotlb *t)
 {
@@ -1379,11 +1430,13 @@ static void serve_deferred(struct dmm_swiotlb *t)
 			t->deferred[deferred_find(t, d.seq)].busy = 0;
 			continue;
 		}
-		deferred_remove(t, deferred_find(t, d.seq));
+		/* the callback runs with the request still queued (busy), so
+		 * the device's next request cannot complete before it */
 		dmm__unlock(t->mem, &t->lock);
 		sadd(&t->st.deferred_done, 1);
 		d.cb(d.arg, dma, err);
 		dmm__lock(t->mem, &t->lock);
+		deferred_remove(t, deferred_find(t, d.seq));
 	}
 	dmm__unlock(t->mem, &t->lock);
 }

@@ -536,6 +536,18 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 		return -DMM_EINVAL;
 	}
 	span = dmm_align_up((dma & (PG - 1)) + size, PG);
+	if (dmm__swiotlb_ready(dev->mem)) {
+		/* a bounced mapping unmaps only at the address its map returned
+		 * (the bounce buffers refuse any other): refused before the
+		 * IOMMU mapping is touched */
+		dmm_phys_t lpa;
+		if (!dmm_iopt_lookup(d->pt, iova, &lpa, (unsigned *)0, (uint64_t *)0, (unsigned *)0) &&
+		    dmm__swiotlb_inside(dev->mem, lpa + (dma & (PG - 1)))) {
+			sadd(&d->st.fail_unmap, 1);
+			dmm__dstat(&dev->st.fail_unmap, 1);
+			return -DMM_EINVAL;
+		}
+	}
 	if (span == PG) {
 		/* one walk checks the marks and clears the leaf */
 		uint64_t old;
@@ -957,6 +969,12 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 		if (pa < g4)
 			low += dmm_min64(n, (g4 - pa) >> DMM_PAGE_SHIFT);
 	}
+	/* the page allocator refuses a coherent buffer's pages (only
+	 * dmm_dma_free_coherent gives them back) */
+	if (!from_pool)
+		for (uint64_t k = 0; k < (contig ? 1 : pages); k++)
+			__atomic_fetch_or(&dmm__pfn_page(mem, contig ? pfn : list[k])->flags, (uint8_t)DMM_PGF_COHERENT,
+					  __ATOMIC_RELAXED);
 	PC_ADD(d, maps, 1);
 	PC_ADD(d, mapped_pages, (int64_t)pages);
 	*cpu = contig ? dmm_pfn_to_virt(mem, pfn) : va;
@@ -1023,6 +1041,7 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 		} else {
 			if (!dev->desc.coherent && mem->plat.set_memattr)
 				mem->plat.set_memattr(mem->plat.ctx, pa0, span, DMM_MEMATTR_WB);
+			__atomic_fetch_and(&head->flags, (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
 			free_contig(mem, dmm_phys_to_pfn(pa0), pages);
 		}
 		if (pa0 < g4)
@@ -1055,6 +1074,8 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 						    (unsigned *)0) == 0) {
 					dmm_iopt_unmap(d->pt, dma + k * PG, PG);
 					iotlb_inval(d, dma + k * PG, PG);
+					__atomic_fetch_and(&dmm__pfn_page(mem, dmm_phys_to_pfn(pa))->flags,
+							   (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
 					dmm_page_free(mem, dmm_phys_to_pfn(pa), 0);
 				}
 			}
