@@ -93,11 +93,13 @@ int dmm_swiotlb_check(struct dmm_mem *mem);
 /*
  * A mapping that may wait for bounce slots (as FreeBSD's busdma defers a
  * load): @cb(arg, dma, err) is called once — right away if the mapping can
- * be made (or fails for another reason), or later from an unmap that frees
- * enough slots. The queued requests are retried in order; one that still
- * finds no room keeps its place while the later ones are tried, so a
- * device's requests complete in the order they were queued and a device
- * waiting for its own full pool holds up no other. Returns 0 if the
+ * be made (or fails for another reason) and the device has no request
+ * waiting, or later from an unmap that frees enough slots. The queued
+ * requests are retried in order; one that still finds no room keeps its
+ * place while the later ones are tried, and a request stays queued until
+ * its callback returns, so a device's requests complete in the order they
+ * were made and a device waiting for its own full pool holds up no other.
+ * Returns 0 if the
  * callback ran or is queued, -DMM_ENOSPC if the queue is full, -DMM_EINVAL
  * (also for a mapping that no pool the device may use could ever hold,
  * when no transient pool can be added for it: it is not queued).
