@@ -530,6 +530,121 @@ static void test_debug_enabled_after_alloc_free_works(void **state)
 	tu_env_destroy(e);
 }
 
+/* A request that needs no bounce, queued behind its device's waiting one,
+ * completes after it (not refused as if it had to fit a pool). */
+static int nb_calls, nb_err;
+
+static void nb_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)arg;
+	(void)dma;
+	nb_calls++;
+	nb_err = err;
+}
+
+static void test_deferred_unbounced_behind_waiting(void **state)
+{
+	const struct dmm_constraint below = { 0, 4 * GiB, 0, 0, 0, 0 };
+	struct dmm_hosted *h;
+	struct dmm_mem *mem = two_banks(&h, NULL);
+	struct dmm_device *dev = dev_make(mem, "nic32", 32, 0, 0);
+	dmm_dma_addr_t b[32];
+	dmm_phys_t hi = high_page(mem, 2), lo;
+	dmm_pfn_t pfn;
+	(void)state;
+
+	assert_ok(dmm_page_alloc(mem, 5, &below, 0, &pfn)); /* 128 KiB the device reaches */
+	lo = dmm_pfn_to_phys(pfn);
+	fill_pool(mem, dev, hi, b);
+	nb_calls = 0;
+	assert_ok(dmm_dma_map_phys_deferred(dev, lo, 128 * KiB, DMM_DMA_TO_DEVICE, nb_cb, NULL));
+	assert_int_equal(nb_calls, 1); /* nothing waiting: at once */
+	assert_int_equal(nb_err, 0);
+	nb_calls = 0;
+	assert_ok(dmm_dma_map_phys_deferred(dev, hi, 2048, DMM_DMA_TO_DEVICE, nb_cb, NULL)); /* waits */
+	assert_ok(dmm_dma_map_phys_deferred(dev, lo, 128 * KiB, DMM_DMA_TO_DEVICE, nb_cb, NULL));
+	assert_int_equal(nb_calls, 0);
+	dmm_dma_unmap_phys(dev, b[0], 2048, DMM_DMA_TO_DEVICE);
+	assert_int_equal(nb_calls, 2);
+	assert_int_equal(nb_err, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+	banks_destroy(h, mem);
+}
+
+/* With align_mask above the slot and room for one aligned run under
+ * max_bytes, the transient pool holds it (one area). */
+static void test_transient_pool_holds_aligned_run(void **state)
+{
+	struct dmm_hosted *h;
+	struct dmm_mem *mem = two_banks(&h, NULL);
+	struct dmm_swiotlb_opts o;
+	struct dmm_device *dev;
+	dmm_dma_addr_t full[32], a;
+	dmm_phys_t pa;
+	(void)state;
+
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB;
+	o.max_bytes = 64 * KiB + 32 * KiB;
+	o.max_slots_per_map = 8;
+	o.align_mask = 0x3fff;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	dev = dev_make(mem, "nic32", 32, 0, 0);
+	pa = high_page(mem, 3);
+	for (int i = 0; i < 32; i++) {
+		full[i] = dmm_dma_map_phys(dev, pa + (uint64_t)(i % 8) * 2048, 100, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, full[i]));
+	}
+	a = dmm_dma_map_phys(dev, pa + 0x800, 16 * KiB, DMM_DMA_TO_DEVICE); /* 8 slots at bits 0x800 */
+	assert_ok(dmm_dma_mapping_error(dev, a));
+	assert_int_equal(a & 0x3fff, 0x800);
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_dma_unmap_phys(dev, a, 16 * KiB, DMM_DMA_TO_DEVICE);
+	for (int i = 0; i < 32; i++)
+		dmm_dma_unmap_phys(dev, full[i], 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_swiotlb_check(mem));
+	banks_destroy(h, mem);
+}
+
+/* Another device maps, without bouncing, memory inside a bounce mapping:
+ * its unmap is its own (not refused, counted), with or without an IOMMU. */
+static void test_unmap_of_memory_in_another_bounce(void **state)
+{
+	(void)state;
+	for (int iommu = 0; iommu < 2; iommu++) {
+		struct dmm_hosted *h;
+		struct dmm_mem *mem = two_banks(&h, NULL);
+		struct dmm_device *nic, *other;
+		struct dmm_dma_stats ds;
+		dmm_dma_addr_t a, g;
+		dmm_phys_t pa, tlb, back;
+
+		assert_ok(dmm_swiotlb_init(mem, NULL));
+		nic = dev_make(mem, "nic32", 32, 0, 0);
+		other = dev_make(mem, "other", 64, iommu, 0);
+		pa = high_page(mem, 1);
+		a = dmm_dma_map_phys(nic, pa, 8192, DMM_DMA_BIDIRECTIONAL);
+		assert_ok(dmm_dma_mapping_error(nic, a));
+		assert_ok(dmm_dma_bus_to_phys(nic, a, &tlb));
+		g = dmm_dma_map_phys(other, tlb + 4096, 256, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(other, g));
+		dmm_dma_unmap_phys(other, g, 256, DMM_DMA_TO_DEVICE);
+		dmm_device_get_stats(other, &ds);
+		assert_int_equal(ds.unmaps, ds.maps);
+		assert_int_equal(ds.fail_invalid, 0);
+		assert_int_equal(ds.fail_unmap, 0);
+		if (iommu)
+			assert_true(dmm_dma_bus_to_phys(other, g, &back) != 0);
+		dmm_dma_unmap_phys(nic, a, 8192, DMM_DMA_BIDIRECTIONAL);
+		assert_ok(dmm_swiotlb_check(mem));
+		assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 1));
+		assert_ok(dmm_device_destroy(other));
+		assert_ok(dmm_device_destroy(nic));
+		banks_destroy(h, mem);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -546,6 +661,9 @@ int main(void)
 		cmocka_unit_test(test_iommu_coherent_pages_refused),
 		cmocka_unit_test(test_deferred_order_with_room),
 		cmocka_unit_test(test_deferred_order_during_callback),
+		cmocka_unit_test(test_deferred_unbounced_behind_waiting),
+		cmocka_unit_test(test_transient_pool_holds_aligned_run),
+		cmocka_unit_test(test_unmap_of_memory_in_another_bounce),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -214,6 +214,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	dev->desc.name = dev->name;
 	dev->parent = parent;
 	dev->self_pfn = pfn;
+	dev->tlb_tag = (uint16_t)__atomic_add_fetch(&mem->dev_seq, 1, __ATOMIC_RELAXED);
 	dev->lim[0] = lim[0];
 	dev->lim[1] = lim[1];
 	dev->debug_mode = -1;

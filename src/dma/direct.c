@@ -425,7 +425,7 @@ static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		return err;
 	err = dmm__dev_reach_fast(dev, tlb, size, bus);
 	if (err) {
-		if (dmm__swiotlb_unmap_in(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE, *cpu)) {
+		if (dmm__swiotlb_unmap_in(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE, *cpu) > 0) {
 			dmm__cpu_exit(dev->mem, *cpu);
 			dmm__swiotlb_unmap_done(dev->mem);
 			*cpu = dmm__cpu_enter(dev->mem);
@@ -616,10 +616,10 @@ static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 			for_cpu(dev, pa, size, dir);
 		bounced = dmm__swiotlb_unmap_in(dev, pool, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE, cpu);
 	}
-	if (count && (!pool || bounced)) /* (a bounce address that is no mapping's start: refused) */
+	if (count && bounced >= 0) /* (-1: inside one of its bounce mappings, refused) */
 		dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
 	dmm__cpu_exit(dev->mem, cpu);
-	if (bounced)
+	if (bounced > 0)
 		dmm__swiotlb_unmap_done(dev->mem);
 	else if (!pool && dir_ok(dir))
 		for_cpu(dev, pa, size, dir);

@@ -33,6 +33,7 @@ struct dmm_device {
 	struct dmm_device *parent;
 	uint32_t nr_children;             /* atomic */
 	dmm_pfn_t self_pfn;               /* the page holding this structure */
+	uint16_t tlb_tag;                 /* marks its bounce mappings' records (swiotlb.c) */
 	struct dmm_constraint lim[2];     /* effective bus limits: [0] streaming, [1] coherent */
 	int debug_mode;                   /* -1 follow global, 0 off, 1 on (atomic) */
 	int last_error;                   /* last failed map's reason (atomic) */
@@ -183,14 +184,15 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
  * enter again (then *@cpu changes) to wait or to add a pool. */
 int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu);
-/* Does @pa lie inside a bounce mapping without being its start (where an
- * unmap is refused)? */
-int dmm__swiotlb_inside(struct dmm_mem *mem, dmm_phys_t pa);
-/* Inside a section of @cpu: if @tlb_pa is the start of a bounce mapping (of
- * @pool, or looked up when NULL), copy back as @dir needs (DMM_DMA_NONE:
- * nothing), free its slots and return 1; else 0 (an address inside a
- * mapping is refused and counted as invalid). After a 1, once out of the
- * section, call dmm__swiotlb_unmap_done(). */
+/* Does @pa lie inside a bounce mapping of @dev without being its start
+ * (where an unmap is refused)? */
+int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa);
+/* Inside a section of @cpu: if @tlb_pa is the start of a bounce mapping of
+ * @dev (in @pool, or looked up when NULL), copy back as @dir needs
+ * (DMM_DMA_NONE: nothing), free its slots and return 1; -1 for an address
+ * inside one of @dev's bounce mappings (refused, counted as invalid); else
+ * 0 (no bounce mapping of @dev). After a 1, once out of the section, call
+ * dmm__swiotlb_unmap_done(). */
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			  enum dmm_dma_dir dir, unsigned cpu);
 void dmm__swiotlb_unmap_done(struct dmm_mem *mem);

@@ -62,6 +62,7 @@ struct tlb_slot {
 	uint16_t nslots;  /* first slot: slots used */
 	uint16_t off;     /* first slot: offset of the data in the first slot */
 	uint8_t used;     /* SLOT_FREE, SLOT_MAPPED, or SLOT_CACHED (first slot keeps nslots) */
+	uint16_t dev;     /* first slot: the mapping device's tlb_tag */
 };
 
 /* One CPU's cache of free runs in one pool (that CPU's sections only). */
@@ -251,6 +252,8 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 	nr_areas = t->o.nr_areas ? t->o.nr_areas : mem->plat.nr_cpus;
 	if (nr_areas > MAX_AREAS)
 		nr_areas = MAX_AREAS;
+	if (transient)
+		nr_areas = 1; /* sized for one run (transient_need): an area must hold it */
 	/* an area must hold the largest mapping */
 	while (nr_areas > 1 && nslots / nr_areas < t->o.max_slots_per_map)
 		nr_areas--;
@@ -721,13 +724,14 @@ static inline uint64_t copy_in_bytes(enum dmm_dma_dir dir, size_t size)
 	return (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) ? size : 0;
 }
 
-/* The mapping record of slot @s (first of @n) for [pa, pa + size): the
- * bounce address. */
+/* The mapping record of slot @s (first of @n) for [pa, pa + size) of
+ * @dev: the bounce address. */
 static inline dmm_phys_t record_map(const struct dmm_swiotlb *t, struct tlb_pool *p, uint32_t s, dmm_phys_t pa,
-				    size_t size, uint32_t n, uint64_t off)
+				    size_t size, uint32_t n, uint64_t off, const struct dmm_device *dev)
 {
 	struct tlb_slot *f = &p->slots[s];
 
+	f->dev = dev->tlb_tag;
 	f->orig = pa;
 	f->size = (uint32_t)size;
 	f->nslots = (uint16_t)n;
@@ -851,7 +855,7 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 				}
 				s = pool_take(t, p, n, pa, granule, copy_in, this_cpu(dev->mem), &crowded);
 				if (s >= 0) /* complete before the pool lock lets a check in */
-					record_map(t, p, (uint32_t)s, pa, size, n, off);
+					record_map(t, p, (uint32_t)s, pa, size, n, off, dev);
 				else /* empty: idle from now, so trim gives it back */
 					__atomic_store_n(&p->idle_since, idle_stamp(dmm__now(dev->mem)), __ATOMIC_RELAXED);
 			}
@@ -864,7 +868,7 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		dmm__dstat(&dev->st.fail_bounce_full, 1);
 		return -DMM_ENOSPC;
 	}
-	*tlb_pa = record_map(t, p, (uint32_t)s, pa, size, n, off);
+	*tlb_pa = record_map(t, p, (uint32_t)s, pa, size, n, off, dev);
 	/* an untrusted device sees its own bytes and zeros, never what an
 	 * earlier mapping left in these slots */
 	if (dev->desc.untrusted || granule)
@@ -908,8 +912,9 @@ static inline struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hi
 	return &p->slots[p->slots[s].first];
 }
 
-int dmm__swiotlb_inside(struct dmm_mem *mem, dmm_phys_t pa)
+int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa)
 {
+	struct dmm_mem *mem = dev->mem;
 	struct dmm_swiotlb *t = tlb_of(mem);
 	struct tlb_pool *p;
 	struct tlb_slot *f;
@@ -920,7 +925,7 @@ int dmm__swiotlb_inside(struct dmm_mem *mem, dmm_phys_t pa)
 		return 0;
 	cpu = dmm__cpu_enter(mem);
 	p = index_search(index_get(t), pa);
-	if (p && (f = lookup(t, p, pa, &p)))
+	if (p && (f = lookup(t, p, pa, &p)) && f->dev == dev->tlb_tag)
 		inside = record_start(t, p, f) != pa;
 	dmm__cpu_exit(mem, cpu);
 	return inside;
@@ -957,8 +962,8 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 	struct tlb_slot *f;
 	dmm_phys_t start, orig;
 
-	if (!t || !(f = lookup(t, pool, tlb_pa, &p)))
-		return;
+	if (!t || !(f = lookup(t, pool, tlb_pa, &p)) || f->dev != dev->tlb_tag)
+		return; /* no bounce mapping of @dev */
 	start = record_start(t, p, f);
 	if (tlb_pa < start || tlb_pa + size > start + f->size)
 		return; /* outside the mapping: DMA debug says so */
@@ -1048,7 +1053,7 @@ dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size
 	/* none cached, or none keeping the offset: the general path */
 	if (__builtin_expect((s = cache_take(t, p, &p->cpus[cpu], n, pa, copy_in)) < 0, 0))
 		goto out;
-	b = record_map(t, p, (uint32_t)s, pa, size, n, off);
+	b = record_map(t, p, (uint32_t)s, pa, size, n, off, dev);
 	count_map(t, dev, cpu, p, (uint32_t)s, n);
 	dmm__pcpu_add(&dp->maps, 1);
 	dmm__pcpu_add(&dp->map_bytes, size);
@@ -1122,7 +1127,9 @@ int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, 
 		goto out;
 	/* only the address the map returned unmaps; the general path refuses
 	 * and counts any other */
-	if (__builtin_expect(!(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN || pa != record_start(t, p, f), 0))
+	if (__builtin_expect(!(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN || pa != record_start(t, p, f) ||
+				     f->dev != dev->tlb_tag,
+			     0))
 		goto out;
 	unmap_record(dev, t, p, f, pa, size, dir, cpu);
 	dmm__pcpu_add(&dp->unmaps, 1);
@@ -1146,13 +1153,14 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 	struct tlb_pool *p;
 	struct tlb_slot *f;
 
-	if (!t || !(p = pool ? pool : index_search(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)))
-		return 0;
+	if (!t || !(p = pool ? pool : index_search(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)) ||
+	    f->dev != dev->tlb_tag)
+		return 0; /* no bounce mapping of @dev */
 	if (tlb_pa != record_start(t, p, f)) {
 		/* inside a mapping, not its start: refused, nothing copied or freed */
 		dmm__count_invalid(dev->mem);
 		dmm__dstat(&dev->st.fail_invalid, 1);
-		return 0;
+		return -1;
 	}
 	unmap_record(dev, t, p, f, tlb_pa, size, dir, cpu);
 	return 1;
@@ -1176,7 +1184,7 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_
 	int done = dmm__swiotlb_unmap_in(dev, pool, tlb_pa, size, dir, cpu);
 
 	dmm__cpu_exit(dev->mem, cpu);
-	if (done)
+	if (done > 0)
 		dmm__swiotlb_unmap_done(dev->mem);
 }
 
@@ -1295,14 +1303,17 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 {
 	struct dmm_swiotlb *t;
 	dmm_dma_addr_t dma;
+	bool tried;
 	int err;
 
 	if (!dev || !cb)
 		return dmm__count_invalid(dev ? dev->mem : (struct dmm_mem *)0);
 	t = tlb_of(dev->mem);
 	/* a device's requests complete in order: while it has some waiting,
-	 * this one waits behind them */
-	if (!t || !deferred_waiting(t, dev)) {
+	 * this one waits behind them (untried: whether it must bounce at
+	 * all, and whether it could ever fit, is found when it is tried) */
+	tried = !t || !deferred_waiting(t, dev);
+	if (tried) {
 		dma = dmm_dma_map_phys(dev, pa, size, dir);
 		err = dmm_dma_mapping_error(dev, dma);
 		if (err != -DMM_ENOSPC || !t) {
@@ -1311,7 +1322,7 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 		}
 	}
 	dmm__lock(dev->mem, &t->lock);
-	if (!dmm__iommu_translating(dev) && !deferred_may_fit(t, dev, pa, size)) {
+	if (tried && !dmm__iommu_translating(dev) && !deferred_may_fit(t, dev, pa, size)) {
 		dmm__unlock(dev->mem, &t->lock);
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return dmm__count_invalid(dev->mem);
@@ -1426,9 +1437,17 @@ static void serve_deferred(struct dmm_swiotlb *t)
 		dma = dmm_dma_map_phys(d.dev, d.pa, d.size, d.dir);
 		err = dmm_dma_mapping_error(d.dev, dma);
 		dmm__lock(t->mem, &t->lock);
-		if (err == -DMM_ENOSPC) { /* still no room: it keeps its place */
+		if (err == -DMM_ENOSPC && (dmm__iommu_translating(d.dev) || deferred_may_fit(t, d.dev, d.pa, d.size))) {
+			/* still no room: it keeps its place */
 			t->deferred[deferred_find(t, d.seq)].busy = 0;
 			continue;
+		}
+		if (err == -DMM_ENOSPC) {
+			/* no pool could ever hold it: it fails, and the device's
+			 * later requests go on */
+			err = -DMM_EINVAL;
+			dmm__count_invalid(t->mem);
+			dmm__dstat(&d.dev->st.fail_invalid, 1);
 		}
 		/* the callback runs with the request still queued (busy), so
 		 * the device's next request cannot complete before it */

@@ -542,7 +542,7 @@ int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, en
 		 * IOMMU mapping is touched */
 		dmm_phys_t lpa;
 		if (!dmm_iopt_lookup(d->pt, iova, &lpa, (unsigned *)0, (uint64_t *)0, (unsigned *)0) &&
-		    dmm__swiotlb_inside(dev->mem, lpa + (dma & (PG - 1)))) {
+		    dmm__swiotlb_inside(dev, lpa + (dma & (PG - 1)))) {
 			sadd(&d->st.fail_unmap, 1);
 			dmm__dstat(&dev->st.fail_unmap, 1);
 			return -DMM_EINVAL;
