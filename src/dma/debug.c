@@ -283,34 +283,55 @@ static void check_cachelines(struct dmm_mem *mem, struct dbg_state *s, struct dm
 	}
 }
 
+/* A new entry of @dev holding @r (debug lock held), or NULL when out of
+ * memory. */
+static struct dbg_entry *entry_add(struct dmm_mem *mem, struct dbg_state *s, struct dmm_device *dev,
+				   const struct dmm__dbg_saved *r)
+{
+	struct dbg_entry *e = entry_new(mem, s);
+
+	if (!e)
+		return e;
+	e->dev = dev;
+	e->dma = r->dma;
+	e->pa = r->pa;
+	e->size = r->size;
+	e->site = r->site;
+	e->cpu = r->cpu;
+	e->dir = r->dir;
+	e->type = r->type;
+	e->checked = r->checked;
+	e->dev_owned = r->dev_owned;
+	entry_insert(s, e);
+	return e;
+}
+
 void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,
 		  uint64_t size, enum dmm_dma_dir dir, const void *cpu, const void *site)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dbg_state *s = state(mem);
-	struct dbg_entry *e;
+	const struct dmm__dbg_saved r = {
+		.dma = dma,
+		.pa = pa,
+		.size = size,
+		.site = site,
+		.cpu = cpu,
+		.dir = (uint8_t)dir,
+		.type = (uint8_t)type,
+		.checked = type != DMM__DBG_SINGLE, /* map_sg returns a count, coherent an error code */
+		.dev_owned = type != DMM__DBG_COHERENT,
+	};
 
 	dmm__lock(mem, &s->lock);
 	if (type != DMM__DBG_COHERENT)
 		check_cachelines(mem, s, dev, dma, pa, size, dir, site);
-	e = entry_new(mem, s);
-	if (!e) {
+	if (!entry_add(mem, s, dev, &r)) {
 		dmm__unlock(mem, &s->lock);
 		dmm_log(mem, DMM_LOG_ERR, "dma-debug: out of memory, disabling");
 		__atomic_store_n(&mem->dma_debug_on, 0, __ATOMIC_RELAXED);
 		return;
 	}
-	e->dev = dev;
-	e->dma = dma;
-	e->pa = pa;
-	e->size = size;
-	e->site = site;
-	e->cpu = cpu;
-	e->dir = (uint8_t)dir;
-	e->type = (uint8_t)type;
-	e->checked = type != DMM__DBG_SINGLE; /* map_sg returns a count, coherent an error code */
-	e->dev_owned = type != DMM__DBG_COHERENT;
-	entry_insert(s, e);
 	dmm__unlock(mem, &s->lock);
 }
 
@@ -340,20 +361,7 @@ void dmm__dbg_restore_slow(struct dmm_device *dev, const struct dmm__dbg_saved *
 	if (!s)
 		return;
 	dmm__lock(mem, &s->lock);
-	e = entry_new(mem, s);
-	if (e) {
-		e->dev = dev;
-		e->dma = saved->dma;
-		e->pa = saved->pa;
-		e->size = saved->size;
-		e->site = saved->site;
-		e->cpu = saved->cpu;
-		e->dir = saved->dir;
-		e->type = saved->type;
-		e->checked = saved->checked;
-		e->dev_owned = saved->dev_owned;
-		entry_insert(s, e);
-	}
+	e = entry_add(mem, s, dev, saved);
 	dmm__unlock(mem, &s->lock);
 	if (!e)
 		dmm_log(mem, DMM_LOG_ERR, "dma-debug: out of memory restoring an entry");

@@ -244,7 +244,7 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 		}
 	}
 	/* freed by dmm_dma_free_coherent only */
-	__atomic_fetch_or(&dmm__pfn_page(mem, pfn)->flags, (uint8_t)DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+	dmm__coherent_mark(dmm__pfn_page(mem, pfn), true);
 done:
 	*cpu = dmm_pfn_to_virt(mem, pfn);
 	*dma = dmm_dma_phys_to_bus(dev, dmm_pfn_to_phys(pfn));
@@ -323,9 +323,11 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 			       const void *cpu, int untracked)
 {
 	struct dmm_mem *mem = dev->mem;
+	const dmm_pfn_t pfn = dmm_phys_to_pfn(pa);
+	const unsigned order = order_of(pages);
 	int err;
 
-	if (dmm_pfn_to_virt(mem, dmm_phys_to_pfn(pa)) != cpu)
+	if (dmm_pfn_to_virt(mem, pfn) != cpu)
 		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
 	/* Which allocator served it, and does the size agree? */
 	if ((err = dmm__atomic_pool_free(dev, pa, pages)) <= 0) {
@@ -339,22 +341,21 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 		return -DMM_ENOENT;
 	if (head->state == DMM_PAGE_RANGE && !head->owner && head->private != pages)
 		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
-	if (head->state == DMM_PAGE_ALLOC && (pages != ((uint64_t)1 << order_of(pages)) || head->order != order_of(pages)))
+	if (head->state == DMM_PAGE_ALLOC && (pages != ((uint64_t)1 << order) || head->order != order))
 		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
 	if (head->state != DMM_PAGE_RANGE && head->state != DMM_PAGE_ALLOC)
 		return -DMM_ENOENT;
-	__atomic_fetch_and(&head->flags, (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+	dmm__coherent_mark(head, false);
 	if (head->state == DMM_PAGE_RANGE && head->owner) {
 		const struct dmm_cma_area *a = head->owner;
-		err = dmm_cma_release(mem, (int)a->idx, dmm_phys_to_pfn(pa), pages);
+		err = dmm_cma_release(mem, (int)a->idx, pfn, pages);
 	} else {
 		if (!dev->desc.coherent && mem->plat.set_memattr)
 			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
-		err = head->state == DMM_PAGE_RANGE ? dmm_free_range(mem, dmm_phys_to_pfn(pa), pages)
-						    : dmm_page_free(mem, dmm_phys_to_pfn(pa), order_of(pages));
+		err = head->state == DMM_PAGE_RANGE ? dmm_free_range(mem, pfn, pages) : dmm_page_free(mem, pfn, order);
 	}
 	if (err) {
-		__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+		dmm__coherent_mark(head, true);
 		return err;
 	}
 freed:

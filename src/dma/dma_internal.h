@@ -184,6 +184,15 @@ int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
  * enter again (then *@cpu changes) to wait or to add a pool. */
 int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu);
+/* Mark (@on) or unmark page @pg as the head of a coherent buffer: the page
+ * and range allocators refuse it while marked (DMM_PGF_COHERENT). */
+static inline void dmm__coherent_mark(struct dmm_page *pg, bool on)
+{
+	if (on)
+		__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+	else
+		__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+}
 /* Does @pa lie inside a bounce mapping of @dev without being its start
  * (where an unmap is refused)? */
 int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa);
@@ -297,8 +306,9 @@ static inline int dmm__dbg_on(const struct dmm_device *dev)
 /* @cpu: a coherent allocation's CPU address (NULL for streaming mappings). */
 void dmm__dbg_map(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr_t dma, dmm_phys_t pa,
 		  uint64_t size, enum dmm_dma_dir dir, const void *cpu, const void *site);
-/* An entry removed by an unmap or free that the layer below then refused
- * (the mapping is still live): dmm__dbg_restore puts it back. */
+/* What debug records of a mapping; also an entry removed by an unmap or
+ * free that the layer below then refused (the mapping is still live):
+ * dmm__dbg_restore puts it back. */
 struct dmm__dbg_saved {
 	dmm_dma_addr_t dma;
 	dmm_phys_t pa;

@@ -973,8 +973,7 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 	 * dmm_dma_free_coherent gives them back) */
 	if (!from_pool)
 		for (uint64_t k = 0; k < (contig ? 1 : pages); k++)
-			__atomic_fetch_or(&dmm__pfn_page(mem, contig ? pfn : list[k])->flags, (uint8_t)DMM_PGF_COHERENT,
-					  __ATOMIC_RELAXED);
+			dmm__coherent_mark(dmm__pfn_page(mem, contig ? pfn : list[k]), true);
 	PC_ADD(d, maps, 1);
 	PC_ADD(d, mapped_pages, (int64_t)pages);
 	*cpu = contig ? dmm_pfn_to_virt(mem, pfn) : va;
@@ -1041,7 +1040,7 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 		} else {
 			if (!dev->desc.coherent && mem->plat.set_memattr)
 				mem->plat.set_memattr(mem->plat.ctx, pa0, span, DMM_MEMATTR_WB);
-			__atomic_fetch_and(&head->flags, (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+			dmm__coherent_mark(head, false);
 			free_contig(mem, dmm_phys_to_pfn(pa0), pages);
 		}
 		if (pa0 < g4)
@@ -1074,8 +1073,7 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 						    (unsigned *)0) == 0) {
 					dmm_iopt_unmap(d->pt, dma + k * PG, PG);
 					iotlb_inval(d, dma + k * PG, PG);
-					__atomic_fetch_and(&dmm__pfn_page(mem, dmm_phys_to_pfn(pa))->flags,
-							   (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
+					dmm__coherent_mark(dmm__pfn_page(mem, dmm_phys_to_pfn(pa)), false);
 					dmm_page_free(mem, dmm_phys_to_pfn(pa), 0);
 				}
 			}
