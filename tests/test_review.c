@@ -129,6 +129,29 @@ static void test_refused_unmap_not_counted(void **state)
 	}
 }
 
+/* Bounce buffers of 64 KiB (2 KiB slots) with align_mask 0x3fff and @room
+ * more allowed under max_bytes (@max_slots per map, 0: the default), full:
+ * a 32-bit device maps 32 buffers at *@pa (32 KiB above 4 GiB) into @full. */
+static void aligned_full(struct dmm_mem *mem, uint64_t room, uint32_t max_slots, struct dmm_swiotlb_opts *o,
+			 struct dmm_device **dev, dmm_phys_t *pa, dmm_dma_addr_t *full)
+{
+	dmm_swiotlb_opts_default(mem, o);
+	o->initial_bytes = 64 * KiB;
+	o->max_bytes = 64 * KiB + room;
+	if (max_slots)
+		o->max_slots_per_map = max_slots;
+	o->align_mask = 0x3fff;
+	o->grow_threshold_pct = 100;
+	o->transient_idle_ns = 1;
+	assert_ok(dmm_swiotlb_init(mem, o));
+	*dev = dev_make(mem, "nic32", 32, 0, 0);
+	*pa = high_page(mem, 3);
+	for (int i = 0; i < 32; i++) {
+		full[i] = dmm_dma_map_phys(*dev, *pa + (uint64_t)(i % 8) * 2048, 100, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(*dev, full[i]));
+	}
+}
+
 /* With align_mask above the slot size and little room under max_bytes, a
  * transient pool that cannot hold the run is not made, or goes back: none
  * stays published. */
@@ -143,19 +166,7 @@ static void test_transient_pool_not_stuck(void **state)
 	dmm_phys_t pa;
 	(void)state;
 
-	dmm_swiotlb_opts_default(mem, &o);
-	o.initial_bytes = 64 * KiB;
-	o.max_bytes = 64 * KiB + 8 * KiB;
-	o.align_mask = 0x3fff;
-	o.grow_threshold_pct = 100;
-	o.transient_idle_ns = 1;
-	assert_ok(dmm_swiotlb_init(mem, &o));
-	dev = dev_make(mem, "nic32", 32, 0, 0);
-	pa = high_page(mem, 3);
-	for (int i = 0; i < 32; i++) {
-		full[i] = dmm_dma_map_phys(dev, pa + (uint64_t)(i % 8) * 2048, 100, DMM_DMA_TO_DEVICE);
-		assert_ok(dmm_dma_mapping_error(dev, full[i]));
-	}
+	aligned_full(mem, 8 * KiB, 0, &o, &dev, &pa, full);
 	for (int x = 0; x < 8; x++) {
 		a = dmm_dma_map_phys(dev, pa + (uint64_t)x * 2048, 100, DMM_DMA_TO_DEVICE);
 		if (dmm_dma_mapping_error(dev, a) == 0)
@@ -583,19 +594,7 @@ static void test_transient_pool_holds_aligned_run(void **state)
 	dmm_phys_t pa;
 	(void)state;
 
-	dmm_swiotlb_opts_default(mem, &o);
-	o.initial_bytes = 64 * KiB;
-	o.max_bytes = 64 * KiB + 32 * KiB;
-	o.max_slots_per_map = 8;
-	o.align_mask = 0x3fff;
-	o.grow_threshold_pct = 100;
-	assert_ok(dmm_swiotlb_init(mem, &o));
-	dev = dev_make(mem, "nic32", 32, 0, 0);
-	pa = high_page(mem, 3);
-	for (int i = 0; i < 32; i++) {
-		full[i] = dmm_dma_map_phys(dev, pa + (uint64_t)(i % 8) * 2048, 100, DMM_DMA_TO_DEVICE);
-		assert_ok(dmm_dma_mapping_error(dev, full[i]));
-	}
+	aligned_full(mem, 32 * KiB, 8, &o, &dev, &pa, full);
 	a = dmm_dma_map_phys(dev, pa + 0x800, 16 * KiB, DMM_DMA_TO_DEVICE); /* 8 slots at bits 0x800 */
 	assert_ok(dmm_dma_mapping_error(dev, a));
 	assert_int_equal(a & 0x3fff, 0x800);
