@@ -321,23 +321,22 @@ static inline unsigned dmm__cpu_hash(uintptr_t tp)
 static inline bool dmm__cpu_try_enter(const struct dmm_mem *mem, struct dmm_cpu_thread **rp)
 {
 #ifdef DMM_HAVE_THREAD_POINTER
-	unsigned fence = mem->cpu_thread_fence; /* nonzero: threads mode */
+	uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+	struct dmm_cpu_thread *r = &mem->cpu_threads[dmm__cpu_hash(tp)];
 
-	if (__builtin_expect(fence != 0, 1)) {
-		uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
-		struct dmm_cpu_thread *r = &mem->cpu_threads[dmm__cpu_hash(tp)];
-		if (__builtin_expect(__atomic_load_n(&r->tp, __ATOMIC_RELAXED) == tp, 1)) {
-			__atomic_store_n(&r->busy, 1, __ATOMIC_RELAXED);
-			if (__builtin_expect(fence == 1, 1))
-				__atomic_signal_fence(__ATOMIC_SEQ_CST);
-			else
-				__atomic_thread_fence(__ATOMIC_SEQ_CST);
-			if (__builtin_expect(__atomic_load_n(&r->fast, __ATOMIC_ACQUIRE) != 0, 1)) {
-				*rp = r;
-				return true;
-			}
-			__atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
+	/* (the records exist in every mode; outside threads mode none is
+	 * taken, and no thread pointer is 0) */
+	if (__builtin_expect(__atomic_load_n(&r->tp, __ATOMIC_RELAXED) == tp, 1)) {
+		__atomic_store_n(&r->busy, 1, __ATOMIC_RELAXED);
+		if (__builtin_expect(mem->cpu_thread_fence == 1, 1))
+			__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		else
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (__builtin_expect(__atomic_load_n(&r->fast, __ATOMIC_ACQUIRE) != 0, 1)) {
+			*rp = r;
+			return true;
 		}
+		__atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
 	}
 #else
 	(void)mem;
@@ -398,10 +397,17 @@ static inline void dmm__cpu_exit_r(const struct dmm_mem *mem, struct dmm_cpu_thr
 }
 
 /* A counter only its own CPU's sections write; readers elsewhere see a
- * whole value (relaxed), never a torn one. */
+ * whole value (relaxed), never a torn one. On x86-64 one add to memory
+ * (an aligned 8-byte store is single-copy atomic there; no lock prefix:
+ * nobody else writes it), where compilers split a relaxed load and store
+ * into three instructions. */
 static inline void dmm__pcpu_add(uint64_t *c, uint64_t v)
 {
+#if defined(__x86_64__)
+	__asm__ __volatile__("addq %1, %0" : "+m"(*c) : "er"(v));
+#else
 	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+#endif
 }
 
 /* ---- address translation: the platform's linear map inline, else its hooks */
