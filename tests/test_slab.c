@@ -605,6 +605,132 @@ static void test_no_address_translation(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* Objects of every class and set through kmalloc/kfree on @mem: contents,
+ * ksize, a free inside an object, double frees, statistics, the checks. */
+static void slab_round_trip(struct dmm_mem *mem)
+{
+	static const unsigned flags[] = { 0, DMM_GFP_PACKED, DMM_GFP_DMA32, DMM_GFP_DMA };
+	enum { N = 400 };
+	static void *obj[N];
+	static size_t sz[N];
+	struct dmm_slab_class_info ci;
+	uint64_t s = 7, a = 0, f = 0;
+
+	for (unsigned i = 0; i < N; i++) {
+		sz[i] = (size_t)1 << (3 + i % 11); /* 8 .. 8 KiB */
+		sz[i] -= (tu_rand(&s) % (sz[i] / 2)); /* and sizes between the classes */
+		assert_ok(dmm_kmalloc(mem, sz[i], flags[i % 4], &obj[i]));
+		assert_true(dmm_ksize(mem, obj[i]) >= sz[i]);
+		stamp(obj[i], sz[i], i);
+	}
+	assert_rc(dmm_kfree(mem, (uint8_t *)obj[3] + 8), -DMM_EINVAL); /* inside an object */
+	for (unsigned i = 0; i < N; i += 2)
+		assert_ok(dmm_kfree(mem, obj[i]));
+	assert_rc(dmm_kfree(mem, obj[N - 2]), -DMM_ENOENT); /* the last one freed, again */
+	assert_ok(dmm_slab_check(mem));
+	for (unsigned i = 1; i < N; i += 2) {
+		check_stamp(obj[i], sz[i], i);
+		assert_ok(dmm_kfree(mem, obj[i]));
+	}
+	assert_ok(dmm_slab_check(mem));
+	assert_checks(mem);
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			assert_ok(dmm_slab_class_info(mem, set, c, &ci));
+			assert_int_equal(ci.objects, 0);
+			assert_int_equal(ci.allocs, ci.frees);
+			a += ci.allocs;
+			f += ci.frees;
+		}
+	assert_true(a >= N - N / 11 && a == f); /* (8 KiB ones may be large objects) */
+}
+
+/* Without the slab map kfree finds a page's cache through its descriptor:
+ * a sparse physical map (more than twice as many pages as RAM) and no
+ * linear map at all. A linear map that does not start at a multiple of the
+ * largest slab has a map from the multiple below. The map, where there is
+ * one, marks exactly the live slabs' pages (checked). */
+static void test_slab_map(void **state)
+{
+	struct dmm_mem_info mi;
+	(void)state;
+	{
+		struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+		assert_int_equal(e->info.slab_map_bytes, 256 * MiB / DMM_PAGE_SIZE);
+		slab_round_trip(e->mem);
+		tu_env_destroy(e);
+	}
+	{
+		struct dmm_machine m;
+		struct tu_env *e;
+		tu_machine_holes(&m); /* 64 MiB of RAM over 4 GiB */
+		m.kmalloc_policy = DMM_KMALLOC_PACKED;
+		e = tu_env_create(&m, 2);
+		assert_int_equal(e->info.slab_map_bytes, 0);
+		slab_round_trip(e->mem);
+		tu_env_destroy(e);
+	}
+	{
+		struct dmm_machine m;
+		struct tu_env *e;
+		tu_machine(&m, "test-slab-16k");
+		tu_add_ram(&m, 16 * KiB, 64 * MiB); /* the linear map starts there: not 32 KiB aligned */
+		m.kmalloc_policy = DMM_KMALLOC_PACKED;
+		e = tu_env_create(&m, 2);
+		/* the map starts at 0, the largest slab's alignment below */
+		assert_int_equal(e->info.slab_map_bytes, (16 * KiB + 64 * MiB) / DMM_PAGE_SIZE);
+		slab_round_trip(e->mem);
+		tu_env_destroy(e);
+	}
+	{
+		struct dmm_machine m;
+		struct dmm_hosted *h;
+		struct dmm_platform p;
+		struct dmm_mem *mem = NULL;
+		tu_hosted_platform(&m, "no-linear", 2, &h, &p);
+		p.linear_size = 0;
+		assert_ok(dmm_mem_create(&m, &p, &mem));
+		dmm_mem_get_info(mem, &mi);
+		assert_int_equal(mi.slab_map_bytes, 0);
+		slab_round_trip(mem);
+		dmm_mem_destroy(mem);
+		dmm_hosted_destroy(h);
+	}
+}
+
+/* A slab given back to the page allocator leaves the map: a stale pointer
+ * into it is refused (it is no small object any more), not taken into a
+ * magazine. */
+static void test_slab_map_cleared(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	enum { N = 64 * 8 }; /* 8 slabs of 64-byte objects */
+	static void *obj[N];
+	struct dmm_slab_class_info ci;
+	unsigned stale = 0;
+	(void)state;
+
+	for (unsigned i = 0; i < N; i++)
+		assert_ok(dmm_kmalloc(e->mem, 64, 0, &obj[i]));
+	for (unsigned i = 0; i < N; i++)
+		assert_ok(dmm_kfree(e->mem, obj[i]));
+	assert_ok(dmm_slab_check(e->mem));
+	for (unsigned i = 0; i < N; i++) {
+		if (dmm_ksize(e->mem, obj[i]))
+			continue; /* its slab is still there */
+		stale++;
+		assert_rc(dmm_kfree(e->mem, obj[i]), -DMM_ENOENT);
+	}
+	assert_true(stale >= 64 * 5); /* most slabs went back (a spare and the magazines stay) */
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.size, 64);
+	assert_int_equal(ci.allocs, N);
+	assert_int_equal(ci.frees, N);
+	assert_ok(dmm_slab_check(e->mem));
+	assert_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -615,6 +741,8 @@ int main(void)
 		cmocka_unit_test(test_more_threads_than_cpus),
 		cmocka_unit_test(test_short_lived_threads),
 		cmocka_unit_test(test_no_address_translation),
+		cmocka_unit_test(test_slab_map),
+		cmocka_unit_test(test_slab_map_cleared),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -581,6 +581,8 @@ static void print_mem_text(const struct dmm_machine *m, const struct dmm_mem_inf
 	       info->ram_pages ? (double)info->metadata_bytes / (double)info->ram_pages : 0.0,
 	       info->ram_pages ? 100.0 * (double)info->metadata_pages / (double)info->ram_pages
 			       : 0.0);
+	printf("  slab map       %s (%s)\n", human(info->slab_map_bytes, b1, sizeof(b1)),
+	       info->slab_map_bytes ? "one byte per page: kfree finds a cache in one load" : "none: kfree looks pages up");
 	printf("  per-CPU caches %u (CPU-local sections: %s)\n", info->nr_cpus, info->cpu_sections);
 	printf("  init time      %.3f ms\n", (double)info->init_ns / 1e6);
 }
@@ -754,6 +756,7 @@ static void json_mem(struct jw *j, const struct dmm_machine *m, const struct dmm
 	jw_u64(j, "metadata_pages", info->metadata_pages);
 	jw_dbl(j, "metadata_bytes_per_page",
 	       info->ram_pages ? (double)info->metadata_bytes / (double)info->ram_pages : 0.0);
+	jw_u64(j, "slab_map_bytes", info->slab_map_bytes);
 	jw_u64(j, "nr_cpus", info->nr_cpus);
 	jw_str(j, "cpu_sections", info->cpu_sections);
 	jw_u64(j, "nr_zones", info->nr_zones);

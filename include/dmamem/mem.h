@@ -83,6 +83,8 @@ struct dmm_mem_info {
 	const char *cpu_sections;    /* how CPU-local sections run: "hooks", "threads" or "locks" */
 	uint64_t cpu_slow_enters;    /* threads: sections entered through the slot's lock */
 	uint64_t cpu_syncs;          /* another CPU's caches reached (drain, check, grace period) */
+	uint64_t slab_map_bytes;     /* the small-object allocator's map of the linear map's pages
+				      * (one byte per page; 0: none, kfree looks pages up instead) */
 };
 
 /*

@@ -58,7 +58,7 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
 
 /* Free. -DMM_EINVAL (not a pointer into managed RAM, or not at an object's
  * start), -DMM_ENOENT (not a kmalloc object, or freed again while still in
- * this CPU's cache of freed objects, up to 32 of them; a freed object's
+ * this CPU's cache of freed objects, up to 28 of them; a freed object's
  * first word holds a mark the check starts from). Nothing is changed on
  * failure. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr);

@@ -242,8 +242,15 @@ static struct dmm_mem *carve_all(struct carve *c, const struct dmm_mem *g)
 	}
 	{
 		void *slab = carve(c, dmm__slab_meta_size(g->plat.nr_cpus), DMM_CACHELINE);
-		if (mem)
+		uint64_t map_pages = dmm__slab_map_pages(g);
+		uint8_t *map = map_pages ? carve(c, map_pages, DMM_CACHELINE) : (uint8_t *)0;
+		if (mem) {
 			mem->slab = slab; /* dmm__slab_init() fills it once locks can be made */
+			mem->slab_map = map;
+			mem->slab_map_span = map_pages << DMM_PAGE_SHIFT;
+			mem->slab_map_phys = dmm_align_down(g->plat.linear_phys, DMM_PAGE_SIZE << DMM_SLAB_MAX_ORDER);
+			mem->slab_map_virt = (uintptr_t)g->plat.linear_virt - (uintptr_t)(g->plat.linear_phys - mem->slab_map_phys);
+		}
 	}
 	if (g->machine.nr_cma) {
 		struct dmm_cma_area *areas =
@@ -499,6 +506,7 @@ void dmm_mem_get_info(const struct dmm_mem *mem, struct dmm_mem_info *info)
 	info->max_pfn = mem->max_pfn;
 	info->fail_invalid = __atomic_load_n(&mem->fail_invalid, __ATOMIC_RELAXED);
 	info->fail_range = __atomic_load_n(&mem->fail_range, __ATOMIC_RELAXED);
+	info->slab_map_bytes = mem->slab_map_span >> DMM_PAGE_SHIFT;
 }
 
 const struct dmm_machine *dmm_mem_machine(const struct dmm_mem *mem)

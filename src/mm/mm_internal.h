@@ -131,6 +131,16 @@ struct dmm_mem {
 	struct dmm_cma_area *cma;         /* nr_cma areas */
 	struct dmm_migrate_stats mstats;  /* atomic counters */
 	struct dmm_slab_state *slab;      /* src/mm/slab.c caches */
+	/* the slab map: for each page from slab_map_phys (the linear map's
+	 * start, rounded down to the largest slab) on, over slab_map_span
+	 * bytes, the place in the slab state of the small-object cache whose
+	 * live slab holds it, else 0: kfree's one load from a pointer to its
+	 * cache. slab_map_virt is where slab_map_phys would be in the linear
+	 * map. slab_map_span 0: no map (dmm__slab_map_pages) */
+	uint8_t *slab_map;
+	uint64_t slab_map_span;
+	uintptr_t slab_map_virt;
+	dmm_phys_t slab_map_phys;
 	struct dmm_cpu_slot *cpu_slots;   /* nr_cpus: CPU-local sections (cpu.c) */
 	struct dmm_cpu_thread *cpu_threads; /* DMM_CPU_NR_THREADS records (DMM_CPU_THREADS) */
 	uint8_t cpu_mode;                 /* DMM_CPU_LOCKS / _HOOKS / _THREADS */
@@ -521,7 +531,14 @@ struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn);
 /* ---- slab.c ------------------------------------------------------------- */
 
 struct dmm_slab_state;
+#define DMM_SLAB_MAX_ORDER 3 /* slabs are at most 2^3 pages */
 uint64_t dmm__slab_meta_size(unsigned nr_cpus);
+/* Pages the slab map of @g (geometry and platform known) covers: from the
+ * linear map's start rounded down to the largest slab up to the end of the
+ * linear map or of RAM; 0 (no map) if there is no linear map, or that
+ * would be more than twice the RAM's pages (a sparse physical map: kfree
+ * then looks pages up through the sections). */
+uint64_t dmm__slab_map_pages(const struct dmm_mem *g);
 void dmm__slab_init(struct dmm_mem *mem, void *meta);
 /* The small object holding @pa, if any: 1 and its bounds, else 0. */
 int dmm__slab_object_of(struct dmm_mem *mem, dmm_phys_t pa, dmm_phys_t *start, uint64_t *size);

@@ -19,17 +19,25 @@
  * walk them all; one empty slab is kept, further ones go back to the page
  * allocator.
  *
- * Per-CPU magazines. Each cache has, per CPU, a magazine of up to 32 free
+ * Per-CPU magazines. Each cache has, per CPU, a magazine of up to 28 free
  * objects, used only inside a CPU-local section of that CPU (no lock, no
  * atomic where the platform has sections: see dmm__cpu_enter): allocation
- * pops, free pushes; the cache lock is taken only to refill or drain 16
- * objects at a time. The check and the drain reach another CPU's magazine
- * through dmm__cpu_sync().
+ * pops, free pushes; the cache lock is taken only to refill or drain 14
+ * objects at a time. A magazine is as large as a cache and the per-CPU
+ * tables mirror the caches' layout, so a cache's magazine is at a fixed
+ * distance from it. The check and the drain reach another CPU's magazine
+ * through dmm__cpu_sync(). Magazines count allocations and requested bytes;
+ * frees are derived (allocations - live, live = objects off the slabs - in
+ * magazines), which keeps a counter off the free path.
  *
- * Free finds the object's cache from the pointer alone: linear-map address
- * to physical (an addition where the platform has a linear map), page
- * descriptor (two loads), owner; the object's index within its slab comes
- * from a multiplication by the size's reciprocal, not a division.
+ * Free finds the object's cache from the pointer alone, in one load: the
+ * slab map (a byte per page of the linear map, the cache's place in the
+ * state, 0 for no slab) gives the cache; the object's index within its slab
+ * comes from a multiplication by the size's reciprocal, not a division.
+ * The map starts at the linear map's start rounded down to the largest
+ * slab. Where there is none (no linear map, or a physical map more than
+ * twice as large as the RAM) the slow path looks the page descriptor's
+ * owner up instead.
  *
  * Alignment policies decide which classes a request may use: the aligned
  * ones only classes that are multiples of dma_min_align, the packed ones any
@@ -39,16 +47,17 @@
 
 #include "mm/mm_internal.h"
 
-#define MAG_SIZE 32
-#define MAG_BATCH 16
+#define MAG_SIZE 28 /* a magazine is as large as a cache (256 bytes) */
+#define MAG_BATCH 14
 
 static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,   96,   128, 192,
 							     256, 512, 1024, 2048, 4096, 8192 };
 
 struct mag {
 	_Alignas(DMM_CACHELINE) uint32_t n;
-	/* counters of this CPU, written in its sections (summed on query) */
-	uint64_t allocs, frees, requested, align_waste; /* waste = allocs * size - requested */
+	/* counters of this CPU, written in its sections (summed on query);
+	 * frees are not counted but derived: allocs - (taken - cached) */
+	uint64_t allocs, requested, align_waste; /* waste = allocs * size - requested */
 	void *obj[MAG_SIZE];
 };
 
@@ -57,21 +66,32 @@ struct kcache {
 	struct dmm_mem *mem;
 	uint32_t size, order, objs, set, cls;
 	uint32_t recip;                  /* ceil(2^32 / size): offset / size by a multiply */
+	uint32_t slab_mask;              /* slab bytes - 1: an address's offset in its slab */
+	uintptr_t free_mark;             /* the state's free_mark, next to what kfree loads */
 	struct dmm_page *partial, *full; /* head descriptors, linked via next/prev */
 	struct dmm_page *empty;          /* one spare empty slab */
 	struct dmm_slab_class_info st;   /* counters (under lock; alloc/free atomics) */
-	struct mag *mags;                /* nr_cpus */
+	uint64_t taken;                  /* objects off the slabs: live or in magazines (lock) */
 };
 
 struct dmm_slab_state {
+	/* slab map value 0 names this cache: no objects (objs 0), so no
+	 * address is an object's start in it */
+	struct kcache none;
 	struct kcache cache[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
 	/* the policy as two bits: requests packed always / when they ask */
 	bool packed_always, packed_on_request;
 	/* class for a size, by (size + 7) / 8: packed [0], DMA-aligned [1]; -1 above */
 	int8_t class_for[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
-	/* the row of class_for for a request without [0] and with [1]
-	 * DMM_GFP_PACKED: the policy folded into one load */
-	uint8_t row_for[2];
+	/* for a request without [0] and with [1] DMM_GFP_PACKED (the policy
+	 * folded into one load): its row of class_for, and its alignment
+	 * waste by (size + 7) / 8 (NULL for the packed row: none) */
+	struct krow {
+		const int8_t *cls;
+		const uint16_t *waste;
+	} row[2];
+	/* object bytes of a DMA-aligned class beyond the packed one, by (size + 7) / 8 */
+	uint16_t waste_for[DMM_KMALLOC_MAX_CACHE / 8 + 1];
 	/* written into the first word of an object put in a magazine (and
 	 * cleared when it is handed out): a kfree that finds it there looks
 	 * for the object in the magazine (a double free); anything else costs
@@ -79,19 +99,70 @@ struct dmm_slab_state {
 	uintptr_t free_mark;
 };
 
+/*
+ * The magazines follow the state, one table per CPU laid out as the
+ * caches are (none, then [set][class]), and a magazine is as large as a
+ * cache: the magazine of cache @k on @cpu is at a fixed distance from @k
+ * (no load on the way from an object's cache to its magazine). The slab
+ * map's value for a cache is its place in that layout.
+ */
+#define NR_KCACHES (1 + DMM_KMALLOC_NR_SETS * DMM_KMALLOC_NR_CLASSES)
+#define MAG_TABLE_BYTES ((size_t)NR_KCACHES * sizeof(struct mag))
+_Static_assert(sizeof(struct mag) == sizeof(struct kcache), "a magazine is as large as a cache");
+_Static_assert(offsetof(struct dmm_slab_state, cache) == sizeof(struct kcache), "none, then the caches");
+_Static_assert(NR_KCACHES <= 255, "a cache's place fits the slab map");
+
+static inline struct mag *mag_of(const struct kcache *k, unsigned cpu)
+{
+	return (struct mag *)(uintptr_t)((const char *)k + sizeof(struct dmm_slab_state) + cpu * MAG_TABLE_BYTES);
+}
+
 uint64_t dmm__slab_meta_size(unsigned nr_cpus)
 {
 	return sizeof(struct dmm_slab_state) +
-	       (uint64_t)DMM_KMALLOC_NR_SETS * DMM_KMALLOC_NR_CLASSES * nr_cpus * sizeof(struct mag) +
+	       (uint64_t)NR_KCACHES * nr_cpus * sizeof(struct mag) +
 	       DMM_CACHELINE;
 }
 
 static unsigned slab_order_for(uint32_t size)
 {
 	unsigned o = 0;
-	while (((DMM_PAGE_SIZE << o) / size) < 4 && o < 3)
+	while (((DMM_PAGE_SIZE << o) / size) < 4 && o < DMM_SLAB_MAX_ORDER)
 		o++;
 	return o;
+}
+
+uint64_t dmm__slab_map_pages(const struct dmm_mem *g)
+{
+	const struct dmm_platform *p = &g->plat;
+	dmm_phys_t base = dmm_align_down(p->linear_phys, DMM_PAGE_SIZE << DMM_SLAB_MAX_ORDER);
+	dmm_phys_t end = dmm_min64(p->linear_phys + p->linear_size, (dmm_phys_t)g->max_pfn << DMM_PAGE_SHIFT);
+	uint64_t pages;
+
+	if (!p->linear_size || p->linear_phys & (DMM_PAGE_SIZE - 1) || end <= base)
+		return 0;
+	pages = (end - base + DMM_PAGE_SIZE - 1) >> DMM_PAGE_SHIFT;
+	return pages <= 2 * g->ram_pages ? pages : 0;
+}
+
+/* The slab map's byte for @pfn, or NULL outside the map. */
+static inline uint8_t *slab_map_at(const struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	dmm_phys_t pa = dmm_pfn_to_phys(pfn);
+
+	if (pa < mem->slab_map_phys || pa - mem->slab_map_phys >= mem->slab_map_span)
+		return (uint8_t *)0;
+	return &mem->slab_map[(pa - mem->slab_map_phys) >> DMM_PAGE_SHIFT];
+}
+
+/* Mark (a cache's place, 1..) or clear (0) the slab map for @n pages at @pfn. */
+static void slab_map_set(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t n, uint8_t v)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t *b = slab_map_at(mem, pfn + i);
+		if (b)
+			__atomic_store_n(b, v, __ATOMIC_RELAXED);
+	}
 }
 
 static int class_search(const struct dmm_mem *mem, size_t size, bool packed);
@@ -100,8 +171,6 @@ static inline bool packed_request(const struct dmm_mem *mem, unsigned flags);
 void dmm__slab_init(struct dmm_mem *mem, void *meta)
 {
 	struct dmm_slab_state *s = (struct dmm_slab_state *)dmm_align_up((uintptr_t)meta, DMM_CACHELINE);
-	struct mag *m = (struct mag *)(s + 1);
-
 	mem->slab = s;
 	s->packed_always = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED;
 	s->packed_on_request = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED_ON_REQUEST;
@@ -112,6 +181,7 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->size = class_size[c];
 			k->order = slab_order_for(k->size);
 			k->objs = (uint32_t)((DMM_PAGE_SIZE << k->order) / k->size);
+			k->slab_mask = (uint32_t)((DMM_PAGE_SIZE << k->order) - 1);
 			k->recip = (uint32_t)((((uint64_t)1 << 32) + k->size - 1) / k->size);
 			k->set = set;
 			k->cls = c;
@@ -119,16 +189,22 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->st.slab_order = k->order;
 			k->st.objs_per_slab = k->objs;
 			k->st.set = set;
-			k->mags = m;
 			mem->plat.lock_init(mem->plat.ctx, &k->lock);
-			m += mem->plat.nr_cpus;
 		}
 	s->free_mark = ((uintptr_t)s * (uintptr_t)0x9e3779b97f4a7c15ull) | 1; /* odd: no object's address */
-	s->row_for[0] = packed_request(mem, 0) ? 0 : 1;
-	s->row_for[1] = packed_request(mem, DMM_GFP_PACKED) ? 0 : 1;
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++)
+			s->cache[set][c].free_mark = s->free_mark;
 	for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++) {
 		s->class_for[0][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, true);
 		s->class_for[1][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, false);
+		if (s->class_for[0][i] >= 0 && s->class_for[1][i] >= 0)
+			s->waste_for[i] = (uint16_t)(class_size[s->class_for[1][i]] - class_size[s->class_for[0][i]]);
+	}
+	for (unsigned f = 0; f < 2; f++) {
+		bool packed = packed_request(mem, f ? DMM_GFP_PACKED : 0);
+		s->row[f].cls = s->class_for[packed ? 0 : 1];
+		s->row[f].waste = packed ? (const uint16_t *)0 : s->waste_for;
 	}
 }
 
@@ -244,6 +320,7 @@ static int slab_new(struct kcache *k, unsigned flags)
 	dmm__lock(k->mem, &k->lock);
 	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
 		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), k);
+	slab_map_set(k->mem, pfn, (uint64_t)1 << k->order, (uint8_t)(k - &k->mem->slab->none));
 	__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_SLAB, __ATOMIC_RELAXED);
 	list_add(&k->partial, head);
 	k->st.slabs++;
@@ -258,6 +335,7 @@ static void slab_release(struct kcache *k, struct dmm_page *head)
 	k->st.slabs--;
 	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
 		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), (void *)0);
+	slab_map_set(k->mem, pfn, (uint64_t)1 << k->order, 0);
 	__atomic_fetch_and(&head->flags, (uint8_t)~DMM_PGF_SLAB, __ATOMIC_RELAXED);
 	dmm__set_private(head, 0);
 	head->refcount = 1;
@@ -283,6 +361,7 @@ static unsigned slab_take(struct kcache *k, void **out, unsigned n)
 		obj = (void *)(uintptr_t)dmm__private(head);
 		dmm__set_private(head, (uintptr_t)*(void **)obj);
 		head->refcount++;
+		k->taken++;
 		out[got++] = obj;
 		if (head->refcount == k->objs) {
 			list_del(&k->partial, head);
@@ -307,6 +386,7 @@ static void slab_put(struct kcache *k, void *obj, struct dmm_page *head)
 	*(void **)obj = (void *)(uintptr_t)dmm__private(head);
 	dmm__set_private(head, (uintptr_t)obj);
 	head->refcount--;
+	k->taken--;
 	if (head->refcount == 0) {
 		list_del(&k->partial, head);
 		if (!k->empty)
@@ -349,14 +429,14 @@ static inline void *mag_take(struct mag *m, uint32_t n)
 	return obj;
 }
 
-/* The counters of one allocation of @size from @k (in @m's section). */
-static inline void count_alloc(const struct dmm_mem *mem, const struct kcache *k, struct mag *m, size_t size,
-			       bool packed)
+/* The counters of one allocation of @size (in @m's section); @waste: its
+ * bytes due to DMA alignment, NULL for a packed request. */
+static inline void count_alloc(struct mag *m, size_t size, const uint16_t *waste)
 {
 	dmm__pcpu_add(&m->allocs, 1);
 	dmm__pcpu_add(&m->requested, size);
-	if (!packed)
-		dmm__pcpu_add(&m->align_waste, k->size - class_size[class_of(mem, size, true)]);
+	if (waste)
+		dmm__pcpu_add(&m->align_waste, waste[(size + 7) / 8]);
 }
 
 static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
@@ -378,7 +458,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 		return large_alloc(mem, size, flags, ptr);
 	k = &mem->slab->cache[set_of(flags)][c];
 	cpu = dmm__cpu_enter(mem);
-	m = &k->mags[cpu];
+	m = mag_of(k, cpu);
 	for (int tries = 0; !m->n && tries < 4; tries++) {
 		dmm__lock(mem, &k->lock);
 		m->n = slab_take(k, m->obj, MAG_BATCH);
@@ -390,7 +470,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 		dmm__cpu_exit(mem, cpu);
 		err = slab_new(k, flags);
 		cpu = dmm__cpu_enter(mem);
-		m = &k->mags[cpu]; /* maybe another CPU's, maybe refilled meanwhile */
+		m = mag_of(k, cpu); /* maybe another CPU's, maybe refilled meanwhile */
 		if (err)
 			break;
 	}
@@ -401,7 +481,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	}
 	if (__builtin_expect(m->n != 0, 1)) {
 		obj = mag_take(m, m->n);
-		count_alloc(mem, k, m, size, packed);
+		count_alloc(m, size, packed ? (const uint16_t *)0 : mem->slab->waste_for);
 	}
 	dmm__cpu_exit(mem, cpu);
 	if (!obj)
@@ -421,34 +501,28 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
  */
 int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
-	struct dmm_slab_state *sl;
+	const struct krow *rw;
 	struct dmm_cpu_thread *r;
-	unsigned row;
-	struct kcache *k;
 	struct mag *m;
 	uint32_t n;
-	bool packed;
 	int c;
 
 	/* (no virt_to_phys hook: only the slow path fills magazines, and it
 	 * refuses, so the fast path finds them empty) */
 	if (__builtin_expect(!mem || !ptr || size - 1 >= DMM_KMALLOC_MAX_CACHE || (flags & ~DMM_GFP_PACKED), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	sl = mem->slab;
-	row = sl->row_for[(flags & DMM_GFP_PACKED) != 0];
-	packed = row == 0;
-	c = sl->class_for[row][(size + 7) / 8];
+	rw = &mem->slab->row[flags / DMM_GFP_PACKED]; /* (flags is 0 or DMM_GFP_PACKED) */
+	c = rw->cls[(size + 7) / 8];
 	if (__builtin_expect(c < 0 || !dmm__cpu_try_enter(mem, &r), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	k = &sl->cache[0][c];
-	m = &k->mags[r->cpu];
+	m = mag_of(&mem->slab->cache[0][c], r->cpu);
 	n = m->n;
 	if (__builtin_expect(n == 0, 0)) {
 		dmm__cpu_leave(r);
 		return kmalloc_slow(mem, size, flags, ptr);
 	}
 	*ptr = mag_take(m, n);
-	count_alloc(mem, k, m, size, packed);
+	count_alloc(m, size, rw->waste);
 	dmm__cpu_leave(r);
 	return 0;
 }
@@ -542,12 +616,11 @@ static bool mag_holds(const struct mag *m, uint32_t n, const void *ptr)
 }
 
 /* Put @ptr in magazine @m, which has room for it (in its CPU's section). */
-static inline void mag_push(const struct dmm_slab_state *sl, struct mag *m, uint32_t n, const void *ptr)
+static inline void mag_push(const struct kcache *k, struct mag *m, uint32_t n, const void *ptr)
 {
-	*(uintptr_t *)(uintptr_t)ptr = sl->free_mark;
+	*(uintptr_t *)(uintptr_t)ptr = k->free_mark;
 	m->obj[n] = (void *)(uintptr_t)ptr;
 	m->n = n + 1;
-	dmm__pcpu_add(&m->frees, 1);
 }
 
 /* Every free the fast path does not finish: argument errors, large
@@ -568,7 +641,7 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 		return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
 	}
 	cpu = dmm__cpu_enter(mem);
-	m = &k->mags[cpu];
+	m = mag_of(k, cpu);
 	n = m->n;
 	if (*(const uintptr_t *)ptr == mem->slab->free_mark && mag_holds(m, n, ptr)) {
 		dmm__cpu_exit(mem, cpu);
@@ -578,54 +651,52 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 		mag_drain(k, m, MAG_BATCH);
 		n = m->n;
 	}
-	mag_push(mem->slab, m, n, ptr);
+	mag_push(k, m, n, ptr);
 	dmm__cpu_exit(mem, cpu);
 	return 0;
 }
 
 /*
- * The cache of object @pa for the fast path, or NULL (the slow path then
- * looks again and says why). A page's owner is one of our caches exactly
- * while it belongs to a live slab of that cache (set when the slab is
- * made, cleared before it is freed), and slabs are naturally aligned, so
- * the offset in the slab needs no head descriptor.
+ * The cache of the object at byte @off from the slab map's start for the
+ * fast path, or NULL (the slow path then looks again and says why): one
+ * load from the slab map. A page is marked exactly while it belongs to a
+ * live slab (marked when the slab is made, cleared before it is freed),
+ * and slabs are naturally aligned, as is the map's start, so the offset in
+ * the slab needs no head descriptor.
  */
-static inline struct kcache *cache_of_fast(struct dmm_mem *mem, dmm_phys_t pa)
+static inline struct kcache *cache_of_fast(struct dmm_mem *mem, uintptr_t off)
 {
-	const struct dmm_page *pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa));
 	struct kcache *k;
 
-	if (!pg || !is_cache(mem, k = dmm__owner(pg)) || !object_start(k, pa & ((DMM_PAGE_SIZE << k->order) - 1)))
+	if (off >= mem->slab_map_span)
 		return (struct kcache *)0;
-	return k;
+	/* (0, no slab: the empty cache "none", where nothing is an object) */
+	k = &mem->slab->none + __atomic_load_n(&mem->slab_map[off >> DMM_PAGE_SHIFT], __ATOMIC_RELAXED);
+	return object_start(k, off & k->slab_mask) ? k : (struct kcache *)0;
 }
 
-/* The fast path: an object inside the linear map, this thread the owner
- * of its CPU slot, room in that CPU's magazine; tail calls only. */
+/* The fast path: an object inside the slab map, this thread the owner of
+ * its CPU slot, room in that CPU's magazine; tail calls only. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 {
 	struct dmm_cpu_thread *r;
 	struct kcache *k;
 	struct mag *m;
-	uintptr_t off;
 	uint32_t n;
 
-	/* (no virt_to_phys hook: no slab exists, so no page has a cache owner) */
-	if (__builtin_expect(!mem || !ptr, 0))
-		return kfree_slow(mem, ptr);
-	off = (uintptr_t)ptr - (uintptr_t)mem->plat.linear_virt;
-	if (__builtin_expect(off >= mem->plat.linear_size || !(k = cache_of_fast(mem, mem->plat.linear_phys + off)) ||
+	/* (no virt_to_phys hook: no slab exists, so no page is marked) */
+	if (__builtin_expect(!mem || !ptr || !(k = cache_of_fast(mem, (uintptr_t)ptr - mem->slab_map_virt)) ||
 				     !dmm__cpu_try_enter(mem, &r),
 			     0))
 		return kfree_slow(mem, ptr);
-	m = &k->mags[r->cpu];
+	m = mag_of(k, r->cpu);
 	n = m->n;
 	/* a full magazine, or the mark of a freed object: maybe freed twice */
-	if (__builtin_expect(n == MAG_SIZE || *(const uintptr_t *)ptr == mem->slab->free_mark, 0)) {
+	if (__builtin_expect(n == MAG_SIZE || *(const uintptr_t *)ptr == k->free_mark, 0)) {
 		dmm__cpu_leave(r);
 		return kfree_slow(mem, ptr);
 	}
-	mag_push(mem->slab, m, n, ptr);
+	mag_push(k, m, n, ptr);
 	dmm__cpu_leave(r);
 	return 0;
 }
@@ -676,20 +747,20 @@ static void class_snap(void *arg)
 	struct kcache *k = cs->k;
 	struct dmm_mem *mem = k->mem;
 	struct dmm_slab_class_info *out = cs->out;
-	uint64_t cached = 0, allocs = 0, frees = 0, req = 0, aw = 0;
+	uint64_t cached = 0, allocs = 0, req = 0, aw = 0;
 
 	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
-		const struct mag *m = &k->mags[c];
+		const struct mag *m = mag_of(k, c);
 		cached += m->n;
 		allocs += m->allocs;
-		frees += m->frees;
 		req += m->requested;
 		aw += m->align_waste;
 	}
 	dmm__lock(mem, &k->lock);
 	*out = k->st;
 	out->allocs = allocs;
-	out->frees = frees;
+	/* live objects are those off the slabs and not in a magazine */
+	out->frees = allocs - (k->taken - cached);
 	out->requested_bytes = req;
 	out->wasted_bytes = allocs * k->size - req;
 	out->align_waste_bytes = aw;
@@ -713,7 +784,17 @@ int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct 
 
 /* ---- invariants ------------------------------------------------------------------ */
 
-static int check_slab(struct kcache *k, struct dmm_page *head, bool full, uint64_t *inuse)
+/* The slab map's value for @pfn: 0..NR_KCACHES-1, or -1 outside the map. */
+static int slab_map_get(const struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	const uint8_t *b = slab_map_at(mem, pfn);
+
+	return b ? __atomic_load_n(b, __ATOMIC_RELAXED) : -1;
+}
+
+/* One slab of @k (its lock held): state, owner and slab-map mark of each
+ * page (*@mapped counts the marked ones), free list, counts. */
+static int check_slab(struct kcache *k, struct dmm_page *head, bool full, uint64_t *inuse, uint64_t *mapped)
 {
 	struct dmm_mem *mem = k->mem;
 	uint8_t *base = slab_base(k, head);
@@ -722,6 +803,12 @@ static int check_slab(struct kcache *k, struct dmm_page *head, bool full, uint64
 	if (!(head->flags & DMM_PGF_SLAB) || dmm__owner(head) != k || dmm__state(head) != DMM_PAGE_ALLOC ||
 	    head->refcount > k->objs || (full && head->refcount != k->objs) || (!full && head->refcount == k->objs))
 		goto bad;
+	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++) {
+		int v = slab_map_get(mem, head->pfn + i);
+		if (dmm__owner(dmm__pfn_page(mem, head->pfn + i)) != k || (v >= 0 && v != k - &mem->slab->none))
+			goto bad;
+		*mapped += v >= 0;
+	}
 	for (uint8_t *o = (uint8_t *)(uintptr_t)dmm__private(head); o; o = *(uint8_t **)o) {
 		if (o < base || (size_t)(o - base) % k->size || (size_t)(o - base) >= (size_t)k->objs * k->size ||
 		    ++nfree > k->objs)
@@ -737,52 +824,67 @@ bad:
 	return -DMM_EFAULT;
 }
 
-/* One cache against its counters (every CPU held). */
-static void check_cache(void *arg)
+/* One cache against its counters (every CPU and its lock held); *@mapped
+ * counts its pages the slab map marks. */
+static int check_cache(struct kcache *k, uint64_t *mapped)
 {
-	struct class_snap *cs = arg;
-	struct kcache *k = cs->k;
 	struct dmm_mem *mem = k->mem;
-	uint64_t inuse = 0, slabs = 0, cached = 0, allocs = 0, frees = 0;
+	uint64_t inuse = 0, slabs = 0, cached = 0, allocs = 0;
 	int err = 0;
 
-	dmm__lock(mem, &k->lock);
 	for (struct dmm_page *h = k->partial; h && !err; h = h->next, slabs++)
-		err = check_slab(k, h, false, &inuse);
+		err = check_slab(k, h, false, &inuse, mapped);
 	for (struct dmm_page *h = k->full; h && !err; h = h->next, slabs++)
-		err = check_slab(k, h, true, &inuse);
+		err = check_slab(k, h, true, &inuse, mapped);
 	if (!err && k->empty) {
-		err = check_slab(k, k->empty, false, &inuse);
+		err = check_slab(k, k->empty, false, &inuse, mapped);
 		slabs++;
 	}
 	for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
-		cached += k->mags[cpu].n;
-		allocs += k->mags[cpu].allocs;
-		frees += k->mags[cpu].frees;
-		if (k->mags[cpu].n > MAG_SIZE)
+		cached += mag_of(k, cpu)->n;
+		allocs += mag_of(k, cpu)->allocs;
+		if (mag_of(k, cpu)->n > MAG_SIZE)
 			err = -DMM_EFAULT;
 	}
-	/* slab-side in-use = live objects + magazine objects */
-	if (!err && (slabs != k->st.slabs || inuse != allocs - frees + cached)) {
+	/* slab-side in-use = objects off the slabs (live or in magazines),
+	 * and no more live objects than allocations */
+	if (!err && (slabs != k->st.slabs || inuse != k->taken || cached > inuse || inuse - cached > allocs)) {
 		dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u: %llu slabs (count %llu), %llu in use",
 			k->set, k->size, (unsigned long long)slabs, (unsigned long long)k->st.slabs,
 			(unsigned long long)inuse);
 		err = -DMM_EFAULT;
 	}
-	dmm__unlock(mem, &k->lock);
-	cs->err = err;
+	return err;
 }
 
+/* Every cache (all their locks held, so no slab comes or goes), then the
+ * slab map: it marks exactly the pages of live slabs, each with its cache. */
 static void check_all(void *arg)
 {
 	struct class_snap *cs = arg;
 	struct dmm_mem *mem = cs->k->mem;
+	struct kcache *first = &mem->slab->cache[0][0];
+	uint64_t mapped[NR_KCACHES] = { 0 }, marked[NR_KCACHES] = { 0 };
 
-	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS && !cs->err; set++)
-		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES && !cs->err; c++) {
-			cs->k = &mem->slab->cache[set][c];
-			check_cache(cs);
+	for (unsigned i = 0; i < NR_KCACHES - 1; i++)
+		dmm__lock(mem, &first[i].lock);
+	for (unsigned i = 0; i < NR_KCACHES - 1 && !cs->err; i++)
+		cs->err = check_cache(&first[i], &mapped[i + 1]);
+	for (uint64_t p = 0; p < mem->slab_map_span >> DMM_PAGE_SHIFT && !cs->err; p++) {
+		uint8_t v = mem->slab_map[p];
+		if (v >= NR_KCACHES)
+			cs->err = -DMM_EFAULT;
+		else
+			marked[v]++;
+	}
+	for (unsigned i = 1; i < NR_KCACHES && !cs->err; i++)
+		if (marked[i] != mapped[i]) {
+			dmm_log(mem, DMM_LOG_ERR, "slab check: the slab map marks %llu pages of cache %u, its slabs have %llu",
+				(unsigned long long)marked[i], i, (unsigned long long)mapped[i]);
+			cs->err = -DMM_EFAULT;
 		}
+	for (unsigned i = NR_KCACHES - 1; i-- > 0;)
+		dmm__unlock(mem, &first[i].lock);
 }
 
 int dmm_slab_check(struct dmm_mem *mem)
