@@ -669,6 +669,48 @@ static void test_range_extremes(void **state)
 	tu_env_destroy(e);
 }
 
+/* Free pages of a contiguous area are no use to the range allocator (its
+ * index leaves them out), so they do not count towards the watermark
+ * either: once ordinary pages are down to the watermark, a range request is
+ * refused as a page request is. */
+static void test_range_wmark_leaves_out_area_pages(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	static dmm_pfn_t held[16384];
+	size_t n = 0;
+	dmm_pfn_t p;
+	int rc;
+	(void)state;
+	tu_machine(&m, "range-wmark-cma");
+	tu_add_ram(&m, 0, 64 * MiB);
+	m.nr_cma = 1;
+	snprintf(m.cma[0].name, sizeof(m.cma[0].name), "area");
+	m.cma[0].size = 48 * MiB;
+	m.cma[0].is_default = 1;
+	m.min_free_kbytes = 4096;
+	e = tu_env_create(&m, 1);
+	while ((rc = dmm_page_alloc(e->mem, 0, NULL, DMM_GFP_NOCACHE, &p)) == 0) {
+		assert_true(n < sizeof(held) / sizeof(held[0]));
+		held[n++] = p;
+	}
+	assert_rc(rc, -DMM_EWMARK);
+	/* the area's free pages would lift the zone far above min */
+	assert_rc(dmm_alloc_range(e->mem, &any, 1, 0, &p), -DMM_EWMARK);
+	assert_rc(dmm_alloc_range(e->mem, &any, 16, 0, &p), -DMM_EWMARK);
+	/* NOWMARK still reaches ordinary pages */
+	assert_ok(dmm_alloc_range(e->mem, &any, 1, DMM_GFP_NOWMARK, &p));
+	assert_ok(dmm_free_range(e->mem, p, 1));
+	assert_checks(e->mem);
+	for (size_t i = 0; i < n; i++)
+		assert_ok(dmm_page_free(e->mem, held[i], 0));
+	dmm_page_drain_pcp(e->mem);
+	assert_checks(e->mem);
+	assert_int_equal(total_free(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 /* Pages sitting in another CPU's cache are found by the range allocator
  * (it drains every cache before giving up). */
 struct helper_arg {
@@ -765,6 +807,7 @@ int main(void)
 		cmocka_unit_test(test_range_free_mixed_pageblocks),
 		cmocka_unit_test(test_range_extremes),
 		cmocka_unit_test(test_range_drains_other_cpus),
+		cmocka_unit_test(test_range_wmark_leaves_out_area_pages),
 	};
 	return cmocka_run_group_tests_name("range", tests, NULL, NULL);
 }

@@ -574,7 +574,9 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 
 			if (z->start_pfn >= hi || z->end_pfn <= lo || !dmm__lowmem_policy_allows(mem, z, cz))
 				continue;
-			int wm = dmm__zone_wmark_check(z, nr_pages, flags, cz->type);
+			/* the index never holds pages of contiguous areas: they do
+			 * not count towards the watermark either */
+			int wm = dmm__zone_wmark_check(z, nr_pages, flags | DMM_GFP_NOCMA, cz->type);
 			if (wm) {
 				saw_wmark |= wm == -DMM_EWMARK;
 				continue;
