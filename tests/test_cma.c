@@ -451,6 +451,45 @@ static void test_concurrent(void **state)
 	tu_env_destroy(c.e);
 }
 
+/* With the "never" policy an owned movable page cannot use the area, so the
+ * area's free pages do not lift the zone above its watermark for it: once
+ * ordinary pages are down to min, the movable request is refused like any
+ * other instead of taking the last ordinary pages. */
+static void test_never_policy_watermark(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_handles *ht;
+	static dmm_pfn_t held[32768];
+	size_t n = 0;
+	uint32_t hd;
+	uint64_t free_before;
+	dmm_pfn_t p;
+	int rc;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_NEVER);
+	m.min_free_kbytes = 4096;
+	e = tu_env_create(&m, 1);
+	assert_ok(dmm_handles_create(e->mem, 64, &ht));
+	while ((rc = dmm_page_alloc(e->mem, 0, NULL, DMM_GFP_MOVABLE | DMM_GFP_NOCACHE, &p)) == 0) {
+		assert_true(n < sizeof(held) / sizeof(held[0]));
+		held[n++] = p;
+	}
+	assert_rc(rc, -DMM_EWMARK);
+	dmm_page_drain_pcp(e->mem);
+	free_before = tu_zone_free_all(e->mem);
+	assert_rc(dmm_handle_alloc(ht, 0, &hd), -DMM_EWMARK);
+	assert_int_equal(tu_zone_free_all(e->mem), free_before);
+	dmm_handles_destroy(ht);
+	for (size_t i = 0; i < n; i++)
+		assert_ok(dmm_page_free(e->mem, held[i], 0));
+	dmm_page_drain_pcp(e->mem);
+	assert_all_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -460,6 +499,7 @@ int main(void)
 		cmocka_unit_test(test_pins),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_never_policy_watermark),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

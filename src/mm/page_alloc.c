@@ -950,7 +950,8 @@ int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_
 	}
 	natural = align_pages == nr;
 	mt = gfp_migratetype(flags);
-	allow_cma = owner && !(flags & DMM_GFP_NOCMA);
+	allow_cma = owner && mt == DMM_MT_MOVABLE && !(flags & DMM_GFP_NOCMA) &&
+		    mem->machine.cma_policy != DMM_CMA_POLICY_NEVER;
 
 	/* Second attempt only after draining the per-CPU caches. */
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -965,12 +966,15 @@ int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_
 
 			if (z->start_pfn >= hi || z->end_pfn <= lo || !dmm__lowmem_policy_allows(mem, z, cz))
 				continue;
-			wm = dmm__zone_wmark_check(z, nr, flags | (allow_cma ? 0 : DMM_GFP_NOCMA), cz->type);
+			whole = natural && z->start_pfn >= lo && z->end_pfn <= hi;
+			/* free area pages count only for a request that may take
+			 * them: an owned movable one through the lists */
+			wm = dmm__zone_wmark_check(z, nr, flags | (allow_cma && whole ? 0 : DMM_GFP_NOCMA),
+						   cz->type);
 			if (wm) {
 				saw_wmark |= wm == -DMM_EWMARK;
 				continue;
 			}
-			whole = natural && z->start_pfn >= lo && z->end_pfn <= hi;
 			pg = zone_alloc(z, order, mt, flags, allow_cma, whole, lo, hi, align_pages,
 					boundary_pages);
 			if (!pg)
