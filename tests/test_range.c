@@ -669,6 +669,43 @@ static void test_range_extremes(void **state)
 	tu_env_destroy(e);
 }
 
+/* A pinned range is not freed (as a pinned buddy block is not): the free is
+ * refused with -DMM_EBUSY, counted, and changes nothing. */
+static void test_range_free_pinned_refused(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
+	struct dmm_zone_info zi0, zi1;
+	dmm_pfn_t p, pinned;
+	uint64_t before;
+	unsigned zi;
+	(void)state;
+	tu_machine_holes(&m);
+	e = tu_env_create(&m, 1);
+	for (unsigned kind = 0; kind < 2; kind++) {
+		unsigned pf = kind ? DMM_PIN_LONGTERM : 0;
+		assert_ok(range_checked(e, &any, 5, 0, &p));
+		zi = dmm_pfn_to_page(e->mem, p)->zone;
+		assert_ok(dmm_page_pin(e->mem, p, pf, &pinned, NULL));
+		assert_int_equal(pinned, p);
+		before = total_free(e->mem);
+		assert_ok(dmm_zone_get_info(e->mem, zi, &zi0));
+		assert_rc(dmm_free_range(e->mem, p, 5), -DMM_EBUSY);
+		assert_ok(dmm_zone_get_info(e->mem, zi, &zi1));
+		assert_int_equal(zi1.stats.bad_free, zi0.stats.bad_free + 1);
+		assert_int_equal(zi1.stats.range_free, zi0.stats.range_free);
+		assert_int_equal(total_free(e->mem), before);
+		assert_int_equal(dmm_pfn_to_page(e->mem, p)->state, DMM_PAGE_RANGE);
+		assert_checks(e->mem);
+		assert_ok(dmm_page_unpin(e->mem, p, pf));
+		range_free_checked(e, p, 5);
+	}
+	assert_checks(e->mem);
+	assert_int_equal(total_free(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 /* Free pages of a contiguous area are no use to the range allocator (its
  * index leaves them out), so they do not count towards the watermark
  * either: once ordinary pages are down to the watermark, a range request is
@@ -808,6 +845,7 @@ int main(void)
 		cmocka_unit_test(test_range_extremes),
 		cmocka_unit_test(test_range_drains_other_cpus),
 		cmocka_unit_test(test_range_wmark_leaves_out_area_pages),
+		cmocka_unit_test(test_range_free_pinned_refused),
 	};
 	return cmocka_run_group_tests_name("range", tests, NULL, NULL);
 }

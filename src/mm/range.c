@@ -630,8 +630,10 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
 		return -DMM_EINVAL;
 	}
-	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT) {
-		/* a coherent DMA buffer: dmm_dma_free_coherent gives it back */
+	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST) ||
+	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT)) {
+		/* still pinned, or a coherent DMA buffer (dmm_dma_free_coherent
+		 * gives it back) */
 		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
 		return -DMM_EBUSY;
 	}
