@@ -152,6 +152,20 @@ static void test_validate_bad(void **state)
 	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
 }
 
+/* An unknown low-zone policy is refused, not run as "fallback". */
+static void test_validate_lowmem_policy(void **state)
+{
+	struct dmm_machine m;
+	(void)state;
+	good_machine(&m);
+	m.lowmem_policy = DMM_LOWMEM_RESERVED;
+	assert_ok(dmm_machine_validate(&m));
+	m.lowmem_policy = (enum dmm_lowmem_policy)2;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	m.lowmem_policy = (enum dmm_lowmem_policy)-1;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+}
+
 static void test_constraint_validate(void **state)
 {
 	struct dmm_constraint c = DMM_CONSTRAINT_ANY;
@@ -317,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_validate_good),
 		cmocka_unit_test(test_validate_bad),
+		cmocka_unit_test(test_validate_lowmem_policy),
 		cmocka_unit_test(test_constraint_validate),
 		cmocka_unit_test(test_constraint_intersect),
 		cmocka_unit_test(test_constraint_ok),

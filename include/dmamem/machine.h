@@ -102,7 +102,8 @@ void dmm_machine_defaults(struct dmm_machine *m);
  * a power of two, dma32_limit < dma_limit (when both set), a zone limit is
  * not a multiple of 2 MiB (the pageblock size), no RAM page exists, RAM
  * spans more than 8 TiB,
- * a reserved range lies outside RAM, or a contiguous area is malformed
+ * the low-zone policy is unknown, a reserved range lies outside RAM, or a
+ * contiguous area is malformed
  * (zero size, non-power-of-two alignment, fixed base not pageblock-aligned,
  * two default areas, unknown policy).
  */

@@ -87,6 +87,8 @@ int dmm_machine_validate(const struct dmm_machine *m)
 		if (hi - lo > ((uint64_t)1 << 43))
 			return -DMM_EINVAL;
 	}
+	if ((unsigned)m->lowmem_policy > DMM_LOWMEM_RESERVED)
+		return -DMM_EINVAL;
 	if (m->nr_cma > DMM_MAX_CMA_AREAS || (unsigned)m->cma_policy > DMM_CMA_POLICY_NEVER)
 		return -DMM_EINVAL;
 	if ((unsigned)m->kmalloc_policy > DMM_KMALLOC_PACKED)
