@@ -669,6 +669,50 @@ static void test_pcp(void **state)
 	tu_env_destroy(e);
 }
 
+/* Extreme inputs do not wrap: a min_free_kbytes beyond the machine gives
+ * watermarks beyond the machine (every ordinary request refused), not tiny
+ * ones, and a huge page count clamps the default high. */
+static void test_watermark_extremes(void **state)
+{
+	uint64_t managed[3] = { 3000, 100000, 1000000 };
+	uint64_t mn[3], lo[3], hi[3];
+	(void)state;
+	assert_int_equal(dmm_default_min_free_kbytes(1ull << 58), 262144);
+	assert_int_equal(dmm_default_min_free_kbytes(1ull << 62), 262144);
+	assert_int_equal(dmm_default_min_free_kbytes(UINT64_MAX), 262144);
+	dmm_calc_watermarks(1ull << 62, 10, 3, managed, mn, lo, hi);
+	for (unsigned z = 0; z < 3; z++) {
+		uint64_t want = (uint64_t)((unsigned __int128)(1ull << 60) * managed[z] / 1103000);
+		assert_int_equal(mn[z], want);
+		assert_int_equal(lo[z], mn[z] + mn[z] / 4);
+		assert_int_equal(hi[z], lo[z] + mn[z] / 4);
+	}
+	dmm_calc_watermarks(UINT64_MAX, 10, 3, managed, mn, lo, hi);
+	for (unsigned z = 0; z < 3; z++) {
+		assert_true(mn[z] > managed[z]);
+		assert_true(lo[z] >= mn[z] && hi[z] >= lo[z]);
+	}
+	{
+		struct dmm_machine m;
+		struct tu_env *e;
+		struct dmm_zone_info zi;
+		dmm_pfn_t p;
+		tu_machine(&m, "huge-min-free");
+		tu_add_ram(&m, 0, 64 * MiB);
+		m.min_free_kbytes = 1ull << 62;
+		e = tu_env_create(&m, 1);
+		assert_ok(dmm_zone_get_info(e->mem, 0, &zi));
+		assert_true(zi.wmark_min > zi.managed);
+		assert_rc(dmm_page_alloc(e->mem, 0, NULL, 0, &p), -DMM_EWMARK);
+		assert_rc(dmm_page_alloc(e->mem, 0, NULL, DMM_GFP_ATOMIC, &p), -DMM_EWMARK);
+		assert_ok(dmm_page_alloc(e->mem, 0, NULL, DMM_GFP_NOWMARK, &p));
+		assert_ok(dmm_page_free(e->mem, p, 0));
+		dmm_page_drain_pcp(e->mem);
+		assert_checks(e->mem);
+		tu_env_destroy(e);
+	}
+}
+
 static void test_watermark_math(void **state)
 {
 	(void)state;
@@ -939,6 +983,7 @@ int main(void)
 		cmocka_unit_test(test_wmark_hook),
 		cmocka_unit_test(test_pcp),
 		cmocka_unit_test(test_watermark_math),
+		cmocka_unit_test(test_watermark_extremes),
 		cmocka_unit_test(test_bad_alloc_args),
 		cmocka_unit_test(test_bad_free),
 	};

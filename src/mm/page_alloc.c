@@ -464,6 +464,8 @@ uint64_t dmm_default_min_free_kbytes(uint64_t managed_pages)
 {
 	uint64_t kb = managed_pages * (DMM_PAGE_SIZE / 1024) * 16, r = 0;
 
+	if (managed_pages > UINT64_MAX / ((DMM_PAGE_SIZE / 1024) * 16))
+		return 262144; /* far above the clamp; the product would wrap */
 	/* integer square root, bit by bit */
 	for (uint64_t bit = (uint64_t)1 << 62; bit; bit >>= 2) {
 		if (kb >= r + bit) {
@@ -480,6 +482,32 @@ uint64_t dmm_default_min_free_kbytes(uint64_t managed_pages)
 	return r;
 }
 
+/* floor(a * b / c) for a < c, without a 128-bit product: long
+ * multiplication by the bits of b, keeping quotient and remainder mod c. */
+static uint64_t mul_div_small(uint64_t a, uint64_t b, uint64_t c)
+{
+	uint64_t q = 0, r = 0;
+
+	for (int i = 63; i >= 0; i--) {
+		q <<= 1;
+		if (r >= c - r) {
+			r -= c - r;
+			q++;
+		} else {
+			r += r;
+		}
+		if ((b >> i) & 1) {
+			if (r >= c - a) {
+				r -= c - a;
+				q++;
+			} else {
+				r += a;
+			}
+		}
+	}
+	return q;
+}
+
 void dmm_calc_watermarks(uint64_t min_free_kbytes, uint32_t scale_factor, unsigned nr,
 			 const uint64_t *managed, uint64_t *min, uint64_t *low, uint64_t *high)
 {
@@ -488,7 +516,12 @@ void dmm_calc_watermarks(uint64_t min_free_kbytes, uint32_t scale_factor, unsign
 	for (unsigned i = 0; i < nr; i++)
 		lowmem += managed[i];
 	for (unsigned i = 0; i < nr; i++) {
-		uint64_t tmp = lowmem ? pages_min * managed[i] / lowmem : 0;
+		/* pages_min * managed / lowmem, which must not wrap for a huge
+		 * min_free_kbytes: managed <= lowmem, so the quotient part
+		 * stays below pages_min */
+		uint64_t tmp = lowmem ? pages_min / lowmem * managed[i] +
+						mul_div_small(pages_min % lowmem, managed[i], lowmem)
+				      : 0;
 		uint64_t delta = dmm_max64(tmp >> 2, managed[i] * scale_factor / 10000);
 		min[i] = tmp;
 		low[i] = tmp + delta;
