@@ -490,6 +490,47 @@ static void test_never_policy_watermark(void **state)
 	tu_env_destroy(e);
 }
 
+/* Two isolated pageblocks of different types (an area's and an ordinary
+ * one) side by side in one order-10 block: a page freed into them while
+ * isolated (the per-CPU drain of dmm_migrate_range) must not merge them
+ * into one block, or giving the pageblocks back files both under one type
+ * (area pages in the range index, or ordinary pages on the area's list). */
+static void test_isolated_pageblocks_keep_apart(void **state)
+{
+	(void)state;
+	for (unsigned area_high = 0; area_high < 2; area_high++) {
+		struct dmm_machine m;
+		struct tu_env *e;
+		dmm_phys_t ordinary = area_high ? 4 * MiB : 6 * MiB;
+		struct dmm_constraint c = { ordinary, ordinary + 2 * MiB, 0, 0, 0, 0 };
+		dmm_pfn_t p;
+
+		tu_machine(&m, "iso-merge");
+		tu_add_ram(&m, 0, 64 * MiB);
+		m.nr_cma = 1;
+		snprintf(m.cma[0].name, sizeof(m.cma[0].name), "a");
+		m.cma[0].size = 2 * MiB;
+		m.cma[0].base = area_high ? 6 * MiB : 4 * MiB;
+		e = tu_env_create(&m, 1);
+		/* a page of the ordinary pageblock waits in a per-CPU cache */
+		assert_ok(dmm_page_alloc(e->mem, 0, &c, 0, &p));
+		assert_ok(dmm_page_free(e->mem, p, 0));
+		assert_all_checks(e->mem);
+		assert_ok(dmm_migrate_range(e->mem, 4 * MiB, 8 * MiB, NULL));
+		assert_all_checks(e->mem);
+		/* the ordinary pageblock serves the range allocator again, the area's does not */
+		assert_ok(dmm_alloc_range(e->mem, &c, 512, 0, &p));
+		assert_int_equal(dmm_pfn_to_phys(p), ordinary);
+		assert_ok(dmm_free_range(e->mem, p, 512));
+		c.lo = m.cma[0].base;
+		c.hi = c.lo + 2 * MiB;
+		assert_rc(dmm_alloc_range(e->mem, &c, 1, DMM_GFP_NOWMARK, &p), -DMM_ENOMEM);
+		assert_all_checks(e->mem);
+		assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+		tu_env_destroy(e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -500,6 +541,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_never_policy_watermark),
+		cmocka_unit_test(test_isolated_pageblocks_keep_apart),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

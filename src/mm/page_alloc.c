@@ -22,7 +22,8 @@
  *    movable memory; only then does it *steal* a single block (smallest
  *    first) without changing the pageblock's type. Invariant: every free
  *    block is on the list of its pageblock's type, and blocks above the
- *    pageblock order never merge across pageblocks of different types.
+ *    pageblock order never merge across pageblocks of different types nor
+ *    across isolated pageblocks.
  *
  *  - Zones and watermarks. Zones are derived from address limits. Each has
  *    min/low/high watermarks computed as Linux does from min_free_kbytes;
@@ -191,10 +192,14 @@ static struct dmm_page *mergeable_buddy(struct dmm_zone *z, dmm_pfn_t pfn, unsig
 	b = dmm__pfn_page(z->mem, bpfn);
 	if (!b || dmm__state(b) != DMM_PAGE_FREE || dmm__order(b) != order || b->zone != z->idx)
 		return (struct dmm_page *)0;
-	/* Above the pageblock size, merge only blocks of the same type. */
-	if (order >= DMM_PAGEBLOCK_ORDER &&
-	    pageblock_mt(z->mem, pfn) != pageblock_mt(z->mem, bpfn))
-		return (struct dmm_page *)0;
+	/* Above the pageblock size, merge only blocks of the same type, and
+	 * never isolated ones: each isolated pageblock gets its own type back
+	 * on its own, so its free pages must stay inside it. */
+	if (order >= DMM_PAGEBLOCK_ORDER) {
+		unsigned mt = pageblock_mt(z->mem, pfn);
+		if (mt == DMM_MT_ISOLATE || mt != pageblock_mt(z->mem, bpfn))
+			return (struct dmm_page *)0;
+	}
 	return b;
 }
 
@@ -217,12 +222,13 @@ void dmm__free_block_locked(struct dmm_zone *z, dmm_pfn_t pfn, unsigned order)
 	struct dmm_page *pg = dmm__pfn_page(z->mem, pfn);
 
 	/* A block larger than a pageblock may span pageblocks whose types
-	 * differ by now (a range allocation, or a claim while it was in use):
-	 * free it pageblock by pageblock so each part joins its own type. */
+	 * differ by now (a range allocation, or a claim while it was in use),
+	 * or isolated ones: free it pageblock by pageblock so each part joins
+	 * its own type. */
 	if (order > DMM_PAGEBLOCK_ORDER) {
 		unsigned mt = pageblock_mt(z->mem, pfn);
 		for (uint64_t b = DMM_PAGEBLOCK_PAGES; b < ((uint64_t)1 << order); b += DMM_PAGEBLOCK_PAGES) {
-			if (pageblock_mt(z->mem, pfn + b) != mt) {
+			if (mt == DMM_MT_ISOLATE || pageblock_mt(z->mem, pfn + b) != mt) {
 				for (uint64_t c = 0; c < ((uint64_t)1 << order); c += DMM_PAGEBLOCK_PAGES)
 					dmm__free_block_locked(z, pfn + c, DMM_PAGEBLOCK_ORDER);
 				return;
@@ -1198,6 +1204,9 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 				CHECK(mem, !(pg->pfn & (size - 1)) && pg->pfn >= z->start_pfn &&
 					       pg->pfn + size <= z->end_pfn && pg->zone == z->idx,
 				      "check: free block pfn %llu order %u misplaced", (unsigned long long)pg->pfn, o);
+				CHECK(mem, mt != DMM_MT_ISOLATE || o <= DMM_PAGEBLOCK_ORDER,
+				      "check: isolated free block pfn %llu of order %u spans pageblocks",
+				      (unsigned long long)pg->pfn, o);
 				for (uint64_t b = 0; b < size; b += DMM_PAGEBLOCK_PAGES)
 					CHECK(mem, pageblock_mt(mem, pg->pfn + b) == mt,
 					      "check: free block pfn %llu (mt %u) in pageblock of type %u",
