@@ -168,11 +168,56 @@ static void test_reserved_keeps_isa(void **state)
 	tu_env_destroy(e);
 }
 
+static uint64_t fails(struct tu_env *e, enum dmm_fail_reason r)
+{
+	uint64_t n = 0;
+	for (unsigned z = 0; z < dmm_mem_nr_zones(e->mem); z++) {
+		struct dmm_zone_info zi;
+		assert_ok(dmm_zone_get_info(e->mem, z, &zi));
+		n += zi.stats.fail[r];
+	}
+	return n;
+}
+
+/* A failure is put down to the reserved low zone only when that zone lies
+ * in the request's window: a request above it would not have been served
+ * there under any policy. */
+static void test_policy_failure_only_when_low_zone_in_window(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	const struct dmm_constraint high = { 4 * GiB, 5 * GiB, 0, 0, 0, 0 };
+	const struct dmm_constraint below32 = dmm_constraint_below(64 * MiB);
+	dmm_pfn_t p;
+	uint64_t nomem, policy;
+	(void)state;
+	small_pc(&m, DMM_LOWMEM_RESERVED);
+	tu_add_ram(&m, 4 * GiB, 64 * MiB);
+	e = tu_env_create(&m, 1);
+	nomem = fails(e, DMM_FAIL_NOMEM);
+	policy = fails(e, DMM_FAIL_LOWMEM_POLICY);
+	/* more than the high window holds: no fit, nothing to do with the low zone */
+	assert_rc(dmm_alloc_range(e->mem, &high, 64 * 256, 0, &p), -DMM_ENOMEM);
+	assert_int_equal(fails(e, DMM_FAIL_NOMEM), nomem + 1);
+	assert_int_equal(fails(e, DMM_FAIL_LOWMEM_POLICY), policy);
+	assert_rc(dmm_page_alloc(e->mem, DMM_MAX_ORDER, &high, DMM_GFP_NOWMARK, &p), 0);
+	assert_ok(dmm_page_free(e->mem, p, DMM_MAX_ORDER));
+	/* a window reaching into the low zone that the policy kept out: counted */
+	assert_rc(dmm_alloc_range(e->mem, &below32, 56 * 256, 0, &p), -DMM_ENOMEM);
+	assert_int_equal(fails(e, DMM_FAIL_NOMEM), nomem + 2);
+	assert_int_equal(fails(e, DMM_FAIL_LOWMEM_POLICY), policy + 1);
+	dmm_page_drain_pcp(e->mem);
+	assert_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fallback_starves_isa),
 		cmocka_unit_test(test_reserved_keeps_isa),
+		cmocka_unit_test(test_policy_failure_only_when_low_zone_in_window),
 	};
 	return cmocka_run_group_tests_name("lowmem_policy", tests, NULL, NULL);
 }

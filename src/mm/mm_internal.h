@@ -519,7 +519,8 @@ bool dmm__lowmem_policy_allows(const struct dmm_mem *mem, const struct dmm_zone 
 /* Failure accounting: each returns the error code it counted. */
 int dmm__count_invalid(struct dmm_mem *mem);
 int dmm__count_range(struct dmm_mem *mem);
-int dmm__count_fail(struct dmm_mem *mem, int class_zone, bool saw_wmark);
+/* @lo, @hi: the request's window in pfns. */
+int dmm__count_fail(struct dmm_mem *mem, int class_zone, dmm_pfn_t lo, dmm_pfn_t hi, bool saw_wmark);
 unsigned dmm__pageblock_mt(const struct dmm_mem *mem, dmm_pfn_t pfn);
 /* Isolate a pageblock (its free pages leave the allocatable lists);
  * -DMM_EAGAIN if it is isolated already. Zone lock held. */

@@ -911,14 +911,17 @@ int dmm__count_range(struct dmm_mem *mem)
 	return -DMM_ERANGE;
 }
 
-int dmm__count_fail(struct dmm_mem *mem, int ci, bool saw_wmark)
+int dmm__count_fail(struct dmm_mem *mem, int ci, dmm_pfn_t lo, dmm_pfn_t hi, bool saw_wmark)
 {
 	struct dmm_zone *cz = &mem->zones[ci];
+	const struct dmm_zone *low = &mem->zones[0];
 
 	stat_inc(&cz->stats.fail[saw_wmark ? DMM_FAIL_WMARK : DMM_FAIL_NOMEM]);
-	/* Say so when the reserved low zone might have served it. */
+	/* Say so when the reserved low zone might have served it: it lies in
+	 * the window and the policy kept the request out. */
 	if (mem->machine.lowmem_policy == DMM_LOWMEM_RESERVED && ci > 0 &&
-	    mem->zones[0].type == DMM_ZONE_DMA && !dmm__lowmem_policy_allows(mem, &mem->zones[0], cz))
+	    low->type == DMM_ZONE_DMA && low->start_pfn < hi && low->end_pfn > lo &&
+	    !dmm__lowmem_policy_allows(mem, low, cz))
 		stat_inc(&cz->stats.fail[DMM_FAIL_LOWMEM_POLICY]);
 	return saw_wmark ? -DMM_EWMARK : -DMM_ENOMEM;
 }
@@ -1032,7 +1035,7 @@ int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_
 		for (int i = ci; i >= 0; i--)
 			dmm__drain_zone_pcp(&mem->zones[i]);
 	}
-	return dmm__count_fail(mem, ci, saw_wmark);
+	return dmm__count_fail(mem, ci, lo, hi, saw_wmark);
 }
 
 static struct dmm_zone *zone_of_page(struct dmm_mem *mem, const struct dmm_page *pg)

@@ -607,7 +607,7 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 		for (int i = ci; i >= 0; i--)
 			dmm__drain_zone_pcp(&mem->zones[i]);
 	}
-	return dmm__count_fail(mem, ci, saw_wmark);
+	return dmm__count_fail(mem, ci, lo, hi, saw_wmark);
 }
 
 int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
