@@ -336,12 +336,76 @@ static void test_handles(void **state)
 	tu_env_destroy(e);
 }
 
+/* Free pages of isolated pageblocks cannot be allocated, so they do not
+ * lift a zone above its watermark: with the zone at its atomic reserve, a
+ * migration out of a pageblock whose other pages are free (and isolated)
+ * finds no target instead of taking the reserve's pages. */
+static void test_isolated_free_pages_not_counted(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_handles *ht;
+	struct dmm_migrate_report rep;
+	struct dmm_zone_info zi;
+	static dmm_pfn_t held[16384];
+	size_t n = 0, kept = 0, outside = 300;
+	uint32_t h;
+	dmm_pfn_t x, p, pb;
+	int rc;
+	(void)state;
+	tu_machine(&m, "iso-wmark");
+	tu_add_ram(&m, 0, 64 * MiB);
+	m.min_free_kbytes = 4096;
+	e = tu_env_create(&m, 1);
+	assert_ok(dmm_handles_create(e->mem, 16, &ht));
+	assert_ok(dmm_handle_alloc(ht, 0, &h));
+	assert_ok(dmm_handle_pfn(ht, h, &x));
+	pb = x & ~(DMM_PAGEBLOCK_PAGES - 1);
+	dmm_page_drain_pcp(e->mem);
+	/* every page taken; then the rest of the handle's pageblock given back */
+	while ((rc = dmm_page_alloc(e->mem, 0, NULL, DMM_GFP_NOWMARK | DMM_GFP_NOCACHE, &p)) == 0) {
+		assert_true(n < sizeof(held) / sizeof(held[0]));
+		held[n++] = p;
+	}
+	assert_rc(rc, -DMM_ENOMEM);
+	for (size_t i = 0; i < n; i++) {
+		if ((held[i] & ~(DMM_PAGEBLOCK_PAGES - 1)) == pb)
+			assert_ok(dmm_page_free(e->mem, held[i], 0));
+		else
+			held[kept++] = held[i];
+	}
+	/* and fewer ordinary free pages outside it than the atomic reserve */
+	while (outside--)
+		assert_ok(dmm_page_free(e->mem, held[--kept], 0));
+	dmm_page_drain_pcp(e->mem);
+	assert_ok(dmm_zone_get_info(e->mem, 0, &zi));
+	assert_true(zi.free - (n - kept - 300) < zi.wmark_min / 2);
+	assert_true(zi.free > zi.wmark_min / 2 + 1);
+	memset(&rep, 0, sizeof(rep));
+	assert_rc(dmm_migrate_range(e->mem, dmm_pfn_to_phys(pb), dmm_pfn_to_phys(pb + DMM_PAGEBLOCK_PAGES),
+				    &rep),
+		  -DMM_EBUSY);
+	assert_int_equal(rep.moved, 0);
+	assert_int_equal(rep.failed[DMM_MIGRATE_NO_TARGET], 1);
+	assert_ok(dmm_handle_pfn(ht, h, &p));
+	assert_int_equal(p, x);
+	assert_checks(e->mem);
+	dmm_handles_destroy(ht);
+	for (size_t i = 0; i < kept; i++)
+		assert_ok(dmm_page_free(e->mem, held[i], 0));
+	dmm_page_drain_pcp(e->mem);
+	assert_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_movable_alloc_and_migrate_range),
 		cmocka_unit_test(test_short_pin_retries),
 		cmocka_unit_test(test_handles),
+		cmocka_unit_test(test_isolated_free_pages_not_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,6 +83,7 @@ struct dmm_zone {
 	uint64_t present, managed;
 	uint64_t free;                    /* buddy-free pages; atomic loads outside the lock */
 	uint64_t free_cma;
+	uint64_t free_isolate;            /* free pages of isolated pageblocks (not allocatable) */
 	uint64_t wmark[3];                /* min, low, high */
 	uint64_t lowmem_reserve[DMM_NR_ZONE_TYPES];
 	uint32_t pcp_batch, pcp_high;

@@ -28,7 +28,9 @@
  *  - Zones and watermarks. Zones are derived from address limits. Each has
  *    min/low/high watermarks computed as Linux does from min_free_kbytes;
  *    ordinary requests keep the zone above min, DMM_GFP_ATOMIC requests may
- *    use half of it (the atomic reserve). Falling back from a higher zone
+ *    use half of it (the atomic reserve). Only free pages the request could
+ *    take count: never those of isolated pageblocks, those of contiguous
+ *    areas only for owned movable requests. Falling back from a higher zone
  *    into a lower one must also leave lowmem_reserve[classzone] pages there.
  *    A hook is told when a zone drops below low (re-armed above high).
  *
@@ -138,6 +140,8 @@ void dmm__add_free_locked(struct dmm_zone *z, struct dmm_page *pg, unsigned orde
 	dmm__zone_set_free(z, z->free + ((uint64_t)1 << order));
 	if (mt == DMM_MT_CMA)
 		__atomic_store_n(&z->free_cma, z->free_cma + ((uint64_t)1 << order), __ATOMIC_RELAXED);
+	else if (mt == DMM_MT_ISOLATE)
+		__atomic_store_n(&z->free_isolate, z->free_isolate + ((uint64_t)1 << order), __ATOMIC_RELAXED);
 }
 
 void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg)
@@ -157,6 +161,8 @@ void dmm__del_free_locked(struct dmm_zone *z, struct dmm_page *pg)
 	dmm__zone_set_free(z, z->free - ((uint64_t)1 << order));
 	if (mt == DMM_MT_CMA)
 		__atomic_store_n(&z->free_cma, z->free_cma - ((uint64_t)1 << order), __ATOMIC_RELAXED);
+	else if (mt == DMM_MT_ISOLATE)
+		__atomic_store_n(&z->free_isolate, z->free_isolate - ((uint64_t)1 << order), __ATOMIC_RELAXED);
 }
 
 /*
@@ -594,7 +600,10 @@ int dmm__zone_wmark_check(const struct dmm_zone *z, uint64_t nr_pages, unsigned 
 			  enum dmm_zone_type classzone)
 {
 	uint64_t mark, free = zone_free(z);
+	uint64_t iso = __atomic_load_n(&z->free_isolate, __ATOMIC_RELAXED);
 
+	/* Free pages of isolated pageblocks serve no request. */
+	free = free > iso ? free - iso : 0;
 	/* Pages of contiguous areas serve owned movable requests only. */
 	if (flags & DMM_GFP_NOCMA) {
 		uint64_t cma = __atomic_load_n(&z->free_cma, __ATOMIC_RELAXED);
@@ -1189,7 +1198,7 @@ int dmm_zone_get_info(struct dmm_mem *mem, unsigned zone, struct dmm_zone_info *
 
 static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 {
-	uint64_t total = 0, indexed = 0, heads = 0, listed = 0, pcp_total = 0,
+	uint64_t total = 0, indexed = 0, heads = 0, listed = 0, pcp_total = 0, cma = 0, iso = 0,
 		 pb[DMM_NR_MIGRATETYPES] = { 0 };
 	int err = 0;
 
@@ -1222,6 +1231,10 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 				total += size;
 				if (mt_indexed(mt))
 					indexed += size;
+				if (mt == DMM_MT_CMA)
+					cma += size;
+				else if (mt == DMM_MT_ISOLATE)
+					iso += size;
 				n++;
 				prev = pg;
 			}
@@ -1232,6 +1245,10 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 	}
 	CHECK(mem, total == z->free, "check: zone %s lists hold %llu pages, free says %llu",
 	      dmm_zone_name(z->type), (unsigned long long)total, (unsigned long long)z->free);
+	CHECK(mem, cma == z->free_cma && iso == z->free_isolate,
+	      "check: zone %s area/isolated lists hold %llu/%llu pages, counts say %llu/%llu",
+	      dmm_zone_name(z->type), (unsigned long long)cma, (unsigned long long)iso,
+	      (unsigned long long)z->free_cma, (unsigned long long)z->free_isolate);
 	/* Bits set == pages listed and every listed page has its bit: no overlap. */
 	CHECK(mem, dmm__rt_popcount(&z->rt) == indexed,
 	      "check: zone %s range index has %llu free pages, ordinary lists %llu", dmm_zone_name(z->type),
