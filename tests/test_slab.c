@@ -645,6 +645,44 @@ static void slab_round_trip(struct dmm_mem *mem)
 	assert_true(a >= N - N / 11 && a == f); /* (8 KiB ones may be large objects) */
 }
 
+/* kfree at every address of a slab that is no object's start (inside an
+ * object, or in the tail a 96- or 192-byte class leaves) is refused, for
+ * every class; the object's own start is accepted. */
+static void test_free_inside_objects(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
+	struct dmm_mem_info mi;
+	uint64_t refused = 0;
+	(void)state;
+
+	for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+		struct dmm_slab_class_info ci;
+		uint8_t *p, *base;
+		dmm_phys_t pa;
+		uint64_t bytes;
+
+		assert_ok(dmm_slab_class_info(e->mem, 0, c, &ci));
+		assert_ok(dmm_kmalloc(e->mem, ci.size, DMM_GFP_PACKED, (void **)&p));
+		assert_int_equal(dmm_ksize(e->mem, p), ci.size);
+		assert_ok(pl->virt_to_phys(pl->ctx, p, &pa));
+		bytes = (uint64_t)DMM_PAGE_SIZE << ci.slab_order;
+		base = p - (pa & (bytes - 1));
+		for (uint64_t off = 0; off < bytes; off++) {
+			if (off % ci.size == 0 && off / ci.size < ci.objs_per_slab)
+				continue;
+			assert_rc(dmm_kfree(e->mem, base + off), -DMM_EINVAL);
+			assert_int_equal(dmm_ksize(e->mem, base + off), 0);
+			refused++;
+		}
+		assert_ok(dmm_kfree(e->mem, p));
+	}
+	dmm_mem_get_info(e->mem, &mi);
+	assert_int_equal(mi.fail_invalid, refused);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /* Without the slab map kfree finds a page's cache through its descriptor:
  * a sparse physical map (more than twice as many pages as RAM) and no
  * linear map at all. A linear map that does not start at a multiple of the
@@ -741,6 +779,7 @@ int main(void)
 		cmocka_unit_test(test_more_threads_than_cpus),
 		cmocka_unit_test(test_short_lived_threads),
 		cmocka_unit_test(test_no_address_translation),
+		cmocka_unit_test(test_free_inside_objects),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),
 	};

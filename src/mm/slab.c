@@ -33,7 +33,7 @@
  * Free finds the object's cache from the pointer alone, in one load: the
  * slab map (a byte per page of the linear map, the cache's place in the
  * state, 0 for no slab) gives the cache; the object's index within its slab
- * comes from a multiplication by the size's reciprocal, not a division.
+ * is checked by one multiplication and a rotation, not a division.
  * The map starts at the linear map's start rounded down to the largest
  * slab. Where there is none (no linear map, or a physical map more than
  * twice as large as the RAM) the slow path looks the page descriptor's
@@ -65,7 +65,7 @@ struct kcache {
 	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
 	struct dmm_mem *mem;
 	uint32_t size, order, objs, set, cls;
-	uint32_t recip;                  /* ceil(2^32 / size): offset / size by a multiply */
+	uint32_t inv, shift;             /* size = odd * 2^shift; inv: odd's inverse mod 2^32 */
 	uint32_t slab_mask;              /* slab bytes - 1: an address's offset in its slab */
 	uintptr_t free_mark;             /* the state's free_mark, next to what kfree loads */
 	struct dmm_page *partial, *full; /* head descriptors, linked via next/prev */
@@ -115,6 +115,17 @@ _Static_assert(NR_KCACHES <= 255, "a cache's place fits the slab map");
 static inline struct mag *mag_of(const struct kcache *k, unsigned cpu)
 {
 	return (struct mag *)(uintptr_t)((const char *)k + sizeof(struct dmm_slab_state) + cpu * MAG_TABLE_BYTES);
+}
+
+/* The inverse of odd @q modulo 2^32 (Newton's iteration: each step doubles
+ * the correct low bits, from 3 for q itself). */
+static uint32_t odd_inverse(uint32_t q)
+{
+	uint32_t x = q;
+
+	for (int i = 0; i < 4; i++)
+		x *= 2 - q * x;
+	return x;
 }
 
 uint64_t dmm__slab_meta_size(unsigned nr_cpus)
@@ -182,7 +193,8 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->order = slab_order_for(k->size);
 			k->objs = (uint32_t)((DMM_PAGE_SIZE << k->order) / k->size);
 			k->slab_mask = (uint32_t)((DMM_PAGE_SIZE << k->order) - 1);
-			k->recip = (uint32_t)((((uint64_t)1 << 32) + k->size - 1) / k->size);
+			k->shift = (uint32_t)__builtin_ctz(k->size);
+			k->inv = odd_inverse(k->size >> k->shift);
 			k->set = set;
 			k->cls = c;
 			k->st.size = k->size;
@@ -534,13 +546,19 @@ static inline bool is_cache(const struct dmm_mem *mem, const void *k)
 	return (uintptr_t)k - (uintptr_t)&mem->slab->cache[0][0] < sizeof(mem->slab->cache);
 }
 
-/* Does offset @off in a slab of @k start an object? The index by a
- * multiplication (exact: off < 2^15, size <= 2^13). */
+/*
+ * Does offset @off (< 2^32) in a slab of @k start an object? With size =
+ * odd * 2^shift, off * inv(odd) rotated right by shift is off / size when
+ * size divides off, and at least 2^32 / size otherwise (the low bits that
+ * are not zero rotate to the top, or the odd part's multiple test fails:
+ * Granlund and Montgomery), far above objs: one compare checks both that
+ * @off is a multiple of the size and that the object is in the slab.
+ */
 static inline bool object_start(const struct kcache *k, uint64_t off)
 {
-	uint64_t idx = (off * k->recip) >> 32;
+	uint32_t x = (uint32_t)off * k->inv;
 
-	return idx * k->size == off && idx < k->objs;
+	return off < ((uint64_t)1 << 32) && ((x >> k->shift) | (x << ((32 - k->shift) & 31))) < k->objs;
 }
 
 /* The cache and slab head of @ptr, or an error (-DMM_ENOENT: RAM that is no
