@@ -531,6 +531,92 @@ static void test_isolated_pageblocks_keep_apart(void **state)
 	}
 }
 
+/* ---- a page freed by its owner while a claim reaches it -------------------- */
+
+/* An owner whose page goes away while a migration claims it: the isolate
+ * callback frees the page first (as the owner's own thread would, at that
+ * very moment) and then refuses it, as the contract says: not its page. */
+struct vanishing {
+	struct dmm_movable_owner owner;
+	dmm_pfn_t pfn;
+	int freed;
+};
+
+static int v_isolate(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	struct vanishing *v = ctx;
+	if (pfn != v->pfn || v->freed)
+		return -DMM_ENOENT;
+	v->freed = 1;
+	if (dmm_page_free(mem, pfn, 0))
+		abort();
+	return -DMM_ENOENT;
+}
+
+static int v_migrate(void *ctx, struct dmm_mem *mem, dmm_pfn_t old_pfn, dmm_pfn_t new_pfn)
+{
+	(void)ctx;
+	(void)mem;
+	(void)old_pfn;
+	(void)new_pfn;
+	return -DMM_EPERM;
+}
+
+static void v_putback(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	(void)ctx;
+	(void)mem;
+	(void)pfn;
+}
+
+static const struct dmm_movable_ops v_ops = { v_isolate, v_migrate, v_putback };
+
+static void test_page_freed_during_claim(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct vanishing v;
+	struct dmm_cma_info ci;
+	struct dmm_migrate_report rep;
+	dmm_pfn_t p;
+	enum dmm_cma_fail why;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_FIRST);
+	e = tu_env_create(&m, 1);
+	assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+
+	/* the whole area: the one lent page is gone once its owner let go of it */
+	memset(&v, 0, sizeof(v));
+	v.owner.ops = &v_ops;
+	v.owner.ctx = &v;
+	assert_ok(dmm_page_alloc_movable(e->mem, &v.owner, 0, &v.pfn));
+	assert_int_equal(dmm_pfn_to_page(e->mem, v.pfn)->cma, 1);
+	assert_ok(dmm_cma_alloc(e->mem, 0, ci.nr_pages, 0, 0, &p, &why));
+	assert_int_equal(v.freed, 1);
+	assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+	assert_int_equal(ci.fail[DMM_CMA_FAIL_REFUSED], 0);
+	assert_ok(dmm_cma_release(e->mem, 0, p, ci.nr_pages));
+	assert_all_checks(e->mem);
+
+	/* the same for a range migration: nothing was refused */
+	memset(&v, 0, sizeof(v));
+	v.owner.ops = &v_ops;
+	v.owner.ctx = &v;
+	assert_ok(dmm_page_alloc_movable(e->mem, &v.owner, 0, &v.pfn));
+	assert_int_equal(dmm_pfn_to_page(e->mem, v.pfn)->cma, 1);
+	memset(&rep, 0, sizeof(rep));
+	assert_ok(dmm_migrate_range(e->mem, dmm_pfn_to_phys(ci.base_pfn),
+				    dmm_pfn_to_phys(ci.base_pfn + ci.nr_pages), &rep));
+	assert_int_equal(v.freed, 1);
+	assert_int_equal(rep.failed[DMM_MIGRATE_REFUSED], 0);
+	assert_int_equal(rep.moved, 0);
+	dmm_page_drain_pcp(e->mem);
+	assert_all_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -542,6 +628,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_never_policy_watermark),
 		cmocka_unit_test(test_isolated_pageblocks_keep_apart),
+		cmocka_unit_test(test_page_freed_during_claim),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
