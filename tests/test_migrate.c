@@ -399,12 +399,57 @@ static void test_isolated_free_pages_not_counted(void **state)
 	tu_env_destroy(e);
 }
 
+/* Freeing a handle whose page is pinned is refused and changes nothing: the
+ * handle still names its page, which is freed once unpinned. */
+static void test_handle_free_pinned(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_handles *h;
+	struct dmm_handles_stats st;
+	uint32_t x, y;
+	dmm_pfn_t p, q, pinned;
+	(void)state;
+
+	small_machine(&m);
+	m.nr_cma = 0;
+	e = tu_env_create(&m, 1);
+	assert_ok(dmm_handles_create(e->mem, 4, &h));
+	assert_ok(dmm_handle_alloc(h, 0, &x));
+	assert_ok(dmm_handle_pfn(h, x, &p));
+	for (unsigned lt = 0; lt <= 1; lt++) {
+		unsigned f = lt ? DMM_PIN_LONGTERM : 0;
+		assert_ok(dmm_page_pin(e->mem, p, f, &pinned, NULL));
+		assert_int_equal(pinned, p);
+		assert_rc(dmm_handle_free(h, x), -DMM_EBUSY);
+		assert_ok(dmm_handle_pfn(h, x, &q)); /* still allocated */
+		assert_int_equal(q, p);
+		dmm_handles_get_stats(h, &st);
+		assert_int_equal(st.in_use, 1);
+		assert_ok(dmm_handles_check(h));
+		assert_ok(dmm_page_unpin(e->mem, p, f));
+	}
+	/* the refused handle was not handed out again */
+	assert_ok(dmm_handle_alloc(h, 0, &y));
+	assert_true(y != x);
+	assert_ok(dmm_handle_free(h, y));
+	assert_ok(dmm_handle_free(h, x));
+	assert_rc(dmm_handle_pfn(h, x, &q), -DMM_ENOENT);
+	assert_ok(dmm_handles_check(h));
+	dmm_handles_destroy(h);
+	dmm_page_drain_pcp(e->mem);
+	assert_all_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_movable_alloc_and_migrate_range),
 		cmocka_unit_test(test_short_pin_retries),
 		cmocka_unit_test(test_handles),
+		cmocka_unit_test(test_handle_free_pinned),
 		cmocka_unit_test(test_isolated_free_pages_not_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

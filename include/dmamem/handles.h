@@ -36,7 +36,8 @@ void dmm_handles_destroy(struct dmm_handles *h);
  */
 int dmm_handle_alloc(struct dmm_handles *h, unsigned gfp, uint32_t *handle);
 
-/* Free a handle and its page. -DMM_ENOENT if not allocated, -DMM_EBUSY if locked. */
+/* Free a handle and its page. -DMM_ENOENT if not allocated, -DMM_EBUSY if
+ * locked or its page is pinned (nothing changes then). */
 int dmm_handle_free(struct dmm_handles *h, uint32_t handle);
 
 /* Where the handle's page is now. -DMM_ENOENT if not allocated. */

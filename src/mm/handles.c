@@ -14,6 +14,9 @@
  * the table lock; a locked entry (lock count > 0) refuses isolation with
  * -DMM_EAGAIN (migration retries it later, like a short-term pin), and an
  * entry being migrated makes lock/free wait for the (short) copy to end.
+ * A handle's page is freed under the table lock (table lock -> per-CPU and
+ * zone locks; the migration callbacks run with no dmamem lock held), and
+ * the entry is released only if the page could be freed.
  */
 #include <dmamem/handles.h>
 
@@ -169,7 +172,7 @@ int dmm_handle_alloc(struct dmm_handles *h, unsigned gfp, uint32_t *handle)
 int dmm_handle_free(struct dmm_handles *h, uint32_t handle)
 {
 	struct dmm_handle_ent *e;
-	dmm_pfn_t pfn;
+	int err;
 
 	if (!h)
 		return -DMM_EINVAL;
@@ -186,13 +189,17 @@ int dmm_handle_free(struct dmm_handles *h, uint32_t handle)
 		h_unlock(h);
 		return -DMM_EBUSY;
 	}
-	pfn = e->pfn;
-	e->used = 0;
-	e->next_free = h->free_head;
-	h->free_head = handle;
-	h->in_use--;
+	/* The page first: if it cannot go (pinned), the handle stays as it
+	 * was. Under the lock, so no migration sees the entry half gone. */
+	err = dmm_page_free(h->mem, e->pfn, 0);
+	if (!err) {
+		e->used = 0;
+		e->next_free = h->free_head;
+		h->free_head = handle;
+		h->in_use--;
+	}
 	h_unlock(h);
-	return dmm_page_free(h->mem, pfn, 0);
+	return err;
 }
 
 int dmm_handle_pfn(struct dmm_handles *h, uint32_t handle, dmm_pfn_t *pfn)
