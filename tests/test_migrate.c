@@ -443,6 +443,103 @@ static void test_handle_free_pinned(void **state)
 	tu_env_destroy(e);
 }
 
+/* ---- migrations that meet a handle half-way through its allocation --------- */
+
+/* Platform hooks wrapped: the table's lock is the first lock initialised
+ * after arming; a range migration runs just before that lock is taken for
+ * the countdown-th time (as another thread's would). */
+static struct {
+	struct dmm_platform real;
+	int arm_init;
+	struct dmm_lock *table;
+	int countdown;
+	struct dmm_mem *mem;
+	dmm_phys_t lo, hi;
+	int rc, ran;
+	struct dmm_migrate_report rep;
+} hk;
+
+static void hk_lock_init(void *ctx, struct dmm_lock *l)
+{
+	if (hk.arm_init) {
+		hk.arm_init = 0;
+		hk.table = l;
+	}
+	hk.real.lock_init(ctx, l);
+}
+
+static void hk_lock(void *ctx, struct dmm_lock *l)
+{
+	if (l == hk.table && hk.countdown > 0 && --hk.countdown == 0) {
+		memset(&hk.rep, 0, sizeof(hk.rep));
+		hk.rc = dmm_migrate_range(hk.mem, hk.lo, hk.hi, &hk.rep);
+		hk.ran++;
+	}
+	hk.real.lock(ctx, l);
+}
+
+static void test_handle_alloc_meets_migration(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *hosted;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_handles *h;
+	uint32_t x;
+	dmm_pfn_t pfn;
+	uint8_t *v;
+	uint64_t free0;
+	(void)state;
+
+	memset(&hk, 0, sizeof(hk));
+	tu_hosted_platform(&m, "handles-race", 1, &hosted, &p);
+	hk.real = p;
+	p.lock_init = hk_lock_init;
+	p.lock = hk_lock;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_page_drain_pcp(mem);
+	free0 = dmm_mem_free_pages(mem);
+	hk.mem = mem;
+	hk.lo = 0;
+	hk.hi = 64 * MiB;
+	hk.arm_init = 1;
+	assert_ok(dmm_handles_create(mem, 16, &h));
+	assert_non_null(hk.table);
+
+	/* between the page allocation and the entry naming it: the page is
+	 * the table's but not yet any handle's, a passing state (busy), not a
+	 * refusal */
+	hk.countdown = 2;
+	assert_ok(dmm_handle_alloc(h, 0, &x));
+	assert_int_equal(hk.ran, 1);
+	assert_int_equal(hk.rep.failed[DMM_MIGRATE_REFUSED], 0);
+	assert_true(hk.rep.failed[DMM_MIGRATE_BUSY] >= 1);
+	assert_ok(dmm_handles_check(h));
+	v = dmm_handle_lock(h, x);
+	assert_non_null(v);
+	memset(v, 0xa5, DMM_PAGE_SIZE);
+	assert_ok(dmm_handle_unlock(h, x));
+
+	/* a migration just before the free takes the lock: the page moves
+	 * with its bytes, and the free frees where it went */
+	assert_ok(dmm_handle_pfn(h, x, &pfn));
+	hk.countdown = 1;
+	hk.lo = dmm_pfn_to_phys(pfn) & ~(dmm_phys_t)(2 * MiB - 1);
+	hk.hi = hk.lo + 2 * MiB;
+	assert_ok(dmm_handle_free(h, x));
+	assert_int_equal(hk.ran, 2);
+	assert_int_equal(hk.rep.failed[DMM_MIGRATE_REFUSED], 0);
+	assert_int_equal(hk.rep.moved, 1);
+	assert_ok(dmm_handles_check(h));
+
+	dmm_handles_destroy(h);
+	dmm_page_drain_pcp(mem);
+	assert_checks(mem);
+	assert_int_equal(dmm_mem_free_pages(mem), free0);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(hosted);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -450,6 +547,7 @@ int main(void)
 		cmocka_unit_test(test_short_pin_retries),
 		cmocka_unit_test(test_handles),
 		cmocka_unit_test(test_handle_free_pinned),
+		cmocka_unit_test(test_handle_alloc_meets_migration),
 		cmocka_unit_test(test_isolated_free_pages_not_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

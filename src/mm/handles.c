@@ -12,7 +12,8 @@
  * handle, so the migration callbacks find the entry in O(1). Free entries
  * form a singly linked list through next_free. Entry state changes under
  * the table lock; a locked entry (lock count > 0) refuses isolation with
- * -DMM_EAGAIN (migration retries it later, like a short-term pin), and an
+ * -DMM_EAGAIN (migration retries it later, like a short-term pin), as does
+ * a page of the table no entry names (being allocated or freed), and an
  * entry being migrated makes lock/free wait for the (short) copy to end.
  * A handle's page is freed under the table lock (table lock -> per-CPU and
  * zone locks; the migration callbacks run with no dmamem lock held), and
@@ -271,7 +272,9 @@ static int h_isolate(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
 	e = &h->ent[idx];
 	h_lock(h);
 	if (!e->used || e->pfn != pfn || e->migrating) {
-		err = -DMM_EINVAL;
+		/* no entry names the page: it is being allocated (its private
+		 * word is not the handle yet) or was freed; either passes */
+		err = -DMM_EAGAIN;
 	} else if (e->locks) {
 		h->refused_locked++;
 		err = -DMM_EAGAIN;
