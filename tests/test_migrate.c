@@ -540,6 +540,49 @@ static void test_handle_alloc_meets_migration(void **state)
 	dmm_hosted_destroy(hosted);
 }
 
+/* A range that spans holes (pfns without RAM, sections without any) and
+ * one that reaches to the top of the address space: the holes are not
+ * pages, so they are neither failures nor scanned, and the walk is bounded
+ * by the memory map, not by the argument. */
+static void test_migrate_range_holes(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	static struct test_owner o;
+	struct dmm_migrate_report rep;
+	dmm_pfn_t in_ram = 0;
+	(void)state;
+
+	tu_machine_holes(&m); /* RAM [1 MiB, 40 MiB) and [4 GiB, 4 GiB + 24 MiB) */
+	e = tu_env_create(&m, 1);
+	owner_init(&o);
+	/* one movable page at 36 MiB .. 40 MiB, to be moved out */
+	for (unsigned i = 0; i < OWNER_SLOTS && !in_ram; i++) {
+		assert_ok(dmm_page_alloc_movable(e->mem, &o.owner, 0, &o.slot[i]));
+		fill_slot(e->mem, o.slot[i], i);
+		if (o.slot[i] >= (36 * MiB >> DMM_PAGE_SHIFT) && o.slot[i] < (40 * MiB >> DMM_PAGE_SHIFT))
+			in_ram = o.slot[i];
+	}
+	memset(&rep, 0, sizeof(rep));
+	assert_ok(dmm_migrate_range(e->mem, 36 * MiB, 4 * GiB + 2 * MiB, &rep));
+	assert_int_equal(rep.failed[DMM_MIGRATE_UNMOVABLE], 0);
+	assert_true(rep.scanned <= (4 * MiB + 2 * MiB) / DMM_PAGE_SIZE);
+	if (in_ram)
+		assert_true(rep.moved >= 1);
+	/* to the top of the physical address space: done in one walk of RAM */
+	memset(&rep, 0, sizeof(rep));
+	assert_rc(dmm_migrate_range(e->mem, 36 * MiB, DMM_PHYS_MAX & ~(dmm_phys_t)(DMM_PAGE_SIZE - 1), &rep),
+		  -DMM_EBUSY); /* the metadata at the top of RAM is reserved */
+	assert_true(rep.scanned <= e->npfn);
+	assert_true(rep.failed[DMM_MIGRATE_UNMOVABLE] <= e->info.reserved_pages);
+	for (unsigned i = 0; i < OWNER_SLOTS && o.slot[i]; i++) {
+		verify_slot(e->mem, o.slot[i], i);
+		assert_ok(dmm_page_free(e->mem, o.slot[i], 0));
+	}
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -548,6 +591,7 @@ int main(void)
 		cmocka_unit_test(test_handles),
 		cmocka_unit_test(test_handle_free_pinned),
 		cmocka_unit_test(test_handle_alloc_meets_migration),
+		cmocka_unit_test(test_migrate_range_holes),
 		cmocka_unit_test(test_isolated_free_pages_not_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

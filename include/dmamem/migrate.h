@@ -72,7 +72,7 @@ struct dmm_migrate_failure {
 };
 
 struct dmm_migrate_report {
-	uint64_t scanned;                          /* pages examined */
+	uint64_t scanned;                          /* pages of RAM examined (holes are skipped) */
 	uint64_t moved;                            /* pages migrated */
 	uint64_t failed[DMM_NR_MIGRATE_REASONS];   /* pages not moved, by reason */
 	uint64_t retries;                          /* busy pages retried */
@@ -86,7 +86,9 @@ struct dmm_migrate_report {
  * Empty the physical range [lo, hi) (bytes, page-aligned) of movable pages:
  * its pageblocks are isolated so nothing new is allocated there, every
  * movable page is migrated out (short-term pinned pages retried a few
- * times), then the pageblocks get their type back. Free pages stay free.
+ * times), then the pageblocks get their type back. Free pages stay free;
+ * holes (addresses without RAM) are no pages and are skipped, and nothing
+ * outside the memory map's span is walked, however far @hi reaches.
  * Returns 0 if every allocated page in the range moved, -DMM_EBUSY if some
  * could not (reasons in @report), -DMM_EINVAL for a bad range, -DMM_ERANGE if
  * [lo, hi) holds no RAM, -DMM_EAGAIN if part of it is already isolated by a

@@ -180,11 +180,21 @@ uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, 
 
 	for (dmm_pfn_t p = lo; p < hi;) {
 		struct dmm_page *pg = dmm__pfn_page(mem, p);
-		uint8_t st = pg ? page_state(pg) : DMM_PAGE_RESERVED;
+		uint8_t st;
 		uint64_t step = 1;
 		enum dmm_migrate_reason why;
 		dmm_pfn_t moved_to;
 
+		/* holes are no pages: a section without RAM is skipped whole */
+		if (!pg) {
+			p = (p | (DMM_SECTION_PAGES - 1)) + 1;
+			continue;
+		}
+		if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM) {
+			p++;
+			continue;
+		}
+		st = page_state(pg);
 		if (r)
 			r->scanned++;
 		if (st == DMM_PAGE_FREE) {
@@ -210,8 +220,8 @@ uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, 
 			/* freed into a per-CPU cache: the caller drains and rescans */
 			why = DMM_MIGRATE_BUSY;
 		} else {
-			why = pg && __atomic_load_n(&pg->lt_pins, __ATOMIC_RELAXED) ? DMM_MIGRATE_PINNED
-										 : DMM_MIGRATE_UNMOVABLE;
+			why = __atomic_load_n(&pg->lt_pins, __ATOMIC_RELAXED) ? DMM_MIGRATE_PINNED
+									       : DMM_MIGRATE_UNMOVABLE;
 			if (st == DMM_PAGE_ALLOC)
 				step = (uint64_t)1 << dmm__order(pg);
 			else if (st == DMM_PAGE_RANGE && dmm__private(pg))
@@ -219,7 +229,7 @@ uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, 
 		}
 		/* Freed between the scan and the claim: nothing left to move
 		 * (a page parked in a per-CPU cache: the caller drains, rescans). */
-		if (why == DMM_MIGRATE_UNMOVABLE && pg) {
+		if (why == DMM_MIGRATE_UNMOVABLE) {
 			uint8_t now = dmm__state(pg);
 			if (now == DMM_PAGE_FREE || now == DMM_PAGE_TAIL) {
 				p += 1;
@@ -314,6 +324,9 @@ int dmm_migrate_range(struct dmm_mem *mem, dmm_phys_t lo, dmm_phys_t hi,
 	phi = hi >> DMM_PAGE_SHIFT;
 	if (dmm__ram_pages_in(&mem->machine, plo, phi) == 0)
 		return dmm__count_range(mem);
+	/* only the memory map's span holds pages: never walk past it */
+	plo = dmm_max64(plo, mem->min_pfn);
+	phi = dmm_min64(phi, mem->max_pfn);
 	if (report) {
 		struct dmm_migrate_failure *f = report->failures;
 		size_t cap = report->failures_cap;
