@@ -82,8 +82,11 @@ int dmm_cma_alloc(struct dmm_mem *mem, int area, size_t nr_pages, uint64_t align
 
 /*
  * Release a range from dmm_cma_alloc(). Fails with -DMM_ENOENT (not the start
- * of an allocation of this area) or -DMM_EINVAL (wrong size or area); nothing
- * is changed on failure. Restores the memory attribute if it was changed.
+ * of an allocation of this area), -DMM_EINVAL (wrong size or area) or
+ * -DMM_EBUSY (pinned, or a coherent DMA buffer: dmm_dma_free_coherent);
+ * nothing is changed on failure, and a refused release of a valid area is
+ * counted in its zone's bad_free. Restores the memory attribute if it was
+ * changed.
  */
 int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_pages);
 

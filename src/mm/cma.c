@@ -443,6 +443,13 @@ int dmm_cma_alloc(struct dmm_mem *mem, int area, size_t nr_pages, uint64_t align
 	return err;
 }
 
+/* A refused release, counted as a rejected free of the area's zone. */
+static int bad_release(struct dmm_cma_area *a, int err)
+{
+	__atomic_fetch_add(&a->zone->stats.bad_free, 1, __ATOMIC_RELAXED);
+	return err;
+}
+
 int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_pages)
 {
 	struct dmm_cma_area *a;
@@ -453,21 +460,21 @@ int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_page
 		return dmm__count_invalid(mem);
 	a = &mem->cma[area];
 	if (pfn < a->base || pfn >= a->base + a->count)
-		return -DMM_ENOENT;
+		return bad_release(a, -DMM_ENOENT);
 	head = dmm__pfn_page(mem, pfn);
 	dmm__lock(mem, &a->lock);
 	if (dmm__state(head) != DMM_PAGE_RANGE || head->owner != a) {
 		dmm__unlock(mem, &a->lock);
-		return -DMM_ENOENT;
+		return bad_release(a, -DMM_ENOENT);
 	}
 	if (head->private != nr_pages) {
 		dmm__unlock(mem, &a->lock);
-		return -DMM_EINVAL;
+		return bad_release(a, -DMM_EINVAL);
 	}
 	if (head->pins || head->lt_pins || (__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT)) {
 		/* pinned, or a coherent DMA buffer (dmm_dma_free_coherent) */
 		dmm__unlock(mem, &a->lock);
-		return -DMM_EBUSY;
+		return bad_release(a, -DMM_EBUSY);
 	}
 	uncached = head->flags & DMM_PGF_UNCACHED;
 	head->flags &= (uint8_t)~DMM_PGF_UNCACHED;
