@@ -15,7 +15,9 @@
  *   5. migrate  O->migrate(P, T): O switches its references to T, or refuses
  *               (then T is freed and O->putback(P) restores the status quo)
  *   6. free P   P goes back to the buddy lists (an isolated pageblock keeps
- *               it off the allocatable lists)
+ *               it off the allocatable lists); P stays claimed until the
+ *               free clears MIGRATING, so no pin lands on P once the pin
+ *               check of step 1 passed
  *
  * dmm_migrate_range() isolates the pageblocks covering the range first, so
  * no new allocation lands there while it empties it; the contiguous-area
@@ -129,11 +131,14 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 		why = DMM_MIGRATE_REFUSED;
 		goto unclaim;
 	}
-	/* The owner now uses T; P is ours to free. */
+	/* The owner now uses T; P is ours to free. The claim stays until the
+	 * free clears it: a pinner that got in after the pin check above sees
+	 * MIGRATING and backs off, so the free's refusal of a pinned page can
+	 * only be such a passing pin (never one left on P). */
 	dmm__set_owner(pg, (void *)0);
 	dmm__set_private(pg, 0);
-	__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING), __ATOMIC_RELEASE);
-	dmm_page_free(mem, pfn, 0);
+	while (dmm_page_free(mem, pfn, 0) == -DMM_EBUSY)
+		__asm__ __volatile__("" ::: "memory");
 	stat_add(&mem->mstats.moved, 1);
 	stat_add(&mem->mstats.bytes_copied, DMM_PAGE_SIZE);
 	*new_pfn = t;
