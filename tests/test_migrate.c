@@ -583,6 +583,61 @@ static void test_migrate_range_holes(void **state)
 	tu_env_destroy(e);
 }
 
+/* Destroying a table while one of its pages is pinned (or a handle locked)
+ * is refused and changes nothing; once unpinned and unlocked it goes. */
+static void test_handles_destroy_busy(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_handles *h;
+	uint32_t x, y;
+	dmm_pfn_t p, q, pinned;
+	uint8_t *v;
+	(void)state;
+
+	small_machine(&m);
+	m.cma_policy = DMM_CMA_POLICY_FIRST;
+	e = tu_env_create(&m, 1);
+	assert_ok(dmm_handles_create(e->mem, 8, &h));
+	assert_ok(dmm_handle_alloc(h, 0, &x));
+	assert_ok(dmm_handle_alloc(h, 0, &y));
+	assert_ok(dmm_handle_pfn(h, x, &p));
+	v = dmm_handle_lock(h, x);
+	assert_non_null(v);
+	memset(v, 0x3c, DMM_PAGE_SIZE);
+	assert_ok(dmm_handle_unlock(h, x));
+	assert_ok(dmm_page_pin(e->mem, p, 0, &pinned, NULL));
+	assert_rc(dmm_handles_destroy(h), -DMM_EBUSY);
+	assert_ok(dmm_handle_pfn(h, x, &q)); /* the table and its handles are still there */
+	assert_int_equal(q, p);
+	assert_ok(dmm_handle_pfn(h, y, &q));
+	assert_ok(dmm_handles_check(h));
+	assert_ok(dmm_page_unpin(e->mem, p, 0));
+	/* a locked handle: the same */
+	assert_non_null(dmm_handle_lock(h, y));
+	assert_rc(dmm_handles_destroy(h), -DMM_EBUSY);
+	assert_ok(dmm_handle_unlock(h, y));
+	/* the page still moves with its bytes: its owner is alive */
+	{
+		struct dmm_cma_info ci;
+		struct dmm_migrate_report rep;
+		assert_ok(dmm_cma_get_info(e->mem, 0, &ci));
+		memset(&rep, 0, sizeof(rep));
+		assert_ok(dmm_migrate_range(e->mem, dmm_pfn_to_phys(ci.base_pfn),
+					    dmm_pfn_to_phys(ci.base_pfn + ci.nr_pages), &rep));
+		v = dmm_handle_lock(h, x);
+		assert_non_null(v);
+		assert_int_equal(v[0], 0x3c);
+		assert_int_equal(v[DMM_PAGE_SIZE - 1], 0x3c);
+		assert_ok(dmm_handle_unlock(h, x));
+	}
+	assert_ok(dmm_handles_destroy(h));
+	dmm_page_drain_pcp(e->mem);
+	assert_all_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -592,6 +647,7 @@ int main(void)
 		cmocka_unit_test(test_handle_free_pinned),
 		cmocka_unit_test(test_handle_alloc_meets_migration),
 		cmocka_unit_test(test_migrate_range_holes),
+		cmocka_unit_test(test_handles_destroy_busy),
 		cmocka_unit_test(test_isolated_free_pages_not_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,8 +26,11 @@ struct dmm_handles;
  */
 int dmm_handles_create(struct dmm_mem *mem, uint32_t capacity, struct dmm_handles **out);
 
-/* Free every page still held and the table itself. */
-void dmm_handles_destroy(struct dmm_handles *h);
+/* Free every page still held and the table itself. -DMM_EBUSY if a handle
+ * is locked or its page pinned: nothing is freed then (but for a pin taken
+ * while it runs: the pages freed before it are, their handles released,
+ * and the table stays usable). -DMM_EINVAL for NULL. */
+int dmm_handles_destroy(struct dmm_handles *h);
 
 /*
  * Allocate a movable page and a handle for it. @gfp: DMM_GFP_ZERO,

@@ -103,29 +103,51 @@ static void wait_not_migrating(struct dmm_handles *h, struct dmm_handle_ent *e)
 	}
 }
 
-void dmm_handles_destroy(struct dmm_handles *h)
+/* Is the page of used entry @e pinned? (table lock held) */
+static bool ent_pinned(struct dmm_handles *h, const struct dmm_handle_ent *e)
+{
+	const struct dmm_page *pg = dmm__pfn_page(h->mem, e->pfn);
+
+	return __atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST);
+}
+
+int dmm_handles_destroy(struct dmm_handles *h)
 {
 	struct dmm_mem *mem;
+	int err = 0;
 
 	if (!h)
-		return;
+		return -DMM_EINVAL;
 	mem = h->mem;
-	for (uint32_t i = 0; i < h->capacity; i++) {
+	h_lock(h);
+	/* A page that cannot be freed would outlive its owner: refuse first. */
+	for (uint32_t i = 0; i < h->capacity && !err; i++) {
 		struct dmm_handle_ent *e = &h->ent[i];
-		h_lock(h);
 		wait_not_migrating(h, e);
-		if (e->used) {
-			dmm_pfn_t pfn = e->pfn;
+		if (e->used && (e->locks || ent_pinned(h, e)))
+			err = -DMM_EBUSY;
+	}
+	/* A pin can still race in: its handle (and those after it) stay. */
+	for (uint32_t i = 0; i < h->capacity && !err; i++) {
+		struct dmm_handle_ent *e = &h->ent[i];
+		wait_not_migrating(h, e);
+		if (!e->used)
+			continue;
+		err = dmm_page_free(mem, e->pfn, 0);
+		if (!err) {
 			e->used = 0;
-			h_unlock(h);
-			dmm_page_free(mem, pfn, 0);
-		} else {
-			h_unlock(h);
+			e->next_free = h->free_head;
+			h->free_head = i;
+			h->in_use--;
 		}
 	}
+	h_unlock(h);
+	if (err)
+		return err;
 	if (mem->plat.lock_destroy)
 		mem->plat.lock_destroy(mem->plat.ctx, &h->lock);
 	dmm_free_range(mem, h->table_pfn, h->table_pages);
+	return 0;
 }
 
 int dmm_handle_alloc(struct dmm_handles *h, unsigned gfp, uint32_t *handle)
