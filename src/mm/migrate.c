@@ -84,6 +84,11 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 		why = DMM_MIGRATE_BUSY;
 		goto out;
 	}
+	if (!(old & DMM_PGF_MOVABLE)) {
+		/* freed and allocated again, unmovable, since the check above */
+		why = DMM_MIGRATE_UNMOVABLE;
+		goto unclaim;
+	}
 	if (__atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
 		why = DMM_MIGRATE_PINNED;
 		goto unclaim;
@@ -94,6 +99,13 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 	}
 	/* Freed since the check above? (free clears the owner first) */
 	owner = (const struct dmm_movable_owner *)dmm__owner(pg);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	if (!(__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & DMM_PGF_MIGRATING)) {
+		/* freed since the claim (the free cleared it): the owner read
+		 * above may be the next user's, a slab cache or nothing */
+		why = DMM_MIGRATE_BUSY;
+		goto out;
+	}
 	if (!owner || page_state(pg) != DMM_PAGE_ALLOC) {
 		why = DMM_MIGRATE_BUSY; /* being freed: transient */
 		goto unclaim;
