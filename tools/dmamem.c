@@ -11,6 +11,7 @@
  * docs/CLI.md. Exit status: 0 success, 1 the run found an error (or the
  * machine could not be built), 2 bad usage.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -189,16 +190,24 @@ static __attribute__((format(printf, 1, 2))) void fail(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-/* A non-negative integer, decimal or 0x hex, no suffix. */
+/* A non-negative integer, decimal or 0x hex, no suffix, no sign, no blanks:
+ * "010" is ten (not octal eight), and " -1" is refused rather than wrapped. */
 static bool parse_u64(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
+	int base = 10;
 
-	if (!s || !*s || *s == '-' || *s == '+')
+	if (!s || !isdigit((unsigned char)s[0]))
 		return false;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		if (!isxdigit((unsigned char)s[0]))
+			return false;
+	}
 	errno = 0;
-	v = strtoull(s, &end, 0);
+	v = strtoull(s, &end, base);
 	if (errno || *end)
 		return false;
 	*out = v;
