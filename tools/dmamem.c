@@ -422,6 +422,10 @@ static int machine_option(int c, const char *arg, struct machine_opts *mo)
 		char buf[128], *tok, *save = NULL;
 		unsigned n = 0, v;
 
+		if (strlen(arg) >= sizeof(buf)) {
+			usage_error("--lowmem-reserve-ratio: '%s' is too long for three numbers", arg);
+			return -1;
+		}
 		snprintf(buf, sizeof(buf), "%s", arg);
 		for (tok = strtok_r(buf, " ,", &save); tok; tok = strtok_r(NULL, " ,", &save)) {
 			if (n == DMM_NR_ZONE_TYPES || !parse_uint(tok, UINT32_MAX, &v))
@@ -437,6 +441,7 @@ static int machine_option(int c, const char *arg, struct machine_opts *mo)
 		return 1;
 	}
 	case OPT_CMA_POLICY:
+		mo->cma_policy = -1; /* an earlier --cma-policy does not make this one valid */
 		for (int i = 0; i < 4; i++)
 			if (strcmp(arg, cma_policy_names[i]) == 0)
 				mo->cma_policy = i;
