@@ -1839,6 +1839,7 @@ static int cmd_run(int argc, char **argv)
 	const char *workload = dmm_workload_names()[0];
 	const char *camera_opt = NULL;  /* a camera-only option given */
 	const char *dma_opt = NULL;     /* a dma-only option given */
+	const char *lowmem_opt = NULL;  /* a lowmem-only option given */
 	bool is_camera, is_dma;
 	char path[4096], descr[160];
 	int c, rc, status;
@@ -1892,6 +1893,7 @@ static int cmd_run(int argc, char **argv)
 				usage_error("--requests: '%s' is not a number in 1..100000", optarg);
 				return EXIT_USAGE;
 			}
+			lowmem_opt = "--requests";
 			break;
 		case OPT_CMA_AREA:
 			wo.cma_area = optarg;
@@ -2031,6 +2033,10 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (dma_opt && !is_dma) {
 		usage_error("%s: only for the dma workload", dma_opt);
+		return EXIT_USAGE;
+	}
+	if (lowmem_opt && strcmp(workload, "lowmem") != 0) {
+		usage_error("%s: only for the lowmem workload", lowmem_opt);
 		return EXIT_USAGE;
 	}
 
