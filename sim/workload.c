@@ -746,7 +746,7 @@ struct wl_cam {
 	dmm_pfn_t alo[DMM_MAX_CMA_AREAS], ahi[DMM_MAX_CMA_AREAS];
 	uint64_t frame_pages, align;
 	unsigned queue, cma_flags;
-	uint64_t sessions, churn_per_step, gap;
+	uint64_t frames, sessions, churn_per_step, gap;
 	uint64_t reclaim;                    /* page-cache pages given up per session */
 	bool threaded;
 	/* page cache */
@@ -1168,19 +1168,23 @@ static void cam_event(struct wl_cam *c, uint64_t ev, bool wait)
 static void cam_run(struct wl_cam *c)
 {
 	for (uint64_t s = 0; s < c->sessions && !cam_abort(c); s++) {
+		/* frames of this session: a full queue, or what is left of --frames */
+		uint64_t left = c->frames - s * c->queue;
+		unsigned n = left < c->queue ? (unsigned)left : c->queue;
+
 		cam_event(c, 2 * s + 1, true);
-		for (unsigned b = 0; b < c->queue; b++) {
+		for (unsigned b = 0; b < n; b++) {
 			cam_pace(c, c->churn_per_step);
 			cam_alloc(c, &c->buf[b]);
 		}
-		for (unsigned b = 0; b < c->queue; b++) {
+		for (unsigned b = 0; b < n; b++) {
 			cam_pace(c, c->churn_per_step);
 			if (c->buf[b].held) {
 				c->buf[b].token = cam_token(c->ccx);
 				frame_fill(c, &c->buf[b]);
 			}
 		}
-		for (unsigned b = 0; b < c->queue; b++) {
+		for (unsigned b = 0; b < n; b++) {
 			cam_pace(c, c->churn_per_step);
 			cam_release(c, &c->buf[b]);
 		}
@@ -1316,7 +1320,8 @@ static int cam_setup(struct wl_cam *c, const struct dmm_workload_opts *o)
 	c->align = DMM_PAGE_SIZE;
 	while (c->align < (c->frame_pages << DMM_PAGE_SHIFT) && c->align < (1u << 20))
 		c->align <<= 1;
-	c->sessions = ((o->frames ? o->frames : 32) + c->queue - 1) / c->queue;
+	c->frames = o->frames ? o->frames : 32;
+	c->sessions = (c->frames + c->queue - 1) / c->queue; /* the last one may be short */
 	c->churn_per_step = o->churn ? o->churn : 256;
 	c->gap = c->churn_per_step * c->queue;
 	c->reclaim = c->queue * c->frame_pages;

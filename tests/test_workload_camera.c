@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The camera workload (sim/workload.c) on the rpi4 profile, kept small (a
+ * 32 MiB page cache, little churn): it makes exactly the frame allocations
+ * asked for, whether or not they fill whole sessions.
+ */
+#include "tu_dma.h"
+
+#include "workload.h"
+
+static void small_opts(struct dmm_workload_opts *o)
+{
+	dmm_workload_opts_init(o);
+	o->cache_bytes = 32 * MiB;
+	o->churn = 16;
+}
+
+/* --frames that is not a multiple of --queue: the last session is short. */
+static void test_frames_not_multiple_of_queue(void **state)
+{
+	static const struct { uint64_t frames; unsigned queue; uint64_t sessions; } cases[] = {
+		{ 5, 4, 2 }, { 3, 4, 1 }, { 8, 4, 2 }, { 7, 3, 3 },
+	};
+	struct dmm_workload_result *r = malloc(sizeof(*r));
+	struct tu_env *e = tu_env_profile("rpi4");
+	(void)state;
+
+	assert_non_null(r);
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dmm_workload_opts o;
+
+		small_opts(&o);
+		o.frames = cases[i].frames;
+		o.queue = cases[i].queue;
+		assert_ok(dmm_workload_run(e->mem, "camera", &o, r));
+		assert_true(dmm_workload_result_ok(r));
+		assert_int_equal(r->camera.sessions, cases[i].sessions);
+		assert_int_equal(r->camera.cma_tried, cases[i].frames);
+		assert_int_equal(r->camera.cma_ok, cases[i].frames);
+		assert_int_equal(r->camera.frame_checks, cases[i].frames);
+	}
+	tu_env_destroy(e);
+	free(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_frames_not_multiple_of_queue),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
