@@ -848,6 +848,7 @@ static int pc_alloc(struct wl_cam *c)
 	rc = dmm_handle_alloc(c->h, 0, &h);
 	if (rc) {
 		count_fail(x->r.alloc_fail, rc);
+		wl_periodic_check(x);
 		return rc;
 	}
 	c->res->handle_allocs_ok++;
@@ -860,6 +861,7 @@ static int pc_alloc(struct wl_cam *c)
 		dmm_handle_unlock(c->h, h);
 	}
 	pc_add(c, h);
+	wl_periodic_check(x);
 	return 0;
 }
 
@@ -890,6 +892,7 @@ static void pc_free_random(struct wl_cam *c)
 		count_fail(x->r.free_fail, rc);
 	else
 		c->res->handle_frees++;
+	wl_periodic_check(x);
 }
 
 /*
@@ -1099,6 +1102,7 @@ static void cam_alloc(struct wl_cam *c, struct cam_buf *b)
 	if (rc) {
 		count_fail(x->r.alloc_fail, rc);
 		c->res->cma_fail[(unsigned)why < DMM_NR_CMA_FAILS ? why : DMM_CMA_FAIL_NOSPACE]++;
+		wl_periodic_check(x);
 		return;
 	}
 	c->res->cma_ok++;
@@ -1113,6 +1117,7 @@ static void cam_alloc(struct wl_cam *c, struct cam_buf *b)
 	b->token = cam_token(x);
 	b->held = true;
 	frame_fill(c, b);
+	wl_periodic_check(x);
 }
 
 static void cam_release(struct wl_cam *c, struct cam_buf *b)
@@ -1132,6 +1137,7 @@ static void cam_release(struct wl_cam *c, struct cam_buf *b)
 	else
 		x->r.frees_ok++;
 	b->held = false;
+	wl_periodic_check(x);
 }
 
 /*

@@ -2,7 +2,8 @@
 /*
  * The camera workload (sim/workload.c) on the rpi4 profile, kept small (a
  * 32 MiB page cache, little churn): it makes exactly the frame allocations
- * asked for, whether or not they fill whole sessions.
+ * asked for, whether or not they fill whole sessions, and check_every runs
+ * the allocator checks during the streaming, not only around it.
  */
 #include "tu_dma.h"
 
@@ -43,10 +44,33 @@ static void test_frames_not_multiple_of_queue(void **state)
 	free(r);
 }
 
+/* check_every counts the page cache's and the camera's operations. */
+static void test_check_every_during_streaming(void **state)
+{
+	struct dmm_workload_opts o;
+	struct dmm_workload_result *r = malloc(sizeof(*r));
+	struct tu_env *e = tu_env_profile("rpi4");
+	(void)state;
+
+	assert_non_null(r);
+	small_opts(&o);
+	o.frames = 4;
+	o.check_every = 1000;
+	assert_ok(dmm_workload_run(e->mem, "camera", &o, r));
+	assert_true(dmm_workload_result_ok(r));
+	assert_true(r->ops > 10 * o.check_every);
+	/* every thousandth operation of the run (teardown frees come on top) */
+	assert_true(r->checks_run >= r->ops / o.check_every);
+	assert_int_equal(r->checks_failed, 0);
+	tu_env_destroy(e);
+	free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_frames_not_multiple_of_queue),
+		cmocka_unit_test(test_check_every_during_streaming),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
