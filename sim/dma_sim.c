@@ -105,11 +105,20 @@ int dmm_sim_device_create(struct dmm_mem *mem, struct dmm_hw *hw, const struct d
 
 int dmm_sim_device_destroy(struct dmm_sim_dev *sd)
 {
+	int err;
+
 	if (!sd || !sd->dev)
 		return -DMM_EINVAL;
+	/* The library device first: a bus with devices on it refuses
+	 * (-DMM_EBUSY) and then both halves must stay as they were. */
+	err = dmm_device_destroy(sd->dev);
+	if (err == -DMM_EBUSY)
+		return err;
 	reg_del(sd->hw);
 	dmm_hw_dev_destroy(sd->hw);
-	return dmm_device_destroy(sd->dev);
+	sd->dev = NULL;
+	sd->hw = NULL;
+	return err;
 }
 
 static void observe(void *ctx, const struct dmm_hw_access *a)

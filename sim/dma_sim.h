@@ -34,7 +34,9 @@ unsigned dmm_sim_mask_bits(uint64_t mask);
  */
 int dmm_sim_device_create(struct dmm_mem *mem, struct dmm_hw *hw, const struct dmm_device_desc *desc,
 			  struct dmm_device *parent, struct dmm_sim_dev *out);
-/* Destroy both halves; returns dmm_device_destroy()'s result. */
+/* Destroy both halves; returns dmm_device_destroy()'s result. A bus with
+ * devices on it is refused (-DMM_EBUSY) and left whole; after a destroy
+ * @sd is cleared, so destroying it again fails with -DMM_EINVAL. */
 int dmm_sim_device_destroy(struct dmm_sim_dev *sd);
 
 /* Install (or with @mem NULL remove) the observer that feeds DMA debug. */

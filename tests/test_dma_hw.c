@@ -337,6 +337,44 @@ static void test_access_rules(void **state)
 	hwenv_destroy(&e);
 }
 
+/* A bus with a device on it cannot be destroyed: both halves of the bus
+ * stay as they were (its engine still moves data) until the child is
+ * gone; then it goes, once, and a second destroy is refused. */
+static void test_destroy_busy_bus(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev bus, child;
+	struct dmm_device_desc b = tu_desc("bus", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device_desc c = tu_desc("nic", 64, 1, DMM_DEVICE_CMA_NONE);
+	uint8_t a[64], got[64];
+	dmm_phys_t pa;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	b.is_bus = 1;
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &b, NULL, &bus));
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &c, bus.dev, &child));
+	assert_rc(dmm_sim_device_destroy(&bus), -DMM_EBUSY);
+	assert_non_null(bus.dev);
+	assert_non_null(bus.hw);
+	/* the bus's engine is still there and still works */
+	{
+		dmm_pfn_t p;
+		assert_ok(dmm_page_alloc(e.mem, 0, NULL, DMM_GFP_DMA32, &p));
+		pa = dmm_pfn_to_phys(p);
+	}
+	pattern(a, sizeof(a), 5);
+	assert_ok(dmm_hw_ram_write(e.hw, pa, a, sizeof(a)));
+	assert_ok(dmm_hw_dev_read(bus.hw, pa, got, sizeof(got)));
+	assert_memory_equal(a, got, sizeof(a));
+	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 0));
+
+	assert_ok(dmm_sim_device_destroy(&child));
+	assert_ok(dmm_sim_device_destroy(&bus));
+	assert_rc(dmm_sim_device_destroy(&bus), -DMM_EINVAL);
+	hwenv_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -344,6 +382,7 @@ int main(void)
 		cmocka_unit_test(test_forgotten_syncs),
 		cmocka_unit_test(test_small_object_corruption),
 		cmocka_unit_test(test_access_rules),
+		cmocka_unit_test(test_destroy_busy_bus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
