@@ -1840,6 +1840,7 @@ static int cmd_run(int argc, char **argv)
 	const char *camera_opt = NULL;  /* a camera-only option given */
 	const char *dma_opt = NULL;     /* a dma-only option given */
 	const char *lowmem_opt = NULL;  /* a lowmem-only option given */
+	const char *iommu_opt = NULL;   /* an option of the dma workload's IOMMU variant given */
 	bool is_camera, is_dma;
 	char path[4096], descr[160];
 	int c, rc, status;
@@ -1992,7 +1993,7 @@ static int cmd_run(int argc, char **argv)
 				usage_error("--iommu-flush: '%s' is not 'strict' or 'deferred'", optarg);
 				return EXIT_USAGE;
 			}
-			dma_opt = "--iommu-flush";
+			dma_opt = iommu_opt = "--iommu-flush";
 			break;
 		case OPT_IOVA_ALIGN:
 			if (strcmp(optarg, "pow2") == 0)
@@ -2003,7 +2004,7 @@ static int cmd_run(int argc, char **argv)
 				usage_error("--iova-align: '%s' is not 'pow2' or 'page'", optarg);
 				return EXIT_USAGE;
 			}
-			dma_opt = "--iova-align";
+			dma_opt = iommu_opt = "--iova-align";
 			break;
 		case 'h':
 			run_help();
@@ -2033,6 +2034,10 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (dma_opt && !is_dma) {
 		usage_error("%s: only for the dma workload", dma_opt);
+		return EXIT_USAGE;
+	}
+	if (iommu_opt && is_dma && wo.iommu == DMM_WL_IOMMU_OFF) {
+		usage_error("%s: only for the IOMMU variant, which --iommu off does not run", iommu_opt);
 		return EXIT_USAGE;
 	}
 	if (lowmem_opt && strcmp(workload, "lowmem") != 0) {
