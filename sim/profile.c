@@ -389,11 +389,14 @@ static int handle_machine(struct profile_ctx *pc, const char *name, const char *
 					    value);
 		return 1;
 	case PK_MIN_FREE_KBYTES:
+		/* Linux's vm.min_free_kbytes is an int; more would also overflow
+		 * the watermark arithmetic (pages x managed pages). */
 		if (is_word(value, "auto"))
 			v = 0;
-		else if (dmm_parse_size(value, &v))
+		else if (dmm_parse_size(value, &v) || v > INT32_MAX)
 			return profile_fail(pc, -DMM_EINVAL,
-					    "min_free_kbytes '%s': expected 'auto' or a number", value);
+					    "min_free_kbytes '%s': expected 'auto' or a number up to 2147483647",
+					    value);
 		m->min_free_kbytes = v;
 		return 1;
 	case PK_WATERMARK_SCALE_FACTOR:

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Machine descriptions, constraint descriptors and error strings. */
+/* Machine descriptions, constraint descriptors, error strings and profile values. */
 #include "tu.h"
+
+#include "profile.h"
 
 static void good_machine(struct dmm_machine *m)
 {
@@ -325,6 +327,30 @@ static void test_platform_validate(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* min_free_kbytes is Linux's int: a larger value would overflow the
+ * watermark arithmetic (pages_min x managed pages) and is refused. */
+static void test_profile_min_free_kbytes(void **state)
+{
+	static const char *const bad[] = { "0xffffffffffffffff", "2147483648", "1T" };
+	char text[256], err[256];
+	struct dmm_machine m;
+	(void)state;
+
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[machine]\nmin_free_kbytes = %s\n[ram]\nregion = 0 256M\n",
+			 bad[i]);
+		assert_rc(dmm_profile_parse_string(text, &m, err, sizeof(err)), -DMM_EINVAL);
+		assert_non_null(strstr(err, "min_free_kbytes"));
+		assert_non_null(strstr(err, ":2:"));
+	}
+	snprintf(text, sizeof(text), "[machine]\nmin_free_kbytes = 2147483647\n[ram]\nregion = 0 256M\n");
+	assert_ok(dmm_profile_parse_string(text, &m, err, sizeof(err)));
+	assert_int_equal(m.min_free_kbytes, 2147483647);
+	snprintf(text, sizeof(text), "[machine]\nmin_free_kbytes = auto\n[ram]\nregion = 0 256M\n");
+	assert_ok(dmm_profile_parse_string(text, &m, err, sizeof(err)));
+	assert_int_equal(m.min_free_kbytes, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -337,6 +363,7 @@ int main(void)
 		cmocka_unit_test(test_constraint_ok),
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_platform_validate),
+		cmocka_unit_test(test_profile_min_free_kbytes),
 	};
 	return cmocka_run_group_tests_name("machine", tests, NULL, NULL);
 }
