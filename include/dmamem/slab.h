@@ -40,10 +40,9 @@ struct dmm_slab_class_info {
 	uint64_t slabs;             /* slabs held */
 	uint64_t objects;           /* objects handed out (live) */
 	uint64_t cached;            /* free objects in per-CPU magazines */
-	uint64_t allocs, frees;
-	uint64_t requested_bytes;   /* sum of sizes asked for (cumulative) */
-	uint64_t wasted_bytes;      /* object bytes beyond the request (cumulative) */
-	uint64_t align_waste_bytes; /* of those, due to DMA alignment (vs the packed class) */
+	uint64_t allocs, frees;     /* cumulative (allocs = frees + objects) */
+	uint64_t align_waste_bytes; /* object bytes due to DMA alignment, beyond the packed
+				     * class's (cumulative) */
 	uint64_t fail_nomem;
 };
 

@@ -26,8 +26,9 @@
  * objects at a time. A magazine is as large as a cache and the per-CPU
  * tables mirror the caches' layout, so a cache's magazine is at a fixed
  * distance from it. The check and the drain reach another CPU's magazine
- * through dmm__cpu_sync(). Magazines count allocations and requested bytes;
- * frees are derived (allocations - live, live = objects off the slabs - in
+ * through dmm__cpu_sync(). Magazines count frees (and the bytes DMA
+ * alignment costs, for requests that are not packed); allocations are
+ * derived (frees + live, live = objects off the slabs - in
  * magazines), which keeps a counter off the free path.
  *
  * Free finds the object's cache from the pointer alone, in one load: the
@@ -56,8 +57,9 @@ static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,
 struct mag {
 	_Alignas(DMM_CACHELINE) uint32_t n;
 	/* counters of this CPU, written in its sections (summed on query);
-	 * frees are not counted but derived: allocs - (taken - cached) */
-	uint64_t allocs, requested, align_waste; /* waste = allocs * size - requested */
+	 * allocations are not counted but derived: frees + (taken - cached),
+	 * which keeps the allocation path free of a read-modify-write */
+	uint64_t frees, align_waste;
 	void *obj[MAG_SIZE];
 };
 
@@ -445,8 +447,6 @@ static inline void *mag_take(struct mag *m, uint32_t n)
  * bytes due to DMA alignment, NULL for a packed request. */
 static inline void count_alloc(struct mag *m, size_t size, const uint16_t *waste)
 {
-	dmm__pcpu_add(&m->allocs, 1);
-	dmm__pcpu_add(&m->requested, size);
 	if (waste)
 		dmm__pcpu_add(&m->align_waste, waste[(size + 7) / 8]);
 }
@@ -639,6 +639,7 @@ static inline void mag_push(const struct kcache *k, struct mag *m, uint32_t n, c
 	*(uintptr_t *)(uintptr_t)ptr = k->free_mark;
 	m->obj[n] = (void *)(uintptr_t)ptr;
 	m->n = n + 1;
+	dmm__pcpu_add(&m->frees, 1);
 }
 
 /* Every free the fast path does not finish: argument errors, large
@@ -765,25 +766,22 @@ static void class_snap(void *arg)
 	struct kcache *k = cs->k;
 	struct dmm_mem *mem = k->mem;
 	struct dmm_slab_class_info *out = cs->out;
-	uint64_t cached = 0, allocs = 0, req = 0, aw = 0;
+	uint64_t cached = 0, frees = 0, aw = 0;
 
 	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
 		const struct mag *m = mag_of(k, c);
 		cached += m->n;
-		allocs += m->allocs;
-		req += m->requested;
+		frees += m->frees;
 		aw += m->align_waste;
 	}
 	dmm__lock(mem, &k->lock);
 	*out = k->st;
-	out->allocs = allocs;
 	/* live objects are those off the slabs and not in a magazine */
-	out->frees = allocs - (k->taken - cached);
-	out->requested_bytes = req;
-	out->wasted_bytes = allocs * k->size - req;
+	out->objects = k->taken - cached;
+	out->frees = frees;
+	out->allocs = frees + out->objects;
 	out->align_waste_bytes = aw;
 	out->cached = cached;
-	out->objects = out->allocs - out->frees;
 	dmm__unlock(mem, &k->lock);
 }
 
@@ -847,7 +845,7 @@ bad:
 static int check_cache(struct kcache *k, uint64_t *mapped)
 {
 	struct dmm_mem *mem = k->mem;
-	uint64_t inuse = 0, slabs = 0, cached = 0, allocs = 0;
+	uint64_t inuse = 0, slabs = 0, cached = 0;
 	int err = 0;
 
 	for (struct dmm_page *h = k->partial; h && !err; h = h->next, slabs++)
@@ -860,13 +858,11 @@ static int check_cache(struct kcache *k, uint64_t *mapped)
 	}
 	for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
 		cached += mag_of(k, cpu)->n;
-		allocs += mag_of(k, cpu)->allocs;
 		if (mag_of(k, cpu)->n > MAG_SIZE)
 			err = -DMM_EFAULT;
 	}
-	/* slab-side in-use = objects off the slabs (live or in magazines),
-	 * and no more live objects than allocations */
-	if (!err && (slabs != k->st.slabs || inuse != k->taken || cached > inuse || inuse - cached > allocs)) {
+	/* slab-side in-use = objects off the slabs (live or in magazines) */
+	if (!err && (slabs != k->st.slabs || inuse != k->taken || cached > inuse)) {
 		dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u: %llu slabs (count %llu), %llu in use",
 			k->set, k->size, (unsigned long long)slabs, (unsigned long long)k->st.slabs,
 			(unsigned long long)inuse);
