@@ -664,6 +664,102 @@ static void test_bad_release_counted(void **state)
 	tu_env_destroy(e);
 }
 
+/* A set_memattr hook that records each page's attribute and, while
+ * attr_fail is set, makes an uncached change of the first half of the
+ * range and then fails (a page-table split that ran out of memory). */
+#define ATTR_PAGES (128 * MiB / DMM_PAGE_SIZE)
+static uint8_t attr_of[ATTR_PAGES];
+static int attr_fail;
+static unsigned attr_calls;
+
+static int attr_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
+{
+	dmm_pfn_t p = dmm_phys_to_pfn(pa);
+	uint64_t n = len / DMM_PAGE_SIZE;
+	(void)ctx;
+
+	attr_calls++;
+	assert_true(p + n <= ATTR_PAGES);
+	if (attr == DMM_MEMATTR_UC && attr_fail) {
+		for (uint64_t i = 0; i < n / 2; i++)
+			attr_of[p + i] = (uint8_t)attr;
+		return -DMM_ENOMEM;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		attr_of[p + i] = (uint8_t)attr;
+	return 0;
+}
+
+static uint64_t pages_not_wb(void)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < ATTR_PAGES; i++)
+		n += attr_of[i] != DMM_MEMATTR_WB;
+	return n;
+}
+
+/* A failed attribute change undoes what part of it was applied, gives the
+ * range back with clean descriptors, and is counted as an attr failure. */
+static void test_memattr_failure_restores(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_cma_info c0, c1;
+	struct dmm_page *head;
+	dmm_pfn_t pfn = 0;
+	enum dmm_cma_fail why = DMM_CMA_FAIL_NOSPACE;
+	const uint64_t n = 1024;
+	uint64_t free0;
+	(void)state;
+
+	memset(attr_of, DMM_MEMATTR_WB, sizeof(attr_of));
+	attr_fail = 1;
+	attr_calls = 0;
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	assert_ok(dmm_hosted_create(&m, 1, DMM_LOG_ERR, &h));
+	p = *dmm_hosted_platform(h);
+	p.set_memattr = attr_hook;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	assert_ok(dmm_cma_get_info(mem, 0, &c0));
+
+	assert_rc(dmm_cma_alloc(mem, 0, n, 0, DMM_CMA_UNCACHED, &pfn, &why), -DMM_ENOMEM);
+	assert_int_equal(why, DMM_CMA_FAIL_ATTR);
+	assert_true(attr_calls >= 1);
+	assert_int_equal(pages_not_wb(), 0); /* the half that changed is back */
+	assert_ok(dmm_cma_get_info(mem, 0, &c1));
+	assert_int_equal(c1.allocs_tried, c0.allocs_tried + 1);
+	assert_int_equal(c1.allocs_ok, c0.allocs_ok);
+	assert_int_equal(c1.fail[DMM_CMA_FAIL_ATTR], c0.fail[DMM_CMA_FAIL_ATTR] + 1);
+	assert_int_equal(c1.used_pages, 0);
+	assert_int_equal(c1.pages_remapped, c0.pages_remapped);
+	/* the candidate (the area's first pages) is free again, descriptors clean */
+	for (uint64_t i = 0; i < n; i++) {
+		head = dmm_pfn_to_page(mem, c1.base_pfn + i);
+		assert_null(head->owner);
+		assert_int_equal(head->private, 0);
+		assert_int_equal(head->refcount, 0);
+		assert_int_equal(head->pins, 0);
+		assert_int_equal(head->flags, 0);
+	}
+	assert_all_checks(mem);
+	dmm_page_drain_pcp(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0);
+
+	/* the same range can be had (and made uncached) once the hook works */
+	attr_fail = 0;
+	assert_ok(dmm_cma_alloc(mem, 0, n, 0, DMM_CMA_UNCACHED, &pfn, &why));
+	assert_int_equal(pages_not_wb(), n);
+	assert_ok(dmm_cma_release(mem, 0, pfn, n));
+	assert_int_equal(pages_not_wb(), 0);
+	assert_all_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -677,6 +773,7 @@ int main(void)
 		cmocka_unit_test(test_isolated_pageblocks_keep_apart),
 		cmocka_unit_test(test_page_freed_during_claim),
 		cmocka_unit_test(test_bad_release_counted),
+		cmocka_unit_test(test_memattr_failure_restores),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

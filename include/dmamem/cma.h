@@ -73,8 +73,10 @@ int dmm_cma_default(const struct dmm_mem *mem);
  * alignment or flags), -DMM_ENOMEM (no range free in the area's own
  * accounting, or nowhere to migrate to), -DMM_EBUSY (pinned/unmovable pages
  * in every candidate range), -DMM_EAGAIN (short-term pins persisted), or the
- * attribute hook's error. The reason is also stored in *@why (if non-NULL)
- * and counted. Context: may migrate pages (copies up to the request size);
+ * attribute hook's error (DMM_CMA_UNCACHED: the range is set back to
+ * write-back, since the hook may have changed part of it, and given back
+ * with clean descriptors; no other candidate is tried). The reason is also
+ * stored in *@why (if non-NULL) and counted. Context: may migrate pages (copies up to the request size);
  * must not be called with dmamem locks held.
  */
 int dmm_cma_alloc(struct dmm_mem *mem, int area, size_t nr_pages, uint64_t align, unsigned flags,

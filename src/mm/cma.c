@@ -383,10 +383,20 @@ int dmm_cma_alloc(struct dmm_mem *mem, int area, size_t nr_pages, uint64_t align
 			r = mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(s),
 						      nr_pages * DMM_PAGE_SIZE, DMM_MEMATTR_UC);
 			if (r) {
+				struct dmm_page *head = dmm__pfn_page(mem, s);
+
+				/* the hook may have changed part of the range before
+				 * failing: back to write-back before the pages are free */
+				mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(s),
+						      nr_pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
+				head->owner = (void *)0;
 				dmm__lock(mem, &a->zone->lock);
-				dmm__set_state(dmm__pfn_page(mem, s), DMM_PAGE_TAIL);
+				dmm__set_state(head, DMM_PAGE_TAIL);
+				head->private = 0;
+				head->refcount = 0;
 				dmm__give_range_locked(a->zone, s, nr_pages);
 				dmm__unlock(mem, &a->zone->lock);
+				dmm__wmark_after_free(a->zone);
 				err = r < 0 ? r : -r;
 				fail = DMM_CMA_FAIL_ATTR;
 			}
