@@ -7,6 +7,8 @@
  * ready-made owner. Every test verifies page contents after pages moved and
  * runs the allocator checks after each step.
  */
+#include <pthread.h>
+
 #include "tu.h"
 
 #define OWNER_SLOTS 4096
@@ -638,11 +640,81 @@ static void test_handles_destroy_busy(void **state)
 	tu_env_destroy(e);
 }
 
+/* A thread that reads a pin counter until told to stop and counts the
+ * reads that saw 0 (what a migration's pin check would have seen). */
+struct pin_watch {
+	const uint16_t *ctr;
+	int stop;
+	uint64_t reads, zeros;
+};
+
+static void *pin_watch_main(void *arg)
+{
+	struct pin_watch *w = arg;
+
+	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+		if (__atomic_load_n(w->ctr, __ATOMIC_SEQ_CST) == 0)
+			w->zeros++;
+		__atomic_store_n(&w->reads, w->reads + 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* A page pinned to the counter's maximum: the next pin is refused with
+ * -DMM_ENOSPC and the count never passes through 0 (a migration checking
+ * the pins at that moment would take a pinned page). */
+static void test_pin_count_limit(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	(void)state;
+
+	small_machine(&m);
+	m.nr_cma = 0;
+	e = tu_env_create(&m, 1);
+	for (unsigned f = 0; f <= DMM_PIN_LONGTERM; f++) {
+		struct dmm_page *pg;
+		struct pin_watch w;
+		pthread_t t;
+		dmm_pfn_t pfn, pinned;
+		const uint16_t *ctr;
+
+		assert_ok(dmm_page_alloc(e->mem, 0, NULL, 0, &pfn));
+		pg = dmm_pfn_to_page(e->mem, pfn);
+		ctr = f ? &pg->lt_pins : &pg->pins;
+		for (unsigned i = 0; i < UINT16_MAX; i++)
+			assert_ok(dmm_page_pin(e->mem, pfn, f, &pinned, NULL));
+		assert_int_equal(*ctr, UINT16_MAX);
+
+		memset(&w, 0, sizeof(w));
+		w.ctr = ctr;
+		assert_int_equal(pthread_create(&t, NULL, pin_watch_main, &w), 0);
+		while (!__atomic_load_n(&w.reads, __ATOMIC_RELAXED))
+			;
+		for (unsigned i = 0; i < 200000; i++)
+			assert_rc(dmm_page_pin(e->mem, pfn, f, &pinned, NULL), -DMM_ENOSPC);
+		__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+		pthread_join(t, NULL);
+		assert_int_equal(w.zeros, 0);
+		assert_int_equal(*ctr, UINT16_MAX);
+		assert_int_equal(f ? pg->pins : pg->lt_pins, 0);
+
+		assert_rc(dmm_page_free(e->mem, pfn, 0), -DMM_EBUSY);
+		for (unsigned i = 0; i < UINT16_MAX; i++)
+			assert_ok(dmm_page_unpin(e->mem, pfn, f));
+		assert_rc(dmm_page_unpin(e->mem, pfn, f), -DMM_ENOENT);
+		assert_ok(dmm_page_free(e->mem, pfn, 0));
+	}
+	assert_all_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_movable_alloc_and_migrate_range),
 		cmocka_unit_test(test_short_pin_retries),
+		cmocka_unit_test(test_pin_count_limit),
 		cmocka_unit_test(test_handles),
 		cmocka_unit_test(test_handle_free_pinned),
 		cmocka_unit_test(test_handle_alloc_meets_migration),

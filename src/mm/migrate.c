@@ -367,7 +367,7 @@ int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *
 		 enum dmm_migrate_reason *why)
 {
 	struct dmm_page *pg;
-	uint16_t *ctr;
+	uint16_t *ctr, v;
 	uint8_t st;
 
 	if (!mem || !pinned || (flags & ~DMM_PIN_LONGTERM))
@@ -397,10 +397,14 @@ int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *
 		pg = dmm__pfn_page(mem, pfn);
 	}
 	ctr = (flags & DMM_PIN_LONGTERM) ? &pg->lt_pins : &pg->pins;
-	if (__atomic_add_fetch(ctr, 1, __ATOMIC_SEQ_CST) == 0) {
-		__atomic_sub_fetch(ctr, 1, __ATOMIC_SEQ_CST);
-		return -DMM_ENOSPC;
-	}
+	/* Never store a wrapped count: a migration that read 0 for an
+	 * instant would take a pinned page. */
+	v = __atomic_load_n(ctr, __ATOMIC_RELAXED);
+	do {
+		if (v == UINT16_MAX)
+			return -DMM_ENOSPC;
+	} while (!__atomic_compare_exchange_n(ctr, &v, (uint16_t)(v + 1), false, __ATOMIC_SEQ_CST,
+					      __ATOMIC_RELAXED));
 	/* Lost a race with a migration of this very page: let the caller retry. */
 	if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & DMM_PGF_MIGRATING) {
 		__atomic_sub_fetch(ctr, 1, __ATOMIC_SEQ_CST);
