@@ -698,6 +698,60 @@ static void test_two_threads(void **state)
 	tu_env_destroy(e);
 }
 
+/* Threshold and maximum are both rounded up to whole pages, so values that
+ * compare as they should in bytes compare the same way in pages: a
+ * threshold of 8 KiB + 1 (3 pages) fits under a maximum of 12 KiB - 1
+ * (3 pages), and so does an initial 16 KiB under a maximum of 16 KiB - 1. */
+static void test_option_rounding(void **state)
+{
+	static const struct {
+		uint64_t initial, threshold, max;
+		int ok;
+		uint64_t want_threshold, want_max; /* bytes, if ok */
+	} cases[] = {
+		{ 8 * KiB, 8 * KiB + 1, 12 * KiB - 1, 1, 12 * KiB, 12 * KiB },
+		{ 8 * KiB, 8 * KiB + 1, 8 * KiB + 1, 1, 12 * KiB, 12 * KiB },
+		{ 8 * KiB, 12 * KiB, 12 * KiB, 1, 12 * KiB, 12 * KiB },
+		{ 16 * KiB, 0, 16 * KiB - 1, 1, 8 * KiB, 16 * KiB },
+		{ 8 * KiB, 12 * KiB + 1, 12 * KiB, 0, 0, 0 },  /* 4 pages above 3 */
+		{ 16 * KiB, 0, 12 * KiB, 0, 0, 0 },            /* 4 pages above 3 */
+		{ 8 * KiB, 0, UINT64_MAX, 1, 4 * KiB, UINT64_MAX - DMM_PAGE_SIZE + 1 },
+	};
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_atomic_pool_opts o;
+	uint64_t free0;
+	(void)state;
+
+	dmm_page_drain_pcp(e->mem);
+	free0 = tu_zone_free_all(e->mem);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dmm_atomic_pool_stats st;
+
+		memset(&o, 0, sizeof(o));
+		o.pool[DMM_ATOMIC_POOL_DMA].initial = DMM_ATOMIC_POOL_NONE;
+		o.pool[DMM_ATOMIC_POOL_DMA32].initial = DMM_ATOMIC_POOL_NONE;
+		o.pool[DMM_ATOMIC_POOL_ANY].initial = cases[i].initial;
+		o.pool[DMM_ATOMIC_POOL_ANY].threshold = cases[i].threshold;
+		o.pool[DMM_ATOMIC_POOL_ANY].max = cases[i].max;
+		if (!cases[i].ok) {
+			assert_rc(dmm_dma_atomic_pool_init(e->mem, &o), -DMM_EINVAL);
+			continue;
+		}
+		assert_ok(dmm_dma_atomic_pool_init(e->mem, &o));
+		st = pstats(e->mem, DMM_ATOMIC_POOL_ANY);
+		assert_int_equal(st.size, cases[i].initial);
+		assert_int_equal(st.threshold, cases[i].want_threshold);
+		assert_int_equal(st.max, cases[i].want_max);
+		assert_true(st.size <= st.max);
+		check_all(e->mem);
+		flush(e->mem);
+		assert_ok(dmm_dma_atomic_pool_destroy(e->mem));
+	}
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -706,6 +760,7 @@ int main(void)
 		cmocka_unit_test(test_no_background_worker),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_huge_options),
+		cmocka_unit_test(test_option_rounding),
 		cmocka_unit_test(test_free_wrapped_size),
 		cmocka_unit_test(test_two_threads),
 	};

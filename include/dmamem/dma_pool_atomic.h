@@ -64,7 +64,9 @@ enum dmm_atomic_pool_kind {
 /* Chunks per pool. */
 #define DMM_ATOMIC_POOL_MAX_CHUNKS 64
 
-/* Sizes in bytes; 0 = default. */
+/* Sizes in bytes; 0 = default. Every size is rounded up to whole pages
+ * (initial and step further to a power of two of pages) before it is used
+ * or compared, so sizes that are in order in bytes are in order in pages. */
 struct dmm_atomic_pool_cfg {
 	/* Initial size, rounded up to a power-of-two number of pages (one
 	 * chunk). Default: Linux's atomic_pool_size (128 KiB per GiB of RAM,
@@ -73,15 +75,18 @@ struct dmm_atomic_pool_cfg {
 	 * pool's limit (rounded down to a power of two pages).
 	 * DMM_ATOMIC_POOL_NONE: no pool. */
 	uint64_t initial;
-	/* Queue a refill when free bytes drop below this. Default: half the
-	 * initial size. */
+	/* Queue a refill when free bytes drop below this (rounded up to
+	 * pages: free pages below that many). Default: half the initial
+	 * size. */
 	uint64_t threshold;
 	/* Bytes one refill chunk adds (rounded up to a power of two pages; a
 	 * refill after a failed larger request adds at least that much).
 	 * Default: the initial size. */
 	uint64_t step;
-	/* The pool never grows beyond this. Default: 16 x initial, but at
-	 * most 1/8 of the RAM below the pool's limit (never below initial). */
+	/* The pool never grows beyond this, rounded up to pages (a value in
+	 * the last page below 2^64 to that page's start). Default: 16 x
+	 * initial, but at most 1/8 of the RAM below the pool's limit (never
+	 * below initial). */
 	uint64_t max;
 };
 

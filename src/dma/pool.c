@@ -734,7 +734,10 @@ static int configure(struct dmm_mem *mem, struct apool *p, unsigned k, const str
 	}
 	p->max = dmm_max64(init, dmm_min64(16 * init, below / 8));
 	if (cfg && cfg->max) {
-		p->max = cfg->max >> DMM_PAGE_SHIFT;
+		/* rounded up like the other sizes, so they compare in pages as
+		 * they do in bytes; at most the last page below 2^64, so the
+		 * statistics' byte value does not wrap */
+		p->max = dmm_min64(bytes_to_pages(cfg->max), UINT64_MAX >> DMM_PAGE_SHIFT);
 		if (p->max < init)
 			return -DMM_EINVAL;
 	}
