@@ -722,8 +722,9 @@ static char *profile_reader(char *str, int num, void *stream)
 		pc->newlines++;
 	} else if (n == (size_t)num - 1) {
 		/* Longer than inih's line buffer: it would parse the rest as a
-		 * line of its own. Report it and skip what follows. */
-		profile_fail(pc, -DMM_EINVAL, "line longer than %d characters", num - 3);
+		 * line of its own. Report it and skip what follows. A line of
+		 * num - 2 characters still fits with its newline. */
+		profile_fail(pc, -DMM_EINVAL, "line longer than %d characters", num - 2);
 		str[0] = '\0';
 	}
 	return str;

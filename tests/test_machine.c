@@ -351,6 +351,39 @@ static void test_profile_min_free_kbytes(void **state)
 	assert_int_equal(m.min_free_kbytes, 0);
 }
 
+/* Lines of up to 198 characters (inih's 200-byte buffer less the newline
+ * and the terminator) are read whole; a longer one is refused, and the
+ * message names the limit that holds. Also for a last line without its
+ * newline. */
+static void test_profile_line_length(void **state)
+{
+	char text[512], err[256];
+	struct dmm_machine m;
+	(void)state;
+
+	for (unsigned len = 190; len <= 201; len++) {
+		for (int last = 0; last < 2; last++) {
+			char line[256];
+
+			memset(line, 'x', len);
+			line[0] = '#';
+			line[len] = '\0';
+			if (last)
+				snprintf(text, sizeof(text), "[ram]\nregion = 0 256M\n%s", line);
+			else
+				snprintf(text, sizeof(text), "[machine]\n%s\n[ram]\nregion = 0 256M\n", line);
+			err[0] = '\0';
+			if (len <= 198) {
+				assert_ok(dmm_profile_parse_string(text, &m, err, sizeof(err)));
+				continue;
+			}
+			assert_rc(dmm_profile_parse_string(text, &m, err, sizeof(err)), -DMM_EINVAL);
+			if (!strstr(err, "line longer than 198 characters"))
+				fail_msg("%u characters: %s", len, err);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -364,6 +397,7 @@ int main(void)
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_platform_validate),
 		cmocka_unit_test(test_profile_min_free_kbytes),
+		cmocka_unit_test(test_profile_line_length),
 	};
 	return cmocka_run_group_tests_name("machine", tests, NULL, NULL);
 }
