@@ -406,6 +406,10 @@ static int machine_option(int c, const char *arg, struct machine_opts *mo)
 {
 	switch (c) {
 	case 'p':
+		if (!*arg) {
+			usage_error("--profile: empty profile name");
+			return -1;
+		}
 		mo->profile = arg;
 		return 1;
 	case 'P':
