@@ -214,6 +214,35 @@ static bool parse_u64(const char *s, uint64_t *out)
 	return true;
 }
 
+/* A non-negative decimal number: digits, optionally a point and more
+ * digits ("2", "0.01"); no sign, blanks, exponent, hex, inf or nan. */
+static bool parse_decimal(const char *s, double *out)
+{
+	const char *t = s;
+	char *end;
+	double v;
+
+	if (!s || !isdigit((unsigned char)*t))
+		return false;
+	while (isdigit((unsigned char)*t))
+		t++;
+	if (*t == '.') {
+		t++;
+		if (!isdigit((unsigned char)*t))
+			return false;
+		while (isdigit((unsigned char)*t))
+			t++;
+	}
+	if (*t)
+		return false;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end != t)
+		return false;
+	*out = v;
+	return true;
+}
+
 static bool parse_uint(const char *s, unsigned max, unsigned *out)
 {
 	uint64_t v;
@@ -1936,18 +1965,13 @@ static int cmd_run(int argc, char **argv)
 			}
 			camera_opt = "--churn";
 			break;
-		case OPT_PIN: {
-			char *end;
-
-			errno = 0;
-			wo.pin_pct = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !(wo.pin_pct > 0 && wo.pin_pct <= 50)) {
+		case OPT_PIN:
+			if (!parse_decimal(optarg, &wo.pin_pct) || !(wo.pin_pct > 0 && wo.pin_pct <= 50)) {
 				usage_error("--pin: '%s' is not a percentage in (0, 50]", optarg);
 				return EXIT_USAGE;
 			}
 			camera_opt = "--pin";
 			break;
-		}
 		case OPT_PAGE_CACHE: {
 			unsigned long long v;
 
