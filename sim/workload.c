@@ -1026,10 +1026,16 @@ static void pc_event(struct wl_cam *c, uint64_t ev)
  * and re-verify a random page. */
 static void pc_churn_op(struct wl_cam *c)
 {
+	struct dmm_workload_camera *res = c->res;
+	uint64_t a0 = res->handle_allocs, ok0 = res->handle_allocs_ok, f0 = res->handle_frees;
+
 	if (c->nlive >= c->target)
 		pc_free_random(c);
 	if (c->nlive < c->target)
 		pc_alloc(c);
+	res->churn_allocs += res->handle_allocs - a0;
+	res->churn_allocs_ok += res->handle_allocs_ok - ok0;
+	res->churn_frees += res->handle_frees - f0;
 	if (c->nlive && (c->res->churn_ops & 3) == 0) {
 		uint32_t h = c->live[rng_below(&c->pcx->rng, c->nlive)];
 

@@ -128,8 +128,10 @@ struct dmm_workload_camera {
 	uint64_t target_handles;    /* page-cache level kept by the churn */
 	uint64_t fill_handles;      /* level reached by the initial fill */
 	uint64_t handles_peak, handles_end;
-	uint64_t handle_allocs, handle_allocs_ok, handle_frees;
+	uint64_t handle_allocs, handle_allocs_ok, handle_frees; /* the whole run: fill,
+				       churn, reclaim for the camera, regrowth */
 	uint64_t churn_ops;         /* page-cache operations (free and/or allocate) */
+	uint64_t churn_allocs, churn_allocs_ok, churn_frees; /* ... made by those operations */
 	uint64_t samples;           /* pages re-verified during the run (every 4th churn
 				       operation, and every page before it is freed) */
 	uint64_t sample_errors;     /* of those, with a damaged pattern */

@@ -66,11 +66,39 @@ static void test_check_every_during_streaming(void **state)
 	free(r);
 }
 
+/* The churn's counts are its own: each operation frees at most one page
+ * and allocates at most one; the run's totals also hold the fill. */
+static void test_churn_counts(void **state)
+{
+	struct dmm_workload_opts o;
+	struct dmm_workload_result *r = malloc(sizeof(*r));
+	struct tu_env *e = tu_env_profile("rpi4");
+	const struct dmm_workload_camera *c = &r->camera;
+	(void)state;
+
+	assert_non_null(r);
+	small_opts(&o);
+	o.cache_bytes = 64 * MiB; /* above the queue: the churn never runs dry */
+	o.frames = 2;
+	o.churn = 3;
+	assert_ok(dmm_workload_run(e->mem, "camera", &o, r));
+	assert_true(dmm_workload_result_ok(r));
+	assert_true(c->churn_ops > 0);
+	assert_int_equal(c->churn_allocs, c->churn_ops);
+	assert_int_equal(c->churn_allocs_ok, c->churn_ops);
+	assert_int_equal(c->churn_frees, c->churn_ops);
+	assert_true(c->handle_allocs_ok >= c->fill_handles + c->churn_allocs_ok);
+	assert_true(c->handle_frees >= c->churn_frees);
+	tu_env_destroy(e);
+	free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_frames_not_multiple_of_queue),
 		cmocka_unit_test(test_check_every_during_streaming),
+		cmocka_unit_test(test_churn_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1170,8 +1170,8 @@ static void print_camera_text(const struct dmm_workload_result *r)
 		       pct(c->lent_after_fill, a->nr_pages), pct(c->lent_end, a->nr_pages));
 	printf("  churn            %" PRIu64 " operations (%" PRIu64 " per camera step): %" PRIu64
 	       " allocations (%" PRIu64 " ok), %" PRIu64 " frees\n",
-	       c->churn_ops, c->churn_per_step, c->handle_allocs, c->handle_allocs_ok,
-	       c->handle_frees);
+	       c->churn_ops, c->churn_per_step, c->churn_allocs, c->churn_allocs_ok,
+	       c->churn_frees);
 	printf("  CMA allocations  %" PRIu64 " tried, %" PRIu64 " ok: success rate %.1f %%\n",
 	       c->cma_tried, c->cma_ok, pct(c->cma_ok, c->cma_tried));
 	if (a && a->lat_count)
@@ -1691,6 +1691,9 @@ static void json_camera(struct jw *j, const struct dmm_workload_result *r)
 	jw_u64(j, "lent_after_fill", c->lent_after_fill);
 	jw_u64(j, "lent_end", c->lent_end);
 	jw_u64(j, "churn_ops", c->churn_ops);
+	jw_u64(j, "churn_allocs", c->churn_allocs);
+	jw_u64(j, "churn_allocs_ok", c->churn_allocs_ok);
+	jw_u64(j, "churn_frees", c->churn_frees);
 	jw_u64(j, "handle_allocs", c->handle_allocs);
 	jw_u64(j, "handle_allocs_ok", c->handle_allocs_ok);
 	jw_u64(j, "handle_frees", c->handle_frees);
