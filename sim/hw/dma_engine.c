@@ -147,10 +147,10 @@ static int translate(struct dmm_hw_dev *dev, dmm_dma_addr_t bus, int write,
 		return *run ? 0 : -DMM_EFAULT;
 	}
 	if (!dev->nr_ranges) {
+		/* to the end of the address space: 2^64 - bus bytes, which
+		 * does not fit for bus 0 (then the largest value that does) */
 		*pa = bus;
-		*run = UINT64_MAX - bus;
-		if (!*run)
-			*run = 1;
+		*run = bus ? 0 - bus : UINT64_MAX;
 		return 0;
 	}
 	for (unsigned i = 0; i < dev->nr_ranges; i++) {
