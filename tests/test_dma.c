@@ -514,6 +514,77 @@ static void test_debug_rules(void **state)
  * page the caller allocated, one page or a range, is refused and stays);
  * the page allocator does not take a coherent buffer back; sizes past the
  * largest buffer are refused before they wrap */
+/* A set_memattr hook that makes the first half of an uncached change and
+ * then fails (while attr_fail is set); attributes recorded per page. */
+#define ATTR_PAGES (64 * MiB / DMM_PAGE_SIZE)
+static uint8_t attr_of[ATTR_PAGES];
+static int attr_fail;
+
+static int attr_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
+{
+	dmm_pfn_t p = dmm_phys_to_pfn(pa);
+	uint64_t n = len / DMM_PAGE_SIZE;
+	(void)ctx;
+
+	assert_true(p + n <= ATTR_PAGES);
+	if (attr == DMM_MEMATTR_UC && attr_fail)
+		n /= 2;
+	for (uint64_t i = 0; i < n; i++)
+		attr_of[p + i] = (uint8_t)attr;
+	return attr == DMM_MEMATTR_UC && attr_fail ? -DMM_ENOMEM : 0;
+}
+
+/* A coherent allocation for a non-coherent device whose uncached remap
+ * fails: an error, counted, and no page left uncached or allocated. */
+static void test_coherent_memattr_failure(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_device_desc d = tu_desc("dsp", 32, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_dma_stats st;
+	dmm_dma_addr_t bus;
+	uint64_t free0, bad;
+	void *cpu = NULL;
+	(void)state;
+
+	memset(attr_of, DMM_MEMATTR_WB, sizeof(attr_of));
+	attr_fail = 1;
+	tu_hosted_platform(&m, "memattr", 1, &h, &p);
+	p.set_memattr = attr_hook;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	for (size_t size = 4096; size <= 5 * 4096; size += 4096) { /* an order-block, a range */
+		assert_rc(dmm_dma_alloc_coherent(dev, size, 0, &cpu, &bus), -DMM_ENOMEM);
+		bad = 0;
+		for (uint64_t i = 0; i < ATTR_PAGES; i++)
+			bad += attr_of[i] != DMM_MEMATTR_WB;
+		assert_int_equal(bad, 0);
+	}
+	dmm_device_get_stats(dev, &st);
+	assert_int_equal(st.fail_nomem, 5);
+	assert_int_equal(st.coherent_allocs, 0);
+	dmm_page_drain_pcp(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0);
+	assert_checks(mem);
+	/* with a working hook the same allocation succeeds, uncached */
+	attr_fail = 0;
+	assert_ok(dmm_dma_alloc_coherent(dev, 4096, 0, &cpu, &bus));
+	{
+		dmm_phys_t pa;
+		assert_ok(dmm_dma_bus_to_phys(dev, bus, &pa));
+		assert_int_equal(attr_of[dmm_phys_to_pfn(pa)], DMM_MEMATTR_UC);
+	}
+	assert_ok(dmm_dma_free_coherent(dev, 4096, cpu, bus));
+	assert_ok(dmm_device_destroy(dev));
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 static void test_free_coherent_misuse(void **state)
 {
 	struct tu_env *e = tu_env_profile("pc");
@@ -569,6 +640,7 @@ int main(void)
 		cmocka_unit_test(test_streaming_and_sg),
 		cmocka_unit_test(test_debug_rules),
 		cmocka_unit_test(test_free_coherent_misuse),
+		cmocka_unit_test(test_coherent_memattr_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -235,6 +235,10 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 		if (mem->plat.set_memattr &&
 		    (err = mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(pfn), pages * DMM_PAGE_SIZE,
 						 DMM_MEMATTR_UC)) != 0) {
+			/* the hook cannot say how far it got: all of it back to
+			 * write-back before the pages go back */
+			mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(pfn), pages * DMM_PAGE_SIZE,
+					      DMM_MEMATTR_WB);
 			if (pages == ((uint64_t)1 << order) && order <= DMM_MAX_ORDER)
 				dmm_page_free(mem, pfn, order);
 			else
