@@ -12,6 +12,9 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tu.h"
 
@@ -382,6 +385,143 @@ static void test_contended_slot_unbiased(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* ---- hooks and locks: the thread pointer is none of the core's business --
+ *
+ * Outside threads mode (a kernel's hooks, per-slot locks) the caller's
+ * thread pointer need not name anything readable: on x86-64 reading it
+ * loads from %fs:0, and a kernel, or a thread of a runtime without TLS, has
+ * no such block there. The allocators' short ways in must not look at it.
+ * A child process points its %fs at an inaccessible page and frees and
+ * allocates small objects through hooks (spinlocks: no C library call) and
+ * through the core's locks; it restores %fs before it exits. */
+#if defined(__x86_64__) && defined(__linux__) && defined(DMM_HAVE_THREAD_POINTER)
+static long raw_arch_prctl(long code, unsigned long addr)
+{
+	long ret;
+	__asm__ __volatile__("syscall" : "=a"(ret) : "a"(158L), "D"(code), "S"(addr) : "rcx", "r11", "memory");
+	return ret;
+}
+
+static __attribute__((noreturn)) void raw_exit(long status)
+{
+	__asm__ __volatile__("syscall" : : "a"(231L), "D"(status) : "rcx", "r11", "memory");
+	__builtin_unreachable();
+}
+
+static unsigned spin_mu[NSLOTS]; /* atomic */
+
+static unsigned spin_enter(void *ctx)
+{
+	(void)ctx;
+	while (__atomic_exchange_n(&spin_mu[0], 1u, __ATOMIC_ACQUIRE))
+		;
+	return 0;
+}
+
+static void spin_exit(void *ctx, unsigned cpu)
+{
+	(void)ctx;
+	__atomic_store_n(&spin_mu[cpu], 0u, __ATOMIC_RELEASE);
+}
+
+static void spin_sync(void *ctx, unsigned cpu, void (*fn)(void *arg), void *arg)
+{
+	while (__atomic_exchange_n(&spin_mu[cpu], 1u, __ATOMIC_ACQUIRE))
+		;
+	fn(arg);
+	spin_exit(ctx, cpu);
+}
+
+static unsigned cpu_zero(void *ctx)
+{
+	(void)ctx;
+	return 0;
+}
+
+/* In the child, %fs unreadable: free @a and allocate it back (the hosted
+ * RAM, metadata included, may be shared with the parent: the child leaves
+ * it as it found it). */
+static __attribute__((noinline)) long without_thread_pointer(struct dmm_mem *mem, void *a, unsigned long bad_fs)
+{
+	unsigned long fs = 0;
+	void *b = NULL;
+	long rc = 0;
+
+	if (raw_arch_prctl(0x1003 /* ARCH_GET_FS */, (unsigned long)&fs) || raw_arch_prctl(0x1002, bad_fs))
+		return 10;
+	if (dmm_kfree(mem, a))
+		rc = 11;
+	else if (dmm_kmalloc(mem, 64, 0, &b) || b != a)
+		rc = 12;
+	raw_arch_prctl(0x1002 /* ARCH_SET_FS */, fs);
+	return rc;
+}
+
+static void run_without_thread_pointer(struct dmm_mem *mem)
+{
+	void *bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *a = NULL;
+	int status = 0;
+	pid_t pid;
+
+	assert_true(bad != MAP_FAILED);
+	/* a magazine with objects and room, filled the ordinary way */
+	assert_ok(dmm_kmalloc(mem, 64, 0, &a));
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		raw_exit(without_thread_pointer(mem, a, (unsigned long)bad));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (WIFSIGNALED(status))
+		print_error("child killed by signal %d\n", WTERMSIG(status));
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_ok(dmm_kfree(mem, a));
+	assert_ok(dmm_slab_check(mem));
+	munmap(bad, 4096);
+}
+
+static void test_no_thread_pointer_outside_threads_mode(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_mem_info info;
+
+	(void)state;
+	tu_hosted_platform(&m, "cpu-no-tp-hooks", NSLOTS, &h, &p);
+	p.cpu_thread_slots = 0;
+	p.cpu_fence = NULL;
+	p.cpu_id = cpu_zero;
+	p.cpu_enter = spin_enter;
+	p.cpu_exit = spin_exit;
+	p.cpu_sync = spin_sync;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_mem_get_info(mem, &info);
+	assert_string_equal(info.cpu_sections, "hooks");
+	run_without_thread_pointer(mem);
+	destroy(h, mem);
+
+	tu_hosted_platform(&m, "cpu-no-tp-locks", NSLOTS, &h, &p);
+	p.cpu_thread_slots = 0;
+	p.cpu_fence = NULL;
+	p.cpu_id = cpu_zero;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_mem_get_info(mem, &info);
+	assert_string_equal(info.cpu_sections, "locks");
+	run_without_thread_pointer(mem);
+	destroy(h, mem);
+}
+#else
+static void test_no_thread_pointer_outside_threads_mode(void **state)
+{
+	(void)state;
+	skip();
+}
+#endif
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +531,7 @@ int main(void)
 		cmocka_unit_test(test_platform_validation),
 		cmocka_unit_test(test_thread_churn),
 		cmocka_unit_test(test_contended_slot_unbiased),
+		cmocka_unit_test(test_no_thread_pointer_outside_threads_mode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -229,12 +229,8 @@ static struct dmm_mem *carve_all(struct carve *c, const struct dmm_mem *g)
 	{
 		struct dmm_cpu_slot *cs = carve(c, g->plat.nr_cpus * sizeof(*cs), DMM_CACHELINE);
 		struct dmm_cpu_thread *ct = (struct dmm_cpu_thread *)0;
-#ifdef DMM_HAVE_THREAD_POINTER
-		/* in every mode: the short way in looks a record up before it
-		 * knows the mode (outside threads mode they all stay free, so
-		 * no thread pointer matches) */
-		ct = carve(c, DMM_CPU_NR_THREADS * sizeof(*ct), DMM_CACHELINE);
-#endif
+		if (g->plat.cpu_thread_slots) /* threads mode only */
+			ct = carve(c, DMM_CPU_NR_THREADS * sizeof(*ct), DMM_CACHELINE);
 		if (mem) {
 			mem->cpu_slots = cs;
 			mem->cpu_threads = ct;
