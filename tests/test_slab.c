@@ -768,6 +768,80 @@ static void test_slab_map_cleared(void **state)
 	tu_env_destroy(e);
 }
 
+/* A linear map that starts above RAM (here at 16 KiB of RAM from 0): the
+ * pages below it are mapped elsewhere (the platform's hooks, here a second
+ * mapping of the same RAM), and the CPU addresses just below the linear
+ * map are no RAM of theirs (the hooks refuse them). A slab on such a page
+ * is freed through its own addresses; the addresses where the linear map
+ * would have put it are no objects, and kfree refuses them. */
+static const struct dmm_platform *low_real;
+static unsigned char *low_alias; /* pages [0, 16 KiB) mapped again */
+
+static void *low_phys_to_virt(void *ctx, dmm_phys_t pa)
+{
+	if (pa < 16 * KiB)
+		return low_alias + pa;
+	return low_real->phys_to_virt(ctx, pa);
+}
+
+static int low_virt_to_phys(void *ctx, const void *va, dmm_phys_t *pa)
+{
+	const unsigned char *p = va;
+
+	if (p >= low_real->linear_virt && p < low_real->linear_virt + 16 * KiB)
+		return -DMM_ERANGE; /* (the hosted RAM's own view of those pages: unused) */
+	return low_real->virt_to_phys(ctx, va, pa);
+}
+
+static void test_slab_below_linear_map(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_mem_info mi;
+	const dmm_phys_t pages[4] = { 0, 4 * KiB, 8 * KiB, 12 * KiB };
+	void *obj, *again = NULL;
+	dmm_phys_t pa;
+	(void)state;
+
+	tu_hosted_platform(&m, "slab-below-linear", 2, &h, &p);
+	m.dma_limit = 2 * MiB;
+	m.kmalloc_policy = DMM_KMALLOC_PACKED;
+	tu_add_reserved(&m, 16 * KiB, 2 * MiB - 16 * KiB); /* the DMA zone: pages 0-3 */
+	if (!p.vmap) {
+		dmm_hosted_destroy(h);
+		skip();
+	}
+	low_real = dmm_hosted_platform(h);
+	assert_ok(p.vmap(p.ctx, pages, 4, DMM_MEMATTR_WB, (void **)&low_alias));
+	p.phys_to_virt = low_phys_to_virt;
+	p.virt_to_phys = low_virt_to_phys;
+	p.linear_virt += 16 * KiB;
+	p.linear_phys += 16 * KiB;
+	p.linear_size -= 16 * KiB;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_mem_get_info(mem, &mi);
+	assert_true(mi.slab_map_bytes > 0);
+
+	assert_ok(dmm_kmalloc(mem, 64, DMM_GFP_DMA | DMM_GFP_ATOMIC, &obj));
+	assert_ok(low_virt_to_phys(p.ctx, obj, &pa));
+	assert_true(pa < 16 * KiB);
+	assert_ptr_equal(obj, low_alias + pa);
+	/* where the linear map would have it: not an object */
+	assert_rc(dmm_kfree(mem, low_real->linear_virt + pa), -DMM_EINVAL);
+	assert_ok(dmm_slab_check(mem));
+	assert_ok(dmm_kfree(mem, obj));
+	assert_ok(dmm_kmalloc(mem, 64, DMM_GFP_DMA | DMM_GFP_ATOMIC, &again));
+	assert_ptr_equal(again, obj);
+	assert_ok(dmm_kfree(mem, again));
+	assert_ok(dmm_slab_check(mem));
+	assert_checks(mem);
+	dmm_mem_destroy(mem);
+	p.vunmap(p.ctx, low_alias, 4);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -781,6 +855,7 @@ int main(void)
 		cmocka_unit_test(test_free_inside_objects),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),
+		cmocka_unit_test(test_slab_below_linear_map),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,7 +135,8 @@ struct dmm_mem {
 	/* the slab map: for each page from slab_map_phys (the linear map's
 	 * start, rounded down to the largest slab) on, over slab_map_span
 	 * bytes, the place in the slab state of the small-object cache whose
-	 * live slab holds it, else 0: kfree's one load from a pointer to its
+	 * live slab holds it, else 0 (always 0 for a page the linear map does
+	 * not hold whole): kfree's one load from a pointer to its
 	 * cache. slab_map_virt is where slab_map_phys would be in the linear
 	 * map. slab_map_span 0: no map (dmm__slab_map_pages) */
 	uint8_t *slab_map;

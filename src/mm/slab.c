@@ -158,12 +158,17 @@ uint64_t dmm__slab_map_pages(const struct dmm_mem *g)
 	return pages <= 2 * g->ram_pages ? pages : 0;
 }
 
-/* The slab map's byte for @pfn, or NULL outside the map. */
+/* The slab map's byte for @pfn, or NULL outside the map. A page the
+ * linear map does not hold whole (below its start, when that is not a
+ * multiple of the largest slab, or its last page) is never marked: kfree
+ * reads the byte for an address as if the linear map held the page there,
+ * and that address is none of the page's. */
 static inline uint8_t *slab_map_at(const struct dmm_mem *mem, dmm_pfn_t pfn)
 {
 	dmm_phys_t pa = dmm_pfn_to_phys(pfn);
 
-	if (pa < mem->slab_map_phys || pa - mem->slab_map_phys >= mem->slab_map_span)
+	if (pa < mem->slab_map_phys || pa - mem->slab_map_phys >= mem->slab_map_span ||
+	    pa - mem->plat.linear_phys >= dmm_align_down(mem->plat.linear_size, DMM_PAGE_SIZE))
 		return (uint8_t *)0;
 	return &mem->slab_map[(pa - mem->slab_map_phys) >> DMM_PAGE_SHIFT];
 }
