@@ -333,17 +333,19 @@ static inline unsigned dmm__cpu_hash(uintptr_t tp)
 static inline bool dmm__cpu_try_enter(const struct dmm_mem *mem, struct dmm_cpu_thread **rp)
 {
 #ifdef DMM_HAVE_THREAD_POINTER
-	unsigned fence = mem->cpu_thread_fence; /* nonzero: threads mode */
+	struct dmm_cpu_thread *ct = mem->cpu_threads; /* threads mode only */
 
 	/* The thread pointer is read in threads mode only: elsewhere (a
 	 * kernel's hooks, a runtime without TLS) it may name nothing
-	 * readable (x86-64 reads it from %fs:0). */
-	if (__builtin_expect(fence != 0, 1)) {
+	 * readable (x86-64 reads it from %fs:0). The mode is the record
+	 * table itself (loaded anyway), the fence kind read when needed: no
+	 * register held across the lookup. */
+	if (__builtin_expect(ct != (struct dmm_cpu_thread *)0, 1)) {
 		uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
-		struct dmm_cpu_thread *r = &mem->cpu_threads[dmm__cpu_hash(tp)];
+		struct dmm_cpu_thread *r = &ct[dmm__cpu_hash(tp)];
 		if (__builtin_expect(__atomic_load_n(&r->tp, __ATOMIC_RELAXED) == tp, 1)) {
 			__atomic_store_n(&r->busy, 1, __ATOMIC_RELAXED);
-			if (__builtin_expect(fence == 1, 1))
+			if (__builtin_expect(mem->cpu_thread_fence == 1, 1))
 				__atomic_signal_fence(__ATOMIC_SEQ_CST);
 			else
 				__atomic_thread_fence(__ATOMIC_SEQ_CST);
