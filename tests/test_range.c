@@ -834,6 +834,71 @@ static void test_range_drains_other_cpus(void **state)
 	tu_env_destroy(e);
 }
 
+static uint64_t bad_frees(struct dmm_mem *mem)
+{
+	uint64_t n = 0;
+	for (unsigned z = 0; z < dmm_mem_nr_zones(mem); z++) {
+		struct dmm_zone_info zi;
+		assert_ok(dmm_zone_get_info(mem, z, &zi));
+		n += zi.stats.bad_free;
+	}
+	return n;
+}
+
+struct free_call {
+	struct dmm_mem *mem;
+	dmm_pfn_t pfn;
+	uint64_t nr;
+	int rc;
+};
+
+static void free_range_call(void *arg)
+{
+	struct free_call *c = arg;
+	c->rc = dmm_free_range(c->mem, c->pfn, c->nr);
+}
+
+/*
+ * Two frees of one range at once: the second free overtakes the first
+ * right before the first takes the zone lock (forced through the lock
+ * hook). Exactly one gives the range back; the other is refused with
+ * -DMM_ENOENT and counted, and the lists stay sound.
+ */
+static void test_range_concurrent_double_free(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_constraint c = DMM_CONSTRAINT_ANY;
+	uint64_t free0, bad0;
+	(void)state;
+
+	tu_race_platform(&m, "range-race", 1, &h, &p);
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	free0 = total_free(mem);
+	bad0 = bad_frees(mem);
+	for (uint64_t i = 0; i < 8; i++) {
+		struct free_call nested = { mem, 0, 5 + 9 * i, 1 };
+		unsigned fired = tu_race()->fired;
+		int rc;
+
+		assert_ok(dmm_alloc_range(mem, &c, nested.nr, 0, &nested.pfn));
+		tu_race_arm(free_range_call, &nested);
+		rc = dmm_free_range(mem, nested.pfn, nested.nr);
+		assert_int_equal(tu_race()->fired, fired + 1);
+		if (!((rc == 0) != (nested.rc == 0)))
+			fail_msg("range %llu freed twice at once: %s and %s", (unsigned long long)nested.pfn,
+				 dmm_errname(rc), dmm_errname(nested.rc));
+		assert_rc(rc ? rc : nested.rc, -DMM_ENOENT);
+		assert_checks(mem);
+		assert_int_equal(bad_frees(mem), bad0 + i + 1);
+	}
+	assert_int_equal(total_free(mem), free0);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -846,6 +911,7 @@ int main(void)
 		cmocka_unit_test(test_range_drains_other_cpus),
 		cmocka_unit_test(test_range_wmark_leaves_out_area_pages),
 		cmocka_unit_test(test_range_free_pinned_refused),
+		cmocka_unit_test(test_range_concurrent_double_free),
 	};
 	return cmocka_run_group_tests_name("range", tests, NULL, NULL);
 }

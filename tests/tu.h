@@ -96,6 +96,55 @@ static inline void tu_hosted_platform(struct dmm_machine *m, const char *name, u
 	*p = *dmm_hosted_platform(*h);
 }
 
+/*
+ * Forcing an interleaving through the lock hook. tu_race_platform() is
+ * tu_hosted_platform() with the lock hook wrapped: once armed with
+ * tu_race_arm(fn, arg), the next lock the library takes first runs fn(arg)
+ * (before taking it, holding nothing) and disarms. A call that checks
+ * something and then takes a lock is so overtaken, deterministically, by
+ * another call at exactly that point: single-threaded, no timing.
+ */
+struct tu_race {
+	void (*real_lock)(void *ctx, struct dmm_lock *l);
+	void (*fn)(void *arg);
+	void *arg;
+	unsigned fired;
+};
+
+static inline struct tu_race *tu_race(void)
+{
+	static struct tu_race r;
+	return &r;
+}
+
+static inline void tu_race_lock(void *ctx, struct dmm_lock *l)
+{
+	struct tu_race *r = tu_race();
+	void (*fn)(void *) = __atomic_exchange_n(&r->fn, (void (*)(void *))0, __ATOMIC_ACQ_REL);
+
+	if (fn) {
+		r->fired++;
+		fn(r->arg);
+	}
+	r->real_lock(ctx, l);
+}
+
+static inline void tu_race_arm(void (*fn)(void *arg), void *arg)
+{
+	struct tu_race *r = tu_race();
+	r->arg = arg;
+	__atomic_store_n(&r->fn, fn, __ATOMIC_RELEASE);
+}
+
+static inline void tu_race_platform(struct dmm_machine *m, const char *name, unsigned nslots,
+				    struct dmm_hosted **h, struct dmm_platform *p)
+{
+	tu_hosted_platform(m, name, nslots, h, p);
+	tu_race()->real_lock = p->lock;
+	tu_race()->fn = (void (*)(void *))0;
+	p->lock = tu_race_lock;
+}
+
 static inline void tu_add_reserved(struct dmm_machine *m, dmm_phys_t base, uint64_t size)
 {
 	assert_true(m->nr_reserved < DMM_MAX_REGIONS);

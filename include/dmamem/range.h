@@ -34,7 +34,9 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 
 /*
  * Free a range from dmm_alloc_range(). Fails with -DMM_ENOENT if @pfn is not
- * the start of a range allocation, -DMM_EINVAL if @nr_pages differs,
+ * the start of a range allocation (never allocated, or freed already: of two
+ * frees of one range at once, exactly one succeeds), -DMM_EINVAL if
+ * @nr_pages differs,
  * -DMM_EBUSY if the range is still pinned or is a coherent DMA buffer
  * (dmm_dma_free_coherent frees those). Nothing is changed on failure.
  */

@@ -614,6 +614,7 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 {
 	struct dmm_page *pg;
 	struct dmm_zone *z;
+	int err = 0;
 
 	if (!mem)
 		return -DMM_EINVAL;
@@ -621,23 +622,23 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 	if (!pg || pg->zone >= mem->nr_zones)
 		return -DMM_ENOENT;
 	z = &mem->zones[pg->zone];
-	/* a range owned by a contiguous area is released through that area */
-	if (dmm__state(pg) != DMM_PAGE_RANGE || pg->owner) {
-		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
-		return -DMM_ENOENT;
-	}
-	if (pg->private != nr_pages) {
-		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
-		return -DMM_EINVAL;
-	}
-	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST) ||
-	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT)) {
-		/* still pinned, or a coherent DMA buffer (dmm_dma_free_coherent
-		 * gives it back) */
-		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
-		return -DMM_EBUSY;
-	}
+	/* Checked under the zone lock, where the state changes: of two frees
+	 * of one range at once, the second finds it given back already. */
 	dmm__lock(mem, &z->lock);
+	/* a range owned by a contiguous area is released through that area */
+	if (dmm__state(pg) != DMM_PAGE_RANGE || pg->owner)
+		err = -DMM_ENOENT;
+	else if (pg->private != nr_pages)
+		err = -DMM_EINVAL;
+	else if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST) ||
+		 (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT))
+		err = -DMM_EBUSY; /* still pinned, or a coherent DMA buffer
+				   * (dmm_dma_free_coherent gives it back) */
+	if (err) {
+		dmm__unlock(mem, &z->lock);
+		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
+		return err;
+	}
 	dmm__set_state(pg, DMM_PAGE_TAIL);
 	pg->private = 0;
 	pg->refcount = 0;
