@@ -29,6 +29,7 @@ enum dmm_page_state {
 	DMM_PAGE_PCP,          /* sitting in a per-CPU cache */
 	DMM_PAGE_ALLOC,        /* head of an allocated buddy block (order valid) */
 	DMM_PAGE_RANGE,        /* head of a range allocation (nr pages in private) */
+	DMM_PAGE_FREEING,      /* head of an allocated block a free has claimed (transient) */
 };
 
 enum dmm_migratetype {

@@ -104,7 +104,9 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
 /*
  * Free a block from dmm_page_alloc(). Fails with -DMM_ENOENT if @pfn is not
  * the head of an allocated buddy block (never allocated, already freed, or a
- * range allocation), -DMM_EINVAL if @order differs from the allocation's,
+ * range allocation; of two frees of one block at once exactly one succeeds:
+ * the block's state goes from DMM_PAGE_ALLOC to DMM_PAGE_FREEING by one
+ * compare-and-swap), -DMM_EINVAL if @order differs from the allocation's,
  * -DMM_EBUSY if the page is still pinned or belongs to the small-object
  * allocator (a slab, or a large dmm_kmalloc object: dmm_kfree frees those).
  * Nothing is changed on failure.

@@ -245,14 +245,15 @@ uint64_t dmm__migrate_pages_in(struct dmm_mem *mem, dmm_pfn_t lo, dmm_pfn_t hi, 
 				step = dmm__private(pg);
 		}
 		/* Freed between the scan and the claim: nothing left to move
-		 * (a page parked in a per-CPU cache: the caller drains, rescans). */
+		 * (a page parked in a per-CPU cache: the caller drains, rescans;
+		 * one a free is giving back right now: transient too). */
 		if (why == DMM_MIGRATE_UNMOVABLE) {
 			uint8_t now = dmm__state(pg);
 			if (now == DMM_PAGE_FREE || now == DMM_PAGE_TAIL) {
 				p += 1;
 				continue;
 			}
-			if (now == DMM_PAGE_PCP)
+			if (now == DMM_PAGE_PCP || now == DMM_PAGE_FREEING)
 				why = DMM_MIGRATE_BUSY;
 		}
 		if (why == DMM_MIGRATE_MOVED) {

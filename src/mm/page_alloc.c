@@ -1057,6 +1057,7 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	struct dmm_page *pg;
 	struct dmm_zone *z;
 	unsigned pb;
+	uint8_t st;
 
 	if (!mem)
 		return -DMM_EINVAL;
@@ -1066,7 +1067,8 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	z = zone_of_page(mem, pg);
 	if (!z)
 		return -DMM_ENOENT;
-	if (dmm__state(pg) != DMM_PAGE_ALLOC) {
+	st = dmm__state(pg);
+	if (st != DMM_PAGE_ALLOC) {
 		stat_inc(&z->stats.bad_free);
 		return -DMM_ENOENT;
 	}
@@ -1081,6 +1083,13 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		 * buffer (dmm_dma_free_coherent) */
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EBUSY;
+	}
+	/* Claim the block: of two frees at once only one moves it from ALLOC
+	 * to FREEING; the other finds it gone, as if it came second. */
+	if (!__atomic_compare_exchange_n(&pg->state, &st, (uint8_t)DMM_PAGE_FREEING, false,
+					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+		stat_inc(&z->stats.bad_free);
+		return -DMM_ENOENT;
 	}
 	pg->refcount = 0;
 	if (dmm__owner(pg))
