@@ -988,13 +988,17 @@ struct race_mem {
 	struct dmm_mem *mem;
 };
 
-/* A 64 MiB machine whose lock hook can run a call right before a lock. */
+/* A 64 MiB machine whose lock hook can run a call right before a lock,
+ * with an 8 MiB contiguous area. */
 static void race_mem_create(struct race_mem *r, const char *name, unsigned nr_cpus)
 {
 	struct dmm_machine m;
 	struct dmm_platform p;
 
 	tu_race_platform(&m, name, nr_cpus, &r->h, &p);
+	m.nr_cma = 1;
+	snprintf(m.cma[0].name, sizeof(m.cma[0].name), "area");
+	m.cma[0].size = 8 * MiB;
 	assert_ok(dmm_mem_create(&m, &p, &r->mem));
 }
 
@@ -1082,7 +1086,7 @@ static void spin_wait(struct spin_barrier *b)
 
 /*
  * Two threads, one block, every round: thread 0 allocates the block (a
- * page, or a range when @range), then both start together and do their
+ * page, a range when @range is 1, a range of contiguous area 0 when 2), then both start together and do their
  * part: thread 0 frees it, thread 1 frees it too (@pin 0) or pins it
  * (@pin 1). Thread 0 then judges the round and cleans up.
  */
@@ -1102,6 +1106,8 @@ struct duel {
 
 static int duel_free(struct duel *d)
 {
+	if (d->range == 2)
+		return dmm_cma_release(d->mem, 0, d->pfn, DUEL_PAGES);
 	return d->range ? dmm_free_range(d->mem, d->pfn, DUEL_PAGES) : dmm_page_free(d->mem, d->pfn, 0);
 }
 
@@ -1161,8 +1167,9 @@ static void *duel_thread0(void *arg)
 	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
 
 	for (unsigned i = 0; i < d->rounds; i++) {
-		int rc = d->range ? dmm_alloc_range(d->mem, &any, DUEL_PAGES, 0, &d->pfn)
-				  : dmm_page_alloc(d->mem, 0, NULL, 0, &d->pfn);
+		int rc = d->range == 2 ? dmm_cma_alloc(d->mem, 0, DUEL_PAGES, 0, 0, &d->pfn, NULL)
+			 : d->range ? dmm_alloc_range(d->mem, &any, DUEL_PAGES, 0, &d->pfn)
+				    : dmm_page_alloc(d->mem, 0, NULL, 0, &d->pfn);
 		if (rc) {
 			snprintf(d->why, sizeof(d->why), "allocation failed: %s", dmm_errname(rc));
 			__atomic_store_n(&d->stop, 1, __ATOMIC_RELAXED);
@@ -1216,8 +1223,8 @@ static void duel_run(struct dmm_mem *mem, int range, int pin, unsigned rounds)
 	assert_int_equal(pthread_join(t[0], NULL), 0);
 	assert_int_equal(pthread_join(t[1], NULL), 0);
 	if (d.stop)
-		fail_msg("%s %s, round: %s", range ? "range" : "page", pin ? "free vs pin" : "free vs free",
-			 d.why);
+		fail_msg("%s %s, round: %s", range == 2 ? "area range" : range ? "range" : "page",
+			 pin ? "free vs pin" : "free vs free", d.why);
 	dmm_page_drain_pcp(mem);
 	assert_checks(mem);
 	assert_int_equal(tu_zone_free_all(mem), free0);
@@ -1232,6 +1239,75 @@ static void test_concurrent_double_free_threads(void **state)
 
 	race_mem_create(&r, "free-race-threads", 2);
 	duel_run(r.mem, 0, 0, 50000);
+	race_mem_destroy(&r);
+}
+
+struct pin_call {
+	struct dmm_mem *mem;
+	dmm_pfn_t pfn;
+	int rc;
+};
+
+static void page_pin_call(void *arg)
+{
+	struct pin_call *c = arg;
+	dmm_pfn_t pinned;
+	c->rc = dmm_page_pin(c->mem, c->pfn, 0, &pinned, NULL);
+}
+
+/*
+ * A pin and a free of one block at once, forced: the pin runs right before
+ * the free takes its first lock, after the free has looked at the pins.
+ * Never both: either the pin lands first and the free is refused with
+ * -DMM_EBUSY, or the pin sees the block leaving and fails.
+ */
+static void test_pin_free_race(void **state)
+{
+	static const unsigned orders[] = { 0, DMM_PCP_MAX_ORDER, DMM_PCP_MAX_ORDER + 2 };
+	struct race_mem r;
+	uint64_t free0;
+	(void)state;
+
+	race_mem_create(&r, "pin-free-race", 1);
+	free0 = tu_zone_free_all(r.mem);
+	for (unsigned i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
+		struct pin_call pin = { r.mem, 0, 1 };
+		int rc;
+
+		assert_ok(dmm_page_alloc(r.mem, orders[i], NULL, 0, &pin.pfn));
+		tu_race_arm(page_pin_call, &pin);
+		rc = dmm_page_free(r.mem, pin.pfn, orders[i]);
+		if (rc == 0 && pin.rc == 0)
+			fail_msg("order-%u block %llu pinned while it was freed", orders[i],
+				 (unsigned long long)pin.pfn);
+		if (pin.rc == 0) {
+			assert_rc(rc, -DMM_EBUSY);
+			assert_ok(dmm_page_unpin(r.mem, pin.pfn, 0));
+			assert_ok(dmm_page_free(r.mem, pin.pfn, orders[i]));
+		} else {
+			assert_ok(rc);
+			assert_true(pin.rc == -DMM_ENOENT || pin.rc == -DMM_EAGAIN);
+		}
+		assert_checks(r.mem);
+	}
+	dmm_page_drain_pcp(r.mem);
+	assert_int_equal(tu_zone_free_all(r.mem), free0);
+	race_mem_destroy(&r);
+}
+
+/* Pins and frees of pages and ranges from two threads really at once: the
+ * pin may check the state before the free claims the block and count
+ * itself after the free looked at the pins; that window has no lock to
+ * stop in, so it is only reached by running, many rounds. */
+static void test_pin_free_race_threads(void **state)
+{
+	struct race_mem r;
+	(void)state;
+
+	race_mem_create(&r, "pin-free-threads", 2);
+	duel_run(r.mem, 0, 1, 50000);
+	duel_run(r.mem, 1, 1, 50000);
+	duel_run(r.mem, 2, 1, 50000);
 	race_mem_destroy(&r);
 }
 
@@ -1252,6 +1328,8 @@ int main(void)
 		cmocka_unit_test(test_bad_free),
 		cmocka_unit_test(test_concurrent_double_free),
 		cmocka_unit_test(test_concurrent_double_free_threads),
+		cmocka_unit_test(test_pin_free_race),
+		cmocka_unit_test(test_pin_free_race_threads),
 	};
 	return cmocka_run_group_tests_name("page_alloc", tests, NULL, NULL);
 }

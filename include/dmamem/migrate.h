@@ -105,10 +105,13 @@ int dmm_migrate_range(struct dmm_mem *mem, dmm_phys_t lo, dmm_phys_t hi,
  * place. A long-term pin of a page in a contiguous area migrates it out first
  * (if the machine's longterm_pin_migrate is on): *@pinned receives the pfn
  * the page lives at afterwards (== @pfn when it did not move). Fails with
- * -DMM_ENOENT (not an allocated page), -DMM_EBUSY (it had to move and
- * could not: reason in *@why if non-NULL), -DMM_ENOSPC (the page already
- * holds UINT16_MAX pins of that kind: refused before the count could wrap,
- * nothing changed), -DMM_EINVAL (bad flags).
+ * -DMM_ENOENT (not an allocated page), -DMM_EAGAIN (lost a race with a
+ * migration or a free of this very page, which may yet be refused: nothing
+ * was pinned, try again), -DMM_EBUSY (it had to move and could not: reason
+ * in *@why if non-NULL), -DMM_ENOSPC (the page already holds UINT16_MAX pins
+ * of that kind: refused before the count could wrap, nothing changed),
+ * -DMM_EINVAL (bad flags). A pin racing with a free of the page either
+ * lands first, and the free is refused, or fails: never both succeed.
  */
 int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *pinned,
 		 enum dmm_migrate_reason *why);

@@ -107,9 +107,10 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
  * range allocation; of two frees of one block at once exactly one succeeds:
  * the block's state goes from DMM_PAGE_ALLOC to DMM_PAGE_FREEING by one
  * compare-and-swap), -DMM_EINVAL if @order differs from the allocation's,
- * -DMM_EBUSY if the page is still pinned or belongs to the small-object
- * allocator (a slab, or a large dmm_kmalloc object: dmm_kfree frees those).
- * Nothing is changed on failure.
+ * -DMM_EBUSY if the page is still pinned (a dmm_page_pin() racing with the
+ * free either lands first, and the free is refused, or fails) or belongs to
+ * the small-object allocator (a slab, or a large dmm_kmalloc object:
+ * dmm_kfree frees those). Nothing is changed on failure.
  */
 int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order);
 

@@ -37,8 +37,10 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
  * the start of a range allocation (never allocated, or freed already: of two
  * frees of one range at once, exactly one succeeds), -DMM_EINVAL if
  * @nr_pages differs,
- * -DMM_EBUSY if the range is still pinned or is a coherent DMA buffer
- * (dmm_dma_free_coherent frees those). Nothing is changed on failure.
+ * -DMM_EBUSY if the range is still pinned (a dmm_page_pin() racing with the
+ * free either lands first, and the free is refused, or fails) or is a
+ * coherent DMA buffer (dmm_dma_free_coherent frees those). Nothing is
+ * changed on failure.
  */
 int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages);
 

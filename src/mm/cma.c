@@ -481,8 +481,17 @@ int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_page
 		dmm__unlock(mem, &a->lock);
 		return bad_release(a, -DMM_EINVAL);
 	}
-	if (head->pins || head->lt_pins || (__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT)) {
-		/* pinned, or a coherent DMA buffer (dmm_dma_free_coherent) */
+	if (__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT) {
+		/* a coherent DMA buffer (dmm_dma_free_coherent) */
+		dmm__unlock(mem, &a->lock);
+		return bad_release(a, -DMM_EBUSY);
+	}
+	/* Claim it, then look at the pins: a pinner counts itself first and
+	 * checks the state second (dmm_page_pin), so one of the two sees the
+	 * other. A pin that got in first keeps the range. */
+	__atomic_store_n(&head->state, (uint8_t)DMM_PAGE_FREEING, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&head->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&head->lt_pins, __ATOMIC_SEQ_CST)) {
+		dmm__set_state(head, DMM_PAGE_RANGE);
 		dmm__unlock(mem, &a->lock);
 		return bad_release(a, -DMM_EBUSY);
 	}

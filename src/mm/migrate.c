@@ -6,7 +6,10 @@
  *
  *   1. claim    set MIGRATING on P (atomic); fail BUSY if already set, then
  *               check P's pins (a pinner increments first and checks
- *               MIGRATING second, so one of the two always sees the other)
+ *               MIGRATING second, so one of the two always sees the other;
+ *               it checks P's state third, and a free claims P by moving
+ *               its state to FREEING before it checks the pins, so no pin
+ *               lands on a page being freed either)
  *   2. isolate  O->isolate(P): O stops using P and keeps it alive, or refuses
  *   3. target   allocate T (movable, outside isolated pageblocks; NOCMA for
  *               long-term pins), never from a per-CPU cache
@@ -377,6 +380,11 @@ int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *
 	if (!pg)
 		return -DMM_ENOENT;
 	st = page_state(pg);
+	if (st == DMM_PAGE_FREEING) {
+		if (why)
+			*why = DMM_MIGRATE_BUSY;
+		return -DMM_EAGAIN; /* being freed: the free may yet be refused */
+	}
 	if (st != DMM_PAGE_ALLOC && st != DMM_PAGE_RANGE)
 		return -DMM_ENOENT;
 	if ((flags & DMM_PIN_LONGTERM) && pg->cma && mem->machine.longterm_pin_migrate) {
@@ -409,6 +417,18 @@ int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *
 	/* Lost a race with a migration of this very page: let the caller retry. */
 	if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & DMM_PGF_MIGRATING) {
 		__atomic_sub_fetch(ctr, 1, __ATOMIC_SEQ_CST);
+		if (why)
+			*why = DMM_MIGRATE_BUSY;
+		return -DMM_EAGAIN;
+	}
+	/* A free claims the block (FREEING) first and checks the pins second:
+	 * if it did not see this pin, the pin sees the block leaving. A block
+	 * still being freed may yet stay (its free refused for another pin). */
+	st = __atomic_load_n(&pg->state, __ATOMIC_SEQ_CST);
+	if (st != DMM_PAGE_ALLOC && st != DMM_PAGE_RANGE) {
+		__atomic_sub_fetch(ctr, 1, __ATOMIC_SEQ_CST);
+		if (st != DMM_PAGE_FREEING)
+			return -DMM_ENOENT;
 		if (why)
 			*why = DMM_MIGRATE_BUSY;
 		return -DMM_EAGAIN;

@@ -1076,11 +1076,10 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EINVAL;
 	}
-	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST) ||
-	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT))) {
-		/* pinned, or the small-object allocator's (a slab, or a large
-		 * object: dmm_kfree gives those back), or a coherent DMA
-		 * buffer (dmm_dma_free_coherent) */
+	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT)) {
+		/* the small-object allocator's (a slab, or a large object:
+		 * dmm_kfree gives those back), or a coherent DMA buffer
+		 * (dmm_dma_free_coherent) */
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EBUSY;
 	}
@@ -1090,6 +1089,14 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
 		stat_inc(&z->stats.bad_free);
 		return -DMM_ENOENT;
+	}
+	/* Pins only after the claim: a pinner counts itself first and checks
+	 * the state second (dmm_page_pin), so one of the two sees the other.
+	 * A pin that got in first keeps the block: it goes back to ALLOC. */
+	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
+		dmm__set_state(pg, DMM_PAGE_ALLOC);
+		stat_inc(&z->stats.bad_free);
+		return -DMM_EBUSY;
 	}
 	pg->refcount = 0;
 	if (dmm__owner(pg))
