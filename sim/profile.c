@@ -434,6 +434,9 @@ static int handle_machine(struct profile_ctx *pc, const char *name, const char *
 		if (!is_word(value, "auto") && parse_u32(value, &x))
 			return profile_fail(pc, -DMM_EINVAL, "%s '%s': expected 'auto' or a number",
 					    name, value);
+		if (x > (k == PK_PCP_BATCH ? DMM_PCP_BATCH_MAX : DMM_PCP_HIGH_MAX))
+			return profile_fail(pc, -DMM_EINVAL, "%s '%s': at most %u pages", name, value,
+					    k == PK_PCP_BATCH ? DMM_PCP_BATCH_MAX : DMM_PCP_HIGH_MAX);
 		if (k == PK_PCP_BATCH)
 			m->pcp_batch = x;
 		else

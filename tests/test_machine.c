@@ -351,6 +351,57 @@ static void test_profile_min_free_kbytes(void **state)
 	assert_int_equal(m.min_free_kbytes, 0);
 }
 
+/*
+ * The per-CPU cache settings have upper bounds: a refill moves a batch from
+ * the zone under its lock on a single order-0 request, and a cache keeps up
+ * to high pages out of the zone's free count. pcp_batch = UINT32_MAX would
+ * let one allocation pull a whole zone into one CPU's cache.
+ */
+static void test_validate_pcp_bounds(void **state)
+{
+	static const char *const bad[] = { "pcp_batch = 4294967295", "pcp_batch = 513",
+					   "pcp_high = 4294967295", "pcp_high = 4097" };
+	struct dmm_machine m;
+	struct dmm_hosted *h = NULL;
+	struct dmm_mem *mem = NULL;
+	char text[256], err[256];
+	(void)state;
+
+	good_machine(&m);
+	m.pcp_batch = DMM_PCP_BATCH_MAX;
+	m.pcp_high = DMM_PCP_HIGH_MAX;
+	assert_ok(dmm_machine_validate(&m));
+	m.pcp_batch = 0; /* auto */
+	m.pcp_high = 0;
+	assert_ok(dmm_machine_validate(&m));
+
+	good_machine(&m);
+	m.pcp_batch = DMM_PCP_BATCH_MAX + 1;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	m.pcp_batch = UINT32_MAX;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	assert_rc(dmm_hosted_mem_create(&m, 1, &h, &mem), -DMM_EINVAL);
+	good_machine(&m);
+	m.pcp_high = DMM_PCP_HIGH_MAX + 1;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	m.pcp_high = UINT32_MAX;
+	assert_rc(dmm_machine_validate(&m), -DMM_EINVAL);
+	/* the automatic high mark of the largest batch is within bounds */
+	assert_true(6 * DMM_PCP_BATCH_MAX <= DMM_PCP_HIGH_MAX);
+
+	/* a profile names the key and its line */
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[machine]\n%s\n[ram]\nregion = 0 256M\n", bad[i]);
+		assert_rc(dmm_profile_parse_string(text, &m, err, sizeof(err)), -DMM_EINVAL);
+		assert_non_null(strstr(err, bad[i][4] == 'b' ? "pcp_batch" : "pcp_high"));
+		assert_non_null(strstr(err, ":2:"));
+	}
+	snprintf(text, sizeof(text), "[machine]\npcp_batch = 512\npcp_high = 4096\n[ram]\nregion = 0 256M\n");
+	assert_ok(dmm_profile_parse_string(text, &m, err, sizeof(err)));
+	assert_int_equal(m.pcp_batch, DMM_PCP_BATCH_MAX);
+	assert_int_equal(m.pcp_high, DMM_PCP_HIGH_MAX);
+}
+
 /* Lines of up to 198 characters (inih's 200-byte buffer less the newline
  * and the terminator) are read whole; a longer one is refused, and the
  * message names the limit that holds. Also for a last line without its
@@ -397,6 +448,7 @@ int main(void)
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_platform_validate),
 		cmocka_unit_test(test_profile_min_free_kbytes),
+		cmocka_unit_test(test_validate_pcp_bounds),
 		cmocka_unit_test(test_profile_line_length),
 	};
 	return cmocka_run_group_tests_name("machine", tests, NULL, NULL);

@@ -16,6 +16,18 @@
 #define DMM_MAX_REGIONS 32
 #define DMM_MACHINE_NAME_MAX 48
 
+/*
+ * Upper bounds of the per-CPU cache settings, in pages. One order-0 request
+ * on an empty cache moves a whole batch from the zone under its lock, and a
+ * cache keeps up to high pages (plus a batch) out of the zone's free count,
+ * watermarks included, on every CPU. Linux's own batch is at most 63 pages
+ * (96 through the old percpu_pagelist_fraction); a batch is capped at a
+ * pageblock (512 pages, 2 MiB), and high at 8 such batches (16 MiB), which
+ * also holds the automatic high mark (6 x batch) of any batch.
+ */
+#define DMM_PCP_BATCH_MAX 512u
+#define DMM_PCP_HIGH_MAX 4096u
+
 enum dmm_zone_type { DMM_ZONE_DMA = 0, DMM_ZONE_DMA32, DMM_ZONE_NORMAL, DMM_NR_ZONE_TYPES };
 
 enum dmm_lowmem_policy {
@@ -81,8 +93,8 @@ struct dmm_machine {
 	 * pages from allocations that could have used a higher zone.
 	 * 0 = no protection. */
 	uint32_t lowmem_reserve_ratio[DMM_NR_ZONE_TYPES];
-	uint32_t pcp_batch;                       /* per-CPU refill batch; 0 = auto */
-	uint32_t pcp_high;                        /* per-CPU high mark; 0 = auto */
+	uint32_t pcp_batch;                       /* per-CPU refill batch; 0 = auto; <= DMM_PCP_BATCH_MAX */
+	uint32_t pcp_high;                        /* per-CPU high mark; 0 = auto; <= DMM_PCP_HIGH_MAX */
 	unsigned nr_cma;                          /* contiguous memory areas */
 	struct dmm_cma_decl cma[DMM_MAX_CMA_AREAS];
 	enum dmm_cma_policy cma_policy;
@@ -102,7 +114,8 @@ void dmm_machine_defaults(struct dmm_machine *m);
  * a power of two, dma32_limit < dma_limit (when both set), a zone limit is
  * not a multiple of 2 MiB (the pageblock size), no RAM page exists, RAM
  * spans more than 8 TiB,
- * the low-zone policy is unknown, a reserved range lies outside RAM, or a
+ * the low-zone policy is unknown, pcp_batch exceeds DMM_PCP_BATCH_MAX or
+ * pcp_high DMM_PCP_HIGH_MAX, a reserved range lies outside RAM, or a
  * contiguous area is malformed
  * (zero size, non-power-of-two alignment, fixed base not pageblock-aligned,
  * two default areas, unknown policy).

@@ -89,6 +89,10 @@ int dmm_machine_validate(const struct dmm_machine *m)
 	}
 	if ((unsigned)m->lowmem_policy > DMM_LOWMEM_RESERVED)
 		return -DMM_EINVAL;
+	/* a refill moves a batch under the zone lock on one request; a cache
+	 * keeps up to high pages away from every other CPU */
+	if (m->pcp_batch > DMM_PCP_BATCH_MAX || m->pcp_high > DMM_PCP_HIGH_MAX)
+		return -DMM_EINVAL;
 	if (m->nr_cma > DMM_MAX_CMA_AREAS || (unsigned)m->cma_policy > DMM_CMA_POLICY_NEVER)
 		return -DMM_EINVAL;
 	if ((unsigned)m->kmalloc_policy > DMM_KMALLOC_PACKED)
