@@ -709,6 +709,143 @@ static void test_pin_count_limit(void **state)
 	tu_env_destroy(e);
 }
 
+/* ---- a migration meets a free that a pin refuses ------------------------------- */
+
+/*
+ * The owner's freeing thread in the race below: frees the page over and
+ * over. Each free claims the page (FREEING), finds the pin and puts it
+ * back (ALLOC): the page is FREEING for a moment at a time.
+ */
+struct refused_frees {
+	struct dmm_mem *mem;
+	dmm_pfn_t pfn;
+	pthread_t t;
+	int stop;
+	uint64_t other;
+	int other_rc;
+};
+
+static void *refused_frees_main(void *arg)
+{
+	struct refused_frees *f = arg;
+
+	while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+		int rc = dmm_page_free(f->mem, f->pfn, 0);
+		if (rc != -DMM_EBUSY) {
+			f->other++;
+			f->other_rc = rc;
+		}
+	}
+	return NULL;
+}
+
+/* The owner: isolating its page, it is in the middle of freeing it, so it
+ * refuses (-DMM_EAGAIN); a pinner has counted itself on the page and not
+ * yet looked at the migration's claim (it would then back off), so each
+ * of the owner's frees is refused for that pin. */
+struct freeing_owner {
+	struct dmm_movable_owner owner;
+	struct refused_frees f;
+	int started;
+};
+
+static int fo_isolate(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	struct freeing_owner *o = ctx;
+	struct dmm_page *pg = dmm_pfn_to_page(mem, pfn);
+
+	if (pfn != o->f.pfn || o->started)
+		return -DMM_EAGAIN;
+	o->started = 1;
+	__atomic_add_fetch(&pg->pins, 1, __ATOMIC_SEQ_CST); /* the pinner, half-way */
+	assert_int_equal(pthread_create(&o->f.t, NULL, refused_frees_main, &o->f), 0);
+	/* return while one of the frees is deciding (FREEING) */
+	while (__atomic_load_n(&pg->state, __ATOMIC_SEQ_CST) != DMM_PAGE_FREEING)
+		;
+	return -DMM_EAGAIN;
+}
+
+static int fo_migrate(void *ctx, struct dmm_mem *mem, dmm_pfn_t old_pfn, dmm_pfn_t new_pfn)
+{
+	(void)ctx;
+	(void)mem;
+	(void)old_pfn;
+	(void)new_pfn;
+	return -DMM_EPERM;
+}
+
+static void fo_putback(void *ctx, struct dmm_mem *mem, dmm_pfn_t pfn)
+{
+	(void)ctx;
+	(void)mem;
+	(void)pfn;
+}
+
+static const struct dmm_movable_ops fo_ops = { fo_isolate, fo_migrate, fo_putback };
+
+/*
+ * A migration claims a page (MIGRATING), its owner refuses to isolate it,
+ * and meanwhile a free of the page claims it (FREEING) and is refused for
+ * a pin. The migration must not take the passing FREEING for the page
+ * having been given back (which clears the claim): it drops its claim,
+ * and the page, still allocated, can be pinned and migrated later.
+ * Real threads: the owner returns from isolate while it sees one of the
+ * frees FREEING, which lasts a few instructions, so a round may miss it.
+ */
+static void test_migration_meets_refused_free(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	static struct freeing_owner o;
+	unsigned stuck = 0, rounds = 400;
+	int stuck_rc = 0;
+	(void)state;
+
+	small_machine(&m);
+	m.nr_cma = 0;
+	e = tu_env_create(&m, 2);
+	for (unsigned i = 0; i < rounds && !stuck; i++) {
+		struct dmm_page *pg;
+		dmm_pfn_t pfn, pinned;
+		dmm_phys_t pa;
+		int rc;
+
+		memset(&o, 0, sizeof(o));
+		o.owner.ops = &fo_ops;
+		o.owner.ctx = &o;
+		assert_ok(dmm_page_alloc_movable(e->mem, &o.owner, 0, &pfn));
+		pg = dmm_pfn_to_page(e->mem, pfn);
+		o.f.mem = e->mem;
+		o.f.pfn = pfn;
+		pa = dmm_pfn_to_phys(pfn);
+		assert_rc(dmm_migrate_range(e->mem, pa, pa + DMM_PAGE_SIZE, NULL), -DMM_EBUSY);
+		assert_int_equal(o.started, 1);
+		__atomic_store_n(&o.f.stop, 1, __ATOMIC_RELEASE);
+		assert_int_equal(pthread_join(o.f.t, NULL), 0);
+		if (o.f.other)
+			fail_msg("round %u: a free of a pinned page returned %s", i, dmm_errname(o.f.other_rc));
+		__atomic_sub_fetch(&pg->pins, 1, __ATOMIC_SEQ_CST); /* the pinner backs off */
+		assert_int_equal(pg->state, DMM_PAGE_ALLOC);
+		rc = dmm_page_pin(e->mem, pfn, 0, &pinned, NULL);
+		if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & DMM_PGF_MIGRATING) {
+			stuck = i + 1;
+			stuck_rc = rc;
+		} else {
+			assert_ok(rc);
+		}
+		if (!rc)
+			assert_ok(dmm_page_unpin(e->mem, pfn, 0));
+		assert_ok(dmm_page_free(e->mem, pfn, 0));
+	}
+	if (stuck)
+		fail_msg("round %u: the migration left its claim on a page a refused free had "
+			 "passed through (a pin now returns %s)", stuck, dmm_errname(stuck_rc));
+	dmm_page_drain_pcp(e->mem);
+	assert_all_checks(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -721,6 +858,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_range_holes),
 		cmocka_unit_test(test_handles_destroy_busy),
 		cmocka_unit_test(test_isolated_free_pages_not_counted),
+		cmocka_unit_test(test_migration_meets_refused_free),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -116,13 +116,22 @@ enum dmm_migrate_reason dmm__migrate_one(struct dmm_mem *mem, dmm_pfn_t pfn, uns
 	{
 		int r = owner->ops->isolate(owner->ctx, mem, pfn);
 		if (r) {
+			uint8_t now;
+
+			/* A free that has claimed the page (FREEING) has not
+			 * decided yet: it gives the page back (clearing MIGRATING
+			 * first) or finds a pin and puts it back to ALLOC, our
+			 * claim still on it. It holds no lock that waits for us:
+			 * wait for its decision. */
+			while ((now = page_state(pg)) == DMM_PAGE_FREEING)
+				__asm__ __volatile__("" ::: "memory");
 			/* An owner refuses a page it no longer owns. If the page
 			 * was freed since the claim (a free clears MIGRATING and
 			 * the owner), that is no refusal: there is nothing left to
 			 * move, and the caller's next look finds the page free.
 			 * The claim went with the free: a MIGRATING flag seen now
 			 * is someone else's. */
-			if (page_state(pg) != DMM_PAGE_ALLOC || dmm__owner(pg) != owner ||
+			if (now != DMM_PAGE_ALLOC || dmm__owner(pg) != owner ||
 			    !(__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & DMM_PGF_MIGRATING)) {
 				why = DMM_MIGRATE_BUSY;
 				goto out;
