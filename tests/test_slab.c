@@ -682,6 +682,33 @@ static void test_free_inside_objects(void **state)
 	tu_env_destroy(e);
 }
 
+/* A large object whose page is pinned: kfree is refused with the page
+ * allocator's reason and changes nothing; once unpinned it frees. */
+static void test_free_pinned_large(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
+	dmm_pfn_t pinned;
+	dmm_phys_t pa;
+	uint64_t free0;
+	void *big;
+	(void)state;
+
+	free0 = tu_zone_free_all(e->mem);
+	assert_ok(dmm_kmalloc(e->mem, 16 * 1024, 0, &big));
+	assert_ok(pl->virt_to_phys(pl->ctx, big, &pa));
+	assert_ok(dmm_page_pin(e->mem, dmm_phys_to_pfn(pa), 0, &pinned, NULL));
+	assert_rc(dmm_kfree(e->mem, big), -DMM_EBUSY);
+	assert_int_equal(dmm_ksize(e->mem, big), 16 * 1024); /* still a large object */
+	assert_ok(dmm_page_unpin(e->mem, pinned, 0));
+	assert_ok(dmm_kfree(e->mem, big));
+	assert_int_equal(dmm_ksize(e->mem, big), 0);
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /* Without the slab map kfree finds a page's cache through its descriptor:
  * a sparse physical map (more than twice as many pages as RAM) and no
  * linear map at all. A linear map that does not start at a multiple of the
@@ -853,6 +880,7 @@ int main(void)
 		cmocka_unit_test(test_short_lived_threads),
 		cmocka_unit_test(test_no_address_translation),
 		cmocka_unit_test(test_free_inside_objects),
+		cmocka_unit_test(test_free_pinned_large),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),
 		cmocka_unit_test(test_slab_below_linear_map),

@@ -58,8 +58,9 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
 /* Free. -DMM_EINVAL (not a pointer into managed RAM, or not at an object's
  * start), -DMM_ENOENT (not a kmalloc object, or freed again while still in
  * this CPU's cache of freed objects, up to 28 of them; a freed object's
- * first word holds a mark the check starts from). Nothing is changed on
- * failure. */
+ * first word holds a mark the check starts from), the page allocator's
+ * refusal for a large object (-DMM_EBUSY: a page of it is pinned). Nothing
+ * is changed on failure. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr);
 
 /* Usable size of a live object (its class size), 0 if @ptr is not one. */

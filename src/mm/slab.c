@@ -608,8 +608,13 @@ static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
 	if (!pg || dmm__state(pg) != DMM_PAGE_ALLOC || !(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_KLARGE) ||
 	    dmm_pfn_to_virt(mem, pg->pfn) != ptr)
 		return -DMM_ENOENT;
+	int err;
+
 	__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_KLARGE, __ATOMIC_RELAXED);
-	return dmm_page_free(mem, pg->pfn, dmm__order(pg));
+	err = dmm_page_free(mem, pg->pfn, dmm__order(pg));
+	if (err) /* refused (pinned): still a large object, freed by kfree later */
+		__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_KLARGE, __ATOMIC_RELAXED);
+	return err;
 }
 
 /* Give the oldest @n objects of @m back to their slabs. */
@@ -660,8 +665,11 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	int err = lookup(mem, ptr, &k, &head, &pg);
 
 	if (err) {
-		if (err == -DMM_ENOENT && !free_large(mem, ptr, pg))
-			return 0;
+		if (err == -DMM_ENOENT) {
+			int e = free_large(mem, ptr, pg);
+			if (e != -DMM_ENOENT)
+				return e; /* freed, or refused by the page allocator (pinned) */
+		}
 		return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
 	}
 	cpu = dmm__cpu_enter(mem);
