@@ -48,6 +48,7 @@
 
 #include "mm/mm_internal.h"
 
+#define KCLS_WASTE 0x40 /* a cls_tagged entry whose allocations count alignment waste */
 #define MAG_SIZE 28 /* a magazine is as large as a cache (256 bytes) */
 #define MAG_BATCH 14
 
@@ -86,12 +87,11 @@ struct dmm_slab_state {
 	/* class for a size, by (size + 7) / 8: packed [0], DMA-aligned [1]; -1 above */
 	int8_t class_for[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
 	/* for a request without [0] and with [1] DMM_GFP_PACKED (the policy
-	 * folded into one load): its row of class_for, and its alignment
-	 * waste by (size + 7) / 8 (NULL for the packed row: none) */
-	struct krow {
-		const int8_t *cls;
-		const uint16_t *waste;
-	} row[2];
+	 * folded into one load): its row of cls_tagged */
+	const int8_t *row[2];
+	/* class_for with KCLS_WASTE set in the entries of DMA-aligned rows
+	 * (whose allocations count their alignment waste) */
+	int8_t cls_tagged[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
 	/* object bytes of a DMA-aligned class beyond the packed one, by (size + 7) / 8 */
 	uint16_t waste_for[DMM_KMALLOC_MAX_CACHE / 8 + 1];
 	/* written into the first word of an object put in a magazine (and
@@ -220,11 +220,11 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 		if (s->class_for[0][i] >= 0 && s->class_for[1][i] >= 0)
 			s->waste_for[i] = (uint16_t)(class_size[s->class_for[1][i]] - class_size[s->class_for[0][i]]);
 	}
-	for (unsigned f = 0; f < 2; f++) {
-		bool packed = packed_request(mem, f ? DMM_GFP_PACKED : 0);
-		s->row[f].cls = s->class_for[packed ? 0 : 1];
-		s->row[f].waste = packed ? (const uint16_t *)0 : s->waste_for;
-	}
+	for (unsigned r = 0; r < 2; r++)
+		for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++)
+			s->cls_tagged[r][i] = (int8_t)(s->class_for[r][i] < 0 ? -1 : s->class_for[r][i] | (r ? KCLS_WASTE : 0));
+	for (unsigned f = 0; f < 2; f++)
+		s->row[f] = s->cls_tagged[packed_request(mem, f ? DMM_GFP_PACKED : 0) ? 0 : 1];
 }
 
 /* ---- class selection -------------------------------------------------------- */
@@ -518,7 +518,6 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
  */
 int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
-	const struct krow *rw;
 	struct dmm_cpu_thread *r;
 	struct mag *m;
 	uint32_t n;
@@ -528,18 +527,17 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	 * refuses, so the fast path finds them empty) */
 	if (__builtin_expect(!mem || !ptr || size - 1 >= DMM_KMALLOC_MAX_CACHE || (flags & ~DMM_GFP_PACKED), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	rw = &mem->slab->row[flags / DMM_GFP_PACKED]; /* (flags is 0 or DMM_GFP_PACKED) */
-	c = rw->cls[(size + 7) / 8];
+	c = mem->slab->row[flags / DMM_GFP_PACKED][(size + 7) / 8]; /* (flags is 0 or DMM_GFP_PACKED) */
 	if (__builtin_expect(c < 0 || !dmm__cpu_try_enter(mem, &r), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
-	m = mag_of(&mem->slab->cache[0][c], r->cpu);
+	m = mag_of(&mem->slab->cache[0][c & ~KCLS_WASTE], r->cpu);
 	n = m->n;
 	if (__builtin_expect(n == 0, 0)) {
 		dmm__cpu_leave(r);
 		return kmalloc_slow(mem, size, flags, ptr);
 	}
 	*ptr = mag_take(m, n);
-	count_alloc(m, size, rw->waste);
+	count_alloc(m, size, c & KCLS_WASTE ? mem->slab->waste_for : (const uint16_t *)0);
 	dmm__cpu_leave(r);
 	return 0;
 }
