@@ -465,6 +465,7 @@ int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_page
 	struct dmm_cma_area *a;
 	struct dmm_page *head;
 	bool uncached;
+	int err;
 
 	if (!mem || area < 0 || (unsigned)area >= mem->nr_cma || nr_pages == 0)
 		return dmm__count_invalid(mem);
@@ -486,14 +487,9 @@ int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_page
 		dmm__unlock(mem, &a->lock);
 		return bad_release(a, -DMM_EBUSY);
 	}
-	/* Claim it, then look at the pins: a pinner counts itself first and
-	 * checks the state second (dmm_page_pin), so one of the two sees the
-	 * other. A pin that got in first keeps the range. */
-	__atomic_store_n(&head->state, (uint8_t)DMM_PAGE_FREEING, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&head->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&head->lt_pins, __ATOMIC_SEQ_CST)) {
-		dmm__set_state(head, DMM_PAGE_RANGE);
+	if ((err = dmm__free_claim(head, DMM_PAGE_RANGE)) != 0) { /* -DMM_EBUSY: pinned */
 		dmm__unlock(mem, &a->lock);
-		return bad_release(a, -DMM_EBUSY);
+		return bad_release(a, err);
 	}
 	uncached = head->flags & DMM_PGF_UNCACHED;
 	head->flags &= (uint8_t)~DMM_PGF_UNCACHED;

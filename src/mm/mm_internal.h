@@ -184,6 +184,26 @@ static inline uint8_t dmm__state(const struct dmm_page *pg)
 	return __atomic_load_n(&pg->state, __ATOMIC_ACQUIRE);
 }
 
+/* Claim the block headed by @pg, in state @from, for a free: of two frees
+ * at once only one moves it to DMM_PAGE_FREEING (-DMM_ENOENT for the
+ * other, as if it came second). Pins are looked at only after the claim: a
+ * pinner counts itself first and checks the state second (dmm_page_pin),
+ * so one of the two sees the other; a pin that got in first keeps the
+ * block, back in @from (-DMM_EBUSY). 0: the caller frees it. */
+static inline int dmm__free_claim(struct dmm_page *pg, uint8_t from)
+{
+	uint8_t st = from;
+
+	if (!__atomic_compare_exchange_n(&pg->state, &st, (uint8_t)DMM_PAGE_FREEING, false, __ATOMIC_SEQ_CST,
+					 __ATOMIC_RELAXED))
+		return -DMM_ENOENT;
+	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
+		dmm__set_state(pg, from);
+		return -DMM_EBUSY;
+	}
+	return 0;
+}
+
 static inline uint8_t dmm__order(const struct dmm_page *pg)
 {
 	return __atomic_load_n(&pg->order, __ATOMIC_RELAXED);

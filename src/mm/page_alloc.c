@@ -1057,7 +1057,7 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	struct dmm_page *pg;
 	struct dmm_zone *z;
 	unsigned pb;
-	uint8_t st;
+	int err;
 
 	if (!mem)
 		return -DMM_EINVAL;
@@ -1067,8 +1067,7 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	z = zone_of_page(mem, pg);
 	if (!z)
 		return -DMM_ENOENT;
-	st = dmm__state(pg);
-	if (st != DMM_PAGE_ALLOC) {
+	if (dmm__state(pg) != DMM_PAGE_ALLOC) {
 		stat_inc(&z->stats.bad_free);
 		return -DMM_ENOENT;
 	}
@@ -1083,20 +1082,10 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EBUSY;
 	}
-	/* Claim the block: of two frees at once only one moves it from ALLOC
-	 * to FREEING; the other finds it gone, as if it came second. */
-	if (!__atomic_compare_exchange_n(&pg->state, &st, (uint8_t)DMM_PAGE_FREEING, false,
-					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+	/* claimed (FREEING), or refused: freed at once by another, or pinned */
+	if ((err = dmm__free_claim(pg, DMM_PAGE_ALLOC)) != 0) {
 		stat_inc(&z->stats.bad_free);
-		return -DMM_ENOENT;
-	}
-	/* Pins only after the claim: a pinner counts itself first and checks
-	 * the state second (dmm_page_pin), so one of the two sees the other.
-	 * A pin that got in first keeps the block: it goes back to ALLOC. */
-	if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
-		dmm__set_state(pg, DMM_PAGE_ALLOC);
-		stat_inc(&z->stats.bad_free);
-		return -DMM_EBUSY;
+		return err;
 	}
 	pg->refcount = 0;
 	if (dmm__owner(pg))

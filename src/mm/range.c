@@ -632,16 +632,8 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 		err = -DMM_EINVAL;
 	else if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT)
 		err = -DMM_EBUSY; /* a coherent DMA buffer (dmm_dma_free_coherent gives it back) */
-	if (!err) {
-		/* Claim it, then look at the pins: a pinner counts itself first
-		 * and checks the state second (dmm_page_pin), so one of the two
-		 * sees the other. A pin that got in first keeps the range. */
-		__atomic_store_n(&pg->state, (uint8_t)DMM_PAGE_FREEING, __ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&pg->pins, __ATOMIC_SEQ_CST) || __atomic_load_n(&pg->lt_pins, __ATOMIC_SEQ_CST)) {
-			dmm__set_state(pg, DMM_PAGE_RANGE);
-			err = -DMM_EBUSY;
-		}
-	}
+	if (!err)
+		err = dmm__free_claim(pg, DMM_PAGE_RANGE); /* -DMM_EBUSY: pinned */
 	if (err) {
 		dmm__unlock(mem, &z->lock);
 		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
