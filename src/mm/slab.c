@@ -70,7 +70,11 @@ struct kcache {
 	uint32_t size, order, objs, set, cls;
 	uint32_t inv, shift;             /* size = odd * 2^shift; inv: odd's inverse mod 2^32 */
 	uint32_t slab_mask;              /* slab bytes - 1: an address's offset in its slab */
-	uintptr_t free_mark;             /* the state's free_mark, next to what kfree loads */
+	/* written into the first word of an object put in a magazine (and
+	 * cleared when it is handed out): a kfree that finds it there looks
+	 * for the object in the magazine (a double free); anything else costs
+	 * one compare. The same in every cache, kept next to what kfree loads */
+	uintptr_t free_mark;
 	struct dmm_page *partial, *full; /* head descriptors, linked via next/prev */
 	struct dmm_page *empty;          /* one spare empty slab */
 	struct dmm_slab_class_info st;   /* counters (under lock; alloc/free atomics) */
@@ -94,11 +98,6 @@ struct dmm_slab_state {
 	int8_t cls_tagged[2][DMM_KMALLOC_MAX_CACHE / 8 + 1];
 	/* object bytes of a DMA-aligned class beyond the packed one, by (size + 7) / 8 */
 	uint16_t waste_for[DMM_KMALLOC_MAX_CACHE / 8 + 1];
-	/* written into the first word of an object put in a magazine (and
-	 * cleared when it is handed out): a kfree that finds it there looks
-	 * for the object in the magazine (a double free); anything else costs
-	 * one compare */
-	uintptr_t free_mark;
 };
 
 /*
@@ -210,10 +209,9 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->st.set = set;
 			mem->plat.lock_init(mem->plat.ctx, &k->lock);
 		}
-	s->free_mark = ((uintptr_t)s * (uintptr_t)0x9e3779b97f4a7c15ull) | 1; /* odd: no object's address */
 	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
-		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++)
-			s->cache[set][c].free_mark = s->free_mark;
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) /* odd: no object's address */
+			s->cache[set][c].free_mark = ((uintptr_t)s * (uintptr_t)0x9e3779b97f4a7c15ull) | 1;
 	for (unsigned i = 0; i <= DMM_KMALLOC_MAX_CACHE / 8; i++) {
 		s->class_for[0][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, true);
 		s->class_for[1][i] = (int8_t)class_search(mem, i ? (size_t)i * 8 : 1, false);
@@ -673,7 +671,7 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	cpu = dmm__cpu_enter(mem);
 	m = mag_of(k, cpu);
 	n = m->n;
-	if (*(const uintptr_t *)ptr == mem->slab->free_mark && mag_holds(m, n, ptr)) {
+	if (*(const uintptr_t *)ptr == k->free_mark && mag_holds(m, n, ptr)) {
 		dmm__cpu_exit(mem, cpu);
 		return -DMM_ENOENT;
 	}
