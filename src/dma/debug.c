@@ -23,12 +23,9 @@ struct dbg_entry {
 	struct dbg_entry *next;
 	struct dbg_entry *nc_next, *nc_prev; /* live non-coherent invalidating mappings */
 	struct dmm_device *dev;
-	dmm_dma_addr_t dma;
-	dmm_phys_t pa;
-	uint64_t size;
-	const void *site;
-	const void *cpu; /* coherent: the CPU address the allocation returned */
-	uint8_t dir, type, checked, dev_owned;
+	/* the mapping (cpu: coherent, the CPU address the allocation
+	 * returned; valid unused) */
+	struct dmm__dbg_saved r;
 };
 
 struct dbg_recent {
@@ -159,12 +156,12 @@ static struct dbg_entry *entry_new(struct dmm_mem *mem, struct dbg_state *s)
 
 static bool nc_tracked(const struct dbg_entry *e)
 {
-	return e->type != DMM__DBG_COHERENT && !e->dev->desc.coherent && e->dir != DMM_DMA_TO_DEVICE;
+	return e->r.type != DMM__DBG_COHERENT && !e->dev->desc.coherent && e->r.dir != DMM_DMA_TO_DEVICE;
 }
 
 static void entry_insert(struct dbg_state *s, struct dbg_entry *e)
 {
-	unsigned h = hash(e->dev, e->dma);
+	unsigned h = hash(e->dev, e->r.dma);
 	e->next = s->bucket[h];
 	s->bucket[h] = e;
 	s->active++;
@@ -179,7 +176,7 @@ static void entry_insert(struct dbg_state *s, struct dbg_entry *e)
 
 static void entry_remove(struct dbg_state *s, struct dbg_entry *e)
 {
-	struct dbg_entry **pp = &s->bucket[hash(e->dev, e->dma)];
+	struct dbg_entry **pp = &s->bucket[hash(e->dev, e->r.dma)];
 	while (*pp && *pp != e)
 		pp = &(*pp)->next;
 	if (*pp)
@@ -201,7 +198,7 @@ static void entry_remove(struct dbg_state *s, struct dbg_entry *e)
 static struct dbg_entry *find_exact(struct dbg_state *s, const struct dmm_device *dev, dmm_dma_addr_t dma)
 {
 	for (struct dbg_entry *e = s->bucket[hash(dev, dma)]; e; e = e->next)
-		if (e->dev == dev && e->dma == dma)
+		if (e->dev == dev && e->r.dma == dma)
 			return e;
 	return (struct dbg_entry *)0;
 }
@@ -215,7 +212,7 @@ static struct dbg_entry *find_overlap(struct dbg_state *s, const struct dmm_devi
 		return e;
 	for (unsigned b = 0; b < DBG_BUCKETS; b++)
 		for (e = s->bucket[b]; e; e = e->next)
-			if (e->dev == dev && dma < e->dma + e->size && e->dma < dma + size)
+			if (e->dev == dev && dma < e->r.dma + e->r.size && e->r.dma < dma + size)
 				return e;
 	return (struct dbg_entry *)0;
 }
@@ -276,8 +273,8 @@ static void check_cachelines(struct dmm_mem *mem, struct dbg_state *s, struct dm
 	}
 	/* another live invalidating mapping touching the same lines */
 	for (struct dbg_entry *e = s->nc_head; e; e = e->nc_next) {
-		if (dmm_align_down(e->pa, line) < hi && lo < dmm_align_up(e->pa + e->size, line)) {
-			report(mem, s, DMM_DBG_CACHELINE_OVERLAP, dev, dma, pa, size, dir, site, e->dma);
+		if (dmm_align_down(e->r.pa, line) < hi && lo < dmm_align_up(e->r.pa + e->r.size, line)) {
+			report(mem, s, DMM_DBG_CACHELINE_OVERLAP, dev, dma, pa, size, dir, site, e->r.dma);
 			return;
 		}
 	}
@@ -293,15 +290,7 @@ static struct dbg_entry *entry_add(struct dmm_mem *mem, struct dbg_state *s, str
 	if (!e)
 		return e;
 	e->dev = dev;
-	e->dma = r->dma;
-	e->pa = r->pa;
-	e->size = r->size;
-	e->site = r->site;
-	e->cpu = r->cpu;
-	e->dir = r->dir;
-	e->type = r->type;
-	e->checked = r->checked;
-	e->dev_owned = r->dev_owned;
+	e->r = *r;
 	entry_insert(s, e);
 	return e;
 }
@@ -340,15 +329,7 @@ static void save(const struct dbg_entry *e, struct dmm__dbg_saved *saved)
 {
 	if (!saved)
 		return;
-	saved->dma = e->dma;
-	saved->pa = e->pa;
-	saved->size = e->size;
-	saved->site = e->site;
-	saved->cpu = e->cpu;
-	saved->dir = e->dir;
-	saved->type = e->type;
-	saved->checked = e->checked;
-	saved->dev_owned = e->dev_owned;
+	*saved = e->r;
 	saved->valid = 1;
 }
 
@@ -388,7 +369,7 @@ void dmm__dbg_checked(struct dmm_device *dev, dmm_dma_addr_t dma)
 	dmm__lock(dev->mem, &s->lock);
 	e = find_exact(s, dev, dma);
 	if (e)
-		e->checked = 1;
+		e->r.checked = 1;
 	dmm__unlock(dev->mem, &s->lock);
 }
 
@@ -412,24 +393,24 @@ int dmm__dbg_unmap(struct dmm_device *dev, enum dmm__dbg_type type, dmm_dma_addr
 		saved->valid = 0;
 	dmm__lock(mem, &s->lock);
 	e = find_exact(s, dev, dma);
-	if (!e || e->type == DMM__DBG_COHERENT) {
+	if (!e || e->r.type == DMM__DBG_COHERENT) {
 		enum dmm_dma_debug_rule r = e ? DMM_DBG_UNMAP_WRONG_TYPE
 				     : recently_unmapped(s, dev, dma) ? DMM_DBG_DOUBLE_UNMAP
 								       : DMM_DBG_UNMAP_NOT_MAPPED;
-		report(mem, s, r, dev, dma, e ? e->pa : DMM_PHYS_MAX, size, dir, site, 0);
+		report(mem, s, r, dev, dma, e ? e->r.pa : DMM_PHYS_MAX, size, dir, site, 0);
 		dmm__unlock(mem, &s->lock);
 		return 1;
 	}
-	if (e->type != type && ++n)
-		report(mem, s, DMM_DBG_UNMAP_WRONG_TYPE, dev, dma, e->pa, size, dir, site, e->type);
-	if (e->size != size && ++n)
-		report(mem, s, DMM_DBG_UNMAP_WRONG_SIZE, dev, dma, e->pa, size, dir, site, e->size);
-	if (e->dir != dir && ++n)
-		report(mem, s, DMM_DBG_UNMAP_WRONG_DIR, dev, dma, e->pa, size, dir, site, e->dir);
-	if (!e->checked && ++n) {
-		report(mem, s, DMM_DBG_ERROR_NOT_CHECKED, dev, dma, e->pa, e->size, (enum dmm_dma_dir)e->dir,
-		       e->site, 0);
-		e->checked = 1; /* once, should the entry come back (dmm__dbg_restore) */
+	if (e->r.type != type && ++n)
+		report(mem, s, DMM_DBG_UNMAP_WRONG_TYPE, dev, dma, e->r.pa, size, dir, site, e->r.type);
+	if (e->r.size != size && ++n)
+		report(mem, s, DMM_DBG_UNMAP_WRONG_SIZE, dev, dma, e->r.pa, size, dir, site, e->r.size);
+	if (e->r.dir != dir && ++n)
+		report(mem, s, DMM_DBG_UNMAP_WRONG_DIR, dev, dma, e->r.pa, size, dir, site, e->r.dir);
+	if (!e->r.checked && ++n) {
+		report(mem, s, DMM_DBG_ERROR_NOT_CHECKED, dev, dma, e->r.pa, e->r.size, (enum dmm_dma_dir)e->r.dir,
+		       e->r.site, 0);
+		e->r.checked = 1; /* once, should the entry come back (dmm__dbg_restore) */
 	}
 	s->recent[s->recent_head].dev = dev;
 	s->recent[s->recent_head].dma = dma;
@@ -449,16 +430,16 @@ void dmm__dbg_sync(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t size, en
 
 	dmm__lock(mem, &s->lock);
 	e = find_overlap(s, dev, dma, size ? size : 1);
-	if (!e || e->type == DMM__DBG_COHERENT) {
+	if (!e || e->r.type == DMM__DBG_COHERENT) {
 		report(mem, s, recently_unmapped(s, dev, dma) ? DMM_DBG_DOUBLE_UNMAP : DMM_DBG_UNMAP_NOT_MAPPED,
 		       dev, dma, DMM_PHYS_MAX, size, dir, site, 0);
 	} else {
-		if (dma < e->dma || dma + size > e->dma + e->size)
-			report(mem, s, DMM_DBG_SYNC_OUTSIDE, dev, dma, e->pa + (dma - e->dma), size, dir, site,
-			       e->size);
-		if (e->dir != DMM_DMA_BIDIRECTIONAL && dir != e->dir)
-			report(mem, s, DMM_DBG_SYNC_WRONG_DIR, dev, dma, e->pa, size, dir, site, e->dir);
-		e->dev_owned = for_device ? 1 : 0;
+		if (dma < e->r.dma || dma + size > e->r.dma + e->r.size)
+			report(mem, s, DMM_DBG_SYNC_OUTSIDE, dev, dma, e->r.pa + (dma - e->r.dma), size, dir, site,
+			       e->r.size);
+		if (e->r.dir != DMM_DMA_BIDIRECTIONAL && dir != e->r.dir)
+			report(mem, s, DMM_DBG_SYNC_WRONG_DIR, dev, dma, e->r.pa, size, dir, site, e->r.dir);
+		e->r.dev_owned = for_device ? 1 : 0;
 	}
 	dmm__unlock(mem, &s->lock);
 }
@@ -475,15 +456,15 @@ int dmm__dbg_free_coherent(struct dmm_device *dev, dmm_dma_addr_t dma, uint64_t 
 		saved->valid = 0;
 	dmm__lock(mem, &s->lock);
 	e = find_exact(s, dev, dma);
-	if (!e || e->type != DMM__DBG_COHERENT) {
+	if (!e || e->r.type != DMM__DBG_COHERENT) {
 		report(mem, s, DMM_DBG_FREE_NOT_ALLOCATED, dev, dma, pa, size, DMM_DMA_BIDIRECTIONAL, site, 0);
 		/* untracked: perhaps allocated before debugging was switched on;
 		 * the allocator's own checks decide (a live mapping is refused) */
 		err = e ? -DMM_ENOENT : 1;
-	} else if (e->size != size || e->pa != pa ||
-		   (e->cpu ? e->cpu : dmm_pfn_to_virt(mem, dmm_phys_to_pfn(e->pa))) != cpu) {
+	} else if (e->r.size != size || e->r.pa != pa ||
+		   (e->r.cpu ? e->r.cpu : dmm_pfn_to_virt(mem, dmm_phys_to_pfn(e->r.pa))) != cpu) {
 		report(mem, s, DMM_DBG_FREE_COHERENT_WRONG, dev, dma, pa, size, DMM_DMA_BIDIRECTIONAL, site,
-		       e->size);
+		       e->r.size);
 		err = -DMM_EINVAL;
 	} else {
 		save(e, saved);
@@ -506,8 +487,8 @@ void dmm__dbg_device_gone(struct dmm_device *dev)
 		while (e) {
 			struct dbg_entry *next = e->next;
 			if (e->dev == dev) {
-				report(mem, s, DMM_DBG_LEAK_AT_REMOVE, dev, e->dma, e->pa, e->size,
-				       (enum dmm_dma_dir)e->dir, e->site, e->type);
+				report(mem, s, DMM_DBG_LEAK_AT_REMOVE, dev, e->r.dma, e->r.pa, e->r.size,
+				       (enum dmm_dma_dir)e->r.dir, e->r.site, e->r.type);
 				entry_remove(s, e);
 			}
 			e = next;
@@ -527,14 +508,14 @@ void dmm_dma_debug_cpu_access(struct dmm_mem *mem, dmm_phys_t pa, size_t len, in
 	dmm__lock(mem, &s->lock);
 	for (unsigned b = 0; b < DBG_BUCKETS; b++)
 		for (struct dbg_entry *e = s->bucket[b]; e; e = e->next) {
-			if (e->type == DMM__DBG_COHERENT || !e->dev_owned || !dmm__dbg_on(e->dev))
+			if (e->r.type == DMM__DBG_COHERENT || !e->r.dev_owned || !dmm__dbg_on(e->dev))
 				continue;
-			if (pa >= e->pa + e->size || e->pa >= pa + len)
+			if (pa >= e->r.pa + e->r.size || e->r.pa >= pa + len)
 				continue;
-			if (e->dir == DMM_DMA_TO_DEVICE && !write)
+			if (e->r.dir == DMM_DMA_TO_DEVICE && !write)
 				continue; /* reading what the device only reads is harmless */
-			report(mem, s, DMM_DBG_CPU_OWNED_BY_DEVICE, e->dev, e->dma + (pa > e->pa ? pa - e->pa : 0), pa,
-			       len, (enum dmm_dma_dir)e->dir, site, (uint64_t)write);
+			report(mem, s, DMM_DBG_CPU_OWNED_BY_DEVICE, e->dev, e->r.dma + (pa > e->r.pa ? pa - e->r.pa : 0), pa,
+			       len, (enum dmm_dma_dir)e->r.dir, site, (uint64_t)write);
 		}
 	dmm__unlock(mem, &s->lock);
 }
@@ -554,15 +535,15 @@ void dmm_dma_debug_device_access(struct dmm_device *dev, dmm_dma_addr_t bus, dmm
 	if (truncated)
 		report(mem, s, DMM_DBG_ADDRESS_TRUNCATED, dev, bus, pa, len, DMM_DMA_NONE, (const void *)0, orig);
 	e = find_overlap(s, dev, bus, len);
-	if (!e || bus < e->dma || bus + len > e->dma + e->size)
+	if (!e || bus < e->r.dma || bus + len > e->r.dma + e->r.size)
 		report(mem, s, DMM_DBG_DEVICE_NO_MAPPING, dev, bus, pa, len, DMM_DMA_NONE, (const void *)0,
 		       (uint64_t)write);
-	else if (e->type != DMM__DBG_COHERENT && !e->dev_owned)
-		report(mem, s, DMM_DBG_DEVICE_CPU_OWNED, dev, bus, pa, len, (enum dmm_dma_dir)e->dir, e->site,
+	else if (e->r.type != DMM__DBG_COHERENT && !e->r.dev_owned)
+		report(mem, s, DMM_DBG_DEVICE_CPU_OWNED, dev, bus, pa, len, (enum dmm_dma_dir)e->r.dir, e->r.site,
 		       (uint64_t)write);
-	else if (e->type != DMM__DBG_COHERENT &&
-		 ((write && e->dir == DMM_DMA_TO_DEVICE) || (!write && e->dir == DMM_DMA_FROM_DEVICE)))
-		report(mem, s, DMM_DBG_DEVICE_WRONG_DIR, dev, bus, pa, len, (enum dmm_dma_dir)e->dir, e->site,
+	else if (e->r.type != DMM__DBG_COHERENT &&
+		 ((write && e->r.dir == DMM_DMA_TO_DEVICE) || (!write && e->r.dir == DMM_DMA_FROM_DEVICE)))
+		report(mem, s, DMM_DBG_DEVICE_WRONG_DIR, dev, bus, pa, len, (enum dmm_dma_dir)e->r.dir, e->r.site,
 		       (uint64_t)write);
 	dmm__unlock(mem, &s->lock);
 }
@@ -654,9 +635,9 @@ void dmm_dma_debug_dump(struct dmm_mem *mem)
 		for (struct dbg_entry *e = s->bucket[b]; e; e = e->next)
 			dmm_log(mem, DMM_LOG_INFO, "dma-debug:   %s %s dma %#llx phys %#llx size %llu %s%s from %p",
 				e->dev->name,
-				e->type == DMM__DBG_COHERENT ? "coherent" : e->type == DMM__DBG_SG ? "sg" : "single",
-				(unsigned long long)e->dma, (unsigned long long)e->pa, (unsigned long long)e->size,
-				dir_names[e->dir & 3], e->dev_owned ? " (device owns)" : "", e->site);
+				e->r.type == DMM__DBG_COHERENT ? "coherent" : e->r.type == DMM__DBG_SG ? "sg" : "single",
+				(unsigned long long)e->r.dma, (unsigned long long)e->r.pa, (unsigned long long)e->r.size,
+				dir_names[e->r.dir & 3], e->r.dev_owned ? " (device owns)" : "", e->r.site);
 	for (unsigned i = 0; i < DMM_NR_DBG_RULES; i++)
 		if (s->counts[i])
 			dmm_log(mem, DMM_LOG_INFO, "dma-debug:   %-28s %llu", rule_names[i],
