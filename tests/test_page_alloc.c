@@ -1021,15 +1021,6 @@ static void page_free_call(void *arg)
 	c->rc = dmm_page_free(c->mem, c->pfn, c->order);
 }
 
-/* Exactly one of two frees of one block succeeded; the other was refused. */
-static void assert_one_free(dmm_pfn_t pfn, int rc1, int rc2)
-{
-	if ((rc1 == 0) == (rc2 == 0))
-		fail_msg("block %llu freed by two frees at once: %s and %s", (unsigned long long)pfn,
-			 dmm_errname(rc1), dmm_errname(rc2));
-	assert_rc(rc1 ? rc1 : rc2, -DMM_ENOENT);
-}
-
 /*
  * Two frees of one block at once, forced: the second overtakes the first
  * right before the first takes its first lock (the per-CPU cache's for
@@ -1055,7 +1046,7 @@ static void test_concurrent_double_free(void **state)
 		tu_race_arm(page_free_call, &nested);
 		rc = dmm_page_free(r.mem, nested.pfn, orders[i]);
 		assert_int_equal(tu_race()->fired, fired + 1);
-		assert_one_free(nested.pfn, rc, nested.rc);
+		tu_assert_one_free(nested.pfn, rc, nested.rc);
 		assert_checks(r.mem);
 		assert_int_equal(bad_frees(r.mem), bad0 + i + 1);
 	}

@@ -145,6 +145,16 @@ static inline void tu_race_platform(struct dmm_machine *m, const char *name, uns
 	p->lock = tu_race_lock;
 }
 
+/* Of two frees of the block or range at @pfn that raced, exactly one
+ * succeeded (rc 0); the other was refused with -DMM_ENOENT. */
+static inline void tu_assert_one_free(dmm_pfn_t pfn, int rc1, int rc2)
+{
+	if ((rc1 == 0) == (rc2 == 0))
+		fail_msg("%llu freed by two frees at once: %s and %s", (unsigned long long)pfn, dmm_errname(rc1),
+			 dmm_errname(rc2));
+	assert_rc(rc1 ? rc1 : rc2, -DMM_ENOENT);
+}
+
 static inline void tu_add_reserved(struct dmm_machine *m, dmm_phys_t base, uint64_t size)
 {
 	assert_true(m->nr_reserved < DMM_MAX_REGIONS);
