@@ -118,17 +118,6 @@ static inline struct mag *mag_of(const struct kcache *k, unsigned cpu)
 	return (struct mag *)(uintptr_t)((const char *)k + sizeof(struct dmm_slab_state) + cpu * MAG_TABLE_BYTES);
 }
 
-/* The inverse of odd @q modulo 2^32 (Newton's iteration: each step doubles
- * the correct low bits, from 3 for q itself). */
-static uint32_t odd_inverse(uint32_t q)
-{
-	uint32_t x = q;
-
-	for (int i = 0; i < 4; i++)
-		x *= 2 - q * x;
-	return x;
-}
-
 uint64_t dmm__slab_meta_size(unsigned nr_cpus)
 {
 	return sizeof(struct dmm_slab_state) +
@@ -200,7 +189,7 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->objs = (uint32_t)((DMM_PAGE_SIZE << k->order) / k->size);
 			k->slab_mask = (uint32_t)((DMM_PAGE_SIZE << k->order) - 1);
 			k->shift = (uint32_t)__builtin_ctz(k->size);
-			k->inv = odd_inverse(k->size >> k->shift);
+			k->inv = dmm_odd_inverse(k->size >> k->shift);
 			k->set = set;
 			k->cls = c;
 			k->st.size = k->size;
@@ -548,18 +537,13 @@ static inline bool is_cache(const struct dmm_mem *mem, const void *k)
 }
 
 /*
- * Does offset @off (< 2^32) in a slab of @k start an object? With size =
- * odd * 2^shift, off * inv(odd) rotated right by shift is off / size when
- * size divides off, and at least 2^32 / size otherwise (the low bits that
- * are not zero rotate to the top, or the odd part's multiple test fails:
- * Granlund and Montgomery), far above objs: one compare checks both that
- * @off is a multiple of the size and that the object is in the slab.
+ * Does offset @off in a slab of @k start an object? One compare checks both
+ * that @off is a multiple of the size and that the object is in the slab
+ * (dmm_quot_exact: objs * size is at most the slab, far below 2^32).
  */
 static inline bool object_start(const struct kcache *k, uint64_t off)
 {
-	uint32_t x = (uint32_t)off * k->inv;
-
-	return off < ((uint64_t)1 << 32) && ((x >> k->shift) | (x << ((32 - k->shift) & 31))) < k->objs;
+	return off < ((uint64_t)1 << 32) && dmm_quot_exact((uint32_t)off, k->inv, k->shift) < k->objs;
 }
 
 /* The cache and slab head of @ptr, or an error (-DMM_ENOENT: RAM that is no
