@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Small-block DMA pools: every block aligned and inside its boundary in bus
- * addresses, no two blocks overlapping, contents kept, zeroing, pools of a
+ * addresses, no two blocks overlapping, every offset of a chunk against
+ * free (only block starts free), contents kept, zeroing, pools of a
  * 32-bit device below 4 GiB, non-coherent devices (uncached chunks, atomic
  * requests), every bad input refused with nothing changed, destroy with
  * live blocks refused, chunks within the device's segment boundary, a
@@ -155,6 +156,97 @@ static void test_geometry(void **state)
 	assert_ok(dmm_cma_check(e->mem));
 	assert_checks(e->mem);
 	assert_int_equal(tu_zone_free_all(e->mem), e->free0); /* everything given back */
+	tu_env_destroy(e);
+}
+
+/*
+ * Every byte offset of a chunk against free: a block's start frees (and is
+ * taken back), any other offset is refused with -DMM_EINVAL and nothing
+ * changes. The geometries cover each way of finding a block: one segment
+ * (power-of-two stride or not), several segments of a power-of-two block
+ * count (1 included) and of another count. The blocks handed out must be
+ * exactly those of the documented layout, block i at
+ * (i / per_seg) * boundary + (i % per_seg) * stride.
+ */
+static void test_every_offset(void **state)
+{
+	static const struct {
+		size_t size, align, boundary;
+		uint64_t per_seg; /* blocks per boundary segment, 0: one segment */
+	} g[] = {
+		{ 64, 64, 0, 0 },      { 96, 32, 0, 0 },      { 64, 64, 1024, 16 }, { 96, 32, 1024, 10 },
+		{ 24, 8, 256, 10 },    { 1000, 8, 2048, 2 },  { 600, 8, 1024, 1 },  { 8, 8, 0, 0 },
+	};
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("nvme", 64, 1, DMM_DEVICE_CMA_DEFAULT);
+	struct dmm_device *dev;
+	(void)state;
+
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	for (size_t k = 0; k < sizeof(g) / sizeof(g[0]); k++) {
+		struct dmm_dma_pool *p;
+		struct dmm_dma_pool_stats st0, st1;
+		uint64_t nb, stride = (g[k].size + g[k].align - 1) & ~(uint64_t)(g[k].align - 1);
+		struct blk *b, base;
+		uint8_t *is_start;
+
+		assert_ok(dmm_dma_pool_create(dev, "offsets", g[k].size, g[k].align, g[k].boundary, &p));
+		assert_ok(dmm_dma_pool_alloc(p, 0, &base.cpu, &base.dma));
+		st0 = stats(p);
+		nb = st0.blocks_per_chunk;
+		b = calloc(nb, sizeof(*b));
+		is_start = calloc(st0.chunk_bytes, 1);
+		b[0] = base;
+		for (uint64_t i = 1; i < nb; i++)
+			assert_ok(dmm_dma_pool_alloc(p, 0, &b[i].cpu, &b[i].dma));
+		assert_int_equal(stats(p).chunks, 1);
+		/* the layout: block i where the formula puts it */
+		for (uint64_t i = 0; i < nb; i++) {
+			uint64_t off = g[k].per_seg ? (i / g[k].per_seg) * g[k].boundary + (i % g[k].per_seg) * stride
+						    : i * stride;
+			assert_true(off + g[k].size <= st0.chunk_bytes);
+			is_start[off] = 1;
+		}
+		for (uint64_t i = 0; i < nb; i++) {
+			uint64_t off = b[i].dma - (base.dma & ~(st0.chunk_bytes - 1));
+			assert_true(off < st0.chunk_bytes && is_start[off]);
+			assert_ptr_equal(b[i].cpu, (uint8_t *)base.cpu - (base.dma & (st0.chunk_bytes - 1)) + off);
+		}
+		/* every offset */
+		{
+			uint8_t *c0 = (uint8_t *)base.cpu - (base.dma & (st0.chunk_bytes - 1));
+			dmm_dma_addr_t d0 = base.dma & ~(st0.chunk_bytes - 1);
+			uint64_t freed = 0;
+			st0 = stats(p);
+			for (uint64_t off = 0; off < st0.chunk_bytes; off++) {
+				if (is_start[off]) {
+					void *cpu;
+					dmm_dma_addr_t dma;
+					assert_ok(dmm_dma_pool_free(p, c0 + off, d0 + off));
+					assert_ok(dmm_dma_pool_alloc(p, 0, &cpu, &dma));
+					assert_ptr_equal(cpu, c0 + off);
+					assert_int_equal(dma, d0 + off);
+					freed++;
+				} else {
+					assert_rc(dmm_dma_pool_free(p, c0 + off, d0 + off), -DMM_EINVAL);
+				}
+			}
+			assert_int_equal(freed, nb);
+			st1 = stats(p);
+			assert_int_equal(st1.fail_invalid, st0.fail_invalid + st0.chunk_bytes - nb);
+			assert_int_equal(st1.frees, st0.frees + nb);
+			assert_int_equal(st1.in_use, nb);
+			assert_int_equal(st1.chunks, 1);
+		}
+		assert_ok(dmm_dma_pool_check(p));
+		for (uint64_t i = 0; i < nb; i++)
+			assert_ok(dmm_dma_pool_free(p, b[i].cpu, b[i].dma));
+		assert_ok(dmm_dma_pool_destroy(p));
+		free(b);
+		free(is_start);
+	}
+	assert_ok(dmm_device_destroy(dev));
+	assert_checks(e->mem);
 	tu_env_destroy(e);
 }
 
@@ -712,6 +804,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_geometry),
+		cmocka_unit_test(test_every_offset),
 		cmocka_unit_test(test_misaligned_chunks),
 		cmocka_unit_test(test_zeroing),
 		cmocka_unit_test(test_dma32_below_4g),

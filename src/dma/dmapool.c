@@ -35,7 +35,9 @@
  * rare). With a boundary smaller than the chunk, the chunk is cut into
  * boundary-sized segments each holding floor(boundary / stride) blocks;
  * with a boundary at least as large as the chunk, the aligned chunk cannot
- * cross one. Block i lies at (i / per_seg) * seg + (i % per_seg) * stride.
+ * cross one. Block i lies at (i / per_seg) * seg + (i % per_seg) * stride
+ * (shifts and masks where those are powers of two; free checks an offset
+ * with one multiplication, dmm_quot_exact).
  *
  * Operations. Chunks with free blocks are on a doubly linked list (indices,
  * since the directory moves when it grows); allocation takes the first
@@ -81,8 +83,12 @@ struct dmm_dma_pool {
 	struct dmm_device *dev;
 	dmm_pfn_t self_pfn;
 	uint64_t stride, chunk_bytes, seg;
-	unsigned chunk_shift;
+	unsigned chunk_shift, seg_shift;
 	uint32_t per_seg, nblocks, words;
+	uint32_t stride_inv;          /* stride = odd << stride_shift; odd's inverse mod 2^32 (dmm_quot_exact) */
+	unsigned stride_shift;
+	unsigned per_seg_shift;       /* log2(per_seg) if per_seg_pow2 */
+	bool per_seg_pow2;
 	uint64_t cstride;             /* bytes per directory entry */
 	uint8_t *dir;                 /* nr_chunks entries of cstride bytes */
 	dmm_pfn_t dir_pfn;
@@ -111,8 +117,17 @@ static inline struct pchunk *chunk_at(const struct dmm_dma_pool *p, uint32_t i)
 	return (struct pchunk *)(void *)(p->dir + (uint64_t)i * p->cstride);
 }
 
+_Static_assert(CHUNK_MAX <= ((uint64_t)1 << 31), "offsets in a chunk fit dmm_quot_exact");
+
+/* Offset of block @i in its chunk: no divide unless the chunk has several
+ * segments of a block count that is no power of two. */
 static inline uint64_t block_off(const struct dmm_dma_pool *p, uint32_t i)
 {
+	if (p->nblocks == p->per_seg)
+		return (uint64_t)i * p->stride;
+	if (p->per_seg_pow2)
+		return ((uint64_t)(i >> p->per_seg_shift) << p->seg_shift) +
+		       (uint64_t)(i & (p->per_seg - 1)) * p->stride;
 	return (uint64_t)(i / p->per_seg) * p->seg + (uint64_t)(i % p->per_seg) * p->stride;
 }
 
@@ -287,6 +302,11 @@ int dmm_dma_pool_create(struct dmm_device *dev, const char *name, size_t size, s
 		p->per_seg = (uint32_t)(chunk / stride);
 		p->nblocks = p->per_seg;
 	}
+	p->seg_shift = dmm_ilog2(p->seg);
+	p->per_seg_pow2 = dmm_is_pow2(p->per_seg);
+	p->per_seg_shift = p->per_seg_pow2 ? dmm_ilog2(p->per_seg) : 0;
+	p->stride_shift = dmm_ctz64(stride);
+	p->stride_inv = dmm_odd_inverse((uint32_t)(stride >> p->stride_shift));
 	p->words = (p->nblocks + 63) / 64;
 	p->cstride = sizeof(struct pchunk) + (uint64_t)p->words * sizeof(uint64_t);
 	p->partial = NONE;
@@ -406,13 +426,58 @@ static int get_chunk(struct dmm_dma_pool *p, unsigned gfp, struct pchunk *c, int
 	return 0;
 }
 
+/*
+ * Add a chunk to @pool, which has no free block; called with the lock held.
+ * The coherent allocator may change memory attributes, which must not
+ * happen under a spinning lock: the lock is dropped around it. Returns 0
+ * with the lock held, or the error with the lock released.
+ */
+static __attribute__((noinline)) int grow(struct dmm_dma_pool *pool, unsigned gfp)
+{
+	struct dmm_mem *mem = pool->mem;
+	struct pchunk nc = { 0 };
+	int err, mis, got;
+
+	dmm__unlock(mem, &pool->lock);
+	err = get_chunk(pool, gfp, &nc, &mis);
+	got = !err;
+	dmm__lock(mem, &pool->lock);
+	if (!err)
+		err = reserve_one(pool, gfp);
+	if (err) {
+		pool->st.fail_nomem++;
+		if (err == -DMM_ENOTSUP)
+			pool->st.fail_atomic++;
+		dmm__unlock(mem, &pool->lock);
+		if (got)
+			dmm_dma_free_coherent(pool->dev, (size_t)nc.alloc_bytes, nc.alloc_cpu, nc.alloc_dma);
+		return err;
+	}
+	uint32_t i = pool->nr_chunks++;
+	struct pchunk *c = chunk_at(pool, i);
+	*c = nc;
+	for (uint32_t w = 0; w < pool->words; w++) {
+		uint32_t left = pool->nblocks - w * 64;
+		c->map[w] = left >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << left) - 1);
+	}
+	c->nr_free = pool->nblocks;
+	c->hint = 0;
+	list_push(pool, i);
+	index_insert(pool, i);
+	pool->free_blocks += pool->nblocks;
+	pool->st.chunks++;
+	pool->st.pages += c->alloc_bytes >> DMM_PAGE_SHIFT;
+	pool->st.blocks_total += pool->nblocks;
+	pool->st.misaligned_chunks += (uint64_t)mis;
+	return 0;
+}
+
 int dmm_dma_pool_alloc(struct dmm_dma_pool *pool, unsigned gfp, void **cpu, dmm_dma_addr_t *dma)
 {
-	struct pchunk nc = { 0 };
 	struct dmm_mem *mem;
 	void *bcpu;
 	dmm_dma_addr_t bdma;
-	int err, mis;
+	int err;
 
 	if (!pool)
 		return -DMM_EINVAL;
@@ -424,45 +489,8 @@ int dmm_dma_pool_alloc(struct dmm_dma_pool *pool, unsigned gfp, void **cpu, dmm_
 		return dmm__count_invalid(mem);
 	}
 	dmm__lock(mem, &pool->lock);
-	if (pool->partial == NONE) {
-		/* grow: the coherent allocator may change memory attributes,
-		 * which must not happen under a spinning lock */
-		dmm__unlock(mem, &pool->lock);
-		int got;
-		err = get_chunk(pool, gfp, &nc, &mis);
-		got = !err;
-		dmm__lock(mem, &pool->lock);
-		if (!err)
-			err = reserve_one(pool, gfp);
-		if (err) {
-			pool->st.fail_nomem++;
-			if (err == -DMM_ENOTSUP)
-				pool->st.fail_atomic++;
-			dmm__unlock(mem, &pool->lock);
-			if (got)
-				dmm_dma_free_coherent(pool->dev, (size_t)nc.alloc_bytes, nc.alloc_cpu,
-						      nc.alloc_dma);
-			return err;
-		}
-		{
-			uint32_t i = pool->nr_chunks++;
-			struct pchunk *c = chunk_at(pool, i);
-			*c = nc;
-			for (uint32_t w = 0; w < pool->words; w++) {
-				uint32_t left = pool->nblocks - w * 64;
-				c->map[w] = left >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << left) - 1);
-			}
-			c->nr_free = pool->nblocks;
-			c->hint = 0;
-			list_push(pool, i);
-			index_insert(pool, i);
-			pool->free_blocks += pool->nblocks;
-			pool->st.chunks++;
-			pool->st.pages += c->alloc_bytes >> DMM_PAGE_SHIFT;
-			pool->st.blocks_total += pool->nblocks;
-			pool->st.misaligned_chunks += (uint64_t)mis;
-		}
-	}
+	if (__builtin_expect(pool->partial == NONE, 0) && (err = grow(pool, gfp)))
+		return err;
 	take_block(pool, &bcpu, &bdma);
 	dmm__unlock(mem, &pool->lock);
 	if (gfp & DMM_GFP_ZERO)
@@ -492,11 +520,14 @@ int dmm_dma_pool_free(struct dmm_dma_pool *pool, void *cpu, dmm_dma_addr_t dma)
 	c = chunk_at(pool, i);
 	off = dma - c->dma;
 	r = off & (pool->seg - 1);
-	if (r % pool->stride || (k = (uint32_t)(r / pool->stride)) >= pool->per_seg) {
+	/* a block's start: r / stride exact and below per_seg (per_seg *
+	 * stride <= seg < 2^31) */
+	k = dmm_quot_exact((uint32_t)r, pool->stride_inv, pool->stride_shift);
+	if (k >= pool->per_seg) {
 		err = -DMM_EINVAL;
 		goto out;
 	}
-	b = (uint32_t)(off / pool->seg) * pool->per_seg + k;
+	b = (uint32_t)(off >> pool->seg_shift) * pool->per_seg + k;
 	if (b >= pool->nblocks || (uint8_t *)cpu != c->cpu + off) {
 		err = -DMM_EINVAL;
 		goto out;
