@@ -512,7 +512,11 @@ int dmm_dma_pool_free(struct dmm_dma_pool *pool, void *cpu, dmm_dma_addr_t dma)
 		return -DMM_EINVAL;
 	mem = pool->mem;
 	dmm__lock(mem, &pool->lock);
-	i = lookup(pool, dma);
+	/* the chunk allocations come from first (a block freed soon after
+	 * its allocation is there), then the index */
+	i = pool->partial;
+	if (i == NONE || dma - chunk_at(pool, i)->dma >= pool->chunk_bytes)
+		i = lookup(pool, dma);
 	if (i == NONE) {
 		err = -DMM_ENOENT;
 		goto out;
