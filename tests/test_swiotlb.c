@@ -1482,6 +1482,70 @@ static void test_restricted_pool_first_in_index(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/* The short paths look first in the lowest pool with run caches that the
+ * index names. A pool grown below the first one must take that place at
+ * once: the next mapping goes to the new pool (the general path takes the
+ * pools in address order), its unmap parks the run there and the short
+ * path's next map takes it back, while the run parked in the older pool
+ * stays where it is. */
+static void test_grown_pool_below_becomes_first(void **state)
+{
+	const struct dmm_constraint low16 = { 0, 16 * MiB, 0, 0, 0, 0 };
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *n;
+	dmm_pfn_t blk, q;
+	dmm_dma_addr_t old, big, nb, nb2;
+	(void)state;
+
+	mem = hosted_8g("grown-first", &h);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 256 * KiB; /* 128 slots */
+	o.grow_bytes = 1 * MiB;
+	o.grow_threshold_pct = 1; /* the first area mapping asks for growth */
+	o.no_transient = 1;
+	/* the first pool goes above 16 MiB; the grown one, below it */
+	assert_ok(dmm_alloc_range(mem, &low16, 4096, 0, &blk));
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_free_range(mem, blk, 4096));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &n));
+	assert_ok(dmm_page_alloc(mem, 2, &above, 0, &q));
+
+	/* a run parked in the first pool's cache of this CPU */
+	old = dmm_dma_map_page(n, q, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(n, old));
+	assert_true(old >= 16 * MiB);
+	dmm_dma_unmap_page(n, old, 100, DMM_DMA_TO_DEVICE);
+	/* three slots come from an area, which is past the threshold */
+	big = dmm_dma_map_page(n, q, 0, 5000, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(n, big));
+	dmm_mem_platform(mem)->defer_flush(dmm_mem_platform(mem)->ctx);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.grow_done, 1);
+	assert_int_equal(st.pools, 2);
+	assert_ok(dmm_swiotlb_check(mem)); /* the index names the new pool */
+
+	nb = dmm_dma_map_page(n, q, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(n, nb));
+	assert_true(dmm_swiotlb_is_bounce(mem, nb));
+	assert_true(nb < 16 * MiB); /* the new pool, not the run cached in the old one */
+	dmm_dma_unmap_page(n, nb, 100, DMM_DMA_TO_DEVICE);
+	nb2 = dmm_dma_map_page(n, q, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_int_equal(nb2, nb); /* taken back from the new pool's cache */
+	assert_tlb_counts(mem, 3 + 1, 1);
+	dmm_dma_unmap_page(n, nb2, 100, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_page(n, big, 5000, DMM_DMA_TO_DEVICE);
+	assert_tlb_counts(mem, 0, 2);
+	assert_ok(dmm_page_free(mem, q, 2));
+	assert_ok(dmm_device_destroy(n));
+	assert_checks(mem);
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 /*
  * An unmap at an address inside a bounced mapping (not the one the map
  * returned) is refused: nothing copied back, nothing freed, counted as an
@@ -2287,6 +2351,7 @@ int main(void)
 		cmocka_unit_test(test_run_cache_double_unmap),
 		cmocka_unit_test(test_express_matches_general),
 		cmocka_unit_test(test_restricted_pool_first_in_index),
+		cmocka_unit_test(test_grown_pool_below_becomes_first),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),

@@ -17,7 +17,8 @@
  * address keeps the bits below it.
  *
  * Finding the pool of an address: an index (pools sorted by base) searched
- * by bisection. Two index buffers: a reader reads the active one inside a
+ * by bisection, after a look at the pool it names as its lowest with run
+ * caches that is no device's own (where most mappings are). Two index buffers: a reader reads the active one inside a
  * CPU-local section (no lock, no atomic); a writer (under the pool lock)
  * waits for a grace period (every section that might still read the
  * inactive buffer has ended) before it fills that buffer, then flips. So
@@ -98,6 +99,9 @@ struct tlb_pool {
 
 struct tlb_index {
 	uint32_t n;
+	/* the lowest pool with run caches that is no device's own, or NULL:
+	 * where the short paths look first (published with the rest) */
+	struct tlb_pool *cached;
 	struct tlb_pool *pool[MAX_POOLS];
 };
 
@@ -194,6 +198,25 @@ static inline struct tlb_pool *index_search(const struct tlb_index *x, dmm_phys_
 	return (struct tlb_pool *)0;
 }
 
+/* index_search trying @x's cached pool first: the one most mappings use. */
+static inline struct tlb_pool *index_search_cached(const struct tlb_index *x, dmm_phys_t pa)
+{
+	struct tlb_pool *p = x->cached;
+
+	if (__builtin_expect(p && pa - p->base < p->bytes, 1))
+		return p;
+	return index_search(x, pa);
+}
+
+/* The pool index_publish names as @x's cached one. */
+static struct tlb_pool *index_first_cached(const struct tlb_index *x)
+{
+	for (uint32_t i = 0; i < x->n; i++)
+		if (x->pool[i]->cpus && !x->pool[i]->restricted)
+			return x->pool[i];
+	return (struct tlb_pool *)0;
+}
+
 static struct tlb_pool *index_find(struct dmm_swiotlb *t, dmm_phys_t pa)
 {
 	unsigned cpu = dmm__cpu_enter(t->mem);
@@ -230,6 +253,7 @@ static void index_publish(struct dmm_swiotlb *t)
 			x->pool[k] = x->pool[k - 1];
 			x->pool[k - 1] = p;
 		}
+	x->cached = index_first_cached(x);
 	__atomic_store_n(&t->active, j, __ATOMIC_SEQ_CST);
 }
 
@@ -1042,13 +1066,17 @@ dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size
 	x = index_get(t);
 	if (__builtin_expect(!(dp = dmm__dev_own_pcpu(dev, cpu)), 0))
 		goto out;
-	/* the first pool with run caches that @dev may use (the lowest) */
-	for (uint32_t i = 0;; i++) {
-		if (i == x->n)
-			goto out;
-		p = x->pool[i];
-		if (__builtin_expect(p->cpus && pool_reachable(p, dev), 1))
-			break;
+	/* the first pool with run caches that @dev may use (the lowest): the
+	 * index's cached pool when @dev reaches it, as it usually does */
+	p = x->cached;
+	if (__builtin_expect(!p || !pool_reachable(p, dev), 0)) {
+		for (uint32_t i = 0;; i++) {
+			if (i == x->n)
+				goto out;
+			p = x->pool[i];
+			if (p->cpus && pool_reachable(p, dev))
+				break;
+		}
 	}
 	/* none cached, or none keeping the offset: the general path */
 	if (__builtin_expect((s = cache_take(t, p, &p->cpus[cpu], n, pa, copy_in)) < 0, 0))
@@ -1112,7 +1140,7 @@ int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, 
 		return 0;
 	cpu = dmm__cpu_enter_r(mem, &r);
 	dp = dmm__dev_own_pcpu(dev, cpu);
-	p = t ? index_search(index_get(t), pa) : (struct tlb_pool *)0;
+	p = t ? index_search_cached(index_get(t), pa) : (struct tlb_pool *)0;
 	if (!p) {
 		/* an express device's direct mapping: nothing to copy or
 		 * to maintain, only the count (RAM, as the general path
@@ -1153,7 +1181,7 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 	struct tlb_pool *p;
 	struct tlb_slot *f;
 
-	if (!t || !(p = pool ? pool : index_search(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)) ||
+	if (!t || !(p = pool ? pool : index_search_cached(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)) ||
 	    f->dev != dev->tlb_tag)
 		return 0; /* no bounce mapping of @dev */
 	if (tlb_pa != record_start(t, p, f)) {
@@ -1581,8 +1609,15 @@ static void check_all(void *arg)
 	struct dmm_swiotlb *t = ca->t;
 	struct dmm_mem *mem = t->mem;
 	struct tlb_index *x = &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
+	struct tlb_pool *lowest = (struct tlb_pool *)0;
 
-	if (x->n != t->nr_pools)
+	/* the cached pool is the lowest of the set with caches and no owner */
+	for (uint32_t i = 0; i < t->nr_pools; i++) {
+		struct tlb_pool *p = t->pools[i];
+		if (p->cpus && !p->restricted && (!lowest || p->base < lowest->base))
+			lowest = p;
+	}
+	if (x->n != t->nr_pools || x->cached != lowest)
 		ca->err = -DMM_EFAULT;
 	for (uint32_t i = 1; i < x->n && !ca->err; i++)
 		if (x->pool[i - 1]->base + x->pool[i - 1]->bytes > x->pool[i]->base)
