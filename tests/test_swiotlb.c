@@ -1546,6 +1546,80 @@ static void test_grown_pool_below_becomes_first(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/* The express device on a thread owning its CPU slot takes the quick
+ * forms of the short paths, which hand over to the long forms what needs a
+ * call: a full run cache (half of it goes back to the areas), a new
+ * low-memory peak, a direct mapping over several pages. Counts and caches
+ * end as the long forms leave them. */
+static void test_express_quick_hands_over(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	const struct dmm_constraint below = { 0, 4 * GiB, 0, 0, 0, 0 };
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_dma_stats ds;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *n;
+	dmm_pfn_t q, lo;
+	dmm_dma_addr_t bus[20], d;
+	(void)state;
+
+	mem = hosted_8g("quick", &h);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 1 * MiB;
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &n));
+	assert_ok(dmm_page_alloc(mem, 0, &above, 0, &q));
+	assert_ok(dmm_page_alloc(mem, 2, &below, 0, &lo));
+
+	/* peaks: each of the first three maps raises it, then none */
+	for (int i = 0; i < 3; i++) {
+		bus[i] = dmm_dma_map_page(n, q, 0, 100, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(n, bus[i]));
+		dmm_device_get_stats(n, &ds);
+		assert_int_equal(ds.low_peak_bytes, (uint64_t)(i + 1) * 2048);
+		assert_int_equal(ds.low_bounce_bytes, (uint64_t)(i + 1) * 2048);
+	}
+	for (int i = 0; i < 3; i++)
+		dmm_dma_unmap_page(n, bus[i], 100, DMM_DMA_TO_DEVICE);
+	bus[0] = dmm_dma_map_page(n, q, 0, 100, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_page(n, bus[0], 100, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(n, &ds);
+	assert_int_equal(ds.low_peak_bytes, 3 * 2048);
+	assert_int_equal(ds.low_bounce_bytes, 0);
+	assert_tlb_counts(mem, 0, 3);
+
+	/* 20 one-slot mappings back: the 17th unmap finds the cache full and
+	 * gives 8 runs back first: 12 stay */
+	for (int i = 0; i < 20; i++) {
+		bus[i] = dmm_dma_map_page(n, q, (size_t)i * 64, 64, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(n, bus[i]));
+	}
+	assert_tlb_counts(mem, 20, 0);
+	for (int i = 0; i < 20; i++)
+		dmm_dma_unmap_page(n, bus[i], 64, DMM_DMA_TO_DEVICE);
+	assert_tlb_counts(mem, 0, 12);
+
+	/* a direct mapping of three pages: RAM checked over all of them */
+	d = dmm_dma_map_page(n, lo, 100, 3 * DMM_PAGE_SIZE - 200, DMM_DMA_TO_DEVICE);
+	assert_int_equal(d, dmm_pfn_to_phys(lo) + 100);
+	dmm_dma_unmap_page(n, d, 3 * DMM_PAGE_SIZE - 200, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(n, &ds);
+	assert_int_equal(ds.maps, 4 + 20 + 1);
+	assert_int_equal(ds.unmaps, 4 + 20 + 1);
+	assert_int_equal(ds.bounced_maps, 4 + 20);
+	assert_int_equal(ds.map_bytes, 4 * 100 + 20 * 64 + 3 * DMM_PAGE_SIZE - 200);
+
+	assert_ok(dmm_page_free(mem, q, 0));
+	assert_ok(dmm_page_free(mem, lo, 2));
+	assert_ok(dmm_device_destroy(n));
+	assert_checks(mem);
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 /*
  * An unmap at an address inside a bounced mapping (not the one the map
  * returned) is refused: nothing copied back, nothing freed, counted as an
@@ -2352,6 +2426,7 @@ int main(void)
 		cmocka_unit_test(test_express_matches_general),
 		cmocka_unit_test(test_restricted_pool_first_in_index),
 		cmocka_unit_test(test_grown_pool_below_becomes_first),
+		cmocka_unit_test(test_express_quick_hands_over),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),

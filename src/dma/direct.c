@@ -483,8 +483,8 @@ bool dmm__is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 	return dmm__is_ram_fast(mem, pa, size);
 }
 
-static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			       const void *site)
+dmm_dma_addr_t dmm__dma_map_general(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+				    const void *site)
 {
 	dmm_dma_addr_t bus;
 	int err;
@@ -522,25 +522,26 @@ static dmm_dma_addr_t map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t siz
 
 /*
  * The express path of a streaming map (dmm__dev_express: a coherent device
- * whose bus addresses are physical ones): a buffer the device reaches is
- * counted and mapped in one short section; one it cannot reach (or any,
- * when bouncing is forced) goes to the bounce buffers' short path. The bus
- * address when done; DMM_DMA_MAPPING_ERROR for the general path, which
- * checks and does it all (and says why it fails).
+ * whose bus addresses are physical ones), for RAM [pa, pa + size): a buffer
+ * the device reaches is counted and mapped in one short section; one it
+ * cannot reach (or any, when bouncing is forced) goes to the bounce
+ * buffers' express path. Every other case goes to the general path, which
+ * checks and does it all (and says why it fails). Each way out is a tail
+ * call: these functions need no stack frame.
  */
-static inline dmm_dma_addr_t map_express(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+static inline __attribute__((always_inline)) dmm_dma_addr_t map_express_ram(struct dmm_device *dev, dmm_phys_t pa,
+									    size_t size, enum dmm_dma_dir dir,
+									    const void *site)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_dev_pcpu *dp;
 	struct dmm_cpu_thread *r;
 
-	if (!size || !dir_ok(dir) || pa + size < pa || !dmm__is_ram_fast(mem, pa, size))
-		return DMM_DMA_MAPPING_ERROR;
 	if (pa < dev->lim[0].lo || pa + size - 1 >= dev->lim[0].hi ||
 	    __atomic_load_n(&mem->bounce_all, __ATOMIC_RELAXED))
-		return dmm__swiotlb_map_fast(dev, pa, size, dir);
+		return dmm__swiotlb_map_express(dev, pa, size, dir, site);
 	if (!dmm__cpu_try_enter(mem, &r))
-		return DMM_DMA_MAPPING_ERROR;
+		return dmm__dma_map_general(dev, pa, size, dir, site);
 	dp = &dev->pcpu[r->cpu]; /* express: a block per CPU */
 	dmm__pcpu_add(&dp->maps, 1);
 	dmm__pcpu_add(&dp->map_bytes, size);
@@ -548,17 +549,37 @@ static inline dmm_dma_addr_t map_express(struct dmm_device *dev, dmm_phys_t pa, 
 	return pa;
 }
 
+/* The same for a buffer over several pages, checked to be RAM first: apart,
+ * so that the call checking the RAM regions leaves the one-page path
+ * without a frame. */
+static __attribute__((noinline)) dmm_dma_addr_t map_express_span(struct dmm_device *dev, dmm_phys_t pa, size_t size,
+								 enum dmm_dma_dir dir, const void *site)
+{
+	if (!dmm__is_ram_fast(dev->mem, pa, size))
+		return dmm__dma_map_general(dev, pa, size, dir, site);
+	return map_express_ram(dev, pa, size, dir, site);
+}
+
+static inline dmm_dma_addr_t map_express(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+					 const void *site)
+{
+	if (!size || !dir_ok(dir) || pa + size < pa)
+		return dmm__dma_map_general(dev, pa, size, dir, site);
+	if (dmm_phys_to_pfn(pa) != dmm_phys_to_pfn(pa + size - 1))
+		return map_express_span(dev, pa, size, dir, site);
+	if (!dmm__is_ram_page(dev->mem, dmm_phys_to_pfn(pa)))
+		return dmm__dma_map_general(dev, pa, size, dir, site);
+	return map_express_ram(dev, pa, size, dir, site);
+}
+
 /* A streaming map of [pa, pa + size): the express path if it serves, else
  * the general one. */
 static inline dmm_dma_addr_t map_any(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 				     const void *site)
 {
-	dmm_dma_addr_t bus;
-
-	if (__builtin_expect(dmm__dev_express(dev), 1) &&
-	    (bus = map_express(dev, pa, size, dir)) != DMM_DMA_MAPPING_ERROR)
-		return bus;
-	return map_phys(dev, pa, size, dir, site);
+	if (__builtin_expect(dmm__dev_express(dev), 1))
+		return map_express(dev, pa, size, dir, site);
+	return dmm__dma_map_general(dev, pa, size, dir, site);
 }
 
 dmm_dma_addr_t dmm_dma_map_phys(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
@@ -630,21 +651,12 @@ static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 		for_cpu(dev, pa, size, dir);
 }
 
-void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
+void dmm__dma_unmap_general(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
+			    const void *site, bool tried)
 {
-	const void *site = __builtin_return_address(0);
 	struct dmm__dbg_saved saved = { 0 };
-	bool tried = false;
 	dmm_phys_t pa;
 
-	if (!dev || dma == DMM_DMA_MAPPING_ERROR)
-		return;
-	/* express: bus addresses are physical, the device coherent */
-	if (__builtin_expect(dmm__dev_express(dev), 1) && size && dma + size - 1 >= dma) {
-		if (dmm__swiotlb_unmap_fast(dev, dma, size, dir_ok(dir) ? dir : DMM_DMA_NONE, true))
-			return;
-		tried = true;
-	}
 	if (dmm__dbg_on(dev))
 		dmm__dbg_unmap(dev, DMM__DBG_SINGLE, dma, size, dir, site, &saved);
 	if (dmm__iommu_translating(dev)) {
@@ -665,6 +677,22 @@ void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
 	if (!dmm__is_ram_fast(dev->mem, pa, size))
 		return;
 	unmap_pa(dev, pa, size, dir, true);
+}
+
+void dmm_dma_unmap_phys(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir)
+{
+	const void *site = __builtin_return_address(0);
+
+	if (!dev || dma == DMM_DMA_MAPPING_ERROR)
+		return;
+	/* express: bus addresses are physical, the device coherent; the
+	 * bounce buffers' express path takes the general one when it cannot
+	 * finish */
+	if (__builtin_expect(dmm__dev_express(dev), 1) && size && dma + size - 1 >= dma) {
+		dmm__swiotlb_unmap_express(dev, dma, size, dir, site);
+		return;
+	}
+	dmm__dma_unmap_general(dev, dma, size, dir, site, false);
 }
 
 void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)

@@ -142,14 +142,19 @@ static inline int dmm__phys_of(const struct dmm_device *dev, dmm_dma_addr_t dma,
 }
 
 /* Is [pa, pa + size) RAM the allocator knows (size > 0, no wrap)? A
- * buffer inside one page costs one descriptor; a longer one, the RAM
- * regions (dmm__is_ram_span). */
+ * buffer inside one page costs one descriptor (dmm__is_ram_page: is page
+ * @p RAM?); a longer one, the RAM regions too (dmm__is_ram_span). */
+static inline bool dmm__is_ram_page(struct dmm_mem *mem, dmm_pfn_t p)
+{
+	const struct dmm_page *pg = dmm__pfn_page(mem, p);
+
+	return pg && !(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM);
+}
 static inline bool dmm__is_ram_fast(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 {
 	dmm_pfn_t p = dmm_phys_to_pfn(pa), last = dmm_phys_to_pfn(pa + size - 1);
-	const struct dmm_page *pg = dmm__pfn_page(mem, p);
 
-	if (!pg || (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_NORAM))
+	if (!dmm__is_ram_page(mem, p))
 		return false;
 	return p == last || dmm__is_ram_span(mem, p, last);
 }
@@ -217,6 +222,15 @@ void dmm__swiotlb_unmap_done(struct dmm_mem *mem);
  * mapping of RAM, and its unmap is counted and done here too. */
 dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);
 int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool direct);
+/* The express device's (dmm__dev_express) map and unmap of a buffer to
+ * bounce, or of any buffer (unmap): dmm__swiotlb_map_fast and _unmap_fast
+ * (@direct), and when they cannot finish, the general path
+ * (dmm__dma_map_general, dmm__dma_unmap_general), as a tail call. @dir as
+ * the caller got it. */
+dmm_dma_addr_t dmm__swiotlb_map_express(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+					const void *site);
+void dmm__swiotlb_unmap_express(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
+				const void *site);
 /* The bounce pool holding @pa, or NULL. O(log pools). */
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);
 /* The same inside a CPU-local section. */
@@ -228,6 +242,14 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 		       enum dmm_dma_dir dir, int to_device);
 void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			enum dmm_dma_dir dir);
+
+/* direct.c: the general paths of a streaming map and unmap (every device,
+ * every case); @site: the caller of the public function. @tried: the
+ * bounce buffers' short path has already looked at @dma. */
+dmm_dma_addr_t dmm__dma_map_general(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+				    const void *site);
+void dmm__dma_unmap_general(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
+			    const void *site, bool tried);
 
 /* direct.c, for the IOMMU path */
 bool dmm__must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int unreachable);
@@ -255,6 +277,21 @@ static inline void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, 
 	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, low_bounce), (uint64_t)bytes);
 	now = __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED);
 	if (bytes > 0 && (int64_t)now > (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&pc->low_bounce_hw, now, __ATOMIC_RELAXED);
+		dmm__dev_low_peak(dev);
+	}
+}
+/* The same on @pc, a counter block of the section's CPU's own
+ * (dmm__dev_own_pcpu): plain adds. */
+static inline void dmm__dev_low_bounce_own(struct dmm_device *dev, struct dmm_dev_pcpu *pc, int64_t bytes)
+{
+	uint64_t now;
+
+	if (!bytes)
+		return;
+	dmm__pcpu_add(&pc->low_bounce, (uint64_t)bytes);
+	if (bytes > 0 && (int64_t)(now = __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED)) >
+				 (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
 		__atomic_store_n(&pc->low_bounce_hw, now, __ATOMIC_RELAXED);
 		dmm__dev_low_peak(dev);
 	}

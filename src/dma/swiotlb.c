@@ -89,6 +89,7 @@ struct tlb_pool {
 	dmm_pfn_t mem_pfn, meta_pfn;
 	uint64_t mem_pages, meta_pages;
 	int transient, restricted;
+	bool low;                        /* all of it below 4 GiB (run_low) */
 	int dying;                       /* being released: no slot may be taken (atomic; set under all area locks) */
 	struct dmm_device *dev;          /* restricted: its only user */
 	uint64_t idle_since;             /* transient: 0, or when it last became empty, made odd (atomic) */
@@ -124,7 +125,7 @@ struct dmm_swiotlb {
 	uint64_t off_mask;               /* o.align_mask within a slot: kept in the first slot */
 	uint64_t run_mask;               /* o.align_mask above the slot size: a run's address must match */
 	struct tlb_index idx[2];
-	uint32_t active;                 /* atomic */
+	const struct tlb_index *cur;     /* the active one of idx[] (atomic) */
 	struct tlb_pool *pools[MAX_POOLS];
 	uint32_t nr_pools;
 	uint64_t total_bytes;
@@ -178,7 +179,7 @@ void dmm_swiotlb_opts_default(const struct dmm_mem *mem, struct dmm_swiotlb_opts
 /* The active index (inside a CPU-local section). */
 static inline const struct tlb_index *index_get(const struct dmm_swiotlb *t)
 {
-	return &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
+	return __atomic_load_n(&t->cur, __ATOMIC_ACQUIRE);
 }
 
 static inline struct tlb_pool *index_search(const struct tlb_index *x, dmm_phys_t pa)
@@ -239,8 +240,7 @@ static uint64_t pool_used(const struct tlb_pool *p)
 /* Publish the current pool set (pool lock held). */
 static void index_publish(struct dmm_swiotlb *t)
 {
-	uint32_t j = 1 - __atomic_load_n(&t->active, __ATOMIC_RELAXED);
-	struct tlb_index *x = &t->idx[j];
+	struct tlb_index *x = &t->idx[__atomic_load_n(&t->cur, __ATOMIC_RELAXED) == &t->idx[0]];
 
 	/* sections that began before the last flip may still read buffer j */
 	dmm__cpu_sync_all(t->mem);
@@ -254,7 +254,7 @@ static void index_publish(struct dmm_swiotlb *t)
 			x->pool[k - 1] = p;
 		}
 	x->cached = index_first_cached(x);
-	__atomic_store_n(&t->active, j, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&t->cur, x, __ATOMIC_SEQ_CST);
 }
 
 /* ---- pools ------------------------------------------------------------------------ */
@@ -314,6 +314,7 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 	p->meta_pages = meta_pages;
 	p->transient = transient;
 	p->restricted = dev != (struct dmm_device *)0;
+	p->low = p->base + bytes <= (dmm_phys_t)4 << 30;
 	p->dev = dev;
 	p->areas = (struct tlb_area *)dmm_align_up((uintptr_t)(p + 1), DMM_CACHELINE);
 	p->slots = (struct tlb_slot *)(p->areas + nr_areas);
@@ -410,6 +411,7 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 	t->slot_shift = (unsigned)__builtin_ctzll(o.slot_size);
 	t->off_mask = o.align_mask & (o.slot_size - 1);
 	t->run_mask = o.align_mask & ~(uint64_t)(o.slot_size - 1);
+	t->cur = &t->idx[0];
 	t->self_pfn = pfn;
 	t->self_pages = pages;
 	mem->plat.lock_init(mem->plat.ctx, &t->lock);
@@ -616,12 +618,12 @@ static inline void mark_run(struct tlb_pool *p, uint32_t first, uint32_t n, uint
 	p->slots[first + n - 1].used = used;
 }
 
-/* A cached run of @n slots for a mapping of @pa (in a section of the CPU
- * owning @pc), counted with its @copy_in bytes; or -1 (also when @p is
- * dying: a dying pool has no cached run, its caches being empty, but no
- * take path may give out its slots). */
-static inline int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa,
-			  uint64_t copy_in)
+/* The cached run of @n slots that a mapping of @pa would take from @pc (in
+ * a section of the CPU owning @pc), or -1: none (also when @p is dying: a
+ * dying pool has no cached run, its caches being empty, but no take path
+ * may give out its slots), or none keeping the offset. Nothing changes. */
+static inline int64_t cache_peek(const struct dmm_swiotlb *t, const struct tlb_pool *p, const struct tlb_cpu *pc,
+				 uint32_t n, dmm_phys_t pa)
 {
 	uint32_t k = pc->n[n - 1], first;
 
@@ -630,10 +632,27 @@ static inline int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, stru
 	first = pc->run[n - 1][k - 1];
 	if (((p->base + ((uint64_t)first << t->slot_shift)) ^ pa) & t->run_mask)
 		return -1; /* the offset must survive the bounce: take one from the area */
-	__atomic_store_n(&pc->n[n - 1], k - 1, __ATOMIC_RELAXED);
+	return first;
+}
+
+/* Take the run cache_peek found at @first, counted with its @copy_in bytes. */
+static inline void cache_commit(struct tlb_pool *p, struct tlb_cpu *pc, uint32_t first, uint32_t n, uint64_t copy_in)
+{
+	__atomic_store_n(&pc->n[n - 1], pc->n[n - 1] - 1, __ATOMIC_RELAXED);
 	mark_run(p, first, n, SLOT_MAPPED);
 	dmm__pcpu_add(&pc->maps, 1);
-	dmm__pcpu_add(&pc->to_device, copy_in);
+	if (copy_in)
+		dmm__pcpu_add(&pc->to_device, copy_in);
+}
+
+/* A cached run of @n slots for a mapping of @pa, taken; or -1. */
+static inline int64_t cache_take(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t n, dmm_phys_t pa,
+				 uint64_t copy_in)
+{
+	int64_t first = cache_peek(t, p, pc, n, pa);
+
+	if (first >= 0)
+		cache_commit(p, pc, (uint32_t)first, n, copy_in);
 	return first;
 }
 
@@ -727,6 +746,15 @@ static uint64_t low_bytes(dmm_phys_t pa, uint64_t len)
 	return pa >= g4 ? 0 : dmm_min64(len, g4 - pa);
 }
 
+/* Bytes below 4 GiB of the run of @n slots at slot @first of @p: the
+ * device's low-memory count. */
+static inline uint64_t run_low(const struct dmm_swiotlb *t, const struct tlb_pool *p, uint32_t first, uint32_t n)
+{
+	if (__builtin_expect(p->low, 1))
+		return (uint64_t)n << t->slot_shift;
+	return low_bytes(p->base + ((uint64_t)first << t->slot_shift), (uint64_t)n << t->slot_shift);
+}
+
 /* Slots a bounce of [pa, pa + size) takes, and *@off, the offset of the
  * data in the first: whole granules (IOMMU pages, zero-padded) keeping the
  * offset within the granule, or (@granule 0) the bits of @pa under
@@ -768,8 +796,7 @@ static inline void count_map(const struct dmm_swiotlb *t, struct dmm_device *dev
 			     uint32_t s, uint32_t n)
 {
 	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, bounced_maps), 1);
-	dmm__dev_low_bounce_in(dev, cpu, (int64_t)low_bytes(p->base + ((uint64_t)s << t->slot_shift),
-							    (uint64_t)n << t->slot_shift));
+	dmm__dev_low_bounce_in(dev, cpu, (int64_t)run_low(t, p, s, n));
 }
 
 /* One pass over the pools @dev may use, inside a section of @cpu: its cache
@@ -1003,15 +1030,16 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 
 static void serve_deferred(struct dmm_swiotlb *t);
 
-/* Copy back as the direction needs and free the slots of @tlb_pa's mapping. */
 /* The run at @first (@n slots) into CPU cache @pc: reserved, warm, taken
- * back without a lock. @back: bytes copied back. */
-static inline void cache_put(struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_cpu *pc, uint32_t first, uint32_t n,
-			     uint64_t back)
+ * back without a lock. @back: bytes copied back. @room: the caller knows
+ * the cache is not full (else half of it goes back to the areas first). */
+static inline __attribute__((always_inline)) void cache_put(struct dmm_swiotlb *t, struct tlb_pool *p,
+							    struct tlb_cpu *pc, uint32_t first, uint32_t n,
+							    uint64_t back, bool room)
 {
 	struct tlb_slot *f = &p->slots[first];
 
-	if (__builtin_expect(pc->n[n - 1] == TLB_CACHE_RUNS, 0))
+	if (!room && __builtin_expect(pc->n[n - 1] == TLB_CACHE_RUNS, 0))
 		cache_give_back(t, p, pc, n, TLB_CACHE_RUNS / 2);
 	mark_run(p, first, n, SLOT_CACHED);
 	f->orig = 0;
@@ -1020,29 +1048,88 @@ static inline void cache_put(struct dmm_swiotlb *t, struct tlb_pool *p, struct t
 	pc->run[n - 1][pc->n[n - 1]] = first;
 	__atomic_store_n(&pc->n[n - 1], pc->n[n - 1] + 1, __ATOMIC_RELAXED);
 	dmm__pcpu_add(&pc->unmaps, 1);
-	dmm__pcpu_add(&pc->from_device, back);
+	if (back)
+		dmm__pcpu_add(&pc->from_device, back);
 }
 
 /* May @dev, which has no restricted pool of its own, bounce in @p?
  * pool_usable, short for the usual device (no bus offset): never another
- * device's restricted pool, and all of @p within reach. */
-static inline bool pool_reachable(const struct tlb_pool *p, struct dmm_device *dev)
+ * device's restricted pool, and all of @p within reach. @express: @dev is
+ * known to have no bus offset (dmm__dev_express). */
+static inline __attribute__((always_inline)) bool pool_reachable(const struct tlb_pool *p, struct dmm_device *dev,
+								 bool express)
 {
-	if (__builtin_expect(dev->desc.bus_offset == 0, 1))
+	if (express || __builtin_expect(dev->desc.bus_offset == 0, 1))
 		return !p->restricted && p->base >= dev->lim[0].lo && p->base + p->bytes - 1 < dev->lim[0].hi;
 	return pool_usable(p, dev);
 }
 
+/* pool_reachable for a pool known not to be restricted. */
+static inline __attribute__((always_inline)) bool pool_in_reach(const struct tlb_pool *p, struct dmm_device *dev,
+								bool express)
+{
+	if (express || __builtin_expect(dev->desc.bus_offset == 0, 1))
+		return p->base >= dev->lim[0].lo && p->base + p->bytes - 1 < dev->lim[0].hi;
+	return pool_usable(p, dev);
+}
+
 /*
- * The fast paths: a device with neither IOMMU, dma-ranges, restricted pool
- * nor untrusted mark, a counter block of each CPU's own, a mapping of one
- * or two slots, a run in this CPU's cache of the first pool it may use
+ * The short paths: a device with neither IOMMU, dma-ranges, restricted
+ * pool nor untrusted mark, a counter block of each CPU's own, a mapping of
+ * one or two slots, a run in this CPU's cache of the first pool it may use
  * (map) or a mapping of a cached pool (unmap); the callers have ruled out
- * an IOMMU and dma-ranges. One section, with plain loads and stores (the map's copy
- * after it); 0 means "not this case", and the caller takes the general
- * path, which handles every case.
+ * an IOMMU and dma-ranges. One section, with plain loads and stores (the
+ * map's copy after it). Their bodies say SHORT_NONE for "not this case":
+ * the caller takes the general path, which handles every case.
+ *
+ * Each body has two forms. The long one (@quick false) does all of the
+ * above. The quick one serves the express device (dmm__dev_express) on a
+ * thread that owns its CPU slot, and calls no function but in tail
+ * position, so that neither it nor its callers need a stack frame: what
+ * would need a call (entering the section the long way, giving half a
+ * full cache back, raising the low-memory peak, copying back at unmap, a
+ * RAM check over several pages) it leaves to the long form, saying
+ * SHORT_LONG before it has changed anything.
  */
-dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+enum { SHORT_DONE, SHORT_NONE, SHORT_LONG, SHORT_DIRECT };
+
+/* Enter the short paths' section: the thread's own slot (@quick), or any
+ * way. false: not entered (@quick only). */
+static inline __attribute__((always_inline)) bool short_enter(struct dmm_mem *mem, bool quick,
+							      struct dmm_cpu_thread **rp, unsigned *cpu)
+{
+	if (quick) {
+		if (!dmm__cpu_try_enter(mem, rp))
+			return false;
+		*cpu = (*rp)->cpu;
+		return true;
+	}
+	*cpu = dmm__cpu_enter_r(mem, rp);
+	return true;
+}
+
+/* The device's counter block of @cpu when it is that CPU's own, else NULL
+ * (dmm__dev_own_pcpu): an express device has one for every CPU. */
+static inline __attribute__((always_inline)) struct dmm_dev_pcpu *short_pcpu(struct dmm_device *dev, unsigned cpu,
+									     bool quick)
+{
+	return quick ? &dev->pcpu[cpu] : dmm__dev_own_pcpu(dev, cpu);
+}
+
+static inline __attribute__((always_inline)) void short_exit(struct dmm_mem *mem, bool quick,
+							     struct dmm_cpu_thread *r, unsigned cpu)
+{
+	if (quick)
+		dmm__cpu_leave(r);
+	else
+		dmm__cpu_exit_r(mem, r, cpu);
+}
+
+/* Map [pa, pa + size) through a cached run: SHORT_DONE and *@bp, the bounce
+ * address (the copy is the caller's, after the section), or SHORT_NONE, or
+ * (@quick) SHORT_LONG. */
+static inline __attribute__((always_inline)) int map_short(struct dmm_device *dev, dmm_phys_t pa, size_t size,
+							   enum dmm_dma_dir dir, bool quick, dmm_phys_t *bp)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_swiotlb *t = tlb_of(mem);
@@ -1050,70 +1137,157 @@ dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size
 	struct dmm_cpu_thread *r;
 	struct dmm_dev_pcpu *dp;
 	struct tlb_pool *p;
-	uint64_t off, copy_in;
+	struct tlb_cpu *pc;
+	uint64_t off, low;
 	unsigned cpu;
 	uint32_t n;
-	dmm_phys_t b;
 	int64_t s;
+	int ret = SHORT_NONE;
 
-	if (!t || dev->restricted_pool || dev->desc.untrusted)
-		return DMM_DMA_MAPPING_ERROR;
+	/* (an express device is never untrusted) */
+	if (!t || dev->restricted_pool || (!quick && dev->desc.untrusted))
+		return SHORT_NONE;
 	n = slots_for(t, pa, size, 0, &off);
 	if (n > TLB_CACHE_LEN)
-		return DMM_DMA_MAPPING_ERROR;
-	copy_in = copy_in_bytes(dir, size);
-	cpu = dmm__cpu_enter_r(mem, &r);
+		return SHORT_NONE;
+	if (!short_enter(mem, quick, &r, &cpu))
+		return SHORT_LONG;
 	x = index_get(t);
-	if (__builtin_expect(!(dp = dmm__dev_own_pcpu(dev, cpu)), 0))
+	if (__builtin_expect(!(dp = short_pcpu(dev, cpu, quick)), 0))
 		goto out;
 	/* the first pool with run caches that @dev may use (the lowest): the
-	 * index's cached pool when @dev reaches it, as it usually does */
+	 * index's cached pool (never a restricted one) when @dev reaches it,
+	 * as it usually does */
 	p = x->cached;
-	if (__builtin_expect(!p || !pool_reachable(p, dev), 0)) {
+	if (__builtin_expect(!p || !pool_in_reach(p, dev, quick), 0)) {
 		for (uint32_t i = 0;; i++) {
 			if (i == x->n)
 				goto out;
 			p = x->pool[i];
-			if (p->cpus && pool_reachable(p, dev))
+			if (p->cpus && pool_reachable(p, dev, quick))
 				break;
 		}
 	}
 	/* none cached, or none keeping the offset: the general path */
-	if (__builtin_expect((s = cache_take(t, p, &p->cpus[cpu], n, pa, copy_in)) < 0, 0))
+	pc = &p->cpus[cpu];
+	if (__builtin_expect((s = cache_peek(t, p, pc, n, pa)) < 0, 0))
 		goto out;
-	b = record_map(t, p, (uint32_t)s, pa, size, n, off, dev);
-	count_map(t, dev, cpu, p, (uint32_t)s, n);
+	low = run_low(t, p, (uint32_t)s, n);
+	if (quick && low &&
+	    (int64_t)(__atomic_load_n(&dp->low_bounce, __ATOMIC_RELAXED) + low) >
+		    (int64_t)__atomic_load_n(&dp->low_bounce_hw, __ATOMIC_RELAXED)) {
+		ret = SHORT_LONG; /* a new peak to raise (dmm__dev_low_bounce_own) */
+		goto out;
+	}
+	cache_commit(p, pc, (uint32_t)s, n, copy_in_bytes(dir, size));
+	*bp = record_map(t, p, (uint32_t)s, pa, size, n, off, dev);
+	/* the device's counters, in its block of this CPU (count_map's) */
+	dmm__pcpu_add(&dp->bounced_maps, 1);
+	if (quick) /* no new peak: checked above */
+		dmm__pcpu_add(&dp->low_bounce, low);
+	else
+		dmm__dev_low_bounce_own(dev, dp, (int64_t)low);
 	dmm__pcpu_add(&dp->maps, 1);
 	dmm__pcpu_add(&dp->map_bytes, size);
-	dmm__cpu_exit_r(mem, r, cpu);
-	/* the slots are this mapping's now (nothing frees them before its
-	 * unmap): the copy runs outside the section */
-	if (copy_in)
-		dmm__phys_copy(mem, b, pa, size);
-	return dmm__bus_of(dev, b); /* the pool is reachable: no wrap */
+	ret = SHORT_DONE;
 out:
-	dmm__cpu_exit_r(mem, r, cpu);
-	return DMM_DMA_MAPPING_ERROR;
+	short_exit(mem, quick, r, cpu);
+	return ret;
 }
 
-
-/* Copy back as @dir needs, release the device's low-memory count and free
- * (or cache) the mapping whose record is @f in @p; in a section of @cpu.
- * @tlb_pa is the mapping's start (record_start). */
-static inline __attribute__((always_inline)) void unmap_record(struct dmm_device *dev, struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_slot *f,
-			 dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir, unsigned cpu)
+/* Copy [src, src + len) to @dst (RAM) and return @dst: the copy after a
+ * quick map, as a tail call. copy_to is dmm__phys_copy's linear-map case,
+ * copy_to_any the rest. */
+static __attribute__((noinline)) dmm_phys_t copy_to_any(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src,
+							 size_t len)
 {
-	uint32_t first = (uint32_t)(f - p->slots), n = f->nslots;
+	dmm__phys_copy(mem, dst, src, len);
+	return dst;
+}
+
+static __attribute__((noinline)) dmm_phys_t copy_to(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_t src, size_t len)
+{
+	const struct dmm_platform *pl = &mem->plat;
+	uint64_t od = dst - pl->linear_phys, os = src - pl->linear_phys;
+
+	if (__builtin_expect(pl->phys_copy || od >= pl->linear_size || os >= pl->linear_size, 0))
+		return copy_to_any(mem, dst, src, len);
+	dmm_memcpy(pl->linear_virt + od, pl->linear_virt + os, len);
+	return dst;
+}
+
+dmm_dma_addr_t dmm__swiotlb_map_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir)
+{
+	dmm_phys_t b;
+
+	if (map_short(dev, pa, size, dir, false, &b) != SHORT_DONE)
+		return DMM_DMA_MAPPING_ERROR;
+	/* the slots are this mapping's now (nothing frees them before its
+	 * unmap): the copy runs outside the section */
+	if (copy_in_bytes(dir, size))
+		dmm__phys_copy(dev->mem, b, pa, size);
+	return dmm__bus_of(dev, b); /* the pool is reachable: no wrap */
+}
+
+/* The express map's long form (map_short's SHORT_LONG). */
+static __attribute__((noinline)) dmm_dma_addr_t map_express_long(struct dmm_device *dev, dmm_phys_t pa, size_t size,
+								  enum dmm_dma_dir dir, const void *site)
+{
+	dmm_dma_addr_t bus = dmm__swiotlb_map_fast(dev, pa, size, dir);
+
+	if (bus != DMM_DMA_MAPPING_ERROR)
+		return bus;
+	return dmm__dma_map_general(dev, pa, size, dir, site);
+}
+
+dmm_dma_addr_t dmm__swiotlb_map_express(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+					const void *site)
+{
+	dmm_phys_t b;
+	int how = map_short(dev, pa, size, dir, true, &b);
+
+	/* an express device's bus addresses are its physical ones */
+	if (__builtin_expect(how == SHORT_DONE, 1))
+		return copy_in_bytes(dir, size) ? copy_to(dev->mem, b, pa, size) : b;
+	if (how == SHORT_LONG)
+		return map_express_long(dev, pa, size, dir, site);
+	return dmm__dma_map_general(dev, pa, size, dir, site);
+}
+
+/* Copy back as @dir needs and release the device's low-memory count for
+ * the mapping whose record is @f, slot @first of @p, in a section of @cpu;
+ * @dp: the device's counter block of that CPU when it is the CPU's own
+ * (dmm__dev_own_pcpu), else NULL. @tlb_pa is the mapping's start
+ * (record_start). The bytes copied back. */
+static inline __attribute__((always_inline)) size_t unmap_back(struct dmm_device *dev, struct dmm_swiotlb *t,
+							       struct tlb_pool *p, struct tlb_slot *f, uint32_t first,
+							       dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir,
+							       unsigned cpu, struct dmm_dev_pcpu *dp)
+{
+	uint64_t low = run_low(t, p, first, f->nslots);
 	size_t back = 0;
 
 	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
 		back = size < f->size ? size : f->size;
 		dmm__phys_copy(dev->mem, f->orig, tlb_pa, back);
 	}
-	dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low_bytes(p->base + ((uint64_t)first << t->slot_shift),
-							     (uint64_t)n << t->slot_shift));
-	if (n <= TLB_CACHE_LEN && p->cpus && !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED)) {
-		cache_put(t, p, &p->cpus[cpu], first, n, back);
+	if (dp) /* (giving back never raises the peak) */
+		dmm__pcpu_add(&dp->low_bounce, -low);
+	else
+		dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low);
+	return back;
+}
+
+/* unmap_back, then the slots freed, or cached when @may_cache. */
+static inline void unmap_record(struct dmm_device *dev, struct dmm_swiotlb *t, struct tlb_pool *p, struct tlb_slot *f,
+				uint32_t first, dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir, unsigned cpu,
+				bool may_cache)
+{
+	uint32_t n = f->nslots;
+	size_t back = unmap_back(dev, t, p, f, first, tlb_pa, size, dir, cpu, (struct dmm_dev_pcpu *)0);
+
+	if (n <= TLB_CACHE_LEN && p->cpus && may_cache) {
+		cache_put(t, p, &p->cpus[cpu], first, n, back, false);
 	} else {
 		struct tlb_area *ar = area_of(p, first);
 		dmm__lock(dev->mem, &ar->lock);
@@ -1126,7 +1300,11 @@ static inline __attribute__((always_inline)) void unmap_record(struct dmm_device
 	}
 }
 
-int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool direct)
+/* Unmap @pa: SHORT_DONE (a bounce mapping: then unmap_short_after),
+ * SHORT_DIRECT (@direct: an express device's direct mapping, counted),
+ * SHORT_NONE, or (@quick) SHORT_LONG. */
+static inline __attribute__((always_inline)) int unmap_short(struct dmm_device *dev, dmm_phys_t pa, size_t size,
+							     enum dmm_dma_dir dir, bool direct, bool quick)
 {
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_swiotlb *t = tlb_of(mem);
@@ -1135,43 +1313,113 @@ int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, 
 	struct dmm_cpu_thread *r;
 	struct tlb_slot *f;
 	unsigned cpu;
+	uint64_t at;
+	uint32_t s, n;
+	int ret = SHORT_NONE;
 
 	if (!t && !direct)
-		return 0;
-	cpu = dmm__cpu_enter_r(mem, &r);
-	dp = dmm__dev_own_pcpu(dev, cpu);
+		return SHORT_NONE;
+	if (quick && (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL))
+		return SHORT_LONG; /* a copy back */
+	if (!short_enter(mem, quick, &r, &cpu))
+		return SHORT_LONG;
+	dp = short_pcpu(dev, cpu, quick);
 	p = t ? index_search_cached(index_get(t), pa) : (struct tlb_pool *)0;
 	if (!p) {
 		/* an express device's direct mapping: nothing to copy or
 		 * to maintain, only the count (RAM, as the general path
 		 * checks) */
-		if (!direct || !dp || !dmm__is_ram_fast(mem, pa, size))
+		if (!direct || !dp)
+			goto out;
+		if (quick && dmm_phys_to_pfn(pa) != dmm_phys_to_pfn(pa + size - 1)) {
+			ret = SHORT_LONG; /* dmm__is_ram_span */
+			goto out;
+		}
+		if (!dmm__is_ram_fast(mem, pa, size))
 			goto out;
 		dmm__pcpu_add(&dp->unmaps, 1);
-		dmm__cpu_exit_r(mem, r, cpu);
-		return 1;
+		ret = SHORT_DIRECT;
+		goto out;
 	}
 	if (__builtin_expect(!p->cpus || !dp || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED), 0))
 		goto out;
-	/* only the address the map returned unmaps; the general path refuses
-	 * and counts any other */
-	if (__builtin_expect(!(f = lookup(t, p, pa, &p)) || f->nslots > TLB_CACHE_LEN || pa != record_start(t, p, f) ||
-				     f->dev != dev->tlb_tag,
+	/* only the address the map returned unmaps (the general path refuses
+	 * and counts any other): lookup and record_start, short. That address
+	 * lies in its mapping's first slot (the offset kept is below a slot),
+	 * so its slot must be a mapping's first, at that offset. */
+	at = pa - p->base;
+	s = (uint32_t)(at >> t->slot_shift);
+	f = &p->slots[s];
+	if (__builtin_expect(f->used != SLOT_MAPPED || f->first != s || f->nslots > TLB_CACHE_LEN ||
+				     (at & (t->o.slot_size - 1)) != f->off || f->dev != dev->tlb_tag,
 			     0))
 		goto out;
-	unmap_record(dev, t, p, f, pa, size, dir, cpu);
+	if (quick && __builtin_expect(p->cpus[cpu].n[f->nslots - 1] == TLB_CACHE_RUNS, 0)) {
+		ret = SHORT_LONG; /* half the cache goes back to the areas */
+		goto out;
+	}
+	/* to this CPU's cache (nr_deferred was 0) */
+	n = f->nslots;
+	cache_put(t, p, &p->cpus[cpu], s, n, unmap_back(dev, t, p, f, s, pa, size, dir, cpu, dp), quick);
 	dmm__pcpu_add(&dp->unmaps, 1);
-	dmm__cpu_exit_r(mem, r, cpu);
-	/* a deferred mapping may be waiting for these slots; an idle transient
-	 * pool may be due back */
-	if (__builtin_expect(__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED) |
-				     __atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED),
-			     0))
-		dmm__swiotlb_unmap_done(mem);
-	return 1;
+	ret = SHORT_DONE;
 out:
-	dmm__cpu_exit_r(mem, r, cpu);
-	return 0;
+	short_exit(mem, quick, r, cpu);
+	return ret;
+}
+
+/* After a bounce unmap, out of the section: does a deferred mapping wait
+ * for slots, or may an idle transient pool be due back
+ * (dmm__swiotlb_unmap_done)? */
+static inline bool unmap_short_after(const struct dmm_mem *mem)
+{
+	const struct dmm_swiotlb *t = tlb_of(mem);
+
+	return __builtin_expect(__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED) |
+					__atomic_load_n(&t->nr_transient, __ATOMIC_RELAXED),
+				0);
+}
+
+int dmm__swiotlb_unmap_fast(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool direct)
+{
+	switch (unmap_short(dev, pa, size, dir, direct, false)) {
+	case SHORT_DONE:
+		if (unmap_short_after(dev->mem))
+			dmm__swiotlb_unmap_done(dev->mem);
+		return 1;
+	case SHORT_DIRECT:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* The express unmap's long form (unmap_short's SHORT_LONG). */
+static __attribute__((noinline)) void unmap_express_long(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size,
+							 enum dmm_dma_dir dir, const void *site)
+{
+	if (!dmm__swiotlb_unmap_fast(dev, dma, size, dir, true))
+		dmm__dma_unmap_general(dev, dma, size, dir, site, true);
+}
+
+void dmm__swiotlb_unmap_express(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
+				const void *site)
+{
+	/* (a direction other than the four copies nothing, as DMM_DMA_NONE) */
+	switch (unmap_short(dev, dma, size, dir, true, true)) {
+	case SHORT_DONE:
+		if (unmap_short_after(dev->mem))
+			dmm__swiotlb_unmap_done(dev->mem);
+		return;
+	case SHORT_DIRECT:
+		return;
+	case SHORT_LONG:
+		unmap_express_long(dev, dma, size, dir, site);
+		return;
+	default:
+		dmm__dma_unmap_general(dev, dma, size, dir, site, true);
+		return;
+	}
 }
 
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
@@ -1190,11 +1438,13 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return -1;
 	}
-	unmap_record(dev, t, p, f, tlb_pa, size, dir, cpu);
+	unmap_record(dev, t, p, f, (uint32_t)(f - p->slots), tlb_pa, size, dir, cpu,
+		     !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED));
 	return 1;
 }
 
-void dmm__swiotlb_unmap_done(struct dmm_mem *mem)
+/* (never inlined: the express unmap calls it as a tail call) */
+__attribute__((noinline)) void dmm__swiotlb_unmap_done(struct dmm_mem *mem)
 {
 	struct dmm_swiotlb *t = tlb_of(mem);
 
@@ -1608,7 +1858,7 @@ static void check_all(void *arg)
 	struct check_arg *ca = arg;
 	struct dmm_swiotlb *t = ca->t;
 	struct dmm_mem *mem = t->mem;
-	struct tlb_index *x = &t->idx[__atomic_load_n(&t->active, __ATOMIC_ACQUIRE)];
+	const struct tlb_index *x = index_get(t);
 	struct tlb_pool *lowest = (struct tlb_pool *)0;
 
 	/* the cached pool is the lowest of the set with caches and no owner */
