@@ -18,11 +18,12 @@
  *
  * Finding the pool of an address: an index (pools sorted by base) searched
  * by bisection, after a look at the pool it names as its lowest with run
- * caches that is no device's own (where most mappings are). Two index buffers: a reader reads the active one inside a
- * CPU-local section (no lock, no atomic); a writer (under the pool lock)
- * waits for a grace period (every section that might still read the
- * inactive buffer has ended) before it fills that buffer, then flips. So
- * growth and release never disturb a lookup, and memory stays bounded. A
+ * caches that is no device's own (where most mappings are). Two index
+ * buffers: a reader reads the active one inside a CPU-local section (no
+ * lock, no atomic); a writer (under the pool lock) waits for a grace
+ * period (every section that might still read the inactive buffer has
+ * ended) before it fills that buffer, then flips. So growth and release
+ * never disturb a lookup, and memory stays bounded. A
  * pool is released only once it is empty and marked dying (under all its
  * area locks, so no take is half done): every take path refuses a dying
  * pool, so it stays empty; then it is unpublished, and freed after another
