@@ -587,6 +587,36 @@ static void test_device_boundary(void **state)
 	tu_env_destroy(e);
 }
 
+/* A device whose coherent boundary is below a page gets no coherent buffer
+ * at all (a chunk is at least a page): a pool of it could never serve a
+ * block, so create refuses it, whatever the block size. */
+static void test_device_boundary_below_page(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("tiny-bnd", 64, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_dma_pool *x = NULL;
+	struct dmm_mem_info mi0, mi1;
+	void *cpu;
+	dmm_dma_addr_t dma;
+	(void)state;
+
+	d.limits.boundary = 2048;
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	/* the coherent allocator refuses every buffer of this device */
+	assert_rc(dmm_dma_alloc_coherent(dev, 64, 0, &cpu, &dma), -DMM_EINVAL);
+	dmm_mem_get_info(e->mem, &mi0);
+	assert_rc(dmm_dma_pool_create(dev, "x", 64, 0, 0, &x), -DMM_EINVAL);
+	assert_rc(dmm_dma_pool_create(dev, "x", 2048, 0, 0, &x), -DMM_EINVAL);
+	assert_rc(dmm_dma_pool_create(dev, "x", 32, 32, 1024, &x), -DMM_EINVAL);
+	assert_null(x);
+	dmm_mem_get_info(e->mem, &mi1);
+	assert_int_equal(mi1.fail_invalid, mi0.fail_invalid + 3);
+	assert_ok(dmm_device_destroy(dev));
+	assert_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /* ---- IOMMU, fragmented memory ------------------------------------------------ */
 
 /* Behind an IOMMU a chunk may be built page by page (every other page
@@ -811,6 +841,7 @@ int main(void)
 		cmocka_unit_test(test_noncoherent),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_device_boundary),
+		cmocka_unit_test(test_device_boundary_below_page),
 		cmocka_unit_test(test_iommu_scattered_chunk),
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_random_checked),

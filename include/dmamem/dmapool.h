@@ -50,8 +50,10 @@ struct dmm_dma_pool_stats {
  * crosses (in bus addresses). @name is copied (up to 31 characters).
  * Nothing is allocated from the device until the first block is asked for.
  * Fails with -DMM_EINVAL (bad arguments, @dev a bus, blocks larger than
- * 4 MiB, or a block stride (@size rounded up to @align) larger than the
- * device's coherent segment boundary) or the page allocator's error for
+ * 4 MiB, a block stride (@size rounded up to @align) larger than the
+ * device's coherent segment boundary, or a device whose coherent segment
+ * boundary is below a page: it gets no coherent buffer at all) or the
+ * page allocator's error for
  * the pool's own page. Chunks never exceed that device boundary, so with a
  * small one they hold fewer blocks.
  */

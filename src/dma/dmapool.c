@@ -27,15 +27,15 @@
  * Geometry. stride = size rounded up to the alignment. A chunk is a power
  * of two of at least one page (grown up to 32 KiB so it holds 8 blocks or
  * more, but never beyond the device's coherent segment boundary, which a
- * coherent buffer may not cross; a stride larger than that boundary is
- * refused at create) and its bus address is aligned to its size: a chunk that
- * dmm_dma_alloc_coherent() returns unaligned is given back and a larger
- * buffer is taken, of which the aligned part is used (counted in
- * misaligned_chunks; the buddy allocator's natural alignment makes this
- * rare). With a boundary smaller than the chunk, the chunk is cut into
- * boundary-sized segments each holding floor(boundary / stride) blocks;
- * with a boundary at least as large as the chunk, the aligned chunk cannot
- * cross one. Block i lies at (i / per_seg) * seg + (i % per_seg) * stride
+ * coherent buffer may not cross; a stride larger than that boundary, or a
+ * boundary below a page, is refused at create) and its bus address is
+ * aligned to its size: a chunk that dmm_dma_alloc_coherent() returns
+ * unaligned is given back and a larger buffer is taken, of which the
+ * aligned part is used (counted in misaligned_chunks; the buddy
+ * allocator's natural alignment makes this rare). With a boundary smaller
+ * than the chunk, the chunk is cut into boundary-sized segments each
+ * holding floor(boundary / stride) blocks; with a boundary at least as
+ * large as the chunk, the aligned chunk cannot cross one. Block i lies at (i / per_seg) * seg + (i % per_seg) * stride
  * (shifts and masks where those are powers of two; free checks an offset
  * with one multiplication, dmm_quot_exact).
  *
@@ -272,10 +272,12 @@ int dmm_dma_pool_create(struct dmm_device *dev, const char *name, size_t size, s
 	    (boundary && (!dmm_is_pow2(boundary) || boundary < size)))
 		return dmm__count_invalid(dev->mem);
 	stride = dmm_align_up(size, align);
-	/* a chunk is one coherent buffer: it cannot be larger than the
-	 * device's segment boundary, and a block cannot span two chunks */
+	/* a chunk is one coherent buffer of at least a page: it cannot be
+	 * larger than the device's segment boundary (a boundary below a page
+	 * leaves the device no coherent buffer at all), and a block cannot
+	 * span two chunks */
 	dev_bnd = dev->lim[1].boundary;
-	if (stride > CHUNK_MAX || (dev_bnd && stride > dev_bnd))
+	if (stride > CHUNK_MAX || (dev_bnd && (stride > dev_bnd || dev_bnd < DMM_PAGE_SIZE)))
 		return dmm__count_invalid(dev->mem);
 	chunk = DMM_PAGE_SIZE;
 	while (chunk < stride)
