@@ -447,6 +447,8 @@ int main(int argc, char **argv)
 	bench_overrun(&out);
 	if (dmm_device_destroy(g_dev))
 		bench_die("dmm_device_destroy failed");
+	if (dmm_page_alloc_check(g_mem))
+		bench_die("dmm_page_alloc_check failed");
 	dmm_hosted_mem_destroy(h, g_mem);
 	return 0;
 }
