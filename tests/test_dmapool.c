@@ -162,11 +162,12 @@ static void test_geometry(void **state)
 /*
  * Every byte offset of a chunk against free: a block's start frees (and is
  * taken back), any other offset is refused with -DMM_EINVAL and nothing
- * changes. The geometries cover each way of finding a block: one segment
- * (power-of-two stride or not), several segments of a power-of-two block
- * count (1 included) and of another count. The blocks handed out must be
- * exactly those of the documented layout, block i at
- * (i / per_seg) * boundary + (i % per_seg) * stride.
+ * changes; once with the chunk full, once with a block of it free (free
+ * then finds the chunk without the index). The geometries cover each way
+ * of finding a block: one segment (power-of-two stride or not), several
+ * segments of a power-of-two block count (1 included) and of another
+ * count. The blocks handed out must be exactly those of the documented
+ * layout, block i at (i / per_seg) * boundary + (i % per_seg) * stride.
  */
 static void test_every_offset(void **state)
 {
@@ -212,14 +213,20 @@ static void test_every_offset(void **state)
 			assert_true(off < st0.chunk_bytes && is_start[off]);
 			assert_ptr_equal(b[i].cpu, (uint8_t *)base.cpu - (base.dma & (st0.chunk_bytes - 1)) + off);
 		}
-		/* every offset */
-		{
+		/* every offset, with the chunk full (free finds it through the
+		 * index), then with its last block free (the chunk allocations
+		 * come from, which free tries first; that block is already free) */
+		for (int pass = 0; pass < 2; pass++) {
 			uint8_t *c0 = (uint8_t *)base.cpu - (base.dma & (st0.chunk_bytes - 1));
 			dmm_dma_addr_t d0 = base.dma & ~(st0.chunk_bytes - 1);
-			uint64_t freed = 0;
+			uint64_t freed = 0, hole = pass ? b[nb - 1].dma - d0 : UINT64_MAX;
+			if (pass)
+				assert_ok(dmm_dma_pool_free(p, b[nb - 1].cpu, b[nb - 1].dma));
 			st0 = stats(p);
 			for (uint64_t off = 0; off < st0.chunk_bytes; off++) {
-				if (is_start[off]) {
+				if (off == hole) {
+					assert_rc(dmm_dma_pool_free(p, c0 + off, d0 + off), -DMM_ENOENT);
+				} else if (is_start[off]) {
 					void *cpu;
 					dmm_dma_addr_t dma;
 					assert_ok(dmm_dma_pool_free(p, c0 + off, d0 + off));
@@ -231,12 +238,16 @@ static void test_every_offset(void **state)
 					assert_rc(dmm_dma_pool_free(p, c0 + off, d0 + off), -DMM_EINVAL);
 				}
 			}
-			assert_int_equal(freed, nb);
+			assert_int_equal(freed, nb - (uint64_t)pass);
 			st1 = stats(p);
-			assert_int_equal(st1.fail_invalid, st0.fail_invalid + st0.chunk_bytes - nb);
-			assert_int_equal(st1.frees, st0.frees + nb);
-			assert_int_equal(st1.in_use, nb);
+			assert_int_equal(st1.fail_invalid, st0.fail_invalid + st0.chunk_bytes - nb + (uint64_t)pass);
+			assert_int_equal(st1.frees, st0.frees + nb - (uint64_t)pass);
+			assert_int_equal(st1.in_use, nb - (uint64_t)pass);
 			assert_int_equal(st1.chunks, 1);
+			if (pass) {
+				assert_ok(dmm_dma_pool_alloc(p, 0, &b[nb - 1].cpu, &b[nb - 1].dma));
+				assert_int_equal(b[nb - 1].dma, d0 + hole);
+			}
 		}
 		assert_ok(dmm_dma_pool_check(p));
 		for (uint64_t i = 0; i < nb; i++)
