@@ -285,6 +285,19 @@ static void test_platform_validation(void **state)
 	p.linear_size = 4096;
 	p.linear_virt = NULL;
 	assert_rc(dmm_platform_validate(&p), -DMM_EINVAL); /* a linear map nowhere */
+	/* a linear map of part pages */
+	p = *dmm_hosted_platform(h);
+	assert_ok(dmm_platform_validate(&p));
+	p.linear_size -= 8;
+	assert_rc(dmm_platform_validate(&p), -DMM_EINVAL);
+	p = *dmm_hosted_platform(h);
+	p.linear_phys += 8;
+	p.linear_virt += 8;
+	p.linear_size -= 8;
+	assert_rc(dmm_platform_validate(&p), -DMM_EINVAL);
+	p = *dmm_hosted_platform(h);
+	p.linear_virt += 8;
+	assert_rc(dmm_platform_validate(&p), -DMM_EINVAL);
 	p = *dmm_hosted_platform(h);
 	p.cpu_enter = hook_enter;
 	assert_rc(dmm_mem_create(&m, &p, &mem), -DMM_EINVAL);

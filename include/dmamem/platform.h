@@ -120,7 +120,9 @@
  *                          linear_size). phys_to_virt and virt_to_phys must
  *                          agree with it; the core then translates inside it
  *                          with an addition instead of a call (the fast paths
- *                          of kfree and of bouncing). linear_size 0: none.
+ *                          of kfree and of bouncing). All three page-aligned
+ *                          (dmm_platform_validate refuses a map of part
+ *                          pages). linear_size 0: none.
  *  vmap/vunmap             Map @n pages (physical addresses @pages) at
  *                          consecutive CPU addresses with attribute @attr
  *                          (uncached for a non-coherent device's buffer),

@@ -155,7 +155,11 @@ int dmm_platform_validate(const struct dmm_platform *p)
 	if (p->cpu_thread_slots)
 		return -DMM_ENOTSUP;
 #endif
-	if (p->linear_size && (!p->linear_virt || p->linear_phys + p->linear_size < p->linear_phys))
+	/* a linear map of whole pages: the core translates a page's address
+	 * inside it without a call, so a page it holds only in part would be
+	 * translated past its end */
+	if (p->linear_size && (!p->linear_virt || p->linear_phys + p->linear_size < p->linear_phys ||
+			       ((p->linear_phys | p->linear_size | (uintptr_t)p->linear_virt) & (DMM_PAGE_SIZE - 1))))
 		return -DMM_EINVAL;
 	return 0;
 }
