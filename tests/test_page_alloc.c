@@ -1055,26 +1055,6 @@ static void test_concurrent_double_free(void **state)
 	race_mem_destroy(&r);
 }
 
-/* A spinning barrier for two threads: both leave it within a few cycles. */
-struct spin_barrier {
-	unsigned count, phase;
-};
-
-static void spin_wait(struct spin_barrier *b)
-{
-	unsigned phase = __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE);
-	unsigned spins = 0;
-
-	if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == 2) {
-		__atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-		__atomic_store_n(&b->phase, phase + 1, __ATOMIC_RELEASE);
-		return;
-	}
-	while (__atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase)
-		if (++spins % 1024 == 0)
-			sched_yield();
-}
-
 /*
  * Two threads, one block, every round: thread 0 allocates the block (a
  * page, a range when @range is 1, a range of contiguous area 0 when 2), then both start together and do their
@@ -1083,7 +1063,7 @@ static void spin_wait(struct spin_barrier *b)
  */
 struct duel {
 	struct dmm_mem *mem;
-	struct spin_barrier bar;
+	struct tu_spin_barrier bar;
 	unsigned rounds;
 	int range, pin;
 	dmm_pfn_t pfn;
@@ -1165,14 +1145,14 @@ static void *duel_thread0(void *arg)
 			snprintf(d->why, sizeof(d->why), "allocation failed: %s", dmm_errname(rc));
 			__atomic_store_n(&d->stop, 1, __ATOMIC_RELAXED);
 		}
-		spin_wait(&d->bar);
+		tu_spin_wait(&d->bar);
 		if (__atomic_load_n(&d->stop, __ATOMIC_RELAXED))
 			break;
 		d->rc[0] = duel_free(d);
-		spin_wait(&d->bar);
+		tu_spin_wait(&d->bar);
 		if (duel_judge(d))
 			__atomic_store_n(&d->stop, 1, __ATOMIC_RELAXED);
-		spin_wait(&d->bar);
+		tu_spin_wait(&d->bar);
 		if (__atomic_load_n(&d->stop, __ATOMIC_RELAXED))
 			break;
 	}
@@ -1185,12 +1165,12 @@ static void *duel_thread1(void *arg)
 	dmm_pfn_t pinned;
 
 	for (unsigned i = 0; i < d->rounds; i++) {
-		spin_wait(&d->bar);
+		tu_spin_wait(&d->bar);
 		if (__atomic_load_n(&d->stop, __ATOMIC_RELAXED))
 			break;
 		d->rc[1] = d->pin ? dmm_page_pin(d->mem, d->pfn, 0, &pinned, NULL) : duel_free(d);
-		spin_wait(&d->bar);
-		spin_wait(&d->bar);
+		tu_spin_wait(&d->bar);
+		tu_spin_wait(&d->bar);
 		if (__atomic_load_n(&d->stop, __ATOMIC_RELAXED))
 			break;
 	}

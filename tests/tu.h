@@ -9,6 +9,7 @@
 #ifndef DMM_TESTS_TU_H
 #define DMM_TESTS_TU_H
 
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -153,6 +154,27 @@ static inline void tu_assert_one_free(dmm_pfn_t pfn, int rc1, int rc2)
 		fail_msg("%llu freed by two frees at once: %s and %s", (unsigned long long)pfn, dmm_errname(rc1),
 			 dmm_errname(rc2));
 	assert_rc(rc1 ? rc1 : rc2, -DMM_ENOENT);
+}
+
+/* A spinning barrier for two threads: both leave it within a few cycles
+ * (zero-initialised). */
+struct tu_spin_barrier {
+	unsigned count, phase;
+};
+
+static inline void tu_spin_wait(struct tu_spin_barrier *b)
+{
+	unsigned phase = __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE);
+	unsigned spins = 0;
+
+	if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == 2) {
+		__atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&b->phase, phase + 1, __ATOMIC_RELEASE);
+		return;
+	}
+	while (__atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase)
+		if (++spins % 1024 == 0)
+			sched_yield();
 }
 
 static inline void tu_add_reserved(struct dmm_machine *m, dmm_phys_t base, uint64_t size)
