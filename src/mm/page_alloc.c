@@ -53,6 +53,11 @@
  */
 #include "mm/mm_internal.h"
 
+/* Marks of a user a free block never carries: the free paths refuse a
+ * head with one (dmm_page_free, dmm_free_range), and their owners clear
+ * them before they free. */
+#define FREE_NEVER_FLAGS (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT)
+
 static const char *const zone_names[DMM_NR_ZONE_TYPES] = { "DMA", "DMA32", "Normal" };
 static const char *const mt_names[DMM_NR_MIGRATETYPES] = { "Unmovable", "Movable", "Reclaimable",
 							   "CMA", "Isolate" };
@@ -1075,7 +1080,7 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		stat_inc(&z->stats.bad_free);
 		return -DMM_EINVAL;
 	}
-	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT)) {
+	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & FREE_NEVER_FLAGS) {
 		/* the small-object allocator's (a slab, or a large object:
 		 * dmm_kfree gives those back), or a coherent DMA buffer
 		 * (dmm_dma_free_coherent) */
@@ -1218,6 +1223,9 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 				CHECK(mem, dmm__state(pg) == DMM_PAGE_FREE && dmm__order(pg) == o && dmm__mt(pg) == mt,
 				      "check: pfn %llu on list (%u,%u) has state %u order %u mt %u",
 				      (unsigned long long)pg->pfn, o, mt, dmm__state(pg), dmm__order(pg), dmm__mt(pg));
+				CHECK(mem, !(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & FREE_NEVER_FLAGS),
+				      "check: free block pfn %llu still marked as a user's (flags %#x)",
+				      (unsigned long long)pg->pfn, (unsigned)pg->flags);
 				CHECK(mem, !(pg->pfn & (size - 1)) && pg->pfn >= z->start_pfn &&
 					       pg->pfn + size <= z->end_pfn && pg->zone == z->idx,
 				      "check: free block pfn %llu order %u misplaced", (unsigned long long)pg->pfn, o);
@@ -1271,6 +1279,9 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 					      (unsigned long long)pg->pfn, dmm__state(pg), dmm__order(pg));
 					CHECK(mem, !dmm__rt_test(&z->rt, pg->pfn),
 					      "check: pcp page pfn %llu also marked free", (unsigned long long)pg->pfn);
+					CHECK(mem, !(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & FREE_NEVER_FLAGS),
+					      "check: pcp page pfn %llu still marked as a user's (flags %#x)",
+					      (unsigned long long)pg->pfn, (unsigned)pg->flags);
 					n++;
 					pages += (uint64_t)1 << o;
 				}
