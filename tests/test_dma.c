@@ -7,6 +7,8 @@
  * misuse, and silent for correct use). Cache behaviour and device accesses
  * are tested against the hardware model in test_dma_hw.c.
  */
+#include <pthread.h>
+
 #include "tu_dma.h"
 
 
@@ -630,6 +632,93 @@ static void test_free_coherent_misuse(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * Two threads free one coherent buffer at once, every round (both leave a
+ * spinning barrier together): exactly one frees it, the other is refused
+ * with -DMM_ENOENT, and the refused one leaves the pages alone. The check
+ * after each round fails if a free page still carries the coherent mark
+ * (which the loser used to put back after the winner had freed the page:
+ * the next user of the page could then not free it).
+ */
+struct coherent_duel {
+	struct dmm_device *dev;
+	struct tu_spin_barrier bar;
+	unsigned rounds;
+	size_t size;
+	void *cpu;
+	dmm_dma_addr_t bus;
+	int rc1;
+};
+
+static void *coherent_duel_thread(void *arg)
+{
+	struct coherent_duel *d = arg;
+
+	for (unsigned i = 0; i < d->rounds; i++) {
+		tu_spin_wait(&d->bar); /* the buffer is there */
+		d->rc1 = dmm_dma_free_coherent(d->dev, d->size, d->cpu, d->bus);
+		tu_spin_wait(&d->bar); /* both frees done */
+	}
+	return NULL;
+}
+
+static void test_free_coherent_race(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_device_desc desc = tu_desc("nic", 64, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_dma_stats st;
+	uint64_t free0;
+	(void)state;
+
+	tu_hosted_platform(&m, "coherent-race", 2, &h, &p);
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	assert_ok(dmm_device_create(mem, &desc, NULL, &dev));
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	for (size_t size = 4096; size <= 3 * 4096; size += 2 * 4096) { /* a page, a range */
+		struct coherent_duel d = { .dev = dev, .rounds = 1500, .size = size };
+		pthread_t t;
+		int failed = 0;
+
+		assert_int_equal(pthread_create(&t, NULL, coherent_duel_thread, &d), 0);
+		for (unsigned i = 0; i < d.rounds; i++) {
+			int rc0, rc1;
+			if (!failed)
+				assert_ok(dmm_dma_alloc_coherent(dev, size, 0, &d.cpu, &d.bus));
+			tu_spin_wait(&d.bar);
+			rc0 = failed ? 0 : dmm_dma_free_coherent(dev, size, d.cpu, d.bus);
+			tu_spin_wait(&d.bar);
+			rc1 = d.rc1;
+			if (failed)
+				continue;
+			/* judged after the other thread is past its free; it
+			 * waits at the barrier of the next round */
+			if ((rc0 == 0) == (rc1 == 0) || (rc0 ? rc0 : rc1) != -DMM_ENOENT ||
+			    dmm_page_alloc_check(mem) || dmm_range_check(mem)) {
+				failed = 1; /* let the thread finish its rounds first */
+				print_error("round %u, %zu bytes: frees returned %s and %s\n", i, size, dmm_errname(rc0),
+					    dmm_errname(rc1));
+				d.cpu = NULL; /* the thread's remaining frees are refused */
+			}
+		}
+		assert_int_equal(pthread_join(t, NULL), 0);
+		assert_false(failed);
+	}
+	dmm_device_get_stats(dev, &st);
+	assert_int_equal(st.coherent_frees, 3000);
+	assert_int_equal(st.coherent_allocs, 3000);
+	dmm_page_drain_pcp(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0);
+	assert_checks(mem);
+	assert_ok(dmm_device_destroy(dev));
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -641,6 +730,7 @@ int main(void)
 		cmocka_unit_test(test_debug_rules),
 		cmocka_unit_test(test_free_coherent_misuse),
 		cmocka_unit_test(test_coherent_memattr_failure),
+		cmocka_unit_test(test_free_coherent_race),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -343,13 +343,23 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 	 * mark (a page the caller got elsewhere is refused) */
 	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT))
 		return -DMM_ENOENT;
-	if (head->state == DMM_PAGE_RANGE && !head->owner && head->private != pages)
-		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
-	if (head->state == DMM_PAGE_ALLOC && (pages != ((uint64_t)1 << order) || head->order != order))
-		return untracked ? -DMM_ENOENT : -DMM_EINVAL;
-	if (head->state != DMM_PAGE_RANGE && head->state != DMM_PAGE_ALLOC)
+	/* the claim: of two frees of the buffer at once, the one that takes
+	 * the mark off frees it; the other leaves the pages alone. The
+	 * claimant checks the size against a buffer nobody else frees now,
+	 * and puts the mark back if it refuses. */
+	if (!dmm__coherent_claim(head))
 		return -DMM_ENOENT;
-	dmm__coherent_mark(head, false);
+	err = 0;
+	if (head->state == DMM_PAGE_RANGE && !head->owner && head->private != pages)
+		err = untracked ? -DMM_ENOENT : -DMM_EINVAL;
+	else if (head->state == DMM_PAGE_ALLOC && (pages != ((uint64_t)1 << order) || head->order != order))
+		err = untracked ? -DMM_ENOENT : -DMM_EINVAL;
+	else if (head->state != DMM_PAGE_RANGE && head->state != DMM_PAGE_ALLOC)
+		err = -DMM_ENOENT;
+	if (err) {
+		dmm__coherent_mark(head, true);
+		return err;
+	}
 	if (head->state == DMM_PAGE_RANGE && head->owner) {
 		const struct dmm_cma_area *a = head->owner;
 		err = dmm_cma_release(mem, (int)a->idx, pfn, pages);

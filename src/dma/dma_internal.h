@@ -198,6 +198,11 @@ static inline void dmm__coherent_mark(struct dmm_page *pg, bool on)
 	else
 		__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_RELAXED);
 }
+/* Take the coherent mark off @pg: true if this call took it (it was on). */
+static inline bool dmm__coherent_claim(struct dmm_page *pg)
+{
+	return __atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_COHERENT, __ATOMIC_ACQ_REL) & DMM_PGF_COHERENT;
+}
 /* Does @pa lie inside a bounce mapping of @dev without being its start
  * (where an unmap is refused)? */
 int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa);
