@@ -958,7 +958,11 @@ static inline struct tlb_slot *lookup(struct dmm_swiotlb *t, struct tlb_pool *hi
 	if (!p)
 		return (struct tlb_slot *)0;
 	s = (uint32_t)((tlb_pa - p->base) >> t->slot_shift);
-	if (p->slots[s].used != SLOT_MAPPED || p->slots[p->slots[s].first].used != SLOT_MAPPED)
+	/* (a record being written by a map on another CPU may still show no
+	 * slot count: only a second unmap racing that map can look at it, and
+	 * it must not free a run of none) */
+	if (p->slots[s].used != SLOT_MAPPED || p->slots[p->slots[s].first].used != SLOT_MAPPED ||
+	    !p->slots[p->slots[s].first].nslots)
 		return (struct tlb_slot *)0;
 	*pp = p;
 	return &p->slots[p->slots[s].first];
@@ -1347,11 +1351,13 @@ static inline __attribute__((always_inline)) int unmap_short(struct dmm_device *
 	/* only the address the map returned unmaps (the general path refuses
 	 * and counts any other): lookup and record_start, short. That address
 	 * lies in its mapping's first slot (the offset kept is below a slot),
-	 * so its slot must be a mapping's first, at that offset. */
+	 * so its slot must be a mapping's first, at that offset, of one or
+	 * two slots (0: a record a map on another CPU is still writing, seen
+	 * only by a second unmap racing it). */
 	at = pa - p->base;
 	s = (uint32_t)(at >> t->slot_shift);
 	f = &p->slots[s];
-	if (__builtin_expect(f->used != SLOT_MAPPED || f->first != s || f->nslots > TLB_CACHE_LEN ||
+	if (__builtin_expect(f->used != SLOT_MAPPED || f->first != s || f->nslots - 1u >= TLB_CACHE_LEN ||
 				     (at & (t->o.slot_size - 1)) != f->off || f->dev != dev->tlb_tag,
 			     0))
 		goto out;
