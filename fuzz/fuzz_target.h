@@ -2,8 +2,8 @@
 /*
  * What every fuzz target's operation interpreter provides: libFuzzer's entry
  * point, and the one-line summary of its counters that replay_main.c prints
- * after replaying (so the same main drives fuzz_alloc.c and fuzz_iova.c);
- * and the input reader both use.
+ * after replaying (so the same main drives fuzz_alloc.c, fuzz_iova.c and
+ * fuzz_dma.c); and the input reader they all use.
  */
 #ifndef DMM_FUZZ_TARGET_H
 #define DMM_FUZZ_TARGET_H

@@ -3,7 +3,7 @@
  * Ordinary main for a fuzz target, so its operation interpreter and checks
  * run in every test build (any compiler, no libFuzzer). Linked with one
  * interpreter (fuzz_target.h): fuzz_alloc.c gives fuzz_replay, fuzz_iova.c
- * gives fuzz_iova_replay.
+ * fuzz_iova_replay, fuzz_dma.c fuzz_dma_replay.
  *
  *   PROG [--seeds N] [--len L] [--seed S] [FILE...]
  *

@@ -1,0 +1,1559 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fuzz target: random sequences of DMA-layer operations (small objects,
+ * streaming maps through the bounce buffers, syncs, coherent buffers from
+ * the page allocator and the atomic pools, small-block DMA pools) against a
+ * model of what is live and of every byte the CPU and the devices see.
+ *
+ * The machine (created once): 48 MiB of RAM from 0 (DMA zone below 16 MiB,
+ * DMA32 below 32 MiB) and 16 MiB at 64 MiB, which the narrow (26-bit)
+ * devices cannot reach: their buffers there bounce, as a 32-bit device's
+ * above 4 GiB would (the span is kept compact because the invariant walks
+ * after every step cost time proportional to it); two CPU slots, packed
+ * small objects (an unaligned object bounces on a non-coherent device).
+ * The hosted platform's
+ * hooks, but without deferred work (bounce pools never grow in the
+ * background, atomic pools refill synchronously in the next non-atomic
+ * coherent allocation: nothing runs behind the model's back) and with a
+ * clock the input advances (idle transient bounce pools go back when it
+ * says). Bounce buffers: a 64 KiB default pool with 2 KiB slots, keeping
+ * the low 8 address bits, transient pools up to 1 MiB in all. Atomic pools
+ * of 32 KiB growing to 128 KiB. Devices:
+ *
+ *   express     coherent, 26-bit mask (the express paths; high RAM bounces)
+ *   nc64        non-coherent, 64-bit (unaligned objects bounce for
+ *               FROM_DEVICE and BIDIRECTIONAL)
+ *   untrusted   coherent, 64-bit, untrusted (partial pages bounce)
+ *   restricted  coherent, 64-bit, a 32 KiB restricted pool (all bounce)
+ *   offset      non-coherent, 26-bit, bus = phys + 16 MiB
+ *
+ * Operations: kmalloc (1 byte .. 8 KiB, ZERO / PACKED / DMA / DMA32 /
+ * ATOMIC) and kfree; page buffers (order 0..2, anywhere, in the DMA or
+ * DMA32 zone or the high RAM); streaming maps of part of a live object or page buffer through
+ * map_single, map_phys or map_page in every direction; device writes to
+ * what the device sees (for an untrusted device's bounced mapping also
+ * into the rest of its slots); CPU writes; partial syncs either way;
+ * unmaps; coherent buffers (atomic or not) and their frees; DMA pools
+ * (create, alloc, free, destroy); clock steps and trims; and bad calls.
+ *
+ * The model: a shadow of every live buffer's bytes and of every bounce
+ * buffer's bytes. Whether a map must bounce is predicted (out of reach,
+ * restricted pool, untrusted partial page, unaligned invalidating map on a
+ * non-coherent device outside an aligned object) and checked: a bounced
+ * map's bus address lies in a bounce pool within the device's mask and
+ * keeps the original's low bits, a direct one is the physical address plus
+ * the offset. The device sees the buffer after a map for TO_DEVICE and
+ * BIDIRECTIONAL; what the device wrote reaches the buffer at unmap and
+ * sync_for_cpu exactly when the direction says so (FROM_DEVICE,
+ * BIDIRECTIONAL), and a sync_for_device copies the CPU's bytes exactly
+ * then (TO_DEVICE, BIDIRECTIONAL); nothing else changes anywhere. Every
+ * buffer is checked against its constraints (masks, DMA32/DMA, alignment,
+ * boundary, size class, zeroing) and against every other live buffer and
+ * bounce buffer (no overlap). Statistics: bounce slots in use equal the
+ * slots of the live bounced mappings; map/unmap/bounced-byte counters and
+ * device counters move by exactly one operation's worth; live objects per
+ * size class and blocks per DMA pool equal the model's. Bad calls (unmap
+ * inside a bounced mapping, by another device, twice; kfree inside an
+ * object, of a page, twice; coherent free with a wrong size, CPU address,
+ * twice or of a page; DMA pool free of a foreign, freed or misaddressed
+ * block; bad kmalloc flags and sizes, maps of nothing, bad pool geometry)
+ * return their error and change nothing. After every operation:
+ * dmm_page_alloc_check, dmm_range_check, dmm_slab_check,
+ * dmm_swiotlb_check, dmm_dma_atomic_pool_check and dmm_dma_pool_check of
+ * every live pool, and every byte of the model. At the end of each input
+ * everything is unmapped and freed, the clock passes the idle time, and no
+ * bounce slot, transient pool, object or page may be left (free + slab
+ * pages back where they were, apart from atomic pool growth).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dmamem/dmamem.h>
+#include <dmamem/hosted.h>
+
+#include "fuzz_target.h"
+
+#define KiB ((uint64_t)1 << 10)
+#define MiB ((uint64_t)1 << 20)
+#define GiB ((uint64_t)1 << 30)
+
+#define MAX_ITEMS 40
+#define MAX_MAPS 24
+#define MAX_POOLS 3
+#define NDEV 5
+#define SLOT 2048u
+#define ALIGN_MASK 0xffu
+#define IDLE_NS 1000000u
+/* The high RAM and the narrow devices' mask: RAM at and above HIGH is out
+ * of their reach. (A machine with RAM above 4 GiB and 32-bit devices would
+ * say the same, but the invariant walks after every step cost time
+ * proportional to the span.) */
+#define HIGH (64 * MiB)
+#define LOW_BITS 26
+
+enum { D_EXPRESS, D_NC64, D_UNTRUSTED, D_RESTRICTED, D_OFFSET };
+enum { K_FREE = 0, K_KOBJ, K_PAGES, K_COH, K_BLK };
+
+struct fdev {
+	const char *name;
+	struct dmm_device *d;
+	uint64_t mask;
+	int64_t off;
+	int coherent, untrusted, restricted;
+};
+
+struct item {
+	int kind;
+	uint8_t *cpu;
+	dmm_phys_t pa;
+	size_t size;   /* bytes modelled: ksize, whole block, coherent size, block size */
+	size_t req;
+	uint8_t *S;    /* what the CPU must read */
+	int nmaps;
+	unsigned set;  /* K_KOBJ: 0 any, 1 DMA32, 2 DMA */
+	unsigned order; /* K_PAGES */
+	int dev;       /* K_COH */
+	int atomic;    /* K_COH: from an atomic pool (2^order pages) */
+	dmm_dma_addr_t dma; /* K_COH, K_BLK */
+	int pool;      /* K_BLK */
+};
+
+struct map {
+	int used;
+	int dev, item;
+	size_t off, len;
+	enum dmm_dma_dir dir;
+	int bounced;
+	dmm_dma_addr_t bus;
+	dmm_phys_t tlb;   /* what the device accesses */
+	uint32_t nslots;  /* bounced: slots of its record */
+	uint8_t *D;       /* bounced: what the device must read */
+};
+
+struct fpool {
+	struct dmm_dma_pool *p;
+	int dev;
+	size_t size, align, boundary, stride;
+	uint64_t live;
+};
+
+struct counts {
+	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, dev_writes, overruns,
+		syncs, coh_allocs, coh_atomic, coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims,
+		transient_released;
+};
+
+static struct {
+	int ready;
+	struct dmm_machine m;
+	struct dmm_hosted *hosted;
+	struct dmm_platform P;
+	struct dmm_mem *mem;
+	struct fdev dev[NDEV];
+	struct item it[MAX_ITEMS];
+	struct map mp[MAX_MAPS];
+	struct fpool pl[MAX_POOLS];
+	uint64_t used_slots;         /* slots of the live bounced mappings */
+	uint64_t class_live[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
+	uint32_t class_size[DMM_KMALLOC_NR_CLASSES];
+	uint64_t base;               /* free + slab pages of the idle machine */
+	uint64_t atomic_bytes;       /* atomic pools' size when base was taken */
+	uint32_t atomic_chunks;
+	uint64_t step;
+	uint64_t rng;
+	struct counts cnt;
+} F;
+
+static uint64_t fuzz_now = 1000000000;
+
+static uint64_t fuzz_clock(void *ctx)
+{
+	(void)ctx;
+	return fuzz_now;
+}
+
+/* The library's last messages (an invariant walk says what failed), shown
+ * with a violation; refused calls it logs (a pool destroyed with blocks
+ * out) are expected and stay quiet. */
+#define NR_LOG 8
+static char log_ring[NR_LOG][256];
+static unsigned log_n;
+
+static void fuzz_log(void *ctx, int level, const char *fmt, va_list ap)
+{
+	(void)ctx;
+	if (level > DMM_LOG_WARN)
+		return;
+	vsnprintf(log_ring[log_n++ % NR_LOG], sizeof(log_ring[0]), fmt, ap);
+}
+
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
+{
+	va_list ap;
+	for (unsigned i = log_n > NR_LOG ? log_n - NR_LOG : 0; i < log_n; i++)
+		fprintf(stderr, "dmamem: %s\n", log_ring[i % NR_LOG]);
+	fprintf(stderr, "fuzz_dma: step %llu: ", (unsigned long long)F.step);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+/* Operation log on stderr when DMM_FUZZ_TRACE is set. */
+__attribute__((format(printf, 1, 2))) static void trace(const char *fmt, ...)
+{
+	static int on = -1;
+	va_list ap;
+	if (on < 0)
+		on = getenv("DMM_FUZZ_TRACE") != NULL;
+	if (!on)
+		return;
+	fprintf(stderr, "[%llu] ", (unsigned long long)F.step);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static const char *dir_name(enum dmm_dma_dir d)
+{
+	static const char *n[] = { "BIDI", "TO", "FROM", "NONE" };
+	return (unsigned)d < 4 ? n[d] : "?";
+}
+
+/* ---- memory helpers ----------------------------------------------------------- */
+
+static dmm_phys_t v2p(const void *p)
+{
+	dmm_phys_t pa;
+	if (F.P.virt_to_phys(F.P.ctx, p, &pa))
+		die("virt_to_phys(%p) failed", p);
+	return pa;
+}
+
+/* The CPU pointer of physical @pa (RAM regions are linear). */
+static uint8_t *p2v(dmm_phys_t pa)
+{
+	uint8_t *v = dmm_pfn_to_virt(F.mem, dmm_phys_to_pfn(pa));
+	if (!v)
+		die("no virtual address for %#llx", (unsigned long long)pa);
+	return v + (pa & (DMM_PAGE_SIZE - 1));
+}
+
+static uint8_t rnd8(void)
+{
+	uint64_t x = F.rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	F.rng = x;
+	return (uint8_t)((x * 0x2545f4914f6cdd1dull) >> 56);
+}
+
+/* Random bytes into @dst and @shadow alike. */
+static void scribble(uint8_t *dst, uint8_t *shadow, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t b = rnd8();
+		dst[i] = b;
+		if (shadow)
+			shadow[i] = b;
+	}
+}
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		die("out of host memory");
+	return p;
+}
+
+/* ---- the machine ---------------------------------------------------------------- */
+
+static uint64_t total_free(void)
+{
+	uint64_t n = 0;
+	for (unsigned z = 0; z < dmm_mem_nr_zones(F.mem); z++) {
+		struct dmm_zone_info zi;
+		if (dmm_zone_get_info(F.mem, z, &zi))
+			die("zone_get_info(%u) failed", z);
+		n += zi.free + zi.pcp;
+	}
+	return n;
+}
+
+static void class_info(unsigned set, unsigned cls, struct dmm_slab_class_info *ci)
+{
+	int rc = dmm_slab_class_info(F.mem, set, cls, ci);
+	if (rc)
+		die("slab_class_info(%u, %u): %s", set, cls, dmm_errname(rc));
+}
+
+static uint64_t slab_pages(void)
+{
+	uint64_t n = 0;
+	for (unsigned s = 0; s < DMM_KMALLOC_NR_SETS; s++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info ci;
+			class_info(s, c, &ci);
+			n += ci.slabs << ci.slab_order;
+		}
+	return n;
+}
+
+static void atomic_totals(uint64_t *bytes, uint32_t *chunks)
+{
+	*bytes = 0;
+	*chunks = 0;
+	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
+		struct dmm_atomic_pool_stats st;
+		int rc = dmm_dma_atomic_pool_get_stats(F.mem, (enum dmm_atomic_pool_kind)k, &st);
+		if (rc)
+			die("atomic_pool_get_stats: %s", dmm_errname(rc));
+		if (st.present) {
+			*bytes += st.size;
+			*chunks += st.chunks;
+		}
+	}
+}
+
+static void make_dev(int i, const char *name, unsigned bits, int coherent, int untrusted, int64_t off)
+{
+	struct dmm_device_desc d;
+	memset(&d, 0, sizeof(d));
+	d.name = name;
+	d.dma_mask = DMM_DMA_BIT_MASK(bits);
+	d.coherent = coherent;
+	d.untrusted = untrusted;
+	d.bus_offset = off;
+	d.cma_area = DMM_DEVICE_CMA_NONE;
+	F.dev[i].name = name;
+	F.dev[i].mask = d.dma_mask;
+	F.dev[i].off = off;
+	F.dev[i].coherent = coherent;
+	F.dev[i].untrusted = untrusted;
+	int rc = dmm_device_create(F.mem, &d, NULL, &F.dev[i].d);
+	if (rc)
+		die("device_create(%s): %s", name, dmm_errname(rc));
+}
+
+static void setup(void)
+{
+	struct dmm_machine *m = &F.m;
+	int rc;
+
+	dmm_machine_defaults(m);
+	snprintf(m->name, sizeof(m->name), "fuzz-dma");
+	m->ram[0] = (struct dmm_region){ 0, 48 * MiB };
+	m->ram[1] = (struct dmm_region){ HIGH, 16 * MiB };
+	m->nr_ram = 2;
+	m->dma_limit = 16 * MiB;
+	m->dma32_limit = 32 * MiB;
+	m->kmalloc_policy = DMM_KMALLOC_PACKED;
+	if (dmm_hosted_create(m, 2, DMM_LOG_ERR, &F.hosted))
+		die("cannot create the hosted platform");
+	F.P = *dmm_hosted_platform(F.hosted);
+	/* nothing behind the model's back: no deferred work, the input's clock */
+	F.P.defer = NULL;
+	F.P.defer_after = NULL;
+	F.P.defer_flush = NULL;
+	F.P.now_ns = fuzz_clock;
+	F.P.log = fuzz_log;
+	if ((rc = dmm_mem_create(m, &F.P, &F.mem)))
+		die("mem_create: %s", dmm_errname(rc));
+
+	struct dmm_swiotlb_opts o;
+	dmm_swiotlb_opts_default(F.mem, &o);
+	o.initial_bytes = 64 * KiB;
+	o.slot_size = SLOT;
+	o.align_mask = ALIGN_MASK;
+	o.max_bytes = 1 * MiB;
+	o.grow_threshold_pct = 100;
+	o.transient_idle_ns = IDLE_NS;
+	if ((rc = dmm_swiotlb_init(F.mem, &o)))
+		die("swiotlb_init: %s", dmm_errname(rc));
+
+	struct dmm_atomic_pool_opts ao;
+	memset(&ao, 0, sizeof(ao));
+	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
+		ao.pool[k].initial = 32 * KiB;
+		ao.pool[k].threshold = 16 * KiB;
+		ao.pool[k].step = 32 * KiB;
+		ao.pool[k].max = 128 * KiB;
+	}
+	if ((rc = dmm_dma_atomic_pool_init(F.mem, &ao)))
+		die("atomic_pool_init: %s", dmm_errname(rc));
+
+	make_dev(D_EXPRESS, "express", LOW_BITS, 1, 0, 0);
+	make_dev(D_NC64, "nc64", 64, 0, 0, 0);
+	make_dev(D_UNTRUSTED, "untrusted", 64, 1, 1, 0);
+	make_dev(D_RESTRICTED, "restricted", 64, 1, 0, 0);
+	make_dev(D_OFFSET, "offset", LOW_BITS, 0, 0, (int64_t)(16 * MiB));
+	if ((rc = dmm_swiotlb_restricted_pool(F.dev[D_RESTRICTED].d, 32 * KiB)))
+		die("restricted_pool: %s", dmm_errname(rc));
+	F.dev[D_RESTRICTED].restricted = 1;
+
+	for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+		struct dmm_slab_class_info ci;
+		class_info(0, c, &ci);
+		F.class_size[c] = ci.size;
+	}
+	F.rng = 0x243f6a8885a308d3ull;
+	F.ready = 1;
+}
+
+/* ---- the model ------------------------------------------------------------------- */
+
+static int cls_of(size_t ksize)
+{
+	for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++)
+		if (F.class_size[c] == ksize)
+			return (int)c;
+	return -1;
+}
+
+static int nr_items_live(void)
+{
+	int n = 0;
+	for (int i = 0; i < MAX_ITEMS; i++)
+		n += F.it[i].kind != K_FREE;
+	return n;
+}
+
+static int free_item_slot(void)
+{
+	for (int i = 0; i < MAX_ITEMS; i++)
+		if (F.it[i].kind == K_FREE)
+			return i;
+	return -1;
+}
+
+static int free_map_slot(void)
+{
+	for (int i = 0; i < MAX_MAPS; i++)
+		if (!F.mp[i].used)
+			return i;
+	return -1;
+}
+
+/* The @k-th live item (mod their number) satisfying @want (a bit per
+ * kind), or -1. */
+static int pick_item(uint64_t k, unsigned want)
+{
+	int c[MAX_ITEMS], n = 0;
+	for (int i = 0; i < MAX_ITEMS; i++)
+		if (F.it[i].kind != K_FREE && (want & (1u << F.it[i].kind)))
+			c[n++] = i;
+	return n ? c[k % (uint64_t)n] : -1;
+}
+
+static int pick_map(uint64_t k, int bounced_only)
+{
+	int c[MAX_MAPS], n = 0;
+	for (int i = 0; i < MAX_MAPS; i++)
+		if (F.mp[i].used && (!bounced_only || F.mp[i].bounced))
+			c[n++] = i;
+	return n ? c[k % (uint64_t)n] : -1;
+}
+
+static int overlaps(dmm_phys_t a, uint64_t an, dmm_phys_t b, uint64_t bn)
+{
+	return a < b + bn && b < a + an;
+}
+
+/* [pa, pa + n) is nobody's: no live item, no bounce buffer of a live map. */
+static void check_unowned(dmm_phys_t pa, uint64_t n, const char *what, int bounce)
+{
+	for (int i = 0; i < MAX_ITEMS; i++)
+		if (F.it[i].kind != K_FREE && overlaps(pa, n, F.it[i].pa, F.it[i].size))
+			die("%s [%#llx,+%llu) overlaps live item %d (kind %d) [%#llx,+%zu)", what,
+			    (unsigned long long)pa, (unsigned long long)n, i, F.it[i].kind,
+			    (unsigned long long)F.it[i].pa, F.it[i].size);
+	for (int i = 0; i < MAX_MAPS; i++)
+		if (F.mp[i].used && F.mp[i].bounced &&
+		    overlaps(pa, n, F.mp[i].tlb - (F.mp[i].tlb & ALIGN_MASK & (SLOT - 1)),
+			     (uint64_t)F.mp[i].nslots * SLOT))
+			die("%s [%#llx,+%llu) overlaps the bounce slots of mapping %d at %#llx", what,
+			    (unsigned long long)pa, (unsigned long long)n, i, (unsigned long long)F.mp[i].tlb);
+	if (!bounce && (dmm_swiotlb_is_bounce(F.mem, pa) || dmm_swiotlb_is_bounce(F.mem, pa + n - 1)))
+		die("%s [%#llx,+%llu) lies in a bounce pool", what, (unsigned long long)pa, (unsigned long long)n);
+}
+
+static void verify_item(int i)
+{
+	const struct item *t = &F.it[i];
+	if (memcmp(t->cpu, t->S, t->size)) {
+		size_t k = 0;
+		while (t->cpu[k] == t->S[k])
+			k++;
+		die("item %d (kind %d, %#llx + %zu): byte %zu is %#x, want %#x", i, t->kind,
+		    (unsigned long long)t->pa, t->size, k, t->cpu[k], t->S[k]);
+	}
+}
+
+static void verify_map(int j)
+{
+	const struct map *m = &F.mp[j];
+	if (!m->bounced)
+		return;
+	const uint8_t *d = p2v(m->tlb);
+	if (memcmp(d, m->D, m->len)) {
+		size_t k = 0;
+		while (d[k] == m->D[k])
+			k++;
+		die("bounce buffer of mapping %d (%s, %#llx + %zu): byte %zu is %#x, want %#x", j,
+		    F.dev[m->dev].name, (unsigned long long)m->tlb, m->len, k, d[k], m->D[k]);
+	}
+}
+
+static void swiotlb_stats(struct dmm_swiotlb_stats *st)
+{
+	dmm_swiotlb_get_stats(F.mem, st);
+}
+
+static void check_all(const char *after)
+{
+	int rc;
+	if ((rc = dmm_page_alloc_check(F.mem)))
+		die("after %s: page_alloc_check %s", after, dmm_errname(rc));
+	if ((rc = dmm_range_check(F.mem)))
+		die("after %s: range_check %s", after, dmm_errname(rc));
+	if ((rc = dmm_slab_check(F.mem)))
+		die("after %s: slab_check %s", after, dmm_errname(rc));
+	if ((rc = dmm_swiotlb_check(F.mem)))
+		die("after %s: swiotlb_check %s", after, dmm_errname(rc));
+	if ((rc = dmm_dma_atomic_pool_check(F.mem)))
+		die("after %s: atomic_pool_check %s", after, dmm_errname(rc));
+	for (int p = 0; p < MAX_POOLS; p++) {
+		if (!F.pl[p].p)
+			continue;
+		if ((rc = dmm_dma_pool_check(F.pl[p].p)))
+			die("after %s: dma_pool_check(%d) %s", after, p, dmm_errname(rc));
+		struct dmm_dma_pool_stats ps;
+		if ((rc = dmm_dma_pool_get_stats(F.pl[p].p, &ps)))
+			die("dma_pool_get_stats: %s", dmm_errname(rc));
+		if (ps.in_use != F.pl[p].live)
+			die("after %s: pool %d has %llu blocks in use, the model %llu", after, p,
+			    (unsigned long long)ps.in_use, (unsigned long long)F.pl[p].live);
+	}
+	struct dmm_swiotlb_stats st;
+	swiotlb_stats(&st);
+	if (st.used_slots != F.used_slots)
+		die("after %s: %llu bounce slots used, the live mappings hold %llu", after,
+		    (unsigned long long)st.used_slots, (unsigned long long)F.used_slots);
+	for (unsigned s = 0; s < DMM_KMALLOC_NR_SETS; s++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info ci;
+			class_info(s, c, &ci);
+			if (ci.objects != F.class_live[s][c])
+				die("after %s: set %u class %u (%u bytes): %llu live objects, the model %llu", after, s,
+				    c, ci.size, (unsigned long long)ci.objects, (unsigned long long)F.class_live[s][c]);
+		}
+	for (int i = 0; i < MAX_ITEMS; i++)
+		if (F.it[i].kind != K_FREE)
+			verify_item(i);
+	for (int j = 0; j < MAX_MAPS; j++)
+		if (F.mp[j].used)
+			verify_map(j);
+}
+
+/* ---- small objects and page buffers ------------------------------------------------ */
+
+static void put_item(int slot, struct item *t)
+{
+	check_unowned(t->pa, t->size, "new buffer", 0);
+	t->S = xmalloc(t->size);
+	memcpy(t->S, t->cpu, t->size);
+	scribble(t->cpu, t->S, t->size);
+	F.it[slot] = *t;
+}
+
+static void op_kmalloc(struct rd *r)
+{
+	uint64_t b = u16(r), fb = u8(r);
+	size_t size = b & 0x8000 ? (b & 0x1fff) + 1 : (b & 0xff) + 1;
+	unsigned flags = 0;
+	int slot = free_item_slot();
+	void *p = NULL;
+
+	if (slot < 0)
+		return;
+	if (fb & 1)
+		flags |= DMM_GFP_ZERO;
+	if (fb & 2)
+		flags |= DMM_GFP_PACKED;
+	if (fb & 4)
+		flags |= DMM_GFP_ATOMIC;
+	if ((fb & 0x18) == 0x08)
+		flags |= DMM_GFP_DMA32;
+	else if ((fb & 0x18) == 0x10)
+		flags |= DMM_GFP_DMA;
+	size_t want = dmm_kmalloc_size_of(F.mem, size, flags);
+	int rc = dmm_kmalloc(F.mem, size, flags, &p);
+	trace("kmalloc %zu flags %#x -> %s %p", size, flags, dmm_errname(rc), p);
+	if (rc) {
+		if (rc != -DMM_ENOMEM && rc != -DMM_EWMARK)
+			die("kmalloc %zu flags %#x: %s", size, flags, dmm_errname(rc));
+		return;
+	}
+	F.cnt.kmallocs++;
+	size_t ks = dmm_ksize(F.mem, p);
+	if (ks != want || ks < size)
+		die("kmalloc %zu flags %#x: ksize %zu, size_of %zu", size, flags, ks, want);
+	if ((uintptr_t)p & 7)
+		die("kmalloc %zu: %p not 8-byte aligned", size, p);
+	struct item t = { 0 };
+	t.kind = K_KOBJ;
+	t.cpu = p;
+	t.pa = v2p(p);
+	t.size = ks;
+	t.req = size;
+	t.set = flags & DMM_GFP_DMA ? 2 : flags & DMM_GFP_DMA32 ? 1 : 0;
+	if (t.set == 2 && t.pa + ks > F.m.dma_limit)
+		die("DMA object %#llx above the DMA limit", (unsigned long long)t.pa);
+	if (t.set == 1 && t.pa + ks > F.m.dma32_limit)
+		die("DMA32 object %#llx above the DMA32 limit", (unsigned long long)t.pa);
+	if (dmm_phys_to_pfn(t.pa) != dmm_phys_to_pfn(t.pa + ks - 1) && ks <= DMM_PAGE_SIZE &&
+	    (ks & (ks - 1)) == 0)
+		die("object %#llx of %zu bytes crosses a page", (unsigned long long)t.pa, ks);
+	if (flags & DMM_GFP_ZERO)
+		for (size_t i = 0; i < ks; i++)
+			if (((uint8_t *)p)[i])
+				die("ZERO object %p: byte %zu is %#x", p, i, ((uint8_t *)p)[i]);
+	int c = cls_of(ks);
+	if (c < 0)
+		die("ksize %zu is no class", ks);
+	F.class_live[t.set][c]++;
+	put_item(slot, &t);
+}
+
+static void op_page_alloc(struct rd *r)
+{
+	uint64_t b = u8(r);
+	unsigned order = (unsigned)(b % 3);
+	struct dmm_constraint c = DMM_CONSTRAINT_ANY;
+	int slot = free_item_slot();
+	dmm_pfn_t pfn;
+
+	if (slot < 0)
+		return;
+	switch ((b >> 2) & 3) {
+	case 1:
+		c.lo = HIGH;
+		break;
+	case 2:
+		c.hi = F.m.dma32_limit;
+		break;
+	case 3:
+		c.hi = 16 * MiB;
+		break;
+	default:
+		break;
+	}
+	int rc = dmm_page_alloc(F.mem, order, &c, 0, &pfn);
+	trace("page_alloc order %u [%#llx,%#llx) -> %s %#llx", order, (unsigned long long)c.lo,
+	      (unsigned long long)c.hi, dmm_errname(rc), (unsigned long long)pfn);
+	if (rc) {
+		if (rc != -DMM_ENOMEM && rc != -DMM_EWMARK)
+			die("page alloc: %s", dmm_errname(rc));
+		return;
+	}
+	F.cnt.pages++;
+	struct item t = { 0 };
+	t.kind = K_PAGES;
+	t.pa = dmm_pfn_to_phys(pfn);
+	t.cpu = p2v(t.pa);
+	t.size = DMM_PAGE_SIZE << order;
+	t.order = order;
+	if (!dmm_constraint_ok(&c, t.pa, t.size))
+		die("page block %#llx outside its constraint", (unsigned long long)t.pa);
+	put_item(slot, &t);
+}
+
+static void unmap_one(int j);
+
+/* Free live item @i (its mappings first). */
+static void free_item(int i)
+{
+	struct item *t = &F.it[i];
+	int rc = 0;
+
+	for (int j = 0; j < MAX_MAPS; j++)
+		if (F.mp[j].used && F.mp[j].item == i)
+			unmap_one(j);
+	verify_item(i);
+	switch (t->kind) {
+	case K_KOBJ: {
+		int c = cls_of(t->size);
+		rc = dmm_kfree(F.mem, t->cpu);
+		trace("kfree %p -> %s", (void *)t->cpu, dmm_errname(rc));
+		if (rc)
+			die("kfree of live object %p: %s", (void *)t->cpu, dmm_errname(rc));
+		F.class_live[t->set][c]--;
+		F.cnt.kfrees++;
+		break;
+	}
+	case K_PAGES:
+		rc = dmm_page_free(F.mem, dmm_phys_to_pfn(t->pa), t->order);
+		trace("page_free %#llx %u -> %s", (unsigned long long)t->pa, t->order, dmm_errname(rc));
+		if (rc)
+			die("page free of a live block: %s", dmm_errname(rc));
+		break;
+	case K_COH: {
+		struct dmm_dma_stats a, b;
+		dmm_device_get_stats(F.dev[t->dev].d, &a);
+		rc = dmm_dma_free_coherent(F.dev[t->dev].d, t->req, t->cpu, t->dma);
+		trace("free_coherent %s %zu %p %#llx -> %s", F.dev[t->dev].name, t->req, (void *)t->cpu,
+		      (unsigned long long)t->dma, dmm_errname(rc));
+		if (rc)
+			die("coherent free of a live buffer: %s", dmm_errname(rc));
+		dmm_device_get_stats(F.dev[t->dev].d, &b);
+		if (b.coherent_frees != a.coherent_frees + 1)
+			die("coherent free not counted");
+		F.cnt.coh_frees++;
+		break;
+	}
+	case K_BLK:
+		rc = dmm_dma_pool_free(F.pl[t->pool].p, t->cpu, t->dma);
+		trace("pool_free %d %p %#llx -> %s", t->pool, (void *)t->cpu, (unsigned long long)t->dma,
+		      dmm_errname(rc));
+		if (rc)
+			die("DMA pool free of a live block: %s", dmm_errname(rc));
+		F.pl[t->pool].live--;
+		F.cnt.block_frees++;
+		break;
+	default:
+		die("free of item %d of kind %d", i, t->kind);
+	}
+	free(t->S);
+	memset(t, 0, sizeof(*t));
+}
+
+/* Bad call bookkeeping: the error it must return. */
+static void expect(int rc, int want, const char *what)
+{
+	F.cnt.bad_calls++;
+	trace("bad: %s -> %s", what, dmm_errname(rc));
+	if (rc != want)
+		die("%s: %s, want %s", what, dmm_errname(rc), dmm_errname(want));
+}
+
+static void op_free(struct rd *r, unsigned want)
+{
+	uint64_t k = u8(r), how = u8(r);
+	int i = pick_item(k, want);
+	if (i < 0)
+		return;
+	struct item t = F.it[i];
+	free_item(i);
+	/* a second free right away: refused, nothing changes */
+	if (!(how & 3)) {
+		uint64_t fr = total_free();
+		switch (t.kind) {
+		case K_KOBJ:
+			/* (still in this CPU's magazine: recognised) */
+			expect(dmm_kfree(F.mem, t.cpu), -DMM_ENOENT, "double kfree");
+			break;
+		case K_PAGES:
+			expect(dmm_page_free(F.mem, dmm_phys_to_pfn(t.pa), t.order), -DMM_ENOENT, "double page free");
+			break;
+		case K_COH:
+			expect(dmm_dma_free_coherent(F.dev[t.dev].d, t.req, t.cpu, t.dma), -DMM_ENOENT,
+			       "double coherent free");
+			break;
+		case K_BLK:
+			expect(dmm_dma_pool_free(F.pl[t.pool].p, t.cpu, t.dma), -DMM_ENOENT, "double DMA pool free");
+			break;
+		}
+		if (total_free() != fr)
+			die("a double free changed the free pages");
+	}
+}
+
+/* ---- streaming mappings ------------------------------------------------------------- */
+
+static int reach(const struct fdev *d, dmm_phys_t pa, size_t len)
+{
+	uint64_t b = pa + (uint64_t)d->off;
+	return b + len - 1 <= d->mask;
+}
+
+/* Does a map of [pa, pa + len) of item @it for device @d bounce? */
+static int must_bounce(const struct fdev *d, const struct item *t, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir)
+{
+	unsigned al = F.m.dma_min_align;
+	if (!reach(d, pa, len) || d->restricted)
+		return 1;
+	if (d->untrusted && ((pa | len) & (DMM_PAGE_SIZE - 1)))
+		return 1;
+	if (d->coherent || dir == DMM_DMA_TO_DEVICE || !((pa | len) & (al - 1)))
+		return 0;
+	/* inside one small object whose bounds are DMA-aligned */
+	if (t->kind == K_KOBJ && t->size <= DMM_KMALLOC_MAX_CACHE && !((t->pa | t->size) & (al - 1)))
+		return 0;
+	return 1;
+}
+
+static void op_map(struct rd *r)
+{
+	uint64_t k = u8(r), db = u8(r), ob = u16(r), lb = u16(r);
+	int i = pick_item(k, 1u << K_KOBJ | 1u << K_PAGES);
+	int j = free_map_slot();
+	if (i < 0 || j < 0)
+		return;
+	struct item *t = &F.it[i];
+	int dv = (int)(db % NDEV);
+	struct fdev *d = &F.dev[dv];
+	enum dmm_dma_dir dir = (enum dmm_dma_dir)((db >> 3) & 3);
+	unsigned api = (unsigned)((db >> 5) % 3);
+	if (dir == DMM_DMA_NONE)
+		dir = DMM_DMA_BIDIRECTIONAL;
+	size_t off, len;
+	if (lb & 0x8000) { /* the whole buffer */
+		off = 0;
+		len = t->kind == K_KOBJ ? t->req : t->size;
+	} else {
+		off = ob % t->size;
+		len = 1 + lb % (t->size - off);
+	}
+	dmm_phys_t pa = t->pa + off;
+	int bounce = must_bounce(d, t, pa, len, dir);
+	struct dmm_swiotlb_stats s0, s1;
+	struct dmm_dma_stats a, b;
+	swiotlb_stats(&s0);
+	dmm_device_get_stats(d->d, &a);
+	uint64_t dfail0 = dmm_swiotlb_device_failures(d->d);
+
+	dmm_dma_addr_t bus;
+	if (api == 0)
+		bus = dmm_dma_map_single(d->d, t->cpu + off, len, dir);
+	else if (api == 1)
+		bus = dmm_dma_map_phys(d->d, pa, len, dir);
+	else
+		bus = dmm_dma_map_page(d->d, dmm_phys_to_pfn(pa), pa & (DMM_PAGE_SIZE - 1), len, dir);
+	int err = dmm_dma_mapping_error(d->d, bus);
+	trace("map%s %s item %d %#llx+%zu %s -> %#llx %s (bounce %d)", api == 0 ? "_single" : api == 1 ? "_phys" : "_page",
+	      d->name, i, (unsigned long long)pa, len, dir_name(dir), (unsigned long long)bus, dmm_errname(err), bounce);
+	swiotlb_stats(&s1);
+	dmm_device_get_stats(d->d, &b);
+	if (err) {
+		F.cnt.map_fail++;
+		if (err != -DMM_ENOSPC || !bounce)
+			die("map %s %#llx+%zu %s: %s (bounce %d)", d->name, (unsigned long long)pa, len, dir_name(dir),
+			    dmm_errname(err), bounce);
+		if (s1.used_slots != s0.used_slots || s1.maps != s0.maps || b.maps != a.maps)
+			die("a failed map changed the counters");
+		if (s1.fail_full != s0.fail_full + 1 || dmm_swiotlb_device_failures(d->d) != dfail0 + 1 ||
+		    b.fail_bounce_full != a.fail_bounce_full + 1)
+			die("bounce buffer full not counted");
+		return;
+	}
+	if (b.maps != a.maps + 1 || b.map_bytes != a.map_bytes + len)
+		die("map not counted: maps %llu -> %llu", (unsigned long long)a.maps, (unsigned long long)b.maps);
+	if (b.bounced_maps != a.bounced_maps + (uint64_t)bounce)
+		die("bounced_maps %llu -> %llu, bounce %d", (unsigned long long)a.bounced_maps,
+		    (unsigned long long)b.bounced_maps, bounce);
+	if (bus + len - 1 > d->mask || bus + len - 1 < bus)
+		die("map %s: bus %#llx + %zu beyond the mask", d->name, (unsigned long long)bus, len);
+	dmm_phys_t tlb;
+	int rc = dmm_dma_bus_to_phys(d->d, bus, &tlb);
+	if (rc)
+		die("bus_to_phys(%#llx): %s", (unsigned long long)bus, dmm_errname(rc));
+	struct map m = { 0 };
+	m.used = 1;
+	m.dev = dv;
+	m.item = i;
+	m.off = off;
+	m.len = len;
+	m.dir = dir;
+	m.bus = bus;
+	m.tlb = tlb;
+	m.bounced = bounce;
+	if (!bounce) {
+		if (tlb != pa || bus != pa + (uint64_t)d->off)
+			die("direct map %s of %#llx: bus %#llx (phys %#llx)", d->name, (unsigned long long)pa,
+			    (unsigned long long)bus, (unsigned long long)tlb);
+		if (s1.used_slots != s0.used_slots || s1.maps != s0.maps)
+			die("a direct map used bounce slots");
+	} else {
+		uint32_t o = (uint32_t)(pa & ALIGN_MASK & (SLOT - 1));
+		m.nslots = (uint32_t)((o + len + SLOT - 1) / SLOT);
+		if (!dmm_swiotlb_is_bounce(F.mem, tlb) || !dmm_swiotlb_is_bounce(F.mem, tlb + len - 1))
+			die("map %s of %#llx should bounce, got %#llx", d->name, (unsigned long long)pa,
+			    (unsigned long long)tlb);
+		if ((tlb & ALIGN_MASK) != (pa & ALIGN_MASK))
+			die("bounce %#llx does not keep the low bits of %#llx", (unsigned long long)tlb,
+			    (unsigned long long)pa);
+		check_unowned(tlb - o, (uint64_t)m.nslots * SLOT, "bounce slots", 1);
+		if (s1.used_slots != s0.used_slots + m.nslots || s1.maps != s0.maps + 1)
+			die("bounced map of %u slots: used %llu -> %llu, maps %llu -> %llu", m.nslots,
+			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
+			    (unsigned long long)s0.maps, (unsigned long long)s1.maps);
+		uint64_t in = dir != DMM_DMA_FROM_DEVICE ? len : 0;
+		if (s1.bounced_to_device != s0.bounced_to_device + in)
+			die("bounced_to_device %llu -> %llu, want +%llu", (unsigned long long)s0.bounced_to_device,
+			    (unsigned long long)s1.bounced_to_device, (unsigned long long)in);
+		m.D = xmalloc(len);
+		memcpy(m.D, p2v(tlb), len);
+		F.used_slots += m.nslots;
+		F.cnt.bounced++;
+	}
+	/* the device sees the buffer */
+	if (dir != DMM_DMA_FROM_DEVICE && memcmp(p2v(tlb), t->S + off, len))
+		die("map %s %s: the device does not see the buffer", d->name, dir_name(dir));
+	F.mp[j] = m;
+	t->nmaps++;
+	F.cnt.maps++;
+}
+
+static void unmap_one(int j)
+{
+	struct map *m = &F.mp[j];
+	struct fdev *d = &F.dev[m->dev];
+	struct item *t = &F.it[m->item];
+	struct dmm_swiotlb_stats s0, s1;
+	struct dmm_dma_stats a, b;
+
+	verify_map(j);
+	swiotlb_stats(&s0);
+	dmm_device_get_stats(d->d, &a);
+	dmm_dma_unmap_phys(d->d, m->bus, m->len, m->dir);
+	trace("unmap %s %#llx+%zu %s", d->name, (unsigned long long)m->bus, m->len, dir_name(m->dir));
+	swiotlb_stats(&s1);
+	dmm_device_get_stats(d->d, &b);
+	if (b.unmaps != a.unmaps + 1)
+		die("unmap not counted");
+	if (m->bounced) {
+		uint64_t back = m->dir != DMM_DMA_TO_DEVICE ? m->len : 0;
+		if (back)
+			memcpy(t->S + m->off, m->D, m->len);
+		if (s1.used_slots + m->nslots != s0.used_slots || s1.unmaps != s0.unmaps + 1)
+			die("bounced unmap of %u slots: used %llu -> %llu, unmaps %llu -> %llu", m->nslots,
+			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
+			    (unsigned long long)s0.unmaps, (unsigned long long)s1.unmaps);
+		if (s1.bounced_from_device != s0.bounced_from_device + back)
+			die("bounced_from_device %llu -> %llu, want +%llu",
+			    (unsigned long long)s0.bounced_from_device, (unsigned long long)s1.bounced_from_device,
+			    (unsigned long long)back);
+		F.used_slots -= m->nslots;
+		free(m->D);
+	} else if (s1.used_slots != s0.used_slots || s1.unmaps != s0.unmaps) {
+		die("a direct unmap changed the bounce counters");
+	}
+	verify_item(m->item);
+	t->nmaps--;
+	F.cnt.unmaps++;
+	memset(m, 0, sizeof(*m));
+}
+
+static void op_unmap(struct rd *r)
+{
+	uint64_t k = u8(r), how = u8(r);
+	int j = pick_map(k, 0);
+	if (j < 0)
+		return;
+	struct map m = F.mp[j];
+	unmap_one(j);
+	if (!(how & 3) && m.bounced) {
+		/* a second unmap: refused, nothing changes */
+		struct dmm_swiotlb_stats s0, s1;
+		swiotlb_stats(&s0);
+		/* unless the address is inside a live mapping of that device now */
+		for (int q = 0; q < MAX_MAPS; q++) {
+			const struct map *x = &F.mp[q];
+			if (x->used && x->bounced && x->dev == m.dev) {
+				dmm_phys_t s = x->tlb - (x->tlb & ALIGN_MASK & (SLOT - 1));
+				if (m.tlb >= s && m.tlb < s + (uint64_t)x->nslots * SLOT)
+					return;
+			}
+		}
+		dmm_dma_unmap_phys(F.dev[m.dev].d, m.bus, m.len, m.dir);
+		F.cnt.bad_calls++;
+		trace("bad: second unmap %s %#llx", F.dev[m.dev].name, (unsigned long long)m.bus);
+		swiotlb_stats(&s1);
+		if (s1.used_slots != s0.used_slots || s1.unmaps != s0.unmaps || s1.cached_slots != s0.cached_slots ||
+		    s1.bounced_from_device != s0.bounced_from_device)
+			die("a second unmap changed the bounce buffers");
+	}
+}
+
+/* The device writes part of a mapping (for an untrusted device's bounced
+ * mapping sometimes also the rest of its slots, which must never reach the
+ * buffer). */
+static void op_dev_write(struct rd *r)
+{
+	uint64_t k = u8(r), ob = u16(r), lb = u16(r);
+	int j = pick_map(k, 0);
+	if (j < 0)
+		return;
+	struct map *m = &F.mp[j];
+	struct item *t = &F.it[m->item];
+	size_t off = ob % m->len, len = 1 + lb % (m->len - off);
+	uint8_t *dst = p2v(m->tlb) + off;
+	trace("device write %s map %d +%zu %zu", F.dev[m->dev].name, j, off, len);
+	scribble(dst, m->bounced ? m->D + off : t->S + m->off + off, len);
+	F.cnt.dev_writes++;
+	if (m->bounced && F.dev[m->dev].untrusted && (lb & 0x8000)) {
+		/* the rest of the mapping's slots, before and after it */
+		uint32_t o = (uint32_t)(m->tlb & ALIGN_MASK & (SLOT - 1));
+		uint8_t *s = p2v(m->tlb - o);
+		size_t end = (size_t)m->nslots * SLOT;
+		scribble(s, NULL, o);
+		scribble(s + o + m->len, NULL, end - o - m->len);
+		F.cnt.overruns++;
+	}
+}
+
+static void op_cpu_write(struct rd *r)
+{
+	uint64_t k = u8(r), ob = u16(r), lb = u16(r);
+	int i = pick_item(k, ~0u);
+	if (i < 0)
+		return;
+	struct item *t = &F.it[i];
+	size_t off = ob % t->size, len = 1 + lb % (t->size - off);
+	trace("cpu write item %d +%zu %zu", i, off, len);
+	scribble(t->cpu + off, t->S + off, len);
+	/* a direct mapping's device sees it (no shadow); a bounced one does not */
+}
+
+static void op_sync(struct rd *r)
+{
+	uint64_t k = u8(r), ob = u16(r), lb = u16(r);
+	int j = pick_map(k, 0);
+	if (j < 0)
+		return;
+	struct map *m = &F.mp[j];
+	struct item *t = &F.it[m->item];
+	struct fdev *d = &F.dev[m->dev];
+	size_t off = ob % m->len, len = 1 + lb % (m->len - off);
+	int for_cpu = (int)(lb >> 15);
+	struct dmm_swiotlb_stats s0, s1;
+	swiotlb_stats(&s0);
+	verify_map(j);
+	if (for_cpu)
+		dmm_dma_sync_single_for_cpu(d->d, m->bus + off, len, m->dir);
+	else
+		dmm_dma_sync_single_for_device(d->d, m->bus + off, len, m->dir);
+	trace("sync_for_%s %s map %d +%zu %zu %s", for_cpu ? "cpu" : "device", d->name, j, off, len,
+	      dir_name(m->dir));
+	F.cnt.syncs++;
+	swiotlb_stats(&s1);
+	if (s1.used_slots != s0.used_slots || s1.maps != s0.maps || s1.unmaps != s0.unmaps)
+		die("a sync changed the mappings");
+	if (!m->bounced)
+		return;
+	if (for_cpu && m->dir != DMM_DMA_TO_DEVICE)
+		memcpy(t->S + m->off + off, m->D + off, len);
+	if (!for_cpu && m->dir != DMM_DMA_FROM_DEVICE)
+		memcpy(m->D + off, t->S + m->off + off, len);
+}
+
+/* ---- coherent buffers -------------------------------------------------------------- */
+
+static void op_coherent(struct rd *r)
+{
+	uint64_t db = u8(r), sb = u16(r);
+	int slot = free_item_slot();
+	if (slot < 0)
+		return;
+	int dv = (int)(db % NDEV);
+	struct fdev *d = &F.dev[dv];
+	unsigned gfp = db & 0x80 ? DMM_GFP_ATOMIC : 0;
+	size_t size = sb & 0x8000 ? 1 + (sb & 0x7fff) : 1 + (sb & 0xfff);
+	void *cpu = NULL;
+	dmm_dma_addr_t dma = 0;
+	uint64_t ab0, ab1;
+	uint32_t ac0, ac1;
+	atomic_totals(&ab0, &ac0);
+	int rc = dmm_dma_alloc_coherent(d->d, size, gfp, &cpu, &dma);
+	trace("alloc_coherent %s %zu %s -> %s %p %#llx", d->name, size, gfp ? "atomic" : "", dmm_errname(rc), cpu,
+	      (unsigned long long)dma);
+	atomic_totals(&ab1, &ac1);
+	if (gfp && ab1 != ab0)
+		die("an atomic coherent allocation grew an atomic pool");
+	if (rc) {
+		F.cnt.coh_fail++;
+		if (rc != -DMM_ENOMEM && rc != -DMM_EWMARK)
+			die("alloc_coherent %s %zu: %s", d->name, size, dmm_errname(rc));
+		return;
+	}
+	F.cnt.coh_allocs++;
+	if (gfp && !d->coherent)
+		F.cnt.coh_atomic++;
+	uint64_t pages = (size + DMM_PAGE_SIZE - 1) / DMM_PAGE_SIZE;
+	dmm_phys_t pa;
+	if ((rc = dmm_dma_bus_to_phys(d->d, dma, &pa)))
+		die("coherent bus %#llx: %s", (unsigned long long)dma, dmm_errname(rc));
+	if (p2v(pa) != cpu || (pa & (DMM_PAGE_SIZE - 1)))
+		die("coherent buffer %p at %#llx (bus %#llx)", cpu, (unsigned long long)pa, (unsigned long long)dma);
+	if (dma + size - 1 > d->mask || dma != pa + (uint64_t)d->off)
+		die("coherent buffer bus %#llx + %zu beyond the mask of %s", (unsigned long long)dma, size, d->name);
+	for (size_t i = 0; i < size; i++)
+		if (((uint8_t *)cpu)[i])
+			die("coherent buffer not zeroed at byte %zu", i);
+	struct item t = { 0 };
+	t.kind = K_COH;
+	t.cpu = cpu;
+	t.pa = pa;
+	t.size = pages * DMM_PAGE_SIZE;
+	t.req = size;
+	t.dev = dv;
+	t.dma = dma;
+	t.atomic = gfp && !d->coherent;
+	put_item(slot, &t);
+}
+
+/* ---- DMA pools -------------------------------------------------------------------------- */
+
+static void op_pool(struct rd *r)
+{
+	uint64_t k = u8(r), a = u8(r), b = u8(r);
+	int p = (int)(k % MAX_POOLS);
+	struct fpool *f = &F.pl[p];
+	int rc;
+
+	if (!f->p) {
+		int dv = (int)(a % NDEV);
+		size_t size = 1 + (b * 3) % 600;
+		size_t align = (size_t)8 << ((a >> 3) % 7);
+		size_t boundary = 0;
+		char name[16];
+		if (a & 0x80) {
+			boundary = 64;
+			while (boundary < size)
+				boundary <<= 1;
+			boundary <<= (b >> 6) % 3;
+		}
+		snprintf(name, sizeof(name), "pool%d", p);
+		rc = dmm_dma_pool_create(F.dev[dv].d, name, size, align, boundary, &f->p);
+		trace("pool_create %d %s size %zu align %zu boundary %zu -> %s", p, F.dev[dv].name, size, align,
+		      boundary, dmm_errname(rc));
+		if (rc)
+			die("dma_pool_create size %zu align %zu boundary %zu: %s", size, align, boundary,
+			    dmm_errname(rc));
+		f->dev = dv;
+		f->size = size;
+		f->align = align;
+		f->boundary = boundary;
+		f->stride = (size + align - 1) & ~(align - 1);
+		f->live = 0;
+		F.cnt.pools++;
+		return;
+	}
+	if ((k & 0x30) == 0x30) { /* destroy: EBUSY while blocks are out */
+		struct dmm_dma_pool_stats s0, s1;
+		dmm_dma_pool_get_stats(f->p, &s0);
+		rc = dmm_dma_pool_destroy(f->p);
+		trace("pool_destroy %d -> %s", p, dmm_errname(rc));
+		if (f->live) {
+			expect(rc, -DMM_EBUSY, "destroy of a pool with blocks out");
+			dmm_dma_pool_get_stats(f->p, &s1);
+			if (s1.in_use != s0.in_use || s1.chunks != s0.chunks)
+				die("a refused destroy changed the pool");
+			return;
+		}
+		if (rc)
+			die("pool destroy: %s", dmm_errname(rc));
+		memset(f, 0, sizeof(*f));
+		return;
+	}
+	int slot = free_item_slot();
+	if (slot < 0)
+		return;
+	unsigned gfp = (a & 1 ? DMM_GFP_ZERO : 0) | (a & 2 ? DMM_GFP_ATOMIC : 0);
+	void *cpu = NULL;
+	dmm_dma_addr_t dma = 0;
+	rc = dmm_dma_pool_alloc(f->p, gfp, &cpu, &dma);
+	trace("pool_alloc %d gfp %#x -> %s %p %#llx", p, gfp, dmm_errname(rc), cpu, (unsigned long long)dma);
+	if (rc) {
+		if (rc != -DMM_ENOMEM && rc != -DMM_EWMARK)
+			die("pool alloc: %s", dmm_errname(rc));
+		return;
+	}
+	struct fdev *d = &F.dev[f->dev];
+	dmm_phys_t pa;
+	if ((rc = dmm_dma_bus_to_phys(d->d, dma, &pa)))
+		die("block bus %#llx: %s", (unsigned long long)dma, dmm_errname(rc));
+	if (p2v(pa) != cpu)
+		die("block %p: bus %#llx names %#llx", cpu, (unsigned long long)dma, (unsigned long long)pa);
+	if (dma & (f->align - 1))
+		die("block %#llx not aligned to %zu", (unsigned long long)dma, f->align);
+	if (f->boundary && dma / f->boundary != (dma + f->size - 1) / f->boundary)
+		die("block %#llx + %zu crosses the boundary %zu", (unsigned long long)dma, f->size, f->boundary);
+	if (dma + f->size - 1 > d->mask)
+		die("block %#llx beyond the mask of %s", (unsigned long long)dma, d->name);
+	if (gfp & DMM_GFP_ZERO)
+		for (size_t i = 0; i < f->size; i++)
+			if (((uint8_t *)cpu)[i])
+				die("ZERO block not zeroed at byte %zu", i);
+	struct item t = { 0 };
+	t.kind = K_BLK;
+	t.cpu = cpu;
+	t.pa = pa;
+	t.size = f->size;
+	t.req = f->size;
+	t.dma = dma;
+	t.pool = p;
+	f->live++;
+	F.cnt.blocks++;
+	put_item(slot, &t);
+}
+
+/* ---- bad calls ------------------------------------------------------------------------- */
+
+static void op_bad(struct rd *r)
+{
+	uint64_t sub = u8(r) % 10, k = u8(r), x = u16(r);
+	struct dmm_mem_info mi0, mi1;
+	struct dmm_swiotlb_stats s0, s1;
+	uint64_t fr0 = total_free();
+	dmm_mem_get_info(F.mem, &mi0);
+	swiotlb_stats(&s0);
+	int inval = 0; /* calls rejected as invalid, as the memory map counts them */
+
+	switch (sub) {
+	case 0: { /* unmap inside a bounced mapping: refused and counted */
+		int j = pick_map(k, 1);
+		if (j < 0)
+			return;
+		struct map *m = &F.mp[j];
+		uint32_t o = (uint32_t)(m->tlb & ALIGN_MASK & (SLOT - 1));
+		uint64_t ext = (uint64_t)m->nslots * SLOT;
+		uint64_t in = x % (ext - 1);
+		dmm_dma_addr_t bus = m->bus - o + in;
+		if (in >= o)
+			bus++; /* never the mapping's own address */
+		struct dmm_dma_stats a, b;
+		dmm_device_get_stats(F.dev[m->dev].d, &a);
+		dmm_dma_unmap_phys(F.dev[m->dev].d, bus, m->len, m->dir);
+		F.cnt.bad_calls++;
+		trace("bad: unmap %s %#llx inside mapping %d at %#llx", F.dev[m->dev].name, (unsigned long long)bus,
+		      j, (unsigned long long)m->bus);
+		dmm_device_get_stats(F.dev[m->dev].d, &b);
+		if (b.fail_invalid != a.fail_invalid + 1 || b.unmaps != a.unmaps)
+			die("unmap inside a mapping: fail_invalid %llu -> %llu, unmaps %llu -> %llu",
+			    (unsigned long long)a.fail_invalid, (unsigned long long)b.fail_invalid,
+			    (unsigned long long)a.unmaps, (unsigned long long)b.unmaps);
+		inval = 1;
+		break;
+	}
+	case 1: { /* unmap of a bounced mapping by another device: not its mapping */
+		int j = pick_map(k, 1);
+		if (j < 0)
+			return;
+		struct map *m = &F.mp[j];
+		int other = (int)((m->dev + 1 + x % (NDEV - 1)) % NDEV);
+		dmm_phys_t pa;
+		if (dmm_dma_bus_to_phys(F.dev[other].d, m->bus, &pa))
+			return;
+		for (int q = 0; q < MAX_MAPS; q++) /* (that would be another device's real unmap) */
+			if (F.mp[q].used && F.mp[q].dev == other)
+				return;
+		dmm_dma_unmap_phys(F.dev[other].d, m->bus, m->len, m->dir);
+		F.cnt.bad_calls++;
+		trace("bad: unmap of mapping %d (%s) by %s", j, F.dev[m->dev].name, F.dev[other].name);
+		break;
+	}
+	case 2: { /* kfree inside an object */
+		int i = pick_item(k, 1u << K_KOBJ);
+		if (i < 0 || F.it[i].size < 16)
+			return;
+		size_t off = 8 * (1 + x % (F.it[i].size / 8 - 1));
+		expect(dmm_kfree(F.mem, F.it[i].cpu + off), -DMM_EINVAL, "kfree inside an object");
+		inval = 1;
+		break;
+	}
+	case 3: { /* kfree of a page buffer or coherent buffer: not an object */
+		int i = pick_item(k, 1u << K_PAGES | 1u << K_COH);
+		if (i < 0)
+			return;
+		expect(dmm_kfree(F.mem, F.it[i].cpu), -DMM_ENOENT, "kfree of a page");
+		break;
+	}
+	case 4: { /* coherent free with a wrong size or CPU address */
+		int i = pick_item(k, 1u << K_COH);
+		if (i < 0)
+			return;
+		struct item *t = &F.it[i];
+		size_t pages = t->size / DMM_PAGE_SIZE, wrong = pages + 1 + x % 4;
+		if (x & 0x100 && pages > 1)
+			wrong = pages - 1 - x % (pages - 1);
+		if (t->atomic) { /* an atomic pool checks the block's order */
+			unsigned order = 0;
+			while (((size_t)1 << order) < pages)
+				order++;
+			wrong = x & 0x100 && order ? 1 : (size_t)2 << order;
+		}
+		struct dmm_dma_stats a, b;
+		dmm_device_get_stats(F.dev[t->dev].d, &a);
+		if (x & 0x200)
+			expect(dmm_dma_free_coherent(F.dev[t->dev].d, t->req, t->cpu + DMM_PAGE_SIZE, t->dma),
+			       -DMM_EINVAL, "coherent free with a wrong CPU address");
+		else
+			expect(dmm_dma_free_coherent(F.dev[t->dev].d, wrong * DMM_PAGE_SIZE, t->cpu, t->dma), -DMM_EINVAL,
+			       "coherent free with a wrong size");
+		dmm_device_get_stats(F.dev[t->dev].d, &b);
+		if (b.coherent_frees != a.coherent_frees)
+			die("a refused coherent free was counted");
+		break;
+	}
+	case 5: { /* coherent free of a page buffer */
+		int i = pick_item(k, 1u << K_PAGES);
+		if (i < 0)
+			return;
+		struct item *t = &F.it[i];
+		int dv = (int)(x % NDEV);
+		dmm_dma_addr_t bus = t->pa + (uint64_t)F.dev[dv].off;
+		expect(dmm_dma_free_coherent(F.dev[dv].d, t->size, t->cpu, bus), -DMM_ENOENT,
+		       "coherent free of a page buffer");
+		break;
+	}
+	case 6: { /* DMA pool free: foreign block, misaddressed block */
+		int i = pick_item(k, 1u << K_BLK);
+		if (i < 0)
+			return;
+		struct item *t = &F.it[i];
+		struct fpool *f = &F.pl[t->pool];
+		if (x & 1) {
+			int other = -1;
+			/* (bus = phys for both: the block lies in none of the other's
+			 * chunks; through an offset it might, at another block) */
+			for (int q = 0; q < MAX_POOLS; q++)
+				if (q != t->pool && F.pl[q].p && !F.dev[F.pl[q].dev].off && !F.dev[f->dev].off)
+					other = q;
+			if (other < 0)
+				return;
+			expect(dmm_dma_pool_free(F.pl[other].p, t->cpu, t->dma), -DMM_ENOENT, "free of a foreign block");
+		} else if ((x & 2) && f->size > 1) {
+			size_t off = 1 + (x >> 2) % (f->size - 1);
+			expect(dmm_dma_pool_free(f->p, t->cpu + off, t->dma + off), -DMM_EINVAL,
+			       "free inside a block");
+		} else {
+			expect(dmm_dma_pool_free(f->p, t->cpu + 8, t->dma), -DMM_EINVAL,
+			       "free with a wrong CPU address");
+		}
+		break;
+	}
+	case 7: { /* kmalloc: size 0, unknown flags, DMA and DMA32 */
+		void *p = NULL;
+		unsigned fl = x & 1 ? DMM_GFP_DMA | DMM_GFP_DMA32 : DMM_GFP_MOVABLE;
+		expect(dmm_kmalloc(F.mem, x & 2 ? 0 : 1 + x % 512, x & 2 ? 0 : fl, &p), -DMM_EINVAL, "bad kmalloc");
+		inval = 1;
+		break;
+	}
+	case 8: { /* maps of nothing: size 0, a hole, direction NONE */
+		int dv = (int)(k % NDEV);
+		struct dmm_dma_stats a, b;
+		dmm_device_get_stats(F.dev[dv].d, &a);
+		dmm_dma_addr_t bus;
+		if (x % 3 == 0)
+			bus = dmm_dma_map_phys(F.dev[dv].d, 1 * MiB, 0, DMM_DMA_TO_DEVICE);
+		else if (x % 3 == 1)
+			bus = dmm_dma_map_phys(F.dev[dv].d, 48 * MiB + (x << 4) % (15 * MiB), 64, DMM_DMA_TO_DEVICE);
+		else
+			bus = dmm_dma_map_phys(F.dev[dv].d, 1 * MiB, 64, DMM_DMA_NONE);
+		if (bus != DMM_DMA_MAPPING_ERROR)
+			die("a map of nothing returned %#llx", (unsigned long long)bus);
+		expect(dmm_dma_mapping_error(F.dev[dv].d, bus), -DMM_EINVAL, "map of nothing");
+		dmm_device_get_stats(F.dev[dv].d, &b);
+		if (b.fail_invalid != a.fail_invalid + 1 || b.maps != a.maps)
+			die("map of nothing: fail_invalid %llu -> %llu", (unsigned long long)a.fail_invalid,
+			    (unsigned long long)b.fail_invalid);
+		inval = 1;
+		break;
+	}
+	default: { /* DMA pools that may not be: align not a power of two, boundary below the size, size 0 */
+		struct dmm_dma_pool *p = NULL;
+		int dv = (int)(k % NDEV);
+		if (x % 3 == 0)
+			expect(dmm_dma_pool_create(F.dev[dv].d, "bad", 64, 24, 0, &p), -DMM_EINVAL, "pool align 24");
+		else if (x % 3 == 1)
+			expect(dmm_dma_pool_create(F.dev[dv].d, "bad", 256, 8, 128, &p), -DMM_EINVAL,
+			       "pool boundary below size");
+		else
+			expect(dmm_dma_pool_create(F.dev[dv].d, "bad", 0, 8, 0, &p), -DMM_EINVAL, "pool of size 0");
+		if (p)
+			die("a refused pool create returned a pool");
+		break;
+	}
+	}
+	dmm_mem_get_info(F.mem, &mi1);
+	swiotlb_stats(&s1);
+	if (inval && mi1.fail_invalid != mi0.fail_invalid + 1)
+		die("bad call %llu: fail_invalid %llu -> %llu", (unsigned long long)sub,
+		    (unsigned long long)mi0.fail_invalid, (unsigned long long)mi1.fail_invalid);
+	if (total_free() != fr0)
+		die("bad call %llu changed the free pages", (unsigned long long)sub);
+	if (s1.used_slots != s0.used_slots || s1.maps != s0.maps || s1.unmaps != s0.unmaps ||
+	    s1.cached_slots != s0.cached_slots || s1.bounced_from_device != s0.bounced_from_device ||
+	    s1.bounced_to_device != s0.bounced_to_device)
+		die("bad call %llu changed the bounce buffers", (unsigned long long)sub);
+}
+
+/* ---- the clock ------------------------------------------------------------------------- */
+
+static void op_clock(struct rd *r)
+{
+	uint64_t k = u8(r);
+	struct dmm_swiotlb_stats s0, s1;
+	fuzz_now += (k & 0x7f) * (IDLE_NS / 32);
+	swiotlb_stats(&s0);
+	if (k & 0x80) {
+		dmm_swiotlb_trim(F.mem);
+		F.cnt.trims++;
+	}
+	swiotlb_stats(&s1);
+	trace("clock +%llu%s: transient pools %llu -> %llu", (unsigned long long)(k & 0x7f), k & 0x80 ? ", trim" : "",
+	      (unsigned long long)s0.transient_pools, (unsigned long long)s1.transient_pools);
+	F.cnt.transient_released += s1.transient_released - s0.transient_released;
+}
+
+/* ---- the input --------------------------------------------------------------------------- */
+
+static void teardown(void)
+{
+	for (int j = 0; j < MAX_MAPS; j++)
+		if (F.mp[j].used)
+			unmap_one(j);
+	for (int i = 0; i < MAX_ITEMS; i++)
+		if (F.it[i].kind != K_FREE)
+			free_item(i);
+	for (int p = 0; p < MAX_POOLS; p++)
+		if (F.pl[p].p) {
+			int rc = dmm_dma_pool_destroy(F.pl[p].p);
+			if (rc)
+				die("teardown: pool destroy %s", dmm_errname(rc));
+			memset(&F.pl[p], 0, sizeof(F.pl[p]));
+		}
+	/* idle transient pools go back once the clock has passed their time */
+	fuzz_now += 2 * IDLE_NS;
+	dmm_swiotlb_trim(F.mem);
+	check_all("teardown");
+	struct dmm_swiotlb_stats st;
+	swiotlb_stats(&st);
+	if (st.used_slots || st.transient_pools)
+		die("teardown: %llu bounce slots used, %llu transient pools", (unsigned long long)st.used_slots,
+		    (unsigned long long)st.transient_pools);
+	if (nr_items_live() || F.used_slots)
+		die("teardown: the model still holds something");
+	/* pages: free + slab pages as before, apart from atomic pool growth */
+	uint64_t ab;
+	uint32_t ac;
+	atomic_totals(&ab, &ac);
+	uint64_t now = total_free() + slab_pages();
+	uint64_t grown = (ab - F.atomic_bytes) / DMM_PAGE_SIZE, chunks = ac - F.atomic_chunks;
+	if (ab < F.atomic_bytes || ac < F.atomic_chunks)
+		die("teardown: an atomic pool shrank");
+	if (now > F.base || F.base - now < grown || F.base - now > grown + 2 * chunks)
+		die("teardown: free + slab pages %llu, want %llu less %llu pages of atomic pool growth (%llu chunks)",
+		    (unsigned long long)now, (unsigned long long)F.base, (unsigned long long)grown,
+		    (unsigned long long)chunks);
+	F.base = now;
+	F.atomic_bytes = ab;
+	F.atomic_chunks = ac;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct rd r = { data, size };
+	if (!F.ready) {
+		setup();
+		F.base = total_free() + slab_pages();
+		atomic_totals(&F.atomic_bytes, &F.atomic_chunks);
+		check_all("setup");
+	}
+	F.cnt.inputs++;
+	F.rng = 0x243f6a8885a308d3ull ^ (size * 0x9e3779b97f4a7c15ull);
+	while (r.n) {
+		F.step++;
+		F.cnt.ops++;
+		uint64_t op = u8(&r) % 20;
+		const char *what;
+		switch (op) {
+		case 0:
+		case 1:
+		case 2:
+			op_kmalloc(&r);
+			what = "kmalloc";
+			break;
+		case 3:
+			op_free(&r, 1u << K_KOBJ);
+			what = "kfree";
+			break;
+		case 4:
+			op_page_alloc(&r);
+			what = "page alloc";
+			break;
+		case 5:
+			op_free(&r, ~0u);
+			what = "free";
+			break;
+		case 6:
+		case 7:
+		case 8:
+			op_map(&r);
+			what = "map";
+			break;
+		case 9:
+		case 10:
+			op_unmap(&r);
+			what = "unmap";
+			break;
+		case 11:
+			op_dev_write(&r);
+			what = "device write";
+			break;
+		case 12:
+			op_cpu_write(&r);
+			what = "cpu write";
+			break;
+		case 13:
+			op_sync(&r);
+			what = "sync";
+			break;
+		case 14:
+			op_coherent(&r);
+			what = "coherent alloc";
+			break;
+		case 15:
+		case 16:
+			op_pool(&r);
+			what = "dma pool";
+			break;
+		case 17:
+			op_bad(&r);
+			what = "bad call";
+			break;
+		default:
+			op_clock(&r);
+			what = "clock";
+			break;
+		}
+		check_all(what);
+	}
+	teardown();
+	return 0;
+}
+
+void dmm_fuzz_print_summary(const char *prog)
+{
+	const struct counts *c = &F.cnt;
+	printf("%s: %llu inputs, %llu operations: %llu kmallocs, %llu kfrees, %llu page buffers; %llu maps "
+	       "(%llu bounced, %llu full), %llu unmaps, %llu device writes (%llu past an untrusted mapping), "
+	       "%llu syncs; %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
+	       "pools, %llu blocks, %llu freed; %llu clock trims, %llu transient pools released; %llu bad calls "
+	       "refused\n",
+	       prog, (unsigned long long)c->inputs, (unsigned long long)c->ops, (unsigned long long)c->kmallocs,
+	       (unsigned long long)c->kfrees, (unsigned long long)c->pages, (unsigned long long)c->maps,
+	       (unsigned long long)c->bounced, (unsigned long long)c->map_fail, (unsigned long long)c->unmaps,
+	       (unsigned long long)c->dev_writes, (unsigned long long)c->overruns, (unsigned long long)c->syncs,
+	       (unsigned long long)c->coh_allocs, (unsigned long long)c->coh_atomic, (unsigned long long)c->coh_fail,
+	       (unsigned long long)c->coh_frees, (unsigned long long)c->pools, (unsigned long long)c->blocks,
+	       (unsigned long long)c->block_frees, (unsigned long long)c->trims,
+	       (unsigned long long)c->transient_released, (unsigned long long)c->bad_calls);
+}
