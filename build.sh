@@ -120,18 +120,21 @@ fuzz)
 	say "configure + build the libFuzzer targets with clang (build-fuzz/)"
 	configure build-fuzz -DCMAKE_C_COMPILER=clang -DDMM_FUZZ=ON -DDMM_SANITIZE=ON -DDMM_BENCH=OFF \
 		-DCMAKE_BUILD_TYPE=RelWithDebInfo
-	build build-fuzz --target fuzz_alloc fuzz_iova
-	# The time is split between the targets (fuzz_alloc gets the odd second):
-	# page and range allocators, then the IOVA allocator. Each keeps its own
-	# corpus and crash directory: corpus/ and artifacts/ for fuzz_alloc,
-	# corpus-iova/ and artifacts-iova/ for fuzz_iova. Both run even if the
-	# first one finds a crash.
-	iova_secs=$((secs / 2))
+	build build-fuzz --target fuzz_alloc fuzz_iova fuzz_dma
+	# The time is split between the targets in thirds (fuzz_alloc gets what
+	# does not divide): page and range allocators, the IOVA allocator, the
+	# DMA layer. Each keeps its own corpus and crash directory: corpus/ and
+	# artifacts/ for fuzz_alloc, corpus-iova/ and artifacts-iova/ for
+	# fuzz_iova, corpus-dma/ and artifacts-dma/ for fuzz_dma. All run even
+	# if an earlier one finds a crash.
+	iova_secs=$((secs / 3))
 	[ "$iova_secs" -ge 1 ] || iova_secs=1
-	alloc_secs=$((secs - iova_secs))
+	dma_secs=$iova_secs
+	alloc_secs=$((secs - iova_secs - dma_secs))
 	[ "$alloc_secs" -ge 1 ] || alloc_secs=1
 	fuzz_rc=0
-	for t in alloc:"$alloc_secs":corpus:artifacts iova:"$iova_secs":corpus-iova:artifacts-iova; do
+	for t in alloc:"$alloc_secs":corpus:artifacts iova:"$iova_secs":corpus-iova:artifacts-iova \
+		dma:"$dma_secs":corpus-dma:artifacts-dma; do
 		IFS=: read -r name tsecs cdir adir <<<"$t"
 		corpus=build-fuzz/fuzz/$cdir
 		artifacts=build-fuzz/fuzz/$adir
