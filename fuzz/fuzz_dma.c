@@ -16,7 +16,7 @@
  * background, atomic pools refill synchronously in the next non-atomic
  * coherent allocation: nothing runs behind the model's back) and with a
  * clock the input advances (idle transient bounce pools go back when it
- * says). Bounce buffers: a 64 KiB default pool with 2 KiB slots, keeping
+ * says). Bounce buffers: a 16 KiB default pool with 2 KiB slots, keeping
  * the low 8 address bits, transient pools up to 1 MiB in all. Atomic pools
  * of 32 KiB growing to 128 KiB. Devices:
  *
@@ -142,7 +142,7 @@ struct fpool {
 struct counts {
 	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, dev_writes, overruns,
 		syncs, coh_allocs, coh_atomic, coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims,
-		transient_released;
+		transient_released, transient_created;
 };
 
 static struct {
@@ -368,7 +368,7 @@ static void setup(void)
 
 	struct dmm_swiotlb_opts o;
 	dmm_swiotlb_opts_default(F.mem, &o);
-	o.initial_bytes = 64 * KiB;
+	o.initial_bytes = 16 * KiB;
 	o.slot_size = SLOT;
 	o.align_mask = ALIGN_MASK;
 	o.max_bytes = 1 * MiB;
@@ -1410,7 +1410,16 @@ static void op_clock(struct rd *r)
 	swiotlb_stats(&s1);
 	trace("clock +%llu%s: transient pools %llu -> %llu", (unsigned long long)(k & 0x7f), k & 0x80 ? ", trim" : "",
 	      (unsigned long long)s0.transient_pools, (unsigned long long)s1.transient_pools);
-	F.cnt.transient_released += s1.transient_released - s0.transient_released;
+}
+
+/* Transient pools added (by maps that found no room) and released (by
+ * trims and unmaps) so far. */
+static void transient_counts(void)
+{
+	struct dmm_swiotlb_stats st;
+	swiotlb_stats(&st);
+	F.cnt.transient_created = st.transient_created;
+	F.cnt.transient_released = st.transient_released;
 }
 
 /* ---- the input --------------------------------------------------------------------------- */
@@ -1441,6 +1450,7 @@ static void teardown(void)
 		    (unsigned long long)st.transient_pools);
 	if (nr_items_live() || F.used_slots)
 		die("teardown: the model still holds something");
+	transient_counts();
 	/* pages: free + slab pages as before, apart from atomic pool growth */
 	uint64_t ab;
 	uint32_t ac;
@@ -1546,8 +1556,8 @@ void dmm_fuzz_print_summary(const char *prog)
 	printf("%s: %llu inputs, %llu operations: %llu kmallocs, %llu kfrees, %llu page buffers; %llu maps "
 	       "(%llu bounced, %llu full), %llu unmaps, %llu device writes (%llu past an untrusted mapping), "
 	       "%llu syncs; %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
-	       "pools, %llu blocks, %llu freed; %llu clock trims, %llu transient pools released; %llu bad calls "
-	       "refused\n",
+	       "pools, %llu blocks, %llu freed; %llu clock trims, %llu transient pools added, %llu released; "
+	       "%llu bad calls refused\n",
 	       prog, (unsigned long long)c->inputs, (unsigned long long)c->ops, (unsigned long long)c->kmallocs,
 	       (unsigned long long)c->kfrees, (unsigned long long)c->pages, (unsigned long long)c->maps,
 	       (unsigned long long)c->bounced, (unsigned long long)c->map_fail, (unsigned long long)c->unmaps,
@@ -1555,5 +1565,6 @@ void dmm_fuzz_print_summary(const char *prog)
 	       (unsigned long long)c->coh_allocs, (unsigned long long)c->coh_atomic, (unsigned long long)c->coh_fail,
 	       (unsigned long long)c->coh_frees, (unsigned long long)c->pools, (unsigned long long)c->blocks,
 	       (unsigned long long)c->block_frees, (unsigned long long)c->trims,
-	       (unsigned long long)c->transient_released, (unsigned long long)c->bad_calls);
+	       (unsigned long long)c->transient_created, (unsigned long long)c->transient_released,
+	       (unsigned long long)c->bad_calls);
 }
