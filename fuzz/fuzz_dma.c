@@ -11,8 +11,8 @@
  * above 4 GiB would (the span is kept compact because the invariant walks
  * after every step cost time proportional to it); two CPU slots, packed
  * small objects (an unaligned object bounces on a non-coherent device).
- * The hosted platform's
- * hooks, but without deferred work (bounce pools never grow in the
+ * The hosted platform's hooks, but without deferred work (bounce pools
+ * never grow in the
  * background, atomic pools refill synchronously in the next non-atomic
  * coherent allocation: nothing runs behind the model's back) and with a
  * clock the input advances (idle transient bounce pools go back when it
@@ -29,8 +29,9 @@
  *
  * Operations: kmalloc (1 byte .. 8 KiB, ZERO / PACKED / DMA / DMA32 /
  * ATOMIC) and kfree; page buffers (order 0..2, anywhere, in the DMA or
- * DMA32 zone or the high RAM); streaming maps of part of a live object or page buffer through
- * map_single, map_phys or map_page in every direction; device writes to
+ * DMA32 zone or the high RAM); streaming maps of part of a live object or
+ * page buffer through map_single, map_phys or map_page in every direction;
+ * device writes to
  * what the device sees (for an untrusted device's bounced mapping also
  * into the rest of its slots); CPU writes; partial syncs either way;
  * unmaps; coherent buffers (atomic or not) and their frees; DMA pools
