@@ -709,6 +709,71 @@ static void test_free_pinned_large(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * Two threads free one large object at once, every round (both leave a
+ * spinning barrier together): exactly one frees it, the other is refused
+ * with -DMM_ENOENT and leaves the pages alone. The check after each round
+ * fails if a free page still carries the large-object mark (which the
+ * loser used to put back after the winner had freed the page: kfree would
+ * then take the page's next user's memory for a large object).
+ */
+struct large_duel {
+	struct dmm_mem *mem;
+	struct tu_spin_barrier bar;
+	unsigned rounds;
+	void *obj;
+	int rc1;
+};
+
+static void *large_duel_thread(void *arg)
+{
+	struct large_duel *d = arg;
+
+	for (unsigned i = 0; i < d->rounds; i++) {
+		tu_spin_wait(&d->bar); /* the object is there */
+		d->rc1 = dmm_kfree(d->mem, __atomic_load_n(&d->obj, __ATOMIC_RELAXED));
+		tu_spin_wait(&d->bar); /* both frees done */
+	}
+	return NULL;
+}
+
+static void test_free_large_race(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	struct large_duel d = { .mem = e->mem, .rounds = 2000 };
+	uint64_t free0;
+	pthread_t t;
+	int failed = 0;
+	(void)state;
+
+	dmm_page_drain_pcp(e->mem);
+	free0 = tu_zone_free_all(e->mem);
+	assert_int_equal(pthread_create(&t, NULL, large_duel_thread, &d), 0);
+	for (unsigned i = 0; i < d.rounds; i++) {
+		int rc0, rc1;
+		void *obj = NULL;
+		if (!failed)
+			assert_ok(dmm_kmalloc(e->mem, (i & 1) ? 3 * DMM_PAGE_SIZE : 16 * 1024, 0, &obj));
+		__atomic_store_n(&d.obj, obj, __ATOMIC_RELAXED);
+		tu_spin_wait(&d.bar);
+		rc0 = failed ? 0 : dmm_kfree(e->mem, obj);
+		tu_spin_wait(&d.bar);
+		rc1 = d.rc1;
+		if (failed)
+			continue;
+		if ((rc0 == 0) == (rc1 == 0) || (rc0 ? rc0 : rc1) != -DMM_ENOENT || dmm_page_alloc_check(e->mem)) {
+			failed = 1; /* let the thread finish its rounds first */
+			print_error("round %u: frees returned %s and %s\n", i, dmm_errname(rc0), dmm_errname(rc1));
+		}
+	}
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_false(failed);
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /* Without the slab map kfree finds a page's cache through its descriptor:
  * a sparse physical map (more than twice as many pages as RAM) and no
  * linear map at all. A linear map that does not start at a multiple of the
@@ -881,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_no_address_translation),
 		cmocka_unit_test(test_free_inside_objects),
 		cmocka_unit_test(test_free_pinned_large),
+		cmocka_unit_test(test_free_large_race),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),
 		cmocka_unit_test(test_slab_below_linear_map),

@@ -590,7 +590,11 @@ static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
 		return -DMM_ENOENT;
 	int err;
 
-	__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_KLARGE, __ATOMIC_RELAXED);
+	/* the claim: of two frees of the object at once, the one that takes
+	 * the mark off frees it; the other leaves the pages alone (it would
+	 * otherwise put the mark back on pages the first had freed) */
+	if (!(__atomic_fetch_and(&pg->flags, (uint8_t)~DMM_PGF_KLARGE, __ATOMIC_ACQ_REL) & DMM_PGF_KLARGE))
+		return -DMM_ENOENT;
 	err = dmm_page_free(mem, pg->pfn, dmm__order(pg));
 	if (err) /* refused (pinned): still a large object, freed by kfree later */
 		__atomic_fetch_or(&pg->flags, (uint8_t)DMM_PGF_KLARGE, __ATOMIC_RELAXED);
