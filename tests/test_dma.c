@@ -587,6 +587,63 @@ static void test_coherent_memattr_failure(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* A coherent buffer of a non-coherent device with a pinned page: its free
+ * is refused (-DMM_EBUSY) and the buffer stays as it was, marked and
+ * uncached; after the unpin it frees, back to write-back. */
+static void test_free_coherent_pinned(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_device_desc d = tu_desc("dsp", 32, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_dma_stats st;
+	uint64_t free0;
+	(void)state;
+
+	memset(attr_of, DMM_MEMATTR_WB, sizeof(attr_of));
+	attr_fail = 0;
+	tu_hosted_platform(&m, "pinned-coherent", 1, &h, &p);
+	p.set_memattr = attr_hook;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	for (size_t size = 4096; size <= 3 * 4096; size += 2 * 4096) { /* an order-block, a range */
+		dmm_dma_addr_t bus;
+		dmm_phys_t pa;
+		dmm_pfn_t pinned;
+		void *cpu;
+		uint64_t n = size / DMM_PAGE_SIZE;
+
+		assert_ok(dmm_dma_alloc_coherent(dev, size, 0, &cpu, &bus));
+		assert_ok(dmm_dma_bus_to_phys(dev, bus, &pa));
+		assert_ok(dmm_page_pin(mem, dmm_phys_to_pfn(pa), 0, &pinned, NULL));
+		assert_rc(dmm_dma_free_coherent(dev, size, cpu, bus), -DMM_EBUSY);
+		for (uint64_t i = 0; i < n; i++)
+			assert_int_equal(attr_of[dmm_phys_to_pfn(pa) + i], DMM_MEMATTR_UC);
+		/* still a coherent buffer: the page allocator refuses it */
+		if (n == 1)
+			assert_rc(dmm_page_free(mem, dmm_phys_to_pfn(pa), 0), -DMM_EBUSY);
+		else
+			assert_rc(dmm_free_range(mem, dmm_phys_to_pfn(pa), n), -DMM_EBUSY);
+		assert_ok(dmm_page_unpin(mem, pinned, 0));
+		assert_ok(dmm_dma_free_coherent(dev, size, cpu, bus));
+		for (uint64_t i = 0; i < n; i++)
+			assert_int_equal(attr_of[dmm_phys_to_pfn(pa) + i], DMM_MEMATTR_WB);
+	}
+	dmm_device_get_stats(dev, &st);
+	assert_int_equal(st.coherent_allocs, 2);
+	assert_int_equal(st.coherent_frees, 2);
+	dmm_page_drain_pcp(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0);
+	assert_checks(mem);
+	assert_ok(dmm_device_destroy(dev));
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 static void test_free_coherent_misuse(void **state)
 {
 	struct tu_env *e = tu_env_profile("pc");
@@ -731,6 +788,7 @@ int main(void)
 		cmocka_unit_test(test_free_coherent_misuse),
 		cmocka_unit_test(test_coherent_memattr_failure),
 		cmocka_unit_test(test_free_coherent_race),
+		cmocka_unit_test(test_free_coherent_pinned),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
