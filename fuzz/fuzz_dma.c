@@ -27,7 +27,8 @@
  *   restricted  coherent, 64-bit, a 32 KiB restricted pool (all bounce)
  *   offset      non-coherent, 26-bit, bus = phys + 16 MiB
  *
- * Operations: kmalloc (1 byte .. 8 KiB, ZERO / PACKED / DMA / DMA32 /
+ * Operations: kmalloc (1 byte .. 8 KiB, and one in eight a large object
+ * of up to 24 KiB from the page allocator; ZERO / PACKED / DMA / DMA32 /
  * ATOMIC) and kfree; page buffers (order 0..2, anywhere, in the DMA or
  * DMA32 zone or the high RAM); streaming maps of part of a live object or
  * page buffer through map_single, map_phys or map_page in every direction;
@@ -578,6 +579,9 @@ static void op_kmalloc(struct rd *r)
 	uint64_t b = u16(r), fb = u8(r);
 	size_t size = b & 0x8000 ? (b & 0x1fff) + 1 : (b & 0xff) + 1;
 	unsigned flags = 0;
+
+	if ((fb & 0xe0) == 0xe0) /* one in eight: a large object (pages) */
+		size = DMM_KMALLOC_MAX_CACHE + 1 + (b & 0x3fff);
 	int slot = free_item_slot();
 	void *p = NULL;
 
@@ -626,9 +630,13 @@ static void op_kmalloc(struct rd *r)
 			if (((uint8_t *)p)[i])
 				die("ZERO object %p: byte %zu is %#x", p, i, ((uint8_t *)p)[i]);
 	int c = cls_of(ks);
-	if (c < 0)
+	if (c < 0 && ks <= DMM_KMALLOC_MAX_CACHE)
 		die("ksize %zu is no class", ks);
-	F.class_live[t.set][c]++;
+	if (ks > DMM_KMALLOC_MAX_CACHE && (ks & (ks - 1) || t.pa & (ks - 1)))
+		die("large object %#llx of %zu bytes: not a naturally aligned block of pages",
+		    (unsigned long long)t.pa, ks);
+	if (c >= 0)
+		F.class_live[t.set][c]++;
 	put_item(slot, &t);
 }
 
@@ -694,7 +702,8 @@ static void free_item(int i)
 		trace("kfree %p -> %s", (void *)t->cpu, dmm_errname(rc));
 		if (rc)
 			die("kfree of live object %p: %s", (void *)t->cpu, dmm_errname(rc));
-		F.class_live[t->set][c]--;
+		if (c >= 0) /* (a large object has no class) */
+			F.class_live[t->set][c]--;
 		F.cnt.kfrees++;
 		break;
 	}
@@ -1265,6 +1274,15 @@ static void op_bad(struct rd *r)
 		if (i < 0 || F.it[i].size < 16)
 			return;
 		size_t off = 8 * (1 + x % (F.it[i].size / 8 - 1));
+		if (F.it[i].size > DMM_KMALLOC_MAX_CACHE) {
+			/* inside a large object, in its first page half the
+			 * time (the page the object's mark is on): no object
+			 * starts there */
+			if (x & 1)
+				off = 8 * (1 + (x >> 1) % (DMM_PAGE_SIZE / 8 - 1));
+			expect(dmm_kfree(F.mem, F.it[i].cpu + off), -DMM_ENOENT, "kfree inside a large object");
+			break;
+		}
 		expect(dmm_kfree(F.mem, F.it[i].cpu + off), -DMM_EINVAL, "kfree inside an object");
 		inval = 1;
 		break;
