@@ -204,21 +204,8 @@ __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt,
 	abort();
 }
 
-/* Operation log on stderr when DMM_FUZZ_TRACE is set. */
-__attribute__((format(printf, 1, 2))) static void trace(const char *fmt, ...)
-{
-	static int on = -1;
-	va_list ap;
-	if (on < 0)
-		on = getenv("DMM_FUZZ_TRACE") != NULL;
-	if (!on)
-		return;
-	fprintf(stderr, "[%llu] ", (unsigned long long)F.step);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
+/* the operation log (DMM_FUZZ_TRACE) */
+#define trace(...) dmm_fuzz_trace(F.step, __VA_ARGS__)
 
 static const char *dir_name(enum dmm_dma_dir d)
 {

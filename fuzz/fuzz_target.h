@@ -8,14 +8,36 @@
 #ifndef DMM_FUZZ_TARGET_H
 #define DMM_FUZZ_TARGET_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Print the counters of every input run so far on stdout, one line,
  * prefixed with "@prog: ". */
 void dmm_fuzz_print_summary(const char *prog);
+
+/* The operation log on stderr when DMM_FUZZ_TRACE is set (to reproduce a
+ * failure the fuzzer or a replay found), each line prefixed with the step
+ * number @step. Each target wraps it as trace(fmt, ...). */
+__attribute__((format(printf, 2, 3))) static inline void dmm_fuzz_trace(uint64_t step, const char *fmt, ...)
+{
+	static int on = -1;
+	va_list ap;
+
+	if (on < 0)
+		on = getenv("DMM_FUZZ_TRACE") != NULL;
+	if (!on)
+		return;
+	fprintf(stderr, "[%llu] ", (unsigned long long)step);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
 
 /* The input read as a byte stream: past its end every read is 0. */
 struct rd {
