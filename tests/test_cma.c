@@ -619,17 +619,6 @@ static void test_page_freed_during_claim(void **state)
 
 /* Rejected releases are counted like rejected frees (the zone's bad_free)
  * and change nothing. */
-static uint64_t zone_bad_frees(struct dmm_mem *mem)
-{
-	uint64_t n = 0;
-	for (unsigned z = 0; z < dmm_mem_nr_zones(mem); z++) {
-		struct dmm_zone_info zi;
-		assert_ok(dmm_zone_get_info(mem, z, &zi));
-		n += zi.stats.bad_free;
-	}
-	return n;
-}
-
 static void test_bad_release_counted(void **state)
 {
 	struct dmm_machine m;
@@ -644,22 +633,22 @@ static void test_bad_release_counted(void **state)
 	e = tu_env_create(&m, 1);
 	assert_ok(dmm_cma_alloc(e->mem, 0, 256, 0, 0, &p, &why));
 	assert_ok(dmm_cma_get_info(e->mem, 0, &c0));
-	bad0 = zone_bad_frees(e->mem);
+	bad0 = tu_zone_bad_frees(e->mem);
 	assert_rc(dmm_cma_release(e->mem, 0, p + 1, 255), -DMM_ENOENT); /* never allocated */
-	assert_int_equal(zone_bad_frees(e->mem), bad0 + 1);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 1);
 	assert_rc(dmm_cma_release(e->mem, 0, p, 128), -DMM_EINVAL); /* wrong size */
-	assert_int_equal(zone_bad_frees(e->mem), bad0 + 2);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 2);
 	assert_ok(dmm_page_pin(e->mem, p, 0, &pinned, NULL));
 	assert_rc(dmm_cma_release(e->mem, 0, p, 256), -DMM_EBUSY); /* pinned */
-	assert_int_equal(zone_bad_frees(e->mem), bad0 + 3);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 3);
 	assert_ok(dmm_page_unpin(e->mem, p, 0));
 	assert_ok(dmm_cma_get_info(e->mem, 0, &c1));
 	assert_int_equal(c1.used_pages, c0.used_pages);
 	assert_int_equal(c1.releases, c0.releases);
 	assert_ok(dmm_cma_release(e->mem, 0, p, 256));
-	assert_int_equal(zone_bad_frees(e->mem), bad0 + 3);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 3);
 	assert_rc(dmm_cma_release(e->mem, 0, p, 256), -DMM_ENOENT); /* double release */
-	assert_int_equal(zone_bad_frees(e->mem), bad0 + 4);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 4);
 	assert_all_checks(e->mem);
 	tu_env_destroy(e);
 }

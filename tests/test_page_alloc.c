@@ -976,13 +976,6 @@ static void test_bad_free(void **state)
 
 /* ---- frees racing frees and pins ----------------------------------------------- */
 
-static uint64_t bad_frees(struct dmm_mem *mem)
-{
-	struct snap s;
-	take_snap(mem, &s);
-	return s.bad_free;
-}
-
 struct race_mem {
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
@@ -1036,7 +1029,7 @@ static void test_concurrent_double_free(void **state)
 
 	race_mem_create(&r, "free-race", 1);
 	free0 = tu_zone_free_all(r.mem);
-	bad0 = bad_frees(r.mem);
+	bad0 = tu_zone_bad_frees(r.mem);
 	for (unsigned i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
 		struct page_call nested = { r.mem, 0, orders[i], 1 };
 		unsigned fired = tu_race()->fired;
@@ -1048,7 +1041,7 @@ static void test_concurrent_double_free(void **state)
 		assert_int_equal(tu_race()->fired, fired + 1);
 		tu_assert_one_free(nested.pfn, rc, nested.rc);
 		assert_checks(r.mem);
-		assert_int_equal(bad_frees(r.mem), bad0 + i + 1);
+		assert_int_equal(tu_zone_bad_frees(r.mem), bad0 + i + 1);
 	}
 	dmm_page_drain_pcp(r.mem);
 	assert_int_equal(tu_zone_free_all(r.mem), free0);

@@ -834,17 +834,6 @@ static void test_range_drains_other_cpus(void **state)
 	tu_env_destroy(e);
 }
 
-static uint64_t bad_frees(struct dmm_mem *mem)
-{
-	uint64_t n = 0;
-	for (unsigned z = 0; z < dmm_mem_nr_zones(mem); z++) {
-		struct dmm_zone_info zi;
-		assert_ok(dmm_zone_get_info(mem, z, &zi));
-		n += zi.stats.bad_free;
-	}
-	return n;
-}
-
 struct free_call {
 	struct dmm_mem *mem;
 	dmm_pfn_t pfn;
@@ -877,7 +866,7 @@ static void test_range_concurrent_double_free(void **state)
 	tu_race_platform(&m, "range-race", 1, &h, &p);
 	assert_ok(dmm_mem_create(&m, &p, &mem));
 	free0 = total_free(mem);
-	bad0 = bad_frees(mem);
+	bad0 = tu_zone_bad_frees(mem);
 	for (uint64_t i = 0; i < 8; i++) {
 		struct free_call nested = { mem, 0, 5 + 9 * i, 1 };
 		unsigned fired = tu_race()->fired;
@@ -889,7 +878,7 @@ static void test_range_concurrent_double_free(void **state)
 		assert_int_equal(tu_race()->fired, fired + 1);
 		tu_assert_one_free(nested.pfn, rc, nested.rc);
 		assert_checks(mem);
-		assert_int_equal(bad_frees(mem), bad0 + i + 1);
+		assert_int_equal(tu_zone_bad_frees(mem), bad0 + i + 1);
 	}
 	assert_int_equal(total_free(mem), free0);
 	dmm_mem_destroy(mem);

@@ -227,6 +227,18 @@ static inline uint64_t tu_zone_free_all(struct dmm_mem *mem)
 	return n;
 }
 
+/* Rejected frees so far, all zones (their bad_free counters). */
+static inline uint64_t tu_zone_bad_frees(struct dmm_mem *mem)
+{
+	uint64_t n = 0;
+	for (unsigned z = 0; z < dmm_mem_nr_zones(mem); z++) {
+		struct dmm_zone_info zi;
+		assert_ok(dmm_zone_get_info(mem, z, &zi));
+		n += zi.stats.bad_free;
+	}
+	return n;
+}
+
 static inline struct tu_env *tu_env_create(const struct dmm_machine *m, unsigned nr_cpus)
 {
 	struct tu_env *e = calloc(1, sizeof(*e));
