@@ -140,23 +140,24 @@ uint64_t dmm__slab_map_pages(const struct dmm_mem *g)
 	dmm_phys_t end = dmm_min64(p->linear_phys + p->linear_size, (dmm_phys_t)g->max_pfn << DMM_PAGE_SHIFT);
 	uint64_t pages;
 
-	if (!p->linear_size || p->linear_phys & (DMM_PAGE_SIZE - 1) || end <= base)
+	/* (the linear map is whole pages: dmm_platform_validate) */
+	if (!p->linear_size || end <= base)
 		return 0;
 	pages = (end - base + DMM_PAGE_SIZE - 1) >> DMM_PAGE_SHIFT;
 	return pages <= 2 * g->ram_pages ? pages : 0;
 }
 
 /* The slab map's byte for @pfn, or NULL outside the map. A page the
- * linear map does not hold whole (below its start, when that is not a
- * multiple of the largest slab, or its last page) is never marked: kfree
- * reads the byte for an address as if the linear map held the page there,
- * and that address is none of the page's. */
+ * linear map does not hold (below its start, when that is not a multiple
+ * of the largest slab) is never marked: kfree reads the byte for an
+ * address as if the linear map held the page there, and that address is
+ * none of the page's. */
 static inline uint8_t *slab_map_at(const struct dmm_mem *mem, dmm_pfn_t pfn)
 {
 	dmm_phys_t pa = dmm_pfn_to_phys(pfn);
 
 	if (pa < mem->slab_map_phys || pa - mem->slab_map_phys >= mem->slab_map_span ||
-	    pa - mem->plat.linear_phys >= dmm_align_down(mem->plat.linear_size, DMM_PAGE_SIZE))
+	    pa - mem->plat.linear_phys >= mem->plat.linear_size)
 		return (uint8_t *)0;
 	return &mem->slab_map[(pa - mem->slab_map_phys) >> DMM_PAGE_SHIFT];
 }
