@@ -340,11 +340,9 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 		goto freed;
 	}
 	/* not pool memory: the head of a buffer allocated here carries the
-	 * mark (a page the caller got elsewhere is refused) */
-	if (!(__atomic_load_n(&head->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT))
-		return -DMM_ENOENT;
-	/* the claim: of two frees of the buffer at once, the one that takes
-	 * the mark off frees it; the other leaves the pages alone. The
+	 * mark (a page the caller got elsewhere is refused), and taking it
+	 * off is the claim: of two frees of the buffer at once, the one that
+	 * takes it frees the buffer; the other leaves the pages alone. The
 	 * claimant checks the size against a buffer nobody else frees now,
 	 * and puts the mark back if it refuses. */
 	if (!dmm__coherent_claim(head))
