@@ -269,37 +269,39 @@ void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum d
 void dmm__dev_low(struct dmm_device *dev, int64_t coherent_pages);
 /* Raise the device's low-memory peak to what it holds now (direct.c). */
 void dmm__dev_low_peak(struct dmm_device *dev);
+/* After bytes were added to @pc's low bounce count: a new high of its own
+ * is recorded, and the device's peak raised. */
+static inline void dmm__dev_low_bounce_high(struct dmm_device *dev, struct dmm_dev_pcpu *pc)
+{
+	uint64_t now = __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED);
+
+	if ((int64_t)now > (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&pc->low_bounce_hw, now, __ATOMIC_RELAXED);
+		dmm__dev_low_peak(dev);
+	}
+}
 /* Bounce bytes below 4 GiB taken (> 0) or given back, inside a section of
  * @cpu: the CPU's own count, and the peak when that count reaches a new
  * high of its own. */
 static inline void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes)
 {
 	struct dmm_dev_pcpu *pc = &dev->pcpu[cpu % DMM_DEV_PCPU];
-	uint64_t now;
 
 	if (!bytes)
 		return;
 	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, low_bounce), (uint64_t)bytes);
-	now = __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED);
-	if (bytes > 0 && (int64_t)now > (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
-		__atomic_store_n(&pc->low_bounce_hw, now, __ATOMIC_RELAXED);
-		dmm__dev_low_peak(dev);
-	}
+	if (bytes > 0)
+		dmm__dev_low_bounce_high(dev, pc);
 }
 /* The same on @pc, a counter block of the section's CPU's own
  * (dmm__dev_own_pcpu): plain adds. */
 static inline void dmm__dev_low_bounce_own(struct dmm_device *dev, struct dmm_dev_pcpu *pc, int64_t bytes)
 {
-	uint64_t now;
-
 	if (!bytes)
 		return;
 	dmm__pcpu_add(&pc->low_bounce, (uint64_t)bytes);
-	if (bytes > 0 && (int64_t)(now = __atomic_load_n(&pc->low_bounce, __ATOMIC_RELAXED)) >
-				 (int64_t)__atomic_load_n(&pc->low_bounce_hw, __ATOMIC_RELAXED)) {
-		__atomic_store_n(&pc->low_bounce_hw, now, __ATOMIC_RELAXED);
-		dmm__dev_low_peak(dev);
-	}
+	if (bytes > 0)
+		dmm__dev_low_bounce_high(dev, pc);
 }
 /* Bounce bytes below 4 GiB @dev holds now (the sum of its CPUs' counts). */
 uint64_t dmm__dev_low_bounce(const struct dmm_device *dev);
