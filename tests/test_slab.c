@@ -205,6 +205,59 @@ static void test_bad_input(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * Each class's magazine: a byte budget (at most 16 KiB of free objects per
+ * CPU and class, at least 4 objects, no more than the magazine's 61 slots),
+ * refills and drains of half of it. Freeing object after object fills this
+ * CPU's magazine to its capacity, and the free that finds it full first
+ * drains the oldest half; the counts follow exactly, and the checks hold
+ * after every step.
+ */
+static void test_magazine_capacity(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	uint32_t prev_cap = 0;
+	(void)state;
+
+	for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+		struct dmm_slab_class_info in;
+		void *v[64 + 32 + 3];
+		uint32_t cap, batch, nobj;
+		uint64_t n;
+
+		assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
+		cap = in.mag_capacity;
+		batch = in.mag_batch;
+		assert_true(cap >= 4 && cap <= 61);
+		assert_true((uint64_t)cap * in.size <= 16384 || cap == 4);
+		assert_true((uint64_t)(cap + 1) * in.size > 16384 || cap == 61);
+		assert_int_equal(batch, cap / 2);
+		if (c)
+			assert_true(cap <= prev_cap); /* larger objects, no more of them */
+		prev_cap = cap;
+		nobj = cap + batch + 3;
+		for (uint32_t i = 0; i < nobj; i++)
+			assert_ok(dmm_kmalloc(e->mem, in.size, 0, &v[i]));
+		assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
+		n = in.cached; /* this CPU's: the only one that ran */
+		assert_true(n <= cap);
+		for (uint32_t i = 0; i < nobj; i++) {
+			assert_ok(dmm_kfree(e->mem, v[i]));
+			n = (n >= cap ? n - batch : n) + 1;
+			assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
+			assert_int_equal(in.cached, n);
+			assert_int_equal(in.objects, nobj - i - 1);
+			assert_slab_checks(e->mem);
+		}
+		/* the last one freed is still in the magazine: a second free is seen */
+		assert_rc(dmm_kfree(e->mem, v[nobj - 1]), -DMM_ENOENT);
+		assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
+		assert_int_equal(in.cached, n);
+	}
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 struct worker {
 	struct tu_env *e;
 	unsigned seed;
@@ -940,6 +993,7 @@ int main(void)
 		cmocka_unit_test(test_policies_and_classes),
 		cmocka_unit_test(test_low_memory_and_large),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_magazine_capacity),
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_more_threads_than_cpus),
 		cmocka_unit_test(test_short_lived_threads),

@@ -37,6 +37,9 @@ struct dmm_slab_class_info {
 	uint32_t slab_order;        /* pages per slab = 2^order */
 	uint32_t objs_per_slab;
 	uint32_t set;               /* 0 any, 1 DMA32, 2 DMA */
+	uint32_t mag_capacity;      /* free objects one CPU's magazine of the class holds
+				     * at most: 16 KiB of them, 4..61 objects */
+	uint32_t mag_batch;         /* objects a magazine refill or drain moves (half) */
 	uint64_t slabs;             /* slabs held */
 	uint64_t objects;           /* objects handed out (live) */
 	uint64_t cached;            /* free objects in per-CPU magazines */
@@ -57,8 +60,8 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
 
 /* Free. -DMM_EINVAL (not a pointer into managed RAM, or not at an object's
  * start), -DMM_ENOENT (not a kmalloc object, or freed again while still in
- * this CPU's cache of freed objects, up to 28 of them; a freed object's
- * first word holds a mark the check starts from), the page allocator's
+ * this CPU's magazine of freed objects of its class, up to mag_capacity of
+ * them; a freed object's first word holds a mark the check starts from), the page allocator's
  * refusal for a large object (-DMM_EBUSY: a page of it is pinned). Nothing
  * is changed on failure. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr);

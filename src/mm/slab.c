@@ -49,27 +49,39 @@
 #include "mm/mm_internal.h"
 
 #define KCLS_WASTE 0x40 /* a cls_tagged entry whose allocations count alignment waste */
-#define MAG_SIZE 28 /* a magazine is as large as a cache (256 bytes) */
-#define MAG_BATCH 14
+/*
+ * A magazine holds up to MAG_MAX objects (it is as large as a cache: 512
+ * bytes), but each class uses only as many as fit a byte budget
+ * (kcache.mag_cap: MAG_BYTES / size, at least MAG_MIN): small objects get
+ * the most room, where a magazine round trip costs most per byte, and a
+ * CPU holds at most about MAG_BYTES of free objects of a class, however
+ * large they are. Refills and drains move half a magazine
+ * (kcache.mag_batch).
+ */
+#define KCACHE_BYTES 512
+#define MAG_MAX ((KCACHE_BYTES - 24) / 8)
+#define MAG_BYTES 16384u
+#define MAG_MIN 4u
 
 static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,   96,   128, 192,
 							     256, 512, 1024, 2048, 4096, 8192 };
 
 struct mag {
-	_Alignas(DMM_CACHELINE) uint32_t n;
+	_Alignas(KCACHE_BYTES) uint32_t n;
 	/* counters of this CPU, written in its sections (summed on query);
 	 * allocations are not counted but derived: frees + (taken - cached),
 	 * which keeps the allocation path free of a read-modify-write */
 	uint64_t frees, align_waste;
-	void *obj[MAG_SIZE];
+	void *obj[MAG_MAX];
 };
 
 struct kcache {
-	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
+	_Alignas(KCACHE_BYTES) struct dmm_lock lock;
 	struct dmm_mem *mem;
 	uint32_t size, order, objs, set, cls;
 	uint32_t inv, shift;             /* size = odd * 2^shift; inv: odd's inverse mod 2^32 */
 	uint32_t slab_mask;              /* slab bytes - 1: an address's offset in its slab */
+	uint32_t mag_cap, mag_batch;     /* objects a magazine of this class holds; a refill or drain */
 	/* written into the first word of an object put in a magazine (and
 	 * cleared when it is handed out): a kfree that finds it there looks
 	 * for the object in the magazine (a double free); anything else costs
@@ -109,7 +121,8 @@ struct dmm_slab_state {
  */
 #define NR_KCACHES (1 + DMM_KMALLOC_NR_SETS * DMM_KMALLOC_NR_CLASSES)
 #define MAG_TABLE_BYTES ((size_t)NR_KCACHES * sizeof(struct mag))
-_Static_assert(sizeof(struct mag) == sizeof(struct kcache), "a magazine is as large as a cache");
+_Static_assert(sizeof(struct mag) == KCACHE_BYTES && sizeof(struct kcache) == KCACHE_BYTES,
+	       "a magazine is as large as a cache");
 _Static_assert(offsetof(struct dmm_slab_state, cache) == sizeof(struct kcache), "none, then the caches");
 _Static_assert(NR_KCACHES <= 255, "a cache's place fits the slab map");
 
@@ -122,7 +135,7 @@ uint64_t dmm__slab_meta_size(unsigned nr_cpus)
 {
 	return sizeof(struct dmm_slab_state) +
 	       (uint64_t)NR_KCACHES * nr_cpus * sizeof(struct mag) +
-	       DMM_CACHELINE;
+	       KCACHE_BYTES;
 }
 
 static unsigned slab_order_for(uint32_t size)
@@ -177,7 +190,7 @@ static inline bool packed_request(const struct dmm_mem *mem, unsigned flags);
 
 void dmm__slab_init(struct dmm_mem *mem, void *meta)
 {
-	struct dmm_slab_state *s = (struct dmm_slab_state *)dmm_align_up((uintptr_t)meta, DMM_CACHELINE);
+	struct dmm_slab_state *s = (struct dmm_slab_state *)dmm_align_up((uintptr_t)meta, KCACHE_BYTES);
 	mem->slab = s;
 	s->packed_always = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED;
 	s->packed_on_request = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED_ON_REQUEST;
@@ -191,6 +204,10 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->slab_mask = (uint32_t)((DMM_PAGE_SIZE << k->order) - 1);
 			k->shift = (uint32_t)__builtin_ctz(k->size);
 			k->inv = dmm_odd_inverse(k->size >> k->shift);
+			k->mag_cap = (uint32_t)dmm_max64(MAG_MIN, dmm_min64(MAG_MAX, MAG_BYTES / k->size));
+			k->mag_batch = k->mag_cap / 2;
+			k->st.mag_capacity = k->mag_cap;
+			k->st.mag_batch = k->mag_batch;
 			k->set = set;
 			k->cls = c;
 			k->st.size = k->size;
@@ -466,7 +483,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	m = mag_of(k, cpu);
 	for (int tries = 0; !m->n && tries < 4; tries++) {
 		dmm__lock(mem, &k->lock);
-		m->n = slab_take(k, m->obj, MAG_BATCH);
+		m->n = slab_take(k, m->obj, k->mag_batch);
 		dmm__unlock(mem, &k->lock);
 		if (m->n)
 			break;
@@ -664,8 +681,8 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 		dmm__cpu_exit(mem, cpu);
 		return -DMM_ENOENT;
 	}
-	if (n == MAG_SIZE) {
-		mag_drain(k, m, MAG_BATCH);
+	if (n >= k->mag_cap) {
+		mag_drain(k, m, k->mag_batch);
 		n = m->n;
 	}
 	mag_push(k, m, n, ptr);
@@ -709,7 +726,7 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 	m = mag_of(k, r->cpu);
 	n = m->n;
 	/* a full magazine, or the mark of a freed object: maybe freed twice */
-	if (__builtin_expect(n == MAG_SIZE || *(const uintptr_t *)ptr == k->free_mark, 0)) {
+	if (__builtin_expect(n >= k->mag_cap || *(const uintptr_t *)ptr == k->free_mark, 0)) {
 		dmm__cpu_leave(r);
 		return kfree_slow(mem, ptr);
 	}
@@ -856,7 +873,7 @@ static int check_cache(struct kcache *k, uint64_t *mapped)
 	}
 	for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
 		cached += mag_of(k, cpu)->n;
-		if (mag_of(k, cpu)->n > MAG_SIZE)
+		if (mag_of(k, cpu)->n > k->mag_cap)
 			err = -DMM_EFAULT;
 	}
 	/* slab-side in-use = objects off the slabs (live or in magazines) */
