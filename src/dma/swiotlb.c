@@ -100,7 +100,7 @@ struct tlb_pool {
 };
 
 struct tlb_index {
-	uint32_t n;
+	_Alignas(DMM_CACHELINE) uint32_t n;
 	/* the lowest pool with run caches that is no device's own, or NULL:
 	 * where the short paths look first (published with the rest) */
 	struct tlb_pool *cached;
@@ -119,28 +119,33 @@ struct tlb_deferred {
 };
 
 struct dmm_swiotlb {
+	/* what every map and unmap reads, in one line: the short paths touch
+	 * no other line of this struct but the active index's first */
+	_Alignas(DMM_CACHELINE) const struct tlb_index *cur; /* the active one of idx[] (atomic) */
+	uint64_t off_mask;               /* o.align_mask within a slot: kept in the first slot */
+	uint64_t run_mask;               /* o.align_mask above the slot size: a run's address must match */
+	uint32_t slot_size;              /* o.slot_size */
+	unsigned slot_shift;             /* log2(o.slot_size) */
+	uint32_t nr_deferred;            /* atomic: requests queued, those being retried included */
+	uint32_t nr_transient;           /* atomic */
 	struct dmm_lock lock;            /* pool set, index writes, deferred queue */
 	struct dmm_mem *mem;
 	struct dmm_swiotlb_opts o;
-	unsigned slot_shift;             /* log2(o.slot_size) */
-	uint64_t off_mask;               /* o.align_mask within a slot: kept in the first slot */
-	uint64_t run_mask;               /* o.align_mask above the slot size: a run's address must match */
 	struct tlb_index idx[2];
-	const struct tlb_index *cur;     /* the active one of idx[] (atomic) */
 	struct tlb_pool *pools[MAX_POOLS];
 	uint32_t nr_pools;
 	uint64_t total_bytes;
 	uint64_t used_slots;             /* all pools (atomic) */
 	int grow_pending;                /* atomic */
-	uint32_t nr_transient;           /* atomic */
 	struct tlb_deferred deferred[MAX_DEFERRED]; /* in queueing order, under the pool lock */
-	uint32_t nr_deferred;            /* atomic: requests queued, those being retried included */
 	uint64_t deferred_seq;           /* last seq given */
 	uint64_t deferred_calls;         /* serve_deferred calls so far (pool lock) */
 	dmm_pfn_t self_pfn;
 	uint64_t self_pages;
 	struct dmm_swiotlb_stats st;     /* atomic counters */
 };
+
+_Static_assert(__builtin_offsetof(struct dmm_swiotlb, lock) <= DMM_CACHELINE, "the short paths' fields share a line");
 
 static inline void sadd(uint64_t *c, uint64_t v)
 {
@@ -409,6 +414,7 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 	t = va;
 	t->mem = mem;
 	t->o = o;
+	t->slot_size = o.slot_size;
 	t->slot_shift = (unsigned)__builtin_ctzll(o.slot_size);
 	t->off_mask = o.align_mask & (o.slot_size - 1);
 	t->run_mask = o.align_mask & ~(uint64_t)(o.slot_size - 1);
@@ -768,7 +774,7 @@ static inline uint32_t slots_for(const struct dmm_swiotlb *t, dmm_phys_t pa, siz
 		return (uint32_t)(dmm_align_up(*off + size, granule) >> t->slot_shift);
 	}
 	*off = pa & t->off_mask;
-	return (uint32_t)((*off + size + t->o.slot_size - 1) >> t->slot_shift);
+	return (uint32_t)((*off + size + t->slot_size - 1) >> t->slot_shift);
 }
 
 /* Bytes copied into the bounce buffer at map time. */
@@ -1358,7 +1364,7 @@ static inline __attribute__((always_inline)) int unmap_short(struct dmm_device *
 	s = (uint32_t)(at >> t->slot_shift);
 	f = &p->slots[s];
 	if (__builtin_expect(f->used != SLOT_MAPPED || f->first != s || f->nslots - 1u >= TLB_CACHE_LEN ||
-				     (at & (t->o.slot_size - 1)) != f->off || f->dev != dev->tlb_tag,
+				     (at & (t->slot_size - 1)) != f->off || f->dev != dev->tlb_tag,
 			     0))
 		goto out;
 	if (quick && __builtin_expect(p->cpus[cpu].n[f->nslots - 1] == TLB_CACHE_RUNS, 0)) {
