@@ -5,9 +5,10 @@
  * above 4 GiB; permissions from the direction; strict unmaps fault at once;
  * deferred unmaps leave stale IOTLB entries until the flush (and IOVAs are
  * not reused before it); scatterlists mapped into one contiguous IOVA
- * range; coherent buffers from anywhere, also page by page (vmap); an
- * untrusted device reading around its buffer sees zeros or faults, never a
- * neighbour's bytes; identity domains; bad unmaps refused; a 32-bit device
+ * range; coherent buffers from anywhere, also page by page (vmap), and
+ * their free refused while a page is pinned, changing nothing (also a pin
+ * and a free at once: never both succeed); an untrusted device reading
+ * around its buffer sees zeros or faults, never a neighbour's bytes; identity domains; bad unmaps refused; a 32-bit device
  * doing a large workload on the PC profile uses no memory below 4 GiB
  * behind the IOMMU and plenty without; two threads.
  */
@@ -16,6 +17,7 @@
 
 #include "tu_dma.h"
 
+#include <dmamem/dma_debug.h>
 #include <dmamem/iommu.h>
 #include <dmamem/swiotlb.h>
 
@@ -391,6 +393,252 @@ static void test_coherent_anywhere(void **state)
 	hwenv_destroy(&e);
 }
 
+/*
+ * Free a coherent buffer of @size of device @s whose page @pin_at (a block
+ * head: the buffer's first page, or any page of one built page by page) is
+ * pinned. The free is refused with -DMM_EBUSY, twice, and changes nothing:
+ * the IOVA still translates to the same pages, the device and the CPU still
+ * see the bytes, a non-coherent device's pages stay uncached, the page
+ * allocator still refuses the pages as a coherent buffer's, DMA debug still
+ * tracks the buffer, no counter says it was freed or unmapped; the refusals
+ * are counted as rejected frees, as the direct path counts them. After the
+ * unpin the free goes through: the device faults, the pages are write-back
+ * and free again.
+ */
+static void free_pinned(struct hwenv *e, struct dmm_sim_dev *s, int coherent, size_t size, unsigned pin_at,
+			int scattered)
+{
+	const uint64_t n = size / PG;
+	unsigned char *buf = malloc(size);
+	dmm_phys_t pa[16];
+	dmm_pfn_t pinned;
+	struct dmm_dma_stats st0, st1;
+	struct dmm_iommu_stats is0, is1;
+	uint64_t free0, bad0;
+	void *cpu;
+	dmm_dma_addr_t dma;
+
+	assert_non_null(buf);
+	assert_true(n <= 16);
+	assert_ok(dmm_dma_debug_device(s->dev, 1));
+	/* once without a pin: the page tables and debug's records it needs
+	 * stay, so that the free pages can be compared after the next */
+	assert_ok(dmm_dma_alloc_coherent(s->dev, size, 0, &cpu, &dma));
+	assert_ok(dmm_dma_free_coherent(s->dev, size, cpu, dma));
+	dmm_page_drain_pcp(e->mem);
+	free0 = tu_zone_free_all(e->mem);
+	assert_ok(dmm_dma_alloc_coherent(s->dev, size, 0, &cpu, &dma));
+	for (uint64_t i = 0; i < n; i++)
+		assert_ok(dmm_dma_bus_to_phys(s->dev, dma + i * PG, &pa[i]));
+	if (scattered)
+		assert_true(pa[1] != pa[0] + PG);
+	for (size_t i = 0; i < size; i++)
+		buf[i] = (unsigned char)(i * 7 + 3);
+	assert_ok(dmm_hw_dev_write(s->hw, dma, buf, size));
+	assert_ok(dmm_page_pin(e->mem, dmm_phys_to_pfn(pa[pin_at]), 0, &pinned, NULL));
+	assert_int_equal(pinned, dmm_phys_to_pfn(pa[pin_at]));
+	dmm_device_get_stats(s->dev, &st0);
+	assert_ok(dmm_device_iommu_stats(s->dev, &is0));
+	bad0 = tu_zone_bad_frees(e->mem);
+
+	assert_rc(dmm_dma_free_coherent(s->dev, size, cpu, dma), -DMM_EBUSY);
+	assert_rc(dmm_dma_free_coherent(s->dev, size, cpu, dma), -DMM_EBUSY); /* still the whole mapping */
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 2);
+	for (uint64_t i = 0; i < n; i++) {
+		dmm_phys_t p;
+		assert_ok(dmm_dma_bus_to_phys(s->dev, dma + i * PG, &p));
+		assert_int_equal(p, pa[i]);
+		assert_int_equal(dmm_hw_memattr(e->hw, pa[i]),
+				 coherent ? DMM_MEMATTR_WB : DMM_MEMATTR_UC);
+	}
+	memset(buf, 0, size);
+	assert_ok(dmm_hw_dev_read(s->hw, dma, buf, size));
+	for (size_t i = 0; i < size; i++)
+		assert_int_equal(buf[i], (unsigned char)(i * 7 + 3));
+	memset(buf, 0, size);
+	assert_ok(dmm_hw_cpu_read_virt(e->hw, cpu, buf, size));
+	for (size_t i = 0; i < size; i++)
+		assert_int_equal(buf[i], (unsigned char)(i * 7 + 3));
+	for (uint64_t i = 0; i < n; i++) {
+		const struct dmm_page *pg = dmm_pfn_to_page(e->mem, dmm_phys_to_pfn(pa[i]));
+		if (scattered || i == 0)
+			assert_int_equal(pg->state, scattered || !(n & (n - 1)) ? DMM_PAGE_ALLOC : DMM_PAGE_RANGE);
+		else
+			assert_int_equal(pg->state, DMM_PAGE_TAIL);
+	}
+	/* still a coherent buffer's pages: the page allocator refuses them */
+	if (scattered)
+		assert_rc(dmm_page_free(e->mem, dmm_phys_to_pfn(pa[pin_at]), 0), -DMM_EBUSY);
+	else if (!(n & (n - 1)))
+		assert_rc(dmm_page_free(e->mem, dmm_phys_to_pfn(pa[0]), (unsigned)__builtin_ctzll(n)), -DMM_EBUSY);
+	else
+		assert_rc(dmm_free_range(e->mem, dmm_phys_to_pfn(pa[0]), n), -DMM_EBUSY);
+	assert_int_equal(dmm_dma_debug_active(e->mem, s->dev), 1);
+	dmm_device_get_stats(s->dev, &st1);
+	assert_int_equal(st1.coherent_frees, st0.coherent_frees);
+	assert_int_equal(st1.fail_unmap, st0.fail_unmap);
+	assert_int_equal(st1.low_pages, st0.low_pages);
+	assert_ok(dmm_device_iommu_stats(s->dev, &is1));
+	assert_int_equal(is1.mapped_pages, is0.mapped_pages);
+	assert_int_equal(is1.unmaps, is0.unmaps);
+	assert_int_equal(is1.iova.frees, is0.iova.frees);
+	assert_int_equal(is1.iova.allocated_pages, is0.iova.allocated_pages);
+	assert_ok(dmm_device_iommu_check(s->dev));
+	assert_checks(e->mem);
+
+	assert_ok(dmm_page_unpin(e->mem, pinned, 0));
+	assert_ok(dmm_dma_free_coherent(s->dev, size, cpu, dma));
+	assert_rc(dmm_hw_dev_read(s->hw, dma, buf, 16), -DMM_EFAULT);
+	assert_int_equal(dmm_dma_debug_active(e->mem, s->dev), 0);
+	assert_int_equal(dmm_dma_debug_total(e->mem), 0);
+	dmm_device_get_stats(s->dev, &st1);
+	assert_int_equal(st1.coherent_frees, st0.coherent_frees + 1);
+	assert_ok(dmm_device_iommu_stats(s->dev, &is1));
+	assert_int_equal(is1.mapped_pages, is0.mapped_pages - n);
+	dmm_page_drain_pcp(e->mem);
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t st = dmm_pfn_to_page(e->mem, dmm_phys_to_pfn(pa[i]))->state;
+		assert_int_equal(dmm_hw_memattr(e->hw, pa[i]), DMM_MEMATTR_WB);
+		assert_true(st == DMM_PAGE_FREE || st == DMM_PAGE_TAIL); /* in a free block */
+	}
+	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	assert_ok(dmm_device_iommu_check(s->dev));
+	assert_checks(e->mem);
+	assert_ok(dmm_dma_debug_device(s->dev, -1));
+	free(buf);
+}
+
+/* A coherent buffer behind the IOMMU with a pinned page: one block, one
+ * range (3 pages), for a coherent and a non-coherent device. */
+static void test_coherent_pinned(void **state)
+{
+	struct hwenv e;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	for (int coherent = 0; coherent < 2; coherent++) {
+		struct dmm_sim_dev s = sdev(&e, "pinned", 32, coherent, DMM_IOMMU_DMA, NULL);
+		free_pinned(&e, &s, coherent, 4 * PG, 0, 0);
+		free_pinned(&e, &s, coherent, 3 * PG, 0, 0);
+		free_pinned(&e, &s, coherent, PG, 0, 0);
+		assert_ok(dmm_sim_device_destroy(&s));
+	}
+	hwenv_destroy(&e);
+}
+
+/*
+ * A pin and a free of a coherent buffer behind the IOMMU at once, every
+ * round (both leave a spinning barrier together): never both succeed. A
+ * pin that lands makes the free -DMM_EBUSY with the buffer still mapped
+ * (freed after the unpin); a free that goes through makes the pin fail
+ * (-DMM_EAGAIN or -DMM_ENOENT); both may fail (the pin seen by the free's
+ * claim, the claim by the pin). The domain is checked after every round,
+ * the page allocator every 128th and at the end.
+ */
+struct pin_duel {
+	struct dmm_mem *mem;
+	struct tu_spin_barrier bar;
+	unsigned rounds;
+	dmm_pfn_t pfn;
+	int rc;
+};
+
+static void *pin_duel_thread(void *arg)
+{
+	struct pin_duel *d = arg;
+	dmm_pfn_t pinned;
+
+	for (unsigned i = 0; i < d->rounds; i++) {
+		tu_spin_wait(&d->bar); /* the buffer is there */
+		d->rc = dmm_page_pin(d->mem, d->pfn, 0, &pinned, NULL);
+		tu_spin_wait(&d->bar); /* pin and free done */
+	}
+	return NULL;
+}
+
+static void test_coherent_pin_race(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev s;
+	struct pin_duel d = { 0 };
+	unsigned landed = 0, freed = 0;
+	uint64_t free0;
+	pthread_t t;
+	int failed = 0;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	s = sdev(&e, "duel", 32, 0, DMM_IOMMU_DMA, NULL);
+	d.mem = e.mem;
+	d.rounds = 2000;
+	for (size_t size = PG; size <= 3 * PG; size += 2 * PG) { /* the page tables it needs */
+		void *cpu;
+		dmm_dma_addr_t dma;
+		assert_ok(dmm_dma_alloc_coherent(s.dev, size, 0, &cpu, &dma));
+		assert_ok(dmm_dma_free_coherent(s.dev, size, cpu, dma));
+	}
+	dmm_page_drain_pcp(e.mem);
+	free0 = tu_zone_free_all(e.mem);
+	assert_int_equal(pthread_create(&t, NULL, pin_duel_thread, &d), 0);
+	for (unsigned i = 0; i < d.rounds; i++) {
+		size_t size = i & 1 ? 3 * PG : PG; /* a range, a block */
+		void *cpu;
+		dmm_dma_addr_t dma;
+		dmm_phys_t pa = 0;
+		int rc, prc;
+
+		if (!failed) {
+			assert_ok(dmm_dma_alloc_coherent(s.dev, size, 0, &cpu, &dma));
+			assert_ok(dmm_dma_bus_to_phys(s.dev, dma, &pa));
+		}
+		d.pfn = failed ? 0 : dmm_phys_to_pfn(pa);
+		tu_spin_wait(&d.bar);
+		rc = failed ? 0 : dmm_dma_free_coherent(s.dev, size, cpu, dma);
+		tu_spin_wait(&d.bar);
+		prc = d.rc;
+		if (failed)
+			continue;
+		if ((prc == 0 && rc != -DMM_EBUSY) || (prc != 0 && prc != -DMM_EAGAIN && prc != -DMM_ENOENT) ||
+		    (rc != 0 && rc != -DMM_EBUSY)) {
+			failed = 1; /* let the thread finish its rounds first */
+			print_error("round %u: pin %s, free %s\n", i, dmm_errname(prc), dmm_errname(rc));
+			continue;
+		}
+		if (rc) {
+			/* refused: still mapped, freed once the pin is gone */
+			dmm_phys_t p;
+			if (dmm_dma_bus_to_phys(s.dev, dma, &p) || p != pa) {
+				failed = 1;
+				print_error("round %u: a refused free unmapped the buffer\n", i);
+				continue;
+			}
+			if (prc == 0)
+				assert_ok(dmm_page_unpin(e.mem, dmm_phys_to_pfn(pa), 0));
+			assert_ok(dmm_dma_free_coherent(s.dev, size, cpu, dma));
+		}
+		landed += prc == 0;
+		freed += rc == 0;
+		if (dmm_device_iommu_check(s.dev) ||
+		    (i % 128 == 0 && (dmm_page_alloc_check(e.mem) || dmm_range_check(e.mem)))) {
+			failed = 1;
+			print_error("round %u: a check failed\n", i);
+		}
+	}
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_false(failed);
+	print_message("%u pins landed first, %u frees went through first\n", landed, freed);
+	{
+		struct dmm_iommu_stats is;
+		assert_ok(dmm_device_iommu_stats(s.dev, &is));
+		assert_int_equal(is.mapped_pages, 0);
+	}
+	assert_ok(dmm_device_iommu_check(s.dev));
+	dmm_page_drain_pcp(e.mem);
+	assert_int_equal(tu_zone_free_all(e.mem), free0);
+	assert_ok(dmm_sim_device_destroy(&s));
+	hwenv_destroy(&e);
+}
+
 /* A fragmented machine: the coherent buffer is made of scattered pages. */
 static void test_coherent_scattered(void **state)
 {
@@ -419,6 +667,9 @@ static void test_coherent_scattered(void **state)
 		dmm_dma_addr_t dma;
 		unsigned char buf[16 * 4096];
 
+		/* (DMA debug's state now: free_pinned() below turns it on) */
+		assert_ok(dmm_dma_debug_device(s.dev, 1));
+		assert_ok(dmm_dma_debug_device(s.dev, -1));
 		/* take every page, give back every other one: no two free pages touch */
 		while (n < NP && dmm_page_alloc(e.mem, 0, NULL, DMM_GFP_NOWMARK, &held[n]) == 0)
 			n++;
@@ -456,6 +707,9 @@ static void test_coherent_scattered(void **state)
 			for (int i = 0; i < 16; i++)
 				assert_int_equal(dmm_pfn_to_page(e.mem, pg[i])->state, DMM_PAGE_FREE);
 		}
+		/* a page in the middle pinned, then the first */
+		free_pinned(&e, &s, 0, 16 * 4096, 5, 1);
+		free_pinned(&e, &s, 0, 16 * 4096, 0, 1);
 		for (unsigned i = 1; i < n; i += 2)
 			assert_ok(dmm_page_free(e.mem, held[i], 0));
 		assert_ok(dmm_sim_device_destroy(&s));
@@ -915,6 +1169,8 @@ int main(void)
 		cmocka_unit_test(test_sg_contiguous),
 		cmocka_unit_test(test_coherent_anywhere),
 		cmocka_unit_test(test_coherent_scattered),
+		cmocka_unit_test(test_coherent_pinned),
+		cmocka_unit_test(test_coherent_pin_race),
 		cmocka_unit_test(test_untrusted_malicious),
 		cmocka_unit_test(test_identity),
 		cmocka_unit_test(test_bad_unmaps),

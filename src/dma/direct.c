@@ -295,7 +295,8 @@ int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dm
 		err = dmm__iommu_free_coherent(dev, size, cpu, dma, &low);
 		if (err) {
 			dmm__dbg_restore(dev, &saved); /* the buffer is still allocated */
-			dmm__dstat(&dev->st.fail_unmap, 1);
+			if (err != -DMM_EBUSY) /* (pinned: a mapping all the same) */
+				dmm__dstat(&dev->st.fail_unmap, 1);
 			return err;
 		}
 		dmm__dstat(&dev->st.coherent_frees, 1);

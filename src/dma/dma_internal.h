@@ -400,6 +400,9 @@ uint64_t dmm__iova_cached_pages(struct dmm_iova_domain *d);
 /* iopt.c: take @bit off the leaf of @iova (compare-and-swap); -DMM_ENOENT
  * if it is not there (another caller took it first). */
 int dmm__iopt_claim(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t bit);
+/* Put @bit back on the leaf of @iova that a dmm__iopt_claim() of this
+ * caller took it off (the mapping stays as it was). */
+void dmm__iopt_unclaim(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t bit);
 void dmm__atomic_pool_poll(struct dmm_mem *mem);
 
 #endif

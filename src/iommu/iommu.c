@@ -1005,8 +1005,14 @@ undo_pages:
 /*
  * Free a coherent buffer of a translating device. The IOVA range must be
  * one mapping of @size; its pages are found in the page table. Returns 0,
- * -DMM_ENOENT (not a mapping of that size: nothing changed) or -DMM_EINVAL.
- * *@pa_out: first page (for debug), *@low_pages: pages below 4 GiB freed.
+ * -DMM_ENOENT (not a mapping of that size: nothing changed), -DMM_EINVAL,
+ * or -DMM_EBUSY (a page of it is pinned: nothing changed, the buffer stays
+ * mapped at its IOVA as it was, uncached for a non-coherent device).
+ * Order: the mapping is claimed (FIRST taken off: of two frees at once one
+ * goes on), then its pages are claimed for the free as the page allocator
+ * would (a pin refuses it: the claims are undone, FIRST put back); only
+ * then is the IOVA unmapped, the IOTLB invalidated and the pages given
+ * back. *@low_pages: pages below 4 GiB freed.
  */
 int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dma_addr_t dma,
 			     uint64_t *low_pages)
@@ -1027,12 +1033,19 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 		struct dmm_page *head = dmm_pfn_to_page(mem, dmm_phys_to_pfn(pa0));
 		unsigned order = order_of(pages);
 		int pooled = dmm__atomic_pool_owns(dev, pa0);
+		uint8_t from;
 		if (!head || (pooled && dmm__atomic_pool_check(dev, pa0, pages)) ||
 		    (!pooled && !(head->state == DMM_PAGE_RANGE && head->private == pages) &&
 		     !(head->state == DMM_PAGE_ALLOC && pages == ((uint64_t)1 << order) && head->order == order)))
 			return -DMM_EINVAL;
+		from = head->state == DMM_PAGE_RANGE ? DMM_PAGE_RANGE : DMM_PAGE_ALLOC;
 		if (!claim_mapping(d, dma, span, true, &pa0))
 			return -DMM_ENOENT;
+		/* pinned? refused before the device loses the buffer */
+		if (!pooled && (err = dmm__free_begin(mem, head, from)) != 0) {
+			dmm__iopt_unclaim(d->pt, dma, DMM_IOPTE_FIRST);
+			return err;
+		}
 		dmm_iopt_unmap(d->pt, dma, span);
 		iotlb_inval(d, dma, span); /* the pages are freed right now */
 		if (pooled) {
@@ -1041,7 +1054,7 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 			if (!dev->desc.coherent && mem->plat.set_memattr)
 				mem->plat.set_memattr(mem->plat.ctx, pa0, span, DMM_MEMATTR_WB);
 			dmm__coherent_mark(head, false);
-			free_contig(mem, dmm_phys_to_pfn(pa0), pages);
+			dmm__free_finish(mem, head, from);
 		}
 		if (pa0 < g4)
 			low = dmm_min64(pages, (g4 - pa0) >> DMM_PAGE_SHIFT);
@@ -1055,6 +1068,22 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 		}
 		if (!claim_mapping(d, dma, span, true, &pa0))
 			return -DMM_ENOENT;
+		/* every page claimed for the free before anything changes: a
+		 * pinned one refuses it, and the claims made are undone */
+		for (uint64_t k = 0; k < pages; k++) {
+			dmm_phys_t pa;
+			if (dmm_iopt_lookup(d->pt, dma + k * PG, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0))
+				continue;
+			err = dmm__free_begin(mem, dmm__pfn_page(mem, dmm_phys_to_pfn(pa)), DMM_PAGE_ALLOC);
+			if (err) {
+				while (k-- > 0)
+					if (!dmm_iopt_lookup(d->pt, dma + k * PG, &pa, (unsigned *)0, (uint64_t *)0,
+							     (unsigned *)0))
+						dmm__free_cancel(dmm__pfn_page(mem, dmm_phys_to_pfn(pa)), DMM_PAGE_ALLOC);
+				dmm__iopt_unclaim(d->pt, dma, DMM_IOPTE_FIRST);
+				return err;
+			}
+		}
 		for (uint64_t k = 0; k < pages; k++) {
 			dmm_phys_t pa;
 			if (dmm_iopt_lookup(d->pt, dma + k * PG, &pa, (unsigned *)0, (uint64_t *)0, (unsigned *)0))
@@ -1071,10 +1100,11 @@ int dmm__iommu_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm
 				dmm_phys_t pa;
 				if (dmm_iopt_lookup(d->pt, dma + k * PG, &pa, (unsigned *)0, (uint64_t *)0,
 						    (unsigned *)0) == 0) {
+					struct dmm_page *pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa));
 					dmm_iopt_unmap(d->pt, dma + k * PG, PG);
 					iotlb_inval(d, dma + k * PG, PG);
-					dmm__coherent_mark(dmm__pfn_page(mem, dmm_phys_to_pfn(pa)), false);
-					dmm_page_free(mem, dmm_phys_to_pfn(pa), 0);
+					dmm__coherent_mark(pg, false);
+					dmm__free_finish(mem, pg, DMM_PAGE_ALLOC);
 				}
 			}
 		}

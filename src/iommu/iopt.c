@@ -285,6 +285,15 @@ int dmm__iopt_claim(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t bit)
 	return 0;
 }
 
+void dmm__iopt_unclaim(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t bit)
+{
+	unsigned l = 0;
+	uint64_t *e = walk_leaf(pt, iova, &l);
+
+	if (e)
+		__atomic_fetch_or(e, bit, __ATOMIC_ACQ_REL);
+}
+
 int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, uint64_t refuse, uint64_t *old)
 {
 	unsigned l = 0;

@@ -520,6 +520,25 @@ bool dmm__is_ram_span(const struct dmm_mem *mem, dmm_pfn_t first, dmm_pfn_t last
 int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c,
 			  unsigned flags, const struct dmm_movable_owner *owner, dmm_pfn_t *pfn);
 
+/*
+ * A free in two steps, for the user of a block that must tear down what
+ * still refers to it (an IOMMU mapping, a slab) only once the free can no
+ * longer be refused. dmm__free_begin() claims the block headed by @pg, an
+ * allocated buddy block (@from DMM_PAGE_ALLOC) or range (DMM_PAGE_RANGE,
+ * not a contiguous area's), exactly as dmm_page_free()/dmm_free_range()
+ * claim it: 0, or -DMM_EBUSY (pinned) / -DMM_ENOENT (not in state @from),
+ * counted as a rejected free, nothing changed. The caller's own mark (slab,
+ * large object, coherent buffer) is not looked at: the caller takes it off
+ * before the finish. While the block is claimed (DMM_PAGE_FREEING) no pin
+ * lands on it (dmm_page_pin fails with -DMM_EAGAIN). Then exactly one of
+ * dmm__free_cancel() (it stays allocated as it was) and dmm__free_finish()
+ * (it goes back to the buddy lists, the order or the range's size read
+ * from @pg).
+ */
+int dmm__free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from);
+void dmm__free_cancel(struct dmm_page *pg, uint8_t from);
+void dmm__free_finish(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from);
+
 /* Set up zones (spans, counts, watermarks, per-CPU caches) after the memmap. */
 void dmm__zones_init_watermarks(struct dmm_mem *mem);
 void dmm__pcp_init(struct dmm_mem *mem);
@@ -610,6 +629,9 @@ bool dmm__rt_find_fit(struct dmm_rt *rt, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
 void dmm__take_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n);
 /* Give [pfn, pfn + n) back to the buddy lists with merging. */
 void dmm__give_range_locked(struct dmm_zone *z, dmm_pfn_t pfn, uint64_t n);
+/* The rest of the free of the range headed by @pg of zone @z, claimed by
+ * dmm__free_begin() (takes the zone lock). */
+void dmm__range_free_claimed(struct dmm_mem *mem, struct dmm_zone *z, struct dmm_page *pg);
 /* Find and take n pages in [lo, hi) of zone z (takes the zone lock). */
 int dmm__range_take_in_zone(struct dmm_zone *z, dmm_pfn_t lo, dmm_pfn_t hi, uint64_t n,
 			    uint64_t align_pages, uint64_t boundary_pages, dmm_pfn_t *out);

@@ -1057,11 +1057,37 @@ static struct dmm_zone *zone_of_page(struct dmm_mem *mem, const struct dmm_page 
 	return pg->zone < mem->nr_zones ? &mem->zones[pg->zone] : (struct dmm_zone *)0;
 }
 
+/* The rest of a free of the buddy block @pg, of @order, claimed (FREEING). */
+static inline __attribute__((always_inline)) void free_claimed(struct dmm_mem *mem, struct dmm_zone *z,
+								       struct dmm_page *pg, dmm_pfn_t pfn, unsigned order)
+{
+	unsigned pb;
+
+	pg->refcount = 0;
+	if (dmm__owner(pg))
+		dmm__set_owner(pg, (void *)0);
+	if (dmm__private(pg))
+		dmm__set_private(pg, 0);
+	/* Only movable pages carry flags: keep the locked RMW off the common path. */
+	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_MOVABLE | DMM_PGF_MIGRATING))
+		__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING),
+				   __ATOMIC_RELEASE);
+	pb = pageblock_mt(mem, pfn); /* once: isolation may change it under us */
+	if (order <= DMM_PCP_MAX_ORDER && pb != DMM_MT_ISOLATE) {
+		pcp_free(z, pg, order, pb);
+	} else {
+		dmm__lock(mem, &z->lock);
+		dmm__free_block_locked(z, pfn, order);
+		z->stats.free_ok++;
+		dmm__unlock(mem, &z->lock);
+	}
+	dmm__wmark_after_free(z);
+}
+
 int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 {
 	struct dmm_page *pg;
 	struct dmm_zone *z;
-	unsigned pb;
 	int err;
 
 	if (!mem)
@@ -1092,27 +1118,49 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 		stat_inc(&z->stats.bad_free);
 		return err;
 	}
-	pg->refcount = 0;
-	if (dmm__owner(pg))
-		dmm__set_owner(pg, (void *)0);
-	if (dmm__private(pg))
-		dmm__set_private(pg, 0);
-	/* Only movable pages carry flags: keep the locked RMW off the common path. */
-	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & (DMM_PGF_MOVABLE | DMM_PGF_MIGRATING))
-		__atomic_fetch_and(&pg->flags, (uint8_t)~(DMM_PGF_MOVABLE | DMM_PGF_MIGRATING),
-				   __ATOMIC_RELEASE);
-	pb = pageblock_mt(mem, pfn); /* once: isolation may change it under us */
-	if (order <= DMM_PCP_MAX_ORDER && pb != DMM_MT_ISOLATE) {
-		pcp_free(z, pg, order, pb);
-	} else {
-		dmm__lock(mem, &z->lock);
-		dmm__free_block_locked(z, pfn, order);
-		z->stats.free_ok++;
-		dmm__unlock(mem, &z->lock);
-	}
-	dmm__wmark_after_free(z);
+	free_claimed(mem, z, pg, pfn, order);
 	return 0;
 }
+
+/* ---- frees in two steps ------------------------------------------------------- */
+
+int dmm__free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
+{
+	struct dmm_zone *z = zone_of_page(mem, pg);
+	int err;
+
+	if (!z)
+		return -DMM_ENOENT;
+	if (from == DMM_PAGE_RANGE) {
+		/* as dmm_free_range: under the zone lock, where a range's
+		 * state changes; a contiguous area's range is not the range
+		 * allocator's */
+		dmm__lock(mem, &z->lock);
+		err = pg->owner ? -DMM_ENOENT : dmm__free_claim(pg, from);
+		dmm__unlock(mem, &z->lock);
+	} else {
+		err = from == DMM_PAGE_ALLOC ? dmm__free_claim(pg, from) : -DMM_ENOENT;
+	}
+	if (err)
+		stat_inc(&z->stats.bad_free);
+	return err;
+}
+
+void dmm__free_cancel(struct dmm_page *pg, uint8_t from)
+{
+	dmm__set_state(pg, from);
+}
+
+void dmm__free_finish(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
+{
+	struct dmm_zone *z = zone_of_page(mem, pg);
+
+	if (from == DMM_PAGE_RANGE)
+		dmm__range_free_claimed(mem, z, pg);
+	else
+		free_claimed(mem, z, pg, pg->pfn, dmm__order(pg));
+}
+
 
 /* ---- information ---------------------------------------------------------------- */
 

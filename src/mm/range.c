@@ -610,6 +610,17 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 	return dmm__count_fail(mem, ci, lo, hi, saw_wmark);
 }
 
+/* The range of @n pages headed by @pg, claimed (FREEING), back to the buddy
+ * lists (zone lock held). */
+static void give_claimed_locked(struct dmm_zone *z, struct dmm_page *pg, uint64_t n)
+{
+	dmm__set_state(pg, DMM_PAGE_TAIL);
+	pg->private = 0;
+	pg->refcount = 0;
+	dmm__give_range_locked(z, pg->pfn, n);
+	z->stats.range_free++;
+}
+
 int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 {
 	struct dmm_page *pg;
@@ -639,14 +650,18 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 		__atomic_fetch_add(&z->stats.bad_free, 1, __ATOMIC_RELAXED);
 		return err;
 	}
-	dmm__set_state(pg, DMM_PAGE_TAIL);
-	pg->private = 0;
-	pg->refcount = 0;
-	dmm__give_range_locked(z, pfn, nr_pages);
-	z->stats.range_free++;
+	give_claimed_locked(z, pg, nr_pages);
 	dmm__unlock(mem, &z->lock);
 	dmm__wmark_after_free(z);
 	return 0;
+}
+
+void dmm__range_free_claimed(struct dmm_mem *mem, struct dmm_zone *z, struct dmm_page *pg)
+{
+	dmm__lock(mem, &z->lock);
+	give_claimed_locked(z, pg, pg->private);
+	dmm__unlock(mem, &z->lock);
+	dmm__wmark_after_free(z);
 }
 
 /* ---- invariants ----------------------------------------------------------------------- */
