@@ -3,7 +3,8 @@
  * Small-object allocator: size classes, the three alignment policies,
  * low-memory caches, large requests, contents at both ends of every object,
  * bad input, statistics, two threads, more threads than CPU slots (with
- * checks running alongside) and short-lived threads; dmm_slab_check() after
+ * checks running alongside) and short-lived threads, an empty slab whose
+ * page is pinned (kept, given back once unpinned); dmm_slab_check() after
  * each step.
  */
 #include <pthread.h>
@@ -762,6 +763,141 @@ static void test_free_pinned_large(void **state)
 	tu_env_destroy(e);
 }
 
+/* Pages the slabs of every cache hold. */
+static uint64_t slab_pages(struct dmm_mem *mem)
+{
+	uint64_t n = 0;
+
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info ci;
+			assert_ok(dmm_slab_class_info(mem, set, c, &ci));
+			n += ci.slabs << ci.slab_order;
+		}
+	return n;
+}
+
+static dmm_pfn_t pfn_of(const struct dmm_platform *pl, const void *p)
+{
+	dmm_phys_t pa;
+
+	assert_ok(pl->virt_to_phys(pl->ctx, p, &pa));
+	return dmm_phys_to_pfn(pa);
+}
+
+/* Nothing leaked: the page allocator's free pages and the slabs' pages add
+ * up to what they did (no large object nor other allocation meanwhile),
+ * and every check holds. */
+#define assert_no_leak(mem, total)                                                    \
+	do {                                                                          \
+		assert_int_equal(tu_zone_free_all(mem) + slab_pages(mem), (total));   \
+		assert_slab_checks(mem);                                              \
+	} while (0)
+
+/*
+ * An empty slab whose page is pinned cannot go back to the page allocator,
+ * which refuses a pinned page: it stays a slab of its cache, whole (its
+ * objects free on it, its page the cache's), counted in release_busy, and
+ * the next allocations take from it first. Once unpinned it goes back the
+ * next time it is empty. Here: six slabs of 64-byte objects, the second
+ * (full) one pinned; the first slab's objects are freed, then the pinned
+ * slab's, then all but the last 64 objects (a reserve): the first slab to
+ * be empty is kept as the spare, the pinned one is the second.
+ */
+static void test_slab_release_pinned(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
+	enum { N = 64 * 6, R = 64, M = 300 };
+	static void *obj[N], *more[M];
+	dmm_pfn_t slab[N], held, pinned;
+	unsigned nslab = 0, in_held = 0, nmore = 0, first_held = M;
+	struct dmm_slab_class_info ci;
+	uint64_t total, bad0;
+	(void)state;
+
+	total = tu_zone_free_all(e->mem) + slab_pages(e->mem);
+	for (unsigned i = 0; i < N; i++) {
+		dmm_pfn_t p;
+		unsigned k = 0;
+		assert_ok(dmm_kmalloc(e->mem, 64, 0, &obj[i]));
+		stamp(obj[i], 64, i);
+		p = pfn_of(pl, obj[i]);
+		while (k < nslab && slab[k] != p)
+			k++;
+		if (k == nslab)
+			slab[nslab++] = p;
+	}
+	assert_true(nslab >= 6);
+	held = slab[1];
+	for (unsigned i = 0; i < N; i++)
+		in_held += pfn_of(pl, obj[i]) == held;
+	assert_int_equal(in_held, 64); /* full */
+	assert_no_leak(e->mem, total);
+	assert_ok(dmm_page_pin(e->mem, held, 0, &pinned, NULL));
+	assert_int_equal(pinned, held);
+	bad0 = tu_zone_bad_frees(e->mem);
+
+	/* the first slab's objects, the pinned slab's, all others but the reserve */
+	for (unsigned pass = 0; pass < 3; pass++)
+		for (unsigned i = 0; i < N - R; i++) {
+			dmm_pfn_t p = pfn_of(pl, obj[i]);
+			if ((pass == 0 && p == slab[0]) || (pass == 1 && p == held) ||
+			    (pass == 2 && p != slab[0] && p != held)) {
+				check_stamp(obj[i], 64, i);
+				assert_ok(dmm_kfree(e->mem, obj[i]));
+			}
+		}
+	/* refused once, and the slab is still there: its objects are objects,
+	 * its page a slab the page allocator refuses */
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 1);
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.size, 64);
+	assert_int_equal(ci.release_busy, 1);
+	assert_int_equal(ci.objects, R);
+	for (unsigned i = 0; i < N - R; i++)
+		if (pfn_of(pl, obj[i]) == held)
+			assert_int_equal(dmm_ksize(e->mem, obj[i]), 64);
+	assert_rc(dmm_page_free(e->mem, held, 0), -DMM_EBUSY);
+	bad0++; /* (that refusal) */
+	assert_int_equal(dmm_pfn_to_page(e->mem, held)->state, DMM_PAGE_ALLOC);
+	assert_no_leak(e->mem, total);
+
+	/* the next allocations take from it (after what the CPU's cache holds) */
+	assert_ok(dmm_page_unpin(e->mem, pinned, 0));
+	while (nmore < M && first_held == M) {
+		assert_ok(dmm_kmalloc(e->mem, 64, 0, &more[nmore]));
+		stamp(more[nmore], 64, 1000 + nmore);
+		if (pfn_of(pl, more[nmore]) == held)
+			first_held = nmore;
+		nmore++;
+	}
+	assert_true(first_held < 64); /* before any new slab was cut */
+	assert_no_leak(e->mem, total);
+
+	/* empty again: given back this time (the spare is there) */
+	check_stamp(more[first_held], 64, 1000 + first_held);
+	assert_ok(dmm_kfree(e->mem, more[first_held]));
+	for (unsigned i = 0; i < nmore; i++)
+		if (i != first_held) {
+			check_stamp(more[i], 64, 1000 + i);
+			assert_ok(dmm_kfree(e->mem, more[i]));
+		}
+	for (unsigned i = N - R; i < N; i++) {
+		check_stamp(obj[i], 64, i);
+		assert_ok(dmm_kfree(e->mem, obj[i]));
+	}
+	assert_int_equal(dmm_ksize(e->mem, more[first_held]), 0); /* no slab there any more */
+	dmm_page_drain_pcp(e->mem);
+	assert_rc(dmm_page_pin(e->mem, held, 0, &pinned, NULL), -DMM_ENOENT); /* a free page */
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 1); /* not refused again */
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.release_busy, 1);
+	assert_int_equal(ci.objects, 0);
+	assert_no_leak(e->mem, total);
+	tu_env_destroy(e);
+}
+
 /*
  * Two threads free one large object at once, every round (both leave a
  * spinning barrier together): exactly one frees it, the other is refused
@@ -1000,6 +1136,7 @@ int main(void)
 		cmocka_unit_test(test_no_address_translation),
 		cmocka_unit_test(test_free_inside_objects),
 		cmocka_unit_test(test_free_pinned_large),
+		cmocka_unit_test(test_slab_release_pinned),
 		cmocka_unit_test(test_free_large_race),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),

@@ -47,6 +47,9 @@ struct dmm_slab_class_info {
 	uint64_t align_waste_bytes; /* object bytes due to DMA alignment, beyond the packed
 				     * class's (cumulative) */
 	uint64_t fail_nomem;
+	uint64_t release_busy;      /* empty slabs the page allocator would not take back (a
+				     * page pinned): each stayed a slab of the class, to be
+				     * given back when empty again (cumulative) */
 };
 
 /*

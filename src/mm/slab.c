@@ -17,7 +17,10 @@
  * Slabs with free objects sit on the cache's partial list, full ones on its
  * full list (both threaded through the head descriptors), so the check can
  * walk them all; one empty slab is kept, further ones go back to the page
- * allocator.
+ * allocator. One whose page is pinned cannot go (the page allocator
+ * refuses a pinned page, and the slab is claimed for the free before it is
+ * taken apart): it stays on the partial list, whole, and is tried again
+ * the next time it is empty.
  *
  * Per-CPU magazines. Each cache has, per CPU, a magazine of up to 28 free
  * objects, used only inside a CPU-local section of that CPU (no lock, no
@@ -352,18 +355,42 @@ static int slab_new(struct kcache *k, unsigned flags)
 	return 0;
 }
 
-static void slab_release(struct kcache *k, struct dmm_page *head)
+/* Give the empty slab @head, off every list, back to the page allocator
+ * (cache lock held). The free is claimed before the slab is taken apart,
+ * as the page allocator claims a block: a pinned page refuses it
+ * (-DMM_EBUSY, counted in the zone's bad_free and the class's
+ * release_busy), and the slab is left whole (its objects free on it, its
+ * pages the cache's and marked in the slab map). */
+static int slab_release(struct kcache *k, struct dmm_page *head)
 {
 	dmm_pfn_t pfn = head->pfn;
+	int err = dmm__free_begin(k->mem, head, DMM_PAGE_ALLOC);
 
+	if (err) {
+		k->st.release_busy++;
+		return err;
+	}
 	k->st.slabs--;
 	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
 		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), (void *)0);
 	slab_map_set(k->mem, pfn, (uint64_t)1 << k->order, 0);
 	__atomic_fetch_and(&head->flags, (uint8_t)~DMM_PGF_SLAB, __ATOMIC_RELAXED);
 	dmm__set_private(head, 0);
-	head->refcount = 1;
-	dmm_page_free(k->mem, pfn, k->order);
+	dmm__free_finish(k->mem, head, DMM_PAGE_ALLOC);
+	return 0;
+}
+
+/* An empty slab, off every list (cache lock held): the cache's spare if
+ * it has none, else back to the page allocator. One the page allocator
+ * refuses (a pinned page) stays a slab of the cache, on the partial list,
+ * where the next allocations take from it first; it is tried again the
+ * next time it is empty. */
+static void slab_retire(struct kcache *k, struct dmm_page *head)
+{
+	if (!k->empty)
+		k->empty = head;
+	else if (slab_release(k, head))
+		list_add(&k->partial, head);
 }
 
 /* Take up to @n objects into @out from the slabs there are (cache lock
@@ -413,10 +440,7 @@ static void slab_put(struct kcache *k, void *obj, struct dmm_page *head)
 	k->taken--;
 	if (head->refcount == 0) {
 		list_del(&k->partial, head);
-		if (!k->empty)
-			k->empty = head;
-		else
-			slab_release(k, head);
+		slab_retire(k, head);
 	}
 }
 
