@@ -3,9 +3,9 @@
  * Small-object allocator: size classes, the three alignment policies,
  * low-memory caches, large requests, contents at both ends of every object,
  * bad input, statistics, two threads, more threads than CPU slots (with
- * checks running alongside) and short-lived threads, an empty slab whose
- * page is pinned (kept, given back once unpinned); dmm_slab_check() after
- * each step.
+ * checks, and shrinks, running alongside) and short-lived threads, an
+ * empty slab whose page is pinned (kept, given back once unpinned),
+ * dmm_slab_shrink(); dmm_slab_check() after each step.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -410,6 +410,20 @@ static void *stress_main(void *arg)
 /* Checks from another thread while the workers run: each stops every CPU's
  * sections and must find every cache whole; a snapshot of a class never
  * counts more live objects than the workers can hold. */
+/* Pages the slabs of every cache hold. */
+static uint64_t slab_pages(struct dmm_mem *mem)
+{
+	uint64_t n = 0;
+
+	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info ci;
+			assert_ok(dmm_slab_class_info(mem, set, c, &ci));
+			n += ci.slabs << ci.slab_order;
+		}
+	return n;
+}
+
 struct checker {
 	struct tu_env *e;
 	int *finished;
@@ -419,6 +433,7 @@ struct checker {
 	int err;         /* first failed check's code */
 	int bad_snapshot;
 	pthread_barrier_t *start;
+	int shrink;      /* dmm_slab_shrink() before every check */
 };
 
 static void *checker_main(void *arg)
@@ -427,7 +442,10 @@ static void *checker_main(void *arg)
 
 	pthread_barrier_wait(c->start);
 	do {
-		int err = dmm_slab_check(c->e->mem);
+		int err;
+		if (c->shrink && dmm_slab_shrink(c->e->mem) && !c->err)
+			c->err = -DMM_EBUSY; /* nothing is pinned */
+		err = dmm_slab_check(c->e->mem);
 		if (err && !c->err)
 			c->err = err;
 		for (unsigned set = 0; set < 2; set++)
@@ -469,7 +487,9 @@ static void assert_all_freed(struct tu_env *e, const uint64_t *allocs)
  * 6 threads on 2 CPU slots: threads sharing a slot must take turns in its
  * sections (the magazines have no lock of their own). 6 x 60000 random
  * operations with every object verified before it is freed, and checks
- * from a seventh thread all along.
+ * from a seventh thread all along (under the aligned policy each after a
+ * dmm_slab_shrink(), which drains the magazines the workers use). Then one
+ * shrink gives every page back.
  */
 static void test_more_threads_than_cpus(void **state)
 {
@@ -488,7 +508,7 @@ static void test_more_threads_than_cpus(void **state)
 
 		assert_int_equal(e->info.nr_cpus, 2);
 		assert_int_equal(pthread_barrier_init(&start, NULL, NT + 1), 0);
-		c = (struct checker){ e, &finished, NT, 20, 0, 0, 0, &start };
+		c = (struct checker){ e, &finished, NT, 20, 0, 0, 0, &start, pi == 1 };
 		for (unsigned i = 0; i < NT; i++) {
 			memset(&w[i], 0, sizeof(w[i]));
 			w[i].e = e;
@@ -514,6 +534,12 @@ static void test_more_threads_than_cpus(void **state)
 		assert_int_equal(c.bad_snapshot, 0);
 		assert_true(c.checks >= 20);
 		print_message("%u concurrent checks\n", c.checks);
+		assert_slab_checks(e->mem);
+		assert_all_freed(e, allocs);
+		assert_int_equal(dmm_slab_shrink(e->mem), 0);
+		assert_int_equal(slab_pages(e->mem), 0);
+		dmm_page_drain_pcp(e->mem);
+		assert_int_equal(tu_zone_free_all(e->mem), e->free0);
 		assert_slab_checks(e->mem);
 		assert_all_freed(e, allocs);
 		tu_env_destroy(e);
@@ -763,20 +789,6 @@ static void test_free_pinned_large(void **state)
 	tu_env_destroy(e);
 }
 
-/* Pages the slabs of every cache hold. */
-static uint64_t slab_pages(struct dmm_mem *mem)
-{
-	uint64_t n = 0;
-
-	for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
-		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
-			struct dmm_slab_class_info ci;
-			assert_ok(dmm_slab_class_info(mem, set, c, &ci));
-			n += ci.slabs << ci.slab_order;
-		}
-	return n;
-}
-
 static dmm_pfn_t pfn_of(const struct dmm_platform *pl, const void *p)
 {
 	dmm_phys_t pa;
@@ -894,6 +906,132 @@ static void test_slab_release_pinned(void **state)
 	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
 	assert_int_equal(ci.release_busy, 1);
 	assert_int_equal(ci.objects, 0);
+	assert_no_leak(e->mem, total);
+	tu_env_destroy(e);
+}
+
+/* Frees objects [from, to) of a list on a thread of its own (another CPU
+ * slot: its magazine, not the test thread's, holds them). */
+struct freer {
+	struct dmm_mem *mem;
+	void **obj;
+	unsigned from, to;
+	int failed;
+};
+
+static void *freer_main(void *arg)
+{
+	struct freer *f = arg;
+
+	for (unsigned i = f->from; i < f->to; i++)
+		if (dmm_kfree(f->mem, f->obj[i]))
+			f->failed = 1;
+	return NULL;
+}
+
+/*
+ * dmm_slab_shrink() gives back everything held without use: magazines of
+ * every CPU into their slabs, every empty slab (spares too) to the page
+ * allocator. Four caches (64, 2048 and 8192 bytes, 64 bytes below
+ * dma_limit: slabs of 1, 2 and 8 pages), objects freed on two threads; a
+ * 64-byte slab and a 2048-byte one pinned. The shrink keeps exactly those
+ * two (whole: still slabs, their page the cache's) and says so; they serve
+ * the next allocations; after the unpins the next shrink gives them back
+ * and the page allocator has every page it had. The free pages plus the
+ * slabs' pages stay what they were throughout, and every check holds.
+ */
+static void test_slab_shrink(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
+	static const size_t size[4] = { 64, 2048, 8192, 64 };
+	static const unsigned flags[4] = { 0, 0, 0, DMM_GFP_DMA };
+	static const unsigned set[4] = { 0, 0, 0, 2 }, cls[4] = { 3, 10, 12, 3 };
+	enum { N = 200 };
+	static void *obj[4][N];
+	struct dmm_slab_class_info ci;
+	dmm_pfn_t pin[2], pinned;
+	uint64_t free0, total;
+	void *again;
+	(void)state;
+
+	assert_int_equal(dmm_slab_shrink(NULL), 0);
+	assert_int_equal(dmm_slab_shrink(e->mem), 0); /* nothing to give back yet */
+	assert_int_equal(slab_pages(e->mem), 0);
+	dmm_page_drain_pcp(e->mem);
+	free0 = tu_zone_free_all(e->mem);
+	total = free0;
+	for (unsigned c = 0; c < 4; c++) {
+		assert_ok(dmm_slab_class_info(e->mem, set[c], cls[c], &ci));
+		assert_int_equal(ci.size, size[c]);
+		for (unsigned i = 0; i < N; i++) {
+			assert_ok(dmm_kmalloc(e->mem, size[c], flags[c], &obj[c][i]));
+			stamp(obj[c][i], size[c], c * N + i);
+		}
+	}
+	assert_no_leak(e->mem, total);
+	/* the slabs of the 101st 64-byte object and of the 51st 2048-byte one
+	 * (whose slabs are 2 pages: their head) */
+	pin[0] = pfn_of(pl, obj[0][100]);
+	pin[1] = pfn_of(pl, obj[1][50]) & ~(dmm_pfn_t)1;
+	for (unsigned k = 0; k < 2; k++) {
+		assert_ok(dmm_page_pin(e->mem, pin[k], 0, &pinned, NULL));
+		assert_int_equal(pinned, pin[k]);
+	}
+	/* half of every list freed here, half on another thread */
+	for (unsigned c = 0; c < 4; c++) {
+		struct freer f = { e->mem, obj[c], N / 2, N, 0 };
+		pthread_t t;
+		for (unsigned i = 0; i < N; i++)
+			check_stamp(obj[c][i], size[c], c * N + i);
+		for (unsigned i = 0; i < N / 2; i++)
+			assert_ok(dmm_kfree(e->mem, obj[c][i]));
+		assert_int_equal(pthread_create(&t, NULL, freer_main, &f), 0);
+		assert_int_equal(pthread_join(t, NULL), 0);
+		assert_false(f.failed);
+	}
+	assert_no_leak(e->mem, total);
+	assert_true(slab_pages(e->mem) > 3); /* spares, magazines */
+
+	assert_int_equal(dmm_slab_shrink(e->mem), 2);
+	for (unsigned c = 0; c < 4; c++) {
+		assert_ok(dmm_slab_class_info(e->mem, set[c], cls[c], &ci));
+		assert_int_equal(ci.objects, 0);
+		assert_int_equal(ci.cached, 0); /* every magazine emptied */
+		assert_int_equal(ci.allocs, N);
+		assert_int_equal(ci.frees, N);
+		assert_int_equal(ci.slabs, c < 2 ? 1 : 0);
+		assert_true(c < 2 ? ci.release_busy >= 1 : ci.release_busy == 0);
+	}
+	assert_int_equal(slab_pages(e->mem), 1 + 2);
+	assert_int_equal(tu_zone_free_all(e->mem), free0 - 3);
+	assert_int_equal(dmm_ksize(e->mem, obj[0][100]), 64); /* the pinned slabs are slabs */
+	assert_int_equal(dmm_ksize(e->mem, obj[1][50]), 2048);
+	assert_rc(dmm_page_free(e->mem, pin[0], 0), -DMM_EBUSY);
+	assert_rc(dmm_page_free(e->mem, pin[1], 1), -DMM_EBUSY);
+	assert_no_leak(e->mem, total);
+
+	/* the next 64-byte object comes from the pinned slab, the only one;
+	 * freed, it empties the slab again, which the shrink keeps again */
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &again));
+	assert_int_equal(pfn_of(pl, again), pin[0]);
+	stamp(again, 64, 7);
+	check_stamp(again, 64, 7);
+	assert_ok(dmm_kfree(e->mem, again));
+	assert_int_equal(dmm_slab_shrink(e->mem), 2);
+	assert_int_equal(slab_pages(e->mem), 1 + 2);
+	assert_no_leak(e->mem, total);
+
+	/* unpinned: the next shrink gives them back, every page is free again */
+	for (unsigned k = 0; k < 2; k++)
+		assert_ok(dmm_page_unpin(e->mem, pin[k], 0));
+	assert_int_equal(dmm_slab_shrink(e->mem), 0);
+	assert_int_equal(slab_pages(e->mem), 0);
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	for (unsigned k = 0; k < 2; k++)
+		assert_rc(dmm_page_pin(e->mem, pin[k], 0, &pinned, NULL), -DMM_ENOENT); /* free pages */
+	assert_int_equal(dmm_ksize(e->mem, obj[0][100]), 0);
 	assert_no_leak(e->mem, total);
 	tu_env_destroy(e);
 }
@@ -1137,6 +1275,7 @@ int main(void)
 		cmocka_unit_test(test_free_inside_objects),
 		cmocka_unit_test(test_free_pinned_large),
 		cmocka_unit_test(test_slab_release_pinned),
+		cmocka_unit_test(test_slab_shrink),
 		cmocka_unit_test(test_free_large_race),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),

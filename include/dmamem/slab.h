@@ -49,7 +49,8 @@ struct dmm_slab_class_info {
 	uint64_t fail_nomem;
 	uint64_t release_busy;      /* empty slabs the page allocator would not take back (a
 				     * page pinned): each stayed a slab of the class, to be
-				     * given back when empty again (cumulative) */
+				     * given back when empty again or by dmm_slab_shrink
+				     * (cumulative, every refusal) */
 };
 
 /*
@@ -82,6 +83,19 @@ size_t dmm_kmalloc_size_of(const struct dmm_mem *mem, size_t size, unsigned flag
 int dmm_kmalloc_needs_bounce(const struct dmm_mem *mem, const void *ptr, size_t size);
 
 int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct dmm_slab_class_info *out);
+
+/*
+ * Give back what the small-object allocator holds without using it: every
+ * CPU's magazines are emptied into their slabs, then every empty slab (each
+ * cache's spare too) goes back to the page allocator. An empty slab whose
+ * page is pinned cannot go: it stays a slab of its cache (each refusal
+ * counted in release_busy) and a later shrink, or the slab being emptied
+ * again, tries again. Returns the number of empty slabs that stayed for
+ * that reason (0: everything unused went back; 0 too for a NULL @mem).
+ * Context: never from inside a dmamem call (it waits for every CPU's
+ * allocator call in progress); takes each cache's lock in turn.
+ */
+uint64_t dmm_slab_shrink(struct dmm_mem *mem);
 
 /* Walk every cache: slab lists, free lists inside slabs (in bounds, at
  * object boundaries, no more than free slots), counts, magazines. Returns 0

@@ -20,7 +20,8 @@
  * allocator. One whose page is pinned cannot go (the page allocator
  * refuses a pinned page, and the slab is claimed for the free before it is
  * taken apart): it stays on the partial list, whole, and is tried again
- * the next time it is empty.
+ * the next time it is empty. dmm_slab_shrink() empties every magazine into
+ * the slabs and gives back every empty slab, the spares too.
  *
  * Per-CPU magazines. Each cache has, per CPU, a magazine of up to 28 free
  * objects, used only inside a CPU-local section of that CPU (no lock, no
@@ -658,6 +659,76 @@ static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m,
 	for (unsigned i = n; i < m->n; i++)
 		m->obj[i - n] = m->obj[i];
 	m->n -= n;
+}
+
+/* ---- shrinking ------------------------------------------------------------------ */
+
+struct shrink {
+	struct dmm_mem *mem;
+	unsigned cpu;
+};
+
+/* Every magazine of one CPU back to its slabs (no section of it runs). */
+static void shrink_cpu(void *arg)
+{
+	const struct shrink *sh = arg;
+	struct kcache *first = &sh->mem->slab->cache[0][0];
+
+	for (unsigned i = 0; i < NR_KCACHES - 1; i++) {
+		struct mag *m = mag_of(&first[i], sh->cpu);
+		if (m->n)
+			mag_drain(&first[i], m, m->n);
+	}
+}
+
+/* Every empty slab of @k, its spare too, back to the page allocator (cache
+ * lock held); those it refuses (pinned) stay on the partial list. Returns
+ * how many stayed. */
+static uint64_t shrink_cache(struct kcache *k)
+{
+	struct dmm_page *keep = (struct dmm_page *)0, *h, *next;
+	uint64_t kept = 0;
+
+	if (k->empty) {
+		h = k->empty;
+		k->empty = (struct dmm_page *)0;
+		list_add(&k->partial, h);
+	}
+	for (h = k->partial; h; h = next) {
+		next = h->next;
+		if (h->refcount)
+			continue;
+		list_del(&k->partial, h);
+		if (slab_release(k, h)) {
+			list_add(&keep, h);
+			kept++;
+		}
+	}
+	for (h = keep; h; h = next) {
+		next = h->next;
+		list_del(&keep, h);
+		list_add(&k->partial, h);
+	}
+	return kept;
+}
+
+uint64_t dmm_slab_shrink(struct dmm_mem *mem)
+{
+	struct shrink sh = { mem, 0 };
+	struct kcache *first;
+	uint64_t kept = 0;
+
+	if (!mem || !mem->slab)
+		return 0;
+	for (sh.cpu = 0; sh.cpu < mem->plat.nr_cpus; sh.cpu++)
+		dmm__cpu_sync(mem, sh.cpu, shrink_cpu, &sh);
+	first = &mem->slab->cache[0][0];
+	for (unsigned i = 0; i < NR_KCACHES - 1; i++) {
+		dmm__lock(mem, &first[i].lock);
+		kept += shrink_cache(&first[i]);
+		dmm__unlock(mem, &first[i].lock);
+	}
+	return kept;
 }
 
 /* Is @ptr in magazine @m (n objects) already: freed twice? */
