@@ -5,9 +5,10 @@
  * free (only block starts free), contents kept, zeroing, pools of a
  * 32-bit device below 4 GiB, non-coherent devices (uncached chunks, atomic
  * requests), every bad input refused with nothing changed, destroy with
- * live blocks refused, chunks within the device's segment boundary, a
- * chunk mapped page by page behind an IOMMU, two threads, and a randomized
- * run checked after every step.
+ * live blocks refused, destroy with a chunk's page pinned refused (that
+ * chunk kept, the pool usable), chunks within the device's segment
+ * boundary, a chunk mapped page by page behind an IOMMU, two threads, and
+ * a randomized run checked after every step.
  */
 #include <pthread.h>
 
@@ -436,6 +437,100 @@ static void test_noncoherent(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * Destroy with every block free but a chunk whose page is pinned: the
+ * device refuses that chunk's coherent free (-DMM_EBUSY), so the destroy is
+ * refused too; the other chunks go back, the pinned one stays in the pool,
+ * which stays usable (its check holds, a block comes from that chunk).
+ * After the unpin the destroy goes through and the device has had every
+ * chunk back, the page allocator every page. On a device without an IOMMU
+ * (a coherent one and a non-coherent one) and on one behind an IOMMU.
+ */
+static void test_destroy_pinned_chunk(void **state)
+{
+	(void)state;
+
+	for (int kind = 0; kind < 3; kind++) {
+		struct tu_env *e = tu_env_profile("pc");
+		struct dmm_device_desc d = tu_desc("nvme", 32, kind != 1, DMM_DEVICE_CMA_NONE);
+		struct dmm_device *dev;
+		struct dmm_dma_pool *p;
+		struct dmm_dma_pool_stats st;
+		struct dmm_dma_stats ds;
+		enum { NB = 24 };
+		struct blk b[NB], again;
+		dmm_phys_t pa;
+		dmm_pfn_t pfn, pinned;
+		dmm_dma_addr_t base;
+		uint64_t free0;
+
+		if (kind == 2)
+			d.iommu = DMM_IOMMU_DMA;
+		assert_int_equal(dmm_slab_shrink(e->mem), 0);
+		dmm_page_drain_pcp(e->mem);
+		free0 = tu_zone_free_all(e->mem);
+		assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+		assert_ok(dmm_dma_pool_create(dev, "sq", 512, 64, 0, &p));
+		st = stats(p);
+		assert_int_equal(st.chunk_bytes, DMM_PAGE_SIZE);
+		assert_int_equal(st.blocks_per_chunk, 8);
+		for (int i = 0; i < NB; i++) {
+			assert_ok(dmm_dma_pool_alloc(p, 0, &b[i].cpu, &b[i].dma));
+			fill(b[i].cpu, b[i].dma, 512, 3);
+		}
+		assert_int_equal(stats(p).chunks, 3);
+		/* the chunk of block 8 is one page: pinned */
+		base = b[8].dma & ~(dmm_dma_addr_t)(DMM_PAGE_SIZE - 1);
+		assert_ok(dmm_dma_bus_to_phys(dev, base, &pa));
+		pfn = dmm_phys_to_pfn(pa);
+		assert_ok(dmm_page_pin(e->mem, pfn, 0, &pinned, NULL));
+		for (int i = 0; i < NB; i++) {
+			assert_true(verify(b[i].cpu, b[i].dma, 512, 3));
+			assert_ok(dmm_dma_pool_free(p, b[i].cpu, b[i].dma));
+		}
+
+		assert_rc(dmm_dma_pool_destroy(p), -DMM_EBUSY);
+		assert_ok(dmm_dma_pool_check(p));
+		st = stats(p);
+		assert_int_equal(st.chunks, 1);
+		assert_int_equal(st.pages, 1);
+		assert_int_equal(st.blocks_total, 8);
+		assert_int_equal(st.in_use, 0);
+		dmm_device_get_stats(dev, &ds);
+		assert_int_equal(ds.coherent_allocs, 3);
+		assert_int_equal(ds.coherent_frees, 2);
+		assert_ok(dmm_dma_bus_to_phys(dev, base, &pa)); /* still the device's */
+		assert_int_equal(dmm_phys_to_pfn(pa), pfn);
+		assert_rc(dmm_page_free(e->mem, pfn, 0), -DMM_EBUSY); /* still a coherent buffer */
+		/* usable: a block comes from the chunk that stayed */
+		assert_ok(dmm_dma_pool_alloc(p, DMM_GFP_ZERO, &again.cpu, &again.dma));
+		assert_int_equal(again.dma & ~(dmm_dma_addr_t)(DMM_PAGE_SIZE - 1), base);
+		check_block(e, dev, &st, again.cpu, again.dma);
+		fill(again.cpu, again.dma, 512, 9);
+		assert_true(verify(again.cpu, again.dma, 512, 9));
+		assert_int_equal(stats(p).in_use, 1);
+		assert_rc(dmm_dma_pool_destroy(p), -DMM_EBUSY); /* a block is out */
+		assert_ok(dmm_dma_pool_free(p, again.cpu, again.dma));
+		assert_ok(dmm_dma_pool_check(p));
+		assert_rc(dmm_dma_pool_destroy(p), -DMM_EBUSY); /* still pinned */
+		assert_ok(dmm_dma_pool_check(p));
+
+		assert_ok(dmm_page_unpin(e->mem, pinned, 0));
+		assert_ok(dmm_dma_pool_destroy(p));
+		dmm_device_get_stats(dev, &ds);
+		assert_int_equal(ds.coherent_allocs, 3);
+		assert_int_equal(ds.coherent_frees, 3);
+		if (kind == 2)
+			assert_ok(dmm_device_iommu_check(dev));
+		assert_ok(dmm_device_destroy(dev));
+		assert_int_equal(dmm_slab_shrink(e->mem), 0); /* (the IOMMU domain's small objects) */
+		dmm_page_drain_pcp(e->mem);
+		assert_int_equal(tu_zone_free_all(e->mem), free0);
+		assert_checks(e->mem);
+		tu_env_destroy(e);
+	}
+}
+
 static void test_bad_input(void **state)
 {
 	struct tu_env *e = tu_env_profile("pc");
@@ -850,6 +945,7 @@ int main(void)
 		cmocka_unit_test(test_zeroing),
 		cmocka_unit_test(test_dma32_below_4g),
 		cmocka_unit_test(test_noncoherent),
+		cmocka_unit_test(test_destroy_pinned_chunk),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_device_boundary),
 		cmocka_unit_test(test_device_boundary_below_page),

@@ -82,8 +82,10 @@ int dmm_dma_pool_free(struct dmm_dma_pool *pool, void *cpu, dmm_dma_addr_t dma);
 /*
  * Destroy the pool and give every chunk back to the device. -DMM_EBUSY if
  * blocks are still allocated (they are logged; nothing is freed, the pool
- * stays usable); -DMM_EINVAL for NULL. Destroy a device's pools before
- * the device.
+ * stays usable), or if the device refuses a chunk's coherent free (a page
+ * of it is pinned: the other chunks are given back, the refused ones stay
+ * and the pool stays usable with them; destroy it again after the unpin);
+ * -DMM_EINVAL for NULL. Destroy a device's pools before the device.
  */
 int dmm_dma_pool_destroy(struct dmm_dma_pool *pool);
 

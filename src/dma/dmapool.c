@@ -48,7 +48,9 @@
  * (which may change memory attributes) and retakes it to insert the chunk;
  * the directory and index double when full (amortised O(1), page
  * allocator, under the pool lock: the page allocator never sleeps). Chunks
- * are kept until destroy.
+ * are kept until destroy; a chunk the device will not take back then (a
+ * pinned page: its coherent free is refused) stays, and so does the pool,
+ * with its directory compacted and its index and list rebuilt.
  *
  * Cost of keeping bookkeeping out of device memory: one page for a small
  * pool (the pool, a 128-slot index and the first chunk descriptors share
@@ -334,6 +336,31 @@ int dmm_dma_pool_create(struct dmm_device *dev, const char *name, size_t size, s
 	return 0;
 }
 
+/* The destroy gave back every chunk but the first @kept of the directory
+ * (each entirely free): the pool goes on with those, its index, list and
+ * totals rebuilt. */
+static void keep_chunks(struct dmm_dma_pool *p, uint32_t kept)
+{
+	dmm__lock(p->mem, &p->lock);
+	p->nr_chunks = kept;
+	p->partial = NONE;
+	p->free_blocks = 0;
+	p->st.chunks = kept;
+	p->st.pages = 0;
+	p->st.blocks_total = 0;
+	for (uint64_t s = 0; s <= p->index_mask; s++)
+		p->index[s] = 0;
+	for (uint32_t i = 0; i < kept; i++) {
+		struct pchunk *c = chunk_at(p, i);
+		list_push(p, i);
+		index_insert(p, i);
+		p->free_blocks += c->nr_free;
+		p->st.pages += c->alloc_bytes >> DMM_PAGE_SHIFT;
+		p->st.blocks_total += p->nblocks;
+	}
+	dmm__unlock(p->mem, &p->lock);
+}
+
 int dmm_dma_pool_destroy(struct dmm_dma_pool *pool)
 {
 	struct dmm_mem *mem;
@@ -360,9 +387,27 @@ int dmm_dma_pool_destroy(struct dmm_dma_pool *pool)
 		return -DMM_EBUSY;
 	}
 	dmm__unlock(mem, &pool->lock);
-	for (uint32_t i = 0; i < pool->nr_chunks; i++) {
-		struct pchunk *c = chunk_at(pool, i);
-		dmm_dma_free_coherent(pool->dev, (size_t)c->alloc_bytes, c->alloc_cpu, c->alloc_dma);
+	{
+		uint32_t kept = 0;
+		int err = 0;
+		for (uint32_t i = 0; i < pool->nr_chunks; i++) {
+			struct pchunk *c = chunk_at(pool, i);
+			int e = dmm_dma_free_coherent(pool->dev, (size_t)c->alloc_bytes, c->alloc_cpu, c->alloc_dma);
+			if (!e)
+				continue;
+			/* refused (a page of it pinned): the chunk stays */
+			dmm_log(mem, DMM_LOG_WARN, "dma pool %s: destroy: chunk dma %#llx refused by the device (%s), kept",
+				pool->st.name, (unsigned long long)c->alloc_dma, dmm_errname(e));
+			if (!err)
+				err = e;
+			if (kept != i)
+				dmm_memcpy(chunk_at(pool, kept), c, (size_t)pool->cstride); /* (kept < i: apart) */
+			kept++;
+		}
+		if (err) {
+			keep_chunks(pool, kept);
+			return err;
+		}
 	}
 	if (pool->dir_own)
 		meta_free(pool, pool->dir_pfn, pool->dir_order);
