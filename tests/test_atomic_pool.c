@@ -6,7 +6,8 @@
  * matches the device's reach; frees go back to the pool; the background
  * refill grows a pool that fell below its threshold; exhaustion fails with
  * -DMM_ENOMEM and counts; without a defer hook only non-atomic callers grow
- * the pools; bad input; two threads. Every step is followed by the page
+ * the pools; bad input; a destroy refused, changing nothing, while a
+ * chunk's page is pinned; two threads. Every step is followed by the page
  * allocator's, the range index's and the pools' own checks.
  */
 #include <pthread.h>
@@ -752,6 +753,71 @@ static void test_option_rounding(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * Destroy with the first page of a pool chunk pinned (through a buffer that
+ * started there, since freed: the pool takes its buffers back whatever the
+ * pins): the page allocator would refuse that chunk, so the destroy is
+ * refused (-DMM_EBUSY) before anything changes: every pool as it was, no
+ * attribute changed, still serving allocations, its check holding. After
+ * the unpin the destroy gives every chunk back, write-back again, and the
+ * page allocator has every page it had.
+ */
+static void test_destroy_pinned_chunk(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device_desc d = tu_desc("nc", 32, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct dmm_atomic_pool_stats st0[DMM_NR_ATOMIC_POOLS];
+	struct dmm_hosted_stats h0, h1;
+	dmm_pfn_t pfn, pinned;
+	dmm_dma_addr_t bus;
+	uint64_t free0;
+	void *cpu;
+	(void)state;
+
+	assert_int_equal(dmm_slab_shrink(e->mem), 0);
+	dmm_page_drain_pcp(e->mem);
+	free0 = tu_zone_free_all(e->mem);
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_ok(dmm_dma_atomic_pool_init(e->mem, NULL));
+	flush(e->mem);
+	assert_ok(dmm_dma_alloc_coherent(dev, 4 * KiB, DMM_GFP_ATOMIC, &cpu, &bus));
+	pfn = dmm_phys_to_pfn(phys_of(dev, bus));
+	assert_ok(dmm_page_pin(e->mem, pfn, 0, &pinned, NULL)); /* a chunk's first page */
+	assert_int_equal(pinned, pfn);
+	assert_ok(dmm_dma_free_coherent(dev, 4 * KiB, cpu, bus));
+	flush(e->mem);
+	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++)
+		st0[k] = pstats(e->mem, (enum dmm_atomic_pool_kind)k);
+	dmm_hosted_get_stats(e->hosted, &h0);
+
+	assert_rc(dmm_dma_atomic_pool_destroy(e->mem), -DMM_EBUSY);
+	dmm_hosted_get_stats(e->hosted, &h1);
+	assert_int_equal(h1.memattr_calls, h0.memattr_calls); /* nothing made write-back */
+	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
+		struct dmm_atomic_pool_stats st = pstats(e->mem, (enum dmm_atomic_pool_kind)k);
+		assert_memory_equal(&st, &st0[k], sizeof(st));
+	}
+	assert_int_equal(dmm_pfn_to_page(e->mem, pfn)->state, DMM_PAGE_RANGE);
+	check_all(e->mem);
+	/* still the pools: an atomic request is served from them */
+	assert_int_equal(dmm_phys_to_pfn(atomic_from(e, dev, DMM_ATOMIC_POOL_DMA32, 4 * KiB, &cpu, &bus)), pfn);
+	assert_ok(dmm_dma_free_coherent(dev, 4 * KiB, cpu, bus));
+	flush(e->mem);
+	assert_rc(dmm_dma_atomic_pool_destroy(e->mem), -DMM_EBUSY); /* still pinned */
+	check_all(e->mem);
+
+	assert_ok(dmm_page_unpin(e->mem, pinned, 0));
+	assert_ok(dmm_dma_atomic_pool_destroy(e->mem));
+	assert_rc(dmm_dma_atomic_pool_destroy(e->mem), -DMM_ENOENT);
+	assert_ok(dmm_device_destroy(dev));
+	assert_int_equal(dmm_slab_shrink(e->mem), 0);
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), free0);
+	assert_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -759,6 +825,7 @@ int main(void)
 		cmocka_unit_test(test_refill_and_exhaustion),
 		cmocka_unit_test(test_no_background_worker),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_destroy_pinned_chunk),
 		cmocka_unit_test(test_huge_options),
 		cmocka_unit_test(test_option_rounding),
 		cmocka_unit_test(test_free_wrapped_size),

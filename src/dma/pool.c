@@ -746,7 +746,8 @@ static int configure(struct dmm_mem *mem, struct apool *p, unsigned k, const str
 	return 0;
 }
 
-static void release_chunk(struct astate *s, struct chunk *ch)
+/* @claimed: its range was claimed for the free (claim_chunks). */
+static void release_chunk(struct astate *s, struct chunk *ch, bool claimed)
 {
 	struct dmm_mem *mem = s->mem;
 	uint64_t n = (uint64_t)1 << ch->order;
@@ -754,18 +755,47 @@ static void release_chunk(struct astate *s, struct chunk *ch)
 	idx_remove(s, ch);
 	if (mem->plat.set_memattr)
 		mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(ch->pfn), n * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
-	dmm_free_range(mem, ch->pfn, n);
+	if (claimed)
+		dmm__free_finish(mem, dmm__pfn_page(mem, ch->pfn), DMM_PAGE_RANGE);
+	else
+		dmm_free_range(mem, ch->pfn, n);
 	dmm_free_range(mem, ch->meta_pfn, ch->meta_pages);
 }
 
-static void release_state(struct astate *s)
+/* Undo the claims of the chunks before chunk @upto_i of pool @upto_k. */
+static void unclaim_chunks(struct astate *s, unsigned upto_k, uint32_t upto_i)
+{
+	for (unsigned k = 0; k <= upto_k; k++)
+		for (uint32_t i = 0; i < (k == upto_k ? upto_i : s->pool[k].nr_chunks); i++)
+			dmm__free_cancel(dmm__pfn_page(s->mem, s->pool[k].chunk[i]->pfn), DMM_PAGE_RANGE);
+}
+
+/* Claim every chunk's range for its free, as the page allocator claims a
+ * range, before anything is given back: a chunk whose first page is pinned
+ * (the page of a pool buffer that started there) refuses it, and the
+ * claims made are undone. 0 or -DMM_EBUSY. */
+static int claim_chunks(struct astate *s)
+{
+	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++)
+		for (uint32_t i = 0; i < s->pool[k].nr_chunks; i++) {
+			int err = dmm__free_begin(s->mem, dmm__pfn_page(s->mem, s->pool[k].chunk[i]->pfn),
+						  DMM_PAGE_RANGE);
+			if (err) {
+				unclaim_chunks(s, k, i);
+				return err;
+			}
+		}
+	return 0;
+}
+
+static void release_state(struct astate *s, bool claimed)
 {
 	struct dmm_mem *mem = s->mem;
 
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		struct apool *p = &s->pool[k];
 		for (uint32_t i = 0; i < p->nr_chunks; i++)
-			release_chunk(s, p->chunk[i]);
+			release_chunk(s, p->chunk[i], claimed);
 		if (mem->plat.lock_destroy)
 			mem->plat.lock_destroy(mem->plat.ctx, &p->lock);
 	}
@@ -804,20 +834,20 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 	}
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		if (configure(mem, &s->pool[k], k, o ? &o->pool[k] : (const struct dmm_atomic_pool_cfg *)0)) {
-			release_state(s);
+			release_state(s, false);
 			return dmm__count_invalid(mem);
 		}
 	}
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		struct apool *p = &s->pool[k];
 		if (p->present && (err = grow(p, order_of(p->initial))) != 0) {
-			release_state(s);
+			release_state(s, false);
 			return err;
 		}
 	}
 	if (!__atomic_compare_exchange_n(&mem->dma_atomic_pool, &none, (void *)s, false, __ATOMIC_RELEASE,
 					 __ATOMIC_ACQUIRE)) {
-		release_state(s); /* a concurrent init won */
+		release_state(s, false); /* a concurrent init won */
 		return -DMM_EEXIST;
 	}
 	return 0;
@@ -826,6 +856,7 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 int dmm_dma_atomic_pool_destroy(struct dmm_mem *mem)
 {
 	struct astate *s;
+	int err;
 
 	if (!mem)
 		return -DMM_EINVAL;
@@ -839,8 +870,12 @@ int dmm_dma_atomic_pool_destroy(struct dmm_mem *mem)
 		if (LD(p->busy) || LD(p->free_pages) != LD(p->size_pages))
 			return -DMM_EBUSY;
 	}
+	/* a pinned chunk refuses the destroy before anything changes */
+	err = claim_chunks(s);
+	if (err)
+		return err;
 	__atomic_store_n(&mem->dma_atomic_pool, (void *)0, __ATOMIC_RELEASE);
-	release_state(s);
+	release_state(s, true);
 	return 0;
 }
 
