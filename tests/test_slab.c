@@ -5,7 +5,8 @@
  * bad input, statistics, two threads, more threads than CPU slots (with
  * checks, and shrinks, running alongside) and short-lived threads, an
  * empty slab whose page is pinned (kept, given back once unpinned),
- * dmm_slab_shrink(); dmm_slab_check() after each step.
+ * dmm_slab_shrink() (also in the moment a kmalloc has just cut a slab for
+ * itself); dmm_slab_check() after each step.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -1037,6 +1038,172 @@ static void test_slab_shrink(void **state)
 }
 
 /*
+ * A shrink that runs while a kmalloc has cut a new slab for itself must
+ * not take that slab away: the slab is listed (empty) before the kmalloc
+ * takes its objects, under the cache lock, a moment later. The shrink is
+ * forced into that moment through the lock hook, on a platform without
+ * thread slots (a CPU-local section is then its slot's lock, so the
+ * kmalloc's re-entry after cutting the slab is a lock the hook sees, and
+ * the thread holds nothing there): the first lock the armed kmalloc takes
+ * is its slot's, and every later take of it runs a shrink first. The
+ * kmalloc must still succeed, from the slab it cut, with free memory all
+ * around (it used to give up after four slabs, each taken back by the
+ * shrink: -DMM_ENOMEM, counted in fail_nomem).
+ */
+static struct {
+	void (*real_lock)(void *ctx, struct dmm_lock *l);
+	struct dmm_mem *mem;
+	struct dmm_lock *slot;
+	int armed, inside;
+	unsigned shrinks;
+} fresh_race;
+
+static void fresh_race_lock(void *ctx, struct dmm_lock *l)
+{
+	if (fresh_race.armed && !fresh_race.inside) {
+		if (!fresh_race.slot) {
+			fresh_race.slot = l;
+		} else if (l == fresh_race.slot) {
+			fresh_race.inside = 1;
+			(void)dmm_slab_shrink(fresh_race.mem);
+			fresh_race.shrinks++;
+			fresh_race.inside = 0;
+		}
+	}
+	fresh_race.real_lock(ctx, l);
+}
+
+static void test_shrink_spares_fresh_slab(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_mem_info mi;
+	struct dmm_slab_class_info ci;
+	uint64_t free0;
+	void *obj = NULL;
+	int rc;
+	(void)state;
+
+	tu_hosted_platform(&m, "slab-fresh-race", 2, &h, &p);
+	m.kmalloc_policy = DMM_KMALLOC_PACKED;
+	p.cpu_thread_slots = 0; /* sections are slot locks */
+	p.cpu_fence = NULL;
+	fresh_race.real_lock = p.lock;
+	p.lock = fresh_race_lock;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_mem_get_info(mem, &mi);
+	assert_string_equal(mi.cpu_sections, "locks");
+	fresh_race.mem = mem;
+	free0 = tu_zone_free_all(mem);
+
+	fresh_race.slot = NULL;
+	fresh_race.shrinks = 0;
+	fresh_race.armed = 1;
+	rc = dmm_kmalloc(mem, 64, 0, &obj);
+	fresh_race.armed = 0;
+	assert_true(fresh_race.shrinks >= 1); /* the shrink ran in the window */
+	assert_true(tu_zone_free_all(mem) > free0 / 2);
+	assert_rc(rc, 0);
+	assert_non_null(obj);
+	assert_ok(dmm_slab_class_info(mem, 0, 3, &ci));
+	assert_int_equal(ci.size, 64);
+	assert_int_equal(ci.fail_nomem, 0);
+	assert_int_equal(ci.objects, 1);
+	assert_int_equal(dmm_ksize(mem, obj), 64);
+	assert_ok(dmm_slab_check(mem));
+	assert_ok(dmm_kfree(mem, obj));
+	assert_int_equal(dmm_slab_shrink(mem), 0);
+	dmm_page_drain_pcp(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0);
+	assert_ok(dmm_slab_check(mem));
+	assert_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
+/*
+ * The same on threads as they come: two threads allocate and free batches
+ * of 64-byte objects (every batch empties the slabs again) while a third
+ * shrinks without pause. Every kmalloc must succeed (64 MiB, almost all
+ * free); it used to fail with -DMM_ENOMEM in about half the runs (the
+ * lock-hook test above forces the interleaving every time).
+ */
+struct shrink_loop {
+	struct dmm_mem *mem;
+	int stop;
+	unsigned long shrinks;
+};
+
+static void *shrink_loop_main(void *arg)
+{
+	struct shrink_loop *s = arg;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		(void)dmm_slab_shrink(s->mem);
+		s->shrinks++;
+	}
+	return NULL;
+}
+
+struct batcher {
+	struct dmm_mem *mem;
+	unsigned rounds;
+	int rc;
+};
+
+static void *batcher_main(void *arg)
+{
+	struct batcher *b = arg;
+	void *obj[64];
+
+	for (unsigned r = 0; r < b->rounds && !b->rc; r++) {
+		unsigned n = 1 + r % 64, got = 0;
+		while (got < n && !(b->rc = dmm_kmalloc(b->mem, 64, 0, &obj[got])))
+			got++;
+		while (got)
+			if (dmm_kfree(b->mem, obj[--got]) && !b->rc)
+				b->rc = 1;
+	}
+	return NULL;
+}
+
+static void test_shrink_concurrent_kmalloc(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct shrink_loop s;
+	struct batcher b[2];
+	pthread_t bt[2], st;
+	(void)state;
+
+	tu_machine(&m, "slab-shrink-threads");
+	tu_add_ram(&m, 0, 64 * MiB);
+	m.kmalloc_policy = DMM_KMALLOC_PACKED;
+	e = tu_env_create(&m, 2);
+	s = (struct shrink_loop){ e->mem, 0, 0 };
+	assert_int_equal(pthread_create(&st, NULL, shrink_loop_main, &s), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		b[i] = (struct batcher){ e->mem, 200000, 0 };
+		assert_int_equal(pthread_create(&bt[i], NULL, batcher_main, &b[i]), 0);
+	}
+	for (unsigned i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(bt[i], NULL), 0);
+	__atomic_store_n(&s.stop, 1, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_join(st, NULL), 0);
+	print_message("%lu shrinks alongside\n", s.shrinks);
+	for (unsigned i = 0; i < 2; i++)
+		assert_rc(b[i].rc, 0);
+	assert_int_equal(dmm_slab_shrink(e->mem), 0);
+	assert_int_equal(slab_pages(e->mem), 0);
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+/*
  * Two threads free one large object at once, every round (both leave a
  * spinning barrier together): exactly one frees it, the other is refused
  * with -DMM_ENOENT and leaves the pages alone. The check after each round
@@ -1276,6 +1443,8 @@ int main(void)
 		cmocka_unit_test(test_free_pinned_large),
 		cmocka_unit_test(test_slab_release_pinned),
 		cmocka_unit_test(test_slab_shrink),
+		cmocka_unit_test(test_shrink_spares_fresh_slab),
+		cmocka_unit_test(test_shrink_concurrent_kmalloc),
 		cmocka_unit_test(test_free_large_race),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),

@@ -322,12 +322,17 @@ static uint8_t *slab_base(const struct kcache *k, const struct dmm_page *head)
 	return dmm_pfn_to_virt(k->mem, head->pfn);
 }
 
-/* A new slab on the partial list. Called with no lock held and outside
- * any CPU-local section: the page allocator may call the watermark hook,
- * which may call back into dmamem. The slab is cut up before it is shown,
- * so every object is always on a slab's free list, in a magazine or
- * allocated (what dmm_slab_check counts). */
-static int slab_new(struct kcache *k, unsigned flags)
+static unsigned slab_take(struct kcache *k, void **out, unsigned n);
+
+/* A new slab on the partial list, and up to @n of its objects taken into
+ * @out for the caller (*@got of them, at least one) under the lock that
+ * lists it: an empty slab on the list is fair game for dmm_slab_shrink(),
+ * which would otherwise give it back before the caller got to it. Called
+ * with no lock held and outside any CPU-local section: the page allocator
+ * may call the watermark hook, which may call back into dmamem. The slab
+ * is cut up before it is shown, so every object is always on a slab's free
+ * list, in a magazine or allocated (what dmm_slab_check counts). */
+static int slab_new(struct kcache *k, unsigned flags, void **out, unsigned n, unsigned *got)
 {
 	static const unsigned gfp_of_set[3] = { 0, DMM_GFP_DMA32, DMM_GFP_DMA };
 	struct dmm_page *head;
@@ -352,6 +357,7 @@ static int slab_new(struct kcache *k, unsigned flags)
 	__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_SLAB, __ATOMIC_RELAXED);
 	list_add(&k->partial, head);
 	k->st.slabs++;
+	*got = slab_take(k, out, n); /* from the new slab: the partial list's head */
 	dmm__unlock(k->mem, &k->lock);
 	return 0;
 }
@@ -486,9 +492,30 @@ static inline void count_alloc(struct mag *m, size_t size, const uint16_t *waste
 		dmm__pcpu_add(&m->align_waste, waste[(size + 7) / 8]);
 }
 
+/* Put the @n objects @fresh took from a new slab into magazine @m (in its
+ * CPU's section) as far as it has room; the rest back to their slab. */
+static void mag_fill(struct kcache *k, struct mag *m, void *const *fresh, unsigned n)
+{
+	unsigned i = 0;
+
+	while (i < n && m->n < k->mag_cap)
+		m->obj[m->n++] = fresh[i++];
+	if (i == n)
+		return;
+	dmm__lock(k->mem, &k->lock);
+	for (; i < n; i++) {
+		dmm_phys_t pa;
+		dmm__virt_to_phys(k->mem, fresh[i], &pa);
+		slab_put(k, fresh[i], head_of(k->mem, k, dmm_phys_to_pfn(pa)));
+	}
+	dmm__unlock(k->mem, &k->lock);
+}
+
 static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
 	const unsigned allowed = DMM_GFP_ZERO | DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_PACKED;
+	void *fresh[MAG_MAX / 2]; /* (a refill, mag_batch, is at most half of MAG_MAX) */
+	unsigned got = 0;
 	struct kcache *k;
 	struct mag *m;
 	void *obj = (void *)0;
@@ -513,13 +540,16 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 		if (m->n)
 			break;
 		/* a new slab, outside the section: the page allocator may call
-		 * the watermark hook, which may call back into dmamem */
+		 * the watermark hook, which may call back into dmamem. Its
+		 * objects are taken as it is listed (a shrink meanwhile would
+		 * give an empty slab back) and go into the magazine here. */
 		dmm__cpu_exit(mem, cpu);
-		err = slab_new(k, flags);
+		err = slab_new(k, flags, fresh, k->mag_batch, &got);
 		cpu = dmm__cpu_enter(mem);
 		m = mag_of(k, cpu); /* maybe another CPU's, maybe refilled meanwhile */
 		if (err)
 			break;
+		mag_fill(k, m, fresh, got);
 	}
 	if (!m->n) {
 		dmm__lock(mem, &k->lock);
