@@ -771,7 +771,7 @@ static void test_destroy_pinned_chunk(void **state)
 	struct dmm_hosted_stats h0, h1;
 	dmm_pfn_t pfn, pinned;
 	dmm_dma_addr_t bus;
-	uint64_t free0;
+	uint64_t free0, bad0;
 	void *cpu;
 	(void)state;
 
@@ -791,7 +791,9 @@ static void test_destroy_pinned_chunk(void **state)
 		st0[k] = pstats(e->mem, (enum dmm_atomic_pool_kind)k);
 	dmm_hosted_get_stats(e->hosted, &h0);
 
+	bad0 = tu_zone_bad_frees(e->mem);
 	assert_rc(dmm_dma_atomic_pool_destroy(e->mem), -DMM_EBUSY);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 1); /* the refused claim, counted */
 	dmm_hosted_get_stats(e->hosted, &h1);
 	assert_int_equal(h1.memattr_calls, h0.memattr_calls); /* nothing made write-back */
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {

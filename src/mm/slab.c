@@ -23,11 +23,12 @@
  * the next time it is empty. dmm_slab_shrink() empties every magazine into
  * the slabs and gives back every empty slab, the spares too.
  *
- * Per-CPU magazines. Each cache has, per CPU, a magazine of up to 28 free
- * objects, used only inside a CPU-local section of that CPU (no lock, no
- * atomic where the platform has sections: see dmm__cpu_enter): allocation
- * pops, free pushes; the cache lock is taken only to refill or drain 14
- * objects at a time. A magazine is as large as a cache and the per-CPU
+ * Per-CPU magazines. Each cache has, per CPU, a magazine of up to mag_cap
+ * free objects (16 KiB of them, 4..61: see MAG_BYTES), used only inside a
+ * CPU-local section of that CPU (no lock, no atomic where the platform has
+ * sections: see dmm__cpu_enter): allocation pops, free pushes; the cache
+ * lock is taken only to refill or drain half a magazine (mag_batch) at a
+ * time. A magazine is as large as a cache and the per-CPU
  * tables mirror the caches' layout, so a cache's magazine is at a fixed
  * distance from it. The check and the drain reach another CPU's magazine
  * through dmm__cpu_sync(). Magazines count frees (and the bytes DMA
