@@ -39,9 +39,15 @@
  * (create, alloc, free, destroy); clock steps and trims; and bad calls.
  *
  * The model: a shadow of every live buffer's bytes and of every bounce
- * buffer's bytes. Whether a map must bounce is predicted (out of reach,
- * restricted pool, untrusted partial page, unaligned invalidating map on a
- * non-coherent device outside an aligned object) and checked: a bounced
+ * buffer's bytes, predicted at map time: the buffer's bytes for TO_DEVICE
+ * and BIDIRECTIONAL, and for the untrusted device zeros everywhere else in
+ * the slots the mapping holds (around the mapping, and in it for
+ * FROM_DEVICE), checked over the whole run of slots after every step
+ * (another device's FROM_DEVICE bounce buffer holds what its slots held:
+ * not promised, so taken as found). Whether a map must bounce is
+ * predicted (out of reach, restricted pool, untrusted partial page,
+ * unaligned invalidating map on a non-coherent device outside an aligned
+ * object) and checked: a bounced
  * map's bus address lies in a bounce pool within the device's mask and
  * keeps the original's low bits, a direct one is the physical address plus
  * the offset. The device sees the buffer after a map for TO_DEVICE and
@@ -131,7 +137,11 @@ struct map {
 	dmm_dma_addr_t bus;
 	dmm_phys_t tlb;   /* what the device accesses */
 	uint32_t nslots;  /* bounced: slots of its record */
-	uint8_t *D;       /* bounced: what the device must read */
+	/* bounced: what the device must read, predicted at map time: the
+	 * mapping's bytes, or for an untrusted device its whole run of slots
+	 * (the mapping at offset dlo, zeros around it); dn bytes */
+	uint8_t *D;
+	size_t dlo, dn;
 };
 
 struct fpool {
@@ -484,18 +494,27 @@ static void verify_item(int i)
 	}
 }
 
+/* What the device of bounced mapping @m must read at the mapping's start. */
+static uint8_t *dev_bytes(const struct map *m)
+{
+	return m->D + m->dlo;
+}
+
+/* A bounced mapping's bytes as its device sees them (for an untrusted
+ * device, its whole run of slots). */
 static void verify_map(int j)
 {
 	const struct map *m = &F.mp[j];
 	if (!m->bounced)
 		return;
-	const uint8_t *d = p2v(m->tlb);
-	if (memcmp(d, m->D, m->len)) {
+	const uint8_t *d = p2v(m->tlb - m->dlo);
+	if (memcmp(d, m->D, m->dn)) {
 		size_t k = 0;
 		while (d[k] == m->D[k])
 			k++;
-		die("bounce buffer of mapping %d (%s, %#llx + %zu): byte %zu is %#x, want %#x", j,
-		    F.dev[m->dev].name, (unsigned long long)m->tlb, m->len, k, d[k], m->D[k]);
+		die("bounce buffer of mapping %d (%s, %#llx + %zu): byte %lld of the mapping is %#x, want %#x%s", j,
+		    F.dev[m->dev].name, (unsigned long long)m->tlb, m->len, (long long)k - (long long)m->dlo, d[k],
+		    m->D[k], k < m->dlo || k >= m->dlo + m->len ? " (in its slots, outside the mapping)" : "");
 	}
 }
 
@@ -894,8 +913,20 @@ static void op_map(struct rd *r)
 		if (s1.bounced_to_device != s0.bounced_to_device + in)
 			die("bounced_to_device %llu -> %llu, want +%llu", (unsigned long long)s0.bounced_to_device,
 			    (unsigned long long)s1.bounced_to_device, (unsigned long long)in);
-		m.D = xmalloc(len);
-		memcpy(m.D, p2v(tlb), len);
+		/* What the device sees: the buffer's bytes for TO_DEVICE and
+		 * BIDIRECTIONAL. An untrusted device sees nothing else: zeros in
+		 * the rest of its slots, and in the mapping for FROM_DEVICE
+		 * (never what an earlier mapping left there). Another device's
+		 * FROM_DEVICE bounce buffer holds whatever its slots held: not
+		 * promised, taken as it is. */
+		m.dlo = d->untrusted ? o : 0;
+		m.dn = d->untrusted ? (size_t)m.nslots * SLOT : len;
+		m.D = xmalloc(m.dn);
+		memset(m.D, 0, m.dn);
+		if (dir != DMM_DMA_FROM_DEVICE)
+			memcpy(dev_bytes(&m), t->S + off, len);
+		else if (!d->untrusted)
+			memcpy(m.D, p2v(tlb), len);
 		F.used_slots += m.nslots;
 		F.cnt.bounced++;
 	}
@@ -927,7 +958,7 @@ static void unmap_one(int j)
 	if (m->bounced) {
 		uint64_t back = m->dir != DMM_DMA_TO_DEVICE ? m->len : 0;
 		if (back)
-			memcpy(t->S + m->off, m->D, m->len);
+			memcpy(t->S + m->off, dev_bytes(m), m->len);
 		if (s1.used_slots + m->nslots != s0.used_slots || s1.unmaps != s0.unmaps + 1)
 			die("bounced unmap of %u slots: used %llu -> %llu, unmaps %llu -> %llu", m->nslots,
 			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
@@ -992,15 +1023,14 @@ static void op_dev_write(struct rd *r)
 	size_t off = ob % m->len, len = 1 + lb % (m->len - off);
 	uint8_t *dst = p2v(m->tlb) + off;
 	trace("device write %s map %d +%zu %zu", F.dev[m->dev].name, j, off, len);
-	scribble(dst, m->bounced ? m->D + off : t->S + m->off + off, len);
+	scribble(dst, m->bounced ? dev_bytes(m) + off : t->S + m->off + off, len);
 	F.cnt.dev_writes++;
 	if (m->bounced && F.dev[m->dev].untrusted && (lb & 0x8000)) {
-		/* the rest of the mapping's slots, before and after it */
-		uint32_t o = (uint32_t)(m->tlb & ALIGN_MASK & (SLOT - 1));
-		uint8_t *s = p2v(m->tlb - o);
-		size_t end = (size_t)m->nslots * SLOT;
-		scribble(s, NULL, o);
-		scribble(s + o + m->len, NULL, end - o - m->len);
+		/* the rest of the mapping's slots, before and after it (the
+		 * model holds the whole run) */
+		uint8_t *s = p2v(m->tlb - m->dlo);
+		scribble(s, m->D, m->dlo);
+		scribble(s + m->dlo + m->len, m->D + m->dlo + m->len, m->dn - m->dlo - m->len);
 		F.cnt.overruns++;
 	}
 }
@@ -1045,9 +1075,9 @@ static void op_sync(struct rd *r)
 	if (!m->bounced)
 		return;
 	if (for_cpu && m->dir != DMM_DMA_TO_DEVICE)
-		memcpy(t->S + m->off + off, m->D + off, len);
+		memcpy(t->S + m->off + off, dev_bytes(m) + off, len);
 	if (!for_cpu && m->dir != DMM_DMA_FROM_DEVICE)
-		memcpy(m->D + off, t->S + m->off + off, len);
+		memcpy(dev_bytes(m) + off, t->S + m->off + off, len);
 }
 
 /* ---- coherent buffers -------------------------------------------------------------- */
