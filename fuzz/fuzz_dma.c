@@ -35,7 +35,7 @@
  * device writes to
  * what the device sees (for an untrusted device's bounced mapping also
  * into the rest of its slots); CPU writes; partial syncs either way;
- * unmaps; coherent buffers (atomic or not) and their frees; DMA pools
+ * unmaps (one in four naming another size or direction); coherent buffers (atomic or not) and their frees; DMA pools
  * (create, alloc, free, destroy); clock steps and trims; and bad calls.
  *
  * The model: a shadow of every live buffer's bytes and of every bounce
@@ -61,11 +61,18 @@
  * slots of the live bounced mappings; map/unmap/bounced-byte counters and
  * device counters move by exactly one operation's worth; live objects per
  * size class and blocks per DMA pool equal the model's. Bad calls (unmap
- * inside a bounced mapping, by another device, twice; kfree inside an
- * object, of a page, twice; coherent free with a wrong size, CPU address,
- * twice or of a page; DMA pool free of a foreign, freed or misaddressed
- * block; bad kmalloc flags and sizes, maps of nothing, bad pool geometry)
- * return their error and change nothing. After every operation:
+ * inside a bounced mapping, by another device, twice, of 0 bytes; a sync
+ * either way past the end of its mapping or before its start, or by
+ * another device; kfree inside an object, of a page, twice; coherent free
+ * with a wrong size, CPU address, twice or of a page; DMA pool free of a
+ * foreign, freed or misaddressed block; bad kmalloc flags and sizes, maps
+ * of nothing, bad pool geometry) return their error and change nothing:
+ * the void ones copy no byte, move no bounce counter and leave the
+ * mapping live (DMA debug, which would report them, stays off: it would
+ * take every device off the express paths). An unmap naming another size
+ * or direction than its map's still ends the mapping, copying back at
+ * most the mapped bytes in the direction the unmap names (so an unmap
+ * larger than its mapping copying past it fails). After every operation:
  * dmm_page_alloc_check, dmm_range_check, dmm_slab_check,
  * dmm_swiotlb_check, dmm_dma_atomic_pool_check and dmm_dma_pool_check of
  * every live pool, and every byte of the model. At the end of each input
@@ -152,7 +159,7 @@ struct fpool {
 };
 
 struct counts {
-	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, dev_writes, overruns,
+	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, unmaps_unlike, dev_writes, overruns,
 		syncs, coh_allocs, coh_atomic, coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims,
 		transient_released, transient_created;
 };
@@ -938,7 +945,10 @@ static void op_map(struct rd *r)
 	F.cnt.maps++;
 }
 
-static void unmap_one(int j)
+/* Unmap mapping @j naming @size and @dir: its own, or another size (not 0)
+ * or direction, which still ends the mapping as its record says, copying
+ * back at most the mapped bytes in the direction the unmap names. */
+static void unmap_as(int j, size_t size, enum dmm_dma_dir dir)
 {
 	struct map *m = &F.mp[j];
 	struct fdev *d = &F.dev[m->dev];
@@ -949,16 +959,17 @@ static void unmap_one(int j)
 	verify_map(j);
 	swiotlb_stats(&s0);
 	dmm_device_get_stats(d->d, &a);
-	dmm_dma_unmap_phys(d->d, m->bus, m->len, m->dir);
-	trace("unmap %s %#llx+%zu %s", d->name, (unsigned long long)m->bus, m->len, dir_name(m->dir));
+	dmm_dma_unmap_phys(d->d, m->bus, size, dir);
+	trace("unmap %s %#llx+%zu %s%s", d->name, (unsigned long long)m->bus, size, dir_name(dir),
+	      size != m->len || dir != m->dir ? " (not as mapped)" : "");
 	swiotlb_stats(&s1);
 	dmm_device_get_stats(d->d, &b);
 	if (b.unmaps != a.unmaps + 1)
 		die("unmap not counted");
 	if (m->bounced) {
-		uint64_t back = m->dir != DMM_DMA_TO_DEVICE ? m->len : 0;
+		uint64_t back = dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL ? (size < m->len ? size : m->len) : 0;
 		if (back)
-			memcpy(t->S + m->off, dev_bytes(m), m->len);
+			memcpy(t->S + m->off, dev_bytes(m), back);
 		if (s1.used_slots + m->nslots != s0.used_slots || s1.unmaps != s0.unmaps + 1)
 			die("bounced unmap of %u slots: used %llu -> %llu, unmaps %llu -> %llu", m->nslots,
 			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
@@ -978,6 +989,11 @@ static void unmap_one(int j)
 	memset(m, 0, sizeof(*m));
 }
 
+static void unmap_one(int j)
+{
+	unmap_as(j, F.mp[j].len, F.mp[j].dir);
+}
+
 static void op_unmap(struct rd *r)
 {
 	uint64_t k = u8(r), how = u8(r);
@@ -985,7 +1001,26 @@ static void op_unmap(struct rd *r)
 	if (j < 0)
 		return;
 	struct map m = F.mp[j];
-	unmap_one(j);
+	size_t size = m.len;
+	enum dmm_dma_dir dir = m.dir;
+	/* one in eight names another size (not 0), one in eight another
+	 * direction than the map: the mapping ends all the same */
+	if ((how & 0x1c) == 0x04) {
+		const struct item *t = &F.it[m.item];
+		/* (inside its slots or its buffer: RAM) */
+		size_t room = m.bounced ? (size_t)m.nslots * SLOT - (size_t)(m.tlb & ALIGN_MASK & (SLOT - 1))
+					: t->size - m.off;
+		if (room > 1) {
+			size = 1 + (how >> 5) * 131 % (room - 1);
+			if (size >= m.len)
+				size++;
+			F.cnt.unmaps_unlike++;
+		}
+	} else if ((how & 0x1c) == 0x08) {
+		dir = (enum dmm_dma_dir)((m.dir + 1 + (how >> 5) % 3) % 4);
+		F.cnt.unmaps_unlike++;
+	}
+	unmap_as(j, size, dir);
 	if (!(how & 3) && m.bounced) {
 		/* a second unmap: refused, nothing changes */
 		struct dmm_swiotlb_stats s0, s1;
@@ -1235,7 +1270,7 @@ static void op_pool(struct rd *r)
 
 static void op_bad(struct rd *r)
 {
-	uint64_t sub = u8(r) % 10, k = u8(r), x = u16(r);
+	uint64_t sub = u8(r) % 13, k = u8(r), x = u16(r);
 	struct dmm_mem_info mi0, mi1;
 	struct dmm_swiotlb_stats s0, s1;
 	uint64_t fr0 = total_free();
@@ -1401,6 +1436,74 @@ static void op_bad(struct rd *r)
 			die("map of nothing: fail_invalid %llu -> %llu", (unsigned long long)a.fail_invalid,
 			    (unsigned long long)b.fail_invalid);
 		inval = 1;
+		break;
+	}
+	case 10: { /* a sync not inside its mapping: past its end, or before its start (in its first
+		    * slot, for a bounced one): nothing is copied */
+		int j = pick_map(k, 0);
+		if (j < 0)
+			return;
+		struct map *m = &F.mp[j];
+		uint32_t o = m->bounced ? (uint32_t)(m->tlb & ALIGN_MASK & (SLOT - 1)) : 0;
+		dmm_dma_addr_t bus;
+		size_t n;
+		if ((x & 1) && o) {
+			size_t before = 1 + (x >> 2) % o;
+			bus = m->bus - before;
+			n = before + (x >> 10) % (m->len + 1);
+		} else {
+			size_t off = (x >> 2) % m->len;
+			bus = m->bus + off;
+			n = m->len - off + 1 + (x >> 10) % 64;
+		}
+		if (x & 2)
+			dmm_dma_sync_single_for_cpu(F.dev[m->dev].d, bus, n, m->dir);
+		else
+			dmm_dma_sync_single_for_device(F.dev[m->dev].d, bus, n, m->dir);
+		F.cnt.bad_calls++;
+		trace("bad: sync_for_%s %s %#llx+%zu outside mapping %d %#llx+%zu", x & 2 ? "cpu" : "device",
+		      F.dev[m->dev].name, (unsigned long long)bus, n, j, (unsigned long long)m->bus, m->len);
+		break;
+	}
+	case 11: { /* a sync of a mapping by another device: not its mapping, nothing is copied */
+		int j = pick_map(k, !(x & 1));
+		if (j < 0)
+			return;
+		struct map *m = &F.mp[j];
+		int other = (int)((m->dev + 1 + (x >> 1) % (NDEV - 1)) % NDEV);
+		size_t off = (x >> 3) % m->len, n = 1 + (x >> 7) % (m->len - off);
+		dmm_phys_t pa;
+		if (dmm_dma_bus_to_phys(F.dev[other].d, m->bus + off, &pa))
+			return;
+		/* (in a bounce buffer of the other device's own: its own sync) */
+		for (int q = 0; q < MAX_MAPS; q++) {
+			const struct map *y = &F.mp[q];
+			if (y->used && y->bounced && y->dev == other &&
+			    overlaps(pa, n, y->tlb - (y->tlb & ALIGN_MASK & (SLOT - 1)), (uint64_t)y->nslots * SLOT))
+				return;
+		}
+		if (x & 2)
+			dmm_dma_sync_single_for_cpu(F.dev[other].d, m->bus + off, n, m->dir);
+		else
+			dmm_dma_sync_single_for_device(F.dev[other].d, m->bus + off, n, m->dir);
+		F.cnt.bad_calls++;
+		trace("bad: sync_for_%s of mapping %d (%s) +%zu %zu by %s", x & 2 ? "cpu" : "device", j,
+		      F.dev[m->dev].name, off, n, F.dev[other].name);
+		break;
+	}
+	case 12: { /* an unmap of 0 bytes: nothing is unmapped */
+		int j = pick_map(k, 0);
+		if (j < 0)
+			return;
+		struct map *m = &F.mp[j];
+		struct dmm_dma_stats a, b;
+		dmm_device_get_stats(F.dev[m->dev].d, &a);
+		dmm_dma_unmap_phys(F.dev[m->dev].d, m->bus, 0, m->dir);
+		F.cnt.bad_calls++;
+		trace("bad: unmap %s %#llx of 0 bytes", F.dev[m->dev].name, (unsigned long long)m->bus);
+		dmm_device_get_stats(F.dev[m->dev].d, &b);
+		if (b.unmaps != a.unmaps)
+			die("an unmap of 0 bytes was counted");
 		break;
 	}
 	default: { /* DMA pools that may not be: align not a power of two, boundary below the size, size 0 */
@@ -1590,13 +1693,14 @@ void dmm_fuzz_print_summary(const char *prog)
 {
 	const struct counts *c = &F.cnt;
 	printf("%s: %llu inputs, %llu operations: %llu kmallocs, %llu kfrees, %llu page buffers; %llu maps "
-	       "(%llu bounced, %llu full), %llu unmaps, %llu device writes (%llu past an untrusted mapping), "
+	       "(%llu bounced, %llu full), %llu unmaps (%llu not as mapped), %llu device writes (%llu past an untrusted mapping), "
 	       "%llu syncs; %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
 	       "pools, %llu blocks, %llu freed; %llu clock trims, %llu transient pools added, %llu released; "
 	       "%llu bad calls refused\n",
 	       prog, (unsigned long long)c->inputs, (unsigned long long)c->ops, (unsigned long long)c->kmallocs,
 	       (unsigned long long)c->kfrees, (unsigned long long)c->pages, (unsigned long long)c->maps,
 	       (unsigned long long)c->bounced, (unsigned long long)c->map_fail, (unsigned long long)c->unmaps,
+	       (unsigned long long)c->unmaps_unlike,
 	       (unsigned long long)c->dev_writes, (unsigned long long)c->overruns, (unsigned long long)c->syncs,
 	       (unsigned long long)c->coh_allocs, (unsigned long long)c->coh_atomic, (unsigned long long)c->coh_fail,
 	       (unsigned long long)c->coh_frees, (unsigned long long)c->pools, (unsigned long long)c->blocks,
