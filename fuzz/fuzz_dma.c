@@ -32,11 +32,15 @@
  * ATOMIC) and kfree; page buffers (order 0..2, anywhere, in the DMA or
  * DMA32 zone or the high RAM); streaming maps of part of a live object or
  * page buffer through map_single, map_phys or map_page in every direction;
- * device writes to
- * what the device sees (for an untrusted device's bounced mapping also
- * into the rest of its slots); CPU writes; partial syncs either way;
- * unmaps (one in four naming another size or direction); coherent buffers (atomic or not) and their frees; DMA pools
- * (create, alloc, free, destroy); clock steps and trims; and bad calls.
+ * scatterlists of 1 to 6 pieces of live buffers (some continuing the piece
+ * before them, so that they merge; pieces that bounce and pieces that do
+ * not in one list; one list in eight with a piece of nothing), mapped,
+ * synced whole either way and unmapped; device writes to what the device
+ * sees (for an untrusted device's bounced mapping also into the rest of
+ * its slots); CPU writes; partial syncs either way; unmaps (one in four
+ * naming another size or direction); coherent buffers (atomic or not) and
+ * their frees; DMA pools (create, alloc, free, destroy); clock steps and
+ * trims; and bad calls.
  *
  * The model: a shadow of every live buffer's bytes and of every bounce
  * buffer's bytes, predicted at map time: the buffer's bytes for TO_DEVICE
@@ -47,10 +51,13 @@
  * not promised, so taken as found). Whether a map must bounce is
  * predicted (out of reach, restricted pool, untrusted partial page,
  * unaligned invalidating map on a non-coherent device outside an aligned
- * object) and checked: a bounced
- * map's bus address lies in a bounce pool within the device's mask and
- * keeps the original's low bits, a direct one is the physical address plus
- * the offset. The device sees the buffer after a map for TO_DEVICE and
+ * object) and checked: a bounced map's bus address lies in a bounce pool
+ * within the device's mask and keeps the original's low bits, a direct
+ * one is the physical address plus the offset. A scatterlist's pieces are mappings of the model like
+ * single ones; its segments are predicted (one per piece when a piece
+ * bounced, else pieces with contiguous bus addresses merged), and a list
+ * that fails (bounce buffers full, a piece of nothing) leaves nothing
+ * mapped. The device sees the buffer after a map for TO_DEVICE and
  * BIDIRECTIONAL; what the device wrote reaches the buffer at unmap and
  * sync_for_cpu exactly when the direction says so (FROM_DEVICE,
  * BIDIRECTIONAL), and a sync_for_device copies the CPU's bytes exactly
@@ -66,7 +73,7 @@
  * another device; kfree inside an object, of a page, twice; coherent free
  * with a wrong size, CPU address, twice or of a page; DMA pool free of a
  * foreign, freed or misaddressed block; bad kmalloc flags and sizes, maps
- * of nothing, bad pool geometry) return their error and change nothing:
+ * of nothing, a scatterlist with a piece of nothing, bad pool geometry) return their error and change nothing:
  * the void ones copy no byte, move no bounce counter and leave the
  * mapping live (DMA debug, which would report them, stays off: it would
  * take every device off the express paths). An unmap naming another size
@@ -95,8 +102,10 @@
 #define GiB ((uint64_t)1 << 30)
 
 #define MAX_ITEMS 40
-#define MAX_MAPS 24
+#define MAX_MAPS 40
 #define MAX_POOLS 3
+#define MAX_SGL 3 /* live scatterlists */
+#define MAX_SG 6  /* pieces per list */
 #define NDEV 5
 #define SLOT 2048u
 #define ALIGN_MASK 0xffu
@@ -149,6 +158,18 @@ struct map {
 	 * (the mapping at offset dlo, zeros around it); dn bytes */
 	uint8_t *D;
 	size_t dlo, dn;
+	int sgl;          /* a piece of scatterlist sgl - 1, or 0 */
+};
+
+/* A mapped scatterlist: the list as dmm_dma_map_sg left it, and its pieces
+ * (one mapping each in the model: the bounced ones hold their own slots). */
+struct fsgl {
+	int used;
+	int dev;
+	enum dmm_dma_dir dir;
+	unsigned nents, segs;
+	struct dmm_sg sg[MAX_SG];
+	int map[MAX_SG];
 };
 
 struct fpool {
@@ -160,7 +181,8 @@ struct fpool {
 
 struct counts {
 	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, unmaps_unlike, dev_writes, overruns,
-		syncs, coh_allocs, coh_atomic, coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims,
+		syncs, sg_maps, sg_pieces, sg_bounced, sg_merged, sg_fail, sg_unmaps, sg_syncs, coh_allocs, coh_atomic,
+		coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims,
 		transient_released, transient_created;
 };
 
@@ -173,6 +195,7 @@ static struct {
 	struct fdev dev[NDEV];
 	struct item it[MAX_ITEMS];
 	struct map mp[MAX_MAPS];
+	struct fsgl sl[MAX_SGL];
 	struct fpool pl[MAX_POOLS];
 	uint64_t used_slots;         /* slots of the live bounced mappings */
 	uint64_t class_live[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
@@ -457,11 +480,15 @@ static int pick_item(uint64_t k, unsigned want)
 	return n ? c[k % (uint64_t)n] : -1;
 }
 
-static int pick_map(uint64_t k, int bounced_only)
+#define PM_BOUNCED 1u /* bounced mappings only */
+#define PM_SINGLE 2u  /* single mappings only (no scatterlist piece) */
+
+static int pick_map(uint64_t k, unsigned flags)
 {
 	int c[MAX_MAPS], n = 0;
 	for (int i = 0; i < MAX_MAPS; i++)
-		if (F.mp[i].used && (!bounced_only || F.mp[i].bounced))
+		if (F.mp[i].used && (!(flags & PM_BOUNCED) || F.mp[i].bounced) &&
+		    (!(flags & PM_SINGLE) || !F.mp[i].sgl))
 			c[n++] = i;
 	return n ? c[k % (uint64_t)n] : -1;
 }
@@ -697,6 +724,7 @@ static void op_page_alloc(struct rd *r)
 }
 
 static void unmap_one(int j);
+static void sg_unmap(int l);
 
 /* Free live item @i (its mappings first). */
 static void free_item(int i)
@@ -705,8 +733,12 @@ static void free_item(int i)
 	int rc = 0;
 
 	for (int j = 0; j < MAX_MAPS; j++)
-		if (F.mp[j].used && F.mp[j].item == i)
-			unmap_one(j);
+		if (F.mp[j].used && F.mp[j].item == i) {
+			if (F.mp[j].sgl)
+				sg_unmap(F.mp[j].sgl - 1); /* (the whole list) */
+			else
+				unmap_one(j);
+		}
 	verify_item(i);
 	switch (t->kind) {
 	case K_KOBJ: {
@@ -821,6 +853,71 @@ static int must_bounce(const struct fdev *d, const struct item *t, dmm_phys_t pa
 	return 1;
 }
 
+/* Mapping @j of [off, off + len) of item @i for device @dv, made with
+ * bus address @bus (a bounce buffer if @bounce): its place checked (a
+ * direct one at the buffer, a bounced one in a bounce pool, keeping the
+ * low bits, in slots of nobody else's) and what its device sees
+ * predicted. */
+static struct map *add_map(int j, int dv, int i, size_t off, size_t len, enum dmm_dma_dir dir, int bounce,
+			   dmm_dma_addr_t bus)
+{
+	struct fdev *d = &F.dev[dv];
+	struct item *t = &F.it[i];
+	dmm_phys_t pa = t->pa + off;
+	if (bus + len - 1 > d->mask || bus + len - 1 < bus)
+		die("map %s: bus %#llx + %zu beyond the mask", d->name, (unsigned long long)bus, len);
+	dmm_phys_t tlb;
+	int rc = dmm_dma_bus_to_phys(d->d, bus, &tlb);
+	if (rc)
+		die("bus_to_phys(%#llx): %s", (unsigned long long)bus, dmm_errname(rc));
+	struct map m = { 0 };
+	m.used = 1;
+	m.dev = dv;
+	m.item = i;
+	m.off = off;
+	m.len = len;
+	m.dir = dir;
+	m.bus = bus;
+	m.tlb = tlb;
+	m.bounced = bounce;
+	if (!bounce) {
+		if (tlb != pa || bus != pa + (uint64_t)d->off)
+			die("direct map %s of %#llx: bus %#llx (phys %#llx)", d->name, (unsigned long long)pa,
+			    (unsigned long long)bus, (unsigned long long)tlb);
+	} else {
+		uint32_t o = (uint32_t)(pa & ALIGN_MASK & (SLOT - 1));
+		m.nslots = (uint32_t)((o + len + SLOT - 1) / SLOT);
+		if (!dmm_swiotlb_is_bounce(F.mem, tlb) || !dmm_swiotlb_is_bounce(F.mem, tlb + len - 1))
+			die("map %s of %#llx should bounce, got %#llx", d->name, (unsigned long long)pa,
+			    (unsigned long long)tlb);
+		if ((tlb & ALIGN_MASK) != (pa & ALIGN_MASK))
+			die("bounce %#llx does not keep the low bits of %#llx", (unsigned long long)tlb,
+			    (unsigned long long)pa);
+		check_unowned(tlb - o, (uint64_t)m.nslots * SLOT, "bounce slots", 1);
+		/* What the device sees: the buffer's bytes for TO_DEVICE and
+		 * BIDIRECTIONAL. An untrusted device sees nothing else: zeros in
+		 * the rest of its slots, and in the mapping for FROM_DEVICE
+		 * (never what an earlier mapping left there). Another device's
+		 * FROM_DEVICE bounce buffer holds whatever its slots held: not
+		 * promised, taken as it is. */
+		m.dlo = d->untrusted ? o : 0;
+		m.dn = d->untrusted ? (size_t)m.nslots * SLOT : len;
+		m.D = xmalloc(m.dn);
+		memset(m.D, 0, m.dn);
+		if (dir != DMM_DMA_FROM_DEVICE)
+			memcpy(dev_bytes(&m), t->S + off, len);
+		else if (!d->untrusted)
+			memcpy(m.D, p2v(tlb), len);
+		F.used_slots += m.nslots;
+	}
+	/* the device sees the buffer */
+	if (dir != DMM_DMA_FROM_DEVICE && memcmp(p2v(tlb), t->S + off, len))
+		die("map %s %s: the device does not see the buffer", d->name, dir_name(dir));
+	F.mp[j] = m;
+	t->nmaps++;
+	return &F.mp[j];
+}
+
 static void op_map(struct rd *r)
 {
 	uint64_t k = u8(r), db = u8(r), ob = u16(r), lb = u16(r);
@@ -880,82 +977,75 @@ static void op_map(struct rd *r)
 	if (b.bounced_maps != a.bounced_maps + (uint64_t)bounce)
 		die("bounced_maps %llu -> %llu, bounce %d", (unsigned long long)a.bounced_maps,
 		    (unsigned long long)b.bounced_maps, bounce);
-	if (bus + len - 1 > d->mask || bus + len - 1 < bus)
-		die("map %s: bus %#llx + %zu beyond the mask", d->name, (unsigned long long)bus, len);
-	dmm_phys_t tlb;
-	int rc = dmm_dma_bus_to_phys(d->d, bus, &tlb);
-	if (rc)
-		die("bus_to_phys(%#llx): %s", (unsigned long long)bus, dmm_errname(rc));
-	struct map m = { 0 };
-	m.used = 1;
-	m.dev = dv;
-	m.item = i;
-	m.off = off;
-	m.len = len;
-	m.dir = dir;
-	m.bus = bus;
-	m.tlb = tlb;
-	m.bounced = bounce;
-	if (!bounce) {
-		if (tlb != pa || bus != pa + (uint64_t)d->off)
-			die("direct map %s of %#llx: bus %#llx (phys %#llx)", d->name, (unsigned long long)pa,
-			    (unsigned long long)bus, (unsigned long long)tlb);
-		if (s1.used_slots != s0.used_slots || s1.maps != s0.maps)
-			die("a direct map used bounce slots");
-	} else {
-		uint32_t o = (uint32_t)(pa & ALIGN_MASK & (SLOT - 1));
-		m.nslots = (uint32_t)((o + len + SLOT - 1) / SLOT);
-		if (!dmm_swiotlb_is_bounce(F.mem, tlb) || !dmm_swiotlb_is_bounce(F.mem, tlb + len - 1))
-			die("map %s of %#llx should bounce, got %#llx", d->name, (unsigned long long)pa,
-			    (unsigned long long)tlb);
-		if ((tlb & ALIGN_MASK) != (pa & ALIGN_MASK))
-			die("bounce %#llx does not keep the low bits of %#llx", (unsigned long long)tlb,
-			    (unsigned long long)pa);
-		check_unowned(tlb - o, (uint64_t)m.nslots * SLOT, "bounce slots", 1);
-		if (s1.used_slots != s0.used_slots + m.nslots || s1.maps != s0.maps + 1)
-			die("bounced map of %u slots: used %llu -> %llu, maps %llu -> %llu", m.nslots,
+	struct map *m = add_map(j, dv, i, off, len, dir, bounce, bus);
+	if (bounce) {
+		if (s1.used_slots != s0.used_slots + m->nslots || s1.maps != s0.maps + 1)
+			die("bounced map of %u slots: used %llu -> %llu, maps %llu -> %llu", m->nslots,
 			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
 			    (unsigned long long)s0.maps, (unsigned long long)s1.maps);
 		uint64_t in = dir != DMM_DMA_FROM_DEVICE ? len : 0;
 		if (s1.bounced_to_device != s0.bounced_to_device + in)
 			die("bounced_to_device %llu -> %llu, want +%llu", (unsigned long long)s0.bounced_to_device,
 			    (unsigned long long)s1.bounced_to_device, (unsigned long long)in);
-		/* What the device sees: the buffer's bytes for TO_DEVICE and
-		 * BIDIRECTIONAL. An untrusted device sees nothing else: zeros in
-		 * the rest of its slots, and in the mapping for FROM_DEVICE
-		 * (never what an earlier mapping left there). Another device's
-		 * FROM_DEVICE bounce buffer holds whatever its slots held: not
-		 * promised, taken as it is. */
-		m.dlo = d->untrusted ? o : 0;
-		m.dn = d->untrusted ? (size_t)m.nslots * SLOT : len;
-		m.D = xmalloc(m.dn);
-		memset(m.D, 0, m.dn);
-		if (dir != DMM_DMA_FROM_DEVICE)
-			memcpy(dev_bytes(&m), t->S + off, len);
-		else if (!d->untrusted)
-			memcpy(m.D, p2v(tlb), len);
-		F.used_slots += m.nslots;
 		F.cnt.bounced++;
+	} else if (s1.used_slots != s0.used_slots || s1.maps != s0.maps) {
+		die("a direct map used bounce slots");
 	}
-	/* the device sees the buffer */
-	if (dir != DMM_DMA_FROM_DEVICE && memcmp(p2v(tlb), t->S + off, len))
-		die("map %s %s: the device does not see the buffer", d->name, dir_name(dir));
-	F.mp[j] = m;
-	t->nmaps++;
 	F.cnt.maps++;
 }
 
-/* Unmap mapping @j naming @size and @dir: its own, or another size (not 0)
- * or direction, which still ends the mapping as its record says, copying
- * back at most the mapped bytes in the direction the unmap names. */
+/* The model's side of an unmap of mapping @j naming @size and @dir: its
+ * own, or another size (not 0) or direction, which still ends the mapping
+ * as its record says, copying back at most the mapped bytes in the
+ * direction the unmap names. The bytes copied back; *@slots: the bounce
+ * slots given back. */
+static uint64_t end_map(int j, size_t size, enum dmm_dma_dir dir, uint64_t *slots)
+{
+	struct map *m = &F.mp[j];
+	struct item *t = &F.it[m->item];
+	uint64_t back = 0;
+
+	*slots = 0;
+	if (m->bounced) {
+		if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL)
+			back = size < m->len ? size : m->len;
+		memcpy(t->S + m->off, dev_bytes(m), back);
+		*slots = m->nslots;
+		F.used_slots -= m->nslots;
+		free(m->D);
+	}
+	t->nmaps--;
+	memset(m, 0, sizeof(*m));
+	return back;
+}
+
+/* The bounce counters after unmapping @nb bounced mappings of @slots slots
+ * in all, @back bytes copied back. */
+static void check_unmapped(const struct dmm_swiotlb_stats *s0, const struct dmm_swiotlb_stats *s1, uint64_t nb,
+			   uint64_t slots, uint64_t back)
+{
+	if (s1->used_slots + slots != s0->used_slots || s1->unmaps != s0->unmaps + nb)
+		die("unmap of %llu bounced mappings, %llu slots: used %llu -> %llu, unmaps %llu -> %llu",
+		    (unsigned long long)nb, (unsigned long long)slots, (unsigned long long)s0->used_slots,
+		    (unsigned long long)s1->used_slots, (unsigned long long)s0->unmaps,
+		    (unsigned long long)s1->unmaps);
+	if (s1->bounced_from_device != s0->bounced_from_device + back)
+		die("bounced_from_device %llu -> %llu, want +%llu", (unsigned long long)s0->bounced_from_device,
+		    (unsigned long long)s1->bounced_from_device, (unsigned long long)back);
+}
+
+/* Unmap single mapping @j naming @size and @dir (end_map). */
 static void unmap_as(int j, size_t size, enum dmm_dma_dir dir)
 {
 	struct map *m = &F.mp[j];
 	struct fdev *d = &F.dev[m->dev];
-	struct item *t = &F.it[m->item];
+	int i = m->item, nb = m->bounced;
 	struct dmm_swiotlb_stats s0, s1;
 	struct dmm_dma_stats a, b;
+	uint64_t slots, back;
 
+	if (m->sgl)
+		die("unmap_as of scatterlist piece %d", j);
 	verify_map(j);
 	swiotlb_stats(&s0);
 	dmm_device_get_stats(d->d, &a);
@@ -966,27 +1056,10 @@ static void unmap_as(int j, size_t size, enum dmm_dma_dir dir)
 	dmm_device_get_stats(d->d, &b);
 	if (b.unmaps != a.unmaps + 1)
 		die("unmap not counted");
-	if (m->bounced) {
-		uint64_t back = dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL ? (size < m->len ? size : m->len) : 0;
-		if (back)
-			memcpy(t->S + m->off, dev_bytes(m), back);
-		if (s1.used_slots + m->nslots != s0.used_slots || s1.unmaps != s0.unmaps + 1)
-			die("bounced unmap of %u slots: used %llu -> %llu, unmaps %llu -> %llu", m->nslots,
-			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
-			    (unsigned long long)s0.unmaps, (unsigned long long)s1.unmaps);
-		if (s1.bounced_from_device != s0.bounced_from_device + back)
-			die("bounced_from_device %llu -> %llu, want +%llu",
-			    (unsigned long long)s0.bounced_from_device, (unsigned long long)s1.bounced_from_device,
-			    (unsigned long long)back);
-		F.used_slots -= m->nslots;
-		free(m->D);
-	} else if (s1.used_slots != s0.used_slots || s1.unmaps != s0.unmaps) {
-		die("a direct unmap changed the bounce counters");
-	}
-	verify_item(m->item);
-	t->nmaps--;
+	back = end_map(j, size, dir, &slots);
+	check_unmapped(&s0, &s1, (uint64_t)nb, slots, back);
+	verify_item(i);
 	F.cnt.unmaps++;
-	memset(m, 0, sizeof(*m));
 }
 
 static void unmap_one(int j)
@@ -997,7 +1070,7 @@ static void unmap_one(int j)
 static void op_unmap(struct rd *r)
 {
 	uint64_t k = u8(r), how = u8(r);
-	int j = pick_map(k, 0);
+	int j = pick_map(k, PM_SINGLE);
 	if (j < 0)
 		return;
 	struct map m = F.mp[j];
@@ -1086,7 +1159,7 @@ static void op_cpu_write(struct rd *r)
 static void op_sync(struct rd *r)
 {
 	uint64_t k = u8(r), ob = u16(r), lb = u16(r);
-	int j = pick_map(k, 0);
+	int j = pick_map(k, PM_SINGLE);
 	if (j < 0)
 		return;
 	struct map *m = &F.mp[j];
@@ -1113,6 +1186,296 @@ static void op_sync(struct rd *r)
 		memcpy(t->S + m->off + off, dev_bytes(m) + off, len);
 	if (!for_cpu && m->dir != DMM_DMA_FROM_DEVICE)
 		memcpy(dev_bytes(m) + off, t->S + m->off + off, len);
+}
+
+/* ---- scatterlists ----------------------------------------------------------------- */
+
+static int free_sgl_slot(void)
+{
+	for (int l = 0; l < MAX_SGL; l++)
+		if (!F.sl[l].used)
+			return l;
+	return -1;
+}
+
+static int pick_sgl(uint64_t k)
+{
+	int c[MAX_SGL], n = 0;
+	for (int l = 0; l < MAX_SGL; l++)
+		if (F.sl[l].used)
+			c[n++] = l;
+	return n ? c[k % (uint64_t)n] : -1;
+}
+
+/*
+ * Map a scatterlist of 1 .. MAX_SG pieces of live buffers (a piece
+ * sometimes continuing the one before it in the same buffer, so that
+ * pieces merge) for one device. Each piece bounces or not as a single
+ * mapping would; a list with a bounced piece keeps one segment per piece,
+ * one without merges pieces whose bus addresses are contiguous: the
+ * segments are predicted exactly. One list in eight has a piece of
+ * nothing (0 bytes, or a hole in RAM) somewhere: -DMM_EINVAL, after the
+ * pieces before it that bounced are given back. A list whose bounce
+ * buffers do not fit fails with -DMM_ENOSPC, nothing mapped either way.
+ */
+static void op_sg_map(struct rd *r)
+{
+	uint64_t db = u8(r), nb = u8(r);
+	int l = free_sgl_slot(), nfree = 0;
+	for (int j = 0; j < MAX_MAPS; j++)
+		nfree += !F.mp[j].used;
+	unsigned n = 1 + (unsigned)(nb % MAX_SG);
+	if (l < 0 || nfree < (int)n || pick_item(0, 1u << K_KOBJ | 1u << K_PAGES) < 0)
+		return;
+	int dv = (int)(db % NDEV);
+	struct fdev *d = &F.dev[dv];
+	enum dmm_dma_dir dir = (enum dmm_dma_dir)((db >> 3) & 3);
+	if (dir == DMM_DMA_NONE)
+		dir = DMM_DMA_BIDIRECTIONAL;
+	int bad = (nb & 0xe0) == 0xe0 ? (int)((nb >> 3) % n) : -1;
+	struct fsgl L = { 0 };
+	int item[MAX_SG];
+	size_t off[MAX_SG], len[MAX_SG];
+	int bounce[MAX_SG], nbounce = 0, bounce_before_bad = 0;
+	uint64_t total = 0;
+
+	L.used = 1;
+	L.dev = dv;
+	L.dir = dir;
+	L.nents = n;
+	dmm_sg_init(L.sg, n);
+	for (unsigned p = 0; p < n; p++) {
+		uint64_t k = u8(r), ob = u16(r), lb = u16(r);
+		if ((int)p == bad) {
+			item[p] = -1;
+			bounce[p] = 0;
+			if (lb & 1)
+				dmm_sg_set_phys(&L.sg[p], 48 * MiB + (ob << 4) % (15 * MiB), (uint32_t)(1 + lb % 4096));
+			else
+				dmm_sg_set_phys(&L.sg[p], F.it[pick_item(k, 1u << K_KOBJ | 1u << K_PAGES)].pa, 0);
+			continue;
+		}
+		int i = -1;
+		if ((lb & 0x4000) && p && item[p - 1] >= 0 && off[p - 1] + len[p - 1] < F.it[item[p - 1]].size) {
+			/* the rest of the buffer the piece before lies in, from its end */
+			i = item[p - 1];
+			off[p] = off[p - 1] + len[p - 1];
+			len[p] = 1 + lb % (F.it[i].size - off[p]);
+		} else {
+			i = pick_item(k, 1u << K_KOBJ | 1u << K_PAGES);
+			const struct item *t = &F.it[i];
+			if (lb & 0x8000) {
+				off[p] = 0;
+				len[p] = t->kind == K_KOBJ ? t->req : t->size;
+			} else {
+				off[p] = ob % t->size;
+				len[p] = 1 + lb % (t->size - off[p]);
+			}
+		}
+		item[p] = i;
+		dmm_sg_set_phys(&L.sg[p], F.it[i].pa + off[p], (uint32_t)len[p]);
+		bounce[p] = must_bounce(d, &F.it[i], F.it[i].pa + off[p], len[p], dir);
+		nbounce += bounce[p];
+		if (bad < 0 || (int)p < bad)
+			bounce_before_bad += bounce[p];
+		total += len[p];
+	}
+
+	struct dmm_swiotlb_stats s0, s1;
+	struct dmm_dma_stats a, b;
+	struct dmm_mem_info mi0, mi1;
+	swiotlb_stats(&s0);
+	dmm_device_get_stats(d->d, &a);
+	dmm_mem_get_info(F.mem, &mi0);
+	uint64_t dfail0 = dmm_swiotlb_device_failures(d->d);
+	int rc = dmm_dma_map_sg(d->d, L.sg, n, dir);
+	trace("map_sg %s %u pieces %s (bounce %d, bad piece %d) -> %d", d->name, n, dir_name(dir), nbounce, bad, rc);
+	swiotlb_stats(&s1);
+	dmm_device_get_stats(d->d, &b);
+	dmm_mem_get_info(F.mem, &mi1);
+	if (rc <= 0) {
+		/* nothing stays mapped: the pieces that bounced are given back
+		 * without a copy */
+		if (s1.used_slots != s0.used_slots || s1.maps - s0.maps != s1.unmaps - s0.unmaps ||
+		    s1.bounced_from_device != s0.bounced_from_device || b.sg_maps != a.sg_maps)
+			die("a failed map_sg left something mapped: used %llu -> %llu, maps +%llu, unmaps +%llu",
+			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
+			    (unsigned long long)(s1.maps - s0.maps), (unsigned long long)(s1.unmaps - s0.unmaps));
+		if (b.low_bounce_bytes != a.low_bounce_bytes)
+			die("a failed map_sg kept %lld bytes of low memory",
+			    (long long)(b.low_bounce_bytes - a.low_bounce_bytes));
+		for (unsigned p = 0; p < n; p++)
+			if (L.sg[p].dma_address != DMM_DMA_MAPPING_ERROR)
+				die("a failed map_sg left piece %u at %#llx", p, (unsigned long long)L.sg[p].dma_address);
+		if (rc == -DMM_ENOSPC && bounce_before_bad) {
+			if (s1.fail_full != s0.fail_full + 1 || b.fail_bounce_full != a.fail_bounce_full + 1 ||
+			    dmm_swiotlb_device_failures(d->d) != dfail0 + 1)
+				die("map_sg: bounce buffer full not counted");
+			F.cnt.sg_fail++;
+			return;
+		}
+		if (rc == -DMM_EINVAL && bad >= 0) {
+			if (b.fail_invalid != a.fail_invalid + 1 || mi1.fail_invalid != mi0.fail_invalid + 1)
+				die("map_sg of a piece of nothing: fail_invalid %llu -> %llu",
+				    (unsigned long long)a.fail_invalid, (unsigned long long)b.fail_invalid);
+			expect(rc, -DMM_EINVAL, "map_sg with a piece of nothing");
+			return;
+		}
+		die("map_sg %s of %u pieces (bounce %d, bad piece %d): %s", d->name, n, nbounce, bad, dmm_errname(rc));
+	}
+	if (bad >= 0)
+		die("map_sg with a piece of nothing (%d) returned %d", bad, rc);
+
+	/* the segments: one per piece when one bounced, else merged */
+	struct dmm_sg want[MAX_SG];
+	unsigned segs = 0;
+	for (unsigned p = 0; p < n; p++) {
+		dmm_dma_addr_t bus = F.it[item[p]].pa + off[p] + (uint64_t)d->off;
+		if (!nbounce && segs && want[segs - 1].dma_address + want[segs - 1].dma_length == bus) {
+			want[segs - 1].dma_length += (uint32_t)len[p];
+			continue;
+		}
+		want[segs].dma_address = bounce[p] ? L.sg[p].dma_address : bus;
+		want[segs].dma_length = (uint32_t)len[p];
+		segs++;
+	}
+	if ((unsigned)rc != segs)
+		die("map_sg %s of %u pieces (bounce %d): %d segments, want %u", d->name, n, nbounce, rc, segs);
+	for (unsigned p = 0; p < n; p++) {
+		dmm_dma_addr_t wa = p < segs ? want[p].dma_address : DMM_DMA_MAPPING_ERROR;
+		uint32_t wl = p < segs ? want[p].dma_length : 0;
+		if (L.sg[p].dma_address != wa || L.sg[p].dma_length != wl)
+			die("map_sg %s: entry %u is %#llx + %u, want %#llx + %u", d->name, p,
+			    (unsigned long long)L.sg[p].dma_address, L.sg[p].dma_length, (unsigned long long)wa, wl);
+		if (L.sg[p].phys != F.it[item[p]].pa + off[p] || L.sg[p].length != len[p])
+			die("map_sg changed the CPU side of entry %u", p);
+	}
+	uint64_t slots = 0, in = 0;
+	for (unsigned p = 0; p < n; p++) {
+		int j = free_map_slot();
+		/* a bounced list: the bus address of each piece is its entry's */
+		dmm_dma_addr_t bus = nbounce ? L.sg[p].dma_address : F.it[item[p]].pa + off[p] + (uint64_t)d->off;
+		struct map *m = add_map(j, dv, item[p], off[p], len[p], dir, bounce[p], bus);
+		m->sgl = l + 1;
+		L.map[p] = j;
+		slots += m->nslots;
+		if (bounce[p] && dir != DMM_DMA_FROM_DEVICE)
+			in += len[p];
+	}
+	if (s1.used_slots != s0.used_slots + slots || s1.maps != s0.maps + (uint64_t)nbounce ||
+	    s1.bounced_to_device != s0.bounced_to_device + in)
+		die("map_sg of %d bounced pieces, %llu slots: used %llu -> %llu, maps %llu -> %llu, bounced_to_device "
+		    "+%llu (want +%llu)",
+		    nbounce, (unsigned long long)slots, (unsigned long long)s0.used_slots,
+		    (unsigned long long)s1.used_slots, (unsigned long long)s0.maps, (unsigned long long)s1.maps,
+		    (unsigned long long)(s1.bounced_to_device - s0.bounced_to_device), (unsigned long long)in);
+	if (b.sg_maps != a.sg_maps + 1 || b.sg_segments_in != a.sg_segments_in + n ||
+	    b.sg_segments_out != a.sg_segments_out + segs || b.map_bytes != a.map_bytes + total ||
+	    b.bounced_maps != a.bounced_maps + (uint64_t)nbounce || b.maps != a.maps)
+		die("map_sg %s not counted as it should: sg_maps +%llu, segments +%llu/+%llu, bytes +%llu, bounced "
+		    "+%llu, maps +%llu",
+		    d->name, (unsigned long long)(b.sg_maps - a.sg_maps),
+		    (unsigned long long)(b.sg_segments_in - a.sg_segments_in),
+		    (unsigned long long)(b.sg_segments_out - a.sg_segments_out),
+		    (unsigned long long)(b.map_bytes - a.map_bytes), (unsigned long long)(b.bounced_maps - a.bounced_maps),
+		    (unsigned long long)(b.maps - a.maps));
+	L.segs = segs;
+	F.sl[l] = L;
+	F.cnt.sg_maps++;
+	F.cnt.sg_pieces += n;
+	F.cnt.sg_bounced += (uint64_t)nbounce;
+	F.cnt.sg_merged += n - segs;
+}
+
+/* Unmap list @l, as map_sg left it, with its direction: each bounced piece
+ * copied back as the direction says, in the list's order. */
+static void sg_unmap(int l)
+{
+	struct fsgl *L = &F.sl[l];
+	struct fdev *d = &F.dev[L->dev];
+	struct dmm_swiotlb_stats s0, s1;
+	struct dmm_dma_stats a, b;
+	uint64_t nb = 0, slots = 0, back = 0;
+	int items[MAX_SG];
+
+	for (unsigned p = 0; p < L->nents; p++)
+		verify_map(L->map[p]);
+	swiotlb_stats(&s0);
+	dmm_device_get_stats(d->d, &a);
+	dmm_dma_unmap_sg(d->d, L->sg, L->nents, L->dir);
+	trace("unmap_sg %s list %d (%u pieces, %u segments) %s", d->name, l, L->nents, L->segs, dir_name(L->dir));
+	swiotlb_stats(&s1);
+	dmm_device_get_stats(d->d, &b);
+	if (b.unmaps != a.unmaps + 1)
+		die("unmap_sg not counted");
+	for (unsigned p = 0; p < L->nents; p++) {
+		const struct map *m = &F.mp[L->map[p]];
+		uint64_t n;
+		items[p] = m->item;
+		nb += (uint64_t)m->bounced;
+		back += end_map(L->map[p], m->len, m->dir, &n);
+		slots += n;
+	}
+	check_unmapped(&s0, &s1, nb, slots, back);
+	for (unsigned p = 0; p < L->nents; p++)
+		verify_item(items[p]);
+	memset(L, 0, sizeof(*L));
+	F.cnt.sg_unmaps++;
+}
+
+/* Unmap a list, or sync all of it either way: each bounced piece copied in
+ * the list's order, exactly as the direction says. */
+static void op_sg(struct rd *r)
+{
+	uint64_t k = u8(r), how = u8(r);
+	int l = pick_sgl(k);
+	if (l < 0)
+		return;
+	struct fsgl *L = &F.sl[l];
+	struct fdev *d = &F.dev[L->dev];
+	if (!(how & 3)) {
+		sg_unmap(l);
+		return;
+	}
+	int for_cpu = (int)(how >> 7);
+	struct dmm_swiotlb_stats s0, s1;
+	struct dmm_dma_stats a, b;
+	uint64_t to = 0, from = 0;
+	for (unsigned p = 0; p < L->nents; p++)
+		verify_map(L->map[p]);
+	swiotlb_stats(&s0);
+	dmm_device_get_stats(d->d, &a);
+	if (for_cpu)
+		dmm_dma_sync_sg_for_cpu(d->d, L->sg, L->nents, L->dir);
+	else
+		dmm_dma_sync_sg_for_device(d->d, L->sg, L->nents, L->dir);
+	trace("sync_sg_for_%s %s list %d (%u pieces) %s", for_cpu ? "cpu" : "device", d->name, l, L->nents,
+	      dir_name(L->dir));
+	swiotlb_stats(&s1);
+	dmm_device_get_stats(d->d, &b);
+	for (unsigned p = 0; p < L->nents; p++) {
+		struct map *m = &F.mp[L->map[p]];
+		struct item *t = &F.it[m->item];
+		if (!m->bounced)
+			continue;
+		if (for_cpu && m->dir != DMM_DMA_TO_DEVICE) {
+			memcpy(t->S + m->off, dev_bytes(m), m->len);
+			from += m->len;
+		}
+		if (!for_cpu && m->dir != DMM_DMA_FROM_DEVICE) {
+			memcpy(dev_bytes(m), t->S + m->off, m->len);
+			to += m->len;
+		}
+	}
+	if (s1.used_slots != s0.used_slots || s1.maps != s0.maps || s1.unmaps != s0.unmaps ||
+	    s1.bounced_to_device != s0.bounced_to_device + to || s1.bounced_from_device != s0.bounced_from_device + from)
+		die("sync_sg_for_%s: bounced %llu/%llu bytes to/from the device, want %llu/%llu", for_cpu ? "cpu" : "device",
+		    (unsigned long long)(s1.bounced_to_device - s0.bounced_to_device),
+		    (unsigned long long)(s1.bounced_from_device - s0.bounced_from_device), (unsigned long long)to,
+		    (unsigned long long)from);
+	if (b.syncs != a.syncs + 1)
+		die("sync_sg not counted");
+	F.cnt.sg_syncs++;
 }
 
 /* ---- coherent buffers -------------------------------------------------------------- */
@@ -1280,7 +1643,7 @@ static void op_bad(struct rd *r)
 
 	switch (sub) {
 	case 0: { /* unmap inside a bounced mapping: refused and counted */
-		int j = pick_map(k, 1);
+		int j = pick_map(k, PM_BOUNCED);
 		if (j < 0)
 			return;
 		struct map *m = &F.mp[j];
@@ -1305,7 +1668,7 @@ static void op_bad(struct rd *r)
 		break;
 	}
 	case 1: { /* unmap of a bounced mapping by another device: not its mapping */
-		int j = pick_map(k, 1);
+		int j = pick_map(k, PM_BOUNCED);
 		if (j < 0)
 			return;
 		struct map *m = &F.mp[j];
@@ -1466,7 +1829,7 @@ static void op_bad(struct rd *r)
 		break;
 	}
 	case 11: { /* a sync of a mapping by another device: not its mapping, nothing is copied */
-		int j = pick_map(k, !(x & 1));
+		int j = pick_map(k, x & 1 ? 0 : PM_BOUNCED);
 		if (j < 0)
 			return;
 		struct map *m = &F.mp[j];
@@ -1565,6 +1928,9 @@ static void transient_counts(void)
 
 static void teardown(void)
 {
+	for (int l = 0; l < MAX_SGL; l++)
+		if (F.sl[l].used)
+			sg_unmap(l);
 	for (int j = 0; j < MAX_MAPS; j++)
 		if (F.mp[j].used)
 			unmap_one(j);
@@ -1621,7 +1987,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (r.n) {
 		F.step++;
 		F.cnt.ops++;
-		uint64_t op = u8(&r) % 20;
+		uint64_t op = u8(&r) % 22;
 		const char *what;
 		switch (op) {
 		case 0:
@@ -1678,6 +2044,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			op_bad(&r);
 			what = "bad call";
 			break;
+		case 18:
+			op_sg_map(&r);
+			what = "map_sg";
+			break;
+		case 19:
+			op_sg(&r);
+			what = "unmap_sg / sync_sg";
+			break;
 		default:
 			op_clock(&r);
 			what = "clock";
@@ -1694,7 +2068,8 @@ void dmm_fuzz_print_summary(const char *prog)
 	const struct counts *c = &F.cnt;
 	printf("%s: %llu inputs, %llu operations: %llu kmallocs, %llu kfrees, %llu page buffers; %llu maps "
 	       "(%llu bounced, %llu full), %llu unmaps (%llu not as mapped), %llu device writes (%llu past an untrusted mapping), "
-	       "%llu syncs; %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
+	       "%llu syncs; %llu scatterlists mapped (%llu pieces, %llu bounced, %llu merged; %llu full), %llu unmapped, "
+	       "%llu synced; %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
 	       "pools, %llu blocks, %llu freed; %llu clock trims, %llu transient pools added, %llu released; "
 	       "%llu bad calls refused\n",
 	       prog, (unsigned long long)c->inputs, (unsigned long long)c->ops, (unsigned long long)c->kmallocs,
@@ -1702,6 +2077,9 @@ void dmm_fuzz_print_summary(const char *prog)
 	       (unsigned long long)c->bounced, (unsigned long long)c->map_fail, (unsigned long long)c->unmaps,
 	       (unsigned long long)c->unmaps_unlike,
 	       (unsigned long long)c->dev_writes, (unsigned long long)c->overruns, (unsigned long long)c->syncs,
+	       (unsigned long long)c->sg_maps, (unsigned long long)c->sg_pieces, (unsigned long long)c->sg_bounced,
+	       (unsigned long long)c->sg_merged, (unsigned long long)c->sg_fail, (unsigned long long)c->sg_unmaps,
+	       (unsigned long long)c->sg_syncs,
 	       (unsigned long long)c->coh_allocs, (unsigned long long)c->coh_atomic, (unsigned long long)c->coh_fail,
 	       (unsigned long long)c->coh_frees, (unsigned long long)c->pools, (unsigned long long)c->blocks,
 	       (unsigned long long)c->block_frees, (unsigned long long)c->trims,

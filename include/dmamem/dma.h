@@ -209,8 +209,9 @@ uint64_t dmm_sg_bytes(const struct dmm_sg *sg, unsigned nents);
  * and does not cross its segment boundary. Returns the number of DMA
  * segments (the first ones of the list carry dma_address/dma_length), or
  * -DMM_EINVAL (bad list, a piece crossing the boundary, more segments than
- * the device takes), -DMM_ERANGE (a piece out of reach). Nothing stays
- * mapped on failure.
+ * the device takes), -DMM_ERANGE (a piece out of reach), -DMM_ENOSPC (a
+ * piece must bounce and the bounce buffers are full). Nothing stays mapped
+ * on failure.
  */
 int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir);
 /* @nents: the count passed to map_sg (not its return value). */
