@@ -65,7 +65,8 @@
  * buffer is checked against its constraints (masks, DMA32/DMA, alignment,
  * boundary, size class, zeroing) and against every other live buffer and
  * bounce buffer (no overlap). Statistics: bounce slots in use equal the
- * slots of the live bounced mappings; map/unmap/bounced-byte counters and
+ * slots of the live bounced mappings, and so do the bytes each device is
+ * counted as holding (low_bounce_bytes); map/unmap/bounced-byte counters and
  * device counters move by exactly one operation's worth; live objects per
  * size class and blocks per DMA pool equal the model's. Bad calls (unmap
  * inside a bounced mapping, by another device, twice, of 0 bytes; a sync
@@ -595,6 +596,19 @@ static void check_all(const char *after)
 				die("after %s: set %u class %u (%u bytes): %llu live objects, the model %llu", after, s,
 				    c, ci.size, (unsigned long long)ci.objects, (unsigned long long)F.class_live[s][c]);
 		}
+	/* each device holds the slots of its live bounced mappings (all RAM
+	 * is below 4 GiB) */
+	for (int dv = 0; dv < NDEV; dv++) {
+		uint64_t held = 0;
+		struct dmm_dma_stats ds;
+		for (int j = 0; j < MAX_MAPS; j++)
+			if (F.mp[j].used && F.mp[j].bounced && F.mp[j].dev == dv)
+				held += (uint64_t)F.mp[j].nslots * SLOT;
+		dmm_device_get_stats(F.dev[dv].d, &ds);
+		if (ds.low_bounce_bytes != held)
+			die("after %s: %s holds %llu bytes of bounce slots, its live mappings %llu", after, F.dev[dv].name,
+			    (unsigned long long)ds.low_bounce_bytes, (unsigned long long)held);
+	}
 	for (int i = 0; i < MAX_ITEMS; i++)
 		if (F.it[i].kind != K_FREE)
 			verify_item(i);
