@@ -27,66 +27,73 @@
  *   restricted  coherent, 64-bit, a 32 KiB restricted pool (all bounce)
  *   offset      non-coherent, 26-bit, bus = phys + 16 MiB
  *
- * Operations: kmalloc (1 byte .. 8 KiB, and one in eight a large object
- * of up to 24 KiB from the page allocator; ZERO / PACKED / DMA / DMA32 /
- * ATOMIC) and kfree; page buffers (order 0..2, anywhere, in the DMA or
- * DMA32 zone or the high RAM); streaming maps of part of a live object or
- * page buffer through map_single, map_phys or map_page in every direction;
- * scatterlists of 1 to 6 pieces of live buffers (some continuing the piece
- * before them, so that they merge; pieces that bounce and pieces that do
- * not in one list; one list in eight with a piece of nothing), mapped,
- * synced whole either way and unmapped; device writes to what the device
- * sees (for an untrusted device's bounced mapping also into the rest of
- * its slots); CPU writes; partial syncs either way; unmaps (one in four
- * naming another size or direction); coherent buffers (atomic or not) and
- * their frees; DMA pools (create, alloc, free, destroy); clock steps and
- * trims; and bad calls.
+ * Operations: kmalloc (1 byte .. 8 KiB, and one in eight a large object of up
+ * to 24 KiB from the page allocator; ZERO / PACKED / DMA / DMA32 / ATOMIC)
+ * and kfree; page buffers (order 0..2, anywhere, in the DMA or DMA32 zone or
+ * the high RAM); streaming maps of part of a live object or page buffer
+ * through map_single, map_phys or map_page in every direction; scatterlists
+ * of 1 to 6 pieces of live buffers (some continuing the piece before them, so
+ * that they merge; pieces that bounce and pieces that do not in one list; one
+ * list in eight with a piece of nothing), mapped, synced whole either way and
+ * unmapped; deferred maps of part of a live buffer (half of them for the
+ * restricted device, whose 32 KiB pool fills; one in eight of those 40 KiB,
+ * which it never holds); device writes to what the device sees (for an
+ * untrusted device's bounced mapping also into the rest of its slots); CPU
+ * writes; partial syncs either way; unmaps (one in four naming another size
+ * or direction); coherent buffers (atomic or not) and their frees; DMA pools
+ * (create, alloc, free, destroy); clock steps and trims; and bad calls.
  *
  * The model: a shadow of every live buffer's bytes and of every bounce
- * buffer's bytes, predicted at map time: the buffer's bytes for TO_DEVICE
- * and BIDIRECTIONAL, and for the untrusted device zeros everywhere else in
- * the slots the mapping holds (around the mapping, and in it for
- * FROM_DEVICE), checked over the whole run of slots after every step
- * (another device's FROM_DEVICE bounce buffer holds what its slots held:
- * not promised, so taken as found). Whether a map must bounce is
- * predicted (out of reach, restricted pool, untrusted partial page,
- * unaligned invalidating map on a non-coherent device outside an aligned
- * object) and checked: a bounced map's bus address lies in a bounce pool
- * within the device's mask and keeps the original's low bits, a direct
- * one is the physical address plus the offset. A scatterlist's pieces are mappings of the model like
- * single ones; its segments are predicted (one per piece when a piece
- * bounced, else pieces with contiguous bus addresses merged), and a list
- * that fails (bounce buffers full, a piece of nothing) leaves nothing
- * mapped. The device sees the buffer after a map for TO_DEVICE and
- * BIDIRECTIONAL; what the device wrote reaches the buffer at unmap and
- * sync_for_cpu exactly when the direction says so (FROM_DEVICE,
- * BIDIRECTIONAL), and a sync_for_device copies the CPU's bytes exactly
- * then (TO_DEVICE, BIDIRECTIONAL); nothing else changes anywhere. Every
- * buffer is checked against its constraints (masks, DMA32/DMA, alignment,
- * boundary, size class, zeroing) and against every other live buffer and
- * bounce buffer (no overlap). Statistics: bounce slots in use equal the
- * slots of the live bounced mappings, and so do the bytes each device is
- * counted as holding (low_bounce_bytes); map/unmap/bounced-byte counters and
- * device counters move by exactly one operation's worth; live objects per
- * size class and blocks per DMA pool equal the model's. Bad calls (unmap
- * inside a bounced mapping, by another device, twice, of 0 bytes; a sync
- * either way past the end of its mapping or before its start, or by
- * another device; kfree inside an object, of a page, twice; coherent free
- * with a wrong size, CPU address, twice or of a page; DMA pool free of a
- * foreign, freed or misaddressed block; bad kmalloc flags and sizes, maps
- * of nothing, a scatterlist with a piece of nothing, bad pool geometry) return their error and change nothing:
- * the void ones copy no byte, move no bounce counter and leave the
- * mapping live (DMA debug, which would report them, stays off: it would
- * take every device off the express paths). An unmap naming another size
- * or direction than its map's still ends the mapping, copying back at
- * most the mapped bytes in the direction the unmap names (so an unmap
- * larger than its mapping copying past it fails). After every operation:
- * dmm_page_alloc_check, dmm_range_check, dmm_slab_check,
- * dmm_swiotlb_check, dmm_dma_atomic_pool_check and dmm_dma_pool_check of
- * every live pool, and every byte of the model. At the end of each input
- * everything is unmapped and freed, the clock passes the idle time, and no
- * bounce slot, transient pool, object or page may be left (free + slab
- * pages back where they were, apart from atomic pool growth).
+ * buffer's bytes, predicted at map time: the buffer's bytes for TO_DEVICE and
+ * BIDIRECTIONAL, and for the untrusted device zeros everywhere else in the
+ * slots the mapping holds (around the mapping, and in it for FROM_DEVICE),
+ * checked over the whole run of slots after every step (another device's
+ * FROM_DEVICE bounce buffer holds what its slots held: not promised, so taken
+ * as found). Whether a map must bounce is predicted (out of reach, restricted
+ * pool, untrusted partial page, unaligned invalidating map on a non-coherent
+ * device outside an aligned object) and checked: a bounced map's bus address
+ * lies in a bounce pool within the device's mask and keeps the original's low
+ * bits, a direct one is the physical address plus the offset. A scatterlist's
+ * pieces are mappings of the model like single ones; its segments are
+ * predicted (one per piece when a piece bounced, else pieces with contiguous
+ * bus addresses merged), and a list that fails (bounce buffers full, a piece
+ * of nothing) leaves nothing mapped. A deferred request is answered once, in
+ * its device's order: at once unless it must wait (its device has requests
+ * waiting, or the bounce buffers are full: queued; one that could never fit
+ * is refused with -DMM_EINVAL, or answered so if it waited), else from a
+ * later unmap, of any device, whose own checks take out what the answered
+ * mapping counted (the model first does what that unmap did before it); the
+ * mapping joins the model, and the queue's counters agree with it. The device
+ * sees the buffer after a map for TO_DEVICE and BIDIRECTIONAL; what the
+ * device wrote reaches the buffer at unmap and sync_for_cpu exactly when the
+ * direction says so (FROM_DEVICE, BIDIRECTIONAL), and a sync_for_device
+ * copies the CPU's bytes exactly then (TO_DEVICE, BIDIRECTIONAL); nothing
+ * else changes anywhere. Every buffer is checked against its constraints
+ * (masks, DMA32/DMA, alignment, boundary, size class, zeroing) and against
+ * every other live buffer and bounce buffer (no overlap). Statistics: bounce
+ * slots in use equal the slots of the live bounced mappings, and so do the
+ * bytes each device is counted as holding (low_bounce_bytes);
+ * map/unmap/bounced-byte counters and device counters move by exactly one
+ * operation's worth; live objects per size class and blocks per DMA pool
+ * equal the model's. Bad calls (unmap inside a bounced mapping, by another
+ * device, twice, of 0 bytes; a sync either way past the end of its mapping or
+ * before its start, or by another device; kfree inside an object, of a page,
+ * twice; coherent free with a wrong size, CPU address, twice or of a page;
+ * DMA pool free of a foreign, freed or misaddressed block; bad kmalloc flags
+ * and sizes, maps of nothing, a scatterlist with a piece of nothing, bad pool
+ * geometry) return their error and change nothing: the void ones copy no
+ * byte, move no bounce counter and leave the mapping live (DMA debug, which
+ * would report them, stays off: it would take every device off the express
+ * paths). An unmap naming another size or direction than its map's still ends
+ * the mapping, copying back at most the mapped bytes in the direction the
+ * unmap names (so an unmap larger than its mapping copying past it fails).
+ * After every operation: dmm_page_alloc_check, dmm_range_check,
+ * dmm_slab_check, dmm_swiotlb_check, dmm_dma_atomic_pool_check and
+ * dmm_dma_pool_check of every live pool, and every byte of the model. At the
+ * end of each input everything is unmapped (answering every deferred request)
+ * and freed, the clock passes the idle time, and no bounce slot, transient
+ * pool, object or page may be left (free + slab pages back where they were,
+ * apart from atomic pool growth).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -107,6 +114,7 @@
 #define MAX_POOLS 3
 #define MAX_SGL 3 /* live scatterlists */
 #define MAX_SG 6  /* pieces per list */
+#define MAX_DEFER 6 /* deferred mapping requests not yet answered */
 #define NDEV 5
 #define SLOT 2048u
 #define ALIGN_MASK 0xffu
@@ -173,6 +181,38 @@ struct fsgl {
 	int map[MAX_SG];
 };
 
+/* A deferred mapping request (dmm_dma_map_phys_deferred) whose callback
+ * has not run yet. */
+struct fdefer {
+	int used;
+	uint64_t seq;     /* the order of the requests */
+	int dev, item;    /* item -1: a request no pool the device may use could hold */
+	size_t off, len;
+	enum dmm_dma_dir dir;
+};
+
+/* What the library has done, before a deferred mapping's callback runs
+ * inside an unmap, that the model must have done too (settle()): the
+ * unmap of single mapping j, or of the pieces of list l it has reached. */
+struct settle {
+	int kind; /* 0 nothing, 1 single, 2 scatterlist */
+	int done; /* single: settled (its slot may hold a new mapping now) */
+	int j;
+	size_t size;
+	enum dmm_dma_dir dir;
+	int l;
+	unsigned next;    /* the list's first piece not settled yet */
+	uint64_t unmaps0; /* the bounce unmaps counted before the call */
+	uint64_t nb, slots, back; /* bounced mappings ended, their slots, bytes copied back */
+};
+
+/* What answered deferred requests added inside other calls, which those
+ * calls' counter checks take out (stats(), dev_stats(), mem_info()). */
+struct dcum {
+	uint64_t used, maps, to_device, invalid;
+	uint64_t dev_maps[NDEV], dev_bytes[NDEV], dev_bounced[NDEV], dev_low[NDEV], dev_invalid[NDEV];
+};
+
 struct fpool {
 	struct dmm_dma_pool *p;
 	int dev;
@@ -183,7 +223,8 @@ struct fpool {
 struct counts {
 	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, unmaps_unlike, dev_writes, overruns,
 		syncs, sg_maps, sg_pieces, sg_bounced, sg_merged, sg_fail, sg_unmaps, sg_syncs, coh_allocs, coh_atomic,
-		coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims,
+		coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims, deferred, deferred_queued,
+		deferred_behind, deferred_later, deferred_never,
 		transient_released, transient_created;
 };
 
@@ -197,6 +238,11 @@ static struct {
 	struct item it[MAX_ITEMS];
 	struct map mp[MAX_MAPS];
 	struct fsgl sl[MAX_SGL];
+	struct fdefer dq[MAX_DEFER];
+	uint64_t dq_seq;
+	uint64_t dq_queued;          /* requests the library queued (answered or not) */
+	struct dcum dc;
+	struct settle st;
 	struct fpool pl[MAX_POOLS];
 	uint64_t used_slots;         /* slots of the live bounced mappings */
 	uint64_t class_live[DMM_KMALLOC_NR_SETS][DMM_KMALLOC_NR_CLASSES];
@@ -470,6 +516,18 @@ static int free_map_slot(void)
 	return -1;
 }
 
+static int nr_deferred(void);
+
+/* Free mapping slots of the model, less those the deferred requests not
+ * answered yet will take. */
+static int map_room(void)
+{
+	int n = 0;
+	for (int i = 0; i < MAX_MAPS; i++)
+		n += !F.mp[i].used;
+	return n - nr_deferred();
+}
+
 /* The @k-th live item (mod their number) satisfying @want (a bit per
  * kind), or -1. */
 static int pick_item(uint64_t k, unsigned want)
@@ -553,9 +611,58 @@ static void verify_map(int j)
 	}
 }
 
-static void swiotlb_stats(struct dmm_swiotlb_stats *st)
+/* The bounce statistics as the library counts them. */
+static void swiotlb_raw(struct dmm_swiotlb_stats *st)
 {
 	dmm_swiotlb_get_stats(F.mem, st);
+}
+
+/* The same less what deferred mappings answered inside other calls added
+ * (F.dc): what a call did itself shows as the difference of two. */
+static void swiotlb_stats(struct dmm_swiotlb_stats *st)
+{
+	swiotlb_raw(st);
+	st->used_slots -= F.dc.used;
+	st->maps -= F.dc.maps;
+	st->bounced_to_device -= F.dc.to_device;
+}
+
+static void dev_stats(struct dmm_device *dev, struct dmm_dma_stats *st)
+{
+	int dv = 0;
+	while (dv < NDEV && F.dev[dv].d != dev)
+		dv++;
+	if (dv == NDEV)
+		die("dev_stats: no such device");
+	dmm_device_get_stats(dev, st);
+	st->maps -= F.dc.dev_maps[dv];
+	st->map_bytes -= F.dc.dev_bytes[dv];
+	st->bounced_maps -= F.dc.dev_bounced[dv];
+	st->low_bounce_bytes -= F.dc.dev_low[dv];
+	st->fail_invalid -= F.dc.dev_invalid[dv];
+}
+
+static void mem_info(struct dmm_mem_info *mi)
+{
+	dmm_mem_get_info(F.mem, mi);
+	mi->fail_invalid -= F.dc.invalid;
+}
+
+static int nr_deferred(void)
+{
+	int n = 0;
+	for (int q = 0; q < MAX_DEFER; q++)
+		n += F.dq[q].used;
+	return n;
+}
+
+/* Has device @dv requests not answered yet? */
+static int dev_waiting(int dv)
+{
+	for (int q = 0; q < MAX_DEFER; q++)
+		if (F.dq[q].used && F.dq[q].dev == dv)
+			return 1;
+	return 0;
 }
 
 static void check_all(const char *after)
@@ -584,7 +691,7 @@ static void check_all(const char *after)
 			    (unsigned long long)ps.in_use, (unsigned long long)F.pl[p].live);
 	}
 	struct dmm_swiotlb_stats st;
-	swiotlb_stats(&st);
+	swiotlb_raw(&st);
 	if (st.used_slots != F.used_slots)
 		die("after %s: %llu bounce slots used, the live mappings hold %llu", after,
 		    (unsigned long long)st.used_slots, (unsigned long long)F.used_slots);
@@ -609,6 +716,15 @@ static void check_all(const char *after)
 			die("after %s: %s holds %llu bytes of bounce slots, its live mappings %llu", after, F.dev[dv].name,
 			    (unsigned long long)ds.low_bounce_bytes, (unsigned long long)held);
 	}
+	/* every queued request is answered or waiting */
+	uint64_t waiting = 0;
+	for (int q = 0; q < MAX_DEFER; q++)
+		waiting += F.dq[q].used;
+	if (st.deferred_queued != F.dq_queued || st.deferred_done + waiting != F.dq_queued)
+		die("after %s: %llu deferred mappings queued, %llu answered from the queue; the model queued %llu, "
+		    "%llu not answered",
+		    after, (unsigned long long)st.deferred_queued, (unsigned long long)st.deferred_done,
+		    (unsigned long long)F.dq_queued, (unsigned long long)waiting);
 	for (int i = 0; i < MAX_ITEMS; i++)
 		if (F.it[i].kind != K_FREE)
 			verify_item(i);
@@ -774,13 +890,13 @@ static void free_item(int i)
 		break;
 	case K_COH: {
 		struct dmm_dma_stats a, b;
-		dmm_device_get_stats(F.dev[t->dev].d, &a);
+		dev_stats(F.dev[t->dev].d, &a);
 		rc = dmm_dma_free_coherent(F.dev[t->dev].d, t->req, t->cpu, t->dma);
 		trace("free_coherent %s %zu %p %#llx -> %s", F.dev[t->dev].name, t->req, (void *)t->cpu,
 		      (unsigned long long)t->dma, dmm_errname(rc));
 		if (rc)
 			die("coherent free of a live buffer: %s", dmm_errname(rc));
-		dmm_device_get_stats(F.dev[t->dev].d, &b);
+		dev_stats(F.dev[t->dev].d, &b);
 		if (b.coherent_frees != a.coherent_frees + 1)
 			die("coherent free not counted");
 		F.cnt.coh_frees++;
@@ -817,6 +933,9 @@ static void op_free(struct rd *r, unsigned want)
 	int i = pick_item(k, want);
 	if (i < 0)
 		return;
+	for (int q = 0; q < MAX_DEFER; q++) /* (a deferred request will map it) */
+		if (F.dq[q].used && F.dq[q].item == i)
+			return;
 	struct item t = F.it[i];
 	free_item(i);
 	/* a second free right away: refused, nothing changes */
@@ -937,7 +1056,7 @@ static void op_map(struct rd *r)
 	uint64_t k = u8(r), db = u8(r), ob = u16(r), lb = u16(r);
 	int i = pick_item(k, 1u << K_KOBJ | 1u << K_PAGES);
 	int j = free_map_slot();
-	if (i < 0 || j < 0)
+	if (i < 0 || map_room() < 1)
 		return;
 	struct item *t = &F.it[i];
 	int dv = (int)(db % NDEV);
@@ -959,7 +1078,7 @@ static void op_map(struct rd *r)
 	struct dmm_swiotlb_stats s0, s1;
 	struct dmm_dma_stats a, b;
 	swiotlb_stats(&s0);
-	dmm_device_get_stats(d->d, &a);
+	dev_stats(d->d, &a);
 	uint64_t dfail0 = dmm_swiotlb_device_failures(d->d);
 
 	dmm_dma_addr_t bus;
@@ -973,7 +1092,7 @@ static void op_map(struct rd *r)
 	trace("map%s %s item %d %#llx+%zu %s -> %#llx %s (bounce %d)", api == 0 ? "_single" : api == 1 ? "_phys" : "_page",
 	      d->name, i, (unsigned long long)pa, len, dir_name(dir), (unsigned long long)bus, dmm_errname(err), bounce);
 	swiotlb_stats(&s1);
-	dmm_device_get_stats(d->d, &b);
+	dev_stats(d->d, &b);
 	if (err) {
 		F.cnt.map_fail++;
 		if (err != -DMM_ENOSPC || !bounce)
@@ -1048,6 +1167,82 @@ static void check_unmapped(const struct dmm_swiotlb_stats *s0, const struct dmm_
 		    (unsigned long long)s1->bounced_from_device, (unsigned long long)back);
 }
 
+/* Bring the model up to what the library has done in the unmap under way
+ * (F.st): before a deferred mapping's callback runs inside it (the library
+ * has copied back and freed what it unmapped so far: a single mapping, or
+ * the pieces of a list up to the last bounced one it gave back, the count
+ * of bounce unmaps says which), and (@all) after it. */
+static void settle(int all)
+{
+	struct settle *x = &F.st;
+	uint64_t n;
+
+	if (x->kind == 1 && !x->done) {
+		x->nb = (uint64_t)F.mp[x->j].bounced;
+		x->back = end_map(x->j, x->size, x->dir, &x->slots);
+		x->done = 1;
+	} else if (x->kind == 2) {
+		struct fsgl *L = &F.sl[x->l];
+		struct dmm_swiotlb_stats st;
+		swiotlb_raw(&st);
+		uint64_t upto = st.unmaps - x->unmaps0;
+		while (x->next < L->nents && (all || x->nb < upto)) {
+			const struct map *m = &F.mp[L->map[x->next]];
+			x->nb += (uint64_t)m->bounced;
+			x->back += end_map(L->map[x->next], m->len, m->dir, &n);
+			x->slots += n;
+			x->next++;
+		}
+		if (x->nb != upto)
+			die("unmap_sg of list %d: %llu bounce unmaps, the model %llu bounced pieces", x->l,
+			    (unsigned long long)upto, (unsigned long long)x->nb);
+	}
+}
+
+/* A deferred mapping's callback: the request answered in its device's
+ * order, once; its mapping (made now, in whatever call serves the queue)
+ * joins the model, and what it counted is set aside (F.dc) for that call's
+ * checks. */
+static void deferred_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	struct fdefer *q = arg;
+	if (q < F.dq || q >= F.dq + MAX_DEFER || !q->used)
+		die("a deferred callback for no request (%p)", arg);
+	struct fdev *d = &F.dev[q->dev];
+	for (int o = 0; o < MAX_DEFER; o++)
+		if (F.dq[o].used && F.dq[o].dev == q->dev && F.dq[o].seq < q->seq)
+			die("deferred request %llu of %s answered before request %llu", (unsigned long long)q->seq,
+			    d->name, (unsigned long long)F.dq[o].seq);
+	trace("deferred callback: request %llu %s -> %#llx %s", (unsigned long long)q->seq, d->name,
+	      (unsigned long long)dma, dmm_errname(err));
+	settle(0);
+	if (q->item < 0) {
+		/* no pool it may use could ever hold it */
+		if (err != -DMM_EINVAL || dma != DMM_DMA_MAPPING_ERROR)
+			die("deferred request %llu that cannot fit: %#llx %s", (unsigned long long)q->seq,
+			    (unsigned long long)dma, dmm_errname(err));
+		F.dc.invalid++;
+		F.dc.dev_invalid[q->dev]++;
+		memset(q, 0, sizeof(*q));
+		return;
+	}
+	if (err)
+		die("deferred request %llu of %s: %s", (unsigned long long)q->seq, d->name, dmm_errname(err));
+	const struct item *t = &F.it[q->item];
+	int bounce = must_bounce(d, t, t->pa + q->off, q->len, q->dir);
+	struct map *m = add_map(free_map_slot(), q->dev, q->item, q->off, q->len, q->dir, bounce, dma);
+	F.dc.used += m->nslots;
+	F.dc.maps += (uint64_t)bounce;
+	F.dc.to_device += bounce && q->dir != DMM_DMA_FROM_DEVICE ? q->len : 0;
+	F.dc.dev_maps[q->dev]++;
+	F.dc.dev_bytes[q->dev] += q->len;
+	F.dc.dev_bounced[q->dev] += (uint64_t)bounce;
+	F.dc.dev_low[q->dev] += (uint64_t)m->nslots * SLOT;
+	F.cnt.maps++;
+	F.cnt.bounced += (uint64_t)bounce;
+	memset(q, 0, sizeof(*q));
+}
+
 /* Unmap single mapping @j naming @size and @dir (end_map). */
 static void unmap_as(int j, size_t size, enum dmm_dma_dir dir)
 {
@@ -1062,15 +1257,19 @@ static void unmap_as(int j, size_t size, enum dmm_dma_dir dir)
 		die("unmap_as of scatterlist piece %d", j);
 	verify_map(j);
 	swiotlb_stats(&s0);
-	dmm_device_get_stats(d->d, &a);
-	dmm_dma_unmap_phys(d->d, m->bus, size, dir);
+	dev_stats(d->d, &a);
 	trace("unmap %s %#llx+%zu %s%s", d->name, (unsigned long long)m->bus, size, dir_name(dir),
 	      size != m->len || dir != m->dir ? " (not as mapped)" : "");
+	F.st = (struct settle){ .kind = 1, .j = j, .size = size, .dir = dir };
+	dmm_dma_unmap_phys(d->d, m->bus, size, dir);
+	settle(1);
+	back = F.st.back;
+	slots = F.st.slots;
+	F.st.kind = 0;
 	swiotlb_stats(&s1);
-	dmm_device_get_stats(d->d, &b);
+	dev_stats(d->d, &b);
 	if (b.unmaps != a.unmaps + 1)
 		die("unmap not counted");
-	back = end_map(j, size, dir, &slots);
 	check_unmapped(&s0, &s1, (uint64_t)nb, slots, back);
 	verify_item(i);
 	F.cnt.unmaps++;
@@ -1235,11 +1434,9 @@ static int pick_sgl(uint64_t k)
 static void op_sg_map(struct rd *r)
 {
 	uint64_t db = u8(r), nb = u8(r);
-	int l = free_sgl_slot(), nfree = 0;
-	for (int j = 0; j < MAX_MAPS; j++)
-		nfree += !F.mp[j].used;
+	int l = free_sgl_slot();
 	unsigned n = 1 + (unsigned)(nb % MAX_SG);
-	if (l < 0 || nfree < (int)n || pick_item(0, 1u << K_KOBJ | 1u << K_PAGES) < 0)
+	if (l < 0 || map_room() < (int)n || pick_item(0, 1u << K_KOBJ | 1u << K_PAGES) < 0)
 		return;
 	int dv = (int)(db % NDEV);
 	struct fdev *d = &F.dev[dv];
@@ -1299,14 +1496,15 @@ static void op_sg_map(struct rd *r)
 	struct dmm_dma_stats a, b;
 	struct dmm_mem_info mi0, mi1;
 	swiotlb_stats(&s0);
-	dmm_device_get_stats(d->d, &a);
-	dmm_mem_get_info(F.mem, &mi0);
+	dev_stats(d->d, &a);
+	mem_info(&mi0);
 	uint64_t dfail0 = dmm_swiotlb_device_failures(d->d);
+	int waiting = nr_deferred();
 	int rc = dmm_dma_map_sg(d->d, L.sg, n, dir);
 	trace("map_sg %s %u pieces %s (bounce %d, bad piece %d) -> %d", d->name, n, dir_name(dir), nbounce, bad, rc);
 	swiotlb_stats(&s1);
-	dmm_device_get_stats(d->d, &b);
-	dmm_mem_get_info(F.mem, &mi1);
+	dev_stats(d->d, &b);
+	mem_info(&mi1);
 	if (rc <= 0) {
 		/* nothing stays mapped: the pieces that bounced are given back
 		 * without a copy */
@@ -1322,8 +1520,14 @@ static void op_sg_map(struct rd *r)
 			if (L.sg[p].dma_address != DMM_DMA_MAPPING_ERROR)
 				die("a failed map_sg left piece %u at %#llx", p, (unsigned long long)L.sg[p].dma_address);
 		if (rc == -DMM_ENOSPC && bounce_before_bad) {
-			if (s1.fail_full != s0.fail_full + 1 || b.fail_bounce_full != a.fail_bounce_full + 1 ||
-			    dmm_swiotlb_device_failures(d->d) != dfail0 + 1)
+			/* (the slots the failed list gave back let the deferred
+			 * requests be tried again: those that still find no room
+			 * count too) */
+			uint64_t dfail1 = dmm_swiotlb_device_failures(d->d);
+			if (waiting ? s1.fail_full < s0.fail_full + 1 || b.fail_bounce_full < a.fail_bounce_full + 1 ||
+					      dfail1 < dfail0 + 1
+				    : s1.fail_full != s0.fail_full + 1 || b.fail_bounce_full != a.fail_bounce_full + 1 ||
+					      dfail1 != dfail0 + 1)
 				die("map_sg: bounce buffer full not counted");
 			F.cnt.sg_fail++;
 			return;
@@ -1409,28 +1613,29 @@ static void sg_unmap(int l)
 	struct fdev *d = &F.dev[L->dev];
 	struct dmm_swiotlb_stats s0, s1;
 	struct dmm_dma_stats a, b;
-	uint64_t nb = 0, slots = 0, back = 0;
 	int items[MAX_SG];
 
-	for (unsigned p = 0; p < L->nents; p++)
+	for (unsigned p = 0; p < L->nents; p++) {
 		verify_map(L->map[p]);
+		items[p] = F.mp[L->map[p]].item;
+	}
 	swiotlb_stats(&s0);
-	dmm_device_get_stats(d->d, &a);
-	dmm_dma_unmap_sg(d->d, L->sg, L->nents, L->dir);
+	dev_stats(d->d, &a);
 	trace("unmap_sg %s list %d (%u pieces, %u segments) %s", d->name, l, L->nents, L->segs, dir_name(L->dir));
+	F.st = (struct settle){ .kind = 2, .l = l };
+	{
+		struct dmm_swiotlb_stats r0;
+		swiotlb_raw(&r0);
+		F.st.unmaps0 = r0.unmaps;
+	}
+	dmm_dma_unmap_sg(d->d, L->sg, L->nents, L->dir);
+	settle(1);
+	F.st.kind = 0;
 	swiotlb_stats(&s1);
-	dmm_device_get_stats(d->d, &b);
+	dev_stats(d->d, &b);
 	if (b.unmaps != a.unmaps + 1)
 		die("unmap_sg not counted");
-	for (unsigned p = 0; p < L->nents; p++) {
-		const struct map *m = &F.mp[L->map[p]];
-		uint64_t n;
-		items[p] = m->item;
-		nb += (uint64_t)m->bounced;
-		back += end_map(L->map[p], m->len, m->dir, &n);
-		slots += n;
-	}
-	check_unmapped(&s0, &s1, nb, slots, back);
+	check_unmapped(&s0, &s1, F.st.nb, F.st.slots, F.st.back);
 	for (unsigned p = 0; p < L->nents; p++)
 		verify_item(items[p]);
 	memset(L, 0, sizeof(*L));
@@ -1458,7 +1663,7 @@ static void op_sg(struct rd *r)
 	for (unsigned p = 0; p < L->nents; p++)
 		verify_map(L->map[p]);
 	swiotlb_stats(&s0);
-	dmm_device_get_stats(d->d, &a);
+	dev_stats(d->d, &a);
 	if (for_cpu)
 		dmm_dma_sync_sg_for_cpu(d->d, L->sg, L->nents, L->dir);
 	else
@@ -1466,7 +1671,7 @@ static void op_sg(struct rd *r)
 	trace("sync_sg_for_%s %s list %d (%u pieces) %s", for_cpu ? "cpu" : "device", d->name, l, L->nents,
 	      dir_name(L->dir));
 	swiotlb_stats(&s1);
-	dmm_device_get_stats(d->d, &b);
+	dev_stats(d->d, &b);
 	for (unsigned p = 0; p < L->nents; p++) {
 		struct map *m = &F.mp[L->map[p]];
 		struct item *t = &F.it[m->item];
@@ -1490,6 +1695,110 @@ static void op_sg(struct rd *r)
 	if (b.syncs != a.syncs + 1)
 		die("sync_sg not counted");
 	F.cnt.sg_syncs++;
+}
+
+/* ---- deferred mappings ------------------------------------------------------------- */
+
+/*
+ * A mapping that may wait for bounce slots: part of a live buffer, or (one
+ * request of the restricted device in eight) 40 KiB that its pool could
+ * never hold. A device with requests waiting queues the new one behind
+ * them; else the map is tried now: the callback runs at once unless the
+ * bounce buffers are full, when the request is queued (or refused with
+ * -DMM_EINVAL, nothing queued, if it could never fit). Queued requests are
+ * answered from later unmaps, in each device's order (deferred_cb).
+ */
+static void op_defer(struct rd *r)
+{
+	uint64_t k = u8(r), db = u8(r), ob = u16(r), lb = u16(r);
+	/* half of them for the restricted device, whose 32 KiB pool fills */
+	int dv = db & 4 ? D_RESTRICTED : (int)(db % NDEV), slot = -1;
+	struct fdev *d = &F.dev[dv];
+	enum dmm_dma_dir dir = (enum dmm_dma_dir)((db >> 3) & 3);
+	if (dir == DMM_DMA_NONE)
+		dir = DMM_DMA_BIDIRECTIONAL;
+	for (int q = 0; q < MAX_DEFER && slot < 0; q++)
+		if (!F.dq[q].used)
+			slot = q;
+	if (slot < 0 || map_room() < 1)
+		return;
+	struct fdefer *q = &F.dq[slot];
+	int never = d->restricted && (db & 0xe0) == 0xe0;
+	dmm_phys_t pa;
+	q->dev = dv;
+	q->dir = dir;
+	if (never) {
+		q->item = -1;
+		pa = 1 * MiB;
+		q->len = 40 * KiB; /* (RAM nobody maps: it never is) */
+	} else {
+		int i = pick_item(k, 1u << K_KOBJ | 1u << K_PAGES);
+		if (i < 0)
+			return;
+		const struct item *t = &F.it[i];
+		q->item = i;
+		if (lb & (d->restricted ? 0xc000 : 0x8000)) { /* (most of the restricted device's: whole buffers) */
+			q->off = 0;
+			q->len = t->kind == K_KOBJ ? t->req : t->size;
+		} else {
+			q->off = ob % t->size;
+			q->len = 1 + lb % (t->size - q->off);
+		}
+		pa = t->pa + q->off;
+	}
+	int waiting = dev_waiting(dv);
+	q->used = 1;
+	q->seq = ++F.dq_seq;
+	/* (the callback may answer it, and clear *q, before the call returns) */
+	const struct fdefer req = *q;
+	struct dmm_swiotlb_stats r0, r1;
+	struct dmm_dma_stats a, b;
+	struct dmm_mem_info mi0, mi1;
+	swiotlb_raw(&r0);
+	dev_stats(d->d, &a);
+	mem_info(&mi0);
+	trace("map_phys_deferred %s %#llx+%zu %s: request %llu%s", d->name, (unsigned long long)pa, q->len,
+	      dir_name(dir), (unsigned long long)q->seq, waiting ? " (behind others)" : "");
+	int rc = dmm_dma_map_phys_deferred(d->d, pa, req.len, dir, deferred_cb, q);
+	swiotlb_raw(&r1);
+	dev_stats(d->d, &b);
+	mem_info(&mi1);
+	int queued = r1.deferred_queued != r0.deferred_queued;
+	trace("map_phys_deferred -> %s, %s", dmm_errname(rc),
+	      !q->used ? "answered" : queued ? "queued" : "refused");
+	F.cnt.deferred++;
+	if (r1.deferred_queued > r0.deferred_queued + 1)
+		die("one deferred request queued %llu times", (unsigned long long)(r1.deferred_queued - r0.deferred_queued));
+	if (queued) {
+		F.dq_queued++;
+		F.cnt.deferred_queued++;
+	}
+	F.cnt.deferred_behind += (uint64_t)waiting;
+	if (waiting && (!queued || rc))
+		die("a deferred request of %s behind others was not queued: %s", d->name, dmm_errname(rc));
+	if (never && !waiting && rc != -DMM_EINVAL)
+		die("deferred request %llu that cannot fit: %s, not refused", (unsigned long long)req.seq,
+		    dmm_errname(rc));
+	if (rc == -DMM_EINVAL) {
+		/* refused: it could never fit */
+		if (!never || waiting || queued || !q->used)
+			die("deferred request %llu refused (could %sfit)", (unsigned long long)req.seq,
+			    never ? "never " : "");
+		if (b.fail_invalid != a.fail_invalid + 1 || mi1.fail_invalid != mi0.fail_invalid + 1)
+			die("a deferred request that cannot fit: fail_invalid not counted");
+		memset(q, 0, sizeof(*q));
+		F.cnt.deferred_never++;
+		F.cnt.bad_calls++;
+		return;
+	}
+	if (rc)
+		die("map_phys_deferred %s: %s", d->name, dmm_errname(rc));
+	if (!queued && q->used)
+		die("deferred request %llu neither answered nor queued", (unsigned long long)req.seq);
+	if (!waiting && !never && !must_bounce(d, &F.it[req.item], pa, req.len, dir) && (queued || q->used))
+		die("deferred request %llu needs no bounce buffer and was queued", (unsigned long long)req.seq);
+	if (queued && q->used)
+		F.cnt.deferred_later++;
 }
 
 /* ---- coherent buffers -------------------------------------------------------------- */
@@ -1651,7 +1960,7 @@ static void op_bad(struct rd *r)
 	struct dmm_mem_info mi0, mi1;
 	struct dmm_swiotlb_stats s0, s1;
 	uint64_t fr0 = total_free();
-	dmm_mem_get_info(F.mem, &mi0);
+	mem_info(&mi0);
 	swiotlb_stats(&s0);
 	int inval = 0; /* calls rejected as invalid, as the memory map counts them */
 
@@ -1668,12 +1977,12 @@ static void op_bad(struct rd *r)
 		if (in >= o)
 			bus++; /* never the mapping's own address */
 		struct dmm_dma_stats a, b;
-		dmm_device_get_stats(F.dev[m->dev].d, &a);
+		dev_stats(F.dev[m->dev].d, &a);
 		dmm_dma_unmap_phys(F.dev[m->dev].d, bus, m->len, m->dir);
 		F.cnt.bad_calls++;
 		trace("bad: unmap %s %#llx inside mapping %d at %#llx", F.dev[m->dev].name, (unsigned long long)bus,
 		      j, (unsigned long long)m->bus);
-		dmm_device_get_stats(F.dev[m->dev].d, &b);
+		dev_stats(F.dev[m->dev].d, &b);
 		if (b.fail_invalid != a.fail_invalid + 1 || b.unmaps != a.unmaps)
 			die("unmap inside a mapping: fail_invalid %llu -> %llu, unmaps %llu -> %llu",
 			    (unsigned long long)a.fail_invalid, (unsigned long long)b.fail_invalid,
@@ -1738,14 +2047,14 @@ static void op_bad(struct rd *r)
 			wrong = x & 0x100 && order ? 1 : (size_t)2 << order;
 		}
 		struct dmm_dma_stats a, b;
-		dmm_device_get_stats(F.dev[t->dev].d, &a);
+		dev_stats(F.dev[t->dev].d, &a);
 		if (x & 0x200)
 			expect(dmm_dma_free_coherent(F.dev[t->dev].d, t->req, t->cpu + DMM_PAGE_SIZE, t->dma),
 			       -DMM_EINVAL, "coherent free with a wrong CPU address");
 		else
 			expect(dmm_dma_free_coherent(F.dev[t->dev].d, wrong * DMM_PAGE_SIZE, t->cpu, t->dma), -DMM_EINVAL,
 			       "coherent free with a wrong size");
-		dmm_device_get_stats(F.dev[t->dev].d, &b);
+		dev_stats(F.dev[t->dev].d, &b);
 		if (b.coherent_frees != a.coherent_frees)
 			die("a refused coherent free was counted");
 		break;
@@ -1797,7 +2106,7 @@ static void op_bad(struct rd *r)
 	case 8: { /* maps of nothing: size 0, a hole, direction NONE */
 		int dv = (int)(k % NDEV);
 		struct dmm_dma_stats a, b;
-		dmm_device_get_stats(F.dev[dv].d, &a);
+		dev_stats(F.dev[dv].d, &a);
 		dmm_dma_addr_t bus;
 		if (x % 3 == 0)
 			bus = dmm_dma_map_phys(F.dev[dv].d, 1 * MiB, 0, DMM_DMA_TO_DEVICE);
@@ -1808,7 +2117,7 @@ static void op_bad(struct rd *r)
 		if (bus != DMM_DMA_MAPPING_ERROR)
 			die("a map of nothing returned %#llx", (unsigned long long)bus);
 		expect(dmm_dma_mapping_error(F.dev[dv].d, bus), -DMM_EINVAL, "map of nothing");
-		dmm_device_get_stats(F.dev[dv].d, &b);
+		dev_stats(F.dev[dv].d, &b);
 		if (b.fail_invalid != a.fail_invalid + 1 || b.maps != a.maps)
 			die("map of nothing: fail_invalid %llu -> %llu", (unsigned long long)a.fail_invalid,
 			    (unsigned long long)b.fail_invalid);
@@ -1874,11 +2183,11 @@ static void op_bad(struct rd *r)
 			return;
 		struct map *m = &F.mp[j];
 		struct dmm_dma_stats a, b;
-		dmm_device_get_stats(F.dev[m->dev].d, &a);
+		dev_stats(F.dev[m->dev].d, &a);
 		dmm_dma_unmap_phys(F.dev[m->dev].d, m->bus, 0, m->dir);
 		F.cnt.bad_calls++;
 		trace("bad: unmap %s %#llx of 0 bytes", F.dev[m->dev].name, (unsigned long long)m->bus);
-		dmm_device_get_stats(F.dev[m->dev].d, &b);
+		dev_stats(F.dev[m->dev].d, &b);
 		if (b.unmaps != a.unmaps)
 			die("an unmap of 0 bytes was counted");
 		break;
@@ -1898,7 +2207,7 @@ static void op_bad(struct rd *r)
 		break;
 	}
 	}
-	dmm_mem_get_info(F.mem, &mi1);
+	mem_info(&mi1);
 	swiotlb_stats(&s1);
 	if (inval && mi1.fail_invalid != mi0.fail_invalid + 1)
 		die("bad call %llu: fail_invalid %llu -> %llu", (unsigned long long)sub,
@@ -1942,12 +2251,24 @@ static void transient_counts(void)
 
 static void teardown(void)
 {
-	for (int l = 0; l < MAX_SGL; l++)
-		if (F.sl[l].used)
-			sg_unmap(l);
-	for (int j = 0; j < MAX_MAPS; j++)
-		if (F.mp[j].used)
-			unmap_one(j);
+	/* (the unmaps answer the deferred requests: their mappings go too) */
+	for (;;) {
+		int live = 0;
+		for (int l = 0; l < MAX_SGL; l++)
+			if (F.sl[l].used) {
+				sg_unmap(l);
+				live = 1;
+			}
+		for (int j = 0; j < MAX_MAPS; j++)
+			if (F.mp[j].used) {
+				unmap_one(j);
+				live = 1;
+			}
+		if (!live)
+			break;
+	}
+	if (nr_deferred())
+		die("teardown: %d deferred requests not answered with nothing mapped", nr_deferred());
 	for (int i = 0; i < MAX_ITEMS; i++)
 		if (F.it[i].kind != K_FREE)
 			free_item(i);
@@ -1963,7 +2284,7 @@ static void teardown(void)
 	dmm_swiotlb_trim(F.mem);
 	check_all("teardown");
 	struct dmm_swiotlb_stats st;
-	swiotlb_stats(&st);
+	swiotlb_raw(&st);
 	if (st.used_slots || st.transient_pools)
 		die("teardown: %llu bounce slots used, %llu transient pools", (unsigned long long)st.used_slots,
 		    (unsigned long long)st.transient_pools);
@@ -2001,7 +2322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (r.n) {
 		F.step++;
 		F.cnt.ops++;
-		uint64_t op = u8(&r) % 22;
+		uint64_t op = u8(&r) % 23;
 		const char *what;
 		switch (op) {
 		case 0:
@@ -2066,6 +2387,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			op_sg(&r);
 			what = "unmap_sg / sync_sg";
 			break;
+		case 20:
+			op_defer(&r);
+			what = "map_phys_deferred";
+			break;
 		default:
 			op_clock(&r);
 			what = "clock";
@@ -2083,7 +2408,8 @@ void dmm_fuzz_print_summary(const char *prog)
 	printf("%s: %llu inputs, %llu operations: %llu kmallocs, %llu kfrees, %llu page buffers; %llu maps "
 	       "(%llu bounced, %llu full), %llu unmaps (%llu not as mapped), %llu device writes (%llu past an untrusted mapping), "
 	       "%llu syncs; %llu scatterlists mapped (%llu pieces, %llu bounced, %llu merged; %llu full), %llu unmapped, "
-	       "%llu synced; %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
+	       "%llu synced; %llu deferred maps (%llu queued, %llu of them behind others, %llu answered later, %llu could "
+	       "never fit); %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
 	       "pools, %llu blocks, %llu freed; %llu clock trims, %llu transient pools added, %llu released; "
 	       "%llu bad calls refused\n",
 	       prog, (unsigned long long)c->inputs, (unsigned long long)c->ops, (unsigned long long)c->kmallocs,
@@ -2093,7 +2419,8 @@ void dmm_fuzz_print_summary(const char *prog)
 	       (unsigned long long)c->dev_writes, (unsigned long long)c->overruns, (unsigned long long)c->syncs,
 	       (unsigned long long)c->sg_maps, (unsigned long long)c->sg_pieces, (unsigned long long)c->sg_bounced,
 	       (unsigned long long)c->sg_merged, (unsigned long long)c->sg_fail, (unsigned long long)c->sg_unmaps,
-	       (unsigned long long)c->sg_syncs,
+	       (unsigned long long)c->sg_syncs, (unsigned long long)c->deferred, (unsigned long long)c->deferred_queued,
+	       (unsigned long long)c->deferred_behind, (unsigned long long)c->deferred_later, (unsigned long long)c->deferred_never,
 	       (unsigned long long)c->coh_allocs, (unsigned long long)c->coh_atomic, (unsigned long long)c->coh_fail,
 	       (unsigned long long)c->coh_frees, (unsigned long long)c->pools, (unsigned long long)c->blocks,
 	       (unsigned long long)c->block_frees, (unsigned long long)c->trims,
