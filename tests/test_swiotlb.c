@@ -1859,6 +1859,88 @@ static void test_transient_idle_with_frozen_clock(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* test_deferred_served_by_trim */
+static int tr_calls, tr_err;
+static dmm_dma_addr_t tr_bus;
+
+static void tr_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)arg;
+	tr_bus = dma;
+	tr_err = err;
+	tr_calls++;
+}
+
+/*
+ * A deferred request larger than any pool's area waits for room under
+ * max_bytes for a transient pool of its own, which an idle transient pool
+ * holds: once that pool is released (a trim, past transient_idle_ns), the
+ * request is tried again and made, with nothing else unmapped.
+ */
+static void test_deferred_served_by_trim(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	dmm_dma_addr_t bus[5];
+	dmm_phys_t pa;
+	(void)state;
+
+	hooked_platform(&m, &h, &p);
+	p.now_ns = frozen_clock;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB; /* 32 slots, one area */
+	o.grow_threshold_pct = 100;
+	o.max_bytes = 136 * KiB;    /* the default pool, and a transient pool of 64 or 72 KiB */
+	o.transient_idle_ns = 1000 * 1000;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	pa = hooked_high_pages(mem, 5);
+	for (int i = 0; i < 5; i++) { /* the 5th adds a transient pool of 64 KiB */
+		bus[i] = dmm_dma_map_phys(dev, pa, 16 * KiB, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, bus[i]));
+	}
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.transient_pools, 1);
+	/* 35 slots: more than any area; a pool of its own (72 KiB) fits under
+	 * max_bytes only without the transient pool */
+	tr_calls = 0;
+	assert_ok(dmm_dma_map_phys_deferred(dev, pa, 70 * KiB, DMM_DMA_TO_DEVICE, tr_cb, NULL));
+	assert_int_equal(tr_calls, 0);
+	for (int i = 0; i < 5; i++)
+		dmm_dma_unmap_phys(dev, bus[i], 16 * KiB, DMM_DMA_TO_DEVICE);
+	assert_int_equal(tr_calls, 0); /* the transient pool, idle, still counts */
+	assert_ok(dmm_swiotlb_check(mem));
+	__atomic_fetch_add(&frozen_now, 2 * o.transient_idle_ns, __ATOMIC_RELAXED);
+	dmm_swiotlb_trim(mem); /* it goes: room for the request's own */
+	assert_int_equal(tr_calls, 1);
+	assert_ok(tr_err);
+	assert_true(dmm_swiotlb_is_bounce(mem, tr_bus));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.deferred_queued, 1);
+	assert_int_equal(st.deferred_done, 1);
+	assert_int_equal(st.transient_pools, 1);
+	assert_ok(dmm_swiotlb_check(mem));
+	dmm_dma_unmap_phys(dev, tr_bus, 70 * KiB, DMM_DMA_TO_DEVICE);
+	__atomic_fetch_add(&frozen_now, 2 * o.transient_idle_ns, __ATOMIC_RELAXED);
+	dmm_swiotlb_trim(mem);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.transient_pools, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_page_free(mem, dmm_phys_to_pfn(pa), 5));
+	assert_ok(dmm_device_destroy(dev));
+	assert_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 /*
  * Races forced through the platform's CPU-section hooks: each CPU's
  * sections are a mutex; a thread says which CPU it is (hook_cpu); the main
@@ -2430,6 +2512,7 @@ int main(void)
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),
+		cmocka_unit_test(test_deferred_served_by_trim),
 		cmocka_unit_test(test_trim_never_frees_a_pool_in_use),
 		cmocka_unit_test(test_deferred_queue_full_during_retry),
 		cmocka_unit_test(test_deferred_per_device_order),

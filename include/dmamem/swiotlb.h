@@ -83,7 +83,8 @@ void dmm_swiotlb_get_stats(struct dmm_mem *mem, struct dmm_swiotlb_stats *st);
 /* "bounce buffer full" failures of one device. */
 uint64_t dmm_swiotlb_device_failures(const struct dmm_device *dev);
 
-/* Release idle transient pools now (the map/unmap paths also do it). */
+/* Release idle transient pools now (the map/unmap paths also do it), then
+ * retry the deferred mappings waiting, for which that may have made room. */
 void dmm_swiotlb_trim(struct dmm_mem *mem);
 
 /* Every pool: slot states agree with the recorded mappings and counts; the
@@ -94,7 +95,8 @@ int dmm_swiotlb_check(struct dmm_mem *mem);
  * A mapping that may wait for bounce slots (as FreeBSD's busdma defers a
  * load): @cb(arg, dma, err) is called once — right away if the mapping can
  * be made (or fails for another reason) and the device has no request
- * waiting, or later from an unmap that frees enough slots. The queued
+ * waiting, or later from an unmap that frees enough slots (or a trim that
+ * releases idle transient pools, making room for one of its own). The queued
  * requests are retried in order; one that still finds no room keeps its
  * place while the later ones are tried, and a request stays queued until
  * its callback returns, so a device's requests complete in the order they

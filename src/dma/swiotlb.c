@@ -1547,6 +1547,11 @@ void dmm_swiotlb_trim(struct dmm_mem *mem)
 		__atomic_fetch_sub(&t->nr_transient, 1, __ATOMIC_RELAXED);
 		sadd(&t->st.transient_released, 1);
 	}
+	/* the pools gone leave room under max_bytes: a deferred request
+	 * waiting for a transient pool of its own may fit now, and no unmap
+	 * may come to say so */
+	if (ngone && __atomic_load_n(&t->nr_deferred, __ATOMIC_ACQUIRE))
+		serve_deferred(t);
 }
 
 /* ---- deferred mappings --------------------------------------------------------------- */
