@@ -221,11 +221,11 @@ struct fpool {
 };
 
 struct counts {
-	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, unmaps_unlike, dev_writes, overruns,
-		syncs, sg_maps, sg_pieces, sg_bounced, sg_merged, sg_fail, sg_unmaps, sg_syncs, coh_allocs, coh_atomic,
-		coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims, deferred, deferred_queued,
-		deferred_behind, deferred_later, deferred_never,
-		transient_released, transient_created;
+	uint64_t inputs, ops, kmallocs, kfrees, pages, maps, bounced, map_fail, unmaps, unmaps_unlike, dev_writes,
+		overruns, syncs, sg_maps, sg_pieces, sg_bounced, sg_merged, sg_fail, sg_unmaps, sg_syncs, coh_allocs,
+		coh_atomic, coh_fail, coh_frees, pools, blocks, block_frees, bad_calls, trims, deferred,
+		deferred_queued, deferred_behind, deferred_later, deferred_never, transient_released,
+		transient_created;
 };
 
 static struct {
@@ -713,8 +713,8 @@ static void check_all(const char *after)
 				held += (uint64_t)F.mp[j].nslots * SLOT;
 		dmm_device_get_stats(F.dev[dv].d, &ds);
 		if (ds.low_bounce_bytes != held)
-			die("after %s: %s holds %llu bytes of bounce slots, its live mappings %llu", after, F.dev[dv].name,
-			    (unsigned long long)ds.low_bounce_bytes, (unsigned long long)held);
+			die("after %s: %s holds %llu bytes of bounce slots, its live mappings %llu", after,
+			    F.dev[dv].name, (unsigned long long)ds.low_bounce_bytes, (unsigned long long)held);
 	}
 	/* every queued request is answered or waiting */
 	uint64_t waiting = 0;
@@ -1518,16 +1518,16 @@ static void op_sg_map(struct rd *r)
 			    (long long)(b.low_bounce_bytes - a.low_bounce_bytes));
 		for (unsigned p = 0; p < n; p++)
 			if (L.sg[p].dma_address != DMM_DMA_MAPPING_ERROR)
-				die("a failed map_sg left piece %u at %#llx", p, (unsigned long long)L.sg[p].dma_address);
+				die("a failed map_sg left piece %u at %#llx", p,
+				    (unsigned long long)L.sg[p].dma_address);
 		if (rc == -DMM_ENOSPC && bounce_before_bad) {
 			/* (the slots the failed list gave back let the deferred
 			 * requests be tried again: those that still find no room
 			 * count too) */
 			uint64_t dfail1 = dmm_swiotlb_device_failures(d->d);
-			if (waiting ? s1.fail_full < s0.fail_full + 1 || b.fail_bounce_full < a.fail_bounce_full + 1 ||
-					      dfail1 < dfail0 + 1
-				    : s1.fail_full != s0.fail_full + 1 || b.fail_bounce_full != a.fail_bounce_full + 1 ||
-					      dfail1 != dfail0 + 1)
+			uint64_t full = s1.fail_full - s0.fail_full, dfull = b.fail_bounce_full - a.fail_bounce_full;
+			if (waiting ? !full || !dfull || dfail1 == dfail0
+				    : full != 1 || dfull != 1 || dfail1 != dfail0 + 1)
 				die("map_sg: bounce buffer full not counted");
 			F.cnt.sg_fail++;
 			return;
@@ -1595,8 +1595,8 @@ static void op_sg_map(struct rd *r)
 		    d->name, (unsigned long long)(b.sg_maps - a.sg_maps),
 		    (unsigned long long)(b.sg_segments_in - a.sg_segments_in),
 		    (unsigned long long)(b.sg_segments_out - a.sg_segments_out),
-		    (unsigned long long)(b.map_bytes - a.map_bytes), (unsigned long long)(b.bounced_maps - a.bounced_maps),
-		    (unsigned long long)(b.maps - a.maps));
+		    (unsigned long long)(b.map_bytes - a.map_bytes),
+		    (unsigned long long)(b.bounced_maps - a.bounced_maps), (unsigned long long)(b.maps - a.maps));
 	L.segs = segs;
 	F.sl[l] = L;
 	F.cnt.sg_maps++;
@@ -1687,8 +1687,10 @@ static void op_sg(struct rd *r)
 		}
 	}
 	if (s1.used_slots != s0.used_slots || s1.maps != s0.maps || s1.unmaps != s0.unmaps ||
-	    s1.bounced_to_device != s0.bounced_to_device + to || s1.bounced_from_device != s0.bounced_from_device + from)
-		die("sync_sg_for_%s: bounced %llu/%llu bytes to/from the device, want %llu/%llu", for_cpu ? "cpu" : "device",
+	    s1.bounced_to_device != s0.bounced_to_device + to ||
+	    s1.bounced_from_device != s0.bounced_from_device + from)
+		die("sync_sg_for_%s: bounced %llu/%llu bytes to/from the device, want %llu/%llu",
+		    for_cpu ? "cpu" : "device",
 		    (unsigned long long)(s1.bounced_to_device - s0.bounced_to_device),
 		    (unsigned long long)(s1.bounced_from_device - s0.bounced_from_device), (unsigned long long)to,
 		    (unsigned long long)from);
@@ -1768,7 +1770,8 @@ static void op_defer(struct rd *r)
 	      !q->used ? "answered" : queued ? "queued" : "refused");
 	F.cnt.deferred++;
 	if (r1.deferred_queued > r0.deferred_queued + 1)
-		die("one deferred request queued %llu times", (unsigned long long)(r1.deferred_queued - r0.deferred_queued));
+		die("one deferred request queued %llu times",
+		    (unsigned long long)(r1.deferred_queued - r0.deferred_queued));
 	if (queued) {
 		F.dq_queued++;
 		F.cnt.deferred_queued++;
@@ -2414,12 +2417,12 @@ void dmm_fuzz_print_summary(const char *prog)
 {
 	const struct counts *c = &F.cnt;
 	printf("%s: %llu inputs, %llu operations: %llu kmallocs, %llu kfrees, %llu page buffers; %llu maps "
-	       "(%llu bounced, %llu full), %llu unmaps (%llu not as mapped), %llu device writes (%llu past an untrusted mapping), "
-	       "%llu syncs; %llu scatterlists mapped (%llu pieces, %llu bounced, %llu merged; %llu full), %llu unmapped, "
-	       "%llu synced; %llu deferred maps (%llu queued, %llu of them behind others, %llu answered later, %llu could "
-	       "never fit); %llu coherent buffers (%llu from atomic pools, %llu failed), %llu freed; %llu DMA "
-	       "pools, %llu blocks, %llu freed; %llu clock trims, %llu transient pools added, %llu released; "
-	       "%llu bad calls refused\n",
+	       "(%llu bounced, %llu full), %llu unmaps (%llu not as mapped), %llu device writes (%llu past an "
+	       "untrusted mapping), %llu syncs; %llu scatterlists mapped (%llu pieces, %llu bounced, %llu merged; "
+	       "%llu full), %llu unmapped, %llu synced; %llu deferred maps (%llu queued, %llu of them behind "
+	       "others, %llu answered later, %llu could never fit); %llu coherent buffers (%llu from atomic "
+	       "pools, %llu failed), %llu freed; %llu DMA pools, %llu blocks, %llu freed; %llu clock trims, %llu "
+	       "transient pools added, %llu released; %llu bad calls refused\n",
 	       prog, (unsigned long long)c->inputs, (unsigned long long)c->ops, (unsigned long long)c->kmallocs,
 	       (unsigned long long)c->kfrees, (unsigned long long)c->pages, (unsigned long long)c->maps,
 	       (unsigned long long)c->bounced, (unsigned long long)c->map_fail, (unsigned long long)c->unmaps,
@@ -2428,7 +2431,8 @@ void dmm_fuzz_print_summary(const char *prog)
 	       (unsigned long long)c->sg_maps, (unsigned long long)c->sg_pieces, (unsigned long long)c->sg_bounced,
 	       (unsigned long long)c->sg_merged, (unsigned long long)c->sg_fail, (unsigned long long)c->sg_unmaps,
 	       (unsigned long long)c->sg_syncs, (unsigned long long)c->deferred, (unsigned long long)c->deferred_queued,
-	       (unsigned long long)c->deferred_behind, (unsigned long long)c->deferred_later, (unsigned long long)c->deferred_never,
+	       (unsigned long long)c->deferred_behind, (unsigned long long)c->deferred_later,
+	       (unsigned long long)c->deferred_never,
 	       (unsigned long long)c->coh_allocs, (unsigned long long)c->coh_atomic, (unsigned long long)c->coh_fail,
 	       (unsigned long long)c->coh_frees, (unsigned long long)c->pools, (unsigned long long)c->blocks,
 	       (unsigned long long)c->block_frees, (unsigned long long)c->trims,
