@@ -1059,6 +1059,7 @@ struct duel {
 	struct tu_spin_barrier bar;
 	unsigned rounds;
 	int range, pin;
+	unsigned order; /* of the block (@range 0, @pin 0) */
 	dmm_pfn_t pfn;
 	int rc[2];
 	int stop;
@@ -1072,7 +1073,7 @@ static int duel_free(struct duel *d)
 {
 	if (d->range == 2)
 		return dmm_cma_release(d->mem, 0, d->pfn, DUEL_PAGES);
-	return d->range ? dmm_free_range(d->mem, d->pfn, DUEL_PAGES) : dmm_page_free(d->mem, d->pfn, 0);
+	return d->range ? dmm_free_range(d->mem, d->pfn, DUEL_PAGES) : dmm_page_free(d->mem, d->pfn, d->order);
 }
 
 /* Thread 0's verdict on a round; 0 = fine, the block is free again. */
@@ -1133,7 +1134,7 @@ static void *duel_thread0(void *arg)
 	for (unsigned i = 0; i < d->rounds; i++) {
 		int rc = d->range == 2 ? dmm_cma_alloc(d->mem, 0, DUEL_PAGES, 0, 0, &d->pfn, NULL)
 			 : d->range ? dmm_alloc_range(d->mem, &any, DUEL_PAGES, 0, &d->pfn)
-				    : dmm_page_alloc(d->mem, 0, NULL, 0, &d->pfn);
+				    : dmm_page_alloc(d->mem, d->order, NULL, 0, &d->pfn);
 		if (rc) {
 			snprintf(d->why, sizeof(d->why), "allocation failed: %s", dmm_errname(rc));
 			__atomic_store_n(&d->stop, 1, __ATOMIC_RELAXED);
@@ -1170,7 +1171,7 @@ static void *duel_thread1(void *arg)
 	return NULL;
 }
 
-static void duel_run(struct dmm_mem *mem, int range, int pin, unsigned rounds)
+static void duel_run(struct dmm_mem *mem, int range, int pin, unsigned order, unsigned rounds)
 {
 	struct duel d;
 	pthread_t t[2];
@@ -1181,13 +1182,14 @@ static void duel_run(struct dmm_mem *mem, int range, int pin, unsigned rounds)
 	d.rounds = rounds;
 	d.range = range;
 	d.pin = pin;
+	d.order = order;
 	free0 = tu_zone_free_all(mem);
 	assert_int_equal(pthread_create(&t[0], NULL, duel_thread0, &d), 0);
 	assert_int_equal(pthread_create(&t[1], NULL, duel_thread1, &d), 0);
 	assert_int_equal(pthread_join(t[0], NULL), 0);
 	assert_int_equal(pthread_join(t[1], NULL), 0);
 	if (d.stop)
-		fail_msg("%s %s, round: %s", range == 2 ? "area range" : range ? "range" : "page",
+		fail_msg("%s %s, round: %s", range == 2 ? "area range" : range ? "range" : order ? "block" : "page",
 			 pin ? "free vs pin" : "free vs free", d.why);
 	dmm_page_drain_pcp(mem);
 	assert_checks(mem);
@@ -1202,7 +1204,25 @@ static void test_concurrent_double_free_threads(void **state)
 	(void)state;
 
 	race_mem_create(&r, "free-race-threads", 2);
-	duel_run(r.mem, 0, 0, 50000);
+	duel_run(r.mem, 0, 0, 0, 50000);
+	race_mem_destroy(&r);
+}
+
+/*
+ * The same with a block above the per-CPU caches' orders, which a free
+ * merges with its free buddy at once, changing the order its head page
+ * says: the free that loses the race, having read the state before the
+ * winner took the block and the order after it merged it, must still be
+ * refused with -DMM_ENOENT (it came second), not -DMM_EINVAL (a wrong
+ * order).
+ */
+static void test_concurrent_double_free_merged_threads(void **state)
+{
+	struct race_mem r;
+	(void)state;
+
+	race_mem_create(&r, "free-merge-race-threads", 2);
+	duel_run(r.mem, 0, 0, DMM_PCP_MAX_ORDER + 1, 50000);
 	race_mem_destroy(&r);
 }
 
@@ -1269,9 +1289,9 @@ static void test_pin_free_race_threads(void **state)
 	(void)state;
 
 	race_mem_create(&r, "pin-free-threads", 2);
-	duel_run(r.mem, 0, 1, 50000);
-	duel_run(r.mem, 1, 1, 50000);
-	duel_run(r.mem, 2, 1, 50000);
+	duel_run(r.mem, 0, 1, 0, 50000);
+	duel_run(r.mem, 1, 1, 0, 50000);
+	duel_run(r.mem, 2, 1, 0, 50000);
 	race_mem_destroy(&r);
 }
 
@@ -1292,6 +1312,7 @@ int main(void)
 		cmocka_unit_test(test_bad_free),
 		cmocka_unit_test(test_concurrent_double_free),
 		cmocka_unit_test(test_concurrent_double_free_threads),
+		cmocka_unit_test(test_concurrent_double_free_merged_threads),
 		cmocka_unit_test(test_pin_free_race),
 		cmocka_unit_test(test_pin_free_race_threads),
 	};

@@ -1104,7 +1104,11 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	}
 	if (order > DMM_MAX_ORDER || dmm__order(pg) != order) {
 		stat_inc(&z->stats.bad_free);
-		return -DMM_EINVAL;
+		/* a free of the block by another, since the state was read
+		 * (and before the order was), may have merged it with its
+		 * buddy, so that its order changed: that free came first */
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		return dmm__state(pg) != DMM_PAGE_ALLOC ? -DMM_ENOENT : -DMM_EINVAL;
 	}
 	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & FREE_NEVER_FLAGS) {
 		/* the small-object allocator's (a slab, or a large object:
