@@ -1113,13 +1113,12 @@ static void op_map(struct rd *r)
 	struct map *m = add_map(j, dv, i, off, len, dir, bounce, bus);
 	if (bounce) {
 		if (s1.used_slots != s0.used_slots + m->nslots || s1.maps != s0.maps + 1)
-			die("bounced map of %u slots: used %llu -> %llu, maps %llu -> %llu", m->nslots,
-			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
-			    (unsigned long long)s0.maps, (unsigned long long)s1.maps);
+			die("bounced map of %u slots: used slots %+lld, maps %+lld", m->nslots,
+			    (long long)(s1.used_slots - s0.used_slots), (long long)(s1.maps - s0.maps));
 		uint64_t in = dir != DMM_DMA_FROM_DEVICE ? len : 0;
 		if (s1.bounced_to_device != s0.bounced_to_device + in)
-			die("bounced_to_device %llu -> %llu, want +%llu", (unsigned long long)s0.bounced_to_device,
-			    (unsigned long long)s1.bounced_to_device, (unsigned long long)in);
+			die("bounced_to_device %+lld, want +%llu",
+			    (long long)(s1.bounced_to_device - s0.bounced_to_device), (unsigned long long)in);
 		F.cnt.bounced++;
 	} else if (s1.used_slots != s0.used_slots || s1.maps != s0.maps) {
 		die("a direct map used bounce slots");
@@ -1158,13 +1157,12 @@ static void check_unmapped(const struct dmm_swiotlb_stats *s0, const struct dmm_
 			   uint64_t slots, uint64_t back)
 {
 	if (s1->used_slots + slots != s0->used_slots || s1->unmaps != s0->unmaps + nb)
-		die("unmap of %llu bounced mappings, %llu slots: used %llu -> %llu, unmaps %llu -> %llu",
-		    (unsigned long long)nb, (unsigned long long)slots, (unsigned long long)s0->used_slots,
-		    (unsigned long long)s1->used_slots, (unsigned long long)s0->unmaps,
-		    (unsigned long long)s1->unmaps);
+		die("unmap of %llu bounced mappings, %llu slots: used slots %+lld, unmaps %+lld",
+		    (unsigned long long)nb, (unsigned long long)slots, (long long)(s1->used_slots - s0->used_slots),
+		    (long long)(s1->unmaps - s0->unmaps));
 	if (s1->bounced_from_device != s0->bounced_from_device + back)
-		die("bounced_from_device %llu -> %llu, want +%llu", (unsigned long long)s0->bounced_from_device,
-		    (unsigned long long)s1->bounced_from_device, (unsigned long long)back);
+		die("bounced_from_device %+lld, want +%llu",
+		    (long long)(s1->bounced_from_device - s0->bounced_from_device), (unsigned long long)back);
 }
 
 /* Bring the model up to what the library has done in the unmap under way
@@ -1510,9 +1508,9 @@ static void op_sg_map(struct rd *r)
 		 * without a copy */
 		if (s1.used_slots != s0.used_slots || s1.maps - s0.maps != s1.unmaps - s0.unmaps ||
 		    s1.bounced_from_device != s0.bounced_from_device || b.sg_maps != a.sg_maps)
-			die("a failed map_sg left something mapped: used %llu -> %llu, maps +%llu, unmaps +%llu",
-			    (unsigned long long)s0.used_slots, (unsigned long long)s1.used_slots,
-			    (unsigned long long)(s1.maps - s0.maps), (unsigned long long)(s1.unmaps - s0.unmaps));
+			die("a failed map_sg left something mapped: used slots %+lld, maps %+lld, unmaps %+lld",
+			    (long long)(s1.used_slots - s0.used_slots), (long long)(s1.maps - s0.maps),
+			    (long long)(s1.unmaps - s0.unmaps));
 		if (b.low_bounce_bytes != a.low_bounce_bytes)
 			die("a failed map_sg kept %lld bytes of low memory",
 			    (long long)(b.low_bounce_bytes - a.low_bounce_bytes));
@@ -1582,11 +1580,11 @@ static void op_sg_map(struct rd *r)
 	}
 	if (s1.used_slots != s0.used_slots + slots || s1.maps != s0.maps + (uint64_t)nbounce ||
 	    s1.bounced_to_device != s0.bounced_to_device + in)
-		die("map_sg of %d bounced pieces, %llu slots: used %llu -> %llu, maps %llu -> %llu, bounced_to_device "
-		    "+%llu (want +%llu)",
-		    nbounce, (unsigned long long)slots, (unsigned long long)s0.used_slots,
-		    (unsigned long long)s1.used_slots, (unsigned long long)s0.maps, (unsigned long long)s1.maps,
-		    (unsigned long long)(s1.bounced_to_device - s0.bounced_to_device), (unsigned long long)in);
+		die("map_sg of %d bounced pieces, %llu slots: used slots %+lld, maps %+lld, bounced_to_device %+lld "
+		    "(want +%llu)",
+		    nbounce, (unsigned long long)slots, (long long)(s1.used_slots - s0.used_slots),
+		    (long long)(s1.maps - s0.maps), (long long)(s1.bounced_to_device - s0.bounced_to_device),
+		    (unsigned long long)in);
 	if (b.sg_maps != a.sg_maps + 1 || b.sg_segments_in != a.sg_segments_in + n ||
 	    b.sg_segments_out != a.sg_segments_out + segs || b.map_bytes != a.map_bytes + total ||
 	    b.bounced_maps != a.bounced_maps + (uint64_t)nbounce || b.maps != a.maps)
