@@ -749,6 +749,60 @@ static void test_memattr_failure_restores(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* A set_memattr hook that notes, at each change back to write-back, how
+ * many pages the zones have free: a release must make its range
+ * write-back while the range is still its own, before any of it is free
+ * (its next owner could otherwise make it uncached and then lose that to
+ * the late write-back). */
+static struct dmm_mem *wb_mem;
+static uint64_t wb_free_seen;
+static unsigned wb_calls;
+
+static int wb_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
+{
+	(void)ctx;
+	(void)pa;
+	(void)len;
+	if (attr == DMM_MEMATTR_WB && wb_mem) {
+		wb_calls++;
+		wb_free_seen = tu_zone_free_all(wb_mem);
+	}
+	return 0;
+}
+
+static void test_release_write_back_first(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	enum dmm_cma_fail why = DMM_CMA_FAIL_NOSPACE;
+	dmm_pfn_t pfn = 0;
+	const uint64_t n = 256;
+	uint64_t free_held;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	assert_ok(dmm_hosted_create(&m, 1, DMM_LOG_ERR, &h));
+	p = *dmm_hosted_platform(h);
+	p.set_memattr = wb_hook;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_page_drain_pcp(mem);
+	assert_ok(dmm_cma_alloc(mem, 0, n, 0, DMM_CMA_UNCACHED, &pfn, &why));
+	assert_all_checks(mem);
+	free_held = tu_zone_free_all(mem);
+	wb_mem = mem;
+	wb_calls = 0;
+	assert_ok(dmm_cma_release(mem, 0, pfn, n));
+	wb_mem = NULL;
+	assert_int_equal(wb_calls, 1);
+	assert_int_equal(wb_free_seen, free_held); /* none of the range free yet */
+	assert_int_equal(tu_zone_free_all(mem), free_held + n);
+	assert_all_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -758,6 +812,7 @@ int main(void)
 		cmocka_unit_test(test_pins),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_release_write_back_first),
 		cmocka_unit_test(test_never_policy_watermark),
 		cmocka_unit_test(test_isolated_pageblocks_keep_apart),
 		cmocka_unit_test(test_page_freed_during_claim),

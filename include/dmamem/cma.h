@@ -88,7 +88,9 @@ int dmm_cma_alloc(struct dmm_mem *mem, int area, size_t nr_pages, uint64_t align
  * -DMM_EBUSY (pinned, or a coherent DMA buffer: dmm_dma_free_coherent);
  * nothing is changed on failure, and a refused release of a valid area is
  * counted in its zone's bad_free. Restores the memory attribute if it was
- * changed.
+ * changed, before any page of the range is free again (the attribute hook
+ * then runs with no dmamem lock held). Must not be called with dmamem
+ * locks held.
  */
 int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_pages);
 

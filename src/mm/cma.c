@@ -492,6 +492,19 @@ int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_page
 		return bad_release(a, err);
 	}
 	uncached = head->flags & DMM_PGF_UNCACHED;
+	if (uncached && mem->plat.set_memattr) {
+		/* write-back again while the range is still this release's
+		 * (claimed: no pin, release or allocation can touch it), not
+		 * after it is free: by then its next owner may have made it
+		 * uncached for itself. The hook runs with no lock held, as at
+		 * allocation. */
+		a->releasing++;
+		dmm__unlock(mem, &a->lock);
+		mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(pfn), nr_pages * DMM_PAGE_SIZE,
+				      DMM_MEMATTR_WB);
+		dmm__lock(mem, &a->lock);
+		a->releasing--;
+	}
 	head->flags &= (uint8_t)~DMM_PGF_UNCACHED;
 	head->owner = (void *)0;
 	dmm__lock(mem, &a->zone->lock);
@@ -506,9 +519,6 @@ int dmm_cma_release(struct dmm_mem *mem, int area, dmm_pfn_t pfn, size_t nr_page
 	if (uncached)
 		a->st.pages_remapped += nr_pages;
 	dmm__unlock(mem, &a->lock);
-	if (uncached && mem->plat.set_memattr)
-		mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(pfn), nr_pages * DMM_PAGE_SIZE,
-				      DMM_MEMATTR_WB);
 	dmm__wmark_after_free(a->zone);
 	return 0;
 }
@@ -577,7 +587,9 @@ int dmm_cma_check(struct dmm_mem *mem)
 				handed += pg->private;
 			}
 		}
-		if (!err && (a->claims ? handed > a->used : handed != a->used)) {
+		/* (a release between its claim and the give-back holds bits
+		 * for a range no longer handed out) */
+		if (!err && (a->claims || a->releasing ? handed > a->used : handed != a->used)) {
 			dmm_log(mem, DMM_LOG_ERR, "cma check: area %s hands out %llu pages, bitmap says %llu", a->name,
 				(unsigned long long)handed, (unsigned long long)a->used);
 			err = -DMM_EFAULT;

@@ -108,6 +108,7 @@ struct dmm_cma_area {
 	uint64_t *bitmap;                 /* bit set = handed out or being claimed */
 	uint64_t used;                    /* bits set */
 	uint32_t claims;                  /* claims in progress */
+	uint32_t releasing;               /* releases between their claim and the give-back */
 	struct dmm_cma_info st;           /* statistics (name/geometry filled on query) */
 };
 
