@@ -521,6 +521,7 @@ static void test_debug_rules(void **state)
 #define ATTR_PAGES (64 * MiB / DMM_PAGE_SIZE)
 static uint8_t attr_of[ATTR_PAGES];
 static int attr_fail;
+static unsigned attr_calls;
 
 static int attr_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
 {
@@ -528,6 +529,7 @@ static int attr_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr
 	uint64_t n = len / DMM_PAGE_SIZE;
 	(void)ctx;
 
+	attr_calls++;
 	assert_true(p + n <= ATTR_PAGES);
 	if (attr == DMM_MEMATTR_UC && attr_fail)
 		n /= 2;
@@ -616,11 +618,14 @@ static void test_free_coherent_pinned(void **state)
 		dmm_pfn_t pinned;
 		void *cpu;
 		uint64_t n = size / DMM_PAGE_SIZE;
+		unsigned calls;
 
 		assert_ok(dmm_dma_alloc_coherent(dev, size, 0, &cpu, &bus));
 		assert_ok(dmm_dma_bus_to_phys(dev, bus, &pa));
 		assert_ok(dmm_page_pin(mem, dmm_phys_to_pfn(pa), 0, &pinned, NULL));
+		calls = attr_calls;
 		assert_rc(dmm_dma_free_coherent(dev, size, cpu, bus), -DMM_EBUSY);
+		assert_int_equal(attr_calls, calls); /* refused before any change */
 		for (uint64_t i = 0; i < n; i++)
 			assert_int_equal(attr_of[dmm_phys_to_pfn(pa) + i], DMM_MEMATTR_UC);
 		/* still a coherent buffer: the page allocator refuses it */

@@ -363,16 +363,15 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 		const struct dmm_cma_area *a = head->owner;
 		err = dmm_cma_release(mem, (int)a->idx, pfn, pages);
 	} else {
-		bool remapped = !dev->desc.coherent && mem->plat.set_memattr;
-		if (remapped)
-			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
-		err = head->state == DMM_PAGE_RANGE ? dmm_free_range(mem, pfn, pages) : dmm_page_free(mem, pfn, order);
-		if (err && remapped) {
-			/* refused (a page is pinned): the buffer stays, uncached
-			 * again as at allocation (no line cached meanwhile may be
-			 * written back over the device's data later) */
-			cache_op(dev, DMM_CACHE_FLUSH, pa, pages * DMM_PAGE_SIZE);
-			mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_UC);
+		/* the free in two steps: claimed first (a pinned page refuses
+		 * it, and then nothing has changed: the buffer stays uncached),
+		 * write-back again while still the buffer's, then freed */
+		const uint8_t from = head->state;
+		err = dmm__free_begin(mem, head, from);
+		if (!err) {
+			if (!dev->desc.coherent && mem->plat.set_memattr)
+				mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
+			dmm__free_finish(mem, head, from);
 		}
 	}
 	if (err) {
