@@ -803,6 +803,82 @@ static void test_release_write_back_first(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* A release of an uncached range runs the attribute hook with no lock
+ * held and the range claimed (its head FREEING, its bits still set): what
+ * runs meanwhile (here: from the hook itself) must find the range
+ * neither free nor pinnable nor releasable, and every check must hold. */
+static struct dmm_mem *win_mem;
+static dmm_pfn_t win_pfn;
+static uint64_t win_n;
+static unsigned win_seen;
+
+static int win_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
+{
+	struct dmm_mem *mem = win_mem;
+	struct dmm_cma_info ci;
+	dmm_pfn_t got = 0, pinned = 0;
+	enum dmm_migrate_reason r;
+	(void)ctx;
+
+	if (attr != DMM_MEMATTR_WB || !mem || dmm_phys_to_pfn(pa) != win_pfn || len != win_n * DMM_PAGE_SIZE)
+		return 0;
+	win_mem = NULL; /* once */
+	win_seen++;
+	assert_all_checks(mem);
+	assert_rc(dmm_page_pin(mem, win_pfn, 0, &pinned, &r), -DMM_EAGAIN);
+	assert_rc(dmm_page_pin(mem, win_pfn, DMM_PIN_LONGTERM, &pinned, &r), -DMM_EAGAIN);
+	assert_rc(dmm_page_pin(mem, win_pfn + 1, 0, &pinned, &r), -DMM_ENOENT);
+	assert_rc(dmm_page_unpin(mem, win_pfn, 0), -DMM_ENOENT);
+	assert_rc(dmm_cma_release(mem, 0, win_pfn, win_n), -DMM_ENOENT);
+	assert_ok(dmm_cma_get_info(mem, 0, &ci));
+	assert_true(ci.used_pages >= win_n);
+	/* the area's allocator passes the range by */
+	for (int i = 0; i < 4; i++) {
+		assert_ok(dmm_cma_alloc(mem, 0, win_n, 0, DMM_CMA_UNCACHED, &got, NULL));
+		assert_true(got + win_n <= win_pfn || got >= win_pfn + win_n);
+		assert_all_checks(mem);
+		assert_ok(dmm_cma_release(mem, 0, got, win_n));
+	}
+	assert_rc(dmm_migrate_range(mem, dmm_pfn_to_phys(win_pfn), dmm_pfn_to_phys(win_pfn + win_n), NULL),
+		  -DMM_EBUSY);
+	assert_all_checks(mem);
+	return 0;
+}
+
+static void test_release_window(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_cma_info a, b;
+	dmm_pfn_t pfn = 0;
+	const uint64_t n = 256;
+	(void)state;
+
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	assert_ok(dmm_hosted_create(&m, 1, DMM_LOG_ERR, &h));
+	p = *dmm_hosted_platform(h);
+	p.set_memattr = win_hook;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_page_drain_pcp(mem);
+	assert_ok(dmm_cma_alloc(mem, 0, n, 0, DMM_CMA_UNCACHED, &pfn, NULL));
+	assert_ok(dmm_cma_get_info(mem, 0, &a));
+	win_mem = mem;
+	win_pfn = pfn;
+	win_n = n;
+	win_seen = 0;
+	assert_ok(dmm_cma_release(mem, 0, pfn, n));
+	assert_int_equal(win_seen, 1);
+	assert_ok(dmm_cma_get_info(mem, 0, &b));
+	assert_int_equal(b.used_pages, a.used_pages - n);
+	assert_int_equal(b.releases, a.releases + 5);
+	assert_int_equal(b.pages_remapped, a.pages_remapped + 9 * n); /* 4 allocs, 5 releases */
+	assert_all_checks(mem);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -813,6 +889,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_release_write_back_first),
+		cmocka_unit_test(test_release_window),
 		cmocka_unit_test(test_never_policy_watermark),
 		cmocka_unit_test(test_isolated_pageblocks_keep_apart),
 		cmocka_unit_test(test_page_freed_during_claim),

@@ -649,6 +649,95 @@ static void test_free_coherent_pinned(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/* A coherent free without an IOMMU, two-step: in the window where the
+ * buffer is made write-back it is claimed (a pin fails with -DMM_EAGAIN,
+ * a second free finds nothing, every check holds); afterwards the pages
+ * are free and counted exactly as by dmm_page_free / dmm_free_range. */
+static struct dmm_mem *fw_mem;
+static struct dmm_device *fw_dev;
+static dmm_phys_t fw_pa;
+static size_t fw_size;
+static void *fw_cpu;
+static dmm_dma_addr_t fw_bus;
+static unsigned fw_seen;
+
+static int fw_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
+{
+	struct dmm_mem *mem = fw_mem;
+	dmm_pfn_t pinned;
+	(void)ctx;
+	(void)len;
+
+	if (attr != DMM_MEMATTR_WB || !mem || pa != fw_pa)
+		return 0;
+	fw_mem = NULL;
+	fw_seen++;
+	assert_rc(dmm_page_pin(mem, dmm_phys_to_pfn(pa), 0, &pinned, NULL), -DMM_EAGAIN);
+	assert_rc(dmm_dma_free_coherent(fw_dev, fw_size, fw_cpu, fw_bus), -DMM_ENOENT);
+	assert_checks(mem);
+	return 0;
+}
+
+static void zone_sums(struct dmm_mem *mem, uint64_t *free_ok, uint64_t *range_free, uint64_t *bad)
+{
+	*free_ok = *range_free = *bad = 0;
+	for (unsigned z = 0; z < dmm_mem_nr_zones(mem); z++) {
+		struct dmm_zone_info zi;
+		assert_ok(dmm_zone_get_info(mem, z, &zi));
+		*free_ok += zi.stats.free_ok;
+		*range_free += zi.stats.range_free;
+		*bad += zi.stats.bad_free;
+	}
+}
+
+static void test_free_coherent_two_step(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_device_desc d = tu_desc("dsp", 32, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	uint64_t free0;
+	(void)state;
+
+	tu_hosted_platform(&m, "two-step", 1, &h, &p);
+	p.set_memattr = fw_hook;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	for (size_t pages = 1; pages <= 5; pages++) { /* orders 0, 1, 2; ranges of 3 and 5 */
+		uint64_t f0, r0, b0, f1, r1, b1;
+
+		fw_size = pages * DMM_PAGE_SIZE;
+		assert_ok(dmm_dma_alloc_coherent(dev, fw_size, 0, &fw_cpu, &fw_bus));
+		assert_ok(dmm_dma_bus_to_phys(dev, fw_bus, &fw_pa));
+		zone_sums(mem, &f0, &r0, &b0);
+		fw_mem = mem;
+		fw_dev = dev;
+		fw_seen = 0;
+		assert_ok(dmm_dma_free_coherent(dev, fw_size, fw_cpu, fw_bus));
+		assert_int_equal(fw_seen, 1);
+		zone_sums(mem, &f1, &r1, &b1);
+		assert_int_equal(b1, b0);
+		if (pages & (pages - 1)) {
+			assert_int_equal(r1, r0 + 1);
+			assert_int_equal(f1, f0);
+		} else {
+			assert_int_equal(f1, f0 + 1);
+			assert_int_equal(r1, r0);
+		}
+		assert_rc(dmm_dma_free_coherent(dev, fw_size, fw_cpu, fw_bus), -DMM_ENOENT);
+		dmm_page_drain_pcp(mem);
+		assert_int_equal(tu_zone_free_all(mem), free0);
+		assert_checks(mem);
+	}
+	assert_ok(dmm_device_destroy(dev));
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 static void test_free_coherent_misuse(void **state)
 {
 	struct tu_env *e = tu_env_profile("pc");
@@ -794,6 +883,7 @@ int main(void)
 		cmocka_unit_test(test_coherent_memattr_failure),
 		cmocka_unit_test(test_free_coherent_race),
 		cmocka_unit_test(test_free_coherent_pinned),
+		cmocka_unit_test(test_free_coherent_two_step),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
