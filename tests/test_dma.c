@@ -870,6 +870,94 @@ static void test_free_coherent_race(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/*
+ * A coherent free racing a page free of the same page (misuse: the page
+ * allocator refuses a coherent buffer while it carries the mark, but the
+ * coherent free takes the mark off before it frees). When the page free
+ * wins in that window, the coherent free finds the page gone
+ * (-DMM_ENOENT) and must leave it unmarked: a free page with the coherent
+ * mark fails the page allocator's check, and its next user could not free
+ * it.
+ */
+struct misuse_duel {
+	struct dmm_mem *mem;
+	struct tu_spin_barrier bar;
+	unsigned rounds;
+	dmm_pfn_t pfn;
+	int rc1;
+};
+
+static void *misuse_duel_thread(void *arg)
+{
+	struct misuse_duel *d = arg;
+
+	for (unsigned i = 0; i < d->rounds; i++) {
+		tu_spin_wait(&d->bar);
+		d->rc1 = dmm_page_free(d->mem, d->pfn, 0);
+		tu_spin_wait(&d->bar);
+	}
+	return NULL;
+}
+
+static void test_free_coherent_vs_page_free(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_device_desc desc = tu_desc("nic", 64, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	struct misuse_duel d = { .rounds = 3000 };
+	pthread_t t;
+	uint64_t free0;
+	unsigned lost = 0;
+	int failed = 0;
+	(void)state;
+
+	tu_hosted_platform(&m, "coherent-misuse", 2, &h, &p);
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	assert_ok(dmm_device_create(mem, &desc, NULL, &dev));
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	d.mem = mem;
+	d.pfn = (dmm_pfn_t)-1;
+	assert_int_equal(pthread_create(&t, NULL, misuse_duel_thread, &d), 0);
+	for (unsigned i = 0; i < d.rounds; i++) {
+		dmm_dma_addr_t bus = 0;
+		dmm_phys_t pa;
+		void *cpu = NULL;
+		int rc0;
+
+		if (!failed) {
+			assert_ok(dmm_dma_alloc_coherent(dev, 4096, 0, &cpu, &bus));
+			assert_ok(dmm_dma_bus_to_phys(dev, bus, &pa));
+			d.pfn = dmm_phys_to_pfn(pa);
+		}
+		tu_spin_wait(&d.bar);
+		rc0 = failed ? 0 : dmm_dma_free_coherent(dev, 4096, cpu, bus);
+		tu_spin_wait(&d.bar);
+		if (failed)
+			continue;
+		/* exactly one of the two frees the page */
+		if ((rc0 == 0) == (d.rc1 == 0) || dmm_page_alloc_check(mem)) {
+			failed = 1;
+			print_error("round %u: coherent free %s, page free %s\n", i, dmm_errname(rc0),
+				    dmm_errname(d.rc1));
+			d.pfn = (dmm_pfn_t)-1; /* the thread's remaining frees are refused */
+		}
+		lost += rc0 != 0;
+	}
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_false(failed);
+	print_message("%u of %u rounds won by the page free\n", lost, d.rounds);
+	dmm_page_drain_pcp(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0);
+	assert_checks(mem);
+	assert_ok(dmm_device_destroy(dev));
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -882,6 +970,7 @@ int main(void)
 		cmocka_unit_test(test_free_coherent_misuse),
 		cmocka_unit_test(test_coherent_memattr_failure),
 		cmocka_unit_test(test_free_coherent_race),
+		cmocka_unit_test(test_free_coherent_vs_page_free),
 		cmocka_unit_test(test_free_coherent_pinned),
 		cmocka_unit_test(test_free_coherent_two_step),
 	};

@@ -330,6 +330,7 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 	struct dmm_mem *mem = dev->mem;
 	const dmm_pfn_t pfn = dmm_phys_to_pfn(pa);
 	const unsigned order = order_of(pages);
+	uint8_t state;
 	int err;
 
 	if (dmm_pfn_to_virt(mem, pfn) != cpu)
@@ -349,24 +350,25 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 	if (!dmm__coherent_claim(head))
 		return -DMM_ENOENT;
 	err = 0;
-	if (head->state == DMM_PAGE_RANGE && !head->owner && head->private != pages)
+	state = dmm__state(head);
+	if (state != DMM_PAGE_RANGE && state != DMM_PAGE_ALLOC)
+		return -DMM_ENOENT; /* freed behind the mark's back (misuse, after the claim): no mark on it */
+	if (state == DMM_PAGE_RANGE && !head->owner && head->private != pages)
 		err = untracked ? -DMM_ENOENT : -DMM_EINVAL;
-	else if (head->state == DMM_PAGE_ALLOC && (pages != ((uint64_t)1 << order) || head->order != order))
+	else if (state == DMM_PAGE_ALLOC && (pages != ((uint64_t)1 << order) || head->order != order))
 		err = untracked ? -DMM_ENOENT : -DMM_EINVAL;
-	else if (head->state != DMM_PAGE_RANGE && head->state != DMM_PAGE_ALLOC)
-		err = -DMM_ENOENT;
 	if (err) {
 		dmm__coherent_mark(head, true);
 		return err;
 	}
-	if (head->state == DMM_PAGE_RANGE && head->owner) {
+	if (state == DMM_PAGE_RANGE && head->owner) {
 		const struct dmm_cma_area *a = head->owner;
 		err = dmm_cma_release(mem, (int)a->idx, pfn, pages);
 	} else {
 		/* the free in two steps: claimed first (a pinned page refuses
 		 * it, and then nothing has changed: the buffer stays uncached),
 		 * write-back again while still the buffer's, then freed */
-		const uint8_t from = head->state;
+		const uint8_t from = state;
 		err = dmm__free_begin(mem, head, from);
 		if (!err) {
 			if (!dev->desc.coherent && mem->plat.set_memattr)
@@ -375,7 +377,12 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 		}
 	}
 	if (err) {
-		dmm__coherent_mark(head, true);
+		/* refused (pinned, wrong size): still the buffer, marked again;
+		 * -DMM_ENOENT: the block was freed behind the mark's back (a
+		 * page or range free of it, misuse, in the window after the
+		 * claim) and is no longer the buffer: no mark on a free page */
+		if (err != -DMM_ENOENT)
+			dmm__coherent_mark(head, true);
 		return err;
 	}
 freed:
