@@ -493,6 +493,20 @@ static inline void count_alloc(struct mag *m, size_t size, const uint16_t *waste
 		dmm__pcpu_add(&m->align_waste, waste[(size + 7) / 8]);
 }
 
+/* The @n objects at @objs back to their slabs (takes the cache lock). */
+static void objs_put(struct kcache *k, void *const *objs, unsigned n)
+{
+	struct dmm_mem *mem = k->mem;
+
+	dmm__lock(mem, &k->lock);
+	for (unsigned i = 0; i < n; i++) {
+		dmm_phys_t pa;
+		dmm__virt_to_phys(mem, objs[i], &pa);
+		slab_put(k, objs[i], head_of(mem, k, dmm_phys_to_pfn(pa)));
+	}
+	dmm__unlock(mem, &k->lock);
+}
+
 /* Put the @n objects @fresh took from a new slab into magazine @m (in its
  * CPU's section) as far as it has room; the rest back to their slab. */
 static void mag_fill(struct kcache *k, struct mag *m, void *const *fresh, unsigned n)
@@ -501,15 +515,8 @@ static void mag_fill(struct kcache *k, struct mag *m, void *const *fresh, unsign
 
 	while (i < n && m->n < k->mag_cap)
 		m->obj[m->n++] = fresh[i++];
-	if (i == n)
-		return;
-	dmm__lock(k->mem, &k->lock);
-	for (; i < n; i++) {
-		dmm_phys_t pa;
-		dmm__virt_to_phys(k->mem, fresh[i], &pa);
-		slab_put(k, fresh[i], head_of(k->mem, k, dmm_phys_to_pfn(pa)));
-	}
-	dmm__unlock(k->mem, &k->lock);
+	if (i < n)
+		objs_put(k, fresh + i, n - i);
 }
 
 static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
@@ -678,15 +685,7 @@ static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
 /* Give the oldest @n objects of @m back to their slabs. */
 static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m, unsigned n)
 {
-	struct dmm_mem *mem = k->mem;
-
-	dmm__lock(mem, &k->lock);
-	for (unsigned i = 0; i < n; i++) {
-		dmm_phys_t pa;
-		dmm__virt_to_phys(mem, m->obj[i], &pa);
-		slab_put(k, m->obj[i], head_of(mem, k, dmm_phys_to_pfn(pa)));
-	}
-	dmm__unlock(mem, &k->lock);
+	objs_put(k, m->obj, n);
 	for (unsigned i = n; i < m->n; i++)
 		m->obj[i - n] = m->obj[i];
 	m->n -= n;
