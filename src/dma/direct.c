@@ -368,12 +368,11 @@ static int free_coherent_pages(struct dmm_device *dev, struct dmm_page *head, dm
 		/* the free in two steps: claimed first (a pinned page refuses
 		 * it, and then nothing has changed: the buffer stays uncached),
 		 * write-back again while still the buffer's, then freed */
-		const uint8_t from = state;
-		err = dmm__free_begin(mem, head, from);
+		err = dmm__free_begin(mem, head, state);
 		if (!err) {
 			if (!dev->desc.coherent && mem->plat.set_memattr)
 				mem->plat.set_memattr(mem->plat.ctx, pa, pages * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
-			dmm__free_finish(mem, head, from);
+			dmm__free_finish(mem, head, state);
 		}
 	}
 	if (err) {
