@@ -687,13 +687,27 @@ static uint64_t pages_not_wb(void)
 	return n;
 }
 
+/* The machine of cma_machine (half policy) on the hosted platform with
+ * @hook as its set_memattr hook. */
+static struct dmm_mem *hooked_mem(int (*hook)(void *, dmm_phys_t, size_t, enum dmm_memattr), struct dmm_hosted **h)
+{
+	struct dmm_machine m;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+
+	cma_machine(&m, DMM_CMA_POLICY_HALF);
+	assert_ok(dmm_hosted_create(&m, 1, DMM_LOG_ERR, h));
+	p = *dmm_hosted_platform(*h);
+	p.set_memattr = hook;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	return mem;
+}
+
 /* A failed attribute change undoes what part of it was applied, gives the
  * range back with clean descriptors, and is counted as an attr failure. */
 static void test_memattr_failure_restores(void **state)
 {
-	struct dmm_machine m;
 	struct dmm_hosted *h;
-	struct dmm_platform p;
 	struct dmm_mem *mem = NULL;
 	struct dmm_cma_info c0, c1;
 	struct dmm_page *head;
@@ -706,11 +720,7 @@ static void test_memattr_failure_restores(void **state)
 	memset(attr_of, DMM_MEMATTR_WB, sizeof(attr_of));
 	attr_fail = 1;
 	attr_calls = 0;
-	cma_machine(&m, DMM_CMA_POLICY_HALF);
-	assert_ok(dmm_hosted_create(&m, 1, DMM_LOG_ERR, &h));
-	p = *dmm_hosted_platform(h);
-	p.set_memattr = attr_hook;
-	assert_ok(dmm_mem_create(&m, &p, &mem));
+	mem = hooked_mem(attr_hook, &h);
 	dmm_page_drain_pcp(mem);
 	free0 = tu_zone_free_all(mem);
 	assert_ok(dmm_cma_get_info(mem, 0, &c0));
@@ -772,9 +782,7 @@ static int wb_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
 
 static void test_release_write_back_first(void **state)
 {
-	struct dmm_machine m;
 	struct dmm_hosted *h;
-	struct dmm_platform p;
 	struct dmm_mem *mem = NULL;
 	enum dmm_cma_fail why = DMM_CMA_FAIL_NOSPACE;
 	dmm_pfn_t pfn = 0;
@@ -782,11 +790,7 @@ static void test_release_write_back_first(void **state)
 	uint64_t free_held;
 	(void)state;
 
-	cma_machine(&m, DMM_CMA_POLICY_HALF);
-	assert_ok(dmm_hosted_create(&m, 1, DMM_LOG_ERR, &h));
-	p = *dmm_hosted_platform(h);
-	p.set_memattr = wb_hook;
-	assert_ok(dmm_mem_create(&m, &p, &mem));
+	mem = hooked_mem(wb_hook, &h);
 	dmm_page_drain_pcp(mem);
 	assert_ok(dmm_cma_alloc(mem, 0, n, 0, DMM_CMA_UNCACHED, &pfn, &why));
 	assert_all_checks(mem);
@@ -847,20 +851,14 @@ static int win_hook(void *ctx, dmm_phys_t pa, size_t len, enum dmm_memattr attr)
 
 static void test_release_window(void **state)
 {
-	struct dmm_machine m;
 	struct dmm_hosted *h;
-	struct dmm_platform p;
 	struct dmm_mem *mem = NULL;
 	struct dmm_cma_info a, b;
 	dmm_pfn_t pfn = 0;
 	const uint64_t n = 256;
 	(void)state;
 
-	cma_machine(&m, DMM_CMA_POLICY_HALF);
-	assert_ok(dmm_hosted_create(&m, 1, DMM_LOG_ERR, &h));
-	p = *dmm_hosted_platform(h);
-	p.set_memattr = win_hook;
-	assert_ok(dmm_mem_create(&m, &p, &mem));
+	mem = hooked_mem(win_hook, &h);
 	dmm_page_drain_pcp(mem);
 	assert_ok(dmm_cma_alloc(mem, 0, n, 0, DMM_CMA_UNCACHED, &pfn, NULL));
 	assert_ok(dmm_cma_get_info(mem, 0, &a));
