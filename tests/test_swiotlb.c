@@ -16,6 +16,7 @@
 #include "tu_dma.h"
 
 #include "dma_sim.h"
+#include "dma/dma_internal.h"
 
 struct hwenv {
 	struct dmm_hw *hw;
@@ -1620,6 +1621,114 @@ static void test_express_quick_hands_over(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/* One thread of test_many_cpus: its CPU slot is the next one handed out
+ * (round-robin). A bounce mapping and a direct one, mapped and unmapped;
+ * every @hold-th thread leaves its bounce mapping for the main thread. */
+struct many_cpus_arg {
+	struct dmm_mem *mem;
+	struct dmm_device *dev;
+	dmm_pfn_t hi, lo;
+	unsigned idx;
+	dmm_dma_addr_t held;
+};
+
+static void *many_cpus_thread(void *p)
+{
+	struct many_cpus_arg *a = p;
+	uint8_t *hv = (uint8_t *)dmm_pfn_to_virt(a->mem, a->hi) + a->idx * 128;
+	dmm_phys_t pa = dmm_pfn_to_phys(a->hi) + a->idx * 128;
+	dmm_dma_addr_t b, d;
+
+	memset(hv, (int)(a->idx + 1), 100);
+	b = dmm_dma_map_phys(a->dev, pa, 100, DMM_DMA_TO_DEVICE);
+	if (dmm_dma_mapping_error(a->dev, b) || !dmm_swiotlb_is_bounce(a->mem, b))
+		return (void *)1;
+	for (unsigned i = 0; i < 100; i++)
+		if (((uint8_t *)dmm_pfn_to_virt(a->mem, dmm_phys_to_pfn(b)))[(b & (DMM_PAGE_SIZE - 1)) + i] !=
+		    (uint8_t)(a->idx + 1))
+			return (void *)2;
+	d = dmm_dma_map_page(a->dev, a->lo, a->idx * 64, 64, DMM_DMA_FROM_DEVICE);
+	if (d != dmm_pfn_to_phys(a->lo) + a->idx * 64)
+		return (void *)3;
+	dmm_dma_unmap_page(a->dev, d, 64, DMM_DMA_FROM_DEVICE);
+	if (a->idx % 5 == 0)
+		a->held = b;
+	else
+		dmm_dma_unmap_phys(a->dev, b, 100, DMM_DMA_TO_DEVICE);
+	return (void *)0;
+}
+
+/* A machine of more CPUs than a cache line of counters would hold in a
+ * small record (40): the device has a counter block for every CPU, keeps
+ * the express paths, and counts right however the CPUs share the work,
+ * the low-memory bounce bytes included; held mappings are given back by
+ * another CPU. */
+static void test_many_cpus(void **state)
+{
+	enum { NR = 40 };
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	const struct dmm_constraint below = { 0, 4 * GiB, 0, 0, 0, 0 };
+	static struct many_cpus_arg a[NR];
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_dma_stats ds;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	dmm_pfn_t hi, lo;
+	unsigned held = 0;
+	(void)state;
+
+	dmm_machine_defaults(&m);
+	snprintf(m.name, sizeof(m.name), "many");
+	m.dma32_limit = 4 * GiB;
+	m.nr_ram = 1;
+	m.ram[0].base = 0;
+	m.ram[0].size = 8 * GiB;
+	assert_ok(dmm_hosted_mem_create(&m, NR, &h, &mem));
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 1 * MiB;
+	o.no_transient = 1;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &dev));
+	assert_true(dmm__dev_express(dev));
+	assert_ok(dmm_page_alloc(mem, 1, &above, 0, &hi));
+	assert_ok(dmm_page_alloc(mem, 0, &below, 0, &lo));
+	/* one thread at a time: NR threads take NR consecutive slots, every CPU once */
+	for (unsigned i = 0; i < NR; i++) {
+		pthread_t t;
+		void *ret;
+
+		a[i] = (struct many_cpus_arg){ mem, dev, hi, lo, i, 0 };
+		assert_int_equal(pthread_create(&t, NULL, many_cpus_thread, &a[i]), 0);
+		assert_int_equal(pthread_join(t, &ret), 0);
+		assert_null(ret);
+		held += a[i].held != 0;
+		dmm_device_get_stats(dev, &ds);
+		assert_int_equal(ds.maps, 2 * (i + 1));
+		assert_int_equal(ds.unmaps, 2 * (i + 1) - held);
+		assert_int_equal(ds.bounced_maps, i + 1);
+		assert_int_equal(ds.map_bytes, (i + 1) * (100 + 64));
+		assert_int_equal(ds.low_bounce_bytes, held * 2048);
+		assert_ok(dmm_swiotlb_check(mem));
+	}
+	assert_int_equal(held, NR / 5);
+	for (unsigned i = 0; i < NR; i += 5)
+		dmm_dma_unmap_phys(dev, a[i].held, 100, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(dev, &ds);
+	assert_int_equal(ds.unmaps, 2 * NR);
+	assert_int_equal(ds.low_bounce_bytes, 0);
+	/* the peak: the held ones and the last thread's own (each thread is
+	 * a CPU's first map, so each raises the peak to the device's sum) */
+	assert_int_equal(ds.low_peak_bytes, (NR / 5 + 1) * 2048);
+	assert_ok(dmm_page_free(mem, hi, 1));
+	assert_ok(dmm_page_free(mem, lo, 0));
+	assert_ok(dmm_device_destroy(dev));
+	assert_checks(mem);
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 /*
  * An unmap at an address inside a bounced mapping (not the one the map
  * returned) is refused: nothing copied back, nothing freed, counted as an
@@ -2509,6 +2618,7 @@ int main(void)
 		cmocka_unit_test(test_restricted_pool_first_in_index),
 		cmocka_unit_test(test_grown_pool_below_becomes_first),
 		cmocka_unit_test(test_express_quick_hands_over),
+		cmocka_unit_test(test_many_cpus),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),

@@ -182,7 +182,9 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 {
 	struct dmm_device *dev;
 	struct dmm_constraint lim[2];
+	uint64_t pages;
 	dmm_pfn_t pfn;
+	void *va;
 	int err;
 
 	if (!mem || !out || validate_desc(desc))
@@ -202,11 +204,12 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 				return err == -DMM_ERANGE ? -DMM_ERANGE : dmm__count_invalid(mem);
 		}
 	}
-	err = dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, 0, &pfn);
+	/* the record, with a counter block for every CPU */
+	pages = (dmm__dev_record_bytes(mem->plat.nr_cpus) + DMM_PAGE_SIZE - 1) >> DMM_PAGE_SHIFT;
+	err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 	if (err)
 		return err;
-	dmm__meta_zero(mem, pfn, 1);
-	dev = dmm_pfn_to_virt(mem, pfn);
+	dev = va;
 	dev->mem = mem;
 	for (unsigned i = 0; i < DMM_DEV_NAME_MAX - 1 && desc->name[i]; i++)
 		dev->name[i] = desc->name[i];
@@ -214,6 +217,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	dev->desc.name = dev->name;
 	dev->parent = parent;
 	dev->self_pfn = pfn;
+	dev->self_pages = (uint32_t)pages;
 	dev->tlb_tag = (uint16_t)__atomic_add_fetch(&mem->dev_seq, 1, __ATOMIC_RELAXED);
 	dev->lim[0] = lim[0];
 	dev->lim[1] = lim[1];
@@ -221,7 +225,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	if (desc->iommu) {
 		err = dmm__iommu_attach(dev);
 		if (err) {
-			dmm_page_free(mem, pfn, 0);
+			dmm_free_range(mem, pfn, pages);
 			return err;
 		}
 	}
@@ -235,7 +239,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 						w[i].hi >> DMM_PAGE_SHIFT) != 0;
 		if (!any) {
 			dmm__iommu_detach(dev);
-			dmm_page_free(mem, pfn, 0);
+			dmm_free_range(mem, pfn, pages);
 			return -DMM_ERANGE;
 		}
 	}
@@ -250,7 +254,7 @@ void dmm__dev_update_express(struct dmm_device *dev)
 {
 	const struct dmm_device_desc *d = &dev->desc;
 	bool e = d->coherent && !d->is_bus && !d->untrusted && !d->nr_ranges && !d->bus_offset && !dev->iommu &&
-		 !dev->restricted_pool && dev->mem->plat.nr_cpus <= DMM_DEV_PCPU;
+		 !dev->restricted_pool;
 
 	__atomic_store_n(&dev->express, (uint8_t)e, __ATOMIC_RELAXED);
 }
@@ -268,7 +272,7 @@ int dmm_device_destroy(struct dmm_device *dev)
 	dmm__iommu_detach(dev);
 	if (dev->parent)
 		__atomic_fetch_sub(&dev->parent->nr_children, 1, __ATOMIC_RELAXED);
-	return dmm_page_free(mem, dev->self_pfn, 0);
+	return dmm_free_range(mem, dev->self_pfn, dev->self_pages);
 }
 
 const char *dmm_device_name(const struct dmm_device *dev)
@@ -300,7 +304,7 @@ void dmm_device_get_stats(const struct dmm_device *dev, struct dmm_dma_stats *st
 	dst = (uint64_t *)st;
 	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-	for (unsigned c = 0; c < DMM_DEV_PCPU; c++) {
+	for (unsigned c = 0; c < dev->mem->plat.nr_cpus; c++) {
 		const struct dmm_dev_pcpu *p = &dev->pcpu[c];
 		st->maps += __atomic_load_n(&p->maps, __ATOMIC_RELAXED);
 		st->unmaps += __atomic_load_n(&p->unmaps, __ATOMIC_RELAXED);

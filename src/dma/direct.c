@@ -66,10 +66,9 @@ void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum
 
 uint64_t dmm__dev_low_bounce(const struct dmm_device *dev)
 {
-	unsigned n = dev->mem->plat.nr_cpus < DMM_DEV_PCPU ? dev->mem->plat.nr_cpus : DMM_DEV_PCPU;
 	uint64_t sum = 0;
 
-	for (unsigned c = 0; c < n; c++)
+	for (unsigned c = 0; c < dev->mem->plat.nr_cpus; c++)
 		sum += __atomic_load_n(&dev->pcpu[c].low_bounce, __ATOMIC_RELAXED);
 	return sum;
 }

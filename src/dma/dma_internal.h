@@ -14,9 +14,10 @@
 struct tlb_pool;
 struct dmm_iommu_dom;
 
-/* Hot counters per CPU slot, so two CPUs mapping for one device do not
- * bounce a cache line on every map. */
-#define DMM_DEV_PCPU 16
+/* Hot counters of one CPU, so two CPUs mapping for one device do not
+ * bounce a cache line on every map: a device has a block for every CPU
+ * of the machine (its record is sized for them), which only sections of
+ * that CPU write with plain adds. */
 struct dmm_dev_pcpu {
 	/* one cache line: only the first member carries the alignment (an
 	 * _Alignas on a declarator list would align every counter) */
@@ -32,24 +33,30 @@ struct dmm_device {
 	struct dmm_device_desc desc;      /* name points at name[] */
 	struct dmm_device *parent;
 	uint32_t nr_children;             /* atomic */
-	dmm_pfn_t self_pfn;               /* the page holding this structure */
+	dmm_pfn_t self_pfn;               /* the pages holding this structure (dmm__meta_alloc) */
+	uint32_t self_pages;
 	uint16_t tlb_tag;                 /* marks its bounce mappings' records (swiotlb.c) */
 	struct dmm_constraint lim[2];     /* effective bus limits: [0] streaming, [1] coherent */
 	int debug_mode;                   /* -1 follow global, 0 off, 1 on (atomic) */
 	int last_error;                   /* last failed map's reason (atomic) */
 	struct dmm_dma_stats st;          /* atomic counters (cold ones) */
-	struct dmm_dev_pcpu pcpu[DMM_DEV_PCPU];
 	struct tlb_pool *restricted_pool; /* swiotlb.c: this device's own pool */
 	struct dmm_iommu_dom *iommu;      /* iommu.c: translating domain (DMM_IOMMU_DMA) */
 	uint32_t iommu_id;                /* IOMMU domain id (any iommu mode) */
 	uint8_t express;                  /* dmm__dev_express (atomic) */
+	struct dmm_dev_pcpu pcpu[];       /* one per CPU (plat.nr_cpus) */
 };
+
+/* Bytes of a device's record on a machine of @nr_cpus CPUs. */
+static inline uint64_t dmm__dev_record_bytes(unsigned nr_cpus)
+{
+	return sizeof(struct dmm_device) + (uint64_t)nr_cpus * sizeof(struct dmm_dev_pcpu);
+}
 
 /*
  * The express paths of map and unmap serve a device whose bus addresses
  * are its physical addresses: coherent, not a bus, not untrusted, no
- * IOMMU, dma-ranges, bus offset or restricted pool, a counter block for
- * every CPU, and DMA debug off. dmm__dev_update_express() sets the flag
+ * IOMMU, dma-ranges, bus offset or restricted pool, and DMA debug off. dmm__dev_update_express() sets the flag
  * when the device is made and clears it when a restricted pool is given;
  * the rest cannot change.
  */
@@ -69,8 +76,8 @@ static inline bool dmm__iommu_translating(const struct dmm_device *dev)
 static inline struct dmm_dev_pcpu *dmm__dev_pcpu(struct dmm_device *dev)
 {
 	const struct dmm_platform *p = &dev->mem->plat;
-	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
-	return &dev->pcpu[cpu % DMM_DEV_PCPU];
+	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) % p->nr_cpus : 0;
+	return &dev->pcpu[cpu];
 }
 
 static inline void dmm__dstat(uint64_t *c, uint64_t v)
@@ -84,16 +91,11 @@ static inline void dmm__dstat(uint64_t *c, uint64_t v)
  * with atomic adds (cache_op runs inside sections of its callers). Mixing
  * the two on one counter would lose updates. */
 /* Add @v to the per-CPU counter of @dev at offset @off (offsetof in struct
- * dmm_dev_pcpu), inside a CPU-local section of @cpu: a plain add when every
- * CPU has a counter block of its own, else an atomic one. */
+ * dmm_dev_pcpu), inside a CPU-local section of @cpu: a plain add, the
+ * block being that CPU's own. */
 static inline void dmm__dstat_in(struct dmm_device *dev, unsigned cpu, size_t off, uint64_t v)
 {
-	uint64_t *c = (uint64_t *)(void *)((unsigned char *)&dev->pcpu[cpu % DMM_DEV_PCPU] + off);
-
-	if (__builtin_expect(dev->mem->plat.nr_cpus <= DMM_DEV_PCPU, 1))
-		dmm__pcpu_add(c, v);
-	else
-		dmm__dstat(c, v);
+	dmm__pcpu_add((uint64_t *)(void *)((unsigned char *)&dev->pcpu[cpu] + off), v);
 }
 
 /* Add to the per-CPU counters of @dev at offsets @o1, @o2 (@v2 0: only @o1)
@@ -106,17 +108,6 @@ static inline void dmm__dstat2(struct dmm_device *dev, size_t o1, uint64_t v1, s
 	if (v2)
 		dmm__dstat_in(dev, cpu, o2, v2);
 	dmm__cpu_exit(dev->mem, cpu);
-}
-
-/* The counter block of @dev that only sections of @cpu write, or NULL when
- * CPUs share blocks (more CPUs than DMM_DEV_PCPU: dmm__dstat_in then adds
- * atomically). The short paths take plain adds on it or leave the work to
- * the general path. */
-static inline struct dmm_dev_pcpu *dmm__dev_own_pcpu(struct dmm_device *dev, unsigned cpu)
-{
-	if (__builtin_expect(dev->mem->plat.nr_cpus <= DMM_DEV_PCPU, 1))
-		return &dev->pcpu[cpu];
-	return (struct dmm_dev_pcpu *)0;
 }
 
 /* Bus address of @pa for a device with neither IOMMU nor dma-ranges: the
@@ -285,7 +276,7 @@ static inline void dmm__dev_low_bounce_high(struct dmm_device *dev, struct dmm_d
  * high of its own. */
 static inline void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, int64_t bytes)
 {
-	struct dmm_dev_pcpu *pc = &dev->pcpu[cpu % DMM_DEV_PCPU];
+	struct dmm_dev_pcpu *pc = &dev->pcpu[cpu];
 
 	if (!bytes)
 		return;
@@ -293,8 +284,7 @@ static inline void dmm__dev_low_bounce_in(struct dmm_device *dev, unsigned cpu, 
 	if (bytes > 0)
 		dmm__dev_low_bounce_high(dev, pc);
 }
-/* The same on @pc, a counter block of the section's CPU's own
- * (dmm__dev_own_pcpu): plain adds. */
+/* The same on @pc, the counter block of the section's CPU. */
 static inline void dmm__dev_low_bounce_own(struct dmm_device *dev, struct dmm_dev_pcpu *pc, int64_t bytes)
 {
 	if (!bytes)

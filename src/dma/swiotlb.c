@@ -1119,14 +1119,6 @@ static inline __attribute__((always_inline)) bool short_enter(struct dmm_mem *me
 	return true;
 }
 
-/* The device's counter block of @cpu when it is that CPU's own, else NULL
- * (dmm__dev_own_pcpu): an express device has one for every CPU. */
-static inline __attribute__((always_inline)) struct dmm_dev_pcpu *short_pcpu(struct dmm_device *dev, unsigned cpu,
-									     bool quick)
-{
-	return quick ? &dev->pcpu[cpu] : dmm__dev_own_pcpu(dev, cpu);
-}
-
 static inline __attribute__((always_inline)) void short_exit(struct dmm_mem *mem, bool quick,
 							     struct dmm_cpu_thread *r, unsigned cpu)
 {
@@ -1164,8 +1156,7 @@ static inline __attribute__((always_inline)) int map_short(struct dmm_device *de
 	if (!short_enter(mem, quick, &r, &cpu))
 		return SHORT_LONG;
 	x = index_get(t);
-	if (__builtin_expect(!(dp = short_pcpu(dev, cpu, quick)), 0))
-		goto out;
+	dp = &dev->pcpu[cpu];
 	/* the first pool with run caches that @dev may use (the lowest): the
 	 * index's cached pool (never a restricted one) when @dev reaches it,
 	 * as it usually does */
@@ -1266,14 +1257,12 @@ dmm_dma_addr_t dmm__swiotlb_map_express(struct dmm_device *dev, dmm_phys_t pa, s
 }
 
 /* Copy back as @dir needs and release the device's low-memory count for
- * the mapping whose record is @f, slot @first of @p, in a section of @cpu;
- * @dp: the device's counter block of that CPU when it is the CPU's own
- * (dmm__dev_own_pcpu), else NULL. @tlb_pa is the mapping's start
- * (record_start). The bytes copied back. */
+ * the mapping whose record is @f, slot @first of @p, in a section of @cpu.
+ * @tlb_pa is the mapping's start (record_start). The bytes copied back. */
 static inline __attribute__((always_inline)) size_t unmap_back(struct dmm_device *dev, struct dmm_swiotlb *t,
 							       struct tlb_pool *p, struct tlb_slot *f, uint32_t first,
 							       dmm_phys_t tlb_pa, size_t size, enum dmm_dma_dir dir,
-							       unsigned cpu, struct dmm_dev_pcpu *dp)
+							       unsigned cpu)
 {
 	uint64_t low = run_low(t, p, first, f->nslots);
 	size_t back = 0;
@@ -1282,10 +1271,8 @@ static inline __attribute__((always_inline)) size_t unmap_back(struct dmm_device
 		back = size < f->size ? size : f->size;
 		dmm__phys_copy(dev->mem, f->orig, tlb_pa, back);
 	}
-	if (dp) /* (giving back never raises the peak) */
-		dmm__pcpu_add(&dp->low_bounce, -low);
-	else
-		dmm__dev_low_bounce_in(dev, cpu, -(int64_t)low);
+	/* (giving back never raises the peak) */
+	dmm__pcpu_add(&dev->pcpu[cpu].low_bounce, -low);
 	return back;
 }
 
@@ -1295,7 +1282,7 @@ static inline void unmap_record(struct dmm_device *dev, struct dmm_swiotlb *t, s
 				bool may_cache)
 {
 	uint32_t n = f->nslots;
-	size_t back = unmap_back(dev, t, p, f, first, tlb_pa, size, dir, cpu, (struct dmm_dev_pcpu *)0);
+	size_t back = unmap_back(dev, t, p, f, first, tlb_pa, size, dir, cpu);
 
 	if (n <= TLB_CACHE_LEN && p->cpus && may_cache) {
 		cache_put(t, p, &p->cpus[cpu], first, n, back, false);
@@ -1334,13 +1321,13 @@ static inline __attribute__((always_inline)) int unmap_short(struct dmm_device *
 		return SHORT_LONG; /* a copy back */
 	if (!short_enter(mem, quick, &r, &cpu))
 		return SHORT_LONG;
-	dp = short_pcpu(dev, cpu, quick);
+	dp = &dev->pcpu[cpu];
 	p = t ? index_search_cached(index_get(t), pa) : (struct tlb_pool *)0;
 	if (!p) {
 		/* an express device's direct mapping: nothing to copy or
 		 * to maintain, only the count (RAM, as the general path
 		 * checks) */
-		if (!direct || !dp)
+		if (!direct)
 			goto out;
 		if (quick && dmm_phys_to_pfn(pa) != dmm_phys_to_pfn(pa + size - 1)) {
 			ret = SHORT_LONG; /* dmm__is_ram_span */
@@ -1352,7 +1339,7 @@ static inline __attribute__((always_inline)) int unmap_short(struct dmm_device *
 		ret = SHORT_DIRECT;
 		goto out;
 	}
-	if (__builtin_expect(!p->cpus || !dp || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED), 0))
+	if (__builtin_expect(!p->cpus || __atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED), 0))
 		goto out;
 	/* only the address the map returned unmaps (the general path refuses
 	 * and counts any other): lookup and record_start, short. That address
@@ -1373,7 +1360,7 @@ static inline __attribute__((always_inline)) int unmap_short(struct dmm_device *
 	}
 	/* to this CPU's cache (nr_deferred was 0) */
 	n = f->nslots;
-	cache_put(t, p, &p->cpus[cpu], s, n, unmap_back(dev, t, p, f, s, pa, size, dir, cpu, dp), quick);
+	cache_put(t, p, &p->cpus[cpu], s, n, unmap_back(dev, t, p, f, s, pa, size, dir, cpu), quick);
 	dmm__pcpu_add(&dp->unmaps, 1);
 	ret = SHORT_DONE;
 out:

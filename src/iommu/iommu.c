@@ -44,6 +44,9 @@
 
 #define PG DMM_PAGE_SIZE
 #define FQ_DEFAULT 256
+/* Flush queues per domain: one per CPU up to this many, then CPUs share
+ * them (each has its own lock); a queue holds fq_size entries twice. */
+#define MAX_FQ 16
 #define FQ_TIMEOUT_DEFAULT (10ull * 1000 * 1000)
 
 struct fq_ent {
@@ -80,21 +83,22 @@ struct dmm_iommu_dom {
 		uint64_t invalidations, fq_flushes, fq_timeouts;
 		uint64_t bounced, fail_iova, fail_pgtable, fail_unmap;
 	} st;                          /* atomic (not on the fast path) */
-	/* fast-path counters per CPU slot: no line shared between CPUs */
+	/* fast-path counters, one block per CPU (plat.nr_cpus): no line
+	 * shared between CPUs */
 	struct dom_pcpu {
 		_Alignas(64) uint64_t maps;
 		uint64_t unmaps;
 		int64_t mapped_pages;
 		uint64_t fq_queued;
 		uint64_t calls;        /* housekeeping clock */
-	} pcpu[DMM_DEV_PCPU];
+	} pcpu[];
 };
 
 static inline struct dom_pcpu *dpcpu(struct dmm_iommu_dom *d)
 {
 	const struct dmm_platform *p = &d->mem->plat;
-	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) : 0;
-	return &d->pcpu[cpu % DMM_DEV_PCPU];
+	unsigned cpu = p->cpu_id ? p->cpu_id(p->ctx) % p->nr_cpus : 0;
+	return &d->pcpu[cpu];
 }
 
 /* per-CPU counter updates: relaxed atomics on the CPU's own line */
@@ -334,11 +338,11 @@ int dmm__iommu_attach(struct dmm_device *dev)
 	dev->iommu_id = __atomic_fetch_add(&next_domain_id, 1, __ATOMIC_RELAXED);
 	if (dev->desc.iommu != DMM_IOMMU_DMA)
 		return 0;
-	err = dmm_kmalloc(mem, sizeof(*d), 0, &p);
+	err = dmm_kmalloc(mem, sizeof(*d) + mem->plat.nr_cpus * sizeof(d->pcpu[0]), 0, &p);
 	if (err)
 		return err;
 	d = p;
-	dmm_memset(d, 0, sizeof(*d));
+	dmm_memset(d, 0, sizeof(*d) + mem->plat.nr_cpus * sizeof(d->pcpu[0]));
 	d->dev = dev;
 	d->mem = mem;
 	if (dev->desc.iommu_opts)
@@ -372,8 +376,8 @@ int dmm__iommu_attach(struct dmm_device *dev)
 	}
 	d->limit = hi - 1;
 	d->nr_fq = mem->plat.nr_cpus ? mem->plat.nr_cpus : 1;
-	if (d->nr_fq > DMM_DEV_PCPU)
-		d->nr_fq = DMM_DEV_PCPU;
+	if (d->nr_fq > MAX_FQ)
+		d->nr_fq = MAX_FQ;
 	err = dmm_kmalloc(mem, sizeof(struct fq_cpu) * d->nr_fq, 0, &p);
 	if (err)
 		goto out_d;
@@ -1153,7 +1157,7 @@ int dmm_device_iommu_stats(struct dmm_device *dev, struct dmm_iommu_stats *st)
 #undef LD
 	{
 		int64_t mp = 0;
-		for (unsigned c = 0; c < DMM_DEV_PCPU; c++) {
+		for (unsigned c = 0; c < d->mem->plat.nr_cpus; c++) {
 			st->maps += __atomic_load_n(&d->pcpu[c].maps, __ATOMIC_RELAXED);
 			st->unmaps += __atomic_load_n(&d->pcpu[c].unmaps, __ATOMIC_RELAXED);
 			mp += __atomic_load_n(&d->pcpu[c].mapped_pages, __ATOMIC_RELAXED);
@@ -1191,7 +1195,7 @@ int dmm_device_iommu_check(struct dmm_device *dev)
 		err = dmm_iopt_check(d->pt);
 	dmm_iopt_get_stats(d->pt, &ps);
 	int64_t mp = 0;
-	for (unsigned c = 0; c < DMM_DEV_PCPU; c++)
+	for (unsigned c = 0; c < d->mem->plat.nr_cpus; c++)
 		mp += __atomic_load_n(&d->pcpu[c].mapped_pages, __ATOMIC_RELAXED);
 	if (!err && (int64_t)(ps.pages_4k + (ps.blocks_2m << 9) + (ps.blocks_1g << 18)) != mp) {
 		dmm_log(d->mem, DMM_LOG_ERR, "iommu check: %s: mapped pages disagree with the page table",
