@@ -244,7 +244,10 @@ int dmm_device_iommu_stats(struct dmm_device *dev, struct dmm_iommu_stats *st);
 /* Deferred mode: invalidate now and release every queued IOVA. */
 void dmm_device_iommu_flush(struct dmm_device *dev);
 /* dmm_iova_check + dmm_iopt_check of the device's domain, plus the
- * mapping count. 0, or -DMM_EINVAL. */
+ * mapping count. 0, or -DMM_EINVAL. Call it while no map or unmap of the
+ * device runs: the page table's count and the domain's per-CPU counts of
+ * mapped pages move one after the other, so a check between the two
+ * steps of a map reports a mismatch that is not there. */
 int dmm_device_iommu_check(struct dmm_device *dev);
 
 #endif
