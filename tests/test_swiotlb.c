@@ -1626,7 +1626,7 @@ static void test_express_quick_hands_over(void **state)
  * every @hold-th thread leaves its bounce mapping for the main thread. */
 struct many_cpus_arg {
 	struct dmm_mem *mem;
-	struct dmm_device *dev;
+	struct dmm_device *dev, *io;
 	dmm_pfn_t hi, lo;
 	unsigned idx;
 	dmm_dma_addr_t held;
@@ -1651,6 +1651,11 @@ static void *many_cpus_thread(void *p)
 	if (d != dmm_pfn_to_phys(a->lo) + a->idx * 64)
 		return (void *)3;
 	dmm_dma_unmap_page(a->dev, d, 64, DMM_DMA_FROM_DEVICE);
+	/* and through an IOMMU domain (its counters are per CPU too) */
+	d = dmm_dma_map_page(a->io, a->lo, a->idx * 64, 64, DMM_DMA_TO_DEVICE);
+	if (dmm_dma_mapping_error(a->io, d))
+		return (void *)4;
+	dmm_dma_unmap_page(a->io, d, 64, DMM_DMA_TO_DEVICE);
 	if (a->idx % 5 == 0)
 		a->held = b;
 	else
@@ -1675,11 +1680,14 @@ static void test_many_cpus(void **state)
 	struct dmm_swiotlb_opts o;
 	struct dmm_dma_stats ds;
 	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
-	struct dmm_device *dev;
+	struct dmm_device_desc id = tu_desc("io", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_iommu_stats is;
+	struct dmm_device *dev, *io;
 	dmm_pfn_t hi, lo;
 	unsigned held = 0;
 	(void)state;
 
+	id.iommu = DMM_IOMMU_DMA;
 	dmm_machine_defaults(&m);
 	snprintf(m.name, sizeof(m.name), "many");
 	m.dma32_limit = 4 * GiB;
@@ -1693,6 +1701,7 @@ static void test_many_cpus(void **state)
 	assert_ok(dmm_swiotlb_init(mem, &o));
 	assert_ok(dmm_device_create(mem, &nd, NULL, &dev));
 	assert_true(dmm__dev_express(dev));
+	assert_ok(dmm_device_create(mem, &id, NULL, &io));
 	assert_ok(dmm_page_alloc(mem, 1, &above, 0, &hi));
 	assert_ok(dmm_page_alloc(mem, 0, &below, 0, &lo));
 	/* one thread at a time: NR threads take NR consecutive slots, every CPU once */
@@ -1700,7 +1709,7 @@ static void test_many_cpus(void **state)
 		pthread_t t;
 		void *ret;
 
-		a[i] = (struct many_cpus_arg){ mem, dev, hi, lo, i, 0 };
+		a[i] = (struct many_cpus_arg){ mem, dev, io, hi, lo, i, 0 };
 		assert_int_equal(pthread_create(&t, NULL, many_cpus_thread, &a[i]), 0);
 		assert_int_equal(pthread_join(t, &ret), 0);
 		assert_null(ret);
@@ -1712,6 +1721,10 @@ static void test_many_cpus(void **state)
 		assert_int_equal(ds.map_bytes, (i + 1) * (100 + 64));
 		assert_int_equal(ds.low_bounce_bytes, held * 2048);
 		assert_ok(dmm_swiotlb_check(mem));
+		assert_ok(dmm_device_iommu_stats(io, &is));
+		assert_int_equal(is.maps, i + 1);
+		assert_int_equal(is.unmaps, i + 1);
+		assert_ok(dmm_device_iommu_check(io));
 	}
 	assert_int_equal(held, NR / 5);
 	for (unsigned i = 0; i < NR; i += 5)
@@ -1722,6 +1735,7 @@ static void test_many_cpus(void **state)
 	/* the peak: the held ones and the last thread's own (each thread is
 	 * a CPU's first map, so each raises the peak to the device's sum) */
 	assert_int_equal(ds.low_peak_bytes, (NR / 5 + 1) * 2048);
+	assert_ok(dmm_device_destroy(io));
 	assert_ok(dmm_page_free(mem, hi, 1));
 	assert_ok(dmm_page_free(mem, lo, 0));
 	assert_ok(dmm_device_destroy(dev));
