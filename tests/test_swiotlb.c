@@ -1622,23 +1622,48 @@ static void test_express_quick_hands_over(void **state)
 }
 
 /* One thread of test_many_cpus: its CPU slot is the next one handed out
- * (round-robin). A bounce mapping and a direct one, mapped and unmapped;
- * every @hold-th thread leaves its bounce mapping for the main thread. */
+ * (round-robin). They all live at once (a thread that ended would leave
+ * its CPU slot to the next one, which gets its thread pointer) and take
+ * turns. A bounce mapping and a direct one, mapped and unmapped; every
+ * fifth thread leaves its bounce mapping for the main thread. */
+static pthread_mutex_t many_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t many_cond = PTHREAD_COND_INITIALIZER;
+static unsigned many_turn, many_done;
+
 struct many_cpus_arg {
 	struct dmm_mem *mem;
 	struct dmm_device *dev, *io;
 	dmm_pfn_t hi, lo;
-	unsigned idx;
+	unsigned idx, cpu;
 	dmm_dma_addr_t held;
 };
+
+static void *many_cpus_work(struct many_cpus_arg *a);
 
 static void *many_cpus_thread(void *p)
 {
 	struct many_cpus_arg *a = p;
+	void *ret;
+
+	pthread_mutex_lock(&many_lock);
+	while (many_turn != a->idx)
+		pthread_cond_wait(&many_cond, &many_lock);
+	pthread_mutex_unlock(&many_lock);
+	ret = many_cpus_work(a);
+	pthread_mutex_lock(&many_lock);
+	many_done = a->idx + 1;
+	pthread_cond_broadcast(&many_cond);
+	pthread_mutex_unlock(&many_lock);
+	return ret;
+}
+
+static void *many_cpus_work(struct many_cpus_arg *a)
+{
 	uint8_t *hv = (uint8_t *)dmm_pfn_to_virt(a->mem, a->hi) + a->idx * 128;
 	dmm_phys_t pa = dmm_pfn_to_phys(a->hi) + a->idx * 128;
 	dmm_dma_addr_t b, d;
 
+	a->cpu = a->mem->plat.cpu_id(a->mem->plat.ctx);
 	memset(hv, (int)(a->idx + 1), 100);
 	b = dmm_dma_map_phys(a->dev, pa, 100, DMM_DMA_TO_DEVICE);
 	if (dmm_dma_mapping_error(a->dev, b) || !dmm_swiotlb_is_bounce(a->mem, b))
@@ -1663,17 +1688,20 @@ static void *many_cpus_thread(void *p)
 	return (void *)0;
 }
 
-/* A machine of more CPUs than a cache line of counters would hold in a
- * small record (40): the device has a counter block for every CPU, keeps
- * the express paths, and counts right however the CPUs share the work,
- * the low-memory bounce bytes included; held mappings are given back by
- * another CPU. */
+/* A machine of many CPUs (80: a device record of several pages, more CPUs
+ * than bounce areas): the device has a counter block for every CPU, keeps
+ * the express paths, and counts right however the CPUs share the work, the
+ * low-memory bounce bytes included; held mappings are given back by
+ * another CPU. Every CPU has a run cache in the pool, and a pool that runs
+ * out takes them all back before it fails. */
 static void test_many_cpus(void **state)
 {
-	enum { NR = 40 };
+	enum { NR = 80 };
 	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
 	const struct dmm_constraint below = { 0, 4 * GiB, 0, 0, 0, 0 };
 	static struct many_cpus_arg a[NR];
+	pthread_t t[NR];
+	void *ret;
 	struct dmm_machine m;
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
@@ -1698,20 +1726,29 @@ static void test_many_cpus(void **state)
 	dmm_swiotlb_opts_default(mem, &o);
 	o.initial_bytes = 1 * MiB;
 	o.no_transient = 1;
+	o.grow_threshold_pct = 100; /* the pool stays as made */
 	assert_ok(dmm_swiotlb_init(mem, &o));
 	assert_ok(dmm_device_create(mem, &nd, NULL, &dev));
 	assert_true(dmm__dev_express(dev));
 	assert_ok(dmm_device_create(mem, &id, NULL, &io));
 	assert_ok(dmm_page_alloc(mem, 1, &above, 0, &hi));
 	assert_ok(dmm_page_alloc(mem, 0, &below, 0, &lo));
-	/* one thread at a time: NR threads take NR consecutive slots, every CPU once */
+	/* NR threads at once take NR consecutive slots, every CPU once; they
+	 * run one at a time, in turn */
+	many_turn = NR;
+	many_done = 0;
 	for (unsigned i = 0; i < NR; i++) {
-		pthread_t t;
-		void *ret;
-
-		a[i] = (struct many_cpus_arg){ mem, dev, io, hi, lo, i, 0 };
-		assert_int_equal(pthread_create(&t, NULL, many_cpus_thread, &a[i]), 0);
-		assert_int_equal(pthread_join(t, &ret), 0);
+		a[i] = (struct many_cpus_arg){ mem, dev, io, hi, lo, i, 0, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, many_cpus_thread, &a[i]), 0);
+	}
+	for (unsigned i = 0; i < NR; i++) {
+		pthread_mutex_lock(&many_lock);
+		many_turn = i;
+		pthread_cond_broadcast(&many_cond);
+		while (many_done != i + 1)
+			pthread_cond_wait(&many_cond, &many_lock);
+		pthread_mutex_unlock(&many_lock);
+		assert_int_equal(pthread_join(t[i], &ret), 0);
 		assert_null(ret);
 		held += a[i].held != 0;
 		dmm_device_get_stats(dev, &ds);
@@ -1727,14 +1764,43 @@ static void test_many_cpus(void **state)
 		assert_ok(dmm_device_iommu_check(io));
 	}
 	assert_int_equal(held, NR / 5);
+	{
+		/* a cached run on each CPU that unmapped (the threads took
+		 * consecutive slots: distinct CPUs, unless the host's slot
+		 * counter wrapped in between, which the count allows for) */
+		uint8_t seen[NR] = { 0 };
+		unsigned cpus = 0, top = 0;
+		for (unsigned i = 0; i < NR; i++)
+			if (i % 5 && !seen[a[i].cpu]++) {
+				cpus++;
+				top = a[i].cpu > top ? a[i].cpu : top;
+			}
+		assert_true(top >= 64); /* CPUs past the areas' count have caches too */
+		assert_tlb_counts(mem, held, cpus);
+	}
+	{
+		/* the whole pool from one thread: the caches come back first */
+		static dmm_dma_addr_t all[512];
+		unsigned n = 0;
+		struct dmm_swiotlb_stats ts;
+		dmm_swiotlb_get_stats(mem, &ts);
+		while (n < ts.total_slots - held) {
+			all[n] = dmm_dma_map_phys(dev, dmm_pfn_to_phys(hi), 100, DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(dev, all[n]));
+			n++;
+		}
+		assert_tlb_counts(mem, ts.total_slots, 0);
+		while (n)
+			dmm_dma_unmap_phys(dev, all[--n], 100, DMM_DMA_TO_DEVICE);
+	}
 	for (unsigned i = 0; i < NR; i += 5)
 		dmm_dma_unmap_phys(dev, a[i].held, 100, DMM_DMA_TO_DEVICE);
 	dmm_device_get_stats(dev, &ds);
-	assert_int_equal(ds.unmaps, 2 * NR);
+	assert_int_equal(ds.maps, 2 * NR + (512 - NR / 5)); /* the pool is 512 slots */
+	assert_int_equal(ds.unmaps, ds.maps);
 	assert_int_equal(ds.low_bounce_bytes, 0);
-	/* the peak: the held ones and the last thread's own (each thread is
-	 * a CPU's first map, so each raises the peak to the device's sum) */
-	assert_int_equal(ds.low_peak_bytes, (NR / 5 + 1) * 2048);
+	/* the peak: the whole pool, mapped at once */
+	assert_int_equal(ds.low_peak_bytes, 512 * 2048);
 	assert_ok(dmm_device_destroy(io));
 	assert_ok(dmm_page_free(mem, hi, 1));
 	assert_ok(dmm_page_free(mem, lo, 0));

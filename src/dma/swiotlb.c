@@ -39,8 +39,8 @@
  * include at most 2 * TLB_CACHE_RUNS runs per CPU that no mapping holds. A
  * full cache gives half its runs back; an exhausted pool takes every CPU's
  * cache back (dmm__cpu_sync) before it fails or grows. Transient pools have
- * no caches (they must empty to be released), nor does a machine with more
- * CPUs than MAX_AREAS.
+ * no caches (they must empty to be released). Every CPU has a cache,
+ * however many there are (areas stop at MAX_AREAS: CPUs share them).
  *
  * Otherwise a mapping takes one lock (its area's) and the shared counter of
  * reserved slots; a pool's occupancy is the sum of its areas'.
@@ -289,7 +289,7 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 		nr_areas--;
 	meta = sizeof(*p) + DMM_CACHELINE + (uint64_t)nr_areas * sizeof(struct tlb_area) +
 	       (uint64_t)nslots * sizeof(struct tlb_slot);
-	if (!transient && mem->plat.nr_cpus <= MAX_AREAS)
+	if (!transient)
 		meta += DMM_CACHELINE + (uint64_t)mem->plat.nr_cpus * sizeof(struct tlb_cpu);
 	meta_pages = dmm_align_up(meta, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
 	mem_pages = bytes >> DMM_PAGE_SHIFT;
@@ -324,7 +324,7 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 	p->dev = dev;
 	p->areas = (struct tlb_area *)dmm_align_up((uintptr_t)(p + 1), DMM_CACHELINE);
 	p->slots = (struct tlb_slot *)(p->areas + nr_areas);
-	if (!transient && mem->plat.nr_cpus <= MAX_AREAS)
+	if (!transient)
 		p->cpus = (struct tlb_cpu *)dmm_align_up((uintptr_t)(p->slots + nslots), DMM_CACHELINE);
 	for (uint32_t a = 0; a < nr_areas; a++) {
 		struct tlb_area *ar = &p->areas[a];
