@@ -322,8 +322,7 @@ static int claim_range(struct dmm_cma_area *a, dmm_pfn_t s, uint64_t n, uint64_t
 			dmm__set_mt(head, DMM_MT_MOVABLE);
 			head->private = n;
 			head->refcount = 1;
-			head->pins = 0;
-			head->lt_pins = 0;
+			/* pin counts left alone, as mark_allocated (page_alloc.c) */
 			head->owner = a;
 			dmm__unlock(mem, &z->lock);
 			dmm__unisolate_range(mem, s, s + n);

@@ -845,8 +845,10 @@ static void mark_allocated(struct dmm_page *pg, unsigned order, unsigned mt,
 	dmm__set_order(pg, order);
 	dmm__set_mt(pg, (uint8_t)mt);
 	pg->refcount = 1;
-	pg->pins = 0;
-	pg->lt_pins = 0;
+	/* The pin counts are left alone: a free page holds none, but a
+	 * pinner that read the block before it was freed may hold a count for
+	 * an instant (it takes it back once it sees the state); storing 0
+	 * over it would make its decrement wrap. */
 	pg->next = pg->prev = (struct dmm_page *)0;
 	if (owner) {
 		dmm__set_owner(pg, owner);

@@ -590,8 +590,7 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 			dmm__set_mt(pg, DMM_MT_UNMOVABLE);
 			pg->private = nr_pages;
 			pg->refcount = 1;
-			pg->pins = 0;
-			pg->lt_pins = 0;
+			/* pin counts left alone, as mark_allocated (page_alloc.c) */
 			pg->owner = (void *)0;
 			__atomic_fetch_add(&z->stats.range_ok, 1, __ATOMIC_RELAXED);
 			if (flags & DMM_GFP_ZERO)
