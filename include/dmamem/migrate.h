@@ -110,8 +110,12 @@ int dmm_migrate_range(struct dmm_mem *mem, dmm_phys_t lo, dmm_phys_t hi,
  * was pinned, try again), -DMM_EBUSY (it had to move and could not: reason
  * in *@why if non-NULL), -DMM_ENOSPC (the page already holds UINT16_MAX pins
  * of that kind: refused before the count could wrap, nothing changed),
- * -DMM_EINVAL (bad flags). A pin racing with a free of the page either
- * lands first, and the free is refused, or fails: never both succeed.
+ * -DMM_EPERM (any page of memory dmamem allocated for its own use: bounce
+ * pools, coherent atomic-pool chunks and so the buffers served from them,
+ * IO page tables, device records, metadata; counted in
+ * pins_refused_internal, nothing changed), -DMM_EINVAL (bad flags). A pin
+ * racing with a free of the page either lands first, and the free is
+ * refused, or fails: never both succeed.
  */
 int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *pinned,
 		 enum dmm_migrate_reason *why);
@@ -124,6 +128,7 @@ struct dmm_migrate_stats {
 	uint64_t attempted, moved, bytes_copied;
 	uint64_t failed[DMM_NR_MIGRATE_REASONS];
 	uint64_t longterm_pins, longterm_pin_migrations, longterm_pin_failures;
+	uint64_t pins_refused_internal; /* pins of the library's own memory refused (-DMM_EPERM) */
 };
 void dmm_migrate_get_stats(struct dmm_mem *mem, struct dmm_migrate_stats *st);
 

@@ -110,7 +110,9 @@ int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constra
  * -DMM_EBUSY if the page is still pinned (a dmm_page_pin() racing with the
  * free either lands first, and the free is refused, or fails) or belongs to
  * the small-object allocator (a slab, or a large dmm_kmalloc object:
- * dmm_kfree frees those). Nothing is changed on failure.
+ * dmm_kfree frees those), -DMM_EPERM if it is memory dmamem allocated for
+ * its own use (a device record, an IO page table, metadata: never a
+ * caller's to free). Nothing is changed on failure.
  */
 int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order);
 

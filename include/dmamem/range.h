@@ -39,8 +39,9 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
  * @nr_pages differs,
  * -DMM_EBUSY if the range is still pinned (a dmm_page_pin() racing with the
  * free either lands first, and the free is refused, or fails) or is a
- * coherent DMA buffer (dmm_dma_free_coherent frees those). Nothing is
- * changed on failure.
+ * coherent DMA buffer (dmm_dma_free_coherent frees those), -DMM_EPERM if it
+ * is memory dmamem allocated for its own use (a bounce pool, an atomic-pool
+ * chunk, metadata: never a caller's to free). Nothing is changed on failure.
  */
 int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages);
 

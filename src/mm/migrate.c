@@ -376,6 +376,18 @@ int dmm_migrate_range(struct dmm_mem *mem, dmm_phys_t lo, dmm_phys_t hi,
 
 /* ---- pinning ------------------------------------------------------------------- */
 
+/* @pg is memory dmamem allocated for its own use: no pin for it, counted. */
+static inline bool lib_page(const struct dmm_page *pg)
+{
+	return (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & DMM_PGF_INTERNAL) != 0;
+}
+
+static int refuse_lib(struct dmm_mem *mem)
+{
+	stat_add(&mem->mstats.pins_refused_internal, 1);
+	return -DMM_EPERM;
+}
+
 int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *pinned,
 		 enum dmm_migrate_reason *why)
 {
@@ -389,6 +401,13 @@ int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *
 	if (!pg)
 		return -DMM_ENOENT;
 	st = page_state(pg);
+	/* The library's own memory (bounce pools, atomic-pool chunks, IO page
+	 * tables, metadata, device records), any page of it: the mark is set
+	 * before the state reads as allocated and taken off only once the
+	 * library's free has claimed the block, so a pinner that read the
+	 * state has seen it. Its frees are never to be refused for a pin. */
+	if (lib_page(pg))
+		return refuse_lib(mem);
 	if (st == DMM_PAGE_FREEING) {
 		if (why)
 			*why = DMM_MIGRATE_BUSY;
@@ -441,6 +460,13 @@ int dmm_page_pin(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned flags, dmm_pfn_t *
 		if (why)
 			*why = DMM_MIGRATE_BUSY;
 		return -DMM_EAGAIN;
+	}
+	/* Freed and allocated again, as the library's, since the look above
+	 * (its mark is stored before the state just read): that free claims
+	 * the block only once this count is gone. */
+	if (lib_page(pg)) {
+		__atomic_sub_fetch(ctr, 1, __ATOMIC_SEQ_CST);
+		return refuse_lib(mem);
 	}
 	if (flags & DMM_PIN_LONGTERM)
 		stat_add(&mem->mstats.longterm_pins, 1);

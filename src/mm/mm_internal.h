@@ -33,6 +33,14 @@
 #define DMM_PGF_SLAB 0x10    /* head of a slab (slab.c) */
 #define DMM_PGF_KLARGE 0x20  /* a large dmm_kmalloc object (slab.c) */
 #define DMM_PGF_COHERENT 0x40 /* head of a coherent DMA buffer (direct.c): dmm_dma_free_coherent frees it */
+/* Every page of a block dmamem allocated for its own use (dmm__lib_*:
+ * metadata, bounce pools, atomic-pool chunks, IO page tables, device
+ * records). Set before the block's head reads as allocated, taken off only
+ * by the library's own free (dmm__lib_free_finish), after its claim: no
+ * pin lands on such memory (dmm_page_pin: -DMM_EPERM), and the public
+ * frees refuse it (-DMM_EPERM), so the library's frees of it are never
+ * refused. */
+#define DMM_PGF_INTERNAL 0x80
 
 #define DMM_ZONE_NONE 0xff
 #define DMM_PCP_NR_MT 3      /* unmovable, movable, reclaimable: request types */
@@ -539,6 +547,34 @@ int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_
 int dmm__free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from);
 void dmm__free_cancel(struct dmm_page *pg, uint8_t from);
 void dmm__free_finish(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from);
+
+/*
+ * The library's own memory (DMM_PGF_INTERNAL on every page). The
+ * allocations are dmm_page_alloc() / dmm_alloc_range() with the mark set on
+ * every page before the head reads as allocated, so no pin ever lands on
+ * the block (dmm_page_pin refuses it) and the public frees refuse it. Free
+ * them with the dmm__lib_* frees only: those take the mark off once the
+ * block is claimed and cannot be refused for a pin (a pinner that read the
+ * page before it was allocated may hold a count for an instant, then
+ * takes it back: the claim waits for that). They fail only for a block
+ * that is no such allocation (-DMM_ENOENT) or of another size or order
+ * (-DMM_EINVAL): a bug of the library, logged, nothing changed.
+ * dmm__lib_free_begin()/_finish() are the two-step form (dmm__free_begin),
+ * for a user that must tear something down once the free is certain;
+ * dmm__free_cancel() undoes the begin.
+ */
+#define DMM_GFP__INTERNAL (1u << 31) /* request flag of the dmm__lib_* allocations */
+int dmm__lib_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c, unsigned flags,
+			dmm_pfn_t *pfn);
+int dmm__lib_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, uint64_t nr_pages, unsigned flags,
+			 dmm_pfn_t *pfn);
+int dmm__lib_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order);
+int dmm__lib_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr_pages);
+int dmm__lib_free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from);
+void dmm__lib_free_finish(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from);
+/* Mark the @n pages from @pfn as the library's (allocation paths, before
+ * the head's state is stored). */
+void dmm__lib_mark(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t n);
 
 /* Set up zones (spans, counts, watermarks, per-CPU caches) after the memmap. */
 void dmm__zones_init_watermarks(struct dmm_mem *mem);

@@ -56,7 +56,7 @@
 /* Marks of a user a free block never carries: the free paths refuse a
  * head with one (dmm_page_free, dmm_free_range), and their owners clear
  * them before they free. */
-#define FREE_NEVER_FLAGS (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT)
+#define FREE_NEVER_FLAGS (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT | DMM_PGF_INTERNAL)
 
 static const char *const zone_names[DMM_NR_ZONE_TYPES] = { "DMA", "DMA32", "Normal" };
 static const char *const mt_names[DMM_NR_MIGRATETYPES] = { "Unmovable", "Movable", "Reclaimable",
@@ -838,10 +838,13 @@ static unsigned gfp_migratetype(unsigned flags)
 }
 
 /* Fill in an allocated head; the state goes last, so a lock-free scanner
- * that sees ALLOC also sees the owner and the movable flag. */
-static void mark_allocated(struct dmm_page *pg, unsigned order, unsigned mt,
-			   const struct dmm_movable_owner *owner)
+ * that sees ALLOC also sees the owner and the movable flag, and a pinner
+ * the library's mark (@internal: on every page of the block). */
+static void mark_allocated(struct dmm_mem *mem, struct dmm_page *pg, unsigned order, unsigned mt,
+			   const struct dmm_movable_owner *owner, bool internal)
 {
+	if (internal)
+		dmm__lib_mark(mem, pg->pfn, (uint64_t)1 << order);
 	dmm__set_order(pg, order);
 	dmm__set_mt(pg, (uint8_t)mt);
 	pg->refcount = 1;
@@ -970,7 +973,16 @@ static struct dmm_page *zone_alloc(struct dmm_zone *z, unsigned order, unsigned 
 int dmm_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c,
 		   unsigned flags, dmm_pfn_t *pfn)
 {
+	if (flags & DMM_GFP__INTERNAL) /* the library's own request flag, no caller's */
+		return dmm__count_invalid(mem);
 	return dmm__page_alloc_owned(mem, order, c, flags, (const struct dmm_movable_owner *)0, pfn);
+}
+
+int dmm__lib_page_alloc(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c, unsigned flags,
+			dmm_pfn_t *pfn)
+{
+	return dmm__page_alloc_owned(mem, order, c, flags | DMM_GFP__INTERNAL, (const struct dmm_movable_owner *)0,
+				     pfn);
 }
 
 int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_constraint *c,
@@ -983,10 +995,12 @@ int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_
 	int ci;
 	bool natural, allow_cma, saw_wmark = false;
 
-	if (!mem || !pfn || order > DMM_MAX_ORDER || (flags & ~DMM_GFP_ALL))
+	if (!mem || !pfn || order > DMM_MAX_ORDER || (flags & ~(DMM_GFP_ALL | DMM_GFP__INTERNAL)))
 		return dmm__count_invalid(mem);
 	if ((flags & DMM_GFP_MOVABLE) && (flags & DMM_GFP_RECLAIMABLE))
 		return dmm__count_invalid(mem);
+	if ((flags & DMM_GFP__INTERNAL) && (owner || (flags & DMM_GFP_MOVABLE)))
+		return dmm__count_invalid(mem); /* the library's memory never moves */
 	nr = (uint64_t)1 << order;
 	if (!c && !(flags & (DMM_GFP_DMA | DMM_GFP_DMA32))) {
 		/* Common case: anywhere. Every zone qualifies, highest first. */
@@ -1037,7 +1051,7 @@ int dmm__page_alloc_owned(struct dmm_mem *mem, unsigned order, const struct dmm_
 					boundary_pages);
 			if (!pg)
 				continue;
-			mark_allocated(pg, order, mt, owner);
+			mark_allocated(mem, pg, order, mt, owner, (flags & DMM_GFP__INTERNAL) != 0);
 			if (flags & DMM_GFP_ZERO)
 				dmm__zero_pages(mem, pg->pfn, nr);
 			dmm__wmark_after_alloc(z);
@@ -1115,9 +1129,9 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 	if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & FREE_NEVER_FLAGS) {
 		/* the small-object allocator's (a slab, or a large object:
 		 * dmm_kfree gives those back), or a coherent DMA buffer
-		 * (dmm_dma_free_coherent) */
+		 * (dmm_dma_free_coherent), or the library's own memory */
 		stat_inc(&z->stats.bad_free);
-		return -DMM_EBUSY;
+		return (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_INTERNAL) ? -DMM_EPERM : -DMM_EBUSY;
 	}
 	/* claimed (FREEING), or refused: freed at once by another, or pinned */
 	if ((err = dmm__free_claim(pg, DMM_PAGE_ALLOC)) != 0) {
@@ -1130,13 +1144,11 @@ int dmm_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
 
 /* ---- frees in two steps ------------------------------------------------------- */
 
-int dmm__free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
+/* The claim of dmm__free_begin, uncounted. */
+static int claim_for_free(struct dmm_mem *mem, struct dmm_zone *z, struct dmm_page *pg, uint8_t from)
 {
-	struct dmm_zone *z = zone_of_page(mem, pg);
 	int err;
 
-	if (!z)
-		return -DMM_ENOENT;
 	if (from == DMM_PAGE_RANGE) {
 		/* as dmm_free_range: under the zone lock, where a range's
 		 * state changes; a contiguous area's range is not the range
@@ -1144,9 +1156,19 @@ int dmm__free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
 		dmm__lock(mem, &z->lock);
 		err = pg->owner ? -DMM_ENOENT : dmm__free_claim(pg, from);
 		dmm__unlock(mem, &z->lock);
-	} else {
-		err = from == DMM_PAGE_ALLOC ? dmm__free_claim(pg, from) : -DMM_ENOENT;
+		return err;
 	}
+	return from == DMM_PAGE_ALLOC ? dmm__free_claim(pg, from) : -DMM_ENOENT;
+}
+
+int dmm__free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
+{
+	struct dmm_zone *z = zone_of_page(mem, pg);
+	int err;
+
+	if (!z)
+		return -DMM_ENOENT;
+	err = claim_for_free(mem, z, pg, from);
 	if (err)
 		stat_inc(&z->stats.bad_free);
 	return err;
@@ -1165,6 +1187,85 @@ void dmm__free_finish(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
 		dmm__range_free_claimed(mem, z, pg);
 	else
 		free_claimed(mem, z, pg, pg->pfn, dmm__order(pg));
+}
+
+/* ---- the library's own memory --------------------------------------------------- */
+
+void dmm__lib_mark(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		__atomic_fetch_or(&dmm__pfn_page(mem, pfn + i)->flags, (uint8_t)DMM_PGF_INTERNAL, __ATOMIC_RELAXED);
+}
+
+int dmm__lib_free_begin(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
+{
+	struct dmm_zone *z = pg ? zone_of_page(mem, pg) : (struct dmm_zone *)0;
+	int err;
+
+	if (!z || !(__atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE) & DMM_PGF_INTERNAL) ||
+	    dmm__state(pg) != from) {
+		err = -DMM_ENOENT;
+		goto bad;
+	}
+	/* No pin stays on the library's memory: dmm_page_pin refuses a page
+	 * with the mark, and one that read the page before the mark was set
+	 * (before it was allocated) finds it once it has counted itself and
+	 * takes its count back. A claim that sees such a passing count is
+	 * refused: wait for it to go. */
+	while ((err = claim_for_free(mem, z, pg, from)) == -DMM_EBUSY)
+		__asm__ __volatile__("" ::: "memory");
+	if (!err)
+		return 0;
+bad:
+	if (z)
+		stat_inc(&z->stats.bad_free);
+	dmm_log(mem, DMM_LOG_ERR, "free of the library's memory at pfn %llu: %s (state %u)",
+		pg ? (unsigned long long)pg->pfn : 0ull, dmm_errname(err), pg ? dmm__state(pg) : 0u);
+	return err;
+}
+
+void dmm__lib_free_finish(struct dmm_mem *mem, struct dmm_page *pg, uint8_t from)
+{
+	uint64_t n = from == DMM_PAGE_RANGE ? dmm__private(pg) : (uint64_t)1 << dmm__order(pg);
+
+	/* claimed (FREEING): a pinner that finds the mark gone finds the
+	 * block being freed (-DMM_EAGAIN), then free */
+	for (uint64_t i = 0; i < n; i++)
+		__atomic_fetch_and(&dmm__pfn_page(mem, pg->pfn + i)->flags, (uint8_t)~DMM_PGF_INTERNAL,
+				   __ATOMIC_RELEASE);
+	dmm__free_finish(mem, pg, from);
+}
+
+/* Size check, claim, mark off, free: 0, or (a bug) -DMM_ENOENT/-DMM_EINVAL. */
+static int lib_free(struct dmm_mem *mem, dmm_pfn_t pfn, uint8_t from, uint64_t size)
+{
+	struct dmm_page *pg = dmm_pfn_to_page(mem, pfn);
+	int err;
+
+	if (pg && dmm__state(pg) == from &&
+	    (from == DMM_PAGE_RANGE ? dmm__private(pg) : (uint64_t)dmm__order(pg)) != size) {
+		dmm_log(mem, DMM_LOG_ERR, "free of the library's memory at pfn %llu: %llu, allocated %llu",
+			(unsigned long long)pfn, (unsigned long long)size,
+			(unsigned long long)(from == DMM_PAGE_RANGE ? dmm__private(pg) : dmm__order(pg)));
+		if (pg->zone < mem->nr_zones)
+			stat_inc(&mem->zones[pg->zone].stats.bad_free);
+		return -DMM_EINVAL;
+	}
+	err = dmm__lib_free_begin(mem, pg, from);
+	if (err)
+		return err;
+	dmm__lib_free_finish(mem, pg, from);
+	return 0;
+}
+
+int dmm__lib_page_free(struct dmm_mem *mem, dmm_pfn_t pfn, unsigned order)
+{
+	return lib_free(mem, pfn, DMM_PAGE_ALLOC, order);
+}
+
+int dmm__lib_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr_pages)
+{
+	return lib_free(mem, pfn, DMM_PAGE_RANGE, nr_pages);
 }
 
 
@@ -1290,11 +1391,16 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 					CHECK(mem, pageblock_mt(mem, pg->pfn + b) == mt,
 					      "check: free block pfn %llu (mt %u) in pageblock of type %u",
 					      (unsigned long long)pg->pfn, mt, pageblock_mt(mem, pg->pfn + b));
-				for (uint64_t i = 0; i < size; i++)
+				for (uint64_t i = 0; i < size; i++) {
 					CHECK(mem, dmm__rt_test(&z->rt, pg->pfn + i) == mt_indexed(mt),
 					      "check: free pfn %llu (%s) %s the range index",
 					      (unsigned long long)(pg->pfn + i), dmm_migratetype_name(mt),
 					      mt_indexed(mt) ? "missing from" : "wrongly in");
+					CHECK(mem,
+					      !(__atomic_load_n(&pg[i].flags, __ATOMIC_RELAXED) & DMM_PGF_INTERNAL),
+					      "check: free pfn %llu still marked as the library's",
+					      (unsigned long long)(pg->pfn + i));
+				}
 				total += size;
 				if (mt_indexed(mt))
 					indexed += size;
@@ -1336,6 +1442,12 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 					CHECK(mem, !(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & FREE_NEVER_FLAGS),
 					      "check: pcp page pfn %llu still marked as a user's (flags %#x)",
 					      (unsigned long long)pg->pfn, (unsigned)pg->flags);
+					for (uint64_t i = 1; i < ((uint64_t)1 << o); i++)
+						CHECK(mem,
+						      !(__atomic_load_n(&pg[i].flags, __ATOMIC_RELAXED) &
+							DMM_PGF_INTERNAL),
+						      "check: pcp pfn %llu still marked as the library's",
+						      (unsigned long long)(pg->pfn + i));
 					n++;
 					pages += (uint64_t)1 << o;
 				}
@@ -1355,8 +1467,25 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 		      (unsigned long long)z->pageblocks_mt[mt]);
 	for (dmm_pfn_t p = z->start_pfn; p < z->end_pfn; p++) {
 		struct dmm_page *pg = dmm__pfn_page(mem, p);
-		if (pg && dmm__state(pg) == DMM_PAGE_FREE)
+		uint8_t st, f;
+
+		if (!pg)
+			continue;
+		st = dmm__state(pg);
+		f = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+		if (st == DMM_PAGE_FREE)
 			heads++;
+		/* The library's mark: only on allocated pages (a page popped
+		 * from a per-CPU list still reads PCP until its head is
+		 * stored; the listed ones were checked above), and on no
+		 * block a user marks as its own. */
+		CHECK(mem, !(f & DMM_PGF_INTERNAL) || (st != DMM_PAGE_FREE && st != DMM_PAGE_RESERVED),
+		      "check: pfn %llu in state %u marked as the library's", (unsigned long long)p, st);
+		CHECK(mem,
+		      !(f & DMM_PGF_INTERNAL) ||
+			      !(f & (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT | DMM_PGF_MOVABLE)),
+		      "check: pfn %llu marked as the library's and a user's (flags %#x)", (unsigned long long)p,
+		      (unsigned)f);
 	}
 	CHECK(mem, heads == listed, "check: zone %s has %llu free heads, %llu listed", dmm_zone_name(z->type),
 	      (unsigned long long)heads, (unsigned long long)listed);

@@ -542,15 +542,16 @@ int dmm__range_take_in_zone(struct dmm_zone *z, dmm_pfn_t lo, dmm_pfn_t hi, uint
 
 /* ---- public entry points ----------------------------------------------------------- */
 
-int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t nr_pages,
-		    unsigned flags, dmm_pfn_t *pfn)
+/* dmm_alloc_range, and with DMM_GFP__INTERNAL dmm__lib_alloc_range */
+static int alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, uint64_t nr_pages, unsigned flags,
+		       dmm_pfn_t *pfn)
 {
 	dmm_pfn_t lo, hi, got;
 	uint64_t align_pages, boundary_pages;
 	int ci, err;
 	bool saw_wmark = false;
 
-	if (!mem || !c || !pfn || nr_pages == 0 || (flags & ~DMM_GFP_ALL) ||
+	if (!mem || !c || !pfn || nr_pages == 0 || (flags & ~(DMM_GFP_ALL | DMM_GFP__INTERNAL)) ||
 	    (flags & (DMM_GFP_DMA | DMM_GFP_DMA32)))
 		return dmm__count_invalid(mem);
 	if (dmm_constraint_validate(c) || nr_pages > ((uint64_t)1 << (52 - DMM_PAGE_SHIFT)))
@@ -585,6 +586,9 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 						    nr_pages, align_pages, boundary_pages, &got))
 				continue;
 			pg = dmm__pfn_page(mem, got);
+			/* before the state: a pinner that sees RANGE sees the mark */
+			if (flags & DMM_GFP__INTERNAL)
+				dmm__lib_mark(mem, got, nr_pages);
 			dmm__set_state(pg, DMM_PAGE_RANGE);
 			dmm__set_order(pg, 0);
 			dmm__set_mt(pg, DMM_MT_UNMOVABLE);
@@ -607,6 +611,20 @@ int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t 
 			dmm__drain_zone_pcp(&mem->zones[i]);
 	}
 	return dmm__count_fail(mem, ci, lo, hi, saw_wmark);
+}
+
+int dmm_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, size_t nr_pages,
+		    unsigned flags, dmm_pfn_t *pfn)
+{
+	if (flags & DMM_GFP__INTERNAL) /* the library's own request flag, no caller's */
+		return dmm__count_invalid(mem);
+	return alloc_range(mem, c, nr_pages, flags, pfn);
+}
+
+int dmm__lib_alloc_range(struct dmm_mem *mem, const struct dmm_constraint *c, uint64_t nr_pages, unsigned flags,
+			 dmm_pfn_t *pfn)
+{
+	return alloc_range(mem, c, nr_pages, flags | DMM_GFP__INTERNAL, pfn);
 }
 
 /* The range of @n pages headed by @pg, claimed (FREEING), back to the buddy
@@ -642,6 +660,8 @@ int dmm_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, size_t nr_pages)
 		err = -DMM_EINVAL;
 	else if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_COHERENT)
 		err = -DMM_EBUSY; /* a coherent DMA buffer (dmm_dma_free_coherent gives it back) */
+	else if (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_INTERNAL)
+		err = -DMM_EPERM; /* the library's own memory (dmm__lib_free_range) */
 	if (!err)
 		err = dmm__free_claim(pg, DMM_PAGE_RANGE); /* -DMM_EBUSY: pinned */
 	if (err) {
