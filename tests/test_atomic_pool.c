@@ -6,8 +6,8 @@
  * matches the device's reach; frees go back to the pool; the background
  * refill grows a pool that fell below its threshold; exhaustion fails with
  * -DMM_ENOMEM and counts; without a defer hook only non-atomic callers grow
- * the pools; bad input; a destroy refused, changing nothing, while a
- * chunk's page is pinned; two threads. Every step is followed by the page
+ * the pools; bad input; pins of a chunk's pages refused (the library's own
+ * memory), changing nothing; two threads. Every step is followed by the page
  * allocator's, the range index's and the pools' own checks.
  */
 #include <pthread.h>
@@ -754,24 +754,25 @@ static void test_option_rounding(void **state)
 }
 
 /*
- * Destroy with the first page of a pool chunk pinned (through a buffer that
- * started there, since freed: the pool takes its buffers back whatever the
- * pins): the page allocator would refuse that chunk, so the destroy is
- * refused (-DMM_EBUSY) before anything changes: every pool as it was, no
- * attribute changed, still serving allocations, its check holding. After
- * the unpin the destroy gives every chunk back, write-back again, and the
- * page allocator has every page it had.
+ * A pool chunk is the library's own memory: a pin of any page of it (the
+ * first page of a buffer that started there, a page inside the chunk,
+ * short-term or long-term) is refused with -DMM_EPERM and counted, and
+ * changes nothing: no pin count, no rejected free, every pool as it was,
+ * no attribute changed. The buffer's free then goes through, and the
+ * destroy gives every chunk back, write-back again: the page allocator has
+ * every page it had.
  */
-static void test_destroy_pinned_chunk(void **state)
+static void test_chunk_refuses_pins(void **state)
 {
 	struct tu_env *e = tu_env_profile("pc");
 	struct dmm_device_desc d = tu_desc("nc", 32, 0, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev;
 	struct dmm_atomic_pool_stats st0[DMM_NR_ATOMIC_POOLS];
 	struct dmm_hosted_stats h0, h1;
-	dmm_pfn_t pfn, pinned;
+	struct dmm_migrate_stats m0, m1;
+	dmm_pfn_t pfn, pinned = 0;
 	dmm_dma_addr_t bus;
-	uint64_t free0, bad0;
+	uint64_t free0, bad0, chunks = 0;
 	void *cpu;
 	(void)state;
 
@@ -780,37 +781,56 @@ static void test_destroy_pinned_chunk(void **state)
 	free0 = tu_zone_free_all(e->mem);
 	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
 	assert_ok(dmm_dma_atomic_pool_init(e->mem, NULL));
-	flush(e->mem);
-	assert_ok(dmm_dma_alloc_coherent(dev, 4 * KiB, DMM_GFP_ATOMIC, &cpu, &bus));
-	pfn = dmm_phys_to_pfn(phys_of(dev, bus));
-	assert_ok(dmm_page_pin(e->mem, pfn, 0, &pinned, NULL)); /* a chunk's first page */
-	assert_int_equal(pinned, pfn);
-	assert_ok(dmm_dma_free_coherent(dev, 4 * KiB, cpu, bus));
-	flush(e->mem);
-	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++)
+	pfn = dmm_phys_to_pfn(atomic_from(e, dev, DMM_ATOMIC_POOL_DMA32, 4 * KiB, &cpu, &bus));
+	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		st0[k] = pstats(e->mem, (enum dmm_atomic_pool_kind)k);
+		chunks += st0[k].chunks;
+	}
 	dmm_hosted_get_stats(e->hosted, &h0);
-
+	dmm_migrate_get_stats(e->mem, &m0);
 	bad0 = tu_zone_bad_frees(e->mem);
-	assert_rc(dmm_dma_atomic_pool_destroy(e->mem), -DMM_EBUSY);
-	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 1); /* the refused claim, counted */
+
+	for (unsigned f = 0; f < 2; f++) {
+		unsigned flags = f ? DMM_PIN_LONGTERM : 0;
+		assert_rc(dmm_page_pin(e->mem, pfn, flags, &pinned, NULL), -DMM_EPERM); /* the buffer's page */
+		assert_rc(dmm_page_pin(e->mem, pfn + 1, flags, &pinned, NULL), -DMM_EPERM); /* inside the chunk */
+	}
+	assert_int_equal(pinned, 0);
+	dmm_migrate_get_stats(e->mem, &m1);
+	assert_int_equal(m1.pins_refused_internal, m0.pins_refused_internal + 4);
+	assert_int_equal(m1.longterm_pins, m0.longterm_pins);
+	assert_int_equal(m1.longterm_pin_migrations, m0.longterm_pin_migrations);
+	assert_int_equal(dmm_pfn_to_page(e->mem, pfn)->pins, 0);
+	assert_int_equal(dmm_pfn_to_page(e->mem, pfn)->lt_pins, 0);
+	assert_rc(dmm_page_unpin(e->mem, pfn, 0), -DMM_ENOENT);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0);
 	dmm_hosted_get_stats(e->hosted, &h1);
-	assert_int_equal(h1.memattr_calls, h0.memattr_calls); /* nothing made write-back */
+	assert_int_equal(h1.memattr_calls, h0.memattr_calls);
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		struct dmm_atomic_pool_stats st = pstats(e->mem, (enum dmm_atomic_pool_kind)k);
 		assert_memory_equal(&st, &st0[k], sizeof(st));
 	}
-	assert_int_equal(dmm_pfn_to_page(e->mem, pfn)->state, DMM_PAGE_RANGE);
-	check_all(e->mem);
-	/* still the pools: an atomic request is served from them */
-	assert_int_equal(dmm_phys_to_pfn(atomic_from(e, dev, DMM_ATOMIC_POOL_DMA32, 4 * KiB, &cpu, &bus)), pfn);
-	assert_ok(dmm_dma_free_coherent(dev, 4 * KiB, cpu, bus));
-	flush(e->mem);
-	assert_rc(dmm_dma_atomic_pool_destroy(e->mem), -DMM_EBUSY); /* still pinned */
 	check_all(e->mem);
 
-	assert_ok(dmm_page_unpin(e->mem, pinned, 0));
+	/* the buffer still works and goes back to its pool */
+	for (size_t b = 0; b < 4 * KiB; b++)
+		assert_int_equal(((uint8_t *)cpu)[b], 0x5a);
+	assert_ok(dmm_dma_free_coherent(dev, 4 * KiB, cpu, bus));
+	check_all(e->mem);
+
+	/* the range allocator refuses to free the chunk (the first buffer
+	 * started at its first page), changing nothing */
+	assert_int_equal(dmm_pfn_to_page(e->mem, pfn)->state, DMM_PAGE_RANGE);
+	bad0 = tu_zone_bad_frees(e->mem);
+	assert_rc(dmm_free_range(e->mem, pfn, dmm_pfn_to_page(e->mem, pfn)->private), -DMM_EPERM);
+	assert_int_equal(tu_zone_bad_frees(e->mem), bad0 + 1);
+	check_all(e->mem);
+
+	flush(e->mem);
+	dmm_hosted_get_stats(e->hosted, &h0);
 	assert_ok(dmm_dma_atomic_pool_destroy(e->mem));
+	dmm_hosted_get_stats(e->hosted, &h1);
+	assert_int_equal(h1.memattr_calls, h0.memattr_calls + chunks); /* each chunk write-back again */
 	assert_rc(dmm_dma_atomic_pool_destroy(e->mem), -DMM_ENOENT);
 	assert_ok(dmm_device_destroy(dev));
 	assert_int_equal(dmm_slab_shrink(e->mem), 0);
@@ -827,7 +847,7 @@ int main(void)
 		cmocka_unit_test(test_refill_and_exhaustion),
 		cmocka_unit_test(test_no_background_worker),
 		cmocka_unit_test(test_bad_input),
-		cmocka_unit_test(test_destroy_pinned_chunk),
+		cmocka_unit_test(test_chunk_refuses_pins),
 		cmocka_unit_test(test_huge_options),
 		cmocka_unit_test(test_option_rounding),
 		cmocka_unit_test(test_free_wrapped_size),

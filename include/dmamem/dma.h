@@ -152,7 +152,10 @@ int dmm_dma_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, vo
 /* Free it. -DMM_EINVAL / -DMM_ENOENT (wrong size or address: nothing
  * freed; DMA debug reports it); -DMM_EBUSY (a page of it is pinned: the
  * buffer stays allocated as it was, uncached for a non-coherent device,
- * behind an IOMMU still mapped at its IOVA; free it again after the unpin). */
+ * behind an IOMMU still mapped at its IOVA; free it again after the unpin).
+ * A buffer served from a coherent atomic pool is never pinned: the pool's
+ * chunks are dmamem's own memory, whose pages refuse every pin
+ * (dmm_page_pin: -DMM_EPERM). */
 int dmm_dma_free_coherent(struct dmm_device *dev, size_t size, void *cpu, dmm_dma_addr_t dma);
 
 /* ---- streaming mappings -------------------------------------------------------- */

@@ -109,11 +109,10 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 /*
  * Give every chunk back (attribute restored to write-back) and forget the
  * pools. Waits for queued refills (defer_flush). -DMM_EBUSY (nothing
- * changed) if a pool still has allocations, or if the first page of a
- * chunk is pinned (the page allocator would refuse the chunk: destroy
- * again after the unpin; nothing changed but the zone's bad_free, which
- * counts that refusal as it counts any refused free); -DMM_ENOENT if never
- * initialised. Must not race with allocations.
+ * changed) if a pool still has allocations; -DMM_ENOENT if never
+ * initialised. Chunks are dmamem's own memory, which refuses every pin
+ * (dmm_page_pin: -DMM_EPERM), so no pin can hold one back. Must not race
+ * with allocations.
  */
 int dmm_dma_atomic_pool_destroy(struct dmm_mem *mem);
 

@@ -97,7 +97,7 @@ int dmm_dma_debug_enable(struct dmm_mem *mem, int on)
 			/* a concurrent enable installed its state first: keep that one */
 			if (mem->plat.lock_destroy)
 				mem->plat.lock_destroy(mem->plat.ctx, &s->lock);
-			dmm_free_range(mem, pfn, pages);
+			dmm__lib_free_range(mem, pfn, pages); /* the library's: never refused for a pin */
 		}
 	}
 	__atomic_store_n(&mem->dma_debug_on, on ? 1 : 0, __ATOMIC_RELAXED);
@@ -139,7 +139,7 @@ static struct dbg_entry *entry_new(struct dmm_mem *mem, struct dbg_state *s)
 	if (!s->free) {
 		dmm_pfn_t pfn;
 		struct dbg_entry *arr;
-		if (dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, DMM_GFP_ATOMIC, &pfn))
+		if (dmm__lib_page_alloc(mem, 0, (const struct dmm_constraint *)0, DMM_GFP_ATOMIC, &pfn))
 			return (struct dbg_entry *)0;
 		arr = dmm_pfn_to_virt(mem, pfn);
 		for (size_t i = 0; i < DMM_PAGE_SIZE / sizeof(*arr); i++) {

@@ -225,7 +225,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	if (desc->iommu) {
 		err = dmm__iommu_attach(dev);
 		if (err) {
-			dmm_free_range(mem, pfn, pages);
+			dmm__lib_free_range(mem, pfn, pages); /* the library's: never refused for a pin */
 			return err;
 		}
 	}
@@ -239,7 +239,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 						w[i].hi >> DMM_PAGE_SHIFT) != 0;
 		if (!any) {
 			dmm__iommu_detach(dev);
-			dmm_free_range(mem, pfn, pages);
+			dmm__lib_free_range(mem, pfn, pages);
 			return -DMM_ERANGE;
 		}
 	}
@@ -272,7 +272,9 @@ int dmm_device_destroy(struct dmm_device *dev)
 	dmm__iommu_detach(dev);
 	if (dev->parent)
 		__atomic_fetch_sub(&dev->parent->nr_children, 1, __ATOMIC_RELAXED);
-	return dmm_free_range(mem, dev->self_pfn, dev->self_pages);
+	/* the record is the library's own memory: no pin holds it, the free
+	 * cannot be refused (0 unless the record is no device's) */
+	return dmm__lib_free_range(mem, dev->self_pfn, dev->self_pages);
 }
 
 const char *dmm_device_name(const struct dmm_device *dev)

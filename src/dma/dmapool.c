@@ -200,8 +200,8 @@ static void *meta_alloc(struct dmm_dma_pool *p, unsigned order, unsigned gfp, dm
 {
 	if (order > DMM_MAX_ORDER)
 		return (void *)0;
-	if (dmm_page_alloc(p->mem, order, (const struct dmm_constraint *)0,
-			   DMM_GFP_ZERO | (gfp & DMM_GFP_ATOMIC), pfn))
+	if (dmm__lib_page_alloc(p->mem, order, (const struct dmm_constraint *)0, DMM_GFP_ZERO | (gfp & DMM_GFP_ATOMIC),
+				pfn))
 		return (void *)0;
 	p->st.meta_bytes += (uint64_t)DMM_PAGE_SIZE << order;
 	return dmm_pfn_to_virt(p->mem, *pfn);
@@ -209,7 +209,7 @@ static void *meta_alloc(struct dmm_dma_pool *p, unsigned order, unsigned gfp, dm
 
 static void meta_free(struct dmm_dma_pool *p, dmm_pfn_t pfn, unsigned order)
 {
-	dmm_page_free(p->mem, pfn, order);
+	dmm__lib_page_free(p->mem, pfn, order); /* the library's: never refused for a pin */
 	p->st.meta_bytes -= (uint64_t)DMM_PAGE_SIZE << order;
 }
 
@@ -287,7 +287,7 @@ int dmm_dma_pool_create(struct dmm_device *dev, const char *name, size_t size, s
 	while (chunk < CHUNK_GROW_MAX && chunk / stride < CHUNK_MIN_BLOCKS && (!dev_bnd || chunk < dev_bnd))
 		chunk <<= 1;
 
-	err = dmm_page_alloc(dev->mem, 0, (const struct dmm_constraint *)0, 0, &pfn);
+	err = dmm__lib_page_alloc(dev->mem, 0, (const struct dmm_constraint *)0, 0, &pfn);
 	if (err)
 		return err;
 	dmm__meta_zero(dev->mem, pfn, 1);
@@ -415,7 +415,8 @@ int dmm_dma_pool_destroy(struct dmm_dma_pool *pool)
 		meta_free(pool, pool->index_pfn, pool->index_order);
 	if (mem->plat.lock_destroy)
 		mem->plat.lock_destroy(mem->plat.ctx, &pool->lock);
-	return dmm_page_free(mem, pool->self_pfn, 0);
+	/* the pool record is the library's own page: never refused for a pin */
+	return dmm__lib_page_free(mem, pool->self_pfn, 0);
 }
 
 /* ---- alloc / free ----------------------------------------------------------- */

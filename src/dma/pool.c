@@ -14,12 +14,17 @@
  *   struct chunk (its own pages): the chunk's pfn and order, and one
  *     12-byte descriptor per page of the chunk (buddy state, order, links)
  *
- * A chunk is 2^k pages aligned to its size, from dmm_alloc_range() inside
+ * A chunk is 2^k pages aligned to its size, from the range allocator inside
  * the pool's window, flushed out of the caches and remapped uncached before
  * it is added. The buddy allocator runs over all chunks of a pool at once:
  * free lists per order hold block ids (chunk slot << 24 | page), blocks
  * merge only within their chunk. Allocation: O(orders); free: O(orders);
  * address -> chunk: O(log chunks) without a lock.
+ *
+ * Chunks and all bookkeeping are the library's own memory
+ * (dmm__lib_alloc_range): dmm_page_pin refuses every page of them, so a
+ * buffer served from a pool holds no pin when it comes back, and the
+ * release of a chunk is never refused.
  *
  * Growth. An allocation that leaves free pages below the threshold (or a
  * failed one) sets the pool's refill_pending flag; the thread that set it
@@ -391,11 +396,13 @@ static int grow(struct apool *p, unsigned order)
 	int err;
 
 	c.align = bytes;
-	err = dmm_alloc_range(mem, &any, mpages, 0, &mpfn);
+	/* the chunk and its bookkeeping are the library's own memory: no pin
+	 * lands on a page of either, so their frees are never refused */
+	err = dmm__lib_alloc_range(mem, &any, mpages, 0, &mpfn);
 	if (err)
 		goto fail;
 	dmm__meta_zero(mem, mpfn, mpages);
-	err = dmm_alloc_range(mem, &c, n, 0, &pfn);
+	err = dmm__lib_alloc_range(mem, &c, n, 0, &pfn);
 	if (err)
 		goto fail_meta;
 	/* no dirty line may later be written back over what a device writes */
@@ -452,9 +459,9 @@ fail_attr:
 	if (pl->set_memattr)
 		pl->set_memattr(pl->ctx, dmm_pfn_to_phys(pfn), bytes, DMM_MEMATTR_WB);
 fail_chunk:
-	dmm_free_range(mem, pfn, n);
+	dmm__lib_free_range(mem, pfn, n);
 fail_meta:
-	dmm_free_range(mem, mpfn, mpages);
+	dmm__lib_free_range(mem, mpfn, mpages);
 fail:
 	INC(p->grow_failures, 1);
 	dmm_log(mem, DMM_LOG_WARN, "atomic pool %s: cannot add %llu KiB: %s", pool_names[p->kind],
@@ -627,6 +634,7 @@ int dmm__atomic_pool_free(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages)
 
 	if (!s || !(ch = idx_find(s, pa)))
 		return 1; /* not pool memory */
+	/* no pin to look for: a chunk's pages refuse every pin */
 	p = ch->pool;
 	page = dmm_phys_to_pfn(pa) - ch->pfn;
 	if (dev_order(dev, pages, &order))
@@ -746,62 +754,41 @@ static int configure(struct dmm_mem *mem, struct apool *p, unsigned k, const str
 	return 0;
 }
 
-/* @claimed: its range was claimed for the free (claim_chunks). */
-static void release_chunk(struct astate *s, struct chunk *ch, bool claimed)
+/* Give a chunk back, write-back again. Chunk and bookkeeping are the
+ * library's own memory (grow): no pin holds a page of them, so the claim
+ * cannot be refused; it comes first all the same, so that the attribute
+ * changes only for a chunk that is certainly freed (a failed claim is a
+ * bug, logged: the chunk then stays out of use, uncached). */
+static void release_chunk(struct astate *s, struct chunk *ch)
 {
 	struct dmm_mem *mem = s->mem;
+	struct dmm_page *head = dmm__pfn_page(mem, ch->pfn);
 	uint64_t n = (uint64_t)1 << ch->order;
 
 	idx_remove(s, ch);
-	if (mem->plat.set_memattr)
-		mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(ch->pfn), n * DMM_PAGE_SIZE, DMM_MEMATTR_WB);
-	if (claimed)
-		dmm__free_finish(mem, dmm__pfn_page(mem, ch->pfn), DMM_PAGE_RANGE);
-	else
-		dmm_free_range(mem, ch->pfn, n);
-	dmm_free_range(mem, ch->meta_pfn, ch->meta_pages);
+	if (dmm__lib_free_begin(mem, head, DMM_PAGE_RANGE) == 0) {
+		if (mem->plat.set_memattr)
+			mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(ch->pfn), n * DMM_PAGE_SIZE,
+					      DMM_MEMATTR_WB);
+		dmm__lib_free_finish(mem, head, DMM_PAGE_RANGE);
+	}
+	dmm__lib_free_range(mem, ch->meta_pfn, ch->meta_pages);
 }
 
-/* Undo the claims of the chunks before chunk @upto_i of pool @upto_k. */
-static void unclaim_chunks(struct astate *s, unsigned upto_k, uint32_t upto_i)
-{
-	for (unsigned k = 0; k <= upto_k; k++)
-		for (uint32_t i = 0; i < (k == upto_k ? upto_i : s->pool[k].nr_chunks); i++)
-			dmm__free_cancel(dmm__pfn_page(s->mem, s->pool[k].chunk[i]->pfn), DMM_PAGE_RANGE);
-}
-
-/* Claim every chunk's range for its free, as the page allocator claims a
- * range, before anything is given back: a chunk whose first page is pinned
- * (the page of a pool buffer that started there) refuses it, and the
- * claims made are undone. 0 or -DMM_EBUSY. */
-static int claim_chunks(struct astate *s)
-{
-	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++)
-		for (uint32_t i = 0; i < s->pool[k].nr_chunks; i++) {
-			int err = dmm__free_begin(s->mem, dmm__pfn_page(s->mem, s->pool[k].chunk[i]->pfn),
-						  DMM_PAGE_RANGE);
-			if (err) {
-				unclaim_chunks(s, k, i);
-				return err;
-			}
-		}
-	return 0;
-}
-
-static void release_state(struct astate *s, bool claimed)
+static void release_state(struct astate *s)
 {
 	struct dmm_mem *mem = s->mem;
 
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		struct apool *p = &s->pool[k];
 		for (uint32_t i = 0; i < p->nr_chunks; i++)
-			release_chunk(s, p->chunk[i], claimed);
+			release_chunk(s, p->chunk[i]);
 		if (mem->plat.lock_destroy)
 			mem->plat.lock_destroy(mem->plat.ctx, &p->lock);
 	}
 	if (mem->plat.lock_destroy)
 		mem->plat.lock_destroy(mem->plat.ctx, &s->idx_lock);
-	dmm_free_range(mem, s->self_pfn, s->self_pages);
+	dmm__lib_free_range(mem, s->self_pfn, s->self_pages); /* the library's: never refused for a pin */
 }
 
 int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_opts *o)
@@ -834,20 +821,20 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 	}
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		if (configure(mem, &s->pool[k], k, o ? &o->pool[k] : (const struct dmm_atomic_pool_cfg *)0)) {
-			release_state(s, false);
+			release_state(s);
 			return dmm__count_invalid(mem);
 		}
 	}
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		struct apool *p = &s->pool[k];
 		if (p->present && (err = grow(p, order_of(p->initial))) != 0) {
-			release_state(s, false);
+			release_state(s);
 			return err;
 		}
 	}
 	if (!__atomic_compare_exchange_n(&mem->dma_atomic_pool, &none, (void *)s, false, __ATOMIC_RELEASE,
 					 __ATOMIC_ACQUIRE)) {
-		release_state(s, false); /* a concurrent init won */
+		release_state(s); /* a concurrent init won */
 		return -DMM_EEXIST;
 	}
 	return 0;
@@ -856,7 +843,6 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 int dmm_dma_atomic_pool_destroy(struct dmm_mem *mem)
 {
 	struct astate *s;
-	int err;
 
 	if (!mem)
 		return -DMM_EINVAL;
@@ -870,12 +856,10 @@ int dmm_dma_atomic_pool_destroy(struct dmm_mem *mem)
 		if (LD(p->busy) || LD(p->free_pages) != LD(p->size_pages))
 			return -DMM_EBUSY;
 	}
-	/* a pinned chunk refuses the destroy before anything changes */
-	err = claim_chunks(s);
-	if (err)
-		return err;
+	/* no pin holds a chunk (the library's own memory): nothing else
+	 * can refuse the release */
 	__atomic_store_n(&mem->dma_atomic_pool, (void *)0, __ATOMIC_RELEASE);
-	release_state(s, true);
+	release_state(s);
 	return 0;
 }
 

@@ -297,15 +297,17 @@ static int pool_create(struct dmm_swiotlb *t, uint64_t bytes, const struct dmm_c
 	k.boundary = 0;
 	k.max_seg_size = 0;
 	k.max_segs = 0;
-	err = dmm_alloc_range(mem, &k, mem_pages, DMM_GFP_ATOMIC, &mem_pfn);
+	/* the library's own memory, marked before anyone can see it: no pin
+	 * lands on it, so its frees are never refused */
+	err = dmm__lib_alloc_range(mem, &k, mem_pages, DMM_GFP_ATOMIC, &mem_pfn);
 	if (err)
 		return err;
 	{
 		struct dmm_constraint any = DMM_CONSTRAINT_ANY;
-		err = dmm_alloc_range(mem, &any, meta_pages, DMM_GFP_ATOMIC, &meta_pfn);
+		err = dmm__lib_alloc_range(mem, &any, meta_pages, DMM_GFP_ATOMIC, &meta_pfn);
 	}
 	if (err) {
-		dmm_free_range(mem, mem_pfn, mem_pages);
+		dmm__lib_free_range(mem, mem_pfn, mem_pages);
 		return err;
 	}
 	dmm__meta_zero(mem, meta_pfn, meta_pages);
@@ -346,8 +348,9 @@ static void pool_destroy(struct dmm_swiotlb *t, struct tlb_pool *p)
 	if (mem->plat.lock_destroy)
 		for (uint32_t a = 0; a < p->nr_areas; a++)
 			mem->plat.lock_destroy(mem->plat.ctx, &p->areas[a].lock);
-	dmm_free_range(mem, mem_pfn, mem_pages);
-	dmm_free_range(mem, meta_pfn, meta_pages);
+	/* the library's own memory (pool_create): never refused for a pin */
+	dmm__lib_free_range(mem, mem_pfn, mem_pages);
+	dmm__lib_free_range(mem, meta_pfn, meta_pages);
 }
 
 /* Add @p to the set and publish (pool lock held). */
@@ -428,7 +431,7 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 		default_window(t, &w);
 		err = pool_create(t, o.initial_bytes, &w, 0, (struct dmm_device *)0, &p);
 		if (err) {
-			dmm_free_range(mem, pfn, pages);
+			dmm__lib_free_range(mem, pfn, pages); /* the library's (dmm__meta_alloc): never refused */
 			return err;
 		}
 		pool_add_locked(t, p);
@@ -437,7 +440,7 @@ int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *opts)
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		for (uint32_t i = 0; i < t->nr_pools; i++)
 			pool_destroy(t, t->pools[i]);
-		dmm_free_range(mem, pfn, pages);
+		dmm__lib_free_range(mem, pfn, pages);
 		return -DMM_EEXIST;
 	}
 	if (o.force)

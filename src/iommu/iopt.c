@@ -59,7 +59,7 @@ static int table_alloc(struct dmm_iopt *pt, dmm_phys_t *pa)
 {
 	struct dmm_mem *mem = pt->mem;
 	dmm_pfn_t pfn;
-	int err = dmm_page_alloc(mem, 0, (const struct dmm_constraint *)0, DMM_GFP_ATOMIC, &pfn);
+	int err = dmm__lib_page_alloc(mem, 0, (const struct dmm_constraint *)0, DMM_GFP_ATOMIC, &pfn);
 
 	if (err)
 		return err;
@@ -73,7 +73,9 @@ static int table_alloc(struct dmm_iopt *pt, dmm_phys_t *pa)
 
 static void table_free(struct dmm_iopt *pt, dmm_phys_t pa)
 {
-	dmm_page_free(pt->mem, dmm_phys_to_pfn(pa), 0);
+	/* the library's own page (table_alloc): no pin holds it, so the free
+	 * cannot be refused */
+	dmm__lib_page_free(pt->mem, dmm_phys_to_pfn(pa), 0);
 	sadd(&pt->st.tables, -1);
 }
 

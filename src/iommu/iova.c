@@ -724,7 +724,7 @@ void dmm_iova_domain_destroy(struct dmm_iova_domain *d)
 		mem->plat.lock_destroy(mem->plat.ctx, &d->tree_lock);
 		mem->plat.lock_destroy(mem->plat.ctx, &d->depot_lock);
 	}
-	dmm_free_range(mem, d->self_pfn, d->self_pages);
+	dmm__lib_free_range(mem, d->self_pfn, d->self_pages); /* the library's: never refused for a pin */
 }
 
 /* ---- allocation --------------------------------------------------------------------- */

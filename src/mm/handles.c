@@ -146,7 +146,7 @@ int dmm_handles_destroy(struct dmm_handles *h)
 		return err;
 	if (mem->plat.lock_destroy)
 		mem->plat.lock_destroy(mem->plat.ctx, &h->lock);
-	dmm_free_range(mem, h->table_pfn, h->table_pages);
+	dmm__lib_free_range(mem, h->table_pfn, h->table_pages); /* the library's: never refused for a pin */
 	return 0;
 }
 

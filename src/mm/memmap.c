@@ -562,7 +562,7 @@ void dmm__meta_zero(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr)
 int dmm__meta_alloc(struct dmm_mem *mem, uint64_t pages, unsigned gfp, dmm_pfn_t *pfn, void **va)
 {
 	struct dmm_constraint any = DMM_CONSTRAINT_ANY;
-	int err = dmm_alloc_range(mem, &any, pages, gfp, pfn);
+	int err = dmm__lib_alloc_range(mem, &any, pages, gfp, pfn);
 
 	if (err)
 		return err;

@@ -493,8 +493,9 @@ void dmm__zero_pages(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
  * zeroed through the linear map. GFP_ZERO instead zeroes the way the CPU
  * does (phys_fill), which on a modelled write-back cache leaves RAM as it was. */
 void dmm__meta_zero(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr);
-/* @pages pages of metadata anywhere (a range, freed with dmm_free_range),
- * zeroed as dmm__meta_zero does: *@pfn and the CPU address *@va. */
+/* @pages pages of metadata anywhere (a range of the library's own memory,
+ * freed with dmm__lib_free_range), zeroed as dmm__meta_zero does: *@pfn
+ * and the CPU address *@va. */
 int dmm__meta_alloc(struct dmm_mem *mem, uint64_t pages, unsigned gfp, dmm_pfn_t *pfn, void **va);
 /* CPU fill of physical memory (through the platform's phys_fill hook). */
 void dmm__phys_fill(struct dmm_mem *mem, dmm_phys_t pa, int c, size_t len);
