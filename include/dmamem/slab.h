@@ -98,8 +98,9 @@ int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct 
 uint64_t dmm_slab_shrink(struct dmm_mem *mem);
 
 /* Walk every cache: slab lists, free lists inside slabs (in bounds, at
- * object boundaries, no more than free slots), counts, magazines. Returns 0
- * or -DMM_EFAULT. */
+ * object boundaries, no more than free slots), counts, magazines (every
+ * object they hold one of the cache's live slabs', off that slab's free
+ * list, held once). Returns 0 or -DMM_EFAULT. */
 int dmm_slab_check(struct dmm_mem *mem);
 
 #endif

@@ -980,6 +980,47 @@ bad:
 	return -DMM_EFAULT;
 }
 
+/* Is @obj, held in a magazine of @k, an object of one of its live slabs,
+ * off that slab's free list? (A free list longer than a slab's objects,
+ * which only a slab on none of the cache's lists can have, is refused
+ * too.) */
+static bool held_ok(struct kcache *k, const void *obj)
+{
+	struct dmm_page *head, *pg;
+	struct kcache *owner;
+	uint32_t steps = 0;
+
+	if (lookup(k->mem, obj, &owner, &head, &pg) || owner != k)
+		return false;
+	for (const uint8_t *o = (const uint8_t *)(uintptr_t)dmm__private(head); o; o = *(uint8_t *const *)o)
+		if (o == obj || ++steps > k->objs)
+			return false;
+	return true;
+}
+
+/* Every free object held in the magazines of @k: one of its objects, off
+ * its slab, held once (O(n^2) in those objects). */
+static int check_held(struct kcache *k)
+{
+	unsigned ncpu = k->mem->plat.nr_cpus;
+
+	for (unsigned a = 0; a < ncpu; a++)
+		for (uint32_t i = 0; i < mag_of(k, a)->n; i++) {
+			const void *x = mag_of(k, a)->obj[i];
+			if (!held_ok(k, x))
+				goto bad;
+			for (unsigned b = a; b < ncpu; b++)
+				for (uint32_t j = b == a ? i + 1 : 0; j < mag_of(k, b)->n; j++)
+					if (mag_of(k, b)->obj[j] == x)
+						goto bad;
+		}
+	return 0;
+bad:
+	dmm_log(k->mem, DMM_LOG_ERR, "slab check: cache %u/%u: a magazine holds an object twice, "
+		"or one that is not free of this cache", k->set, k->size);
+	return -DMM_EFAULT;
+}
+
 /* One cache against its counters (every CPU and its lock held); *@mapped
  * counts its pages the slab map marks. */
 static int check_cache(struct kcache *k, uint64_t *mapped)
@@ -1008,7 +1049,7 @@ static int check_cache(struct kcache *k, uint64_t *mapped)
 			(unsigned long long)inuse);
 		err = -DMM_EFAULT;
 	}
-	return err;
+	return err ? err : check_held(k);
 }
 
 /* Every cache (all their locks held, so no slab comes or goes), then the
