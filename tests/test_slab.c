@@ -2,11 +2,12 @@
 /*
  * Small-object allocator: size classes, the three alignment policies,
  * low-memory caches, large requests, contents at both ends of every object,
- * bad input, statistics, two threads, more threads than CPU slots (with
- * checks, and shrinks, running alongside) and short-lived threads, an
- * empty slab whose page is pinned (kept, given back once unpinned),
- * dmm_slab_shrink() (also in the moment a kmalloc has just cut a slab for
- * itself); dmm_slab_check() after each step.
+ * bad input, statistics, magazines and depots (exact counts against a
+ * model), two threads, more threads than CPU slots (with checks, and
+ * shrinks, running alongside) and short-lived threads, an empty slab whose
+ * page is pinned (kept, given back once unpinned), dmm_slab_shrink() (also
+ * in the moment a kmalloc has just cut a slab for itself);
+ * dmm_slab_check() after each step.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -208,53 +209,174 @@ static void test_bad_input(void **state)
 }
 
 /*
+ * A model of one class's free objects above its slabs on this CPU (the
+ * only one that runs): the magazine and the depot, as stacks of object
+ * pointers (NULL: an object the slabs gave, not known to the test), and
+ * how many objects are off the slabs (live, in the magazine or the depot).
+ */
+struct mag_model {
+	uint32_t cap, batch, dmax; /* magazine capacity, a load, the depot's bound */
+	void *mag[61], *dep[8 * 30];
+	uint32_t n, d;
+	uint64_t off, live;
+};
+
+static void model_init(struct mag_model *mm, const struct dmm_slab_class_info *in)
+{
+	memset(mm, 0, sizeof(*mm));
+	mm->cap = in->mag_capacity;
+	mm->batch = in->mag_batch;
+	mm->dmax = in->depot_max_loads * in->mag_batch;
+	mm->n = (uint32_t)in->cached;
+	mm->d = (uint32_t)in->depot_objects;
+	mm->live = in->objects;
+	mm->off = in->objects + in->cached + in->depot_objects;
+	assert_int_equal(mm->d, 0); /* (contents unknown otherwise) */
+}
+
+/* An allocation of class @cls: an empty magazine takes the depot's last
+ * load, or a refill from the slabs (up to a load: as many as the slabs
+ * have free, or from a new slab if they have none); the object is the
+ * magazine's last. Returns the object the model expects (NULL: one from
+ * the slabs). */
+static void *model_alloc(struct mag_model *mm, struct dmm_mem *mem, unsigned cls)
+{
+	if (!mm->n) {
+		if (mm->d) {
+			mm->d -= mm->batch;
+			memcpy(mm->mag, &mm->dep[mm->d], mm->batch * sizeof(void *));
+			mm->n = mm->batch;
+		} else {
+			struct dmm_slab_class_info in;
+			uint64_t avail;
+			assert_ok(dmm_slab_class_info(mem, 0, cls, &in));
+			avail = in.slabs * in.objs_per_slab - mm->off; /* free on the slabs */
+			if (!avail)
+				avail = in.objs_per_slab;
+			mm->n = (uint32_t)(avail < mm->batch ? avail : mm->batch);
+			memset(mm->mag, 0, mm->n * sizeof(void *));
+			mm->off += mm->n;
+		}
+	}
+	mm->live++;
+	return mm->mag[--mm->n];
+}
+
+/* A free: a full magazine first hands its oldest load to the depot, or to
+ * the slabs when the depot holds as many as it may. */
+static void model_free(struct mag_model *mm, void *p)
+{
+	if (mm->n >= mm->cap) {
+		if (mm->d + mm->batch <= mm->dmax) {
+			memcpy(&mm->dep[mm->d], mm->mag, mm->batch * sizeof(void *));
+			mm->d += mm->batch;
+		} else {
+			mm->off -= mm->batch;
+		}
+		memmove(mm->mag, &mm->mag[mm->batch], (mm->n - mm->batch) * sizeof(void *));
+		mm->n -= mm->batch;
+	}
+	mm->mag[mm->n++] = p;
+	mm->live--;
+}
+
+/* The class's counts are the model's, and the slab check holds. */
+static void model_agrees(struct dmm_mem *mem, unsigned cls, const struct mag_model *mm)
+{
+	struct dmm_slab_class_info in;
+
+	assert_ok(dmm_slab_class_info(mem, 0, cls, &in));
+	assert_int_equal(in.cached, mm->n);
+	assert_int_equal(in.depot_objects, mm->d);
+	assert_int_equal(in.depot_loads, mm->d / mm->batch);
+	assert_int_equal(in.objects, mm->live);
+	assert_int_equal(in.objects + in.cached + in.depot_objects, mm->off);
+	assert_ok(dmm_slab_check(mem));
+}
+
+/*
  * Each class's magazine: a byte budget (at most 16 KiB of free objects per
  * CPU and class, at least 4 objects, no more than the magazine's 61 slots),
- * refills and drains of half of it. Freeing object after object fills this
- * CPU's magazine to its capacity, and the free that finds it full first
- * drains the oldest half; the counts follow exactly, and the checks hold
- * after every step.
+ * refills and drains of half of it (a load); its depot: 32 KiB of objects,
+ * at most 8 loads. Freeing object after object fills this CPU's magazine
+ * to its capacity; the free that finds it full first hands the oldest half
+ * to the depot, or to the slabs once the depot is at its bound.
+ * Allocating them again empties the magazine, then takes the depot's loads
+ * back, last first, then refills from the slabs. The counts (magazine,
+ * depot, objects off the slabs) follow a model exactly, the objects come
+ * back in the order it predicts, and the checks hold after every step.
+ * An object freed again while in the magazine or in the depot is refused.
  */
 static void test_magazine_capacity(void **state)
 {
 	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
 	uint32_t prev_cap = 0;
+	static struct mag_model mm;
 	(void)state;
 
 	for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
 		struct dmm_slab_class_info in;
-		void *v[64 + 32 + 3];
-		uint32_t cap, batch, nobj;
-		uint64_t n;
+		static void *v[61 + 8 * 30 + 30 + 3];
+		uint32_t cap, batch, nobj, loads;
+		void *in_depot = NULL;
 
 		assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
 		cap = in.mag_capacity;
 		batch = in.mag_batch;
+		loads = in.depot_max_loads;
 		assert_true(cap >= 4 && cap <= 61);
 		assert_true((uint64_t)cap * in.size <= 16384 || cap == 4);
 		assert_true((uint64_t)(cap + 1) * in.size > 16384 || cap == 61);
 		assert_int_equal(batch, cap / 2);
+		assert_true(loads >= 1 && loads <= 8);
+		assert_true((uint64_t)loads * batch * in.size <= 32768);
+		assert_true(loads == 8 || (uint64_t)(loads + 1) * batch * in.size > 32768);
 		if (c)
 			assert_true(cap <= prev_cap); /* larger objects, no more of them */
 		prev_cap = cap;
-		nobj = cap + batch + 3;
-		for (uint32_t i = 0; i < nobj; i++)
-			assert_ok(dmm_kmalloc(e->mem, in.size, 0, &v[i]));
-		assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
-		n = in.cached; /* this CPU's: the only one that ran */
-		assert_true(n <= cap);
+		model_init(&mm, &in);
+		/* past the magazine, the depot and a load more: some reach the slabs */
+		nobj = cap + loads * batch + batch + 3;
 		for (uint32_t i = 0; i < nobj; i++) {
-			assert_ok(dmm_kfree(e->mem, v[i]));
-			n = (n >= cap ? n - batch : n) + 1;
-			assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
-			assert_int_equal(in.cached, n);
-			assert_int_equal(in.objects, nobj - i - 1);
-			assert_slab_checks(e->mem);
+			void *want = model_alloc(&mm, e->mem, c);
+			assert_ok(dmm_kmalloc(e->mem, in.size, 0, &v[i]));
+			if (want)
+				assert_ptr_equal(v[i], want);
+			stamp(v[i], in.size, i);
 		}
-		/* the last one freed is still in the magazine: a second free is seen */
+		model_agrees(e->mem, c, &mm);
+		for (uint32_t i = 0; i < nobj; i++) {
+			check_stamp(v[i], in.size, i);
+			assert_ok(dmm_kfree(e->mem, v[i]));
+			model_free(&mm, v[i]);
+			model_agrees(e->mem, c, &mm);
+		}
+		assert_int_equal(mm.d, loads * batch); /* at the bound */
+		/* the last one freed is still in the magazine, an early one in the
+		 * depot: a second free of either is seen and changes nothing */
+		for (uint32_t i = 0; i < mm.d && !in_depot; i++)
+			in_depot = mm.dep[i];
+		assert_non_null(in_depot);
 		assert_rc(dmm_kfree(e->mem, v[nobj - 1]), -DMM_ENOENT);
-		assert_ok(dmm_slab_class_info(e->mem, 0, c, &in));
-		assert_int_equal(in.cached, n);
+		assert_rc(dmm_kfree(e->mem, in_depot), -DMM_ENOENT);
+		model_agrees(e->mem, c, &mm);
+		/* and back: the magazine, the depot's loads (last first), the slabs */
+		for (uint32_t i = 0; i < nobj; i++) {
+			void *want = model_alloc(&mm, e->mem, c);
+			assert_ok(dmm_kmalloc(e->mem, in.size, 0, &v[i]));
+			if (want)
+				assert_ptr_equal(v[i], want);
+			stamp(v[i], in.size, i + 7);
+			model_agrees(e->mem, c, &mm);
+		}
+		assert_int_equal(mm.d, 0);
+		for (uint32_t i = 0; i < nobj; i++) {
+			check_stamp(v[i], in.size, i + 7);
+			assert_ok(dmm_kfree(e->mem, v[i]));
+			model_free(&mm, v[i]);
+		}
+		model_agrees(e->mem, c, &mm);
+		assert_slab_checks(e->mem);
 	}
 	assert_slab_checks(e->mem);
 	tu_env_destroy(e);
@@ -808,6 +930,32 @@ static dmm_pfn_t pfn_of(const struct dmm_platform *pl, const void *p)
 	} while (0)
 
 /*
+ * Fill the depot of class @cls (set 0) to its bound: as many objects as
+ * the depot and a magazine hold, allocated, then freed (the allocations
+ * empty this CPU's magazine and the depot, the frees fill the magazine and
+ * hand a load to the depot whenever it is full). From then on, until
+ * something is allocated, an object freed on this CPU goes back to its
+ * slab once a mag_batch of later frees has pushed it out of the magazine.
+ */
+static void fill_depot(struct dmm_mem *mem, unsigned cls)
+{
+	static void *v[8 * 30 + 61];
+	struct dmm_slab_class_info ci;
+	uint32_t n;
+
+	assert_ok(dmm_slab_class_info(mem, 0, cls, &ci));
+	n = ci.depot_max_loads * ci.mag_batch + ci.mag_capacity;
+	assert_true(n <= sizeof(v) / sizeof(v[0]));
+	for (uint32_t i = 0; i < n; i++)
+		assert_ok(dmm_kmalloc(mem, ci.size, 0, &v[i]));
+	for (uint32_t i = 0; i < n; i++)
+		assert_ok(dmm_kfree(mem, v[i]));
+	assert_ok(dmm_slab_class_info(mem, 0, cls, &ci));
+	assert_int_equal(ci.depot_loads, ci.depot_max_loads);
+	assert_int_equal(ci.depot_objects, (uint64_t)ci.depot_max_loads * ci.mag_batch);
+}
+
+/*
  * An empty slab whose page is pinned cannot go back to the page allocator,
  * which refuses a pinned page: it stays a slab of its cache, whole (its
  * objects free on it, its page the cache's), counted in release_busy, and
@@ -815,18 +963,19 @@ static dmm_pfn_t pfn_of(const struct dmm_platform *pl, const void *p)
  * next time it is empty. Here: six slabs of 64-byte objects, the second
  * (full) one pinned; the first slab's objects are freed, then the pinned
  * slab's, then all but the last 64 objects (a reserve): the first slab to
- * be empty is kept as the spare, the pinned one is the second.
+ * be empty is kept as the spare, the pinned one is the second. The depot
+ * is filled first, so that the frees reach the slabs past the magazine.
  */
 static void test_slab_release_pinned(void **state)
 {
 	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
 	const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
-	enum { N = 64 * 6, R = 64, M = 300 };
+	enum { N = 64 * 6, R = 64, M = 600 };
 	static void *obj[N], *more[M];
 	dmm_pfn_t slab[N], held, pinned;
-	unsigned nslab = 0, in_held = 0, nmore = 0, first_held = M;
+	unsigned nslab = 0, in_held = 0, nmore = 0, first_held = M, more_held = 0;
 	struct dmm_slab_class_info ci;
-	uint64_t total, bad0;
+	uint64_t total, bad0, slabs0;
 	(void)state;
 
 	total = tu_zone_free_all(e->mem) + slab_pages(e->mem);
@@ -850,6 +999,7 @@ static void test_slab_release_pinned(void **state)
 	assert_ok(dmm_page_pin(e->mem, held, 0, &pinned, NULL));
 	assert_int_equal(pinned, held);
 	bad0 = tu_zone_bad_frees(e->mem);
+	fill_depot(e->mem, 3); /* (from other slabs: these six are full) */
 
 	/* the first slab's objects, the pinned slab's, all others but the reserve */
 	for (unsigned pass = 0; pass < 3; pass++)
@@ -876,26 +1026,39 @@ static void test_slab_release_pinned(void **state)
 	assert_int_equal(dmm_pfn_to_page(e->mem, held)->state, DMM_PAGE_ALLOC);
 	assert_no_leak(e->mem, total);
 
-	/* the next allocations take from it (after what the CPU's cache holds) */
+	/* the next allocations take from it (after what the CPU's magazine
+	 * and the depot hold), before any new slab is cut; all of it */
 	assert_ok(dmm_page_unpin(e->mem, pinned, 0));
-	while (nmore < M && first_held == M) {
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	slabs0 = ci.slabs;
+	while (nmore < M && more_held < 64) {
 		assert_ok(dmm_kmalloc(e->mem, 64, 0, &more[nmore]));
 		stamp(more[nmore], 64, 1000 + nmore);
-		if (pfn_of(pl, more[nmore]) == held)
-			first_held = nmore;
+		if (pfn_of(pl, more[nmore]) == held) {
+			if (first_held == M) {
+				first_held = nmore;
+				assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+				assert_int_equal(ci.slabs, slabs0);
+			}
+			more_held++;
+		}
 		nmore++;
 	}
-	assert_true(first_held < 64); /* before any new slab was cut */
+	assert_int_equal(more_held, 64);
 	assert_no_leak(e->mem, total);
 
-	/* empty again: given back this time (the spare is there) */
+	/* empty again: given back this time (the spare is there). The depot
+	 * full again first (its allocations may take the spare), the other
+	 * objects freed (a slab they empty is the new spare), then the pinned
+	 * slab's, then the reserve, which pushes them out of the magazine */
+	fill_depot(e->mem, 3);
 	check_stamp(more[first_held], 64, 1000 + first_held);
-	assert_ok(dmm_kfree(e->mem, more[first_held]));
-	for (unsigned i = 0; i < nmore; i++)
-		if (i != first_held) {
-			check_stamp(more[i], 64, 1000 + i);
-			assert_ok(dmm_kfree(e->mem, more[i]));
-		}
+	for (unsigned pass = 0; pass < 2; pass++)
+		for (unsigned i = 0; i < nmore; i++)
+			if ((pfn_of(pl, more[i]) == held) == (pass == 1)) {
+				check_stamp(more[i], 64, 1000 + i);
+				assert_ok(dmm_kfree(e->mem, more[i]));
+			}
 	for (unsigned i = N - R; i < N; i++) {
 		check_stamp(obj[i], 64, i);
 		assert_ok(dmm_kfree(e->mem, obj[i]));
@@ -1327,7 +1490,7 @@ static void test_slab_map(void **state)
 static void test_slab_map_cleared(void **state)
 {
 	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
-	enum { N = 64 * 8 }; /* 8 slabs of 64-byte objects */
+	enum { N = 64 * 16 }; /* 16 slabs of 64-byte objects */
 	static void *obj[N];
 	struct dmm_slab_class_info ci;
 	unsigned stale = 0;
@@ -1344,7 +1507,9 @@ static void test_slab_map_cleared(void **state)
 		stale++;
 		assert_rc(dmm_kfree(e->mem, obj[i]), -DMM_ENOENT);
 	}
-	assert_true(stale >= 64 * 5); /* most slabs went back (a spare and the magazines stay) */
+	/* most slabs went back (a spare and the slabs of the objects the
+	 * magazine and the depot hold, 301 of them, stay) */
+	assert_true(stale >= 64 * 8);
 	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
 	assert_int_equal(ci.size, 64);
 	assert_int_equal(ci.allocs, N);

@@ -6,7 +6,10 @@
  * 64, 96, 128, 192, 256, 512, 1k, 2k, 4k, 8k); larger requests go to the
  * page allocator. Objects live in slabs taken from the page allocator with
  * the caller's constraint (DMM_GFP_DMA / DMM_GFP_DMA32 select low-memory
- * caches). Per-CPU magazines make the common path take only its CPU's lock.
+ * caches). Per-CPU magazines make the common path take only its CPU's lock;
+ * past a magazine, each cache's depot of magazine loads (up to 32 KiB of
+ * free objects) takes and gives whole loads under the cache lock, and only
+ * past the depot do objects go back to their slabs.
  *
  * Alignment policy, per machine (struct dmm_machine.kmalloc_policy), so the
  * simulator can compare them:
@@ -39,10 +42,18 @@ struct dmm_slab_class_info {
 	uint32_t set;               /* 0 any, 1 DMA32, 2 DMA */
 	uint32_t mag_capacity;      /* free objects one CPU's magazine of the class holds
 				     * at most: 16 KiB of them, 4..61 objects */
-	uint32_t mag_batch;         /* objects a magazine refill or drain moves (half) */
+	uint32_t mag_batch;         /* objects a magazine refill or drain moves (half): one
+				     * load of the depot */
+	uint32_t depot_max_loads;   /* loads the class's depot holds at most: 32 KiB of
+				     * objects, at most 8 loads */
+	uint32_t depot_loads;       /* full loads in the depot now */
 	uint64_t slabs;             /* slabs held */
 	uint64_t objects;           /* objects handed out (live) */
-	uint64_t cached;            /* free objects in per-CPU magazines */
+	uint64_t cached;            /* free objects in per-CPU magazines (the depot's not
+				     * counted: depot_objects) */
+	uint64_t depot_objects;     /* free objects in the depot (depot_loads * mag_batch) */
+	uint64_t depot_puts;        /* loads full magazines handed to the depot (cumulative) */
+	uint64_t depot_gets;        /* loads empty magazines took from it (cumulative) */
 	uint64_t allocs, frees;     /* cumulative (allocs = frees + objects) */
 	uint64_t align_waste_bytes; /* object bytes due to DMA alignment, beyond the packed
 				     * class's (cumulative) */
@@ -65,9 +76,9 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
 /* Free. -DMM_EINVAL (not a pointer into managed RAM, or not at an object's
  * start), -DMM_ENOENT (not a kmalloc object, or freed again while still in
  * this CPU's magazine of freed objects of its class, up to mag_capacity of
- * them; a freed object's first word holds a mark the check starts from), the page allocator's
- * refusal for a large object (-DMM_EBUSY: a page of it is pinned). Nothing
- * is changed on failure. */
+ * them, or in its class's depot; a freed object's first word holds a mark
+ * the check starts from), the page allocator's refusal for a large object
+ * (-DMM_EBUSY: a page of it is pinned). Nothing is changed on failure. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr);
 
 /* Usable size of a live object (its class size), 0 if @ptr is not one. */
@@ -86,21 +97,24 @@ int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct 
 
 /*
  * Give back what the small-object allocator holds without using it: every
- * CPU's magazines are emptied into their slabs, then every empty slab (each
- * cache's spare too) goes back to the page allocator. An empty slab whose
- * page is pinned cannot go: it stays a slab of its cache (each refusal
- * counted in release_busy) and a later shrink, or the slab being emptied
- * again, tries again. Returns the number of empty slabs that stayed for
- * that reason (0: everything unused went back; 0 too for a NULL @mem).
- * Context: never from inside a dmamem call (it waits for every CPU's
- * allocator call in progress); takes each cache's lock in turn.
+ * CPU's magazines and every cache's depot are emptied into their slabs,
+ * then every empty slab (each cache's spare too) goes back to the page
+ * allocator. An empty slab whose page is pinned cannot go: it stays a slab
+ * of its cache (each refusal counted in release_busy) and a later shrink,
+ * or the slab being emptied again, tries again. Returns the number of
+ * empty slabs that stayed for that reason (0: everything unused went back;
+ * 0 too for a NULL @mem). Context: never from inside a dmamem call (it
+ * waits for every CPU's allocator call in progress); takes each cache's
+ * lock in turn.
  */
 uint64_t dmm_slab_shrink(struct dmm_mem *mem);
 
 /* Walk every cache: slab lists, free lists inside slabs (in bounds, at
- * object boundaries, no more than free slots), counts, magazines (every
- * object they hold one of the cache's live slabs', off that slab's free
- * list, held once). Returns 0 or -DMM_EFAULT. */
+ * object boundaries, no more than free slots), counts, magazines and the
+ * depot (whole loads within its bound; every object they hold one of the
+ * cache's live slabs', off that slab's free list, held once: so every
+ * object is in exactly one place, live, in a magazine, in the depot or on
+ * its slab's free list). Returns 0 or -DMM_EFAULT. */
 int dmm_slab_check(struct dmm_mem *mem);
 
 #endif

@@ -20,8 +20,9 @@
  * allocator. One whose page is pinned cannot go (the page allocator
  * refuses a pinned page, and the slab is claimed for the free before it is
  * taken apart): it stays on the partial list, whole, and is tried again
- * the next time it is empty. dmm_slab_shrink() empties every magazine into
- * the slabs and gives back every empty slab, the spares too.
+ * the next time it is empty. dmm_slab_shrink() empties every magazine and
+ * every depot into the slabs and gives back every empty slab, the spares
+ * too.
  *
  * Per-CPU magazines. Each cache has, per CPU, a magazine of up to mag_cap
  * free objects (16 KiB of them, 4..61: see MAG_BYTES), used only inside a
@@ -33,8 +34,31 @@
  * distance from it. The check and the drain reach another CPU's magazine
  * through dmm__cpu_sync(). Magazines count frees (and the bytes DMA
  * alignment costs, for requests that are not packed); allocations are
- * derived (frees + live, live = objects off the slabs - in
- * magazines), which keeps a counter off the free path.
+ * derived (frees + live, live = objects off the slabs - in magazines - in
+ * the depot), which keeps a counter off the free path.
+ *
+ * The depot (Bonwick's magazine layer). Each cache (each set has its own)
+ * keeps, under its lock, a stack of loads of free objects: a load is what
+ * a drain moves, the oldest mag_batch objects of a full magazine, and what
+ * an empty magazine takes back, the load put last, in one copy of
+ * mag_batch pointers each way (no slab is touched). Only when the depot is
+ * full does a drain go to the slabs, object by object, and only when it is
+ * empty does a refill come from them. Exchanges stay half a magazine, so
+ * the hysteresis is the one without a depot: after any exchange the
+ * magazine is half full, and alloc/free alternating at either end costs no
+ * exchange at all; a whole magazine exchanged each way (with one magazine
+ * per CPU, not Bonwick's two) would hand a full load back and forth when
+ * two allocations and two frees alternate at the boundary. The bound is
+ * DEPOT_BYTES (32 KiB) of objects per cache and at most DEPOT_LOADS (8)
+ * loads: 240 objects of 8..128 bytes, 150 of 192, 120 of 256, 64 of 512,
+ * down to 4 of 8 KiB; at most 299 KiB of free objects per set, 896 KiB
+ * for all three (worst case, every class's depot full). The pointers live
+ * in the metadata after the magazine tables (dmm__slab_meta_size: 1834 per
+ * set, about 43 KiB in all), so a depot needs no allocation and can never
+ * fail. A double free is looked for in the depot too (when the object
+ * carries the free mark). dmm_slab_shrink() drains every depot into the
+ * slabs (under the cache lock, after the magazines), before it gives back
+ * the empty slabs.
  *
  * Free finds the object's cache from the pointer alone, in one load: the
  * slab map (a byte per page of the linear map, the cache's place in the
@@ -67,6 +91,14 @@
 #define MAG_MAX ((KCACHE_BYTES - 24) / 8)
 #define MAG_BYTES 16384u
 #define MAG_MIN 4u
+/*
+ * A cache's depot holds loads of mag_batch free objects (what a drain of a
+ * full magazine hands over and a refill of an empty one takes) up to a
+ * byte budget, DEPOT_BYTES of objects, and at most DEPOT_LOADS loads
+ * (which bounds its pointer store for the small classes).
+ */
+#define DEPOT_BYTES (2 * MAG_BYTES)
+#define DEPOT_LOADS 8u
 
 static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,   96,   128, 192,
 							     256, 512, 1024, 2048, 4096, 8192 };
@@ -95,7 +127,12 @@ struct kcache {
 	struct dmm_page *partial, *full; /* head descriptors, linked via next/prev */
 	struct dmm_page *empty;          /* one spare empty slab */
 	struct dmm_slab_class_info st;   /* counters (under lock; alloc/free atomics) */
-	uint64_t taken;                  /* objects off the slabs: live or in magazines (lock) */
+	uint64_t taken;                  /* objects off the slabs: live, in magazines or in the depot (lock) */
+	/* the depot (under lock): a stack of depot_n free objects, whole loads
+	 * of mag_batch, at most depot_max; its store is in the metadata after
+	 * the magazine tables */
+	void **depot;
+	uint32_t depot_n, depot_max;
 };
 
 struct dmm_slab_state {
@@ -136,10 +173,37 @@ static inline struct mag *mag_of(const struct kcache *k, unsigned cpu)
 	return (struct mag *)(uintptr_t)((const char *)k + sizeof(struct dmm_slab_state) + cpu * MAG_TABLE_BYTES);
 }
 
+/* Objects a magazine of objects of @size holds: MAG_BYTES of them, MAG_MIN..MAG_MAX. */
+static uint32_t mag_cap_for(uint32_t size)
+{
+	return (uint32_t)dmm_max64(MAG_MIN, dmm_min64(MAG_MAX, MAG_BYTES / size));
+}
+
+/* Objects the depot of a cache of objects of @size holds at most: whole
+ * loads (half a magazine each), DEPOT_BYTES of objects, DEPOT_LOADS loads. */
+static uint32_t depot_max_for(uint32_t size)
+{
+	uint32_t load = mag_cap_for(size) / 2;
+
+	return load * (uint32_t)dmm_min64(DEPOT_LOADS, DEPOT_BYTES / ((uint64_t)load * size));
+}
+
+/* Pointers the depots of one set of caches store. */
+static uint64_t depot_set_slots(void)
+{
+	uint64_t n = 0;
+
+	for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++)
+		n += depot_max_for(class_size[c]);
+	return n;
+}
+
+/* The state, the magazine tables (one per CPU), then the depots' stores. */
 uint64_t dmm__slab_meta_size(unsigned nr_cpus)
 {
 	return sizeof(struct dmm_slab_state) +
 	       (uint64_t)NR_KCACHES * nr_cpus * sizeof(struct mag) +
+	       DMM_KMALLOC_NR_SETS * depot_set_slots() * sizeof(void *) +
 	       KCACHE_BYTES;
 }
 
@@ -196,6 +260,8 @@ static inline bool packed_request(const struct dmm_mem *mem, unsigned flags);
 void dmm__slab_init(struct dmm_mem *mem, void *meta)
 {
 	struct dmm_slab_state *s = (struct dmm_slab_state *)dmm_align_up((uintptr_t)meta, KCACHE_BYTES);
+	void **store = (void **)(uintptr_t)((char *)s + sizeof(*s) + mem->plat.nr_cpus * MAG_TABLE_BYTES);
+
 	mem->slab = s;
 	s->packed_always = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED;
 	s->packed_on_request = mem->machine.kmalloc_policy == DMM_KMALLOC_PACKED_ON_REQUEST;
@@ -209,10 +275,14 @@ void dmm__slab_init(struct dmm_mem *mem, void *meta)
 			k->slab_mask = (uint32_t)((DMM_PAGE_SIZE << k->order) - 1);
 			k->shift = (uint32_t)__builtin_ctz(k->size);
 			k->inv = dmm_odd_inverse(k->size >> k->shift);
-			k->mag_cap = (uint32_t)dmm_max64(MAG_MIN, dmm_min64(MAG_MAX, MAG_BYTES / k->size));
+			k->mag_cap = mag_cap_for(k->size);
 			k->mag_batch = k->mag_cap / 2;
+			k->depot = store;
+			k->depot_max = depot_max_for(k->size);
+			store += k->depot_max;
 			k->st.mag_capacity = k->mag_cap;
 			k->st.mag_batch = k->mag_batch;
+			k->st.depot_max_loads = k->depot_max / k->mag_batch;
 			k->set = set;
 			k->cls = c;
 			k->st.size = k->size;
@@ -332,7 +402,8 @@ static unsigned slab_take(struct kcache *k, void **out, unsigned n);
  * with no lock held and outside any CPU-local section: the page allocator
  * may call the watermark hook, which may call back into dmamem. The slab
  * is cut up before it is shown, so every object is always on a slab's free
- * list, in a magazine or allocated (what dmm_slab_check counts). */
+ * list, in a magazine, in the depot or allocated (what dmm_slab_check
+ * counts). */
 static int slab_new(struct kcache *k, unsigned flags, void **out, unsigned n, unsigned *got)
 {
 	static const unsigned gfp_of_set[3] = { 0, DMM_GFP_DMA32, DMM_GFP_DMA };
@@ -493,18 +564,72 @@ static inline void count_alloc(struct mag *m, size_t size, const uint16_t *waste
 		dmm__pcpu_add(&m->align_waste, waste[(size + 7) / 8]);
 }
 
-/* The @n objects at @objs back to their slabs (takes the cache lock). */
+/* The @n objects at @objs back to their slabs (cache lock held). */
+static void slabs_put(struct kcache *k, void *const *objs, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		dmm_phys_t pa = 0; /* (an object's address always translates) */
+		dmm__virt_to_phys(k->mem, objs[i], &pa);
+		slab_put(k, objs[i], head_of(k->mem, k, dmm_phys_to_pfn(pa)));
+	}
+}
+
+/* The same, taking the cache lock. */
 static void objs_put(struct kcache *k, void *const *objs, unsigned n)
 {
-	struct dmm_mem *mem = k->mem;
+	dmm__lock(k->mem, &k->lock);
+	slabs_put(k, objs, n);
+	dmm__unlock(k->mem, &k->lock);
+}
 
-	dmm__lock(mem, &k->lock);
-	for (unsigned i = 0; i < n; i++) {
-		dmm_phys_t pa;
-		dmm__virt_to_phys(mem, objs[i], &pa);
-		slab_put(k, objs[i], head_of(mem, k, dmm_phys_to_pfn(pa)));
-	}
-	dmm__unlock(mem, &k->lock);
+/* ---- the depot (cache lock held) ------------------------------------------------ */
+
+/* The load put last (mag_batch objects) into @out; 0 if the depot is empty. */
+static unsigned depot_take(struct kcache *k, void **out)
+{
+	if (!k->depot_n)
+		return 0;
+	k->depot_n -= k->mag_batch;
+	dmm_memcpy(out, k->depot + k->depot_n, k->mag_batch * sizeof(void *));
+	k->st.depot_gets++;
+	return k->mag_batch;
+}
+
+/* The mag_batch objects at @objs into the depot as a load; false (nothing
+ * moved) if it holds as many as it may. */
+static bool depot_put(struct kcache *k, void *const *objs)
+{
+	if (k->depot_n + k->mag_batch > k->depot_max)
+		return false;
+	dmm_memcpy(k->depot + k->depot_n, objs, k->mag_batch * sizeof(void *));
+	k->depot_n += k->mag_batch;
+	k->st.depot_puts++;
+	return true;
+}
+
+/* Every load of the depot back to the slabs. */
+static void depot_drain(struct kcache *k)
+{
+	slabs_put(k, k->depot, k->depot_n);
+	k->depot_n = 0;
+}
+
+/* Does the depot hold @ptr (freed twice)? */
+static bool depot_holds(const struct kcache *k, const void *ptr)
+{
+	for (uint32_t i = 0; i < k->depot_n; i++)
+		if (k->depot[i] == ptr)
+			return true;
+	return false;
+}
+
+/* A refill for an empty magazine into @out: a load of the depot if it has
+ * one, else up to mag_batch objects from the slabs. */
+static unsigned refill(struct kcache *k, void **out)
+{
+	unsigned n = depot_take(k, out);
+
+	return n ? n : slab_take(k, out, k->mag_batch);
 }
 
 /* Put the @n objects @fresh took from a new slab into magazine @m (in its
@@ -543,7 +668,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	m = mag_of(k, cpu);
 	for (int tries = 0; !m->n && tries < 4; tries++) {
 		dmm__lock(mem, &k->lock);
-		m->n = slab_take(k, m->obj, k->mag_batch);
+		m->n = refill(k, m->obj);
 		dmm__unlock(mem, &k->lock);
 		if (m->n)
 			break;
@@ -682,10 +807,17 @@ static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
 	return err;
 }
 
-/* Give the oldest @n objects of @m back to their slabs. */
-static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m, unsigned n)
+/* Make room in the full magazine @m (in its CPU's section): its oldest
+ * mag_batch objects go to the depot as a load, or back to their slabs if
+ * the depot is full. */
+static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m)
 {
-	objs_put(k, m->obj, n);
+	unsigned n = k->mag_batch;
+
+	dmm__lock(k->mem, &k->lock);
+	if (!depot_put(k, m->obj))
+		slabs_put(k, m->obj, n);
+	dmm__unlock(k->mem, &k->lock);
 	for (unsigned i = n; i < m->n; i++)
 		m->obj[i - n] = m->obj[i];
 	m->n -= n;
@@ -706,19 +838,22 @@ static void shrink_cpu(void *arg)
 
 	for (unsigned i = 0; i < NR_KCACHES - 1; i++) {
 		struct mag *m = mag_of(&first[i], sh->cpu);
-		if (m->n)
-			mag_drain(&first[i], m, m->n);
+		if (m->n) {
+			objs_put(&first[i], m->obj, m->n);
+			m->n = 0;
+		}
 	}
 }
 
-/* Every empty slab of @k, its spare too, back to the page allocator (cache
- * lock held); those it refuses (pinned) stay on the partial list. Returns
- * how many stayed. */
+/* The depot of @k back to its slabs, then every empty slab, its spare
+ * too, back to the page allocator (cache lock held); those it refuses
+ * (pinned) stay on the partial list. Returns how many stayed. */
 static uint64_t shrink_cache(struct kcache *k)
 {
 	struct dmm_page *keep = (struct dmm_page *)0, *h, *next;
 	uint64_t kept = 0;
 
+	depot_drain(k);
 	if (k->empty) {
 		h = k->empty;
 		k->empty = (struct dmm_page *)0;
@@ -781,7 +916,8 @@ static inline void mag_push(const struct kcache *k, struct mag *m, uint32_t n, c
 
 /* Every free the fast path does not finish: argument errors, large
  * objects, a full magazine, a double free, a thread that does not own its
- * slot. */
+ * slot. An object that carries the free mark is looked for in this CPU's
+ * magazine and in the depot: found, it is free already. */
 static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void *ptr)
 {
 	struct kcache *k;
@@ -802,12 +938,20 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	cpu = dmm__cpu_enter(mem);
 	m = mag_of(k, cpu);
 	n = m->n;
-	if (*(const uintptr_t *)ptr == k->free_mark && mag_holds(m, n, ptr)) {
-		dmm__cpu_exit(mem, cpu);
-		return -DMM_ENOENT;
+	if (*(const uintptr_t *)ptr == k->free_mark) {
+		bool twice = mag_holds(m, n, ptr);
+		if (!twice) {
+			dmm__lock(mem, &k->lock);
+			twice = depot_holds(k, ptr);
+			dmm__unlock(mem, &k->lock);
+		}
+		if (twice) {
+			dmm__cpu_exit(mem, cpu);
+			return -DMM_ENOENT;
+		}
 	}
 	if (n >= k->mag_cap) {
-		mag_drain(k, m, k->mag_batch);
+		mag_drain(k, m);
 		n = m->n;
 	}
 	mag_push(k, m, n, ptr);
@@ -916,12 +1060,14 @@ static void class_snap(void *arg)
 	}
 	dmm__lock(mem, &k->lock);
 	*out = k->st;
-	/* live objects are those off the slabs and not in a magazine */
-	out->objects = k->taken - cached;
+	/* live objects are those off the slabs and not in a magazine nor the depot */
+	out->objects = k->taken - cached - k->depot_n;
 	out->frees = frees;
 	out->allocs = frees + out->objects;
 	out->align_waste_bytes = aw;
 	out->cached = cached;
+	out->depot_loads = k->depot_n / k->mag_batch;
+	out->depot_objects = k->depot_n;
 	dmm__unlock(mem, &k->lock);
 }
 
@@ -980,10 +1126,22 @@ bad:
 	return -DMM_EFAULT;
 }
 
-/* Is @obj, held in a magazine of @k, an object of one of its live slabs,
- * off that slab's free list? (A free list longer than a slab's objects,
- * which only a slab on none of the cache's lists can have, is refused
- * too.) */
+/* The free objects @k holds above its slabs, by source: @src < nr_cpus
+ * that CPU's magazine, nr_cpus the depot. */
+static uint32_t held_n(const struct kcache *k, unsigned src)
+{
+	return src < k->mem->plat.nr_cpus ? mag_of(k, src)->n : k->depot_n;
+}
+
+static const void *held_at(const struct kcache *k, unsigned src, uint32_t i)
+{
+	return src < k->mem->plat.nr_cpus ? mag_of(k, src)->obj[i] : k->depot[i];
+}
+
+/* Is @obj, held in a magazine or the depot of @k, an object of one of its
+ * live slabs, off that slab's free list? (A free list longer than a slab's
+ * objects, which only a slab on none of the cache's lists can have, is
+ * refused too.) */
 static bool held_ok(struct kcache *k, const void *obj)
 {
 	struct dmm_page *head, *pg;
@@ -998,25 +1156,25 @@ static bool held_ok(struct kcache *k, const void *obj)
 	return true;
 }
 
-/* Every free object held in the magazines of @k: one of its objects, off
- * its slab, held once (O(n^2) in those objects). */
+/* Every free object held in the magazines and the depot of @k: one of its
+ * objects, off its slab, held once (O(n^2) in those objects). */
 static int check_held(struct kcache *k)
 {
-	unsigned ncpu = k->mem->plat.nr_cpus;
+	unsigned nsrc = k->mem->plat.nr_cpus + 1;
 
-	for (unsigned a = 0; a < ncpu; a++)
-		for (uint32_t i = 0; i < mag_of(k, a)->n; i++) {
-			const void *x = mag_of(k, a)->obj[i];
+	for (unsigned a = 0; a < nsrc; a++)
+		for (uint32_t i = 0; i < held_n(k, a); i++) {
+			const void *x = held_at(k, a, i);
 			if (!held_ok(k, x))
 				goto bad;
-			for (unsigned b = a; b < ncpu; b++)
-				for (uint32_t j = b == a ? i + 1 : 0; j < mag_of(k, b)->n; j++)
-					if (mag_of(k, b)->obj[j] == x)
+			for (unsigned b = a; b < nsrc; b++)
+				for (uint32_t j = b == a ? i + 1 : 0; j < held_n(k, b); j++)
+					if (held_at(k, b, j) == x)
 						goto bad;
 		}
 	return 0;
 bad:
-	dmm_log(k->mem, DMM_LOG_ERR, "slab check: cache %u/%u: a magazine holds an object twice, "
+	dmm_log(k->mem, DMM_LOG_ERR, "slab check: cache %u/%u: a magazine or the depot holds an object twice, "
 		"or one that is not free of this cache", k->set, k->size);
 	return -DMM_EFAULT;
 }
@@ -1042,11 +1200,15 @@ static int check_cache(struct kcache *k, uint64_t *mapped)
 		if (mag_of(k, cpu)->n > k->mag_cap)
 			err = -DMM_EFAULT;
 	}
-	/* slab-side in-use = objects off the slabs (live or in magazines) */
-	if (!err && (slabs != k->st.slabs || inuse != k->taken || cached > inuse)) {
-		dmm_log(mem, DMM_LOG_ERR, "slab check: cache %u/%u: %llu slabs (count %llu), %llu in use",
+	/* the depot: whole loads, within its bound */
+	if (k->depot_n > k->depot_max || k->depot_n % k->mag_batch)
+		err = -DMM_EFAULT;
+	/* slab-side in-use = objects off the slabs (live, in magazines or in the depot) */
+	if (!err && (slabs != k->st.slabs || inuse != k->taken || cached + k->depot_n > inuse)) {
+		dmm_log(mem, DMM_LOG_ERR,
+			"slab check: cache %u/%u: %llu slabs (count %llu), %llu in use, %llu in the depot",
 			k->set, k->size, (unsigned long long)slabs, (unsigned long long)k->st.slabs,
-			(unsigned long long)inuse);
+			(unsigned long long)inuse, (unsigned long long)k->depot_n);
 		err = -DMM_EFAULT;
 	}
 	return err ? err : check_held(k);
