@@ -3,11 +3,12 @@
  * Small-object allocator: size classes, the three alignment policies,
  * low-memory caches, large requests, contents at both ends of every object,
  * bad input, statistics, magazines and depots (exact counts against a
- * model), two threads, more threads than CPU slots (with checks, and
- * shrinks, running alongside) and short-lived threads, an empty slab whose
- * page is pinned (kept, given back once unpinned), dmm_slab_shrink() (also
- * in the moment a kmalloc has just cut a slab for itself);
- * dmm_slab_check() after each step.
+ * model, bursts through the depot without a slab, its bound), two
+ * threads, more threads than CPU slots (with checks, and shrinks, running
+ * alongside) and short-lived threads, an empty slab whose page is pinned
+ * (kept, given back once unpinned), dmm_slab_shrink() (also in the moment
+ * a kmalloc has just cut a slab for itself); dmm_slab_check() after each
+ * step.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -379,6 +380,190 @@ static void test_magazine_capacity(void **state)
 		assert_slab_checks(e->mem);
 	}
 	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+static uint64_t slab_pages(struct dmm_mem *mem);
+static dmm_pfn_t pfn_of(const struct dmm_platform *pl, const void *p);
+
+/* Objects off the slabs of a class (live, in magazines or in the depot). */
+static uint64_t off_slabs(const struct dmm_slab_class_info *in)
+{
+	return in->objects + in->cached + in->depot_objects;
+}
+
+/* Every byte of an object of @n bytes, from (@salt, its index @j). */
+static void fill_obj(void *p, size_t n, unsigned salt)
+{
+	for (size_t j = 0; j < n; j++)
+		((uint8_t *)p)[j] = (uint8_t)(salt * 31u + j * 7u + (j >> 8));
+}
+
+static void verify_obj(const void *p, size_t n, unsigned salt)
+{
+	for (size_t j = 0; j < n; j++)
+		if (((const uint8_t *)p)[j] != (uint8_t)(salt * 31u + j * 7u + (j >> 8)))
+			fail_msg("object %p byte %zu changed", p, j);
+}
+
+/* The depots of every class of the sets other than @set hold nothing. */
+static void other_depots_empty(struct dmm_mem *mem, unsigned set)
+{
+	for (unsigned s = 0; s < DMM_KMALLOC_NR_SETS; s++)
+		for (unsigned c = 0; s != set && c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info in;
+			assert_ok(dmm_slab_class_info(mem, s, c, &in));
+			assert_int_equal(in.depot_objects, 0);
+		}
+}
+
+/*
+ * A burst of frees larger than a magazine goes to the depot and a burst of
+ * allocations takes it back, without a slab: the objects off the slabs and
+ * the slab count stay what they were at every step, and the allocations
+ * hand out the very objects freed (not the free objects that partial
+ * slabs, each holding one live object, offer all along). A larger burst
+ * fills the depot to its bound and no further (the rest goes to the
+ * slabs). A shrink empties the depot and gives every page back. Each set
+ * has a depot of its own (the others stay empty); every object's bytes are
+ * checked before it is freed, and every check holds after every step. 64
+ * bytes in the set for any memory and below dma_limit, 512 bytes below
+ * dma32_limit.
+ */
+static void test_depot_burst(void **state)
+{
+	static const unsigned set[3] = { 0, 1, 2 }, cls[3] = { 3, 8, 3 };
+	static const unsigned flags[3] = { 0, DMM_GFP_DMA32, DMM_GFP_DMA };
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
+	static void *v[61 + 10 * 30], *back[61 + 10 * 30], *keep[64];
+	static uint32_t order[61 + 10 * 30];
+	uint64_t rs = 5;
+	(void)state;
+
+	for (unsigned t = 0; t < 3; t++) {
+		struct dmm_slab_class_info in;
+		uint64_t off0, slabs0, depot0;
+		uint32_t b, l, dmax, nkeep = 0;
+		size_t sz;
+
+		assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
+		sz = in.size;
+		dmax = in.depot_max_loads * in.mag_batch;
+		b = in.mag_capacity + 2 * in.mag_batch + 5; /* more than a magazine, less than it and the depot */
+		l = in.mag_capacity + dmax + 2 * in.mag_batch; /* more than both */
+		assert_true(b < in.mag_capacity + dmax && l <= sizeof(v) / sizeof(v[0]));
+
+		/* partial slabs with free objects, more than any burst here: one
+		 * object of each of the slabs of l objects stays, the rest back to
+		 * them (the shrink empties the magazine and the depot) */
+		for (uint32_t i = 0; i < l; i++)
+			assert_ok(dmm_kmalloc(e->mem, sz, flags[t], &v[i]));
+		for (uint32_t i = 0; i < l; i++) {
+			uint32_t k = 0;
+			while (k < nkeep && pfn_of(pl, keep[k]) != pfn_of(pl, v[i]))
+				k++;
+			if (k == nkeep && nkeep < sizeof(keep) / sizeof(keep[0])) {
+				keep[nkeep++] = v[i];
+				continue;
+			}
+			assert_ok(dmm_kfree(e->mem, v[i]));
+		}
+		assert_int_equal(dmm_slab_shrink(e->mem), 0);
+		assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
+		assert_int_equal(in.objects, nkeep);
+		assert_int_equal(in.slabs, nkeep);
+		assert_true(nkeep * (in.objs_per_slab - 1) >= b + 2 * in.mag_batch);
+
+		for (uint32_t i = 0; i < b; i++) {
+			assert_ok(dmm_kmalloc(e->mem, sz, flags[t], &v[i]));
+			fill_obj(v[i], sz, i);
+			order[i] = i;
+		}
+		for (uint32_t i = b; i > 1; i--) { /* freed in a shuffled order */
+			uint32_t x = (uint32_t)tu_rand_below(&rs, i), y = order[i - 1];
+			order[i - 1] = order[x];
+			order[x] = y;
+		}
+		assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
+		off0 = off_slabs(&in);
+		slabs0 = in.slabs;
+		depot0 = in.depot_objects;
+		assert_int_equal(in.objects, nkeep + b);
+
+		/* the burst of frees: to the magazine and the depot */
+		for (uint32_t i = 0; i < b; i++) {
+			verify_obj(v[order[i]], sz, order[i]);
+			assert_ok(dmm_kfree(e->mem, v[order[i]]));
+			assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
+			assert_int_equal(off_slabs(&in), off0);
+			assert_int_equal(in.slabs, slabs0);
+			assert_int_equal(in.objects, nkeep + b - i - 1);
+			assert_slab_checks(e->mem);
+		}
+		assert_true(in.depot_loads >= 2);
+		assert_int_equal(in.depot_objects, (uint64_t)in.depot_loads * in.mag_batch);
+		other_depots_empty(e->mem, set[t]);
+
+		/* and back: the same objects, from the magazine and the depot */
+		for (uint32_t i = 0; i < b; i++) {
+			uint32_t k = 0;
+			assert_ok(dmm_kmalloc(e->mem, sz, flags[t], &back[i]));
+			while (k < b && v[k] != back[i])
+				k++;
+			assert_true(k < b); /* one of those freed */
+			for (uint32_t j = 0; j < i; j++)
+				assert_ptr_not_equal(back[j], back[i]);
+			fill_obj(back[i], sz, 1000 + i);
+			assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
+			assert_int_equal(off_slabs(&in), off0);
+			assert_int_equal(in.slabs, slabs0);
+			assert_slab_checks(e->mem);
+		}
+		assert_int_equal(in.depot_objects, depot0);
+		for (uint32_t i = 0; i < b; i++) {
+			verify_obj(back[i], sz, 1000 + i);
+			assert_ok(dmm_kfree(e->mem, back[i]));
+		}
+
+		/* a burst past the magazine and the depot: the depot fills to its
+		 * bound, the rest goes back to the slabs */
+		for (uint32_t i = 0; i < l; i++) {
+			assert_ok(dmm_kmalloc(e->mem, sz, flags[t], &v[i]));
+			fill_obj(v[i], sz, 2000 + i);
+		}
+		for (uint32_t i = 0; i < l; i++) {
+			verify_obj(v[i], sz, 2000 + i);
+			assert_ok(dmm_kfree(e->mem, v[i]));
+			assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
+			assert_true(in.depot_loads <= in.depot_max_loads);
+			if (i % 16 == 0)
+				assert_slab_checks(e->mem);
+		}
+		assert_int_equal(in.depot_loads, in.depot_max_loads);
+		assert_int_equal(in.depot_objects, dmax);
+		assert_int_equal(in.objects, nkeep);
+		assert_int_equal(off_slabs(&in), nkeep + in.cached + dmax); /* the rest is on the slabs */
+		assert_true(in.cached <= in.mag_capacity);
+		other_depots_empty(e->mem, set[t]);
+		assert_slab_checks(e->mem);
+
+		/* a shrink empties the depot (and the magazine) into the slabs and
+		 * gives the slabs back */
+		for (uint32_t k = 0; k < nkeep; k++)
+			assert_ok(dmm_kfree(e->mem, keep[k]));
+		assert_int_equal(dmm_slab_shrink(e->mem), 0);
+		assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
+		assert_int_equal(in.depot_loads, 0);
+		assert_int_equal(in.depot_objects, 0);
+		assert_int_equal(in.cached, 0);
+		assert_int_equal(in.slabs, 0);
+		assert_int_equal(in.allocs, in.frees);
+		assert_int_equal(slab_pages(e->mem), 0);
+		dmm_page_drain_pcp(e->mem);
+		assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+		assert_slab_checks(e->mem);
+	}
 	tu_env_destroy(e);
 }
 
@@ -1600,6 +1785,7 @@ int main(void)
 		cmocka_unit_test(test_low_memory_and_large),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_magazine_capacity),
+		cmocka_unit_test(test_depot_burst),
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_more_threads_than_cpus),
 		cmocka_unit_test(test_short_lived_threads),
