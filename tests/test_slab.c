@@ -3,12 +3,12 @@
  * Small-object allocator: size classes, the three alignment policies,
  * low-memory caches, large requests, contents at both ends of every object,
  * bad input, statistics, magazines and depots (exact counts against a
- * model, bursts through the depot without a slab, its bound), two
- * threads, more threads than CPU slots (with checks, and shrinks, running
- * alongside) and short-lived threads, an empty slab whose page is pinned
- * (kept, given back once unpinned), dmm_slab_shrink() (also in the moment
- * a kmalloc has just cut a slab for itself); dmm_slab_check() after each
- * step.
+ * model, bursts through the depot without a slab, its bound, bursts on
+ * threads with shrinks alongside), two threads, more threads than CPU
+ * slots (with checks, and shrinks, running alongside) and short-lived
+ * threads, an empty slab whose page is pinned (kept, given back once
+ * unpinned), dmm_slab_shrink() (also in the moment a kmalloc has just cut
+ * a slab for itself); dmm_slab_check() after each step.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -1552,6 +1552,210 @@ static void test_shrink_concurrent_kmalloc(void **state)
 }
 
 /*
+ * Bursts on threads, through the depot: 3 workers on 2 CPU slots, rounds
+ * of two phases. First every worker allocates a burst of 600 objects
+ * (three sizes, so that each class gets more than the magazines of both
+ * CPUs; a quarter of them below dma32_limit) and fills every byte; then
+ * every worker frees the burst of the next worker, bytes verified first,
+ * in a shuffled order (so objects move from one CPU's magazine to another
+ * through the depots). A fourth thread shrinks without pause through
+ * every third round (each shrink empties every depot); in the other
+ * rounds the depots keep what a round's frees put there, and the next
+ * round's bursts must take loads from them. After each phase, with the
+ * workers waiting, every check holds and the classes count exactly the
+ * live objects; at the end every page goes back.
+ */
+enum { DB_WORKERS = 3, DB_BURST = 600, DB_ROUNDS = 30 };
+
+struct depot_burst {
+	struct tu_env *e;
+	pthread_barrier_t *bar;
+	unsigned tid;
+	void *obj[DB_BURST];
+	uint16_t sz[DB_BURST];
+	uint8_t set[DB_BURST];
+	struct depot_burst *next; /* whose burst this worker frees */
+	uint64_t allocs[DMM_KMALLOC_NR_SETS];
+	int failed; /* first failure: 1 alloc, 2 contents, 3 free */
+};
+
+static uint8_t db_byte(const struct depot_burst *w, unsigned round, unsigned i, size_t j)
+{
+	return (uint8_t)(w->tid * 89u + round * 17u + i * 5u + j * 3u + (j >> 8));
+}
+
+static void *depot_burst_main(void *arg)
+{
+	static const uint16_t sizes[3] = { 24, 64, 500 };
+	struct depot_burst *w = arg;
+	uint64_t s = 0x2545f4914f6cdd1dull * w->tid;
+	uint32_t order[DB_BURST];
+
+	for (unsigned r = 0; r < DB_ROUNDS; r++) {
+		for (unsigned i = 0; i < DB_BURST; i++) {
+			unsigned flags = tu_rand_below(&s, 4) ? 0 : DMM_GFP_DMA32;
+			w->sz[i] = sizes[tu_rand_below(&s, 3)];
+			w->set[i] = flags ? 1 : 0;
+			if (dmm_kmalloc(w->e->mem, w->sz[i], flags, &w->obj[i])) {
+				w->failed = w->failed ? w->failed : 1;
+				w->obj[i] = NULL;
+				continue;
+			}
+			w->allocs[w->set[i]]++;
+			for (size_t j = 0; j < w->sz[i]; j++)
+				((uint8_t *)w->obj[i])[j] = db_byte(w, r, i, j);
+		}
+		pthread_barrier_wait(w->bar); /* bursts allocated */
+		pthread_barrier_wait(w->bar); /* checked */
+		for (uint32_t i = 0; i < DB_BURST; i++)
+			order[i] = i;
+		for (uint32_t i = DB_BURST; i > 1; i--) {
+			uint32_t x = (uint32_t)tu_rand_below(&s, i), y = order[i - 1];
+			order[i - 1] = order[x];
+			order[x] = y;
+		}
+		for (uint32_t k = 0; k < DB_BURST; k++) {
+			unsigned i = order[k];
+			const uint8_t *b = w->next->obj[i];
+			if (!b)
+				continue;
+			for (size_t j = 0; j < w->next->sz[i]; j++)
+				if (b[j] != db_byte(w->next, r, i, j)) {
+					w->failed = w->failed ? w->failed : 2;
+					break;
+				}
+			if (dmm_kfree(w->e->mem, b))
+				w->failed = w->failed ? w->failed : 3;
+		}
+		pthread_barrier_wait(w->bar); /* bursts freed */
+		pthread_barrier_wait(w->bar); /* checked */
+	}
+	return NULL;
+}
+
+/* Live objects of sets 0 and 1 by the classes' counts (and each depot
+ * within its bound, whole loads). */
+static uint64_t live_objects(struct dmm_mem *mem)
+{
+	uint64_t n = 0;
+
+	for (unsigned set = 0; set < 2; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info in;
+			assert_ok(dmm_slab_class_info(mem, set, c, &in));
+			assert_true(in.depot_loads <= in.depot_max_loads);
+			assert_int_equal(in.depot_objects, (uint64_t)in.depot_loads * in.mag_batch);
+			n += in.objects;
+		}
+	return n;
+}
+
+/* Shrinks without pause while @on is set (a shrink that keeps a slab, no
+ * page being pinned, fails the test); until @stop. */
+struct shrink_switch {
+	struct dmm_mem *mem;
+	int on, stop, failed;
+	unsigned long shrinks;
+};
+
+static void *shrink_switch_main(void *arg)
+{
+	struct shrink_switch *s = arg;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		if (!__atomic_load_n(&s->on, __ATOMIC_ACQUIRE)) {
+			sched_yield();
+			continue;
+		}
+		if (dmm_slab_shrink(s->mem))
+			s->failed = 1;
+		s->shrinks++;
+	}
+	return NULL;
+}
+
+/* Loads put into and taken from the depots of sets 0 and 1. */
+static void depot_traffic(struct dmm_mem *mem, uint64_t *puts, uint64_t *gets)
+{
+	*puts = *gets = 0;
+	for (unsigned set = 0; set < 2; set++)
+		for (unsigned c = 0; c < DMM_KMALLOC_NR_CLASSES; c++) {
+			struct dmm_slab_class_info in;
+			assert_ok(dmm_slab_class_info(mem, set, c, &in));
+			*puts += in.depot_puts;
+			*gets += in.depot_gets;
+		}
+}
+
+static void test_depot_threads(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	static struct depot_burst w[DB_WORKERS];
+	struct shrink_switch sl = { e->mem, 0, 0, 0, 0 };
+	pthread_barrier_t bar;
+	pthread_t t[DB_WORKERS], st;
+	uint64_t allocs[DMM_KMALLOC_NR_SETS] = { 0 }, puts, gets, gets0, gets_calm = 0;
+	(void)state;
+
+	assert_int_equal(e->info.nr_cpus, 2);
+	assert_int_equal(pthread_barrier_init(&bar, NULL, DB_WORKERS + 1), 0);
+	memset(w, 0, sizeof(w));
+	for (unsigned i = 0; i < DB_WORKERS; i++) {
+		w[i].e = e;
+		w[i].bar = &bar;
+		w[i].tid = i + 1;
+		w[i].next = &w[(i + 1) % DB_WORKERS];
+	}
+	assert_int_equal(pthread_create(&st, NULL, shrink_switch_main, &sl), 0);
+	for (unsigned i = 0; i < DB_WORKERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, depot_burst_main, &w[i]), 0);
+	depot_traffic(e->mem, &puts, &gets0);
+	for (unsigned r = 0; r < DB_ROUNDS; r++) {
+		pthread_barrier_wait(&bar); /* bursts allocated */
+		assert_slab_checks(e->mem);
+		assert_int_equal(live_objects(e->mem), DB_WORKERS * DB_BURST);
+		depot_traffic(e->mem, &puts, &gets);
+		if (r % 3 == 1)
+			gets_calm += gets - gets0; /* no shrink since the last frees */
+		pthread_barrier_wait(&bar);
+		pthread_barrier_wait(&bar); /* bursts freed */
+		assert_slab_checks(e->mem);
+		assert_int_equal(live_objects(e->mem), 0);
+		/* the next round's shrinks, while the workers wait */
+		depot_traffic(e->mem, &puts, &gets0);
+		__atomic_store_n(&sl.on, (r + 1) % 3 == 2, __ATOMIC_RELEASE);
+		pthread_barrier_wait(&bar);
+	}
+	for (unsigned i = 0; i < DB_WORKERS; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		if (w[i].failed)
+			fail_msg("worker %u failed with %d", i, w[i].failed);
+		for (unsigned set = 0; set < DMM_KMALLOC_NR_SETS; set++)
+			allocs[set] += w[i].allocs[set];
+	}
+	__atomic_store_n(&sl.stop, 1, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_join(st, NULL), 0);
+	pthread_barrier_destroy(&bar);
+	depot_traffic(e->mem, &puts, &gets);
+	print_message("%lu shrinks alongside; %llu loads put into depots, %llu taken (%llu in rounds without shrinks)\n",
+		      sl.shrinks, (unsigned long long)puts, (unsigned long long)gets, (unsigned long long)gets_calm);
+	assert_true(sl.shrinks > 0);
+	assert_false(sl.failed);
+	/* the bursts of a round after one without shrinks come from the
+	 * depots as far as the magazines do not serve them */
+	assert_true(gets_calm >= (DB_ROUNDS / 3) * 10);
+	assert_true(puts >= gets);
+	assert_slab_checks(e->mem);
+	assert_all_freed(e, allocs);
+	assert_int_equal(dmm_slab_shrink(e->mem), 0);
+	assert_int_equal(slab_pages(e->mem), 0);
+	dmm_page_drain_pcp(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+/*
  * Two threads free one large object at once, every round (both leave a
  * spinning barrier together): exactly one frees it, the other is refused
  * with -DMM_ENOENT and leaves the pages alone. The check after each round
@@ -1796,6 +2000,7 @@ int main(void)
 		cmocka_unit_test(test_slab_shrink),
 		cmocka_unit_test(test_shrink_spares_fresh_slab),
 		cmocka_unit_test(test_shrink_concurrent_kmalloc),
+		cmocka_unit_test(test_depot_threads),
 		cmocka_unit_test(test_free_large_race),
 		cmocka_unit_test(test_slab_map),
 		cmocka_unit_test(test_slab_map_cleared),
