@@ -321,6 +321,7 @@ static void test_io_page_tables(void **state)
  */
 static void test_records(void **state)
 {
+	const struct dmm_constraint any = DMM_CONSTRAINT_ANY;
 	struct tu_env *e = tu_env_profile("pc");
 	struct dmm_device_desc d = tu_desc("nic", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *dev;
@@ -353,8 +354,7 @@ static void test_records(void **state)
 	/* nor does it hand out the library's mark */
 	dmm_mem_get_info(e->mem, &mi0);
 	assert_rc(dmm_page_alloc(e->mem, 0, NULL, 1u << 31, &pfn), -DMM_EINVAL);
-	assert_rc(dmm_alloc_range(e->mem, &(struct dmm_constraint)DMM_CONSTRAINT_ANY, 1, 1u << 31, &pfn),
-		  -DMM_EINVAL);
+	assert_rc(dmm_alloc_range(e->mem, &any, 1, 1u << 31, &pfn), -DMM_EINVAL);
 	dmm_mem_get_info(e->mem, &mi1);
 	assert_int_equal(mi1.fail_invalid, mi0.fail_invalid + 2);
 	assert_int_equal(pfn, NOT_PINNED);

@@ -114,7 +114,9 @@ uint64_t dmm_slab_shrink(struct dmm_mem *mem);
  * depot (whole loads within its bound; every object they hold one of the
  * cache's live slabs', off that slab's free list, held once: so every
  * object is in exactly one place, live, in a magazine, in the depot or on
- * its slab's free list). Returns 0 or -DMM_EFAULT. */
+ * its slab's free list). Linear in the objects and slabs; it writes
+ * tags into free objects and puts them back, all while every CPU and
+ * cache lock is held. Returns 0 or -DMM_EFAULT. */
 int dmm_slab_check(struct dmm_mem *mem);
 
 #endif

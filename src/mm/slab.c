@@ -1126,57 +1126,100 @@ bad:
 	return -DMM_EFAULT;
 }
 
-/* The free objects @k holds above its slabs, by source: @src < nr_cpus
- * that CPU's magazine, nr_cpus the depot. */
+/*
+ * The free objects @k holds above its slabs (its CPUs' magazines and its
+ * depot) must be objects of its live slabs, off their slabs' free lists,
+ * and each held once. The check runs with every CPU and lock held, so it
+ * may write what nobody else can look at meanwhile, and does so to stay
+ * linear in the objects:
+ *
+ *   1. every free-list link of the cache's slabs gets TAG_FREE (links are
+ *      object addresses or NULL: their low three bits are clear);
+ *   2. each held object is looked up (one of the cache's) and its first
+ *      word read: TAG_FREE there means it is on a free list, SEEN that it
+ *      was met before (held twice). Otherwise the word is the free mark
+ *      (a free put it in a magazine) or stale (a refill took it off a
+ *      slab); it becomes SEEN, and the holding entry notes that it wrote
+ *      it and whether it was the mark (in its low bits: objects are
+ *      8-byte aligned);
+ *   3. the first words the entries wrote are put back: the free mark
+ *      where it was, else 0 (nothing reads the first word of a held
+ *      object but kfree, looking for the mark); the entries lose their
+ *      notes;
+ *   4. the tags come off the links.
+ *
+ * The free mark is odd, so it is neither tag.
+ */
+#define TAG_FREE ((uintptr_t)2)
+#define TAG_SEEN ((uintptr_t)4)
+#define NOTE_MARK ((uintptr_t)1) /* in a holding entry: the object had the free mark */
+#define NOTE_SEEN ((uintptr_t)2) /* in a holding entry: it wrote TAG_SEEN (to be put back) */
+
+static void tag_free_lists(struct kcache *k, uintptr_t tag)
+{
+	struct dmm_page *lists[3] = { k->partial, k->full, k->empty };
+
+	for (unsigned l = 0; l < 3; l++)
+		for (struct dmm_page *h = lists[l]; h; h = l == 2 ? (struct dmm_page *)0 : h->next)
+			for (uintptr_t *o = (uintptr_t *)(uintptr_t)dmm__private(h); o;) {
+				uintptr_t next = *o & ~TAG_FREE;
+				*o = next | tag;
+				o = (uintptr_t *)next;
+			}
+}
+
+/* The entry holding the @i-th object of source @src (< nr_cpus: that
+ * CPU's magazine; nr_cpus: the depot), and their number. */
+static void **held_entry(struct kcache *k, unsigned src, uint32_t i)
+{
+	return src < k->mem->plat.nr_cpus ? &mag_of(k, src)->obj[i] : &k->depot[i];
+}
+
 static uint32_t held_n(const struct kcache *k, unsigned src)
 {
 	return src < k->mem->plat.nr_cpus ? mag_of(k, src)->n : k->depot_n;
 }
 
-static const void *held_at(const struct kcache *k, unsigned src, uint32_t i)
-{
-	return src < k->mem->plat.nr_cpus ? mag_of(k, src)->obj[i] : k->depot[i];
-}
-
-/* Is @obj, held in a magazine or the depot of @k, an object of one of its
- * live slabs, off that slab's free list? (A free list longer than a slab's
- * objects, which only a slab on none of the cache's lists can have, is
- * refused too.) */
-static bool held_ok(struct kcache *k, const void *obj)
-{
-	struct dmm_page *head, *pg;
-	struct kcache *owner;
-	uint32_t steps = 0;
-
-	if (lookup(k->mem, obj, &owner, &head, &pg) || owner != k)
-		return false;
-	for (const uint8_t *o = (const uint8_t *)(uintptr_t)dmm__private(head); o; o = *(uint8_t *const *)o)
-		if (o == obj || ++steps > k->objs)
-			return false;
-	return true;
-}
-
-/* Every free object held in the magazines and the depot of @k: one of its
- * objects, off its slab, held once (O(n^2) in those objects). */
 static int check_held(struct kcache *k)
 {
 	unsigned nsrc = k->mem->plat.nr_cpus + 1;
+	int err = 0;
 
+	tag_free_lists(k, TAG_FREE);
 	for (unsigned a = 0; a < nsrc; a++)
 		for (uint32_t i = 0; i < held_n(k, a); i++) {
-			const void *x = held_at(k, a, i);
-			if (!held_ok(k, x))
-				goto bad;
-			for (unsigned b = a; b < nsrc; b++)
-				for (uint32_t j = b == a ? i + 1 : 0; j < held_n(k, b); j++)
-					if (held_at(k, b, j) == x)
-						goto bad;
+			void **e = held_entry(k, a, i);
+			struct dmm_page *head, *pg;
+			struct kcache *owner;
+			uintptr_t *w;
+
+			if (lookup(k->mem, *e, &owner, &head, &pg) || owner != k) {
+				err = -DMM_EFAULT;
+				continue;
+			}
+			w = (uintptr_t *)*e;
+			if (*w == TAG_SEEN || (*w & 7) == TAG_FREE) {
+				err = -DMM_EFAULT; /* held twice, or free on its slab */
+				continue;
+			}
+			*e = (void *)((uintptr_t)w | NOTE_SEEN | (*w == k->free_mark ? NOTE_MARK : 0));
+			*w = TAG_SEEN;
 		}
-	return 0;
-bad:
-	dmm_log(k->mem, DMM_LOG_ERR, "slab check: cache %u/%u: a magazine or the depot holds an object twice, "
-		"or one that is not free of this cache", k->set, k->size);
-	return -DMM_EFAULT;
+	for (unsigned a = 0; a < nsrc; a++)
+		for (uint32_t i = 0; i < held_n(k, a); i++) {
+			void **e = held_entry(k, a, i);
+			uintptr_t v = (uintptr_t)*e, *w = (uintptr_t *)(v & ~(NOTE_SEEN | NOTE_MARK));
+
+			if (v & NOTE_SEEN) { /* (only entries that wrote a first word) */
+				*w = v & NOTE_MARK ? k->free_mark : 0;
+				*e = w;
+			}
+		}
+	tag_free_lists(k, 0);
+	if (err)
+		dmm_log(k->mem, DMM_LOG_ERR, "slab check: cache %u/%u: a magazine or the depot holds an object twice, "
+			"or one that is not free of this cache", k->set, k->size);
+	return err;
 }
 
 /* One cache against its counters (every CPU and its lock held); *@mapped
