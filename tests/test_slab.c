@@ -97,6 +97,50 @@ static void test_check_held_objects(void **state)
 	tu_env_destroy(e);
 }
 
+/* A magazine entry whose low bits are set (no object's address: objects
+ * are 8-byte aligned) fails the check, which leaves the entry and the
+ * memory it points near as they were: it writes nothing through it (a live
+ * object's first word, or address 0 for an entry of 2). */
+static void test_check_held_misaligned(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	void *p, *q, *live, **eq;
+	static const uintptr_t low[] = { 1, 2, 3, 6 };
+	(void)state;
+
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &live));
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &p));
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &q));
+	*(uint64_t *)live = 0x1122334455667788ull;
+	assert_ok(dmm_kfree(e->mem, p));
+	assert_ok(dmm_kfree(e->mem, q));
+	assert_non_null(eq = meta_word_of(e->mem, q));
+	assert_ok(dmm_slab_check(e->mem));
+
+	for (unsigned i = 0; i < sizeof(low) / sizeof(low[0]); i++) {
+		void *bad = (void *)((uintptr_t)live | low[i]);
+		*eq = bad;
+		assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+		assert_ptr_equal(*eq, bad);
+		assert_int_equal(*(uint64_t *)live, 0x1122334455667788ull);
+		/* a free object's address with low bits: its mark stays too */
+		bad = (void *)((uintptr_t)p | low[i]);
+		*eq = bad;
+		assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+		assert_ptr_equal(*eq, bad);
+		*eq = q;
+		assert_rc(dmm_kfree(e->mem, p), -DMM_ENOENT); /* p's free mark is still there */
+	}
+	/* an entry of 2: the note bit alone, nothing to write through */
+	*eq = (void *)(uintptr_t)2;
+	assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+	assert_ptr_equal(*eq, (void *)(uintptr_t)2);
+	*eq = q;
+	assert_slab_checks(e->mem);
+	assert_ok(dmm_kfree(e->mem, live));
+	tu_env_destroy(e);
+}
+
 static void stamp(void *p, size_t n, unsigned salt)
 {
 	uint8_t *b = p;
@@ -2052,6 +2096,7 @@ int main(void)
 		cmocka_unit_test(test_low_memory_and_large),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_check_held_objects),
+		cmocka_unit_test(test_check_held_misaligned),
 		cmocka_unit_test(test_magazine_capacity),
 		cmocka_unit_test(test_depot_burst),
 		cmocka_unit_test(test_two_threads),

@@ -1136,24 +1136,28 @@ bad:
  *   1. every free-list link of the cache's slabs gets TAG_FREE (links are
  *      object addresses or NULL: their low three bits are clear);
  *   2. each held object is looked up (one of the cache's) and its first
- *      word read: TAG_FREE there means it is on a free list, SEEN that it
- *      was met before (held twice). Otherwise the word is the free mark
- *      (a free put it in a magazine) or stale (a refill took it off a
- *      slab); it becomes SEEN, and the holding entry notes that it wrote
- *      it and whether it was the mark (in its low bits: objects are
- *      8-byte aligned);
+ *      word read: TAG_FREE there means it is on a free list, TAG_SEEN
+ *      that it was met before (held twice). Otherwise the word is the free
+ *      mark (a free put it in a magazine) or stale (a refill took it off a
+ *      slab); it becomes the holding entry's address with TAG_SEEN, and
+ *      the entry notes whether it was the mark (in its low bit: objects
+ *      are 8-byte aligned);
  *   3. the first words the entries wrote are put back: the free mark
  *      where it was, else 0 (nothing reads the first word of a held
  *      object but kfree, looking for the mark); the entries lose their
- *      notes;
+ *      notes. An entry wrote the word if the object it names (its low
+ *      bits cleared) is one of the cache's and holds that entry's own
+ *      address: an entry that was no object's address (low bits set by
+ *      whatever corrupted it) is left alone, and nothing is written
+ *      through it.
  *   4. the tags come off the links.
  *
- * The free mark is odd, so it is neither tag.
+ * The free mark is odd, so it is neither tag; entries are 8-byte aligned,
+ * so an entry's address with TAG_SEEN is neither the mark nor a link.
  */
 #define TAG_FREE ((uintptr_t)2)
 #define TAG_SEEN ((uintptr_t)4)
 #define NOTE_MARK ((uintptr_t)1) /* in a holding entry: the object had the free mark */
-#define NOTE_SEEN ((uintptr_t)2) /* in a holding entry: it wrote TAG_SEEN (to be put back) */
 
 static void tag_free_lists(struct kcache *k, uintptr_t tag)
 {
@@ -1198,22 +1202,25 @@ static int check_held(struct kcache *k)
 				continue;
 			}
 			w = (uintptr_t *)*e;
-			if (*w == TAG_SEEN || (*w & 7) == TAG_FREE) {
+			if ((*w & 7) == TAG_SEEN || (*w & 7) == TAG_FREE) {
 				err = -DMM_EFAULT; /* held twice, or free on its slab */
 				continue;
 			}
-			*e = (void *)((uintptr_t)w | NOTE_SEEN | (*w == k->free_mark ? NOTE_MARK : 0));
-			*w = TAG_SEEN;
+			*e = (void *)((uintptr_t)w | (*w == k->free_mark ? NOTE_MARK : 0));
+			*w = (uintptr_t)e | TAG_SEEN;
 		}
 	for (unsigned a = 0; a < nsrc; a++)
 		for (uint32_t i = 0; i < held_n(k, a); i++) {
 			void **e = held_entry(k, a, i);
-			uintptr_t v = (uintptr_t)*e, *w = (uintptr_t *)(v & ~(NOTE_SEEN | NOTE_MARK));
+			uintptr_t v = (uintptr_t)*e, *w = (uintptr_t *)(v & ~(uintptr_t)7);
+			struct dmm_page *head, *pg;
+			struct kcache *owner;
 
-			if (v & NOTE_SEEN) { /* (only entries that wrote a first word) */
-				*w = v & NOTE_MARK ? k->free_mark : 0;
-				*e = w;
-			}
+			/* only the entry that wrote the object's first word */
+			if (lookup(k->mem, w, &owner, &head, &pg) || owner != k || *w != ((uintptr_t)e | TAG_SEEN))
+				continue;
+			*w = v & NOTE_MARK ? k->free_mark : 0;
+			*e = w;
 		}
 	tag_free_lists(k, 0);
 	if (err)
