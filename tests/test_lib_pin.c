@@ -19,6 +19,8 @@
 #include <dmamem/handles.h>
 #include <dmamem/iommu.h>
 
+#include "dma/dma_internal.h"
+
 #define NOT_PINNED ((dmm_pfn_t)0xdead)
 #define NO_REASON ((enum dmm_migrate_reason)77)
 
@@ -313,6 +315,44 @@ static void test_io_page_tables(void **state)
 }
 
 /*
+ * The record of a device's IOMMU domain has a counter block per CPU: on a
+ * machine of 128 CPUs it is more than the largest small object. It is the
+ * library's own memory all the same: its pages refuse pins, and the
+ * device's destroy gives every page back (a pinned large kmalloc object
+ * would refuse its dmm_kfree, and the domain's record would be lost).
+ */
+static void test_iommu_domain_many_cpus(void **state)
+{
+	struct dmm_machine m;
+	struct tu_env *e;
+	struct dmm_device_desc d = tu_desc("iommu-nic", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	dmm_dma_addr_t dma;
+	dmm_pfn_t data;
+	uint64_t free0;
+	(void)state;
+
+	tu_profile("pc", &m);
+	e = tu_env_create(&m, 128);
+	free0 = free_now(e->mem);
+	d.iommu = DMM_IOMMU_DMA;
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &dev));
+	assert_non_null(dev->iommu);
+	assert_pin_refused(e->mem, pfn_of(e->mem, dev->iommu));
+	/* the domain works */
+	assert_ok(dmm_page_alloc(e->mem, 0, NULL, 0, &data));
+	dma = dmm_dma_map_phys(dev, dmm_pfn_to_phys(data), 64, DMM_DMA_TO_DEVICE);
+	assert_true(dma != DMM_DMA_MAPPING_ERROR);
+	assert_ok(dmm_device_iommu_check(dev));
+	dmm_dma_unmap_phys(dev, dma, 64, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_page_free(e->mem, data, 0));
+	assert_ok(dmm_device_destroy(dev));
+	assert_int_equal(free_now(e->mem), free0);
+	assert_checks(e->mem);
+	tu_env_destroy(e);
+}
+
+/*
  * Records: a device's, a DMA pool's, a handle table's refuse pins; each is
  * still usable and its destroy returns 0 and gives its pages back. The
  * public frees refuse the library's memory (-DMM_EPERM, counted as a
@@ -531,6 +571,7 @@ int main(void)
 		cmocka_unit_test(test_bounce_pool),
 		cmocka_unit_test(test_atomic_pool_buffer),
 		cmocka_unit_test(test_io_page_tables),
+		cmocka_unit_test(test_iommu_domain_many_cpus),
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_callers_memory_pins),
 		cmocka_unit_test(test_pin_races_record),

@@ -79,6 +79,8 @@ struct dmm_iommu_dom {
 				          as the timer's last access to the domain) */
 	int dying;                     /* atomic */
 	uint64_t last_trim_ns;
+	dmm_pfn_t self_pfn;            /* the pages holding this record (dmm__meta_alloc) */
+	uint64_t self_pages;
 	struct {
 		uint64_t invalidations, fq_flushes, fq_timeouts;
 		uint64_t bounced, fail_iova, fail_pgtable, fail_unmap;
@@ -310,6 +312,12 @@ static int opts_ok(const struct dmm_iommu_opts *o)
 	return (o->flush == DMM_IOMMU_STRICT || o->flush == DMM_IOMMU_DEFERRED) && o->fq_size <= 65536;
 }
 
+/* Give the domain's record back (dmm__iommu_attach). */
+static void dom_free(struct dmm_iommu_dom *d)
+{
+	dmm__lib_free_range(d->mem, d->self_pfn, d->self_pages);
+}
+
 static void fq_free(struct dmm_iommu_dom *d)
 {
 	struct dmm_mem *mem = d->mem;
@@ -332,17 +340,24 @@ int dmm__iommu_attach(struct dmm_device *dev)
 	struct dmm_mem *mem = dev->mem;
 	struct dmm_iommu_dom *d;
 	dmm_dma_addr_t lo, hi;
+	uint64_t pages;
+	dmm_pfn_t pfn;
 	void *p;
 	int err;
 
 	dev->iommu_id = __atomic_fetch_add(&next_domain_id, 1, __ATOMIC_RELAXED);
 	if (dev->desc.iommu != DMM_IOMMU_DMA)
 		return 0;
-	err = dmm_kmalloc(mem, sizeof(*d) + mem->plat.nr_cpus * sizeof(d->pcpu[0]), 0, &p);
+	/* the record, with a counter block for every CPU: the library's own
+	 * memory, as the device's record (pages no pin can hold, however many
+	 * CPUs make it larger than a small object) */
+	pages = dmm_align_up(sizeof(*d) + (uint64_t)mem->plat.nr_cpus * sizeof(d->pcpu[0]), PG) >> DMM_PAGE_SHIFT;
+	err = dmm__meta_alloc(mem, pages, 0, &pfn, &p);
 	if (err)
 		return err;
 	d = p;
-	dmm_memset(d, 0, sizeof(*d) + mem->plat.nr_cpus * sizeof(d->pcpu[0]));
+	d->self_pfn = pfn;
+	d->self_pages = pages;
 	d->dev = dev;
 	d->mem = mem;
 	if (dev->desc.iommu_opts)
@@ -356,7 +371,7 @@ int dmm__iommu_attach(struct dmm_device *dev)
 	if (!d->o.iova.idle_trim_ns)
 		d->o.iova.idle_trim_ns = 1000000000ull;
 	if (!opts_ok(&d->o)) {
-		dmm_kfree(mem, d);
+		dom_free(d);
 		return dmm__count_invalid(mem);
 	}
 	/* a segment boundary is kept by size-aligned IOVAs */
@@ -371,7 +386,7 @@ int dmm__iommu_attach(struct dmm_device *dev)
 		hi = (uint64_t)1 << DMM_IOPT_VA_BITS;
 	hi &= ~(PG - 1);
 	if (hi <= lo + PG) {
-		dmm_kfree(mem, d);
+		dom_free(d);
 		return -DMM_ERANGE;
 	}
 	d->limit = hi - 1;
@@ -410,7 +425,7 @@ out_iova:
 out_fq:
 	fq_free(d);
 out_d:
-	dmm_kfree(mem, d);
+	dom_free(d);
 	return err;
 }
 
@@ -432,7 +447,7 @@ void dmm__iommu_detach(struct dmm_device *dev)
 	dmm_iopt_destroy(d->pt);
 	dmm_iova_domain_destroy(d->iova);
 	fq_free(d);
-	dmm_kfree(mem, d);
+	dom_free(d);
 	dev->iommu = (struct dmm_iommu_dom *)0;
 }
 
