@@ -315,6 +315,37 @@ static void test_io_page_tables(void **state)
 }
 
 /*
+ * The library's own small-object allocations (the IOMMU's flush queues,
+ * IOVA magazines and depots, page-table records): one past the largest
+ * class is its own memory, which refuses pins (a large dmm_kmalloc object
+ * is the public page allocator's, which a pin would keep from its free);
+ * a small one comes from the caches. Both go back whole.
+ */
+static void test_lib_kmalloc(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	uint64_t free0;
+	dmm_phys_t pa;
+	void *big, *small;
+	(void)state;
+
+	free0 = free_now(e->mem);
+	assert_ok(dmm__lib_kmalloc(e->mem, 3 * DMM_PAGE_SIZE + 5, 0, &big));
+	assert_ok(dmm__virt_to_phys(e->mem, big, &pa));
+	for (unsigned i = 0; i < 4; i++)
+		assert_pin_refused(e->mem, dmm_phys_to_pfn(pa) + i);
+	fill(big, 3 * DMM_PAGE_SIZE + 5, 1);
+	assert_ok(dmm__lib_kmalloc(e->mem, 100, 0, &small));
+	assert_int_equal(dmm_ksize(e->mem, small), 128);
+	dmm__lib_kfree(e->mem, small);
+	dmm__lib_kfree(e->mem, big);
+	assert_int_equal(free_now(e->mem), free0);
+	assert_checks(e->mem);
+	assert_ok(dmm_slab_check(e->mem));
+	tu_env_destroy(e);
+}
+
+/*
  * The record of a device's IOMMU domain has a counter block per CPU: on a
  * machine of 128 CPUs it is more than the largest small object. It is the
  * library's own memory all the same: its pages refuse pins, and the
@@ -572,6 +603,7 @@ int main(void)
 		cmocka_unit_test(test_atomic_pool_buffer),
 		cmocka_unit_test(test_io_page_tables),
 		cmocka_unit_test(test_iommu_domain_many_cpus),
+		cmocka_unit_test(test_lib_kmalloc),
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_callers_memory_pins),
 		cmocka_unit_test(test_pin_races_record),

@@ -324,15 +324,15 @@ static void fq_free(struct dmm_iommu_dom *d)
 
 	for (unsigned i = 0; i < d->nr_fq; i++) {
 		if (d->fq[i].q)
-			dmm_kfree(mem, d->fq[i].q);
+			dmm__lib_kfree(mem, d->fq[i].q);
 		if (d->fq[i].spare)
-			dmm_kfree(mem, d->fq[i].spare);
+			dmm__lib_kfree(mem, d->fq[i].spare);
 		if (mem->plat.lock_destroy) {
 			mem->plat.lock_destroy(mem->plat.ctx, &d->fq[i].lock);
 			mem->plat.lock_destroy(mem->plat.ctx, &d->fq[i].flush_lock);
 		}
 	}
-	dmm_kfree(mem, d->fq);
+	dmm__lib_kfree(mem, d->fq);
 }
 
 int dmm__iommu_attach(struct dmm_device *dev)
@@ -393,16 +393,16 @@ int dmm__iommu_attach(struct dmm_device *dev)
 	d->nr_fq = mem->plat.nr_cpus ? mem->plat.nr_cpus : 1;
 	if (d->nr_fq > MAX_FQ)
 		d->nr_fq = MAX_FQ;
-	err = dmm_kmalloc(mem, sizeof(struct fq_cpu) * d->nr_fq, 0, &p);
+	err = dmm__lib_kmalloc(mem, sizeof(struct fq_cpu) * d->nr_fq, 0, &p);
 	if (err)
 		goto out_d;
 	d->fq = p;
 	dmm_memset(d->fq, 0, sizeof(struct fq_cpu) * d->nr_fq);
 	for (unsigned i = 0; i < d->nr_fq && !err; i++) {
-		err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+		err = dmm__lib_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
 		if (!err) {
 			d->fq[i].q = p;
-			err = dmm_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
+			err = dmm__lib_kmalloc(mem, sizeof(struct fq_ent) * d->o.fq_size, 0, &p);
 			if (!err)
 				d->fq[i].spare = p;
 		}
@@ -912,7 +912,7 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 			void *p;
 			struct dmm_constraint any = DMM_CONSTRAINT_ANY;
 			uint64_t got = 0;
-			if (dmm_kmalloc(mem, pages * sizeof(dmm_pfn_t), 0, &p))
+			if (dmm__lib_kmalloc(mem, pages * sizeof(dmm_pfn_t), 0, &p))
 				return -DMM_ENOMEM;
 			list = p;
 			for (; got < pages; got++)
@@ -930,7 +930,7 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 			if (got < pages || err) {
 				while (got-- > 0)
 					dmm_page_free(mem, list[got], 0);
-				dmm_kfree(mem, list);
+				dmm__lib_kfree(mem, list);
 				return err ? err : -DMM_ENOMEM;
 			}
 			contig = 0;
@@ -1000,7 +1000,7 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 	*first_pa = dmm_pfn_to_phys(contig ? pfn : list[0]);
 	*low_pages = low;
 	if (list)
-		dmm_kfree(mem, list);
+		dmm__lib_kfree(mem, list);
 	return 0;
 undo_pages:
 	if (from_pool) {
@@ -1016,7 +1016,7 @@ undo_pages:
 				mem->plat.set_memattr(mem->plat.ctx, dmm_pfn_to_phys(list[k]), PG, DMM_MEMATTR_WB);
 			dmm_page_free(mem, list[k], 0);
 		}
-		dmm_kfree(mem, list);
+		dmm__lib_kfree(mem, list);
 	}
 	return err;
 }

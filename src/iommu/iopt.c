@@ -89,7 +89,7 @@ int dmm_iopt_create(struct dmm_mem *mem, struct dmm_iopt **out)
 		*out = (struct dmm_iopt *)0;
 	if (!mem || !out)
 		return -DMM_EINVAL;
-	err = dmm_kmalloc(mem, sizeof(*pt), 0, &p);
+	err = dmm__lib_kmalloc(mem, sizeof(*pt), 0, &p);
 	if (err)
 		return err;
 	pt = p;
@@ -97,7 +97,7 @@ int dmm_iopt_create(struct dmm_mem *mem, struct dmm_iopt **out)
 	pt->mem = mem;
 	err = table_alloc(pt, &pt->root);
 	if (err) {
-		dmm_kfree(mem, pt);
+		dmm__lib_kfree(mem, pt);
 		return err;
 	}
 	*out = pt;
@@ -121,7 +121,7 @@ void dmm_iopt_destroy(struct dmm_iopt *pt)
 	if (!pt)
 		return;
 	free_level(pt, pt->root, 0);
-	dmm_kfree(pt->mem, pt);
+	dmm__lib_kfree(pt->mem, pt);
 }
 
 dmm_phys_t dmm_iopt_root(const struct dmm_iopt *pt)

@@ -395,7 +395,7 @@ static struct iova_cpu *this_cpu(struct dmm_iova_domain *d)
 static struct iova_mag *mag_new(struct dmm_iova_domain *d)
 {
 	void *p;
-	if (dmm_kmalloc(d->mem, sizeof(struct iova_mag) + d->o.mag_size * sizeof(dmm_pfn_t), DMM_GFP_ATOMIC, &p))
+	if (dmm__lib_kmalloc(d->mem, sizeof(struct iova_mag) + d->o.mag_size * sizeof(dmm_pfn_t), DMM_GFP_ATOMIC, &p))
 		return (struct iova_mag *)0;
 	((struct iova_mag *)p)->n = 0;
 	return p;
@@ -425,7 +425,7 @@ static void free_nodes(struct dmm_iova_domain *d, struct iova_node *gone)
 {
 	while (gone) {
 		struct iova_node *n = gone->l;
-		dmm_kfree(d->mem, gone);
+		dmm__lib_kfree(d->mem, gone);
 		gone = n;
 	}
 }
@@ -593,7 +593,7 @@ static int cache_put(struct dmm_iova_domain *d, dmm_pfn_t pfn, unsigned cls)
 		}
 		dmm__unlock(d->mem, &c->lock);
 		if (flush)
-			dmm_kfree(d->mem, flush);
+			dmm__lib_kfree(d->mem, flush);
 	}
 	return kept;
 }
@@ -665,7 +665,7 @@ int dmm_iova_domain_create(struct dmm_mem *mem, dmm_dma_addr_t base, dmm_dma_add
 	for (unsigned b = 0; b < IOVA_BANDS; b++)
 		for (unsigned c = 0; c < DMM_IOVA_CACHE_CLASSES; c++) {
 			void *p;
-			if (dmm_kmalloc(mem, sizeof(struct iova_depot) + op.depot_max * sizeof(void *), 0, &p)) {
+			if (dmm__lib_kmalloc(mem, sizeof(struct iova_depot) + op.depot_max * sizeof(void *), 0, &p)) {
 				d->depot[b][c] = (struct iova_depot *)0;
 				dmm_iova_domain_destroy(d);
 				return -DMM_ENOMEM;
@@ -684,7 +684,7 @@ static void free_tree(struct dmm_iova_domain *d, struct iova_node *t, uint64_t *
 		free_tree(d, t->l, leaked);
 		if (t != &d->sentinel) {
 			(*leaked)++;
-			dmm_kfree(d->mem, t);
+			dmm__lib_kfree(d->mem, t);
 		}
 		t = r;
 	}
@@ -703,14 +703,14 @@ void dmm_iova_domain_destroy(struct dmm_iova_domain *d)
 		for (unsigned c = 0; c < DMM_IOVA_CACHE_CLASSES; c++) {
 			for (unsigned i = 0; i < d->nr_slots; i++) {
 				if (d->cpu[i].loaded[b][c])
-					dmm_kfree(mem, d->cpu[i].loaded[b][c]);
+					dmm__lib_kfree(mem, d->cpu[i].loaded[b][c]);
 				if (d->cpu[i].prev[b][c])
-					dmm_kfree(mem, d->cpu[i].prev[b][c]);
+					dmm__lib_kfree(mem, d->cpu[i].prev[b][c]);
 			}
 			if (d->depot[b][c]) {
 				for (uint32_t i = 0; i < d->depot[b][c]->n; i++)
-					dmm_kfree(mem, d->depot[b][c]->mag[i]);
-				dmm_kfree(mem, d->depot[b][c]);
+					dmm__lib_kfree(mem, d->depot[b][c]->mag[i]);
+				dmm__lib_kfree(mem, d->depot[b][c]);
 			}
 		}
 	free_tree(d, d->root, &leaked);
@@ -746,7 +746,7 @@ static int alloc_tree(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit
 	dmm__unlock(d->mem, &d->tree_lock);
 	if (!p) {
 		void *v;
-		if (dmm_kmalloc(d->mem, sizeof(struct iova_node), DMM_GFP_ATOMIC, &v)) {
+		if (dmm__lib_kmalloc(d->mem, sizeof(struct iova_node), DMM_GFP_ATOMIC, &v)) {
 			sadd(&d->st.fail_nomem, 1);
 			return -DMM_ENOMEM;
 		}
@@ -768,7 +768,7 @@ static int alloc_tree(struct dmm_iova_domain *d, uint64_t pages, dmm_pfn_t limit
 	dmm__unlock(d->mem, &d->tree_lock);
 	if (err) {
 		if (p)
-			dmm_kfree(d->mem, p);
+			dmm__lib_kfree(d->mem, p);
 		sadd(&d->st.fail_nospace, 1);
 	}
 	return err;
@@ -914,7 +914,7 @@ static uint64_t trim_slot(struct dmm_iova_domain *d, struct iova_cpu *c, int all
 	for (unsigned i = 0; i < k; i++) {
 		pages += (uint64_t)m[i]->n << cl[i];
 		mag_flush(d, m[i], cl[i]);
-		dmm_kfree(d->mem, m[i]);
+		dmm__lib_kfree(d->mem, m[i]);
 	}
 	return pages;
 }
@@ -947,7 +947,7 @@ static uint64_t trim_depot(struct dmm_iova_domain *d, int all)
 					break;
 				pages += (uint64_t)m->n << s;
 				mag_flush(d, m, s);
-				dmm_kfree(d->mem, m);
+				dmm__lib_kfree(d->mem, m);
 			}
 		}
 	return pages;

@@ -619,6 +619,12 @@ struct dmm_page *dmm__free_head_of(struct dmm_zone *z, dmm_pfn_t pfn);
 struct dmm_slab_state;
 #define DMM_SLAB_MAX_ORDER 3 /* slabs are at most 2^3 pages */
 uint64_t dmm__slab_meta_size(unsigned nr_cpus);
+/* dmm_kmalloc / dmm_kfree for the library's own objects: one larger than
+ * the largest class is the library's own memory (dmm__meta_alloc, zeroed;
+ * a large dmm_kmalloc object is the public page allocator's, which a
+ * caller may pin), the rest come from the caches. */
+int dmm__lib_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
+void dmm__lib_kfree(struct dmm_mem *mem, const void *ptr);
 /* Pages the slab map of @g (geometry and platform known) covers: from the
  * linear map's start rounded down to the largest slab up to the end of the
  * linear map or of RAM; 0 (no map) if there is no linear map, or that

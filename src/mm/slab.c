@@ -1004,6 +1004,31 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 	return 0;
 }
 
+int dmm__lib_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
+{
+	dmm_pfn_t pfn;
+
+	if (size <= DMM_KMALLOC_MAX_CACHE)
+		return dmm_kmalloc(mem, size, flags, ptr);
+	return dmm__meta_alloc(mem, dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT, flags & DMM_GFP_ATOMIC,
+			       &pfn, ptr);
+}
+
+void dmm__lib_kfree(struct dmm_mem *mem, const void *ptr)
+{
+	struct dmm_page *pg;
+	dmm_phys_t pa;
+
+	if (ptr && !((uintptr_t)ptr & (DMM_PAGE_SIZE - 1)) && !dmm__virt_to_phys(mem, ptr, &pa) &&
+	    (pg = dmm__pfn_page(mem, dmm_phys_to_pfn(pa))) &&
+	    (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & DMM_PGF_INTERNAL) && dmm__state(pg) == DMM_PAGE_RANGE) {
+		/* (a range head holds its page count) */
+		dmm__lib_free_range(mem, pg->pfn, dmm__private(pg));
+		return;
+	}
+	dmm_kfree(mem, ptr);
+}
+
 size_t dmm_ksize(struct dmm_mem *mem, const void *ptr)
 {
 	struct kcache *k;
