@@ -1809,6 +1809,71 @@ static void test_many_cpus(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/* Bounce tags are unique among live devices. A device holding a bounce
+ * mapping while 65535 others come and go (a 16-bit tag counted from a
+ * sequence would come round to its own): the next device's tag is still
+ * another, and its unmap of the first one's mapping is refused, nothing
+ * freed. A device destroyed with a mapping outstanding (a leak) keeps its
+ * tag: none of the next 65535 devices gets it. */
+static void test_bounce_tags_unique(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats ts;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *a, *b, *l, *x;
+	dmm_dma_addr_t ba, bl;
+	dmm_pfn_t hi;
+	uint16_t leaked;
+	(void)state;
+
+	mem = hosted_8g("tags", &h);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 1 * MiB;
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_page_alloc(mem, 0, &above, 0, &hi));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &a));
+	ba = dmm_dma_map_page(a, hi, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(a, ba));
+	for (unsigned i = 0; i < 65535; i++) {
+		assert_ok(dmm_device_create(mem, &nd, NULL, &x));
+		assert_int_not_equal(x->tlb_tag, a->tlb_tag);
+		assert_int_not_equal(x->tlb_tag, 0);
+		assert_ok(dmm_device_destroy(x));
+	}
+	assert_ok(dmm_device_create(mem, &nd, NULL, &b));
+	assert_int_not_equal(b->tlb_tag, a->tlb_tag);
+	dmm_dma_unmap_page(b, ba, 100, DMM_DMA_TO_DEVICE); /* not b's mapping: no slot freed */
+	dmm_swiotlb_get_stats(mem, &ts);
+	assert_int_equal(ts.used_slots, 1);
+	dmm_dma_unmap_page(a, ba, 100, DMM_DMA_TO_DEVICE);
+	dmm_swiotlb_get_stats(mem, &ts);
+	assert_int_equal(ts.used_slots, 0);
+
+	/* a leaked mapping keeps its device's tag */
+	assert_ok(dmm_device_create(mem, &nd, NULL, &l));
+	leaked = l->tlb_tag;
+	bl = dmm_dma_map_page(l, hi, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(l, bl));
+	assert_ok(dmm_device_destroy(l));
+	for (unsigned i = 0; i < 65535; i++) {
+		assert_ok(dmm_device_create(mem, &nd, NULL, &x));
+		assert_int_not_equal(x->tlb_tag, leaked);
+		assert_ok(dmm_device_destroy(x));
+	}
+	dmm_dma_unmap_page(b, bl, 100, DMM_DMA_TO_DEVICE); /* nobody's now: refused */
+	dmm_swiotlb_get_stats(mem, &ts);
+	assert_int_equal(ts.used_slots, 1);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_device_destroy(a));
+	assert_ok(dmm_device_destroy(b));
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 /*
  * An unmap at an address inside a bounced mapping (not the one the map
  * returned) is refused: nothing copied back, nothing freed, counted as an
@@ -2699,6 +2764,7 @@ int main(void)
 		cmocka_unit_test(test_grown_pool_below_becomes_first),
 		cmocka_unit_test(test_express_quick_hands_over),
 		cmocka_unit_test(test_many_cpus),
+		cmocka_unit_test(test_bounce_tags_unique),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),

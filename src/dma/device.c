@@ -177,12 +177,55 @@ unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_co
 	return n;
 }
 
+/*
+ * Bounce tags. A device's bounce mappings carry its tag in their slot
+ * records (16 bits), and an unmap or sync by another device is refused by
+ * it: so no two devices hold one tag at once. A bitmap of the tags in use
+ * (8 KiB of the memory map's metadata, mem->dev_tags); the search starts past the last tag handed out, so a tag comes back only
+ * after the others have had their turn. Tag 0 is never handed out. A
+ * device destroyed with mappings outstanding (leaks: they stay) keeps its
+ * tag for good, so no later device can unmap them as its own.
+ */
+#define NR_TAGS DMM_DEV_TAGS
+#define TAG_WORDS (NR_TAGS / 64)
+
+/* A free tag, taken: 0 and *@tag, or -DMM_ENOSPC (every tag held by a
+ * device). */
+static int tag_get(struct dmm_mem *mem, uint16_t *tag)
+{
+	uint64_t *t = mem->dev_tags;
+	uint32_t start = __atomic_fetch_add(&mem->dev_seq, 1, __ATOMIC_RELAXED) % NR_TAGS;
+	for (uint32_t i = 0; i <= TAG_WORDS; i++) {
+		uint32_t w = (start / 64 + i) % TAG_WORDS;
+		uint64_t v = __atomic_load_n(&t[w], __ATOMIC_RELAXED);
+		/* the first word's bits below the start come last (i == TAG_WORDS) */
+		uint64_t skip = i == 0 ? ((uint64_t)1 << (start % 64)) - 1 : 0;
+
+		while (~(v | skip)) {
+			unsigned b = (unsigned)__builtin_ctzll(~(v | skip));
+			uint64_t bit = (uint64_t)1 << b;
+			v = __atomic_fetch_or(&t[w], bit, __ATOMIC_RELAXED);
+			if (!(v & bit)) {
+				*tag = (uint16_t)(w * 64 + b);
+				return 0;
+			}
+		}
+	}
+	return -DMM_ENOSPC;
+}
+
+static void tag_put(struct dmm_mem *mem, uint16_t tag)
+{
+	__atomic_fetch_and(&mem->dev_tags[tag / 64], ~((uint64_t)1 << (tag % 64)), __ATOMIC_RELAXED);
+}
+
 int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 		      struct dmm_device *parent, struct dmm_device **out)
 {
 	struct dmm_device *dev;
 	struct dmm_constraint lim[2];
 	uint64_t pages;
+	uint16_t tag;
 	dmm_pfn_t pfn;
 	void *va;
 	int err;
@@ -209,6 +252,10 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 	if (err)
 		return err;
+	if ((err = tag_get(mem, &tag)) != 0) {
+		dmm__lib_free_range(mem, pfn, pages);
+		return err;
+	}
 	dev = va;
 	dev->mem = mem;
 	for (unsigned i = 0; i < DMM_DEV_NAME_MAX - 1 && desc->name[i]; i++)
@@ -218,13 +265,14 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 	dev->parent = parent;
 	dev->self_pfn = pfn;
 	dev->self_pages = (uint32_t)pages;
-	dev->tlb_tag = (uint16_t)__atomic_add_fetch(&mem->dev_seq, 1, __ATOMIC_RELAXED);
+	dev->tlb_tag = tag;
 	dev->lim[0] = lim[0];
 	dev->lim[1] = lim[1];
 	dev->debug_mode = -1;
 	if (desc->iommu) {
 		err = dmm__iommu_attach(dev);
 		if (err) {
+			tag_put(mem, tag);
 			dmm__lib_free_range(mem, pfn, pages); /* the library's: never refused for a pin */
 			return err;
 		}
@@ -239,6 +287,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 						w[i].hi >> DMM_PAGE_SHIFT) != 0;
 		if (!any) {
 			dmm__iommu_detach(dev);
+			tag_put(mem, tag);
 			dmm__lib_free_range(mem, pfn, pages);
 			return -DMM_ERANGE;
 		}
@@ -272,6 +321,12 @@ int dmm_device_destroy(struct dmm_device *dev)
 	dmm__iommu_detach(dev);
 	if (dev->parent)
 		__atomic_fetch_sub(&dev->parent->nr_children, 1, __ATOMIC_RELAXED);
+	{
+		struct dmm_dma_stats st;
+		dmm_device_get_stats(dev, &st);
+		if (st.maps == st.unmaps) /* else leaked mappings carry the tag: it stays taken */
+			tag_put(mem, dev->tlb_tag);
+	}
 	/* the record is the library's own memory: no pin holds it, the free
 	 * cannot be refused (0 unless the record is no device's) */
 	return dmm__lib_free_range(mem, dev->self_pfn, dev->self_pages);

@@ -248,6 +248,14 @@ static struct dmm_mem *carve_all(struct carve *c, const struct dmm_mem *g)
 			mem->slab_map_virt = (uintptr_t)g->plat.linear_virt - (uintptr_t)(g->plat.linear_phys - mem->slab_map_phys);
 		}
 	}
+	{
+		/* the devices' bounce tags in use (device.c): tag 0 is none's */
+		uint64_t *tags = carve(c, DMM_DEV_TAGS / 8, DMM_CACHELINE);
+		if (mem) {
+			mem->dev_tags = tags;
+			tags[0] = 1;
+		}
+	}
 	if (g->machine.nr_cma) {
 		struct dmm_cma_area *areas =
 			carve(c, g->machine.nr_cma * sizeof(struct dmm_cma_area), DMM_CACHELINE);

@@ -158,7 +158,9 @@ struct dmm_mem {
 	uint8_t cpu_thread_fence;         /* threads mode: 1 the platform has cpu_fence, 2 it has not; else 0 */
 	struct dmm_lock cpu_threads_lock; /* new thread records */
 	uint64_t cpu_slow_enters, cpu_syncs; /* atomic counters */
-	uint32_t dev_seq;                 /* devices created (atomic): their bounce tags */
+	uint32_t dev_seq;                 /* devices created (atomic): where a tag search starts */
+#define DMM_DEV_TAGS 65536u               /* bounce tags (16 bits): bits of dev_tags */
+	uint64_t *dev_tags;               /* bounce tags in use, a bit each (device.c; atomic) */
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
 	void *swiotlb;                    /* src/dma/swiotlb.c state, set up by dmm_swiotlb_init */
 	uint8_t bounce_all;               /* swiotlb forced for every device (atomic) */
