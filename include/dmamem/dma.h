@@ -106,8 +106,9 @@ struct dmm_dma_stats {
  * overlapping or empty ranges, invalid limits, parent not a bus, bad area,
  * unknown iommu mode, a bus behind an IOMMU, an IOMMU with bus offsets or
  * ranges, bad iommu_opts), -DMM_ERANGE
- * (the limits leave no reachable RAM) or the page allocator's error for
- * the device's own memory (or its IOMMU domain).
+ * (the limits leave no reachable RAM), -DMM_ENOSPC (65535 devices live or
+ * leaked: no bounce tag left, docs/DMA.md) or the page allocator's error
+ * for the device's own memory (or its IOMMU domain).
  */
 int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 		      struct dmm_device *parent, struct dmm_device **out);
