@@ -181,20 +181,21 @@ unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_co
  * Bounce tags. A device's bounce mappings carry its tag in their slot
  * records (16 bits), and an unmap or sync by another device is refused by
  * it: so no two devices hold one tag at once. A bitmap of the tags in use
- * (8 KiB of the memory map's metadata, mem->dev_tags); the search starts past the last tag handed out, so a tag comes back only
- * after the others have had their turn. Tag 0 is never handed out. A
- * device destroyed with mappings outstanding (leaks: they stay) keeps its
- * tag for good, so no later device can unmap them as its own.
+ * (8 KiB of the memory map's metadata, mem->dev_tags); the search starts
+ * past the last tag handed out, so a tag comes back only after the others
+ * have had their turn. Tag 0 is never handed out. A device destroyed with
+ * mappings outstanding (leaks: they stay) keeps its tag for good, so no
+ * later device can unmap them as its own.
  */
-#define NR_TAGS DMM_DEV_TAGS
-#define TAG_WORDS (NR_TAGS / 64)
+#define TAG_WORDS (DMM_DEV_TAGS / 64)
 
 /* A free tag, taken: 0 and *@tag, or -DMM_ENOSPC (every tag held by a
  * device). */
 static int tag_get(struct dmm_mem *mem, uint16_t *tag)
 {
 	uint64_t *t = mem->dev_tags;
-	uint32_t start = __atomic_fetch_add(&mem->dev_seq, 1, __ATOMIC_RELAXED) % NR_TAGS;
+	uint32_t start = __atomic_fetch_add(&mem->dev_seq, 1, __ATOMIC_RELAXED) % DMM_DEV_TAGS;
+
 	for (uint32_t i = 0; i <= TAG_WORDS; i++) {
 		uint32_t w = (start / 64 + i) % TAG_WORDS;
 		uint64_t v = __atomic_load_n(&t[w], __ATOMIC_RELAXED);
@@ -248,7 +249,7 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 		}
 	}
 	/* the record, with a counter block for every CPU */
-	pages = (dmm__dev_record_bytes(mem->plat.nr_cpus) + DMM_PAGE_SIZE - 1) >> DMM_PAGE_SHIFT;
+	pages = dmm_align_up(dmm__dev_record_bytes(mem->plat.nr_cpus), DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
 	err = dmm__meta_alloc(mem, pages, 0, &pfn, &va);
 	if (err)
 		return err;

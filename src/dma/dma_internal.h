@@ -56,9 +56,9 @@ static inline uint64_t dmm__dev_record_bytes(unsigned nr_cpus)
 /*
  * The express paths of map and unmap serve a device whose bus addresses
  * are its physical addresses: coherent, not a bus, not untrusted, no
- * IOMMU, dma-ranges, bus offset or restricted pool, and DMA debug off. dmm__dev_update_express() sets the flag
- * when the device is made and clears it when a restricted pool is given;
- * the rest cannot change.
+ * IOMMU, dma-ranges, bus offset or restricted pool, and DMA debug off.
+ * dmm__dev_update_express() sets the flag when the device is made and
+ * clears it when a restricted pool is given; the rest cannot change.
  */
 void dmm__dev_update_express(struct dmm_device *dev);
 static inline bool dmm__dev_express(const struct dmm_device *dev)

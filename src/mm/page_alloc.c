@@ -1268,7 +1268,6 @@ int dmm__lib_free_range(struct dmm_mem *mem, dmm_pfn_t pfn, uint64_t nr_pages)
 	return lib_free(mem, pfn, DMM_PAGE_RANGE, nr_pages);
 }
 
-
 /* ---- information ---------------------------------------------------------------- */
 
 unsigned dmm_mem_nr_zones(const struct dmm_mem *mem)
@@ -1482,8 +1481,7 @@ static int check_zone_locked(struct dmm_mem *mem, struct dmm_zone *z)
 		CHECK(mem, !(f & DMM_PGF_INTERNAL) || (st != DMM_PAGE_FREE && st != DMM_PAGE_RESERVED),
 		      "check: pfn %llu in state %u marked as the library's", (unsigned long long)p, st);
 		CHECK(mem,
-		      !(f & DMM_PGF_INTERNAL) ||
-			      !(f & (DMM_PGF_SLAB | DMM_PGF_KLARGE | DMM_PGF_COHERENT | DMM_PGF_MOVABLE)),
+		      !(f & DMM_PGF_INTERNAL) || !(f & ((FREE_NEVER_FLAGS & ~DMM_PGF_INTERNAL) | DMM_PGF_MOVABLE)),
 		      "check: pfn %llu marked as the library's and a user's (flags %#x)", (unsigned long long)p,
 		      (unsigned)f);
 	}
