@@ -141,6 +141,18 @@ static void test_check_held_misaligned(void **state)
 	tu_env_destroy(e);
 }
 
+/* @order: 0..@n-1 in an order shuffled with @s (Fisher-Yates). */
+static void shuffled_order(uint32_t *order, uint32_t n, uint64_t *s)
+{
+	for (uint32_t i = 0; i < n; i++)
+		order[i] = i;
+	for (uint32_t i = n; i > 1; i--) {
+		uint32_t x = (uint32_t)tu_rand_below(s, i), y = order[i - 1];
+		order[i - 1] = order[x];
+		order[x] = y;
+	}
+}
+
 static void stamp(void *p, size_t n, unsigned salt)
 {
 	uint8_t *b = p;
@@ -585,13 +597,8 @@ static void test_depot_burst(void **state)
 		for (uint32_t i = 0; i < b; i++) {
 			assert_ok(dmm_kmalloc(e->mem, sz, flags[t], &v[i]));
 			fill_obj(v[i], sz, i);
-			order[i] = i;
 		}
-		for (uint32_t i = b; i > 1; i--) { /* freed in a shuffled order */
-			uint32_t x = (uint32_t)tu_rand_below(&rs, i), y = order[i - 1];
-			order[i - 1] = order[x];
-			order[x] = y;
-		}
+		shuffled_order(order, b, &rs); /* freed in a shuffled order */
 		assert_ok(dmm_slab_class_info(e->mem, set[t], cls[t], &in));
 		off0 = off_slabs(&in);
 		slabs0 = in.slabs;
@@ -1714,13 +1721,7 @@ static void *depot_burst_main(void *arg)
 		}
 		pthread_barrier_wait(w->bar); /* bursts allocated */
 		pthread_barrier_wait(w->bar); /* checked */
-		for (uint32_t i = 0; i < DB_BURST; i++)
-			order[i] = i;
-		for (uint32_t i = DB_BURST; i > 1; i--) {
-			uint32_t x = (uint32_t)tu_rand_below(&s, i), y = order[i - 1];
-			order[i - 1] = order[x];
-			order[x] = y;
-		}
+		shuffled_order(order, DB_BURST, &s);
 		for (uint32_t k = 0; k < DB_BURST; k++) {
 			unsigned i = order[k];
 			const uint8_t *b = w->next->obj[i];

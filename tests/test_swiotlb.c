@@ -1260,10 +1260,10 @@ static void test_run_cache_double_unmap(void **state)
 	}
 }
 
-/* A user-space host (thread sections, the express paths) with 2 CPUs: an
- * 8 GiB machine from address 0, DMA32 below 4 GiB, so half of its RAM is
- * out of a 32-bit device's reach. */
-static struct dmm_mem *hosted_8g(const char *name, struct dmm_hosted **h)
+/* A user-space host (thread sections, the express paths) with @cpus CPUs:
+ * an 8 GiB machine from address 0, DMA32 below 4 GiB, so half of its RAM
+ * is out of a 32-bit device's reach. */
+static struct dmm_mem *hosted_8g_cpus(const char *name, unsigned cpus, struct dmm_hosted **h)
 {
 	struct dmm_machine m;
 	struct dmm_mem *mem;
@@ -1274,8 +1274,13 @@ static struct dmm_mem *hosted_8g(const char *name, struct dmm_hosted **h)
 	m.nr_ram = 1;
 	m.ram[0].base = 0;
 	m.ram[0].size = 8 * GiB;
-	assert_ok(dmm_hosted_mem_create(&m, 2, h, &mem));
+	assert_ok(dmm_hosted_mem_create(&m, cpus, h, &mem));
 	return mem;
+}
+
+static struct dmm_mem *hosted_8g(const char *name, struct dmm_hosted **h)
+{
+	return hosted_8g_cpus(name, 2, h);
 }
 
 /* One run of test_express_matches_general: a user-space host (thread
@@ -1702,7 +1707,6 @@ static void test_many_cpus(void **state)
 	static struct many_cpus_arg a[NR];
 	pthread_t t[NR];
 	void *ret;
-	struct dmm_machine m;
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
 	struct dmm_swiotlb_opts o;
@@ -1716,13 +1720,7 @@ static void test_many_cpus(void **state)
 	(void)state;
 
 	id.iommu = DMM_IOMMU_DMA;
-	dmm_machine_defaults(&m);
-	snprintf(m.name, sizeof(m.name), "many");
-	m.dma32_limit = 4 * GiB;
-	m.nr_ram = 1;
-	m.ram[0].base = 0;
-	m.ram[0].size = 8 * GiB;
-	assert_ok(dmm_hosted_mem_create(&m, NR, &h, &mem));
+	mem = hosted_8g_cpus("many", NR, &h);
 	dmm_swiotlb_opts_default(mem, &o);
 	o.initial_bytes = 1 * MiB;
 	o.no_transient = 1;
