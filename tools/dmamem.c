@@ -631,6 +631,7 @@ static void print_mem_text(const struct dmm_machine *m, const struct dmm_mem_inf
 	printf("  slab map       %s (%s)\n", human(info->slab_map_bytes, b1, sizeof(b1)),
 	       info->slab_map_bytes ? "one byte per page: kfree finds a cache in one load" : "none: kfree looks pages up");
 	printf("  per-CPU caches %u (CPU-local sections: %s)\n", info->nr_cpus, info->cpu_sections);
+	printf("  bulk copies    %s (bounce and migration copies of 128 B to 64 KiB)\n", info->bulk_copy);
 	printf("  init time      %.3f ms\n", (double)info->init_ns / 1e6);
 }
 
@@ -806,6 +807,7 @@ static void json_mem(struct jw *j, const struct dmm_machine *m, const struct dmm
 	jw_u64(j, "slab_map_bytes", info->slab_map_bytes);
 	jw_u64(j, "nr_cpus", info->nr_cpus);
 	jw_str(j, "cpu_sections", info->cpu_sections);
+	jw_str(j, "bulk_copy", info->bulk_copy);
 	jw_u64(j, "nr_zones", info->nr_zones);
 	jw_u64(j, "init_ns", info->init_ns);
 	jw_u64(j, "min_free_kbytes",

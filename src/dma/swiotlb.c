@@ -1217,7 +1217,7 @@ static __attribute__((noinline)) dmm_phys_t copy_to(struct dmm_mem *mem, dmm_phy
 
 	if (__builtin_expect(pl->phys_copy || od >= pl->linear_size || os >= pl->linear_size, 0))
 		return copy_to_any(mem, dst, src, len);
-	dmm_memcpy(pl->linear_virt + od, pl->linear_virt + os, len);
+	dmm__copy(mem->copy_wide, pl->linear_virt + od, pl->linear_virt + os, len);
 	return dst;
 }
 

@@ -469,6 +469,7 @@ int dmm_mem_create(const struct dmm_machine *m, const struct dmm_platform *p, st
 		mem->plat.lock_init(mem->plat.ctx, &mem->cma[i].lock);
 	dmm__cpu_init(mem);
 	dmm__slab_init(mem, mem->slab);
+	mem->copy_wide = dmm__cpu_copy_wide();
 	mem->init_ns = (mem->plat.now_ns ? mem->plat.now_ns(mem->plat.ctx) : 0) - t0;
 	*out = mem;
 	return 0;
@@ -500,6 +501,7 @@ void dmm_mem_get_info(const struct dmm_mem *mem, struct dmm_mem_info *info)
 	info->metadata_bytes = mem->meta_bytes;
 	info->metadata_pages = mem->meta_pages;
 	info->cpu_sections = mem->cpu_mode == DMM_CPU_HOOKS ? "hooks" : mem->cpu_mode == DMM_CPU_THREADS ? "threads" : "locks";
+	info->bulk_copy = mem->copy_wide ? "avx2" : "memcpy";
 	info->cpu_slow_enters = __atomic_load_n(&mem->cpu_slow_enters, __ATOMIC_RELAXED);
 	info->cpu_syncs = __atomic_load_n(&mem->cpu_syncs, __ATOMIC_RELAXED);
 	info->page_desc_size = (uint32_t)sizeof(struct dmm_page);

@@ -22,6 +22,7 @@
 
 #include "lib/assert.h"
 #include "lib/bits.h"
+#include "lib/copy.h"
 
 /* Sparse memory map: sections of 2^15 pages (128 MiB), each with its own
  * descriptor array; sections without RAM have none. */
@@ -164,6 +165,7 @@ struct dmm_mem {
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
 	void *swiotlb;                    /* src/dma/swiotlb.c state, set up by dmm_swiotlb_init */
 	uint8_t bounce_all;               /* swiotlb forced for every device (atomic) */
+	uint8_t copy_wide;                /* bulk copies take lib/copy.h's vector loop */
 	int dma_debug_on;                 /* global switch (atomic) */
 	void *dma_atomic_pool;            /* src/dma/pool.c state, set by dmm_dma_atomic_pool_init */
 	dmm_wmark_hook_fn wmark_hook;
@@ -514,7 +516,7 @@ static inline void dmm__phys_copy(struct dmm_mem *mem, dmm_phys_t dst, dmm_phys_
 	d = dmm__phys_to_virt(mem, dst);
 	s = dmm__phys_to_virt(mem, src);
 	if (d && s)
-		dmm_memcpy(d, s, len);
+		dmm__copy(mem->copy_wide, d, s, len);
 }
 uint64_t dmm__ram_pages_in(const struct dmm_machine *m, dmm_pfn_t lo, dmm_pfn_t hi);
 /* Are pages [first, last] all RAM? The pages outside every RAM region are
