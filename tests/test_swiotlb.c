@@ -1873,6 +1873,141 @@ static void test_bounce_tags_unique(void **state)
 }
 
 /*
+ * The bulk copy (lib/copy.h) in both of its forms: every size up to 520
+ * bytes and sizes around the vector loop's limits and its 128-byte steps,
+ * source and destination at every alignment of a vector and past it. The
+ * bytes arrive in order and nothing outside [dst, dst + n) is written. On
+ * x86-64 the library's choice follows the CPU's AVX2 and the info says it.
+ */
+static void check_copy(bool wide, size_t n, size_t so, size_t dof, uint8_t *src, uint8_t *dst, size_t cap)
+{
+	const size_t guard = 64;
+
+	assert_true(so + n <= cap && guard + dof + n + guard <= cap);
+	for (size_t i = 0; i < n; i++)
+		src[so + i] = (uint8_t)(i * 7u + n + (i >> 8));
+	memset(dst, 0xe5, guard + dof + n + guard);
+	dmm__copy(wide, dst + guard + dof, src + so, n);
+	assert_memory_equal(dst + guard + dof, src + so, n);
+	for (size_t i = 0; i < guard + dof; i++)
+		assert_int_equal(dst[i], 0xe5);
+	for (size_t i = guard + dof + n; i < guard + dof + n + guard; i++)
+		assert_int_equal(dst[i], 0xe5);
+}
+
+static void test_bulk_copy(void **state)
+{
+	static const size_t big[] = { 1023, 1024, 1025, 4095, 4096, 4097, 8191, 65535, 65536, 65537, 100003 };
+	static const size_t aligns[] = { 0, 1, 7, 31, 32, 33, 100 };
+	const size_t cap = 100003 + 512;
+	uint8_t *src = malloc(cap), *dst = malloc(cap);
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_mem_info mi;
+	(void)state;
+
+	assert_non_null(src);
+	assert_non_null(dst);
+	for (int wide = 0; wide <= (int)dmm__cpu_copy_wide(); wide++) {
+		for (size_t n = 0; n <= 520; n++)
+			check_copy(wide, n, n % 41, (n * 3) % 37, src, dst, cap);
+		for (size_t n = 120; n <= 520; n += 8)
+			for (size_t a = 0; a < DMM_ARRAY_SIZE(aligns); a++)
+				for (size_t b = 0; b < DMM_ARRAY_SIZE(aligns); b++)
+					check_copy(wide, n + a % 2, aligns[a], aligns[b], src, dst, cap);
+		for (size_t k = 0; k < DMM_ARRAY_SIZE(big); k++)
+			for (size_t a = 0; a < DMM_ARRAY_SIZE(aligns); a += 2)
+				check_copy(wide, big[k], aligns[a], aligns[DMM_ARRAY_SIZE(aligns) - 1 - a], src, dst, cap);
+	}
+	mem = hosted_8g("copy", &h);
+	dmm_mem_get_info(mem, &mi);
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	assert_int_equal(dmm__cpu_copy_wide(), __builtin_cpu_supports("avx2") != 0);
+#endif
+	assert_string_equal(mi.bulk_copy, dmm__cpu_copy_wide() ? "avx2" : "memcpy");
+	dmm_hosted_mem_destroy(h, mem);
+	free(src);
+	free(dst);
+}
+
+/*
+ * Bounces through the linear map (the hosted platform: the bulk copy's
+ * path), at sizes around the vector loop's limits and at odd offsets, in
+ * every direction: the device's view holds the buffer's bytes, the copy
+ * back brings the device's bytes, and the bytes around the buffer are
+ * never written.
+ */
+static void test_bounce_copy_sizes(void **state)
+{
+	static const size_t sizes[] = { 127, 128, 129, 200, 2047, 2049, 4095, 4096, 4097, 65535, 65536, 65537, 131077 };
+	static const size_t offs[] = { 64, 65, 97, 4000 };
+	static const enum dmm_dma_dir dirs[3] = { DMM_DMA_TO_DEVICE, DMM_DMA_FROM_DEVICE, DMM_DMA_BIDIRECTIONAL };
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	static uint8_t want[140000], dev_bytes[140000];
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device_desc d = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	uint64_t to_dev = 0, from_dev = 0;
+	dmm_pfn_t hi;
+	uint8_t *hv;
+	(void)state;
+
+	mem = hosted_8g("bounce-copy", &h);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 4 * MiB;
+	o.no_transient = 1;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &d, NULL, &dev));
+	assert_ok(dmm_page_alloc(mem, 6, &above, 0, &hi)); /* 256 KiB */
+	hv = dmm_pfn_to_virt(mem, hi);
+	for (size_t si = 0; si < DMM_ARRAY_SIZE(sizes); si++)
+		for (size_t oi = 0; oi < DMM_ARRAY_SIZE(offs); oi++)
+			for (unsigned di = 0; di < 3; di++) {
+				size_t len = sizes[si], off = offs[oi];
+				enum dmm_dma_dir dir = dirs[di];
+				unsigned seed = (unsigned)(si * 16 + oi * 3 + di);
+				dmm_dma_addr_t bus;
+				uint8_t *bv;
+
+				memset(hv, 0x3c, 64 * 4096);
+				fill(want, len, seed);
+				memcpy(hv + off, want, len);
+				bus = dmm_dma_map_phys(dev, dmm_pfn_to_phys(hi) + off, len, dir);
+				assert_ok(dmm_dma_mapping_error(dev, bus));
+				assert_true(dmm_swiotlb_is_bounce(mem, bus));
+				bv = (uint8_t *)dmm_pfn_to_virt(mem, dmm_phys_to_pfn(bus)) + (bus & (DMM_PAGE_SIZE - 1));
+				if (dir != DMM_DMA_FROM_DEVICE) {
+					assert_memory_equal(bv, want, len);
+					to_dev += len;
+				}
+				if (dir != DMM_DMA_TO_DEVICE) {
+					fill(dev_bytes, len, seed + 500);
+					memcpy(bv, dev_bytes, len); /* the device writes */
+					from_dev += len;
+				}
+				dmm_dma_unmap_phys(dev, bus, len, dir);
+				assert_memory_equal(hv + off, dir == DMM_DMA_TO_DEVICE ? want : dev_bytes, len);
+				for (size_t i = 0; i < off; i++)
+					assert_int_equal(hv[i], 0x3c);
+				for (size_t i = off + len; i < 64 * 4096; i++)
+					assert_int_equal(hv[i], 0x3c);
+				assert_ok(dmm_swiotlb_check(mem));
+			}
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.bounced_to_device, to_dev);
+	assert_int_equal(st.bounced_from_device, from_dev);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_device_destroy(dev));
+	assert_ok(dmm_page_free(mem, hi, 6));
+	assert_checks(mem);
+	dmm_hosted_mem_destroy(h, mem);
+}
+
+/*
  * An unmap at an address inside a bounced mapping (not the one the map
  * returned) is refused: nothing copied back, nothing freed, counted as an
  * invalid call of the memory map and of the device. A sync of a sub-range
@@ -2763,6 +2898,8 @@ int main(void)
 		cmocka_unit_test(test_express_quick_hands_over),
 		cmocka_unit_test(test_many_cpus),
 		cmocka_unit_test(test_bounce_tags_unique),
+		cmocka_unit_test(test_bulk_copy),
+		cmocka_unit_test(test_bounce_copy_sizes),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),
