@@ -50,6 +50,7 @@
 #include <dmamem/hosted.h>
 
 #include "bench_util.h"
+#include "lib/copy.h"
 
 #define POOL_BYTES (4 * BENCH_MIB)
 #define SLOT 2048u
@@ -63,9 +64,10 @@ static void *(*volatile g_memcpy)(void *, const void *, size_t) = memcpy;
 
 /* ---- (a) copy cost ---------------------------------------------------------- */
 
-enum akind { A_BIDIR = 0, A_TODEV, A_MEMCPY1, A_MEMCPY2, NR_AKINDS };
+enum akind { A_BIDIR = 0, A_TODEV, A_MEMCPY1, A_MEMCPY2, A_COPY1, NR_AKINDS };
 static const char *const akind_name[NR_AKINDS] = { "bounce_bidir", "bounce_to_device", "memcpy_x1",
-						   "memcpy_x2" };
+						   "memcpy_x2", "dmm_copy_x1" };
+static bool g_copy_wide; /* the bounce copy's loop (lib/copy.h), as the library chose it */
 
 static void map_pairs(dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, long n)
 {
@@ -95,6 +97,12 @@ static void run_a(int k, size_t size, long n)
 		for (long i = 0; i < n; i++) {
 			g_memcpy(g_lo, g_hi, size);
 			g_memcpy(g_hi, g_lo, size);
+		}
+		break;
+	case A_COPY1:
+		for (long i = 0; i < n; i++) {
+			dmm__copy(g_copy_wide, g_lo, g_hi, size);
+			__asm__ volatile("" : : "r"(g_lo) : "memory");
 		}
 		break;
 	default:
@@ -156,6 +164,8 @@ static void bench_copy(struct bench_out *out, long reps, double batch_ms)
 		bench_report(out, name, med[A_MEMCPY1], "ns", NULL, 0);
 		snprintf(name, sizeof(name), "%zuK_memcpy_x2", size / 1024);
 		bench_report(out, name, med[A_MEMCPY2], "ns", NULL, 0);
+		snprintf(name, sizeof(name), "%zuK_%s", size / 1024, akind_name[A_COPY1]);
+		bench_report(out, name, med[A_COPY1], "ns", akind_name[A_MEMCPY1], med[A_COPY1] / med[A_MEMCPY1]);
 		snprintf(name, sizeof(name), "%zuK_%s", size / 1024, akind_name[A_TODEV]);
 		bench_report(out, name, med[A_TODEV], "ns", akind_name[A_MEMCPY1],
 			     med[A_TODEV] / med[A_MEMCPY1]);
@@ -388,6 +398,12 @@ int main(int argc, char **argv)
 
 	bench_note(&out, "\nbench_swiotlb: 8 GiB machine of %ld CPUs, 32-bit device, buffer at %#llx, pool %llu KiB of %u-byte slots, metadata gap %ld pages; median of %ld runs\n",
 		   cpus, (unsigned long long)g_hi_pa, (unsigned long long)(POOL_BYTES / 1024), SLOT, gap, reps);
+	{
+		struct dmm_mem_info mi;
+		dmm_mem_get_info(g_mem, &mi);
+		g_copy_wide = strcmp(mi.bulk_copy, "avx2") == 0;
+		bench_note(&out, "bounce copy: %s\n", mi.bulk_copy);
+	}
 	bench_copy(&out, reps, batch_ms);
 	bench_slots(&out, reps, batch_ms);
 	{
