@@ -1931,6 +1931,66 @@ static void test_bulk_copy(void **state)
 	free(dst);
 }
 
+/* A phys_copy hook: the copy through the hosted platform's linear map. */
+static struct dmm_platform g_copy_plat;
+static unsigned g_copy_hook_calls;
+
+static void copy_hook(void *ctx, dmm_phys_t dst, dmm_phys_t src, size_t len)
+{
+	g_copy_hook_calls++;
+	memcpy(g_copy_plat.phys_to_virt(ctx, dst), g_copy_plat.phys_to_virt(ctx, src), len);
+}
+
+/*
+ * The vector loop is the platform's to allow: a host that does not set
+ * vector_copy (a kernel, whose code may not touch vector registers without
+ * saving them) or that copies through its own phys_copy hook gets memcpy
+ * whatever the CPU has, and its copies are still made.
+ */
+static void test_bulk_copy_needs_platform(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem;
+	struct dmm_mem_info mi;
+	(void)state;
+
+	for (int k = 0; k < 3; k++) {
+		dmm_pfn_t a, b;
+		uint8_t *va, *vb;
+
+		tu_hosted_platform(&m, "copy-plat", 1, &h, &p);
+		assert_int_equal(p.vector_copy, 1); /* the hosted platform: user space */
+		if (k == 1)
+			p.vector_copy = 0;
+		if (k == 2) {
+			g_copy_plat = p;
+			g_copy_hook_calls = 0;
+			p.phys_copy = copy_hook;
+		}
+		assert_ok(dmm_mem_create(&m, &p, &mem));
+		dmm_mem_get_info(mem, &mi);
+		assert_string_equal(mi.bulk_copy, k == 0 && dmm__cpu_copy_wide() ? "avx2" : "memcpy");
+		assert_ok(dmm_page_alloc(mem, 0, NULL, 0, &a));
+		assert_ok(dmm_page_alloc(mem, 0, NULL, 0, &b));
+		va = dmm_pfn_to_virt(mem, a);
+		vb = dmm_pfn_to_virt(mem, b);
+		fill(va, DMM_PAGE_SIZE, (unsigned)k);
+		memset(vb, 0, DMM_PAGE_SIZE);
+		dmm__phys_copy(mem, dmm_pfn_to_phys(b) + 3, dmm_pfn_to_phys(a) + 5, 1000);
+		assert_memory_equal(vb + 3, va + 5, 1000);
+		assert_int_equal(vb[2], 0);
+		assert_int_equal(vb[1003], 0);
+		if (k == 2)
+			assert_int_equal(g_copy_hook_calls, 1);
+		assert_ok(dmm_page_free(mem, a, 0));
+		assert_ok(dmm_page_free(mem, b, 0));
+		dmm_mem_destroy(mem);
+		dmm_hosted_destroy(h);
+	}
+}
+
 /*
  * Bounces through the linear map (the hosted platform: the bulk copy's
  * path), at sizes around the vector loop's limits and at odd offsets, in
@@ -2900,6 +2960,7 @@ int main(void)
 		cmocka_unit_test(test_bounce_tags_unique),
 		cmocka_unit_test(test_bulk_copy),
 		cmocka_unit_test(test_bounce_copy_sizes),
+		cmocka_unit_test(test_bulk_copy_needs_platform),
 		cmocka_unit_test(test_unmap_inside_mapping_refused),
 		cmocka_unit_test(test_transient_pool_within_max_bytes),
 		cmocka_unit_test(test_transient_idle_with_frozen_clock),

@@ -48,7 +48,18 @@
  *  phys_fill/phys_copy     Write or copy physical memory the way the CPU
  *                          does (through its caches). The core uses them for
  *                          zeroing, migration and bouncing. May be NULL:
- *                          then phys_to_virt + memset/memcpy (a coherent host).
+ *                          then phys_to_virt + memset/memcpy (a coherent host;
+ *                          with vector_copy, some copies take a vector loop).
+ *  vector_copy             Set (1) by a host whose code may use the CPU's
+ *                          vector registers at any moment (user space: the OS
+ *                          saves them at every switch). Copies of 128 B to
+ *                          64 KiB through the linear map (bouncing, migration)
+ *                          then take the core's AVX2 loop on an x86-64 CPU
+ *                          that has it (src/lib/copy.h). 0 (a kernel or
+ *                          hypervisor, whose own code must save a task's
+ *                          vector state before touching it and may be called
+ *                          from interrupts; a build with -mgeneral-regs-only):
+ *                          memcpy only. Ignored with phys_copy.
  *  cpu_id                  Index of the current CPU in [0, nr_cpus). Used to
  *                          pick a per-CPU cache that has its own lock (page
  *                          lists, IOVA magazines, bounce areas), so a thread
@@ -195,6 +206,7 @@ struct dmm_platform {
 	dmm_phys_t linear_phys;
 	uint64_t linear_size;
 	unsigned nr_cpus;      /* number of per-CPU caches to create (>= 1) */
+	unsigned vector_copy;  /* bulk copies may use vector registers (above) */
 };
 
 /* Returns 0 if the required hooks are present and nr_cpus is sane. */

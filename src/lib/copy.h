@@ -11,7 +11,10 @@
  * loop needs AVX2: dmm__cpu_copy_wide() says whether this CPU and its OS
  * have it, once per memory map (struct dmm_mem's copy_wide), so the core
  * still runs on any x86-64 and on every other architecture with plain
- * memcpy.
+ * memcpy. It also needs the right to touch vector registers, which a
+ * kernel's own code does not have without saving the interrupted task's
+ * state first: the platform grants it (struct dmm_platform's vector_copy,
+ * the hosted platform's), or the copies stay memcpy.
  */
 #ifndef DMM_LIB_COPY_H
 #define DMM_LIB_COPY_H

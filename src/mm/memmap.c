@@ -469,7 +469,9 @@ int dmm_mem_create(const struct dmm_machine *m, const struct dmm_platform *p, st
 		mem->plat.lock_init(mem->plat.ctx, &mem->cma[i].lock);
 	dmm__cpu_init(mem);
 	dmm__slab_init(mem, mem->slab);
-	mem->copy_wide = dmm__cpu_copy_wide();
+	/* the vector loop only where the host allows vector registers (not a
+	 * kernel) and the copies are the core's own (no phys_copy hook) */
+	mem->copy_wide = mem->plat.vector_copy && !mem->plat.phys_copy && dmm__cpu_copy_wide();
 	mem->init_ns = (mem->plat.now_ns ? mem->plat.now_ns(mem->plat.ctx) : 0) - t0;
 	*out = mem;
 	return 0;

@@ -165,7 +165,7 @@ struct dmm_mem {
 	void *dma_debug;                  /* src/dma/debug.c state, allocated on first enable */
 	void *swiotlb;                    /* src/dma/swiotlb.c state, set up by dmm_swiotlb_init */
 	uint8_t bounce_all;               /* swiotlb forced for every device (atomic) */
-	uint8_t copy_wide;                /* bulk copies take lib/copy.h's vector loop */
+	uint8_t copy_wide;                /* bulk copies take lib/copy.h's vector loop (AVX2 and vector_copy) */
 	int dma_debug_on;                 /* global switch (atomic) */
 	void *dma_atomic_pool;            /* src/dma/pool.c state, set by dmm_dma_atomic_pool_init */
 	dmm_wmark_hook_fn wmark_hook;

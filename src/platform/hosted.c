@@ -741,6 +741,7 @@ int dmm_hosted_create(const struct dmm_machine *m, unsigned nr_cpus, int log_lev
 		.vmap = h->ram_fd >= 0 ? hosted_vmap : NULL,
 		.vunmap = h->ram_fd >= 0 ? hosted_vunmap : NULL,
 		.nr_cpus = nr_cpus,
+		.vector_copy = 1, /* user space: the OS saves vector registers */
 	};
 
 	if (pthread_mutex_init(&h->q_lock, NULL) != 0) {
