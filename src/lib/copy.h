@@ -4,10 +4,11 @@
  *
  * On x86-64 a bounce map's copy is followed by the mapping's bookkeeping
  * (or preceded by the unmap's). The C library's memcpy copies a few KiB
- * with `rep movsb`, which the CPU runs as one microcoded instruction that
- * the surrounding work does not overlap; a loop of 32-byte vector moves
- * is as fast on its own and lets the out-of-order core run the
- * bookkeeping alongside the copy (docs/BENCHMARKS.md, bench_swiotlb). The
+ * with `rep movsb`, one microcoded instruction: a 4 KiB bounce pair with
+ * it cost the copy, the bookkeeping and 5-10 ns more. With a loop of
+ * 32-byte vector moves it costs the copy and the bookkeeping, no more (not
+ * less: they do not measurably overlap), and the loop alone runs at
+ * 0.8-1.12x memcpy's time (docs/BENCHMARKS.md, bench_swiotlb). The
  * loop needs AVX2: dmm__cpu_copy_wide() says whether this CPU and its OS
  * have it, once per memory map (struct dmm_mem's copy_wide), so the core
  * still runs on any x86-64 and on every other architecture with plain
