@@ -82,12 +82,12 @@ struct dmm_mem_info {
 	uint64_t fail_invalid;       /* calls rejected with -DMM_EINVAL */
 	uint64_t fail_range;         /* requests with no RAM in their window (-DMM_ERANGE) */
 	const char *cpu_sections;    /* how CPU-local sections run: "hooks", "threads" or "locks" */
-	const char *bulk_copy;       /* how bounce and migration copies of 128 B..64 KiB run:
-				      * "avx2" (a vector loop) or "memcpy" */
 	uint64_t cpu_slow_enters;    /* threads: sections entered through the slot's lock */
 	uint64_t cpu_syncs;          /* another CPU's caches reached (drain, check, grace period) */
 	uint64_t slab_map_bytes;     /* the small-object allocator's map of the linear map's pages
 				      * (one byte per page; 0: none, kfree looks pages up instead) */
+	const char *bulk_copy;       /* how bounce and migration copies of 128 B..64 KiB run:
+				      * "avx2" (a vector loop) or "memcpy" */
 };
 
 /*
