@@ -286,6 +286,25 @@ static void test_bad_input(void **state)
 	assert_rc(dmm_kmalloc(e->mem, 8, DMM_GFP_DMA | DMM_GFP_DMA32, &x), -DMM_EINVAL);
 	assert_rc(dmm_kmalloc(e->mem, 8, 0, NULL), -DMM_EINVAL);
 	assert_rc(dmm_kmalloc(e->mem, (size_t)8 << 30, 0, &x), -DMM_EINVAL); /* beyond the largest block */
+	/* just beyond it, and sizes that round up to pages past SIZE_MAX:
+	 * refused and counted, nothing allocated */
+	{
+		static const size_t huge[] = { ((size_t)DMM_PAGE_SIZE << DMM_MAX_ORDER) + 1, SIZE_MAX,
+					       SIZE_MAX - DMM_PAGE_SIZE + 2, SIZE_MAX - DMM_PAGE_SIZE + 1,
+					       ((size_t)1 << 63) + 1 };
+		struct dmm_mem_info mi0, mi1;
+		dmm_mem_get_info(e->mem, &mi0);
+		for (unsigned i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+			x = NULL;
+			assert_rc(dmm_kmalloc(e->mem, huge[i], 0, &x), -DMM_EINVAL);
+			assert_rc(dmm_kmalloc(e->mem, huge[i], DMM_GFP_DMA | DMM_GFP_ZERO, &x), -DMM_EINVAL);
+			assert_null(x);
+			assert_int_equal(tu_zone_free_all(e->mem), free0);
+			assert_slab_checks(e->mem);
+		}
+		dmm_mem_get_info(e->mem, &mi1);
+		assert_int_equal(mi1.fail_invalid - mi0.fail_invalid, 2 * sizeof(huge) / sizeof(huge[0]));
+	}
 	assert_rc(dmm_kfree(e->mem, NULL), -DMM_EINVAL);
 	assert_rc(dmm_kfree(e->mem, &local), -DMM_EINVAL);          /* not managed RAM */
 	assert_rc(dmm_kfree(e->mem, (uint8_t *)o + 8), -DMM_EINVAL); /* inside an object */

@@ -527,14 +527,18 @@ static void slab_put(struct kcache *k, void *obj, struct dmm_page *head)
 
 static int large_alloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
-	uint64_t pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
-	unsigned order = pages <= 1 ? 0 : 64u - (unsigned)__builtin_clzll(pages - 1);
+	uint64_t pages;
+	unsigned order;
 	struct dmm_page *pg;
 	dmm_pfn_t pfn;
 	int err;
 
-	if (order > DMM_MAX_ORDER)
+	/* beyond the largest block (and before rounding up to pages, which
+	 * would wrap a size within a page of SIZE_MAX to 0) */
+	if ((uint64_t)size > (uint64_t)DMM_PAGE_SIZE << DMM_MAX_ORDER)
 		return dmm__count_invalid(mem);
+	pages = dmm_align_up(size, DMM_PAGE_SIZE) >> DMM_PAGE_SHIFT;
+	order = pages <= 1 ? 0 : 64u - (unsigned)__builtin_clzll(pages - 1);
 	err = dmm_page_alloc(mem, order, (const struct dmm_constraint *)0,
 			     flags & (DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_ZERO), &pfn);
 	if (err)
