@@ -299,11 +299,22 @@ static void test_bad_input(void **state)
 			assert_rc(dmm_kmalloc(e->mem, huge[i], 0, &x), -DMM_EINVAL);
 			assert_rc(dmm_kmalloc(e->mem, huge[i], DMM_GFP_DMA | DMM_GFP_ZERO, &x), -DMM_EINVAL);
 			assert_null(x);
+			assert_int_equal(dmm_kmalloc_size_of(e->mem, huge[i], 0), 0);
 			assert_int_equal(tu_zone_free_all(e->mem), free0);
 			assert_slab_checks(e->mem);
 		}
 		dmm_mem_get_info(e->mem, &mi1);
 		assert_int_equal(mi1.fail_invalid - mi0.fail_invalid, 2 * sizeof(huge) / sizeof(huge[0]));
+		/* the size a request would get: 0 where kmalloc refuses it */
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, (size_t)DMM_PAGE_SIZE << DMM_MAX_ORDER, 0),
+				 (size_t)DMM_PAGE_SIZE << DMM_MAX_ORDER);
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, (size_t)8 << 30, 0), 0);
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, ((size_t)1 << 62) + 1, 0), 0);
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, 8, DMM_GFP_DMA | DMM_GFP_DMA32), 0);
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, 8, DMM_GFP_MOVABLE), 0);
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, 8, 1u << 30), 0);
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, 8, DMM_GFP_ZERO | DMM_GFP_ATOMIC | DMM_GFP_DMA), 8);
+		assert_int_equal(dmm_kmalloc_size_of(e->mem, 20000, DMM_GFP_DMA32), 32768);
 	}
 	assert_rc(dmm_kfree(e->mem, NULL), -DMM_EINVAL);
 	assert_rc(dmm_kfree(e->mem, &local), -DMM_EINVAL);          /* not managed RAM */

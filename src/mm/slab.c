@@ -332,10 +332,15 @@ static inline int class_of(const struct dmm_mem *mem, size_t size, bool packed)
 	return mem->slab->class_for[packed ? 0 : 1][(size + 7) / 8];
 }
 
+/* The flags dmm_kmalloc takes. */
+#define KMALLOC_FLAGS (DMM_GFP_ZERO | DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_PACKED)
+
 size_t dmm_kmalloc_size_of(const struct dmm_mem *mem, size_t size, unsigned flags)
 {
 	int c;
-	if (!mem || !size)
+	/* 0 for what dmm_kmalloc refuses: flags, or a size beyond the largest block */
+	if (!mem || !size || (flags & ~KMALLOC_FLAGS) || ((flags & DMM_GFP_DMA) && (flags & DMM_GFP_DMA32)) ||
+	    (uint64_t)size > (uint64_t)DMM_PAGE_SIZE << DMM_MAX_ORDER)
 		return 0;
 	c = class_of(mem, size, packed_request(mem, flags));
 	if (c >= 0)
@@ -650,7 +655,6 @@ static void mag_fill(struct kcache *k, struct mag *m, void *const *fresh, unsign
 
 static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
-	const unsigned allowed = DMM_GFP_ZERO | DMM_GFP_ATOMIC | DMM_GFP_DMA | DMM_GFP_DMA32 | DMM_GFP_PACKED;
 	void *fresh[MAG_MAX / 2]; /* (a refill, mag_batch, is at most half of MAG_MAX) */
 	unsigned got = 0;
 	struct kcache *k;
@@ -660,7 +664,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	unsigned cpu;
 	int c, err = 0;
 
-	if (!mem || !ptr || !size || (flags & ~allowed) ||
+	if (!mem || !ptr || !size || (flags & ~KMALLOC_FLAGS) ||
 	    ((flags & DMM_GFP_DMA) && (flags & DMM_GFP_DMA32)) || !mem->plat.virt_to_phys)
 		return dmm__count_invalid(mem);
 	packed = packed_request(mem, flags);
