@@ -261,6 +261,9 @@ static void test_low_memory_and_large(void **state)
 	assert_ok(dmm_kmalloc(e->mem, 3 * 4096 + 1, DMM_GFP_ZERO, &o[0]));
 	assert_int_equal(dmm_ksize(e->mem, o[0]), 4 * 4096);
 	assert_int_equal((uintptr_t)o[0] % 4096, 0);
+	/* inside it: no object's start (as kfree says), in its first page too */
+	for (size_t off = 8; off < 4 * 4096; off += off < 4096 ? 8 : 4096)
+		assert_int_equal(dmm_ksize(e->mem, (uint8_t *)o[0] + off), 0);
 	stamp(o[0], 3 * 4096 + 1, 9);
 	check_stamp(o[0], 3 * 4096 + 1, 9);
 	assert_ok(dmm_kfree(e->mem, o[0]));

@@ -1045,7 +1045,9 @@ size_t dmm_ksize(struct dmm_mem *mem, const void *ptr)
 
 	if (!err)
 		return k->size;
-	if (pg && dmm__state(pg) == DMM_PAGE_ALLOC && (pg->flags & DMM_PGF_KLARGE))
+	/* a large object's own start only, as kfree takes it (not an
+	 * address inside its first page) */
+	if (pg && dmm__state(pg) == DMM_PAGE_ALLOC && (pg->flags & DMM_PGF_KLARGE) && dmm_pfn_to_virt(mem, pg->pfn) == ptr)
 		return (size_t)DMM_PAGE_SIZE << dmm__order(pg);
 	return 0;
 }
