@@ -141,6 +141,84 @@ static void test_check_held_misaligned(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * An object in this CPU's magazine is free however it got there: freed
+ * (the free marks it), or taken off its slab by a refill (a new slab's
+ * first objects, never handed out, or objects a shrink put back on their
+ * slab). A kfree of any of them is refused (-DMM_ENOENT) and changes
+ * nothing: the magazine does not hold it twice, no object is handed out
+ * twice, the frees counted are the real ones.
+ */
+static void test_double_free_refilled(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	struct dmm_slab_class_info ci;
+	static void *v[200];
+	uint8_t *base;
+	void *p, *q, *x;
+	(void)state;
+
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.size, 64);
+	assert_int_equal(ci.slab_order, 0);
+
+	/* a new slab: a refill takes its first mag_batch objects, the
+	 * allocation the last of them; the others sit in the magazine */
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &q));
+	base = (uint8_t *)((uintptr_t)q & ~(uintptr_t)(DMM_PAGE_SIZE - 1));
+	assert_ptr_equal(q, base + (ci.mag_batch - 1) * 64);
+	for (uint32_t i = 0; i + 1 < ci.mag_batch; i++) {
+		assert_non_null(meta_word_of(e->mem, base + i * 64));
+		assert_rc(dmm_kfree(e->mem, base + i * 64), -DMM_ENOENT);
+		assert_slab_checks(e->mem);
+	}
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.frees, 0);
+	assert_int_equal(ci.cached, ci.mag_batch - 1);
+
+	/* freed, put back on its slab by a shrink (q keeps the slab), then
+	 * taken by a refill: in the magazine again, without a free */
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &p));
+	assert_ok(dmm_kfree(e->mem, p));
+	assert_int_equal(dmm_slab_shrink(e->mem), 0);
+	assert_slab_checks(e->mem);
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.cached, 0);
+	assert_int_equal(ci.objects, 1);
+	/* (put back last, p heads its slab's free list: the refill's first) */
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &x));
+	assert_ptr_not_equal(x, p);
+	assert_rc(dmm_kfree(e->mem, p), -DMM_ENOENT);
+	assert_slab_checks(e->mem);
+	assert_ok(dmm_kfree(e->mem, x));
+	assert_slab_checks(e->mem);
+
+	/* no object handed out twice */
+	for (unsigned i = 0; i < 200; i++) {
+		assert_ok(dmm_kmalloc(e->mem, 64, 0, &v[i]));
+		*(unsigned *)v[i] = i;
+		if (i % 16 == 0)
+			assert_slab_checks(e->mem);
+	}
+	for (unsigned i = 0; i < 200; i++) {
+		assert_int_equal(*(unsigned *)v[i], i);
+		assert_ptr_not_equal(v[i], q);
+	}
+	for (unsigned i = 0; i < 200; i++) {
+		assert_ok(dmm_kfree(e->mem, v[i]));
+		if (i % 16 == 0)
+			assert_slab_checks(e->mem);
+	}
+	assert_ok(dmm_kfree(e->mem, q));
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.objects, 0);
+	assert_int_equal(ci.frees, 203);
+	assert_int_equal(ci.allocs, 203);
+	dmm_slab_shrink(e->mem);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /* @order: 0..@n-1 in an order shuffled with @s (Fisher-Yates). */
 static void shuffled_order(uint32_t *order, uint32_t n, uint64_t *s)
 {
@@ -2131,6 +2209,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_check_held_objects),
 		cmocka_unit_test(test_check_held_misaligned),
+		cmocka_unit_test(test_double_free_refilled),
 		cmocka_unit_test(test_magazine_capacity),
 		cmocka_unit_test(test_depot_burst),
 		cmocka_unit_test(test_two_threads),

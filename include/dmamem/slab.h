@@ -74,11 +74,12 @@ struct dmm_slab_class_info {
 int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
 
 /* Free. -DMM_EINVAL (not a pointer into managed RAM, or not at an object's
- * start), -DMM_ENOENT (not a kmalloc object, or freed again while still in
- * this CPU's magazine of freed objects of its class, up to mag_capacity of
- * them, or in its class's depot; a freed object's first word holds a mark
- * the check starts from), the page allocator's refusal for a large object
- * (-DMM_EBUSY: a page of it is pinned). Nothing is changed on failure. */
+ * start), -DMM_ENOENT (not a kmalloc object, or a free object still in
+ * this CPU's magazine of its class, up to mag_capacity of them, freed or
+ * taken from its slab by a refill, or in its class's depot; an object
+ * there holds a mark in its first word the check starts from), the page
+ * allocator's refusal for a large object (-DMM_EBUSY: a page of it is
+ * pinned). Nothing is changed on failure. */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr);
 
 /* Usable size of a live object (its class size), 0 if @ptr is not one. */

@@ -119,10 +119,11 @@ struct kcache {
 	uint32_t inv, shift;             /* size = odd * 2^shift; inv: odd's inverse mod 2^32 */
 	uint32_t slab_mask;              /* slab bytes - 1: an address's offset in its slab */
 	uint32_t mag_cap, mag_batch;     /* objects a magazine of this class holds; a refill or drain */
-	/* written into the first word of an object put in a magazine (and
-	 * cleared when it is handed out): a kfree that finds it there looks
-	 * for the object in the magazine (a double free); anything else costs
-	 * one compare. The same in every cache, kept next to what kfree loads */
+	/* written into the first word of an object put in a magazine, by a
+	 * free or by a refill from the slabs (and cleared when it is handed
+	 * out): a kfree that finds it there looks for the object in the
+	 * magazine (a double free); anything else costs one compare. The same
+	 * in every cache, kept next to what kfree loads */
 	uintptr_t free_mark;
 	struct dmm_page *partial, *full; /* head descriptors, linked via next/prev */
 	struct dmm_page *empty;          /* one spare empty slab */
@@ -478,7 +479,8 @@ static void slab_retire(struct kcache *k, struct dmm_page *head)
 }
 
 /* Take up to @n objects into @out from the slabs there are (cache lock
- * held); a new slab comes from slab_new(), outside the lock. */
+ * held), each with the free mark, as a magazine keeps its objects; a new
+ * slab comes from slab_new(), outside the lock. */
 static unsigned slab_take(struct kcache *k, void **out, unsigned n)
 {
 	unsigned got = 0;
@@ -495,6 +497,9 @@ static unsigned slab_take(struct kcache *k, void **out, unsigned n)
 			break;
 		obj = (void *)(uintptr_t)dmm__private(head);
 		dmm__set_private(head, (uintptr_t)*(void **)obj);
+		/* bound for a magazine: a free object there carries the mark
+		 * (a kfree of it is a double free) */
+		*(uintptr_t *)obj = k->free_mark;
 		head->refcount++;
 		k->taken++;
 		out[got++] = obj;
