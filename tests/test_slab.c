@@ -141,6 +141,68 @@ static void test_check_held_misaligned(void **state)
 	tu_env_destroy(e);
 }
 
+/* A magazine or depot entry naming a live object (of the cache, off every
+ * free list, held once: every count agrees) fails the check, which writes
+ * nothing to the object: its first word is the user's, whatever it holds
+ * (0 as a fresh allocation leaves it, data, a free-list link's look).
+ * A check that passes leaves each held object's word as it was (the free
+ * mark: a second free is still refused). */
+static void test_check_held_live(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	static const uint64_t words[] = { 0, 0x1122334455667788ull, 0x1000, 0x8 };
+	struct dmm_slab_class_info ci;
+	void *p, *q, *live, **eq, *d[8 * 30 + 61];
+	uint32_t nd;
+	(void)state;
+
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &live));
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &p));
+	assert_ok(dmm_kmalloc(e->mem, 64, 0, &q));
+	assert_ok(dmm_kfree(e->mem, p));
+	assert_ok(dmm_kfree(e->mem, q));
+	assert_non_null(eq = meta_word_of(e->mem, q));
+	for (unsigned i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		*(uint64_t *)live = words[i];
+		*eq = live; /* q leaks (as a live object), live is live and held */
+		assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+		assert_int_equal(*(uint64_t *)live, words[i]);
+		assert_ptr_equal(*eq, live);
+		*eq = q;
+		assert_slab_checks(e->mem);
+		assert_int_equal(*(uint64_t *)live, words[i]);
+	}
+	assert_rc(dmm_kfree(e->mem, p), -DMM_ENOENT);
+	assert_rc(dmm_kfree(e->mem, q), -DMM_ENOENT);
+
+	/* the same through the depot: a full magazine's load goes there */
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	nd = ci.mag_capacity + 1;
+	for (uint32_t i = 0; i < nd; i++)
+		assert_ok(dmm_kmalloc(e->mem, 64, 0, &d[i]));
+	for (uint32_t i = 0; i < nd; i++)
+		assert_ok(dmm_kfree(e->mem, d[i]));
+	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+	assert_int_equal(ci.depot_loads, 1);
+	{
+		/* d[0] went with the first load (the magazine's oldest
+		 * objects): no magazine entry names it, the depot's does */
+		void **ed = meta_word_of(e->mem, d[0]), *held = d[0];
+		assert_non_null(ed);
+		*(uint64_t *)live = 0x1234567800ull;
+		*ed = live;
+		assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+		assert_int_equal(*(uint64_t *)live, 0x1234567800ull);
+		*ed = held;
+		assert_slab_checks(e->mem);
+		assert_rc(dmm_kfree(e->mem, held), -DMM_ENOENT);
+	}
+	assert_ok(dmm_kfree(e->mem, live));
+	dmm_slab_shrink(e->mem);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /*
  * An object in this CPU's magazine is free however it got there: freed
  * (the free marks it), or taken off its slab by a refill (a new slab's
@@ -2209,6 +2271,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_check_held_objects),
 		cmocka_unit_test(test_check_held_misaligned),
+		cmocka_unit_test(test_check_held_live),
 		cmocka_unit_test(test_double_free_refilled),
 		cmocka_unit_test(test_magazine_capacity),
 		cmocka_unit_test(test_depot_burst),

@@ -113,11 +113,13 @@ uint64_t dmm_slab_shrink(struct dmm_mem *mem);
 /* Walk every cache: slab lists, free lists inside slabs (in bounds, at
  * object boundaries, no more than free slots), counts, magazines and the
  * depot (whole loads within its bound; every object they hold one of the
- * cache's live slabs', off that slab's free list, held once: so every
+ * cache's live slabs', off that slab's free list, held once, with the free
+ * mark in its first word, which a live object does not carry: so every
  * object is in exactly one place, live, in a magazine, in the depot or on
  * its slab's free list). Linear in the objects and slabs; it writes
  * tags into free objects and puts them back, all while every CPU and
- * cache lock is held. Returns 0 or -DMM_EFAULT. */
+ * cache lock is held: memory is as it was when it returns, and it writes
+ * nothing into an object it rejects. Returns 0 or -DMM_EFAULT. */
 int dmm_slab_check(struct dmm_mem *mem);
 
 #endif

@@ -1169,35 +1169,31 @@ bad:
 /*
  * The free objects @k holds above its slabs (its CPUs' magazines and its
  * depot) must be objects of its live slabs, off their slabs' free lists,
- * and each held once. The check runs with every CPU and lock held, so it
- * may write what nobody else can look at meanwhile, and does so to stay
- * linear in the objects:
+ * each held once, and carry the free mark (a free or a refill put it
+ * there; a live object, or a free one written after its free, does not).
+ * The check runs with every CPU and lock held, so it may write what nobody
+ * else can look at meanwhile, and does so to stay linear in the objects:
  *
  *   1. every free-list link of the cache's slabs gets TAG_FREE (links are
  *      object addresses or NULL: their low three bits are clear);
  *   2. each held object is looked up (one of the cache's) and its first
- *      word read: TAG_FREE there means it is on a free list, TAG_SEEN
- *      that it was met before (held twice). Otherwise the word is the free
- *      mark (a free put it in a magazine) or stale (a refill took it off a
- *      slab); it becomes the holding entry's address with TAG_SEEN, and
- *      the entry notes whether it was the mark (in its low bit: objects
- *      are 8-byte aligned);
- *   3. the first words the entries wrote are put back: the free mark
- *      where it was, else 0 (nothing reads the first word of a held
- *      object but kfree, looking for the mark); the entries lose their
- *      notes. An entry wrote the word if the object it names (its low
- *      bits cleared) is one of the cache's and holds that entry's own
- *      address: an entry that was no object's address (low bits set by
- *      whatever corrupted it) is left alone, and nothing is written
- *      through it.
+ *      word read: it must be the free mark (TAG_FREE there means it is on
+ *      a free list, TAG_SEEN that it was met before: held twice; anything
+ *      else, that it is no free object). The mark becomes the holding
+ *      entry's address with TAG_SEEN; nothing else is written, and no
+ *      entry is;
+ *   3. the marks are put back: an entry wrote its object's word if that
+ *      object is one of the cache's and holds the entry's own address (an
+ *      entry that is no object's address is left alone, and nothing is
+ *      written through it);
  *   4. the tags come off the links.
  *
  * The free mark is odd, so it is neither tag; entries are 8-byte aligned,
  * so an entry's address with TAG_SEEN is neither the mark nor a link.
+ * Memory is as it was when the check returns.
  */
 #define TAG_FREE ((uintptr_t)2)
 #define TAG_SEEN ((uintptr_t)4)
-#define NOTE_MARK ((uintptr_t)1) /* in a holding entry: the object had the free mark */
 
 static void tag_free_lists(struct kcache *k, uintptr_t tag)
 {
@@ -1242,30 +1238,28 @@ static int check_held(struct kcache *k)
 				continue;
 			}
 			w = (uintptr_t *)*e;
-			if ((*w & 7) == TAG_SEEN || (*w & 7) == TAG_FREE) {
-				err = -DMM_EFAULT; /* held twice, or free on its slab */
+			if (*w != k->free_mark) {
+				err = -DMM_EFAULT; /* held twice, free on its slab, or no free object */
 				continue;
 			}
-			*e = (void *)((uintptr_t)w | (*w == k->free_mark ? NOTE_MARK : 0));
 			*w = (uintptr_t)e | TAG_SEEN;
 		}
 	for (unsigned a = 0; a < nsrc; a++)
 		for (uint32_t i = 0; i < held_n(k, a); i++) {
 			void **e = held_entry(k, a, i);
-			uintptr_t v = (uintptr_t)*e, *w = (uintptr_t *)(v & ~(uintptr_t)7);
+			uintptr_t *w = (uintptr_t *)*e;
 			struct dmm_page *head, *pg;
 			struct kcache *owner;
 
 			/* only the entry that wrote the object's first word */
 			if (lookup(k->mem, w, &owner, &head, &pg) || owner != k || *w != ((uintptr_t)e | TAG_SEEN))
 				continue;
-			*w = v & NOTE_MARK ? k->free_mark : 0;
-			*e = w;
+			*w = k->free_mark;
 		}
 	tag_free_lists(k, 0);
 	if (err)
 		dmm_log(k->mem, DMM_LOG_ERR, "slab check: cache %u/%u: a magazine or the depot holds an object twice, "
-			"or one that is not free of this cache", k->set, k->size);
+			"one that is not free of this cache, or one without the free mark", k->set, k->size);
 	return err;
 }
 
