@@ -401,33 +401,42 @@ static uint8_t *slab_base(const struct kcache *k, const struct dmm_page *head)
 
 static unsigned slab_take(struct kcache *k, void **out, unsigned n);
 
-/* A new slab on the partial list, and up to @n of its objects taken into
- * @out for the caller (*@got of them, at least one) under the lock that
- * lists it: an empty slab on the list is fair game for dmm_slab_shrink(),
- * which would otherwise give it back before the caller got to it. Called
- * with no lock held and outside any CPU-local section: the page allocator
- * may call the watermark hook, which may call back into dmamem. The slab
- * is cut up before it is shown, so every object is always on a slab's free
- * list, in a magazine, in the depot or allocated (what dmm_slab_check
- * counts). */
-static int slab_new(struct kcache *k, unsigned flags, void **out, unsigned n, unsigned *got)
+/* A new slab on the partial list, and up to mag_batch of its objects
+ * taken straight into the magazine of the caller's CPU (as far as it has
+ * room) under the lock that lists it: an empty slab on the list is fair
+ * game for dmm_slab_shrink(), which would otherwise give it back before
+ * the caller got to it. Called with no lock held and outside any CPU-local
+ * section: the page allocator may call the watermark hook, which may call
+ * back into dmamem. Returns inside a section, whether it made the slab or
+ * not: its CPU in *@cpu (maybe not the caller's before, and a magazine
+ * maybe refilled meanwhile). The slab is cut up before it is shown, and
+ * its objects leave it only for the magazine, in the same hold of the
+ * lock, so every object is always on a slab's free list, in a magazine,
+ * in the depot or allocated (what dmm_slab_check and dmm_slab_class_info
+ * count). */
+static int slab_new(struct kcache *k, unsigned flags, unsigned *cpu)
 {
 	static const unsigned gfp_of_set[3] = { 0, DMM_GFP_DMA32, DMM_GFP_DMA };
 	struct dmm_page *head;
+	struct mag *m;
 	dmm_pfn_t pfn;
 	uint8_t *base;
 	int err;
 
 	err = dmm_page_alloc(k->mem, k->order, (const struct dmm_constraint *)0,
 			     gfp_of_set[k->set] | (flags & DMM_GFP_ATOMIC) | DMM_GFP_RECLAIMABLE, &pfn);
-	if (err)
+	if (err) {
+		*cpu = dmm__cpu_enter(k->mem);
 		return err;
+	}
 	head = dmm__pfn_page(k->mem, pfn);
 	base = slab_base(k, head);
 	for (uint32_t i = 0; i < k->objs; i++)
 		*(void **)(base + (size_t)i * k->size) = i + 1 < k->objs ? base + (size_t)(i + 1) * k->size : (void *)0;
 	dmm__set_private(head, (uintptr_t)base);
 	head->refcount = 0;
+	*cpu = dmm__cpu_enter(k->mem);
+	m = mag_of(k, *cpu);
 	dmm__lock(k->mem, &k->lock);
 	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++)
 		dmm__set_owner(dmm__pfn_page(k->mem, pfn + i), k);
@@ -435,7 +444,8 @@ static int slab_new(struct kcache *k, unsigned flags, void **out, unsigned n, un
 	__atomic_fetch_or(&head->flags, (uint8_t)DMM_PGF_SLAB, __ATOMIC_RELAXED);
 	list_add(&k->partial, head);
 	k->st.slabs++;
-	*got = slab_take(k, out, n); /* from the new slab: the partial list's head */
+	/* from the new slab (the partial list's head) */
+	m->n += slab_take(k, m->obj + m->n, (unsigned)dmm_min64(k->mag_batch, k->mag_cap - m->n));
 	dmm__unlock(k->mem, &k->lock);
 	return 0;
 }
@@ -646,22 +656,8 @@ static unsigned refill(struct kcache *k, void **out)
 	return n ? n : slab_take(k, out, k->mag_batch);
 }
 
-/* Put the @n objects @fresh took from a new slab into magazine @m (in its
- * CPU's section) as far as it has room; the rest back to their slab. */
-static void mag_fill(struct kcache *k, struct mag *m, void *const *fresh, unsigned n)
-{
-	unsigned i = 0;
-
-	while (i < n && m->n < k->mag_cap)
-		m->obj[m->n++] = fresh[i++];
-	if (i < n)
-		objs_put(k, fresh + i, n - i);
-}
-
 static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
-	void *fresh[MAG_MAX / 2]; /* (a refill, mag_batch, is at most half of MAG_MAX) */
-	unsigned got = 0;
 	struct kcache *k;
 	struct mag *m;
 	void *obj = (void *)0;
@@ -685,17 +681,16 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 		dmm__unlock(mem, &k->lock);
 		if (m->n)
 			break;
-		/* a new slab, outside the section: the page allocator may call
-		 * the watermark hook, which may call back into dmamem. Its
-		 * objects are taken as it is listed (a shrink meanwhile would
-		 * give an empty slab back) and go into the magazine here. */
+		/* a new slab, its pages taken outside the section: the page
+		 * allocator may call the watermark hook, which may call back
+		 * into dmamem. Its objects go into the magazine as it is listed
+		 * (a shrink meanwhile would give an empty slab back), back in
+		 * a section, maybe another CPU's */
 		dmm__cpu_exit(mem, cpu);
-		err = slab_new(k, flags, fresh, k->mag_batch, &got);
-		cpu = dmm__cpu_enter(mem);
-		m = mag_of(k, cpu); /* maybe another CPU's, maybe refilled meanwhile */
+		err = slab_new(k, flags, &cpu);
+		m = mag_of(k, cpu);
 		if (err)
 			break;
-		mag_fill(k, m, fresh, got);
 	}
 	if (!m->n) {
 		dmm__lock(mem, &k->lock);
