@@ -203,6 +203,100 @@ static void test_check_held_live(void **state)
 	tu_env_destroy(e);
 }
 
+static dmm_pfn_t pfn_of(const struct dmm_platform *pl, const void *p);
+
+/* The head descriptors of @mem's slabs whose cache is @owner (at most
+ * @max into @heads); their number. */
+static unsigned slab_heads_of(struct tu_env *e, const void *owner, struct dmm_page **heads, unsigned max)
+{
+	unsigned n = 0;
+
+	for (dmm_pfn_t pfn = e->base; pfn < e->base + e->npfn; pfn++) {
+		struct dmm_page *pg = dmm_pfn_to_page(e->mem, pfn);
+		if (pg && dmm__state(pg) == DMM_PAGE_ALLOC && (pg->flags & DMM_PGF_SLAB) && dmm__owner(pg) == owner) {
+			assert_true(n < max);
+			heads[n++] = pg;
+		}
+	}
+	return n;
+}
+
+/*
+ * dmm_slab_check looks at the slab lists' structure, not only at the
+ * counts: the spare must be empty (a kfree emptying it would unlink it
+ * from the partial list, where it is not, and cut that list), and every
+ * listed slab's back link must name the slab before it (list_del follows
+ * it). Here each is corrupted with every count still in agreement (an
+ * object of the spare taken off it, a live one of another slab put back
+ * on that slab's free list; a back link cleared or pointing at the slab
+ * itself): the check fails, and passes again once mended.
+ */
+static void test_check_slab_lists(void **state)
+{
+	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
+	const struct dmm_platform *pl = dmm_hosted_platform(e->hosted);
+	struct dmm_page *heads[64], *spare = NULL, *d, *linked = NULL, *saved;
+	struct dmm_slab_class_info ci;
+	void *v[17], *owner, **x, *dlink;
+	dmm_pfn_t pfn;
+	unsigned n;
+	(void)state;
+
+	assert_ok(dmm_slab_class_info(e->mem, 0, 12, &ci));
+	assert_int_equal(ci.size, 8192);
+	for (unsigned i = 0; i < 17; i++)
+		assert_ok(dmm_kmalloc(e->mem, 8192, 0, &v[i]));
+	for (unsigned i = 0; i < 16; i++) {
+		assert_ok(dmm_kfree(e->mem, v[i]));
+		assert_slab_checks(e->mem);
+	}
+	pfn = pfn_of(pl, v[16]);
+	d = dmm_pfn_to_page(e->mem, pfn & ~(((dmm_pfn_t)1 << ci.slab_order) - 1));
+	owner = dmm__owner(d);
+	n = slab_heads_of(e, owner, heads, 64);
+	for (unsigned i = 0; i < n; i++) {
+		if (!heads[i]->refcount)
+			spare = heads[i];
+		if (heads[i]->prev)
+			linked = heads[i];
+	}
+	assert_non_null(spare);
+	assert_non_null(linked);
+	assert_true(d != spare && d->refcount > 0 && d->refcount < ci.objs_per_slab);
+
+	/* the spare with an object off it, v[16] (from a slab of its own,
+	 * partial) back on its slab */
+	x = (void **)(uintptr_t)dmm__private(spare);
+	dmm__set_private(spare, (uintptr_t)*x);
+	spare->refcount++;
+	dlink = *(void **)v[16];
+	*(void **)v[16] = (void *)(uintptr_t)dmm__private(d);
+	dmm__set_private(d, (uintptr_t)v[16]);
+	d->refcount--;
+	assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+	d->refcount++;
+	dmm__set_private(d, (uintptr_t)*(void **)v[16]);
+	*(void **)v[16] = dlink;
+	spare->refcount--;
+	*x = (void *)(uintptr_t)dmm__private(spare);
+	dmm__set_private(spare, (uintptr_t)x);
+	assert_slab_checks(e->mem);
+
+	/* a back link lost, or naming the slab itself */
+	saved = linked->prev;
+	linked->prev = NULL;
+	assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+	linked->prev = linked;
+	assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+	linked->prev = saved;
+	assert_slab_checks(e->mem);
+
+	assert_ok(dmm_kfree(e->mem, v[16]));
+	dmm_slab_shrink(e->mem);
+	assert_slab_checks(e->mem);
+	tu_env_destroy(e);
+}
+
 /*
  * An object in this CPU's magazine is free however it got there: freed
  * (the free marks it), or taken off its slab by a refill (a new slab's
@@ -2352,6 +2446,7 @@ int main(void)
 		cmocka_unit_test(test_check_held_objects),
 		cmocka_unit_test(test_check_held_misaligned),
 		cmocka_unit_test(test_check_held_live),
+		cmocka_unit_test(test_check_slab_lists),
 		cmocka_unit_test(test_double_free_refilled),
 		cmocka_unit_test(test_magazine_capacity),
 		cmocka_unit_test(test_depot_burst),

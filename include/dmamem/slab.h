@@ -110,9 +110,10 @@ int dmm_slab_class_info(struct dmm_mem *mem, unsigned set, unsigned cls, struct 
  */
 uint64_t dmm_slab_shrink(struct dmm_mem *mem);
 
-/* Walk every cache: slab lists, free lists inside slabs (in bounds, at
- * object boundaries, no more than free slots), counts, magazines and the
- * depot (whole loads within its bound; every object they hold one of the
+/* Walk every cache: slab lists (back links; full slabs on the full list,
+ * partial ones on the partial list, the spare empty), free lists inside
+ * slabs (in bounds, at object boundaries, no more than free slots),
+ * counts, magazines and the depot (whole loads within its bound; every object they hold one of the
  * cache's live slabs', off that slab's free list, held once, with the free
  * mark in its first word, which a live object does not carry: so every
  * object is in exactly one place, live, in a magazine, in the depot or on

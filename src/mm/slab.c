@@ -1129,16 +1129,23 @@ static int slab_map_get(const struct dmm_mem *mem, dmm_pfn_t pfn)
 	return b ? __atomic_load_n(b, __ATOMIC_RELAXED) : -1;
 }
 
-/* One slab of @k (its lock held): state, owner and slab-map mark of each
- * page (*@mapped counts the marked ones), free list, counts. */
-static int check_slab(struct kcache *k, struct dmm_page *head, bool full, uint64_t *inuse, uint64_t *mapped)
+enum slab_list { ON_PARTIAL, ON_FULL, SPARE };
+
+/* One slab of @k (its lock held) on list @l after @prev (NULL: the first;
+ * the spare has no neighbours): state, owner and slab-map mark of each
+ * page (*@mapped counts the marked ones), the list's back link, free
+ * list, counts (a full slab's objects are all off it, a partial one's
+ * not, the spare's all on it). */
+static int check_slab(struct kcache *k, struct dmm_page *head, const struct dmm_page *prev, enum slab_list l,
+		      uint64_t *inuse, uint64_t *mapped)
 {
 	struct dmm_mem *mem = k->mem;
 	uint8_t *base = slab_base(k, head);
 	uint32_t nfree = 0;
 
 	if (!(head->flags & DMM_PGF_SLAB) || dmm__owner(head) != k || dmm__state(head) != DMM_PAGE_ALLOC ||
-	    head->refcount > k->objs || (full && head->refcount != k->objs) || (!full && head->refcount == k->objs))
+	    head->prev != prev || head->refcount > k->objs || (l == ON_FULL && head->refcount != k->objs) ||
+	    (l == ON_PARTIAL && head->refcount == k->objs) || (l == SPARE && (head->refcount || head->next)))
 		goto bad;
 	for (uint64_t i = 0; i < ((uint64_t)1 << k->order); i++) {
 		int v = slab_map_get(mem, head->pfn + i);
@@ -1266,12 +1273,12 @@ static int check_cache(struct kcache *k, uint64_t *mapped)
 	uint64_t inuse = 0, slabs = 0, cached = 0;
 	int err = 0;
 
-	for (struct dmm_page *h = k->partial; h && !err; h = h->next, slabs++)
-		err = check_slab(k, h, false, &inuse, mapped);
-	for (struct dmm_page *h = k->full; h && !err; h = h->next, slabs++)
-		err = check_slab(k, h, true, &inuse, mapped);
+	for (struct dmm_page *h = k->partial, *prev = (struct dmm_page *)0; h && !err; prev = h, h = h->next, slabs++)
+		err = check_slab(k, h, prev, ON_PARTIAL, &inuse, mapped);
+	for (struct dmm_page *h = k->full, *prev = (struct dmm_page *)0; h && !err; prev = h, h = h->next, slabs++)
+		err = check_slab(k, h, prev, ON_FULL, &inuse, mapped);
 	if (!err && k->empty) {
-		err = check_slab(k, k->empty, false, &inuse, mapped);
+		err = check_slab(k, k->empty, (struct dmm_page *)0, SPARE, &inuse, mapped);
 		slabs++;
 	}
 	for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
