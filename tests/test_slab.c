@@ -331,6 +331,7 @@ static void test_double_free_refilled(void **state)
 	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
 	assert_int_equal(ci.frees, 0);
 	assert_int_equal(ci.cached, ci.mag_batch - 1);
+	assert_int_equal(ci.double_frees, ci.mag_batch - 1);
 
 	/* freed, put back on its slab by a shrink (q keeps the slab), then
 	 * taken by a refill: in the magazine again, without a free */
@@ -370,6 +371,7 @@ static void test_double_free_refilled(void **state)
 	assert_int_equal(ci.objects, 0);
 	assert_int_equal(ci.frees, 203);
 	assert_int_equal(ci.allocs, 203);
+	assert_int_equal(ci.double_frees, ci.mag_batch);
 	dmm_slab_shrink(e->mem);
 	assert_slab_checks(e->mem);
 	tu_env_destroy(e);
@@ -589,6 +591,14 @@ static void test_bad_input(void **state)
 		assert_ok(dmm_kmalloc(e->mem, 64, 0, &x));
 		assert_ok(dmm_kfree(e->mem, x));
 		assert_slab_checks(e->mem);
+		/* the refused frees are counted, in their class */
+		{
+			struct dmm_slab_class_info ci;
+			assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
+			assert_int_equal(ci.double_frees, 3);
+			assert_ok(dmm_slab_class_info(e->mem, 0, 2, &ci));
+			assert_int_equal(ci.double_frees, 0);
+		}
 	}
 	assert_rc(dmm_slab_class_info(e->mem, 3, 0, NULL), -DMM_EINVAL);
 	assert_slab_checks(e->mem);
@@ -744,8 +754,14 @@ static void test_magazine_capacity(void **state)
 		for (uint32_t i = 0; i < mm.d && !in_depot; i++)
 			in_depot = mm.dep[i];
 		assert_non_null(in_depot);
-		assert_rc(dmm_kfree(e->mem, v[nobj - 1]), -DMM_ENOENT);
-		assert_rc(dmm_kfree(e->mem, in_depot), -DMM_ENOENT);
+		{
+			struct dmm_slab_class_info b, a;
+			assert_ok(dmm_slab_class_info(e->mem, 0, c, &b));
+			assert_rc(dmm_kfree(e->mem, v[nobj - 1]), -DMM_ENOENT);
+			assert_rc(dmm_kfree(e->mem, in_depot), -DMM_ENOENT);
+			assert_ok(dmm_slab_class_info(e->mem, 0, c, &a));
+			assert_int_equal(a.double_frees, b.double_frees + 2); /* both counted */
+		}
 		model_agrees(e->mem, c, &mm);
 		/* and back: the magazine, the depot's loads (last first), the slabs */
 		for (uint32_t i = 0; i < nobj; i++) {

@@ -62,6 +62,8 @@ struct dmm_slab_class_info {
 				     * page pinned): each stayed a slab of the class, to be
 				     * given back when empty again or by dmm_slab_shrink
 				     * (cumulative, every refusal) */
+	uint64_t double_frees;      /* kfrees refused (-DMM_ENOENT) because the object was free
+				     * already: in this CPU's magazine or the depot (cumulative) */
 };
 
 /*
@@ -77,9 +79,13 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr);
  * start), -DMM_ENOENT (not a kmalloc object, or a free object still in
  * this CPU's magazine of its class, up to mag_capacity of them, freed or
  * taken from its slab by a refill, or in its class's depot; an object
- * there holds a mark in its first word the check starts from), the page
- * allocator's refusal for a large object (-DMM_EBUSY: a page of it is
- * pinned). Nothing is changed on failure. */
+ * there holds a mark in its first word the check starts from; counted in
+ * the class's double_frees), the page allocator's refusal for a large
+ * object (-DMM_EBUSY: a page of it is pinned). Nothing is changed on
+ * failure but a counter (fail_invalid for -DMM_EINVAL, double_frees). A
+ * second free of an object another CPU's magazine holds, or of one back on
+ * its slab, is not seen (kfree would have to wait for that CPU, or walk
+ * the slab's free list). */
 int dmm_kfree(struct dmm_mem *mem, const void *ptr);
 
 /* Usable size of a live object (its class size), 0 if @ptr is not one. */

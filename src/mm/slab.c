@@ -948,11 +948,10 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	n = m->n;
 	if (*(const uintptr_t *)ptr == k->free_mark) {
 		bool twice = mag_holds(m, n, ptr);
-		if (!twice) {
-			dmm__lock(mem, &k->lock);
-			twice = depot_holds(k, ptr);
-			dmm__unlock(mem, &k->lock);
-		}
+		dmm__lock(mem, &k->lock);
+		twice = twice || depot_holds(k, ptr);
+		k->st.double_frees += twice;
+		dmm__unlock(mem, &k->lock);
 		if (twice) {
 			dmm__cpu_exit(mem, cpu);
 			return -DMM_ENOENT;
