@@ -777,6 +777,60 @@ static void test_untrusted_malicious(void **state)
 	hwenv_destroy(&e);
 }
 
+/* The same for a device that does not snoop the caches: the zeros around
+ * its buffer are in memory, not only in the CPU's cache, so the page it
+ * reads never shows what another device's bounce left in those slots. */
+static void test_untrusted_noncoherent_padding(void **state)
+{
+	struct hwenv e;
+	static unsigned char secret[8192], buf[PG];
+	(void)state;
+
+	for (int coherent = 0; coherent <= 1; coherent++) {
+		hwenv_create(&e, "pc", 1);
+		{
+			struct dmm_device_desc d = tu_desc("thunderbolt", 64, coherent, DMM_DEVICE_CMA_NONE);
+			struct dmm_sim_dev s, t;
+			struct dmm_device_desc td = tu_desc("dma32", 32, coherent, DMM_DEVICE_CMA_NONE);
+			dmm_pfn_t hi = high_pages(&e, 1), pfn = high_pages(&e, 0);
+			dmm_phys_t pa = dmm_pfn_to_phys(pfn);
+			dmm_dma_addr_t a;
+			struct dmm_iommu_stats is;
+
+			d.iommu = DMM_IOMMU_DMA;
+			d.untrusted = 1;
+			assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &s));
+			/* a trusted 32-bit device bounces a secret: 4 slots, back to their area */
+			assert_ok(dmm_sim_device_create(e.mem, e.hw, &td, NULL, &t));
+			memset(secret, 0x77, sizeof(secret));
+			assert_ok(dmm_hw_cpu_write(e.hw, dmm_pfn_to_phys(hi), secret, sizeof(secret)));
+			a = dmm_dma_map_phys(t.dev, dmm_pfn_to_phys(hi), sizeof(secret), DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(t.dev, a));
+			assert_true(dmm_swiotlb_is_bounce(e.mem, a));
+			dmm_dma_unmap_phys(t.dev, a, sizeof(secret), DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_sim_device_destroy(&t));
+
+			/* the untrusted device's 200 bytes land in a page of those slots */
+			fill(&e, pa, PG, 3);
+			a = dmm_dma_map_phys(s.dev, pa + 1000, 200, DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(s.dev, a));
+			assert_ok(dmm_device_iommu_stats(s.dev, &is));
+			assert_int_equal(is.bounced, 1);
+			assert_ok(dmm_hw_dev_read(s.hw, a & ~(PG - 1), buf, PG));
+			for (unsigned i = 0; i < PG; i++)
+				if ((i < 1000 || i >= 1200) && buf[i])
+					fail_msg("coherent %d: page byte %u is %#x, not 0", coherent, i, buf[i]);
+			dmm_dma_unmap_phys(s.dev, a, 200, DMM_DMA_TO_DEVICE);
+			assert_checks(e.mem);
+			assert_ok(dmm_swiotlb_check(e.mem));
+			assert_ok(dmm_page_free(e.mem, pfn, 0));
+			assert_ok(dmm_page_free(e.mem, hi, 1));
+			assert_ok(dmm_sim_device_destroy(&s));
+		}
+		hwenv_destroy(&e);
+	}
+}
+
 static void test_identity(void **state)
 {
 	struct hwenv e;
@@ -1172,6 +1226,7 @@ int main(void)
 		cmocka_unit_test(test_coherent_pinned),
 		cmocka_unit_test(test_coherent_pin_race),
 		cmocka_unit_test(test_untrusted_malicious),
+		cmocka_unit_test(test_untrusted_noncoherent_padding),
 		cmocka_unit_test(test_identity),
 		cmocka_unit_test(test_bad_unmaps),
 		cmocka_unit_test(test_low_memory_pc),

@@ -2934,6 +2934,74 @@ static void test_deferred_no_lost_wakeup(void **state)
 	race_end(h, mem, b);
 }
 
+/*
+ * An untrusted device that does not snoop the CPU's caches reads memory:
+ * the zeros written around its buffer must be there, not only in the
+ * CPU's cache, or it reads what an earlier mapping of another device left
+ * in those slots. Coherent and not, every direction; the earlier mapping
+ * (a trusted device's secret, 3 slots) goes back to the area, so the
+ * untrusted mapping takes the same slots.
+ */
+static void test_untrusted_noncoherent_sees_zeros(void **state)
+{
+	static const enum dmm_dma_dir dirs[3] = { DMM_DMA_TO_DEVICE, DMM_DMA_FROM_DEVICE, DMM_DMA_BIDIRECTIONAL };
+	(void)state;
+	for (int coherent = 0; coherent <= 1; coherent++)
+		for (int di = 0; di < 3; di++) {
+			struct hwenv e;
+			struct dmm_sim_dev u, t;
+			struct dmm_device_desc ud = tu_desc("thunderbolt", 64, coherent, DMM_DEVICE_CMA_NONE);
+			struct dmm_device_desc td = tu_desc("dma32", 32, coherent, DMM_DEVICE_CMA_NONE);
+			struct dmm_swiotlb_opts o;
+			struct dmm_swiotlb_stats st;
+			static uint8_t secret[6000], got[2048];
+			dmm_phys_t hi;
+			dmm_pfn_t p;
+			dmm_dma_addr_t b1, bus;
+
+			hwenv_create(&e, "pc", -1);
+			dmm_swiotlb_opts_default(e.mem, &o);
+			o.initial_bytes = 64 * KiB;
+			o.nr_areas = 1;
+			assert_ok(dmm_swiotlb_init(e.mem, &o));
+			ud.untrusted = 1;
+			assert_ok(dmm_sim_device_create(e.mem, e.hw, &ud, NULL, &u));
+			assert_ok(dmm_sim_device_create(e.mem, e.hw, &td, NULL, &t));
+			hi = high_buffer(&e, 1);
+			memset(secret, 0x5e, sizeof(secret));
+			assert_ok(dmm_hw_cpu_write(e.hw, hi, secret, sizeof(secret)));
+			b1 = dmm_dma_map_phys(t.dev, hi, sizeof(secret), DMM_DMA_TO_DEVICE);
+			assert_ok(dmm_dma_mapping_error(t.dev, b1));
+			dmm_dma_unmap_phys(t.dev, b1, sizeof(secret), DMM_DMA_TO_DEVICE);
+			assert_all_checks(e.mem);
+
+			assert_ok(dmm_page_alloc(e.mem, 0, NULL, 0, &p));
+			memset(secret, 0x11, 16);
+			assert_ok(dmm_hw_cpu_write(e.hw, dmm_pfn_to_phys(p) + 100, secret, 16));
+			bus = dmm_dma_map_page(u.dev, p, 100, 16, dirs[di]);
+			assert_ok(dmm_dma_mapping_error(u.dev, bus));
+			assert_true(dmm_swiotlb_is_bounce(e.mem, bus));
+			assert_int_equal(bus & ~(uint64_t)2047, b1 & ~(uint64_t)2047); /* the secret's slot */
+			assert_all_checks(e.mem);
+			assert_ok(dmm_hw_dev_read(u.hw, bus - (bus & 2047), got, 2048));
+			for (size_t i = 0; i < 2048; i++) {
+				size_t at = i - (bus & 2047);
+				uint8_t want = dirs[di] != DMM_DMA_FROM_DEVICE && i >= (bus & 2047) && at < 16 ? 0x11 : 0;
+				if (got[i] != want)
+					fail_msg("coherent %d dir %d: slot byte %zu is %#x, not %#x", coherent, (int)dirs[di], i,
+						 got[i], want);
+			}
+			dmm_dma_unmap_page(u.dev, bus, 16, dirs[di]);
+			dmm_swiotlb_get_stats(e.mem, &st);
+			assert_int_equal(st.used_slots, 0);
+			assert_ok(dmm_page_free(e.mem, p, 0));
+			assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(hi), 1));
+			assert_ok(dmm_sim_device_destroy(&u));
+			assert_ok(dmm_sim_device_destroy(&t));
+			hwenv_destroy(&e);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2969,6 +3037,7 @@ int main(void)
 		cmocka_unit_test(test_deferred_queue_full_during_retry),
 		cmocka_unit_test(test_deferred_per_device_order),
 		cmocka_unit_test(test_deferred_no_lost_wakeup),
+		cmocka_unit_test(test_untrusted_noncoherent_sees_zeros),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -932,8 +932,15 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 	*tlb_pa = record_map(t, p, (uint32_t)s, pa, size, n, off, dev);
 	/* an untrusted device sees its own bytes and zeros, never what an
 	 * earlier mapping left in these slots */
-	if (dev->desc.untrusted || granule)
-		dmm__phys_fill(dev->mem, p->base + ((uint64_t)s << t->slot_shift), 0, (size_t)n * slot);
+	if (dev->desc.untrusted || granule) {
+		dmm_phys_t run = p->base + ((uint64_t)s << t->slot_shift);
+		dmm__phys_fill(dev->mem, run, 0, (size_t)n * slot);
+		/* the zeros go through the CPU's caches: a device that does
+		 * not snoop them reads memory, where an earlier mapping's
+		 * bytes still are, unless every line of the run is cleaned
+		 * (the caller cleans only the mapping's bytes) */
+		dmm__dma_for_device(dev, run, (size_t)n * slot, dir);
+	}
 	if (copy_in)
 		dmm__phys_copy(dev->mem, *tlb_pa, pa, size);
 	count_map(t, dev, *cpu, p, (uint32_t)s, n);
