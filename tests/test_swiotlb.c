@@ -3002,6 +3002,84 @@ static void test_untrusted_noncoherent_sees_zeros(void **state)
 		}
 }
 
+/*
+ * A device with a deferred mapping queued cannot be destroyed: the
+ * request would be made later for a device that is gone (its record freed,
+ * maybe another device's by then) and its slots held by nobody. The
+ * destroy is refused (-DMM_EBUSY, nothing changed); once the callback has
+ * run and the mapping is unmapped, it goes through and every slot is back.
+ */
+static int gone_calls;
+static dmm_dma_addr_t gone_bus;
+static struct dmm_device *gone_dev;
+static int gone_destroy_rc;
+
+static void gone_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)arg;
+	assert_int_equal(err, 0);
+	gone_bus = dma;
+	gone_calls++;
+	gone_destroy_rc = dmm_device_destroy(gone_dev); /* its own request is still queued */
+}
+
+static void test_deferred_device_destroy_refused(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *a, *b;
+	dmm_dma_addr_t held[64];
+	unsigned n = 0;
+	dmm_pfn_t hi;
+	(void)state;
+
+	mem = hosted_8g("gone", &h);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB;
+	o.no_transient = 1;
+	o.nr_areas = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_page_alloc(mem, 4, &above, 0, &hi));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &a));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &b));
+	for (;;) {
+		dmm_dma_addr_t x = dmm_dma_map_page(b, hi, 0, 4096, DMM_DMA_TO_DEVICE);
+		if (dmm_dma_mapping_error(b, x))
+			break;
+		assert_true(n < 64);
+		held[n++] = x;
+	}
+	gone_calls = 0;
+	gone_dev = a;
+	assert_ok(dmm_dma_map_phys_deferred(a, dmm_pfn_to_phys(hi), 4096, DMM_DMA_TO_DEVICE, gone_cb, NULL));
+	assert_int_equal(gone_calls, 0);
+	assert_rc(dmm_device_destroy(a), -DMM_EBUSY);
+	assert_all_checks(mem);
+	/* the unmap serves it: a's mapping, made while a still exists */
+	dmm_dma_unmap_page(b, held[--n], 4096, DMM_DMA_TO_DEVICE);
+	assert_int_equal(gone_calls, 1);
+	assert_rc(gone_destroy_rc, -DMM_EBUSY); /* from its own callback: still queued */
+	assert_true(dmm_swiotlb_is_bounce(mem, gone_bus));
+	assert_all_checks(mem);
+	dmm_dma_unmap_page(a, gone_bus, 4096, DMM_DMA_TO_DEVICE);
+	while (n)
+		dmm_dma_unmap_page(b, held[--n], 4096, DMM_DMA_TO_DEVICE);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.deferred_queued, 1);
+	assert_int_equal(st.deferred_done, 1);
+	assert_ok(dmm_device_destroy(a));
+	assert_ok(dmm_device_destroy(b));
+	assert_all_checks(mem);
+	assert_ok(dmm_page_free(mem, hi, 4));
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3038,6 +3116,7 @@ int main(void)
 		cmocka_unit_test(test_deferred_per_device_order),
 		cmocka_unit_test(test_deferred_no_lost_wakeup),
 		cmocka_unit_test(test_untrusted_noncoherent_sees_zeros),
+		cmocka_unit_test(test_deferred_device_destroy_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

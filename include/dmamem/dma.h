@@ -115,7 +115,9 @@ int dmm_device_create(struct dmm_mem *mem, const struct dmm_device_desc *desc,
 
 /* Remove a device. Outstanding mappings and coherent buffers are leaks:
  * DMA debug reports each one; they stay allocated. -DMM_EBUSY (nothing
- * changed) if the device still has children. */
+ * changed) if the device still has children, or deferred mappings queued
+ * (dmm_dma_map_phys_deferred, swiotlb.h: until each callback has
+ * returned). */
 int dmm_device_destroy(struct dmm_device *dev);
 
 const char *dmm_device_name(const struct dmm_device *dev);

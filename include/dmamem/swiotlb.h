@@ -104,7 +104,9 @@ int dmm_swiotlb_check(struct dmm_mem *mem);
  * Returns 0 if the
  * callback ran or is queued, -DMM_ENOSPC if the queue is full, -DMM_EINVAL
  * (also for a mapping that no pool the device may use could ever hold,
- * when no transient pool can be added for it: it is not queued).
+ * when no transient pool can be added for it: it is not queued). While a
+ * request of the device is queued (its callback included),
+ * dmm_device_destroy() refuses it with -DMM_EBUSY.
  */
 typedef void (*dmm_dma_map_cb)(void *arg, dmm_dma_addr_t dma, int err);
 int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size,

@@ -317,6 +317,10 @@ int dmm_device_destroy(struct dmm_device *dev)
 		return -DMM_EINVAL;
 	if (__atomic_load_n(&dev->nr_children, __ATOMIC_RELAXED))
 		return -DMM_EBUSY;
+	/* a queued deferred mapping would be made, and its callback run,
+	 * for a device that is gone */
+	if (dmm__swiotlb_device_busy(dev))
+		return -DMM_EBUSY;
 	mem = dev->mem;
 	dmm__dbg_device_gone(dev);
 	dmm__iommu_detach(dev);

@@ -238,6 +238,9 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 		       enum dmm_dma_dir dir, int to_device);
 void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			enum dmm_dma_dir dir);
+/* Has @dev deferred mappings queued (waiting, being retried, or their
+ * callback running)? Its destroy is refused then. */
+int dmm__swiotlb_device_busy(struct dmm_device *dev);
 
 /* direct.c: the general paths of a streaming map and unmap (every device,
  * every case); @site: the caller of the public function. @tried: the

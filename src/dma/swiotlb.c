@@ -1591,6 +1591,13 @@ static bool deferred_waiting(struct dmm_swiotlb *t, const struct dmm_device *dev
 	return found;
 }
 
+int dmm__swiotlb_device_busy(struct dmm_device *dev)
+{
+	struct dmm_swiotlb *t = tlb_of(dev->mem);
+
+	return t && deferred_waiting(t, dev);
+}
+
 int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			      dmm_dma_map_cb cb, void *arg)
 {
