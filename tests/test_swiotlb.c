@@ -3080,6 +3080,97 @@ static void test_deferred_device_destroy_refused(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/*
+ * A leaked bounce mapping keeps its device's tag even when the device's
+ * map and unmap counts agree: a scatterlist's unmap counts an unmap and
+ * its map no map, and a second unmap counts too. Before, the destroy
+ * looked at those counts, gave the tag back, and the next device created
+ * got it and could unmap (free) the leaked mapping as its own.
+ */
+static void test_leaked_tag_kept_whatever_the_counts(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats ts;
+	struct dmm_dma_stats ds;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *l1, *l2, *ok, *x;
+	dmm_dma_addr_t b1, b2, b;
+	struct dmm_sg sg[1];
+	uint16_t t1, t2, tok;
+	dmm_pfn_t hi;
+	(void)state;
+
+	mem = hosted_8g("tagcount", &h);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 1 * MiB;
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_page_alloc(mem, 0, &above, 0, &hi));
+
+	/* a list mapped and unmapped, then a single mapping leaked: 1 map, 1 unmap */
+	assert_ok(dmm_device_create(mem, &nd, NULL, &l1));
+	t1 = l1->tlb_tag;
+	dmm_sg_init(sg, 1);
+	dmm_sg_set_phys(&sg[0], dmm_pfn_to_phys(hi) + 512, 256);
+	assert_int_equal(dmm_dma_map_sg(l1, sg, 1, DMM_DMA_TO_DEVICE), 1);
+	dmm_dma_unmap_sg(l1, sg, 1, DMM_DMA_TO_DEVICE);
+	b1 = dmm_dma_map_page(l1, hi, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(l1, b1));
+	dmm_device_get_stats(l1, &ds);
+	assert_int_equal(ds.maps, ds.unmaps);
+	assert_ok(dmm_device_destroy(l1));
+	assert_all_checks(mem);
+
+	/* a mapping unmapped twice, then one leaked: 2 maps, 2 unmaps */
+	assert_ok(dmm_device_create(mem, &nd, NULL, &l2));
+	t2 = l2->tlb_tag;
+	b = dmm_dma_map_page(l2, hi, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(l2, b));
+	dmm_dma_unmap_page(l2, b, 100, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_page(l2, b, 100, DMM_DMA_TO_DEVICE); /* refused: nothing changes */
+	b2 = dmm_dma_map_page(l2, hi, 0, 200, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(l2, b2));
+	dmm_device_get_stats(l2, &ds);
+	assert_int_equal(ds.maps, ds.unmaps);
+	assert_ok(dmm_device_destroy(l2));
+	dmm_swiotlb_get_stats(mem, &ts);
+	assert_int_equal(ts.used_slots, 2);
+
+	/* a device whose mappings all came back gives its tag back */
+	assert_ok(dmm_device_create(mem, &nd, NULL, &ok));
+	tok = ok->tlb_tag;
+	b = dmm_dma_map_page(ok, hi, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(ok, b));
+	dmm_dma_unmap_page(ok, b, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_device_destroy(ok));
+
+	/* every tag handed out once more: never the leaked ones, and the
+	 * returned one comes back; nobody frees the leaks */
+	{
+		bool seen_ok = false;
+		for (unsigned i = 0; i < 65535; i++) {
+			assert_ok(dmm_device_create(mem, &nd, NULL, &x));
+			assert_int_not_equal(x->tlb_tag, t1);
+			assert_int_not_equal(x->tlb_tag, t2);
+			if (x->tlb_tag == tok && !seen_ok) {
+				seen_ok = true;
+				dmm_dma_unmap_page(x, b1, 100, DMM_DMA_TO_DEVICE);
+				dmm_dma_unmap_page(x, b2, 200, DMM_DMA_TO_DEVICE);
+			}
+			assert_ok(dmm_device_destroy(x));
+		}
+		assert_true(seen_ok);
+	}
+	dmm_swiotlb_get_stats(mem, &ts);
+	assert_int_equal(ts.used_slots, 2);
+	assert_all_checks(mem);
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3117,6 +3208,7 @@ int main(void)
 		cmocka_unit_test(test_deferred_no_lost_wakeup),
 		cmocka_unit_test(test_untrusted_noncoherent_sees_zeros),
 		cmocka_unit_test(test_deferred_device_destroy_refused),
+		cmocka_unit_test(test_leaked_tag_kept_whatever_the_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -184,8 +184,9 @@ unsigned dmm__dev_phys_windows(const struct dmm_device *dev, const struct dmm_co
  * (8 KiB of the memory map's metadata, mem->dev_tags); the search starts
  * past the last tag handed out, so a tag comes back only after the others
  * have had their turn. Tag 0 is never handed out. A device destroyed with
- * mappings outstanding (leaks: they stay) keeps its tag for good, so no
- * later device can unmap them as its own.
+ * bounce mappings outstanding (leaks: they stay; the pools' records say so,
+ * dmm__swiotlb_device_gone) keeps its tag for good, so no later device can
+ * unmap them as its own.
  */
 #define TAG_WORDS (DMM_DEV_TAGS / 64)
 
@@ -326,12 +327,11 @@ int dmm_device_destroy(struct dmm_device *dev)
 	dmm__iommu_detach(dev);
 	if (dev->parent)
 		__atomic_fetch_sub(&dev->parent->nr_children, 1, __ATOMIC_RELAXED);
-	{
-		struct dmm_dma_stats st;
-		dmm_device_get_stats(dev, &st);
-		if (st.maps == st.unmaps) /* else leaked mappings carry the tag: it stays taken */
-			tag_put(mem, dev->tlb_tag);
-	}
+	/* leaked bounce mappings carry the tag: it stays taken (the device's
+	 * map and unmap counts cannot say: a list's unmap counts with no map
+	 * counted, and so does a second unmap) */
+	if (!dmm__swiotlb_device_gone(dev))
+		tag_put(mem, dev->tlb_tag);
 	/* the record is the library's own memory: no pin holds it, the free
 	 * cannot be refused (0 unless the record is no device's) */
 	return dmm__lib_free_range(mem, dev->self_pfn, dev->self_pages);

@@ -241,6 +241,9 @@ void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_
 /* Has @dev deferred mappings queued (waiting, being retried, or their
  * callback running)? Its destroy is refused then. */
 int dmm__swiotlb_device_busy(struct dmm_device *dev);
+/* @dev is being destroyed: 1 if bounce mappings of it are left (leaks:
+ * its tag must stay taken, so that no later device unmaps them), else 0. */
+int dmm__swiotlb_device_gone(struct dmm_device *dev);
 
 /* direct.c: the general paths of a streaming map and unmap (every device,
  * every case); @site: the caller of the public function. @tried: the

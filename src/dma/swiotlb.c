@@ -1591,6 +1591,50 @@ static bool deferred_waiting(struct dmm_swiotlb *t, const struct dmm_device *dev
 	return found;
 }
 
+/* ---- devices going away ------------------------------------------------------------ */
+
+struct tag_arg {
+	struct dmm_swiotlb *t;
+	uint16_t tag;
+	bool found;
+};
+
+/* Is there a live mapping record carrying the tag (every CPU held, the
+ * pool lock held)? */
+static void tag_scan(void *arg)
+{
+	struct tag_arg *ta = arg;
+	struct dmm_swiotlb *t = ta->t;
+
+	for (uint32_t i = 0; i < t->nr_pools && !ta->found; i++) {
+		struct tlb_pool *p = t->pools[i];
+		for (uint32_t a = 0; a < p->nr_areas; a++)
+			dmm__lock(t->mem, &p->areas[a].lock);
+		for (uint32_t s = 0; s < p->nslots && !ta->found; s++) {
+			const struct tlb_slot *sl = &p->slots[s];
+			ta->found = sl->used == SLOT_MAPPED && sl->first == s && sl->dev == ta->tag;
+		}
+		for (uint32_t a = p->nr_areas; a-- > 0;)
+			dmm__unlock(t->mem, &p->areas[a].lock);
+	}
+}
+
+int dmm__swiotlb_device_gone(struct dmm_device *dev)
+{
+	struct dmm_swiotlb *t = tlb_of(dev->mem);
+	struct tag_arg ta;
+
+	if (!t)
+		return 0;
+	ta.t = t;
+	ta.tag = dev->tlb_tag;
+	ta.found = false;
+	dmm__lock(dev->mem, &t->lock);
+	dmm__cpu_hold_all(dev->mem, tag_scan, &ta);
+	dmm__unlock(dev->mem, &t->lock);
+	return ta.found;
+}
+
 int dmm__swiotlb_device_busy(struct dmm_device *dev)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
