@@ -3171,6 +3171,98 @@ static void test_leaked_tag_kept_whatever_the_counts(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/*
+ * A restricted pool goes with its device. Before, it stayed in the pool
+ * set for good: memory lost, and after 63 devices the set (64 pools) was
+ * full, so no restricted, transient or grown pool could be added any more;
+ * its device pointer stayed too, for a later device at the same address.
+ * One that still holds a leaked mapping stays, and no device uses it.
+ */
+static void test_restricted_pool_goes_with_device(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *a, *b;
+	dmm_dma_addr_t x, y, leaked;
+	uint64_t free0;
+	unsigned maps;
+	dmm_pfn_t hi;
+	(void)state;
+
+	mem = hosted_8g("restricted-gone", &h);
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 256 * KiB;
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_page_alloc(mem, 2, &above, 0, &hi));
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	for (unsigned i = 0; i < 100; i++) {
+		assert_ok(dmm_device_create(mem, &nd, NULL, &a));
+		assert_ok(dmm_swiotlb_restricted_pool(a, 64 * KiB));
+		x = dmm_dma_map_page(a, hi, 0, 100, DMM_DMA_BIDIRECTIONAL);   /* one slot: cached at unmap */
+		assert_ok(dmm_dma_mapping_error(a, x));
+		y = dmm_dma_map_page(a, hi, 0, 6000, DMM_DMA_TO_DEVICE);      /* three: back to the area */
+		assert_ok(dmm_dma_mapping_error(a, y));
+		dmm_dma_unmap_page(a, x, 100, DMM_DMA_BIDIRECTIONAL);
+		dmm_dma_unmap_page(a, y, 6000, DMM_DMA_TO_DEVICE);
+		dmm_swiotlb_get_stats(mem, &st);
+		assert_int_equal(st.pools, 2);
+		assert_int_equal(st.restricted_pools, 1);
+		assert_true(st.cached_slots >= 1);
+		assert_ok(dmm_device_destroy(a));
+		dmm_swiotlb_get_stats(mem, &st);
+		assert_int_equal(st.pools, 1);
+		assert_int_equal(st.restricted_pools, 0);
+		assert_int_equal(st.used_slots, 0);
+		assert_int_equal(st.cached_slots, 0);
+		/* the pool's counts stay in the totals */
+		assert_int_equal(st.maps, 2 * (i + 1));
+		assert_int_equal(st.unmaps, 2 * (i + 1));
+		assert_int_equal(st.bounced_to_device, (uint64_t)(100 + 6000) * (i + 1));
+		assert_int_equal(st.bounced_from_device, (uint64_t)100 * (i + 1));
+		assert_all_checks(mem);
+	}
+	dmm_page_drain_pcp(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0); /* every pool's pages back */
+
+	/* a leaked mapping keeps the pool, which no device may use any more */
+	assert_ok(dmm_device_create(mem, &nd, NULL, &a));
+	assert_ok(dmm_swiotlb_restricted_pool(a, 64 * KiB));
+	leaked = dmm_dma_map_page(a, hi, 0, 100, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(a, leaked));
+	assert_ok(dmm_device_destroy(a));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.pools, 2);
+	assert_int_equal(st.restricted_pools, 1);
+	assert_int_equal(st.used_slots, 1);
+	assert_ok(dmm_device_create(mem, &nd, NULL, &b)); /* (often at a's address) */
+	{
+		dmm_dma_addr_t held[256];
+		for (maps = 0;; maps++) {
+			assert_true(maps < 256);
+			held[maps] = dmm_dma_map_page(b, hi, 0, 4096, DMM_DMA_TO_DEVICE);
+			if (dmm_dma_mapping_error(b, held[maps]))
+				break;
+		}
+		assert_int_equal(maps, 256 * KiB / 4096); /* the default pool only */
+		assert_rc(dmm_dma_mapping_error(b, held[maps]), -DMM_ENOSPC);
+		while (maps)
+			dmm_dma_unmap_page(b, held[--maps], 4096, DMM_DMA_TO_DEVICE);
+	}
+	assert_ok(dmm_device_destroy(b));
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 1);
+	assert_all_checks(mem);
+	assert_ok(dmm_page_free(mem, hi, 2));
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3209,6 +3301,7 @@ int main(void)
 		cmocka_unit_test(test_untrusted_noncoherent_sees_zeros),
 		cmocka_unit_test(test_deferred_device_destroy_refused),
 		cmocka_unit_test(test_leaked_tag_kept_whatever_the_counts),
+		cmocka_unit_test(test_restricted_pool_goes_with_device),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,7 +61,9 @@ void dmm_swiotlb_opts_default(const struct dmm_mem *mem, struct dmm_swiotlb_opts
  * or the allocator's error for the initial pool. */
 int dmm_swiotlb_init(struct dmm_mem *mem, const struct dmm_swiotlb_opts *o);
 
-/* Give @dev a restricted pool of @bytes it alone uses and never leaves. */
+/* Give @dev a restricted pool of @bytes it alone uses and never leaves.
+ * dmm_device_destroy() releases it (kept, no device's, while a leaked
+ * mapping of the device is in it). */
 int dmm_swiotlb_restricted_pool(struct dmm_device *dev, uint64_t bytes);
 
 /* 1 if @pa lies in a bounce pool. O(log pools). */

@@ -700,8 +700,8 @@ static unsigned this_cpu(const struct dmm_mem *mem)
 static bool pool_usable(const struct tlb_pool *p, struct dmm_device *dev)
 {
 	dmm_dma_addr_t bus;
-	if (p->restricted)
-		return p->dev == dev;
+	if (p->restricted) /* (no device's once its own is gone: device_gone) */
+		return __atomic_load_n(&p->dev, __ATOMIC_RELAXED) == dev;
 	return dmm__dev_reach_fast(dev, p->base, p->bytes, &bus) == 0;
 }
 
@@ -1619,9 +1619,47 @@ static void tag_scan(void *arg)
 	}
 }
 
+/* The restricted pool @p of a device being destroyed, which left no
+ * mapping in it: its CPUs' cached runs back to the areas, then retired,
+ * unpublished and (after a grace period) taken out of the set, its
+ * counters joining the totals. false (nothing changed but the caches) if
+ * a slot is still in use. Pool lock held; the caller frees @p after it. */
+static bool restricted_release(struct dmm_swiotlb *t, struct tlb_pool *p)
+{
+	struct dmm_mem *mem = t->mem;
+	struct drain_arg d = { t, p, 0 };
+	uint32_t i;
+
+	for (d.cpu = 0; d.cpu < mem->plat.nr_cpus; d.cpu++)
+		dmm__cpu_sync(mem, d.cpu, drain_cpu, &d);
+	if (!pool_retire(t, p))
+		return false;
+	for (i = 0; t->pools[i] != p; i++)
+		;
+	t->pools[i] = t->pools[--t->nr_pools];
+	index_publish(t);
+	dmm__cpu_sync_all(mem); /* no section can still see the pool */
+	__atomic_store_n(&t->total_bytes, t->total_bytes - p->bytes, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&t->st.restricted_pools, 1, __ATOMIC_RELAXED);
+	for (uint32_t a = 0; a < p->nr_areas; a++) {
+		sadd(&t->st.maps, p->areas[a].maps);
+		sadd(&t->st.unmaps, p->areas[a].unmaps);
+		sadd(&t->st.bounced_to_device, p->areas[a].to_device);
+		sadd(&t->st.bounced_from_device, p->areas[a].from_device);
+	}
+	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
+		sadd(&t->st.maps, p->cpus[c].maps);
+		sadd(&t->st.unmaps, p->cpus[c].unmaps);
+		sadd(&t->st.bounced_to_device, p->cpus[c].to_device);
+		sadd(&t->st.bounced_from_device, p->cpus[c].from_device);
+	}
+	return true;
+}
+
 int dmm__swiotlb_device_gone(struct dmm_device *dev)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
+	struct tlb_pool *p = dev->restricted_pool, *gone = (struct tlb_pool *)0;
 	struct tag_arg ta;
 
 	if (!t)
@@ -1631,7 +1669,16 @@ int dmm__swiotlb_device_gone(struct dmm_device *dev)
 	ta.found = false;
 	dmm__lock(dev->mem, &t->lock);
 	dmm__cpu_hold_all(dev->mem, tag_scan, &ta);
+	/* the device's restricted pool goes with it; one that still holds
+	 * its leaked mappings stays, no device's (pool_usable) */
+	if (p && !ta.found && restricted_release(t, p))
+		gone = p;
+	else if (p)
+		__atomic_store_n(&p->dev, (struct dmm_device *)0, __ATOMIC_RELAXED);
+	dev->restricted_pool = (struct tlb_pool *)0;
 	dmm__unlock(dev->mem, &t->lock);
+	if (gone)
+		pool_destroy(t, gone);
 	return ta.found;
 }
 
