@@ -840,6 +840,76 @@ static void test_chunk_refuses_pins(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * A free must name the size the allocation asked for, not only one of the
+ * same block order: a 12 KiB buffer (a 16 KiB block) freed as 16 KiB, or
+ * as 12 KiB + 1, was taken, and the device's low-memory count went down by
+ * four pages where it had gone up by three (below zero: it wrapped). Now
+ * refused (-DMM_EINVAL), nothing changed; the same with an alignment that
+ * raises the block's order. The right size frees it.
+ */
+static void test_free_size_within_block(void **state)
+{
+	struct tu_env *e = tu_env_profile("pc");
+	struct dmm_device *nic, *aln;
+	struct dmm_device_desc d = tu_desc("nic", 32, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_device_desc x = tu_desc("aln", 32, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_atomic_pool_stats s0, s1;
+	struct dmm_dma_stats d0, d1;
+	void *cpu;
+	dmm_dma_addr_t bus;
+	(void)state;
+
+	assert_ok(dmm_device_create(e->mem, &d, NULL, &nic));
+	x.limits.align = 16 * KiB;
+	assert_ok(dmm_device_create(e->mem, &x, NULL, &aln));
+	assert_ok(dmm_dma_atomic_pool_init(e->mem, NULL));
+	flush(e->mem);
+
+	assert_ok(dmm_dma_alloc_coherent(nic, 12 * KiB, DMM_GFP_ATOMIC, &cpu, &bus));
+	flush(e->mem);
+	check_all(e->mem);
+	s0 = pstats(e->mem, DMM_ATOMIC_POOL_DMA32);
+	dmm_device_get_stats(nic, &d0);
+	assert_int_equal(d0.low_pages, 3);
+	assert_rc(dmm_dma_free_coherent(nic, 16 * KiB, cpu, bus), -DMM_EINVAL);
+	assert_rc(dmm_dma_free_coherent(nic, 12 * KiB + 1, cpu, bus), -DMM_EINVAL);
+	assert_rc(dmm_dma_free_coherent(nic, 8 * KiB, cpu, bus), -DMM_EINVAL);
+	check_all(e->mem);
+	s1 = pstats(e->mem, DMM_ATOMIC_POOL_DMA32);
+	dmm_device_get_stats(nic, &d1);
+	assert_int_equal(s1.free, s0.free);
+	assert_int_equal(s1.frees, s0.frees);
+	assert_int_equal(d1.low_pages, 3);
+	assert_int_equal(d1.coherent_frees, d0.coherent_frees);
+	assert_ok(dmm_dma_free_coherent(nic, 12 * KiB, cpu, bus));
+	dmm_device_get_stats(nic, &d1);
+	assert_int_equal(d1.low_pages, 0);
+
+	/* 4 KiB aligned to 16 KiB: a 16 KiB block, but a 4 KiB buffer */
+	assert_ok(dmm_dma_alloc_coherent(aln, 4 * KiB, DMM_GFP_ATOMIC, &cpu, &bus));
+	flush(e->mem);
+	assert_rc(dmm_dma_free_coherent(aln, 16 * KiB, cpu, bus), -DMM_EINVAL);
+	dmm_device_get_stats(aln, &d1);
+	assert_int_equal(d1.low_pages, 1);
+	assert_ok(dmm_dma_free_coherent(aln, 4 * KiB, cpu, bus));
+	dmm_device_get_stats(aln, &d1);
+	assert_int_equal(d1.low_pages, 0);
+	check_all(e->mem);
+	s1 = pstats(e->mem, DMM_ATOMIC_POOL_DMA32);
+	assert_int_equal(s1.free, s1.size);
+	assert_int_equal(s1.allocs, s1.frees);
+
+	flush(e->mem);
+	assert_ok(dmm_dma_atomic_pool_destroy(e->mem));
+	assert_ok(dmm_device_destroy(nic));
+	assert_ok(dmm_device_destroy(aln));
+	dmm_page_drain_pcp(e->mem);
+	check_all(e->mem);
+	assert_int_equal(tu_zone_free_all(e->mem), e->free0);
+	tu_env_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -851,6 +921,7 @@ int main(void)
 		cmocka_unit_test(test_huge_options),
 		cmocka_unit_test(test_option_rounding),
 		cmocka_unit_test(test_free_wrapped_size),
+		cmocka_unit_test(test_free_size_within_block),
 		cmocka_unit_test(test_two_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -63,8 +63,10 @@ struct apage {
 	uint32_t next, prev; /* free list links (block ids) */
 	uint8_t state;       /* PG_*; only block heads are FREE or ALLOC */
 	uint8_t order;
-	uint16_t pad;
+	uint16_t pages_m1;   /* ALLOC head: the pages asked for, minus one (the free's size must agree) */
 };
+
+_Static_assert(((uint64_t)1 << DMM_ATOMIC_POOL_MAX_ORDER) - 1 <= UINT16_MAX, "a block's page count fits pages_m1");
 
 struct apool;
 
@@ -599,6 +601,7 @@ int dmm__atomic_pool_alloc(struct dmm_device *dev, uint64_t pages, dmm_pfn_t *pf
 			p->high_water = used;
 		p->allocs++;
 		ch = p->chunk[ID_SLOT(id)];
+		ch->pg[ID_PAGE(id)].pages_m1 = (uint16_t)(pages - 1);
 	} else {
 		INC(p->failures, 1);
 		ch = (struct chunk *)0;
@@ -642,8 +645,8 @@ int dmm__atomic_pool_free(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages)
 	dmm__lock(mem, &p->lock);
 	if (!ch->live || ch->pg[page].state != PG_ALLOC)
 		err = -DMM_ENOENT;
-	else if (ch->pg[page].order != order)
-		err = -DMM_EINVAL;
+	else if (ch->pg[page].order != order || ch->pg[page].pages_m1 != pages - 1)
+		err = -DMM_EINVAL; /* (a size of the same order is still another size) */
 	if (!err) {
 		buddy_free(p, ch, (uint32_t)page, order);
 		ST(p->free_pages, p->free_pages + ((uint64_t)1 << order));
@@ -668,7 +671,8 @@ int dmm__atomic_pool_check(struct dmm_device *dev, dmm_phys_t pa, uint64_t pages
 	dmm__lock(mem, &ch->pool->lock);
 	if (!ch->live || ch->pg[dmm_phys_to_pfn(pa) - ch->pfn].state != PG_ALLOC)
 		err = -DMM_ENOENT;
-	else if (ch->pg[dmm_phys_to_pfn(pa) - ch->pfn].order != order)
+	else if (ch->pg[dmm_phys_to_pfn(pa) - ch->pfn].order != order ||
+		 ch->pg[dmm_phys_to_pfn(pa) - ch->pfn].pages_m1 != pages - 1)
 		err = -DMM_EINVAL;
 	dmm__unlock(mem, &ch->pool->lock);
 	return err;
