@@ -3263,6 +3263,108 @@ static void test_restricted_pool_goes_with_device(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/*
+ * max_bytes bounds all pools together, whenever they are added. A growth
+ * step queued while the pools had room for it must not be added when it
+ * runs if a transient pool took that room meanwhile. The platform's defer
+ * hook here only queues the job; the test runs it when it wants.
+ */
+static void (*held_fn)(void *);
+static void *held_arg;
+static unsigned held_jobs;
+
+static int hold_defer(void *ctx, void (*fn)(void *arg), void *arg)
+{
+	(void)ctx;
+	assert_int_equal(held_jobs, 0);
+	held_fn = fn;
+	held_arg = arg;
+	held_jobs++;
+	return 0;
+}
+
+static void hold_flush(void *ctx)
+{
+	(void)ctx;
+	if (held_jobs) {
+		held_jobs = 0;
+		held_fn(held_arg);
+	}
+}
+
+static void test_growth_respects_max_bytes(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform pl;
+	struct dmm_mem *mem;
+	struct dmm_swiotlb_opts o;
+	struct dmm_swiotlb_stats st;
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_device *dev;
+	dmm_dma_addr_t held[40];
+	unsigned n = 0;
+	dmm_pfn_t hi;
+	(void)state;
+
+	dmm_machine_defaults(&m);
+	snprintf(m.name, sizeof(m.name), "held-grow");
+	m.dma32_limit = 4 * GiB;
+	m.nr_ram = 1;
+	m.ram[0].base = 0;
+	m.ram[0].size = 8 * GiB;
+	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, &h));
+	pl = *dmm_hosted_platform(h);
+	pl.defer = hold_defer;
+	pl.defer_flush = hold_flush;
+	assert_ok(dmm_mem_create(&m, &pl, &mem));
+	held_jobs = 0;
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = 64 * KiB; /* 32 slots */
+	o.nr_areas = 1;
+	o.grow_threshold_pct = 50;
+	o.grow_bytes = 256 * KiB;
+	o.max_bytes = 320 * KiB;    /* the default pool and one growth step */
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &dev));
+	assert_ok(dmm_page_alloc(mem, 4, &above, 0, &hi));
+
+	/* past half full: a growth step is queued (it would fit now) */
+	for (; n < 32; n++) {
+		held[n] = dmm_dma_map_page(dev, hi, 0, 2048, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, held[n]));
+	}
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.grow_queued, 1);
+	assert_int_equal(held_jobs, 1);
+	/* full: a transient pool on the spot takes part of that room */
+	held[n] = dmm_dma_map_page(dev, hi, 0, 2048, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(dev, held[n]));
+	n++;
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.transient_created, 1);
+	assert_int_equal(st.total_slots * 2048, 64 * KiB + 64 * KiB);
+	/* the growth step runs now: it no longer fits */
+	hold_flush(NULL);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_true(st.total_slots * 2048 <= o.max_bytes);
+	assert_int_equal(st.grow_done, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_checks(mem);
+
+	while (n)
+		dmm_dma_unmap_page(dev, held[--n], 2048, DMM_DMA_TO_DEVICE);
+	hold_flush(NULL);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_swiotlb_check(mem));
+	assert_ok(dmm_device_destroy(dev));
+	assert_ok(dmm_page_free(mem, hi, 4));
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3302,6 +3404,7 @@ int main(void)
 		cmocka_unit_test(test_deferred_device_destroy_refused),
 		cmocka_unit_test(test_leaked_tag_kept_whatever_the_counts),
 		cmocka_unit_test(test_restricted_pool_goes_with_device),
+		cmocka_unit_test(test_growth_respects_max_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -705,6 +705,13 @@ static bool pool_usable(const struct tlb_pool *p, struct dmm_device *dev)
 	return dmm__dev_reach_fast(dev, p->base, p->bytes, &bus) == 0;
 }
 
+/* Would a growth step take the pools past max_bytes? (Transient pools may
+ * have been added since the step was queued.) */
+static bool grow_over_max(const struct dmm_swiotlb *t)
+{
+	return __atomic_load_n(&t->total_bytes, __ATOMIC_RELAXED) + t->o.grow_bytes > t->o.max_bytes;
+}
+
 static void grow_worker(void *arg);
 
 static void maybe_grow(struct dmm_swiotlb *t, const struct tlb_index *x)
@@ -718,8 +725,7 @@ static void maybe_grow(struct dmm_swiotlb *t, const struct tlb_index *x)
 		used += pool_used(p);
 		total += p->nslots;
 	}
-	if (!t->mem->plat.defer || __atomic_load_n(&t->total_bytes, __ATOMIC_RELAXED) + t->o.grow_bytes > t->o.max_bytes ||
-	    used * 100 <= total * t->o.grow_threshold_pct)
+	if (!t->mem->plat.defer || grow_over_max(t) || used * 100 <= total * t->o.grow_threshold_pct)
 		return;
 	if (__atomic_exchange_n(&t->grow_pending, 1, __ATOMIC_ACQ_REL))
 		return;
@@ -736,9 +742,9 @@ static void grow_worker(void *arg)
 	struct tlb_pool *p;
 
 	default_window(t, &w);
-	if (!pool_create(t, t->o.grow_bytes, &w, 0, (struct dmm_device *)0, &p)) {
+	if (!grow_over_max(t) && !pool_create(t, t->o.grow_bytes, &w, 0, (struct dmm_device *)0, &p)) {
 		dmm__lock(t->mem, &t->lock);
-		if (pool_add_locked(t, p)) {
+		if (grow_over_max(t) || pool_add_locked(t, p)) {
 			dmm__unlock(t->mem, &t->lock);
 			pool_destroy(t, p);
 		} else {
