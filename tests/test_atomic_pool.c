@@ -910,6 +910,101 @@ static void test_free_size_within_block(void **state)
 	tu_env_destroy(e);
 }
 
+/*
+ * A platform may queue background work (defer) without a way to wait for
+ * it (no defer_flush). A refill queued then has not run when the pools are
+ * destroyed: the destroy must refuse (-DMM_EBUSY, nothing changed) rather
+ * than free the pools' state under it, and go through once it has run,
+ * also when a synchronous refill ran in between (it clears the pool's
+ * "refill wanted" flag, not the queued job). Before, the destroy returned
+ * 0 and the refill ran later on the freed state, adding a chunk nobody
+ * would ever give back.
+ */
+static void (*held_fn)(void *);
+static void *held_arg;
+static unsigned held_jobs;
+
+static int hold_defer(void *ctx, void (*fn)(void *arg), void *arg)
+{
+	(void)ctx;
+	assert_int_equal(held_jobs, 0);
+	held_fn = fn;
+	held_arg = arg;
+	held_jobs++;
+	return 0;
+}
+
+static void run_held(void)
+{
+	if (held_jobs) {
+		held_jobs = 0;
+		held_fn(held_arg);
+	}
+}
+
+static void test_destroy_with_refill_queued(void **state)
+{
+	struct dmm_machine m;
+	struct dmm_hosted *h;
+	struct dmm_platform p;
+	struct dmm_mem *mem;
+	struct dmm_atomic_pool_opts o = small_opts();
+	struct dmm_device *nic;
+	struct dmm_device_desc d = tu_desc("nic", 32, 0, DMM_DEVICE_CMA_NONE);
+	struct dmm_atomic_pool_stats st;
+	void *cpu[3];
+	dmm_dma_addr_t bus[3];
+	uint64_t free0;
+	(void)state;
+
+	tu_profile("pc", &m);
+	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, &h));
+	p = *dmm_hosted_platform(h);
+	p.defer = hold_defer;
+	p.defer_flush = NULL;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	held_jobs = 0;
+	dmm_page_drain_pcp(mem);
+	free0 = tu_zone_free_all(mem);
+	assert_ok(dmm_device_create(mem, &d, NULL, &nic));
+	assert_ok(dmm_dma_atomic_pool_init(mem, &o));
+	for (int i = 0; i < 3; i++) /* 48 of 64 KiB: below the threshold, a refill queued */
+		assert_ok(dmm_dma_alloc_coherent(nic, 16 * KiB, DMM_GFP_ATOMIC, &cpu[i], &bus[i]));
+	assert_int_equal(held_jobs, 1);
+	for (int i = 0; i < 3; i++)
+		assert_ok(dmm_dma_free_coherent(nic, 16 * KiB, cpu[i], bus[i]));
+	check_all(mem);
+	assert_rc(dmm_dma_atomic_pool_destroy(mem), -DMM_EBUSY);
+	st = pstats(mem, DMM_ATOMIC_POOL_DMA32);
+	assert_int_equal(st.size, 64 * KiB);
+	run_held();
+	check_all(mem);
+	st = pstats(mem, DMM_ATOMIC_POOL_DMA32);
+	assert_int_equal(st.refills_done, 1);
+	assert_ok(dmm_dma_atomic_pool_destroy(mem));
+	check_all(mem);
+
+	/* a refill run synchronously meanwhile ends the pool's "wanted" flag,
+	 * not the queued job */
+	assert_ok(dmm_dma_atomic_pool_init(mem, &o));
+	for (int i = 0; i < 3; i++)
+		assert_ok(dmm_dma_alloc_coherent(nic, 16 * KiB, DMM_GFP_ATOMIC, &cpu[i], &bus[i]));
+	assert_int_equal(held_jobs, 1);
+	assert_int_equal(dmm_dma_atomic_pool_refill(mem), 1);
+	for (int i = 0; i < 3; i++)
+		assert_ok(dmm_dma_free_coherent(nic, 16 * KiB, cpu[i], bus[i]));
+	check_all(mem);
+	assert_rc(dmm_dma_atomic_pool_destroy(mem), -DMM_EBUSY);
+	run_held();
+	assert_ok(dmm_dma_atomic_pool_destroy(mem));
+	assert_ok(dmm_device_destroy(nic));
+	dmm_page_drain_pcp(mem);
+	check_all(mem);
+	assert_int_equal(tu_zone_free_all(mem), free0);
+	dmm_mem_destroy(mem);
+	dmm_hosted_destroy(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -922,6 +1017,7 @@ int main(void)
 		cmocka_unit_test(test_option_rounding),
 		cmocka_unit_test(test_free_wrapped_size),
 		cmocka_unit_test(test_free_size_within_block),
+		cmocka_unit_test(test_destroy_with_refill_queued),
 		cmocka_unit_test(test_two_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -109,7 +109,9 @@ int dmm_dma_atomic_pool_init(struct dmm_mem *mem, const struct dmm_atomic_pool_o
 /*
  * Give every chunk back (attribute restored to write-back) and forget the
  * pools. Waits for queued refills (defer_flush). -DMM_EBUSY (nothing
- * changed) if a pool still has allocations; -DMM_ENOENT if never
+ * changed) if a pool still has allocations, or a background refill that
+ * has not run yet (a platform without defer_flush cannot wait for it: call
+ * again once it has); -DMM_ENOENT if never
  * initialised. Chunks are dmamem's own memory, which refuses every pin
  * (dmm_page_pin: -DMM_EPERM), so no pin can hold one back. Must not race
  * with allocations.

@@ -100,6 +100,7 @@ struct apool {
 	uint64_t failures;
 	int refill_pending;
 	int busy;
+	uint32_t jobs;                   /* background refills queued and not yet returned */
 	unsigned want_order;             /* order + 1 of a failed request; 0 none */
 	uint64_t refills_queued, refills_done, refills_sync, grow_failures, bytes_remapped;
 };
@@ -351,7 +352,9 @@ static void kick(struct apool *p)
 		return; /* one refill at a time */
 	if (!pl->defer)
 		return;
+	INC(p->jobs, 1); /* before the job can run (and end) */
 	if (pl->defer(pl->ctx, refill_work, p)) {
+		__atomic_fetch_sub(&p->jobs, 1, __ATOMIC_RELEASE);
 		__atomic_store_n(&p->refill_pending, 0, __ATOMIC_RELEASE);
 		INC(p->grow_failures, 1);
 		return;
@@ -497,7 +500,11 @@ static unsigned refill(struct apool *p, int sync)
 
 static void refill_work(void *arg)
 {
-	refill((struct apool *)arg, 0);
+	struct apool *p = arg;
+
+	refill(p, 0);
+	/* the last access: from here on a destroy may free the pool */
+	__atomic_fetch_sub(&p->jobs, 1, __ATOMIC_RELEASE);
 }
 
 void dmm__atomic_pool_poll(struct dmm_mem *mem)
@@ -857,7 +864,10 @@ int dmm_dma_atomic_pool_destroy(struct dmm_mem *mem)
 		mem->plat.defer_flush(mem->plat.ctx);
 	for (unsigned k = 0; k < DMM_NR_ATOMIC_POOLS; k++) {
 		struct apool *p = &s->pool[k];
-		if (LD(p->busy) || LD(p->free_pages) != LD(p->size_pages))
+		/* a background refill still queued (a platform without
+		 * defer_flush, or one queued since) would run on freed state */
+		if (LD(p->busy) || LD(p->free_pages) != LD(p->size_pages) ||
+		    __atomic_load_n(&p->jobs, __ATOMIC_ACQUIRE))
 			return -DMM_EBUSY;
 	}
 	/* no pin holds a chunk (the library's own memory): nothing else
