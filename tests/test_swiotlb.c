@@ -3365,6 +3365,90 @@ static void test_growth_respects_max_bytes(void **state)
 	dmm_hosted_destroy(h);
 }
 
+/*
+ * The bounce buffer's cache maintenance stays inside the mapping a call
+ * names. A non-coherent device's unmap of a larger size than its map's, a
+ * sync running past its mapping's end, an unmap inside it (refused), or a
+ * sync after its unmap (nothing to sync) used to invalidate the lines
+ * after it: there, a coherent device's TO_DEVICE bounce buffer held its
+ * data only in the CPU's cache (a coherent device snoops, nothing is
+ * cleaned), and the device then read what memory held before. Its data
+ * must survive every one of those calls; the non-coherent device's own
+ * copy back is still right.
+ */
+static void test_bad_unmap_or_sync_keeps_neighbour_lines(void **state)
+{
+	(void)state;
+	for (int mode = 0; mode < 5; mode++) {
+		struct hwenv e;
+		struct dmm_sim_dev n, c;
+		struct dmm_device_desc nd = tu_desc("nc32", 32, 0, DMM_DEVICE_CMA_NONE);
+		struct dmm_device_desc cd = tu_desc("c32", 32, 1, DMM_DEVICE_CMA_NONE);
+		struct dmm_swiotlb_opts o;
+		struct dmm_swiotlb_stats st;
+		static uint8_t want[2048], mine[2048], got[2048];
+		dmm_phys_t hi;
+		dmm_dma_addr_t bn, bc;
+		bool unmapped = false;
+
+		hwenv_create(&e, "pc", -1);
+		dmm_swiotlb_opts_default(e.mem, &o);
+		o.initial_bytes = 64 * KiB;
+		o.nr_areas = 1;
+		assert_ok(dmm_swiotlb_init(e.mem, &o));
+		assert_ok(dmm_sim_device_create(e.mem, e.hw, &nd, NULL, &n));
+		assert_ok(dmm_sim_device_create(e.mem, e.hw, &cd, NULL, &c));
+		hi = high_buffer(&e, 2);
+		bn = dmm_dma_map_phys(n.dev, hi, 2048, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_dma_mapping_error(n.dev, bn));
+		fill(want, sizeof(want), 40);
+		assert_ok(dmm_hw_cpu_write(e.hw, hi + 8192, want, sizeof(want)));
+		bc = dmm_dma_map_phys(c.dev, hi + 8192, 2048, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(c.dev, bc));
+		assert_int_equal(bc, bn + 2048); /* the next slot */
+		fill(mine, sizeof(mine), 41);
+		assert_ok(dmm_hw_dev_write(n.hw, bn, mine, sizeof(mine)));
+
+		switch (mode) {
+		case 0: /* another size: still ends the mapping, copies back its 2048 bytes */
+			dmm_dma_unmap_phys(n.dev, bn, 4096, DMM_DMA_FROM_DEVICE);
+			unmapped = true;
+			break;
+		case 1: /* runs past the end: nothing */
+			dmm_dma_sync_single_for_cpu(n.dev, bn + 1024, 2048, DMM_DMA_FROM_DEVICE);
+			break;
+		case 2: /* across the end, a few bytes */
+			dmm_dma_sync_single_for_cpu(n.dev, bn + 2000, 100, DMM_DMA_FROM_DEVICE);
+			break;
+		case 3: /* inside the mapping: refused */
+			dmm_dma_unmap_phys(n.dev, bn + 1024, 2048, DMM_DMA_FROM_DEVICE);
+			break;
+		case 4: /* a sync after the unmap */
+			dmm_dma_unmap_phys(n.dev, bn, 2048, DMM_DMA_FROM_DEVICE);
+			dmm_dma_sync_single_for_cpu(n.dev, bn, 4096, DMM_DMA_FROM_DEVICE);
+			unmapped = true;
+			break;
+		}
+		assert_all_checks(e.mem);
+		assert_ok(dmm_hw_dev_read(c.hw, bc, got, sizeof(got)));
+		for (size_t i = 0; i < sizeof(got); i++)
+			if (got[i] != want[i])
+				fail_msg("mode %d: the coherent device's byte %zu is %#x, not %#x", mode, i, got[i], want[i]);
+		if (!unmapped)
+			dmm_dma_unmap_phys(n.dev, bn, 2048, DMM_DMA_FROM_DEVICE);
+		assert_ok(dmm_hw_cpu_read(e.hw, hi, got, sizeof(got)));
+		if (memcmp(got, mine, sizeof(mine)))
+			fail_msg("mode %d: the non-coherent device's bytes did not come back", mode);
+		dmm_dma_unmap_phys(c.dev, bc, 2048, DMM_DMA_TO_DEVICE);
+		dmm_swiotlb_get_stats(e.mem, &st);
+		assert_int_equal(st.used_slots, 0);
+		assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(hi), 2));
+		assert_ok(dmm_sim_device_destroy(&n));
+		assert_ok(dmm_sim_device_destroy(&c));
+		hwenv_destroy(&e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3405,6 +3489,7 @@ int main(void)
 		cmocka_unit_test(test_leaked_tag_kept_whatever_the_counts),
 		cmocka_unit_test(test_restricted_pool_goes_with_device),
 		cmocka_unit_test(test_growth_respects_max_bytes),
+		cmocka_unit_test(test_bad_unmap_or_sync_keeps_neighbour_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

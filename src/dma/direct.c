@@ -64,6 +64,11 @@ void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum
 	for_device(dev, pa, len, dir);
 }
 
+void dmm__dma_for_cpu(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir)
+{
+	for_cpu(dev, pa, len, dir);
+}
+
 uint64_t dmm__dev_low_bounce(const struct dmm_device *dev)
 {
 	uint64_t sum = 0;
@@ -651,18 +656,18 @@ int dmm_dma_mapping_error(struct dmm_device *dev, dmm_dma_addr_t dma)
 
 /* The CPU takes [pa, pa + size) back, in one section: the bounce pool's
  * lookup (once), stale lines of the bounce buffer dropped, copied back and
- * its slots freed, and (@count) the device's unmap counter. */
+ * its slots freed, and (@count) the device's unmap counter. In a bounce
+ * pool the bounce buffers do the cache maintenance, over the mapping's own
+ * bytes only: a wrong size or address must not drop another mapping's
+ * lines. */
 static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool count)
 {
 	unsigned cpu = dmm__cpu_enter(dev->mem);
 	struct tlb_pool *pool = dmm__swiotlb_pool_of_in(dev->mem, pa);
 	int bounced = 0;
 
-	if (pool) {
-		if (dir_ok(dir))
-			for_cpu(dev, pa, size, dir);
+	if (pool)
 		bounced = dmm__swiotlb_unmap_in(dev, pool, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE, cpu);
-	}
 	if (count && bounced >= 0) /* (-1: inside one of its bounce mappings, refused) */
 		dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
 	dmm__cpu_exit(dev->mem, cpu);
@@ -728,13 +733,8 @@ void dmm__dma_sync_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum d
 	if (!dir_ok(dir) || !dmm__is_ram(dev->mem, pa, size))
 		return;
 	if ((pool = dmm__swiotlb_pool_of(dev->mem, pa))) {
-		if (to_device) {
-			dmm__swiotlb_sync(dev, pool, pa, size, dir, 1);
-			for_device(dev, pa, size, dir);
-		} else {
-			for_cpu(dev, pa, size, dir);
-			dmm__swiotlb_sync(dev, pool, pa, size, dir, 0);
-		}
+		/* (the cache maintenance too, inside the mapping only) */
+		dmm__swiotlb_sync(dev, pool, pa, size, dir, to_device);
 	} else if (to_device) {
 		for_device(dev, pa, size, dir);
 	} else {
@@ -953,8 +953,7 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 		if (sg_bounce(dev, &sg[i], &b, &tlb)) {
 			if (dmm__dbg_on(dev))
 				dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site, (struct dmm__dbg_saved *)0);
-			if (dir_ok(dir))
-				for_cpu(dev, tlb, sg[i].length, dir);
+			/* (the invalidation too, over the mapping's bytes) */
 			dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir_ok(dir) ? dir : DMM_DMA_NONE);
 			continue;
 		}
@@ -987,12 +986,8 @@ static void sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, e
 			dmm__dbg_sync(dev, b, sg[i].length, dir, to_device, site);
 		if (!sg[i].length || !dir_ok(dir) || !dmm__is_ram(dev->mem, sg[i].phys, sg[i].length))
 			continue;
-		if (bounced && to_device) {
-			dmm__swiotlb_sync(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir, 1);
-			for_device(dev, tlb, sg[i].length, dir);
-		} else if (bounced) {
-			for_cpu(dev, tlb, sg[i].length, dir);
-			dmm__swiotlb_sync(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir, 0);
+		if (bounced) {
+			dmm__swiotlb_sync(dev, (struct tlb_pool *)0, tlb, sg[i].length, dir, to_device);
 		} else if (to_device) {
 			for_device(dev, sg[i].phys, sg[i].length, dir);
 		} else {

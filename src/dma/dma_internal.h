@@ -201,7 +201,9 @@ int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa);
  * @dev (in @pool, or looked up when NULL), copy back as @dir needs
  * (DMM_DMA_NONE: nothing), free its slots and return 1; -1 for an address
  * inside one of @dev's bounce mappings (refused, counted as invalid); else
- * 0 (no bounce mapping of @dev). After a 1, once out of the section, call
+ * 0 (no bounce mapping of @dev). The bounce buffer's lines are invalidated
+ * (FROM_DEVICE, BIDIRECTIONAL, a non-coherent device) over the bytes copied
+ * back only, and only for a 1. After a 1, once out of the section, call
  * dmm__swiotlb_unmap_done(). */
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			  enum dmm_dma_dir dir, unsigned cpu);
@@ -233,7 +235,10 @@ struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa);
 struct tlb_pool *dmm__swiotlb_pool_of_in(struct dmm_mem *mem, dmm_phys_t pa);
 int dmm__swiotlb_ready(struct dmm_mem *mem);
 int dmm__swiotlb_forced(struct dmm_mem *mem);
-/* @pool: the pool of @tlb_pa if known, else NULL (looked up). */
+/* Sync [tlb_pa, + size) of a bounce mapping of @dev: the copy @dir needs
+ * and the cache maintenance of the bounce buffer, both only if the range
+ * lies inside one mapping of @dev (else nothing). @pool: the pool of
+ * @tlb_pa if known, else NULL (looked up). */
 void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 		       enum dmm_dma_dir dir, int to_device);
 void dmm__swiotlb_unmap(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
@@ -257,6 +262,7 @@ void dmm__dma_unmap_general(struct dmm_device *dev, dmm_dma_addr_t dma, size_t s
 bool dmm__must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, int unreachable);
 bool dmm__is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size);
 void dmm__dma_for_device(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir);
+void dmm__dma_for_cpu(struct dmm_device *dev, dmm_phys_t pa, size_t len, enum dmm_dma_dir dir);
 /* The CPU takes [pa, pa + size) back: caches, and a bounce buffer copied
  * back and released. */
 void dmm__dma_unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir);

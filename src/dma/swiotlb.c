@@ -1044,14 +1044,21 @@ void dmm__swiotlb_sync(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t
 		return; /* no bounce mapping of @dev */
 	start = record_start(t, p, f);
 	if (tlb_pa < start || tlb_pa + size > start + f->size)
-		return; /* outside the mapping: DMA debug says so */
+		return; /* outside the mapping: DMA debug says so (and no line of
+			 * another mapping is cleaned or dropped) */
 	orig = f->orig + (tlb_pa - start);
-	if (to_device && (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL)) {
-		dmm__phys_copy(dev->mem, tlb_pa, orig, size);
-		sadd(&t->st.bounced_to_device, size);
-	} else if (!to_device && (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL)) {
-		dmm__phys_copy(dev->mem, orig, tlb_pa, size);
-		sadd(&t->st.bounced_from_device, size);
+	if (to_device) {
+		if (dir == DMM_DMA_TO_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
+			dmm__phys_copy(dev->mem, tlb_pa, orig, size);
+			sadd(&t->st.bounced_to_device, size);
+		}
+		dmm__dma_for_device(dev, tlb_pa, size, dir);
+	} else {
+		dmm__dma_for_cpu(dev, tlb_pa, size, dir);
+		if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL) {
+			dmm__phys_copy(dev->mem, orig, tlb_pa, size);
+			sadd(&t->st.bounced_from_device, size);
+		}
 	}
 }
 
@@ -1454,6 +1461,10 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 		dmm__dstat(&dev->st.fail_invalid, 1);
 		return -1;
 	}
+	/* stale lines dropped before the copy back, over the bytes it copies:
+	 * a larger size must not drop the lines of the mapping after this one */
+	if (dir == DMM_DMA_FROM_DEVICE || dir == DMM_DMA_BIDIRECTIONAL)
+		dmm__dma_for_cpu(dev, tlb_pa, size < f->size ? size : f->size, dir);
 	unmap_record(dev, t, p, f, (uint32_t)(f - p->slots), tlb_pa, size, dir, cpu,
 		     !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED));
 	return 1;
