@@ -4,7 +4,9 @@
  *
  * 1. Speed: an alloc + free pair (allocate, free right away: the hot path)
  *    for fixed sizes 8, 64, 512 and a mixed stream (4096 pre-generated
- *    sizes, log-uniform in 8..512, cycled); then batches of the mixed stream
+ *    sizes, log-uniform in 8..512, cycled), and two streams of two classes
+ *    (64 and 256 bytes alternating, and at random: what a changing class
+ *    costs, against the fixed 64); then batches of the mixed stream
  *    (32, 256 and 1024 allocations, then as many frees in a shuffled order),
  *    where objects outlive a CPU's magazine and go back to their slabs and
  *    the working set leaves the L1 cache. Ours: dmm_kmalloc + dmm_kfree on
@@ -64,6 +66,9 @@ static void (*g_mi_free)(void *);
 static void *(*g_je_malloc)(size_t);
 static void (*g_je_free)(void *);
 static uint32_t g_mix[NMIX];
+/* two classes: 64 and 256 bytes alternating, and chosen at random */
+static uint32_t g_alt[NMIX], g_rand2[NMIX];
+static const uint32_t *g_stream = g_mix; /* the sizes a size-0 case cycles */
 
 /* ---- baselines ---------------------------------------------------------------- */
 
@@ -187,12 +192,12 @@ static void run_kind(int k, size_t size, unsigned batch, long n)
 
 	if (batch <= 1) {
 		for (long i = 0; i < n; i++)
-			free_one(k, alloc_one(k, size ? size : g_mix[(size_t)i & (NMIX - 1)]));
+			free_one(k, alloc_one(k, size ? size : g_stream[(size_t)i & (NMIX - 1)]));
 		return;
 	}
 	for (long i = 0; i < n; i += batch) {
 		for (unsigned j = 0; j < batch; j++, mi++)
-			g_live[j] = alloc_one(k, size ? size : g_mix[mi & (NMIX - 1)]);
+			g_live[j] = alloc_one(k, size ? size : g_stream[mi & (NMIX - 1)]);
 		for (unsigned j = 0; j < batch; j++)
 			free_one(k, g_live[g_order[j]]);
 	}
@@ -221,11 +226,17 @@ static long calibrate(int k, size_t size, unsigned batch, double batch_ms)
 
 static void bench_speed(struct bench_out *out, long reps, double batch_ms)
 {
-	/* size 0: the mixed stream */
+	/* size 0: a stream (0 the mixed one; 1, 2: two classes, see g_alt) */
 	static const struct {
 		size_t size;
-		unsigned batch;
-	} cases[] = { { 8, 1 }, { 64, 1 }, { 512, 1 }, { 0, 1 }, { 0, 32 }, { 0, 256 }, { 0, MAX_BATCH } };
+		unsigned batch, stream;
+	} cases[] = { { 8, 1, 0 },   { 64, 1, 0 },  { 512, 1, 0 },	     { 0, 1, 0 },
+		      { 0, 1, 1 },   { 0, 1, 2 },   { 0, 32, 0 },	     { 0, 256, 0 },
+		      { 0, MAX_BATCH, 0 } };
+	static const uint32_t *const streams[] = { g_mix, g_alt, g_rand2 };
+	static const char *const stream_tag[] = { "mixed", "alt64_256", "rand64_256" };
+	static const char *const stream_what[] = { " (log-uniform 8..512)", " (64 and 256 bytes alternating)",
+						   " (64 or 256 bytes at random)" };
 	struct bench_rng rng = { 11 };
 	double *v[NR_KINDS];
 	char name[128];
@@ -240,12 +251,13 @@ static void bench_speed(struct bench_out *out, long reps, double batch_ms)
 		double med[NR_KINDS];
 		char tag[32];
 
+		g_stream = streams[cases[ci].stream];
 		if (batch > 1)
 			snprintf(tag, sizeof(tag), "batch%u_mixed", batch);
 		else if (size)
 			snprintf(tag, sizeof(tag), "%zuB", size);
 		else
-			snprintf(tag, sizeof(tag), "mixed");
+			snprintf(tag, sizeof(tag), "%s", stream_tag[cases[ci].stream]);
 		/* the free order: a shuffle (Fisher-Yates) */
 		for (unsigned j = 0; j < batch; j++)
 			g_order[j] = j;
@@ -274,7 +286,7 @@ static void bench_speed(struct bench_out *out, long reps, double batch_ms)
 				 batch, batch);
 		else
 			snprintf(name, sizeof(name), "1. alloc+free pair, %s%s, ns per pair", tag,
-				 size ? "" : " (log-uniform 8..512)");
+				 size ? "" : stream_what[cases[ci].stream]);
 		bench_section(out, name);
 		for (int k = 1; k < NR_KINDS; k++) {
 			if (!kind_available(k))
@@ -502,6 +514,10 @@ int main(int argc, char **argv)
 	bench_out_init(&out, "slab", argc, argv);
 	for (unsigned i = 0; i < NMIX; i++)
 		g_mix[i] = (uint32_t)bench_rand_log(&rng, 8, 512);
+	for (unsigned i = 0; i < NMIX; i++) {
+		g_alt[i] = i & 1 ? 256 : 64;
+		g_rand2[i] = bench_rand_below(&rng, 2) ? 256 : 64;
+	}
 	bench_machine_flat(&m, "bench-slab", 2 * BENCH_GIB);
 	m.kmalloc_policy = DMM_KMALLOC_PACKED;
 	if (dmm_hosted_mem_create(&m, 2, &h, &g_mem))
