@@ -501,6 +501,20 @@ static void test_low_memory_and_large(void **state)
 	for (size_t off = 8; off < 4 * 4096; off += off < 4096 ? 8 : 4096)
 		assert_int_equal(dmm_ksize(e->mem, (uint8_t *)o[0] + off), 0);
 	stamp(o[0], 3 * 4096 + 1, 9);
+	/* and kfree refuses it there as not an object's start: counted,
+	 * nothing freed */
+	{
+		static const size_t offs[] = { 8, 2048, 4096, 4096 + 8, 3 * 4096, 4 * 4096 - 8 };
+		struct dmm_mem_info mi0, mi1;
+
+		dmm_mem_get_info(e->mem, &mi0);
+		for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++)
+			assert_rc(dmm_kfree(e->mem, (uint8_t *)o[0] + offs[i]), -DMM_EINVAL);
+		dmm_mem_get_info(e->mem, &mi1);
+		assert_int_equal(mi1.fail_invalid - mi0.fail_invalid, sizeof(offs) / sizeof(offs[0]));
+		assert_int_equal(dmm_ksize(e->mem, o[0]), 4 * 4096);
+		assert_slab_checks(e->mem);
+	}
 	check_stamp(o[0], 3 * 4096 + 1, 9);
 	assert_ok(dmm_kfree(e->mem, o[0]));
 	assert_int_equal(dmm_ksize(e->mem, o[0]), 0);

@@ -815,6 +815,22 @@ static int free_large(struct dmm_mem *mem, const void *ptr, struct dmm_page *pg)
 	return err;
 }
 
+/* Is @ptr, on page @pg, inside a live large object but not at its start?
+ * Buddy blocks are naturally aligned: the head of an order-o block holding
+ * @pg is at its pfn rounded down to 2^o. (Read without a lock: it only
+ * picks the error an invalid free gets.) */
+static bool inside_large(struct dmm_mem *mem, const void *ptr, const struct dmm_page *pg)
+{
+	for (unsigned o = 0; o <= DMM_MAX_ORDER; o++) {
+		struct dmm_page *h = dmm__pfn_page(mem, pg->pfn & ~(((dmm_pfn_t)1 << o) - 1));
+
+		if (h && dmm__state(h) == DMM_PAGE_ALLOC && pg->pfn - h->pfn < ((dmm_pfn_t)1 << dmm__order(h)))
+			return (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & DMM_PGF_KLARGE) &&
+			       dmm_pfn_to_virt(mem, h->pfn) != ptr;
+	}
+	return false;
+}
+
 /* Make room in the full magazine @m (in its CPU's section): its oldest
  * mag_batch objects go to the depot as a load, or back to their slabs if
  * the depot is full. */
@@ -940,6 +956,8 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 			int e = free_large(mem, ptr, pg);
 			if (e != -DMM_ENOENT)
 				return e; /* freed, or refused by the page allocator (pinned) */
+			if (pg && inside_large(mem, ptr, pg))
+				return dmm__count_invalid(mem); /* not at the object's start */
 		}
 		return err == -DMM_EINVAL ? dmm__count_invalid(mem) : err;
 	}
