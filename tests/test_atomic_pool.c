@@ -920,28 +920,6 @@ static void test_free_size_within_block(void **state)
  * 0 and the refill ran later on the freed state, adding a chunk nobody
  * would ever give back.
  */
-static void (*held_fn)(void *);
-static void *held_arg;
-static unsigned held_jobs;
-
-static int hold_defer(void *ctx, void (*fn)(void *arg), void *arg)
-{
-	(void)ctx;
-	assert_int_equal(held_jobs, 0);
-	held_fn = fn;
-	held_arg = arg;
-	held_jobs++;
-	return 0;
-}
-
-static void run_held(void)
-{
-	if (held_jobs) {
-		held_jobs = 0;
-		held_fn(held_arg);
-	}
-}
-
 static void test_destroy_with_refill_queued(void **state)
 {
 	struct dmm_machine m;
@@ -960,24 +938,24 @@ static void test_destroy_with_refill_queued(void **state)
 	tu_profile("pc", &m);
 	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, &h));
 	p = *dmm_hosted_platform(h);
-	p.defer = hold_defer;
+	p.defer = tu_hold_defer;
 	p.defer_flush = NULL;
 	assert_ok(dmm_mem_create(&m, &p, &mem));
-	held_jobs = 0;
+	tu_held()->jobs = 0;
 	dmm_page_drain_pcp(mem);
 	free0 = tu_zone_free_all(mem);
 	assert_ok(dmm_device_create(mem, &d, NULL, &nic));
 	assert_ok(dmm_dma_atomic_pool_init(mem, &o));
 	for (int i = 0; i < 3; i++) /* 48 of 64 KiB: below the threshold, a refill queued */
 		assert_ok(dmm_dma_alloc_coherent(nic, 16 * KiB, DMM_GFP_ATOMIC, &cpu[i], &bus[i]));
-	assert_int_equal(held_jobs, 1);
+	assert_int_equal(tu_held()->jobs, 1);
 	for (int i = 0; i < 3; i++)
 		assert_ok(dmm_dma_free_coherent(nic, 16 * KiB, cpu[i], bus[i]));
 	check_all(mem);
 	assert_rc(dmm_dma_atomic_pool_destroy(mem), -DMM_EBUSY);
 	st = pstats(mem, DMM_ATOMIC_POOL_DMA32);
 	assert_int_equal(st.size, 64 * KiB);
-	run_held();
+	tu_hold_flush(NULL);
 	check_all(mem);
 	st = pstats(mem, DMM_ATOMIC_POOL_DMA32);
 	assert_int_equal(st.refills_done, 1);
@@ -989,13 +967,13 @@ static void test_destroy_with_refill_queued(void **state)
 	assert_ok(dmm_dma_atomic_pool_init(mem, &o));
 	for (int i = 0; i < 3; i++)
 		assert_ok(dmm_dma_alloc_coherent(nic, 16 * KiB, DMM_GFP_ATOMIC, &cpu[i], &bus[i]));
-	assert_int_equal(held_jobs, 1);
+	assert_int_equal(tu_held()->jobs, 1);
 	assert_int_equal(dmm_dma_atomic_pool_refill(mem), 1);
 	for (int i = 0; i < 3; i++)
 		assert_ok(dmm_dma_free_coherent(nic, 16 * KiB, cpu[i], bus[i]));
 	check_all(mem);
 	assert_rc(dmm_dma_atomic_pool_destroy(mem), -DMM_EBUSY);
-	run_held();
+	tu_hold_flush(NULL);
 	assert_ok(dmm_dma_atomic_pool_destroy(mem));
 	assert_ok(dmm_device_destroy(nic));
 	dmm_page_drain_pcp(mem);

@@ -146,6 +146,46 @@ static inline void tu_race_platform(struct dmm_machine *m, const char *name, uns
 	p->lock = tu_race_lock;
 }
 
+/*
+ * A defer hook that only queues its job (one at a time): the test runs it
+ * when it wants with tu_hold_flush(), which is also a defer_flush hook.
+ * tu_held()->jobs says whether one is queued.
+ */
+struct tu_held {
+	void (*fn)(void *arg);
+	void *arg;
+	unsigned jobs;
+};
+
+static inline struct tu_held *tu_held(void)
+{
+	static struct tu_held h;
+	return &h;
+}
+
+static inline int tu_hold_defer(void *ctx, void (*fn)(void *arg), void *arg)
+{
+	struct tu_held *h = tu_held();
+
+	(void)ctx;
+	assert_int_equal(h->jobs, 0);
+	h->fn = fn;
+	h->arg = arg;
+	h->jobs++;
+	return 0;
+}
+
+static inline void tu_hold_flush(void *ctx)
+{
+	struct tu_held *h = tu_held();
+
+	(void)ctx;
+	if (h->jobs) {
+		h->jobs = 0;
+		h->fn(h->arg);
+	}
+}
+
 /* Of two frees of the block or range at @pfn that raced, exactly one
  * succeeded (rc 0); the other was refused with -DMM_ENOENT. */
 static inline void tu_assert_one_free(dmm_pfn_t pfn, int rc1, int rc2)
