@@ -1263,17 +1263,23 @@ static void test_run_cache_double_unmap(void **state)
 /* A user-space host (thread sections, the express paths) with @cpus CPUs:
  * an 8 GiB machine from address 0, DMA32 below 4 GiB, so half of its RAM
  * is out of a 32-bit device's reach. */
+/* 8 GiB of RAM from 0: half of it beyond a 32-bit device's reach */
+static void machine_8g(struct dmm_machine *m, const char *name)
+{
+	dmm_machine_defaults(m);
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	m->dma32_limit = 4 * GiB;
+	m->nr_ram = 1;
+	m->ram[0].base = 0;
+	m->ram[0].size = 8 * GiB;
+}
+
 static struct dmm_mem *hosted_8g_cpus(const char *name, unsigned cpus, struct dmm_hosted **h)
 {
 	struct dmm_machine m;
 	struct dmm_mem *mem;
 
-	dmm_machine_defaults(&m);
-	snprintf(m.name, sizeof(m.name), "%s", name);
-	m.dma32_limit = 4 * GiB;
-	m.nr_ram = 1;
-	m.ram[0].base = 0;
-	m.ram[0].size = 8 * GiB;
+	machine_8g(&m, name);
 	assert_ok(dmm_hosted_mem_create(&m, cpus, h, &mem));
 	return mem;
 }
@@ -1281,6 +1287,21 @@ static struct dmm_mem *hosted_8g_cpus(const char *name, unsigned cpus, struct dm
 static struct dmm_mem *hosted_8g(const char *name, struct dmm_hosted **h)
 {
 	return hosted_8g_cpus(name, 2, h);
+}
+
+/* hosted_8g with a default pool of @bytes that never changes size (no
+ * transient pools, no growth) */
+static struct dmm_mem *hosted_8g_fixed_pool(const char *name, uint64_t bytes, struct dmm_hosted **h)
+{
+	struct dmm_mem *mem = hosted_8g(name, h);
+	struct dmm_swiotlb_opts o;
+
+	dmm_swiotlb_opts_default(mem, &o);
+	o.initial_bytes = bytes;
+	o.no_transient = 1;
+	o.grow_threshold_pct = 100;
+	assert_ok(dmm_swiotlb_init(mem, &o));
+	return mem;
 }
 
 /* One run of test_express_matches_general: a user-space host (thread
@@ -1563,7 +1584,6 @@ static void test_express_quick_hands_over(void **state)
 	const struct dmm_constraint below = { 0, 4 * GiB, 0, 0, 0, 0 };
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
-	struct dmm_swiotlb_opts o;
 	struct dmm_dma_stats ds;
 	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *n;
@@ -1571,12 +1591,7 @@ static void test_express_quick_hands_over(void **state)
 	dmm_dma_addr_t bus[20], d;
 	(void)state;
 
-	mem = hosted_8g("quick", &h);
-	dmm_swiotlb_opts_default(mem, &o);
-	o.initial_bytes = 1 * MiB;
-	o.no_transient = 1;
-	o.grow_threshold_pct = 100;
-	assert_ok(dmm_swiotlb_init(mem, &o));
+	mem = hosted_8g_fixed_pool("quick", 1 * MiB, &h);
 	assert_ok(dmm_device_create(mem, &nd, NULL, &n));
 	assert_ok(dmm_page_alloc(mem, 0, &above, 0, &q));
 	assert_ok(dmm_page_alloc(mem, 2, &below, 0, &lo));
@@ -1818,7 +1833,6 @@ static void test_bounce_tags_unique(void **state)
 	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
-	struct dmm_swiotlb_opts o;
 	struct dmm_swiotlb_stats ts;
 	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *a, *b, *l, *x;
@@ -1827,12 +1841,7 @@ static void test_bounce_tags_unique(void **state)
 	uint16_t leaked;
 	(void)state;
 
-	mem = hosted_8g("tags", &h);
-	dmm_swiotlb_opts_default(mem, &o);
-	o.initial_bytes = 1 * MiB;
-	o.no_transient = 1;
-	o.grow_threshold_pct = 100;
-	assert_ok(dmm_swiotlb_init(mem, &o));
+	mem = hosted_8g_fixed_pool("tags", 1 * MiB, &h);
 	assert_ok(dmm_page_alloc(mem, 0, &above, 0, &hi));
 	assert_ok(dmm_device_create(mem, &nd, NULL, &a));
 	ba = dmm_dma_map_page(a, hi, 0, 100, DMM_DMA_TO_DEVICE);
@@ -3092,7 +3101,6 @@ static void test_leaked_tag_kept_whatever_the_counts(void **state)
 	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
-	struct dmm_swiotlb_opts o;
 	struct dmm_swiotlb_stats ts;
 	struct dmm_dma_stats ds;
 	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
@@ -3103,12 +3111,7 @@ static void test_leaked_tag_kept_whatever_the_counts(void **state)
 	dmm_pfn_t hi;
 	(void)state;
 
-	mem = hosted_8g("tagcount", &h);
-	dmm_swiotlb_opts_default(mem, &o);
-	o.initial_bytes = 1 * MiB;
-	o.no_transient = 1;
-	o.grow_threshold_pct = 100;
-	assert_ok(dmm_swiotlb_init(mem, &o));
+	mem = hosted_8g_fixed_pool("tagcount", 1 * MiB, &h);
 	assert_ok(dmm_page_alloc(mem, 0, &above, 0, &hi));
 
 	/* a list mapped and unmapped, then a single mapping leaked: 1 map, 1 unmap */
@@ -3183,7 +3186,6 @@ static void test_restricted_pool_goes_with_device(void **state)
 	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
 	struct dmm_hosted *h;
 	struct dmm_mem *mem;
-	struct dmm_swiotlb_opts o;
 	struct dmm_swiotlb_stats st;
 	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
 	struct dmm_device *a, *b;
@@ -3193,12 +3195,7 @@ static void test_restricted_pool_goes_with_device(void **state)
 	dmm_pfn_t hi;
 	(void)state;
 
-	mem = hosted_8g("restricted-gone", &h);
-	dmm_swiotlb_opts_default(mem, &o);
-	o.initial_bytes = 256 * KiB;
-	o.no_transient = 1;
-	o.grow_threshold_pct = 100;
-	assert_ok(dmm_swiotlb_init(mem, &o));
+	mem = hosted_8g_fixed_pool("restricted-gone", 256 * KiB, &h);
 	assert_ok(dmm_page_alloc(mem, 2, &above, 0, &hi));
 	dmm_page_drain_pcp(mem);
 	free0 = tu_zone_free_all(mem);
@@ -3269,29 +3266,6 @@ static void test_restricted_pool_goes_with_device(void **state)
  * runs if a transient pool took that room meanwhile. The platform's defer
  * hook here only queues the job; the test runs it when it wants.
  */
-static void (*held_fn)(void *);
-static void *held_arg;
-static unsigned held_jobs;
-
-static int hold_defer(void *ctx, void (*fn)(void *arg), void *arg)
-{
-	(void)ctx;
-	assert_int_equal(held_jobs, 0);
-	held_fn = fn;
-	held_arg = arg;
-	held_jobs++;
-	return 0;
-}
-
-static void hold_flush(void *ctx)
-{
-	(void)ctx;
-	if (held_jobs) {
-		held_jobs = 0;
-		held_fn(held_arg);
-	}
-}
-
 static void test_growth_respects_max_bytes(void **state)
 {
 	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
@@ -3308,18 +3282,13 @@ static void test_growth_respects_max_bytes(void **state)
 	dmm_pfn_t hi;
 	(void)state;
 
-	dmm_machine_defaults(&m);
-	snprintf(m.name, sizeof(m.name), "held-grow");
-	m.dma32_limit = 4 * GiB;
-	m.nr_ram = 1;
-	m.ram[0].base = 0;
-	m.ram[0].size = 8 * GiB;
+	machine_8g(&m, "held-grow");
 	assert_ok(dmm_hosted_create(&m, 2, DMM_LOG_WARN, &h));
 	pl = *dmm_hosted_platform(h);
-	pl.defer = hold_defer;
-	pl.defer_flush = hold_flush;
+	pl.defer = tu_hold_defer;
+	pl.defer_flush = tu_hold_flush;
 	assert_ok(dmm_mem_create(&m, &pl, &mem));
-	held_jobs = 0;
+	tu_held()->jobs = 0;
 	dmm_swiotlb_opts_default(mem, &o);
 	o.initial_bytes = 64 * KiB; /* 32 slots */
 	o.nr_areas = 1;
@@ -3337,7 +3306,7 @@ static void test_growth_respects_max_bytes(void **state)
 	}
 	dmm_swiotlb_get_stats(mem, &st);
 	assert_int_equal(st.grow_queued, 1);
-	assert_int_equal(held_jobs, 1);
+	assert_int_equal(tu_held()->jobs, 1);
 	/* full: a transient pool on the spot takes part of that room */
 	held[n] = dmm_dma_map_page(dev, hi, 0, 2048, DMM_DMA_TO_DEVICE);
 	assert_ok(dmm_dma_mapping_error(dev, held[n]));
@@ -3346,7 +3315,7 @@ static void test_growth_respects_max_bytes(void **state)
 	assert_int_equal(st.transient_created, 1);
 	assert_int_equal(st.total_slots * 2048, 64 * KiB + 64 * KiB);
 	/* the growth step runs now: it no longer fits */
-	hold_flush(NULL);
+	tu_hold_flush(NULL);
 	dmm_swiotlb_get_stats(mem, &st);
 	assert_true(st.total_slots * 2048 <= o.max_bytes);
 	assert_int_equal(st.grow_done, 0);
@@ -3355,7 +3324,7 @@ static void test_growth_respects_max_bytes(void **state)
 
 	while (n)
 		dmm_dma_unmap_page(dev, held[--n], 2048, DMM_DMA_TO_DEVICE);
-	hold_flush(NULL);
+	tu_hold_flush(NULL);
 	dmm_swiotlb_get_stats(mem, &st);
 	assert_int_equal(st.used_slots, 0);
 	assert_ok(dmm_swiotlb_check(mem));
