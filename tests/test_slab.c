@@ -1797,72 +1797,94 @@ static void test_slab_shrink(void **state)
 }
 
 /*
- * A shrink that runs while a kmalloc has cut a new slab for itself must
- * not take that slab away: the slab is listed (empty) before the kmalloc
- * takes its objects, under the cache lock, a moment later. The shrink is
- * forced into that moment through the lock hook, on a platform without
- * thread slots (a CPU-local section is then its slot's lock, so the
- * kmalloc's re-entry after cutting the slab is a lock the hook sees, and
- * the thread holds nothing there): the first lock the armed kmalloc takes
- * is its slot's, and every later take of it runs a shrink first. The
- * kmalloc must still succeed, from the slab it cut, with free memory all
- * around (it used to give up after four slabs, each taken back by the
- * shrink: -DMM_ENOMEM, counted in fail_nomem).
+ * The moment between a kmalloc's new slab and its return, forced through
+ * the lock hook on a platform without thread slots (a CPU-local section is
+ * then its slot's lock, so the kmalloc's re-entry after cutting the slab
+ * is a lock the hook sees, and the thread holds nothing there): while
+ * armed, the first lock the kmalloc takes is its slot's, and every later
+ * take of it runs in_window() first.
  */
 static struct {
 	void (*real_lock)(void *ctx, struct dmm_lock *l);
+	void (*in_window)(struct dmm_mem *mem);
 	struct dmm_mem *mem;
 	struct dmm_lock *slot;
 	int armed, inside;
-	unsigned shrinks;
-} fresh_race;
+} slot_race;
 
-static void fresh_race_lock(void *ctx, struct dmm_lock *l)
+static void slot_race_lock(void *ctx, struct dmm_lock *l)
 {
-	if (fresh_race.armed && !fresh_race.inside) {
-		if (!fresh_race.slot) {
-			fresh_race.slot = l;
-		} else if (l == fresh_race.slot) {
-			fresh_race.inside = 1;
-			(void)dmm_slab_shrink(fresh_race.mem);
-			fresh_race.shrinks++;
-			fresh_race.inside = 0;
+	if (slot_race.armed && !slot_race.inside) {
+		if (!slot_race.slot) {
+			slot_race.slot = l;
+		} else if (l == slot_race.slot) {
+			slot_race.inside = 1;
+			slot_race.in_window(slot_race.mem);
+			slot_race.inside = 0;
 		}
 	}
-	fresh_race.real_lock(ctx, l);
+	slot_race.real_lock(ctx, l);
+}
+
+/* A packed machine whose sections are slot locks, its lock hook
+ * slot_race_lock running @in_window (disarmed). */
+static struct dmm_mem *slot_race_mem(const char *name, void (*in_window)(struct dmm_mem *mem), struct dmm_hosted **h)
+{
+	struct dmm_machine m;
+	struct dmm_platform p;
+	struct dmm_mem *mem = NULL;
+	struct dmm_mem_info mi;
+
+	tu_hosted_platform(&m, name, 2, h, &p);
+	m.kmalloc_policy = DMM_KMALLOC_PACKED;
+	p.cpu_thread_slots = 0; /* sections are slot locks */
+	p.cpu_fence = NULL;
+	slot_race.real_lock = p.lock;
+	slot_race.in_window = in_window;
+	slot_race.slot = NULL;
+	slot_race.armed = 0;
+	p.lock = slot_race_lock;
+	assert_ok(dmm_mem_create(&m, &p, &mem));
+	dmm_mem_get_info(mem, &mi);
+	assert_string_equal(mi.cpu_sections, "locks");
+	slot_race.mem = mem;
+	return mem;
+}
+
+/*
+ * A shrink that runs in that moment must not take the new slab away: the
+ * slab is listed (empty) before the kmalloc takes its objects, under the
+ * cache lock, a moment later. The kmalloc must still succeed, from the
+ * slab it cut, with free memory all around (it used to give up after four
+ * slabs, each taken back by the shrink: -DMM_ENOMEM, counted in
+ * fail_nomem).
+ */
+static unsigned fresh_shrinks;
+
+static void shrink_in_window(struct dmm_mem *mem)
+{
+	(void)dmm_slab_shrink(mem);
+	fresh_shrinks++;
 }
 
 static void test_shrink_spares_fresh_slab(void **state)
 {
-	struct dmm_machine m;
 	struct dmm_hosted *h;
-	struct dmm_platform p;
-	struct dmm_mem *mem = NULL;
-	struct dmm_mem_info mi;
+	struct dmm_mem *mem;
 	struct dmm_slab_class_info ci;
 	uint64_t free0;
 	void *obj = NULL;
 	int rc;
 	(void)state;
 
-	tu_hosted_platform(&m, "slab-fresh-race", 2, &h, &p);
-	m.kmalloc_policy = DMM_KMALLOC_PACKED;
-	p.cpu_thread_slots = 0; /* sections are slot locks */
-	p.cpu_fence = NULL;
-	fresh_race.real_lock = p.lock;
-	p.lock = fresh_race_lock;
-	assert_ok(dmm_mem_create(&m, &p, &mem));
-	dmm_mem_get_info(mem, &mi);
-	assert_string_equal(mi.cpu_sections, "locks");
-	fresh_race.mem = mem;
+	mem = slot_race_mem("slab-fresh-race", shrink_in_window, &h);
 	free0 = tu_zone_free_all(mem);
 
-	fresh_race.slot = NULL;
-	fresh_race.shrinks = 0;
-	fresh_race.armed = 1;
+	fresh_shrinks = 0;
+	slot_race.armed = 1;
 	rc = dmm_kmalloc(mem, 64, 0, &obj);
-	fresh_race.armed = 0;
-	assert_true(fresh_race.shrinks >= 1); /* the shrink ran in the window */
+	slot_race.armed = 0;
+	assert_true(fresh_shrinks >= 1); /* the shrink ran in the window */
 	assert_true(tu_zone_free_all(mem) > free0 / 2);
 	assert_rc(rc, 0);
 	assert_non_null(obj);
@@ -1883,68 +1905,44 @@ static void test_shrink_spares_fresh_slab(void **state)
 }
 
 /*
- * The counters and the check in the moment between a kmalloc's new slab
- * and its return (forced as above: the kmalloc's re-entry into its slot
- * after the page allocation): every object is on its slab, in a
- * magazine, in the depot or live, so nothing counts as live that no
+ * The counters and the check in that moment: every object is on its slab,
+ * in a magazine, in the depot or live, so nothing counts as live that no
  * kmalloc handed out, and allocs (cumulative) never goes back. They used
  * to count the new slab's first objects, taken for the magazine but not
  * yet in it, as live: 30 objects and allocations for none, allocs 30,
  * then 1.
  */
 static struct {
-	void (*real_lock)(void *ctx, struct dmm_lock *l);
-	struct dmm_mem *mem;
-	struct dmm_lock *slot;
-	int armed, inside;
 	unsigned looks;
 	uint64_t max_objects, max_allocs;
 	int check;
 } count_race;
 
-static void count_race_lock(void *ctx, struct dmm_lock *l)
+static void count_in_window(struct dmm_mem *mem)
 {
-	if (count_race.armed && !count_race.inside) {
-		if (!count_race.slot) {
-			count_race.slot = l;
-		} else if (l == count_race.slot) {
-			struct dmm_slab_class_info ci;
-			count_race.inside = 1;
-			assert_ok(dmm_slab_class_info(count_race.mem, 0, 3, &ci));
-			if (ci.objects > count_race.max_objects)
-				count_race.max_objects = ci.objects;
-			if (ci.allocs > count_race.max_allocs)
-				count_race.max_allocs = ci.allocs;
-			count_race.check |= dmm_slab_check(count_race.mem);
-			count_race.looks++;
-			count_race.inside = 0;
-		}
-	}
-	count_race.real_lock(ctx, l);
+	struct dmm_slab_class_info ci;
+
+	assert_ok(dmm_slab_class_info(mem, 0, 3, &ci));
+	if (ci.objects > count_race.max_objects)
+		count_race.max_objects = ci.objects;
+	if (ci.allocs > count_race.max_allocs)
+		count_race.max_allocs = ci.allocs;
+	count_race.check |= dmm_slab_check(mem);
+	count_race.looks++;
 }
 
 static void test_counts_new_slab(void **state)
 {
-	struct dmm_machine m;
 	struct dmm_hosted *h;
-	struct dmm_platform p;
-	struct dmm_mem *mem = NULL;
+	struct dmm_mem *mem;
 	struct dmm_slab_class_info ci;
 	void *obj = NULL;
 	(void)state;
 
-	tu_hosted_platform(&m, "slab-count-race", 2, &h, &p);
-	m.kmalloc_policy = DMM_KMALLOC_PACKED;
-	p.cpu_thread_slots = 0; /* sections are slot locks */
-	p.cpu_fence = NULL;
-	count_race.real_lock = p.lock;
-	p.lock = count_race_lock;
-	assert_ok(dmm_mem_create(&m, &p, &mem));
-	count_race.mem = mem;
-
-	count_race.armed = 1;
+	mem = slot_race_mem("slab-count-race", count_in_window, &h);
+	slot_race.armed = 1;
 	assert_ok(dmm_kmalloc(mem, 64, 0, &obj));
-	count_race.armed = 0;
+	slot_race.armed = 0;
 	assert_true(count_race.looks >= 1);
 	assert_int_equal(count_race.check, 0);
 	assert_int_equal(count_race.max_objects, 0);
