@@ -152,15 +152,16 @@ static void test_check_held_live(void **state)
 	struct tu_env *e = slab_env(DMM_KMALLOC_PACKED);
 	static const uint64_t words[] = { 0, 0x1122334455667788ull, 0x1000, 0x8 };
 	struct dmm_slab_class_info ci;
-	void *p, *q, *live, **eq, *d[8 * 30 + 61];
+	void *p, *q, *live, **ep, **eq, *d[8 * 30 + 61];
 	uint32_t nd;
 	(void)state;
 
 	assert_ok(dmm_kmalloc(e->mem, 64, 0, &live));
 	assert_ok(dmm_kmalloc(e->mem, 64, 0, &p));
 	assert_ok(dmm_kmalloc(e->mem, 64, 0, &q));
-	assert_ok(dmm_kfree(e->mem, p));
-	assert_ok(dmm_kfree(e->mem, q));
+	assert_ok(dmm_kfree(e->mem, p)); /* into the magazine's top slot */
+	assert_ok(dmm_kfree(e->mem, q)); /* onto its stack */
+	assert_non_null(ep = meta_word_of(e->mem, p));
 	assert_non_null(eq = meta_word_of(e->mem, q));
 	for (unsigned i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
 		*(uint64_t *)live = words[i];
@@ -171,6 +172,12 @@ static void test_check_held_live(void **state)
 		*eq = q;
 		assert_slab_checks(e->mem);
 		assert_int_equal(*(uint64_t *)live, words[i]);
+		*ep = live; /* the same in the top slot */
+		assert_rc(dmm_slab_check(e->mem), -DMM_EFAULT);
+		assert_int_equal(*(uint64_t *)live, words[i]);
+		assert_ptr_equal(*ep, live);
+		*ep = p;
+		assert_slab_checks(e->mem);
 	}
 	assert_rc(dmm_kfree(e->mem, p), -DMM_ENOENT);
 	assert_rc(dmm_kfree(e->mem, q), -DMM_ENOENT);
@@ -185,9 +192,10 @@ static void test_check_held_live(void **state)
 	assert_ok(dmm_slab_class_info(e->mem, 0, 3, &ci));
 	assert_int_equal(ci.depot_loads, 1);
 	{
-		/* d[0] went with the first load (the magazine's oldest
-		 * objects): no magazine entry names it, the depot's does */
-		void **ed = meta_word_of(e->mem, d[0]), *held = d[0];
+		/* d[0] is in the top slot; d[1] went with the first load (the
+		 * oldest objects of the magazine's stack): no magazine entry
+		 * names it, the depot's does */
+		void **ed = meta_word_of(e->mem, d[1]), *held = d[1];
 		assert_non_null(ed);
 		*(uint64_t *)live = 0x1234567800ull;
 		*ed = live;
@@ -621,13 +629,16 @@ static void test_bad_input(void **state)
 
 /*
  * A model of one class's free objects above its slabs on this CPU (the
- * only one that runs): the magazine and the depot, as stacks of object
- * pointers (NULL: an object the slabs gave, not known to the test), and
- * how many objects are off the slabs (live, in the magazine or the depot).
+ * only one that runs): the magazine (its top slot, then a stack of cap - 1)
+ * and the depot, as stacks of object pointers (NULL: an object the slabs
+ * gave, not known to the test), and how many objects are off the slabs
+ * (live, in the magazine or the depot). A free goes to the top slot when
+ * it is empty, else onto the stack; an allocation takes the top slot when
+ * it is set, else the stack's last.
  */
 struct mag_model {
-	uint32_t cap, batch, dmax; /* magazine capacity, a load, the depot's bound */
-	void *mag[61], *dep[8 * 30];
+	uint32_t cap, batch, dmax; /* magazine capacity (top slot and stack), a load, the depot's bound */
+	void *top, *mag[61], *dep[8 * 30];
 	uint32_t n, d;
 	uint64_t off, live;
 };
@@ -645,13 +656,19 @@ static void model_init(struct mag_model *mm, const struct dmm_slab_class_info *i
 	assert_int_equal(mm->d, 0); /* (contents unknown otherwise) */
 }
 
-/* An allocation of class @cls: an empty magazine takes the depot's last
- * load, or a refill from the slabs (up to a load: as many as the slabs
- * have free, or from a new slab if they have none); the object is the
- * magazine's last. Returns the object the model expects (NULL: one from
- * the slabs). */
+/* An allocation of class @cls: the top slot if set; else an empty stack
+ * takes the depot's last load, or a refill from the slabs (up to a load: as
+ * many as the slabs have free, or from a new slab if they have none), and
+ * the object is the stack's last. Returns the object the model expects
+ * (NULL: one from the slabs). */
 static void *model_alloc(struct mag_model *mm, struct dmm_mem *mem, unsigned cls)
 {
+	if (mm->top) {
+		void *p = mm->top;
+		mm->top = NULL;
+		mm->live++;
+		return p;
+	}
 	if (!mm->n) {
 		if (mm->d) {
 			mm->d -= mm->batch;
@@ -673,11 +690,17 @@ static void *model_alloc(struct mag_model *mm, struct dmm_mem *mem, unsigned cls
 	return mm->mag[--mm->n];
 }
 
-/* A free: a full magazine first hands its oldest load to the depot, or to
- * the slabs when the depot holds as many as it may. */
+/* A free: into the top slot if it is empty; else onto the stack, and a
+ * full magazine (top set, stack full) first hands the stack's oldest load
+ * to the depot, or to the slabs when the depot holds as many as it may. */
 static void model_free(struct mag_model *mm, void *p)
 {
-	if (mm->n >= mm->cap) {
+	mm->live--;
+	if (!mm->top) {
+		mm->top = p;
+		return;
+	}
+	if (mm->n >= mm->cap - 1) {
 		if (mm->d + mm->batch <= mm->dmax) {
 			memcpy(&mm->dep[mm->d], mm->mag, mm->batch * sizeof(void *));
 			mm->d += mm->batch;
@@ -688,7 +711,6 @@ static void model_free(struct mag_model *mm, void *p)
 		mm->n -= mm->batch;
 	}
 	mm->mag[mm->n++] = p;
-	mm->live--;
 }
 
 /* The class's counts are the model's, and the slab check holds. */
@@ -697,7 +719,7 @@ static void model_agrees(struct dmm_mem *mem, unsigned cls, const struct mag_mod
 	struct dmm_slab_class_info in;
 
 	assert_ok(dmm_slab_class_info(mem, 0, cls, &in));
-	assert_int_equal(in.cached, mm->n);
+	assert_int_equal(in.cached, mm->n + (mm->top != NULL));
 	assert_int_equal(in.depot_objects, mm->d);
 	assert_int_equal(in.depot_loads, mm->d / mm->batch);
 	assert_int_equal(in.objects, mm->live);

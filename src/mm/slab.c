@@ -29,7 +29,19 @@
  * CPU-local section of that CPU (no lock, no atomic where the platform has
  * sections: see dmm__cpu_enter): allocation pops, free pushes; the cache
  * lock is taken only to refill or drain half a magazine (mag_batch) at a
- * time. A magazine is as large as a cache and the per-CPU
+ * time. A magazine is a top slot and a stack (obj[], n of them): a free
+ * fills the top slot if it is empty, else pushes on the stack; an
+ * allocation empties the top slot if it is set, else pops the stack. So
+ * an allocation and a free that alternate, the commonest pattern, pass
+ * their object through the top slot and never touch n: no path loads a
+ * count the other path just stored, nor stores where such a count points.
+ * With a count on both paths the pair costs about a fifth more whenever
+ * the size class changes from one pair to the next (the allocation's
+ * loads depend on the last free of its class, which the CPU must guess
+ * when the free just before was of another class; docs/BENCHMARKS.md has
+ * the measurements). Refills, drains and the depot work on the stack; a
+ * full magazine has the top slot set and a full stack. A magazine is as
+ * large as a cache and the per-CPU
  * tables mirror the caches' layout, so a cache's magazine is at a fixed
  * distance from it. The check and the drain reach another CPU's magazine
  * through dmm__cpu_sync(). Magazines count frees (and the bytes DMA
@@ -80,7 +92,8 @@
 #define KCLS_WASTE 0x40 /* a cls_tagged entry whose allocations count alignment waste */
 /*
  * A magazine holds up to MAG_MAX objects (it is as large as a cache: 512
- * bytes), but each class uses only as many as fit a byte budget
+ * bytes; MAG_MAX - 1 on its stack, one in its top slot), but each class
+ * uses only as many as fit a byte budget
  * (kcache.mag_cap: MAG_BYTES / size, at least MAG_MIN): small objects get
  * the most room, where a magazine round trip costs most per byte, and a
  * CPU holds at most about MAG_BYTES of free objects of a class, however
@@ -88,7 +101,7 @@
  * (kcache.mag_batch).
  */
 #define KCACHE_BYTES 512
-#define MAG_MAX ((KCACHE_BYTES - 24) / 8)
+#define MAG_MAX ((KCACHE_BYTES - 32) / 8 + 1) /* obj[] and top */
 #define MAG_BYTES 16384u
 #define MAG_MIN 4u
 /*
@@ -104,12 +117,16 @@ static const uint32_t class_size[DMM_KMALLOC_NR_CLASSES] = { 8,   16,  32,   64,
 							     256, 512, 1024, 2048, 4096, 8192 };
 
 struct mag {
-	_Alignas(KCACHE_BYTES) uint32_t n;
+	_Alignas(KCACHE_BYTES) uint32_t n; /* objects in obj[] */
 	/* counters of this CPU, written in its sections (summed on query);
 	 * allocations are not counted but derived: frees + (taken - cached),
 	 * which keeps the allocation path free of a read-modify-write */
 	uint64_t frees, align_waste;
-	void *obj[MAG_MAX];
+	/* the top slot: a free object or NULL. A free fills it when it is
+	 * empty, an allocation takes it when it is set (each falls back to
+	 * obj[]): alternating, neither loads nor stores n */
+	void *top;
+	void *obj[MAG_MAX - 1];
 };
 
 struct kcache {
@@ -445,7 +462,7 @@ static int slab_new(struct kcache *k, unsigned flags, unsigned *cpu)
 	list_add(&k->partial, head);
 	k->st.slabs++;
 	/* from the new slab (the partial list's head) */
-	m->n += slab_take(k, m->obj + m->n, (unsigned)dmm_min64(k->mag_batch, k->mag_cap - m->n));
+	m->n += slab_take(k, m->obj + m->n, (unsigned)dmm_min64(k->mag_batch, k->mag_cap - 1 - m->n));
 	dmm__unlock(k->mem, &k->lock);
 	return 0;
 }
@@ -569,15 +586,28 @@ static int large_alloc(struct dmm_mem *mem, size_t size, unsigned flags, void **
 	return 0;
 }
 
-/* Take the last of the @n (> 0) objects of magazine @m (in its CPU's
- * section), its free mark cleared: a live object carries none. */
-static inline void *mag_take(struct mag *m, uint32_t n)
+/* Take the top of magazine @m (in its CPU's section), which holds an
+ * object: top if set, else the last of obj[] (n is loaded only then); its
+ * free mark cleared (a live object carries none). */
+static inline void *mag_take(struct mag *m)
 {
-	void *obj = m->obj[n - 1];
+	void *obj = m->top;
 
-	m->n = n - 1;
+	if (__builtin_expect(obj != (void *)0, 1)) {
+		m->top = (void *)0;
+	} else {
+		uint32_t n = m->n;
+		obj = m->obj[n - 1];
+		m->n = n - 1;
+	}
 	*(uintptr_t *)obj = 0;
 	return obj;
+}
+
+/* Objects magazine @m holds. */
+static inline uint32_t mag_held(const struct mag *m)
+{
+	return m->n + (m->top != (void *)0);
 }
 
 /* The counters of one allocation of @size (in @m's section); @waste: its
@@ -675,7 +705,7 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 	k = &mem->slab->cache[set_of(flags)][c];
 	cpu = dmm__cpu_enter(mem);
 	m = mag_of(k, cpu);
-	for (int tries = 0; !m->n && tries < 4; tries++) {
+	for (int tries = 0; !mag_held(m) && tries < 4; tries++) {
 		dmm__lock(mem, &k->lock);
 		m->n = refill(k, m->obj);
 		dmm__unlock(mem, &k->lock);
@@ -692,13 +722,13 @@ static __attribute__((noinline)) int kmalloc_slow(struct dmm_mem *mem, size_t si
 		if (err)
 			break;
 	}
-	if (!m->n) {
+	if (!mag_held(m)) {
 		dmm__lock(mem, &k->lock);
 		k->st.fail_nomem++;
 		dmm__unlock(mem, &k->lock);
 	}
-	if (__builtin_expect(m->n != 0, 1)) {
-		obj = mag_take(m, m->n);
+	if (__builtin_expect(mag_held(m) != 0, 1)) {
+		obj = mag_take(m);
 		count_alloc(m, size, packed ? (const uint16_t *)0 : mem->slab->waste_for);
 	}
 	dmm__cpu_exit(mem, cpu);
@@ -721,7 +751,6 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 {
 	struct dmm_cpu_thread *r;
 	struct mag *m;
-	uint32_t n;
 	int c;
 
 	/* (no virt_to_phys hook: only the slow path fills magazines, and it
@@ -732,12 +761,11 @@ int dmm_kmalloc(struct dmm_mem *mem, size_t size, unsigned flags, void **ptr)
 	if (__builtin_expect(c < 0 || !dmm__cpu_try_enter(mem, &r), 0))
 		return kmalloc_slow(mem, size, flags, ptr);
 	m = mag_of(&mem->slab->cache[0][c & ~KCLS_WASTE], r->cpu);
-	n = m->n;
-	if (__builtin_expect(n == 0, 0)) {
+	if (__builtin_expect(!m->top && !m->n, 0)) {
 		dmm__cpu_leave(r);
 		return kmalloc_slow(mem, size, flags, ptr);
 	}
-	*ptr = mag_take(m, n);
+	*ptr = mag_take(m);
 	count_alloc(m, size, c & KCLS_WASTE ? mem->slab->waste_for : (const uint16_t *)0);
 	dmm__cpu_leave(r);
 	return 0;
@@ -866,6 +894,10 @@ static void shrink_cpu(void *arg)
 			objs_put(&first[i], m->obj, m->n);
 			m->n = 0;
 		}
+		if (m->top) {
+			objs_put(&first[i], &m->top, 1);
+			m->top = (void *)0;
+		}
 	}
 }
 
@@ -920,21 +952,35 @@ uint64_t dmm_slab_shrink(struct dmm_mem *mem)
 	return kept;
 }
 
-/* Is @ptr in magazine @m (n objects) already: freed twice? */
-static bool mag_holds(const struct mag *m, uint32_t n, const void *ptr)
+/* Is @ptr in magazine @m already: freed twice? */
+static bool mag_holds(const struct mag *m, const void *ptr)
 {
-	for (uint32_t i = 0; i < n; i++)
+	if (m->top == ptr)
+		return true;
+	for (uint32_t i = 0; i < m->n; i++)
 		if (m->obj[i] == ptr)
 			return true;
 	return false;
 }
 
-/* Put @ptr in magazine @m, which has room for it (in its CPU's section). */
-static inline void mag_push(const struct kcache *k, struct mag *m, uint32_t n, const void *ptr)
+/* Is magazine @m full: top set and obj[] full? */
+static inline bool mag_full(const struct kcache *k, const struct mag *m)
+{
+	return __builtin_expect(m->top != (void *)0, 0) && m->n >= k->mag_cap - 1;
+}
+
+/* Put @ptr in magazine @m, which is not full (in its CPU's section): in
+ * top if it is free, else at the end of obj[] (n is loaded only then). */
+static inline void mag_push(const struct kcache *k, struct mag *m, const void *ptr)
 {
 	*(uintptr_t *)(uintptr_t)ptr = k->free_mark;
-	m->obj[n] = (void *)(uintptr_t)ptr;
-	m->n = n + 1;
+	if (__builtin_expect(!m->top, 1)) {
+		m->top = (void *)(uintptr_t)ptr;
+	} else {
+		uint32_t n = m->n;
+		m->obj[n] = (void *)(uintptr_t)ptr;
+		m->n = n + 1;
+	}
 	dmm__pcpu_add(&m->frees, 1);
 }
 
@@ -948,7 +994,6 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	struct dmm_page *head, *pg = (struct dmm_page *)0;
 	struct mag *m;
 	unsigned cpu;
-	uint32_t n;
 	int err = lookup(mem, ptr, &k, &head, &pg);
 
 	if (err) {
@@ -963,9 +1008,8 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 	}
 	cpu = dmm__cpu_enter(mem);
 	m = mag_of(k, cpu);
-	n = m->n;
 	if (*(const uintptr_t *)ptr == k->free_mark) {
-		bool twice = mag_holds(m, n, ptr);
+		bool twice = mag_holds(m, ptr);
 		dmm__lock(mem, &k->lock);
 		twice = twice || depot_holds(k, ptr);
 		k->st.double_frees += twice;
@@ -975,11 +1019,9 @@ static __attribute__((noinline)) int kfree_slow(struct dmm_mem *mem, const void 
 			return -DMM_ENOENT;
 		}
 	}
-	if (n >= k->mag_cap) {
+	if (mag_full(k, m))
 		mag_drain(k, m);
-		n = m->n;
-	}
-	mag_push(k, m, n, ptr);
+	mag_push(k, m, ptr);
 	dmm__cpu_exit(mem, cpu);
 	return 0;
 }
@@ -1010,7 +1052,6 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 	struct dmm_cpu_thread *r;
 	struct kcache *k;
 	struct mag *m;
-	uint32_t n;
 
 	/* (no virt_to_phys hook: no slab exists, so no page is marked) */
 	if (__builtin_expect(!mem || !ptr || !(k = cache_of_fast(mem, (uintptr_t)ptr - mem->slab_map_virt)) ||
@@ -1018,13 +1059,12 @@ int dmm_kfree(struct dmm_mem *mem, const void *ptr)
 			     0))
 		return kfree_slow(mem, ptr);
 	m = mag_of(k, r->cpu);
-	n = m->n;
 	/* a full magazine, or the mark of a freed object: maybe freed twice */
-	if (__builtin_expect(n >= k->mag_cap || *(const uintptr_t *)ptr == k->free_mark, 0)) {
+	if (__builtin_expect(*(const uintptr_t *)ptr == k->free_mark || mag_full(k, m), 0)) {
 		dmm__cpu_leave(r);
 		return kfree_slow(mem, ptr);
 	}
-	mag_push(k, m, n, ptr);
+	mag_push(k, m, ptr);
 	dmm__cpu_leave(r);
 	return 0;
 }
@@ -1106,7 +1146,7 @@ static void class_snap(void *arg)
 
 	for (unsigned c = 0; c < mem->plat.nr_cpus; c++) {
 		const struct mag *m = mag_of(k, c);
-		cached += m->n;
+		cached += mag_held(m);
 		frees += m->frees;
 		aw += m->align_waste;
 	}
@@ -1228,15 +1268,20 @@ static void tag_free_lists(struct kcache *k, uintptr_t tag)
 }
 
 /* The entry holding the @i-th object of source @src (< nr_cpus: that
- * CPU's magazine; nr_cpus: the depot), and their number. */
+ * CPU's magazine, obj[] then top; nr_cpus: the depot), and their number. */
 static void **held_entry(struct kcache *k, unsigned src, uint32_t i)
 {
-	return src < k->mem->plat.nr_cpus ? &mag_of(k, src)->obj[i] : &k->depot[i];
+	struct mag *m;
+
+	if (src >= k->mem->plat.nr_cpus)
+		return &k->depot[i];
+	m = mag_of(k, src);
+	return i < m->n ? &m->obj[i] : &m->top;
 }
 
 static uint32_t held_n(const struct kcache *k, unsigned src)
 {
-	return src < k->mem->plat.nr_cpus ? mag_of(k, src)->n : k->depot_n;
+	return src < k->mem->plat.nr_cpus ? mag_held(mag_of(k, src)) : k->depot_n;
 }
 
 static int check_held(struct kcache *k)
@@ -1299,8 +1344,8 @@ static int check_cache(struct kcache *k, uint64_t *mapped)
 		slabs++;
 	}
 	for (unsigned cpu = 0; cpu < mem->plat.nr_cpus; cpu++) {
-		cached += mag_of(k, cpu)->n;
-		if (mag_of(k, cpu)->n > k->mag_cap)
+		cached += mag_held(mag_of(k, cpu));
+		if (mag_of(k, cpu)->n >= k->mag_cap)
 			err = -DMM_EFAULT;
 	}
 	/* the depot: whole loads, within its bound */
