@@ -649,11 +649,13 @@ static void model_init(struct mag_model *mm, const struct dmm_slab_class_info *i
 	mm->cap = in->mag_capacity;
 	mm->batch = in->mag_batch;
 	mm->dmax = in->depot_max_loads * in->mag_batch;
-	mm->n = (uint32_t)in->cached;
-	mm->d = (uint32_t)in->depot_objects;
 	mm->live = in->objects;
 	mm->off = in->objects + in->cached + in->depot_objects;
-	assert_int_equal(mm->d, 0); /* (contents unknown otherwise) */
+	/* an empty magazine and depot: their contents are unknown otherwise,
+	 * and so is whether the magazine's objects include its top slot (the
+	 * counts do not say, and the model would put the next free there) */
+	assert_int_equal(in->cached, 0);
+	assert_int_equal(in->depot_objects, 0);
 }
 
 /* An allocation of class @cls: the top slot if set; else an empty stack
