@@ -735,7 +735,8 @@ static void model_agrees(struct dmm_mem *mem, unsigned cls, const struct mag_mod
  * refills and drains of half of it (a load); its depot: 32 KiB of objects,
  * at most 8 loads. Freeing object after object fills this CPU's magazine
  * to its capacity; the free that finds it full first hands the oldest half
- * to the depot, or to the slabs once the depot is at its bound.
+ * of its stack to the depot, or to the slabs once the depot is at its
+ * bound (the first object freed stays in the top slot throughout).
  * Allocating them again empties the magazine, then takes the depot's loads
  * back, last first, then refills from the slabs. The counts (magazine,
  * depot, objects off the slabs) follow a model exactly, the objects come

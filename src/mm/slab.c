@@ -51,8 +51,9 @@
  *
  * The depot (Bonwick's magazine layer). Each cache (each set has its own)
  * keeps, under its lock, a stack of loads of free objects: a load is what
- * a drain moves, the oldest mag_batch objects of a full magazine, and what
- * an empty magazine takes back, the load put last, in one copy of
+ * a drain moves, the oldest mag_batch objects of a full magazine's stack
+ * (not the top slot's, which may be older), and what an empty magazine
+ * takes back, the load put last, in one copy of
  * mag_batch pointers each way (no slab is touched). Only when the depot is
  * full does a drain go to the slabs, object by object, and only when it is
  * empty does a refill come from them. Exchanges stay half a magazine, so
@@ -859,9 +860,9 @@ static bool inside_large(struct dmm_mem *mem, const void *ptr, const struct dmm_
 	return false;
 }
 
-/* Make room in the full magazine @m (in its CPU's section): its oldest
- * mag_batch objects go to the depot as a load, or back to their slabs if
- * the depot is full. */
+/* Make room in the full magazine @m (in its CPU's section): the oldest
+ * mag_batch objects of its stack go to the depot as a load, or back to
+ * their slabs if the depot is full (the top slot keeps its object). */
 static __attribute__((noinline)) void mag_drain(struct kcache *k, struct mag *m)
 {
 	unsigned n = k->mag_batch;
