@@ -27,7 +27,7 @@
  * Per-CPU magazines. Each cache has, per CPU, a magazine of up to mag_cap
  * free objects (16 KiB of them, 4..61: see MAG_BYTES), used only inside a
  * CPU-local section of that CPU (no lock, no atomic where the platform has
- * sections: see dmm__cpu_enter): allocation pops, free pushes; the cache
+ * sections: see dmm__cpu_enter): allocation takes, free puts; the cache
  * lock is taken only to refill or drain half a magazine (mag_batch) at a
  * time. A magazine is a top slot and a stack (obj[], n of them): a free
  * fills the top slot if it is empty, else pushes on the stack; an
