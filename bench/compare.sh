@@ -9,10 +9,11 @@
 # for the next call), the working tree in build-release ($DMM_BUILD_DIR);
 # both as bench/run builds them. Then build-release/bench/BENCH --json ARGS
 # runs RUNS times (default 6) from each, alternating. For every figure with a
-# baseline (the ratio to another allocator measured in the same process) it
-# prints the median ratio and its range for REV and for the working tree, and
-# their quotient: working tree / REV, below 1 the working tree is faster.
-# -m keeps the figures whose metric matches the extended REGEX.
+# baseline it prints the median ratio to that baseline (measured in the same
+# process) and its range for REV and for the working tree, and their
+# quotient: working tree / REV. A figure without a baseline is compared by
+# its value (its unit after the name). -m keeps the figures whose metric
+# matches the extended REGEX.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,7 +29,7 @@ while getopts n:m:h opt; do
 	n) runs=$OPTARG ;;
 	m) filter=$OPTARG ;;
 	*)
-		sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 		[ "$opt" = h ] && exit 0
 		exit 2
 		;;
@@ -36,7 +37,7 @@ while getopts n:m:h opt; do
 done
 shift $((OPTIND - 1))
 if [ $# -lt 2 ]; then
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 fi
 rev=$1
@@ -71,14 +72,15 @@ for ((i = 0; i < runs; i++)); do
 		dir=$build
 		[ $side = base ] && dir=$tree/build-release
 		"$dir/bench/$bench" --json "$@" |
-			sed -n 's/.*"metric": "\([^"]*\)".*"baseline": "\([^"]*\)".*"ratio": \([-0-9.e+]*\).*/\1 \2 \3/p' |
+			sed -n -e 's/.*"metric": "\([^"]*\)".*"baseline": "\([^"]*\)".*"ratio": \([-0-9.e+]*\).*/\1 \2 \3/p' \
+				-e 't' -e 's/.*"metric": "\([^"]*\)", "value": \([-0-9.e+]*\), "unit": "\([^"]*\)".*/\1 \3 \2/p' |
 			awk -v s=$side '{print s, NR, $1 "/" $2, $3}' >>"$out"
 	done
 done
 
-printf '%s (%s) against %s, %d runs each, ratios to the baselines of the same run\n' \
+printf '%s (%s) against %s, %d runs each; metric/baseline: ratios to the baseline of the same run, metric/unit: values\n' \
 	"$bench" "$(git -C "$root" describe --always --dirty)" "$(git -C "$root" rev-parse --short "$commit")" "$runs"
-printf '%-44s %-22s %-22s %s\n' "metric/baseline" "$rev" "working tree" "tree/rev"
+printf '%-44s %-22s %-22s %s\n' "metric/baseline or unit" "$rev" "working tree" "tree/rev"
 # in the order the benchmark prints them: by place, then side, then value
 sort -k2,2n -k1,1 -k4,4g "$out" | awk -v filter="$filter" '
 function flush(   b, t) {
