@@ -72,7 +72,10 @@
  * (masks, DMA32/DMA, alignment, boundary, size class, zeroing) and against
  * every other live buffer and bounce buffer (no overlap). Statistics: bounce
  * slots in use equal the slots of the live bounced mappings, and so do the
- * bytes each device is counted as holding (low_bounce_bytes);
+ * bytes each device is counted as holding (low_bounce_bytes); "bounce
+ * buffer full" (fail_full, each device's fail_bounce_full) counts the maps
+ * and lists that failed so, once each (a deferred request waiting is no
+ * failure);
  * map/unmap/bounced-byte counters and device counters move by exactly one
  * operation's worth; live objects per size class and blocks per DMA pool
  * equal the model's. Bad calls (unmap inside a bounced mapping, by another
@@ -241,6 +244,7 @@ static struct {
 	struct fdefer dq[MAX_DEFER];
 	uint64_t dq_seq;
 	uint64_t dq_queued;          /* requests the library queued (answered or not) */
+	uint64_t full[NDEV];         /* maps of each device that failed for want of bounce slots */
 	struct dcum dc;
 	struct settle st;
 	struct fpool pl[MAX_POOLS];
@@ -716,6 +720,20 @@ static void check_all(const char *after)
 			die("after %s: %s holds %llu bytes of bounce slots, its live mappings %llu", after,
 			    F.dev[dv].name, (unsigned long long)ds.low_bounce_bytes, (unsigned long long)held);
 	}
+	/* "bounce buffer full" counts the maps that failed so, once each: a
+	 * deferred request that waits (tried, retried) is no failure */
+	uint64_t full = 0;
+	for (int dv = 0; dv < NDEV; dv++) {
+		struct dmm_dma_stats ds;
+		dmm_device_get_stats(F.dev[dv].d, &ds);
+		if (ds.fail_bounce_full != F.full[dv] || dmm_swiotlb_device_failures(F.dev[dv].d) != F.full[dv])
+			die("after %s: %s counts %llu maps failed for want of bounce slots, the model %llu", after,
+			    F.dev[dv].name, (unsigned long long)ds.fail_bounce_full, (unsigned long long)F.full[dv]);
+		full += F.full[dv];
+	}
+	if (st.fail_full != full)
+		die("after %s: %llu maps failed for want of bounce slots, the model %llu", after,
+		    (unsigned long long)st.fail_full, (unsigned long long)full);
 	/* every queued request is answered or waiting */
 	uint64_t waiting = 0;
 	for (int q = 0; q < MAX_DEFER; q++)
@@ -1103,6 +1121,7 @@ static void op_map(struct rd *r)
 		if (s1.fail_full != s0.fail_full + 1 || dmm_swiotlb_device_failures(d->d) != dfail0 + 1 ||
 		    b.fail_bounce_full != a.fail_bounce_full + 1)
 			die("bounce buffer full not counted");
+		F.full[dv]++;
 		return;
 	}
 	if (b.maps != a.maps + 1 || b.map_bytes != a.map_bytes + len)
@@ -1519,14 +1538,15 @@ static void op_sg_map(struct rd *r)
 				die("a failed map_sg left piece %u at %#llx", p,
 				    (unsigned long long)L.sg[p].dma_address);
 		if (rc == -DMM_ENOSPC && bounce_before_bad) {
-			/* (the slots the failed list gave back let the deferred
-			 * requests be tried again: those that still find no room
-			 * count too) */
+			/* once (the slots the failed list gave back let the
+			 * deferred requests be tried again: those that still
+			 * find no room wait, no failure) */
 			uint64_t dfail1 = dmm_swiotlb_device_failures(d->d);
 			uint64_t full = s1.fail_full - s0.fail_full, dfull = b.fail_bounce_full - a.fail_bounce_full;
-			if (waiting ? !full || !dfull || dfail1 == dfail0
-				    : full != 1 || dfull != 1 || dfail1 != dfail0 + 1)
-				die("map_sg: bounce buffer full not counted");
+			if (full != 1 || dfull != 1 || dfail1 != dfail0 + 1)
+				die("map_sg: bounce buffer full counted %llu times (device %llu), %d requests waiting",
+				    (unsigned long long)full, (unsigned long long)dfull, waiting);
+			F.full[dv]++;
 			F.cnt.sg_fail++;
 			return;
 		}

@@ -1215,6 +1215,90 @@ static void test_two_threads(void **state)
 	hwenv_destroy(&e);
 }
 
+static int iw_calls, iw_err;
+static dmm_dma_addr_t iw_bus;
+
+static void iw_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)arg;
+	iw_bus = dma;
+	iw_err = err;
+	iw_calls++;
+}
+
+/* @dev's failures for want of IOVA space, as the device and its domain
+ * count them (they agree). */
+static uint64_t iova_failures(struct dmm_device *dev)
+{
+	struct dmm_iommu_stats is;
+	struct dmm_dma_stats ds;
+
+	assert_ok(dmm_device_iommu_stats(dev, &is));
+	dmm_device_get_stats(dev, &ds);
+	assert_int_equal(is.fail_iova, ds.fail_iova);
+	return ds.fail_iova;
+}
+
+/*
+ * A deferred request behind the IOMMU that finds no IOVA space waits: its
+ * tries (the first, and each retry an unmap of a bounce buffer makes)
+ * count no IOVA failure; a map that fails counts one. Once space comes
+ * free the request is made.
+ */
+static void test_deferred_iova_retries_are_no_failures(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev s, b;
+	dmm_dma_addr_t a[64], x, y;
+	dmm_pfn_t pfn;
+	unsigned n = 0;
+	(void)state;
+
+	hwenv_create(&e, "pc", 1);
+	s = sdev(&e, "io20", 20, 1, DMM_IOMMU_DMA, NULL); /* 1 MiB of IOVA space */
+	b = sdev(&e, "dma32", 32, 1, DMM_IOMMU_NONE, NULL);
+	pfn = high_pages(&e, 6); /* 256 KiB */
+	for (;;) {
+		assert_true(n < 64);
+		a[n] = dmm_dma_map_page(s.dev, pfn, 0, 256 * KiB, DMM_DMA_TO_DEVICE);
+		if (dmm_dma_mapping_error(s.dev, a[n]))
+			break;
+		n++;
+	}
+	assert_true(n >= 1);
+	assert_rc(dmm_dma_mapping_error(s.dev, a[n]), -DMM_ENOSPC);
+	assert_int_equal(iova_failures(s.dev), 1); /* the map that failed */
+
+	iw_calls = 0;
+	assert_ok(dmm_dma_map_phys_deferred(s.dev, dmm_pfn_to_phys(pfn), 256 * KiB, DMM_DMA_TO_DEVICE, iw_cb, NULL));
+	assert_int_equal(iw_calls, 0); /* queued */
+	assert_int_equal(iova_failures(s.dev), 1);
+	/* a bounce unmap retries it: still no room, no failure */
+	x = dmm_dma_map_page(b.dev, pfn, 0, 2048, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(b.dev, x));
+	assert_true(dmm_swiotlb_is_bounce(e.mem, x));
+	dmm_dma_unmap_page(b.dev, x, 2048, DMM_DMA_TO_DEVICE);
+	assert_int_equal(iw_calls, 0);
+	assert_int_equal(iova_failures(s.dev), 1);
+	/* space comes free (a strict unmap frees the IOVA at once), and the
+	 * next bounce unmap makes the request */
+	dmm_dma_unmap_page(s.dev, a[0], 256 * KiB, DMM_DMA_TO_DEVICE);
+	assert_int_equal(iw_calls, 0);
+	y = dmm_dma_map_page(b.dev, pfn, 0, 2048, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(b.dev, y));
+	dmm_dma_unmap_page(b.dev, y, 2048, DMM_DMA_TO_DEVICE);
+	assert_int_equal(iw_calls, 1);
+	assert_ok(iw_err);
+	assert_int_equal(iova_failures(s.dev), 1);
+	dmm_dma_unmap_page(s.dev, iw_bus, 256 * KiB, DMM_DMA_TO_DEVICE);
+	for (unsigned i = 1; i < n; i++)
+		dmm_dma_unmap_page(s.dev, a[i], 256 * KiB, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_page_free(e.mem, pfn, 6));
+	assert_ok(dmm_sim_device_destroy(&b));
+	assert_ok(dmm_sim_device_destroy(&s));
+	hwenv_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1231,6 +1315,7 @@ int main(void)
 		cmocka_unit_test(test_bad_unmaps),
 		cmocka_unit_test(test_low_memory_pc),
 		cmocka_unit_test(test_two_threads),
+		cmocka_unit_test(test_deferred_iova_retries_are_no_failures),
 		cmocka_unit_test(test_review_regressions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -197,7 +197,7 @@ static void test_full_deferred_transient_growth(void **state)
 	assert_int_equal(st.used_slots, 0);
 	assert_int_equal(st.deferred_queued, 1);
 	assert_int_equal(st.deferred_done, 1);
-	assert_int_equal(st.fail_full, 3); /* the failed map, the deferred first try and its retry once queued */
+	assert_int_equal(st.fail_full, 1); /* the failed map (the deferred request waited: no failure) */
 	assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 4));
 	assert_ok(dmm_sim_device_destroy(&sd));
 	hwenv_destroy(&e);
@@ -3418,6 +3418,127 @@ static void test_bad_unmap_or_sync_keeps_neighbour_lines(void **state)
 	}
 }
 
+static int rt_calls, rt_err;
+static dmm_dma_addr_t rt_bus;
+
+static void rt_cb(void *arg, dmm_dma_addr_t dma, int err)
+{
+	(void)arg;
+	rt_bus = dma;
+	rt_err = err;
+	rt_calls++;
+}
+
+/* The failure counters of @dev and of the bounce buffers, and the calls
+ * refused as invalid. */
+struct fail_counts {
+	uint64_t full, dev_full, dev_failures, dev_invalid, invalid;
+};
+
+static void fail_counts(struct dmm_mem *mem, struct dmm_device *dev, struct fail_counts *c)
+{
+	struct dmm_swiotlb_stats st;
+	struct dmm_dma_stats ds;
+	struct dmm_mem_info mi;
+
+	dmm_swiotlb_get_stats(mem, &st);
+	dmm_device_get_stats(dev, &ds);
+	dmm_mem_get_info(mem, &mi);
+	c->full = st.fail_full;
+	c->dev_full = ds.fail_bounce_full;
+	c->dev_failures = dmm_swiotlb_device_failures(dev);
+	c->dev_invalid = ds.fail_invalid;
+	c->invalid = mi.fail_invalid;
+}
+
+#define assert_fail_counts(mem, dev, full_, invalid_)                           \
+	do {                                                                    \
+		struct fail_counts c_;                                          \
+		fail_counts(mem, dev, &c_);                                     \
+		assert_int_equal(c_.full, full_);                               \
+		assert_int_equal(c_.dev_full, full_);                           \
+		assert_int_equal(c_.dev_failures, full_);                       \
+		assert_int_equal(c_.dev_invalid, invalid_);                     \
+		assert_int_equal(c_.invalid, invalid_);                         \
+	} while (0)
+
+/*
+ * A deferred request that finds no room is queued, not failed: neither its
+ * first try nor a retry that still finds no room counts as "bounce buffer
+ * full" (for the bounce buffers or its device). Only a failure the caller
+ * sees counts, once: a map that fails, a request refused as one no pool
+ * could ever hold (an invalid call, and no "full").
+ */
+static void test_deferred_retries_are_no_failures(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	struct dmm_device_desc nd = tu_desc("nic32", 32, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_hosted *h;
+	struct dmm_mem *mem;
+	struct dmm_device *dev;
+	struct dmm_swiotlb_stats st;
+	struct fail_counts c0;
+	dmm_dma_addr_t bus[32], b;
+	dmm_pfn_t hi;
+	(void)state;
+
+	mem = hosted_8g_fixed_pool("retries", 64 * KiB, &h); /* 32 slots */
+	assert_ok(dmm_page_alloc(mem, 4, &above, 0, &hi));
+	assert_ok(dmm_device_create(mem, &nd, NULL, &dev));
+	fail_counts(mem, dev, &c0);
+	assert_fail_counts(mem, dev, 0, c0.invalid);
+	for (int i = 0; i < 32; i++) {
+		bus[i] = dmm_dma_map_page(dev, hi, 0, 2048, DMM_DMA_TO_DEVICE);
+		assert_ok(dmm_dma_mapping_error(dev, bus[i]));
+	}
+	/* a map that fails: counted once */
+	b = dmm_dma_map_page(dev, hi, 0, 2048, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(dev, b), -DMM_ENOSPC);
+	assert_fail_counts(mem, dev, 1, c0.invalid);
+
+	/* a request of two slots waits: its first try and the retry once
+	 * queued count nothing */
+	rt_calls = 0;
+	assert_ok(dmm_dma_map_phys_deferred(dev, dmm_pfn_to_phys(hi), 4096, DMM_DMA_TO_DEVICE, rt_cb, NULL));
+	assert_int_equal(rt_calls, 0);
+	assert_fail_counts(mem, dev, 1, c0.invalid);
+	/* two slots apart come free: each unmap retries it, in vain */
+	dmm_dma_unmap_page(dev, bus[0], 2048, DMM_DMA_TO_DEVICE);
+	dmm_dma_unmap_page(dev, bus[2], 2048, DMM_DMA_TO_DEVICE);
+	assert_int_equal(rt_calls, 0);
+	assert_fail_counts(mem, dev, 1, c0.invalid);
+	assert_ok(dmm_swiotlb_check(mem));
+	/* the slot between them: made */
+	dmm_dma_unmap_page(dev, bus[1], 2048, DMM_DMA_TO_DEVICE);
+	assert_int_equal(rt_calls, 1);
+	assert_ok(rt_err);
+	assert_true(dmm_swiotlb_is_bounce(mem, rt_bus));
+	assert_fail_counts(mem, dev, 1, c0.invalid);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.deferred_queued, 1);
+	assert_int_equal(st.deferred_done, 1);
+	assert_int_equal(st.used_slots, 31);
+	dmm_dma_unmap_page(dev, rt_bus, 4096, DMM_DMA_TO_DEVICE);
+
+	/* 33 slots: more than the pool, no transient pool: refused as
+	 * invalid, and no "full" */
+	rt_calls = 0;
+	assert_rc(dmm_dma_map_phys_deferred(dev, dmm_pfn_to_phys(hi), 66 * KiB, DMM_DMA_TO_DEVICE, rt_cb, NULL),
+		  -DMM_EINVAL);
+	assert_int_equal(rt_calls, 0);
+	assert_fail_counts(mem, dev, 1, c0.invalid + 1);
+
+	for (int i = 3; i < 32; i++)
+		dmm_dma_unmap_page(dev, bus[i], 2048, DMM_DMA_TO_DEVICE);
+	dmm_swiotlb_get_stats(mem, &st);
+	assert_int_equal(st.used_slots, 0);
+	assert_int_equal(st.maps, st.unmaps);
+	assert_ok(dmm_device_destroy(dev));
+	assert_all_checks(mem);
+	assert_ok(dmm_page_free(mem, hi, 4));
+	dmm_hosted_mem_destroy(h, mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3459,6 +3580,7 @@ int main(void)
 		cmocka_unit_test(test_restricted_pool_goes_with_device),
 		cmocka_unit_test(test_growth_respects_max_bytes),
 		cmocka_unit_test(test_bad_unmap_or_sync_keeps_neighbour_lines),
+		cmocka_unit_test(test_deferred_retries_are_no_failures),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

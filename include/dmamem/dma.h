@@ -92,10 +92,10 @@ struct dmm_dma_stats {
 	uint64_t fail_invalid;     /* rejected arguments */
 	uint64_t low_pages;        /* pages below 4 GiB held by coherent allocations */
 	uint64_t bounced_maps;     /* mappings that went through a bounce buffer */
-	uint64_t fail_bounce_full; /* "bounce buffer full" */
+	uint64_t fail_bounce_full; /* "bounce buffer full" (a deferred request: only if it cannot wait, swiotlb.h) */
 	uint64_t low_bounce_bytes; /* bounce-slot bytes below 4 GiB held now */
 	uint64_t low_peak_bytes;   /* peak of low_pages * page size + low_bounce_bytes */
-	uint64_t fail_iova;        /* IOMMU: no IOVA space below the mask */
+	uint64_t fail_iova;        /* IOMMU: no IOVA space below the mask (a deferred request: as above) */
 	uint64_t fail_unmap;       /* unmap/free of an address that is not a mapping */
 };
 

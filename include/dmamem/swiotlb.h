@@ -76,13 +76,14 @@ struct dmm_swiotlb_stats {
 	uint64_t high_water_slots;   /* most slots out of the areas at once (mapped or cached) */
 	uint64_t maps, unmaps;
 	uint64_t bounced_to_device, bounced_from_device; /* bytes copied */
-	uint64_t fail_full;          /* "bounce buffer full" */
+	uint64_t fail_full;          /* maps failed for want of slots ("bounce buffer full"), once
+				      * each: a deferred request that waits is no failure */
 	uint64_t grow_queued, grow_done;
 	uint64_t transient_created, transient_released;
 	uint64_t deferred_queued, deferred_done;
 };
 void dmm_swiotlb_get_stats(struct dmm_mem *mem, struct dmm_swiotlb_stats *st);
-/* "bounce buffer full" failures of one device. */
+/* "bounce buffer full" failures of one device (as fail_full). */
 uint64_t dmm_swiotlb_device_failures(const struct dmm_device *dev);
 
 /* Release idle transient pools now (the map/unmap paths also do it), then
@@ -109,6 +110,14 @@ int dmm_swiotlb_check(struct dmm_mem *mem);
  * when no transient pool can be added for it: it is not queued). While a
  * request of the device is queued (its callback included),
  * dmm_device_destroy() refuses it with -DMM_EBUSY.
+ *
+ * A request that finds no room and waits has not failed: neither its first
+ * try nor a retry that still finds no room counts as "bounce buffer full"
+ * (fail_full, the device's fail_bounce_full) or, behind an IOMMU, as an
+ * IOVA failure (fail_iova). A request fails, and is counted, once: refused
+ * with -DMM_ENOSPC (queue full: its want of room), refused or answered
+ * with -DMM_EINVAL as one that could never fit (an invalid call), or
+ * answered with any other error (as that map's failure).
  */
 typedef void (*dmm_dma_map_cb)(void *arg, dmm_dma_addr_t dma, int err);
 int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size,

@@ -439,9 +439,10 @@ bool dmm__must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum d
 }
 
 /* Bounce if needed, inside a CPU-local section of *@cpu (which a slow
- * path may leave and enter again): *map_pa is what the device will access. */
+ * path may leave and enter again): *map_pa is what the device will access.
+ * @w: see dmm__dma_map_wait. */
 static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			dmm_phys_t *map_pa, dmm_dma_addr_t *bus, unsigned *cpu)
+			dmm_phys_t *map_pa, dmm_dma_addr_t *bus, unsigned *cpu, struct dmm__map_wait *w)
 {
 	int err = dmm__dev_reach_fast(dev, pa, size, bus);
 	dmm_phys_t tlb;
@@ -451,7 +452,7 @@ static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		return 0;
 	if (!dmm__swiotlb_ready(dev->mem))
 		return err; /* no bounce buffers: only an unreachable buffer fails */
-	err = dmm__swiotlb_map_in(dev, pa, size, dir, 0, &tlb, cpu);
+	err = dmm__swiotlb_map_in(dev, pa, size, dir, 0, &tlb, cpu, w);
 	if (err)
 		return err;
 	err = dmm__dev_reach_fast(dev, tlb, size, bus);
@@ -509,8 +510,11 @@ bool dmm__is_ram(struct dmm_mem *mem, dmm_phys_t pa, uint64_t size)
 	return dmm__is_ram_fast(mem, pa, size);
 }
 
-dmm_dma_addr_t dmm__dma_map_general(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-				    const void *site)
+/* The general path's map: 0 and *@busp, or the error, which the caller
+ * counts (map_fail); @w: see dmm__dma_map_wait. */
+static inline __attribute__((always_inline)) int map_general(struct dmm_device *dev, dmm_phys_t pa, size_t size,
+							     enum dmm_dma_dir dir, const void *site,
+							     struct dmm__map_wait *w, dmm_dma_addr_t *busp)
 {
 	dmm_dma_addr_t bus;
 	int err;
@@ -518,11 +522,11 @@ dmm_dma_addr_t dmm__dma_map_general(struct dmm_device *dev, dmm_phys_t pa, size_
 	dmm_phys_t map_pa;
 
 	if (!size || !dir_ok(dir) || dev->desc.is_bus || pa + size < pa || !dmm__is_ram_fast(dev->mem, pa, size))
-		return map_fail(dev, -DMM_EINVAL);
+		return -DMM_EINVAL;
 	if (dmm__iommu_translating(dev)) {
-		err = dmm__iommu_map(dev, pa, size, dir, &map_pa, &bus);
+		err = dmm__iommu_map(dev, pa, size, dir, &map_pa, &bus, w);
 		if (err)
-			return map_fail(dev, err);
+			return err;
 		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, maps), 1, offsetof(struct dmm_dev_pcpu, map_bytes), size);
 	} else if (!dev->desc.nr_ranges && (dmm__dev_reach_fast(dev, pa, size, &bus) || dmm__must_bounce(dev, pa, size, dir, 0)) &&
 		   (bus = dmm__swiotlb_map_fast(dev, pa, size, dir)) != DMM_DMA_MAPPING_ERROR) {
@@ -531,19 +535,44 @@ dmm_dma_addr_t dmm__dma_map_general(struct dmm_device *dev, dmm_phys_t pa, size_
 	} else {
 		/* one section: the bounce slot and the counters */
 		unsigned cpu = dmm__cpu_enter(dev->mem);
-		err = maybe_bounce(dev, pa, size, dir, &map_pa, &bus, &cpu);
+		err = maybe_bounce(dev, pa, size, dir, &map_pa, &bus, &cpu, w);
 		if (!err) {
 			dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, maps), 1);
 			dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, map_bytes), size);
 		}
 		dmm__cpu_exit(dev->mem, cpu);
 		if (err)
-			return map_fail(dev, err);
+			return err;
 	}
 	for_device(dev, map_pa, size, dir);
 	if (dmm__dbg_on(dev))
 		dmm__dbg_map(dev, DMM__DBG_SINGLE, bus, pa, size, dir, (const void *)0, site);
-	return bus;
+	*busp = bus;
+	return 0;
+}
+
+dmm_dma_addr_t dmm__dma_map_general(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+				    const void *site)
+{
+	dmm_dma_addr_t bus;
+	int err = map_general(dev, pa, size, dir, site, (struct dmm__map_wait *)0, &bus);
+
+	return err ? map_fail(dev, err) : bus;
+}
+
+int dmm__dma_map_wait(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+		      struct dmm__map_wait *w, dmm_dma_addr_t *bus)
+{
+	int err = map_general(dev, pa, size, dir, __builtin_return_address(0), w, bus);
+
+	if (!err)
+		return 0;
+	*bus = DMM_DMA_MAPPING_ERROR;
+	/* no room, noted: the request waits (its failure, if it comes,
+	 * is counted then); any other failure is final: counted now */
+	if (err != -DMM_ENOSPC || !(w->bounce_full || w->iova_full))
+		map_fail(dev, err);
+	return err;
 }
 
 /*
@@ -867,7 +896,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 		err = dmm__dev_reach(dev, sg[i].phys, sg[i].length, &b);
 		if (dmm__must_bounce(dev, sg[i].phys, sg[i].length, dir, err) && dmm__swiotlb_ready(dev->mem)) {
 			dmm_phys_t tlb;
-			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, 0, &tlb);
+			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, 0, &tlb, (struct dmm__map_wait *)0);
 			if (err)
 				return sg_undo(dev, sg, i, err);
 			sg[i].dma_address = tlb;

@@ -170,16 +170,31 @@ static inline int dmm__dev_reach_fast(struct dmm_device *dev, dmm_phys_t pa, uin
 	return dmm__dev_reach(dev, pa, size, bus);
 }
 
+/*
+ * A map made for a deferred request (dmm_dma_map_phys_deferred), which
+ * waits when it finds no room: it is no failure of the caller's yet, so
+ * the layers that would count one (no bounce slot: fail_full and the
+ * device's fail_bounce_full; no IOVA space: the domain's and the device's
+ * fail_iova) note it here instead, and the request counts it once if it
+ * fails for good (queue full). Every other map passes NULL: counted at
+ * once.
+ */
+struct dmm__map_wait {
+	bool bounce_full; /* no bounce slot (-DMM_ENOSPC) */
+	bool iova_full;   /* no IOVA space (-DMM_ENOSPC) */
+};
+
 /* swiotlb.c */
 /* @granule: 0, or a power of two above the slot size (an IOMMU page): the
  * bounce then covers whole granules of its own, zero-padded, and keeps
- * the offset of @pa within the granule. */
+ * the offset of @pa within the granule. @wait: NULL, or a deferred
+ * request's map (-DMM_ENOSPC noted there, not counted). */
 int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-		     uint64_t granule, dmm_phys_t *tlb_pa);
+		     uint64_t granule, dmm_phys_t *tlb_pa, struct dmm__map_wait *wait);
 /* The same inside a CPU-local section of *@cpu, which it may leave and
  * enter again (then *@cpu changes) to wait or to add a pool. */
 int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu);
+			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu, struct dmm__map_wait *wait);
 /* Mark (@on) or unmark page @pg as the head of a coherent buffer: the page
  * and range allocators refuse it while marked (DMM_PGF_COHERENT). */
 static inline void dmm__coherent_mark(struct dmm_page *pg, bool on)
@@ -255,6 +270,12 @@ int dmm__swiotlb_device_gone(struct dmm_device *dev);
  * bounce buffers' short path has already looked at @dma. */
 dmm_dma_addr_t dmm__dma_map_general(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 				    const void *site);
+/* The map of a deferred request: the general path (what the express paths
+ * would do, counted the same), except that a failure for want of room
+ * (-DMM_ENOSPC) is noted in *@w, neither counted nor kept as the device's
+ * last error. 0 and *@bus, or the error (*@bus DMM_DMA_MAPPING_ERROR). */
+int dmm__dma_map_wait(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
+		      struct dmm__map_wait *w, dmm_dma_addr_t *bus);
 void dmm__dma_unmap_general(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir,
 			    const void *site, bool tried);
 
@@ -323,8 +344,12 @@ int dmm__iopt_take4k(struct dmm_iopt *pt, dmm_dma_addr_t iova, uint64_t want, ui
 int dmm__iommu_attach(struct dmm_device *dev);
 void dmm__iommu_detach(struct dmm_device *dev);
 int dmm__iommu_lookup(const struct dmm_device *dev, dmm_dma_addr_t dma, dmm_phys_t *pa);
+/* @w: NULL, or a deferred request's map (struct dmm__map_wait). */
 int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, dmm_phys_t *map_pa,
-		   dmm_dma_addr_t *bus);
+		   dmm_dma_addr_t *bus, struct dmm__map_wait *w);
+/* Count a failure for want of IOVA space of @dev (a deferred request's,
+ * noted while it waited). */
+void dmm__iommu_count_iova_full(struct dmm_device *dev);
 int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir);
 int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
 		      const void *site);

@@ -873,14 +873,22 @@ static uint64_t transient_bytes(const struct dmm_swiotlb *t, uint32_t n, uint64_
 	return 0;
 }
 
+/* A map of @dev failed for want of bounce slots ("bounce buffer full"). */
+static void count_full(struct dmm_swiotlb *t, struct dmm_device *dev)
+{
+	sadd(&t->st.fail_full, 1);
+	dmm__dstat(&dev->st.fail_bounce_full, 1);
+}
+
 /*
  * Bounce [pa, pa + size) for @dev: *tlb_pa receives the bounce address.
- * -DMM_ENOSPC when no slot is free and no pool can be added. Inside a
- * section of *@cpu; the slow paths (taking back the CPUs' cached runs,
- * adding a transient pool) leave it and enter again.
+ * -DMM_ENOSPC when no slot is free and no pool can be added: counted, or
+ * for a deferred request's map (@wait) noted in *@wait. Inside a section of
+ * *@cpu; the slow paths (taking back the CPUs' cached runs, adding a
+ * transient pool) leave it and enter again.
  */
 int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu)
+			uint64_t granule, dmm_phys_t *tlb_pa, unsigned *cpu, struct dmm__map_wait *wait)
 {
 	struct dmm_swiotlb *t = tlb_of(dev->mem);
 	uint64_t slot, off, copy_in, bytes;
@@ -931,8 +939,10 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		*cpu = dmm__cpu_enter(dev->mem);
 	}
 	if (s < 0) {
-		sadd(&t->st.fail_full, 1);
-		dmm__dstat(&dev->st.fail_bounce_full, 1);
+		if (wait) /* the request waits: no failure yet */
+			wait->bounce_full = true;
+		else
+			count_full(t, dev);
 		return -DMM_ENOSPC;
 	}
 	*tlb_pa = record_map(t, p, (uint32_t)s, pa, size, n, off, dev);
@@ -954,10 +964,10 @@ int dmm__swiotlb_map_in(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 }
 
 int dmm__swiotlb_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-		     uint64_t granule, dmm_phys_t *tlb_pa)
+		     uint64_t granule, dmm_phys_t *tlb_pa, struct dmm__map_wait *wait)
 {
 	unsigned cpu = dmm__cpu_enter(dev->mem);
-	int err = dmm__swiotlb_map_in(dev, pa, size, dir, granule, tlb_pa, &cpu);
+	int err = dmm__swiotlb_map_in(dev, pa, size, dir, granule, tlb_pa, &cpu, wait);
 
 	dmm__cpu_exit(dev->mem, cpu);
 	return err;
@@ -1706,9 +1716,32 @@ int dmm__swiotlb_device_busy(struct dmm_device *dev)
 	return t && deferred_waiting(t, dev);
 }
 
+/* A deferred request of @dev fails for good for want of the room its
+ * tries noted in @w (while it could wait, they counted nothing): counted
+ * now, once, as a map that failed. */
+static void deferred_failed(struct dmm_swiotlb *t, struct dmm_device *dev, const struct dmm__map_wait *w)
+{
+	if (w->bounce_full && t)
+		count_full(t, dev);
+	if (w->iova_full)
+		dmm__iommu_count_iova_full(dev);
+	__atomic_store_n(&dev->last_error, -DMM_ENOSPC, __ATOMIC_RELAXED);
+}
+
+/* A deferred request of @dev that no pool it may use could ever hold:
+ * refused, and counted once, as an invalid call (not as "bounce buffer
+ * full": no room would ever make it fit). -DMM_EINVAL. */
+static int deferred_never(struct dmm_device *dev)
+{
+	__atomic_store_n(&dev->last_error, -DMM_EINVAL, __ATOMIC_RELAXED);
+	dmm__dstat(&dev->st.fail_invalid, 1);
+	return dmm__count_invalid(dev->mem);
+}
+
 int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
 			      dmm_dma_map_cb cb, void *arg)
 {
+	struct dmm__map_wait w = { false, false };
 	struct dmm_swiotlb *t;
 	dmm_dma_addr_t dma;
 	bool tried;
@@ -1722,9 +1755,12 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 	 * all, and whether it could ever fit, is found when it is tried) */
 	tried = !t || !deferred_waiting(t, dev);
 	if (tried) {
-		dma = dmm_dma_map_phys(dev, pa, size, dir);
-		err = dmm_dma_mapping_error(dev, dma);
+		/* finding no room is no failure of a request that may wait:
+		 * noted in w, counted only if it cannot wait */
+		err = dmm__dma_map_wait(dev, pa, size, dir, &w, &dma);
 		if (err != -DMM_ENOSPC || !t) {
+			if (err == -DMM_ENOSPC)
+				deferred_failed(t, dev, &w); /* no bounce buffers: nothing to wait for */
 			cb(arg, dma, err);
 			return 0;
 		}
@@ -1732,11 +1768,12 @@ int dmm_dma_map_phys_deferred(struct dmm_device *dev, dmm_phys_t pa, size_t size
 	dmm__lock(dev->mem, &t->lock);
 	if (tried && !dmm__iommu_translating(dev) && !deferred_may_fit(t, dev, pa, size)) {
 		dmm__unlock(dev->mem, &t->lock);
-		dmm__dstat(&dev->st.fail_invalid, 1);
-		return dmm__count_invalid(dev->mem);
+		return deferred_never(dev);
 	}
 	if (t->nr_deferred == MAX_DEFERRED) {
 		dmm__unlock(dev->mem, &t->lock);
+		if (tried)
+			deferred_failed(t, dev, &w);
 		return -DMM_ENOSPC;
 	}
 	t->deferred[t->nr_deferred].dev = dev;
@@ -1822,6 +1859,7 @@ static void serve_deferred(struct dmm_swiotlb *t)
 	dmm__lock(t->mem, &t->lock);
 	calls = ++t->deferred_calls;
 	for (;;) {
+		struct dmm__map_wait w = { false, false };
 		struct tlb_deferred d;
 		dmm_dma_addr_t dma;
 		int err;
@@ -1842,20 +1880,18 @@ static void serve_deferred(struct dmm_swiotlb *t)
 		d = t->deferred[i];
 		cursor = d.seq;
 		dmm__unlock(t->mem, &t->lock);
-		dma = dmm_dma_map_phys(d.dev, d.pa, d.size, d.dir);
-		err = dmm_dma_mapping_error(d.dev, dma);
+		err = dmm__dma_map_wait(d.dev, d.pa, d.size, d.dir, &w, &dma);
 		dmm__lock(t->mem, &t->lock);
 		if (err == -DMM_ENOSPC && (dmm__iommu_translating(d.dev) || deferred_may_fit(t, d.dev, d.pa, d.size))) {
-			/* still no room: it keeps its place */
+			/* still no room: it keeps its place (no failure:
+			 * nothing counted) */
 			t->deferred[deferred_find(t, d.seq)].busy = 0;
 			continue;
 		}
 		if (err == -DMM_ENOSPC) {
 			/* no pool could ever hold it: it fails, and the device's
 			 * later requests go on */
-			err = -DMM_EINVAL;
-			dmm__count_invalid(t->mem);
-			dmm__dstat(&d.dev->st.fail_invalid, 1);
+			err = deferred_never(d.dev);
 		}
 		/* the callback runs with the request still queued (busy), so
 		 * the device's next request cannot complete before it */

@@ -131,16 +131,31 @@ static unsigned prot_of(enum dmm_dma_dir dir)
 					    : DMM_IOMMU_READ | DMM_IOMMU_WRITE;
 }
 
+static void count_iova_fail(struct dmm_iommu_dom *d)
+{
+	sadd(&d->st.fail_iova, 1);
+	dmm__dstat(&d->dev->st.fail_iova, 1);
+}
+
+void dmm__iommu_count_iova_full(struct dmm_device *dev)
+{
+	count_iova_fail(dev->iommu);
+}
+
 /* An IOVA range for @size below @limit; a failure counted, as -DMM_ENOSPC
- * (no room below the mask) or -DMM_ENOMEM. */
-static int iova_get(struct dmm_iommu_dom *d, uint64_t size, dmm_dma_addr_t limit, dmm_dma_addr_t *iova)
+ * (no room below the mask) or -DMM_ENOMEM. @w: a deferred request's map,
+ * which waits for room: -DMM_ENOSPC noted there, not counted. */
+static int iova_get(struct dmm_iommu_dom *d, uint64_t size, dmm_dma_addr_t limit, dmm_dma_addr_t *iova,
+		    struct dmm__map_wait *w)
 {
 	int err = dmm_iova_alloc(d->iova, size, limit, iova);
 
 	if (err) {
-		sadd(&d->st.fail_iova, 1);
-		dmm__dstat(&d->dev->st.fail_iova, 1);
 		err = err == -DMM_ENOMEM ? -DMM_ENOMEM : -DMM_ENOSPC;
+		if (w && err == -DMM_ENOSPC)
+			w->iova_full = true;
+		else
+			count_iova_fail(d);
 	}
 	return err;
 }
@@ -466,7 +481,7 @@ static int must_bounce_iommu(struct dmm_device *dev, dmm_phys_t pa, size_t size,
 
 /* Map [pa, pa + size): IOVA, page table; bounced first if needed. */
 int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, dmm_phys_t *map_pa,
-		   dmm_dma_addr_t *bus)
+		   dmm_dma_addr_t *bus, struct dmm__map_wait *w)
 {
 	struct dmm_iommu_dom *d = dev->iommu;
 	dmm_phys_t tlb = pa;
@@ -480,7 +495,7 @@ int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_
 			if (dev->desc.untrusted && ((pa | size) & (PG - 1)))
 				return -DMM_ENOTSUP; /* the neighbours would be exposed */
 		} else {
-			err = dmm__swiotlb_map(dev, pa, size, dir, PG, &tlb);
+			err = dmm__swiotlb_map(dev, pa, size, dir, PG, &tlb, w);
 			if (err)
 				return err;
 			bounced = 1;
@@ -493,7 +508,7 @@ int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_
 		err = -DMM_EINVAL;
 		goto undo_bounce;
 	}
-	err = iova_get(d, span, d->limit, &iova);
+	err = iova_get(d, span, d->limit, &iova, w);
 	if (err)
 		goto undo_bounce;
 	if (span == PG) {
@@ -662,7 +677,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 				}
 				continue;
 			}
-			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, PG, &tlb);
+			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, PG, &tlb, (struct dmm__map_wait *)0);
 			if (err)
 				break;
 			sg[i].dma_address = tlb;
@@ -672,7 +687,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	if (err)
 		goto undo_bounce;
 	total = sg_layout(sg, nents, l->boundary);
-	err = iova_get(d, total, d->limit, &iova);
+	err = iova_get(d, total, d->limit, &iova, (struct dmm__map_wait *)0);
 	if (err)
 		goto undo_bounce;
 	/* map each piece at its place */
@@ -955,7 +970,7 @@ int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp,
 			}
 		}
 	}
-	err = iova_get(d, span, lim, &iova);
+	err = iova_get(d, span, lim, &iova, (struct dmm__map_wait *)0);
 	if (err)
 		goto undo_pages;
 	if (dev->lim[1].align && (iova & (dev->lim[1].align - 1))) {
