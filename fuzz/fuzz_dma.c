@@ -75,7 +75,8 @@
  * bytes each device is counted as holding (low_bounce_bytes); "bounce
  * buffer full" (fail_full, each device's fail_bounce_full) counts the maps
  * and lists that failed so, once each (a deferred request waiting is no
- * failure);
+ * failure), and the bounce maps the bounced mappings handed out (a list
+ * that fails counts none of its pieces);
  * map/unmap/bounced-byte counters and device counters move by exactly one
  * operation's worth; live objects per size class and blocks per DMA pool
  * equal the model's. Bad calls (unmap inside a bounced mapping, by another
@@ -734,6 +735,10 @@ static void check_all(const char *after)
 	if (st.fail_full != full)
 		die("after %s: %llu maps failed for want of bounce slots, the model %llu", after,
 		    (unsigned long long)st.fail_full, (unsigned long long)full);
+	/* the bounce maps counted are the bounced mappings handed out */
+	if (st.maps != F.cnt.bounced + F.cnt.sg_bounced)
+		die("after %s: %llu bounce maps counted, %llu bounced mappings handed out", after,
+		    (unsigned long long)st.maps, (unsigned long long)(F.cnt.bounced + F.cnt.sg_bounced));
 	/* every queued request is answered or waiting */
 	uint64_t waiting = 0;
 	for (int q = 0; q < MAX_DEFER; q++)
@@ -1525,11 +1530,17 @@ static void op_sg_map(struct rd *r)
 	if (rc <= 0) {
 		/* nothing stays mapped: the pieces that bounced are given back
 		 * without a copy */
-		if (s1.used_slots != s0.used_slots || s1.maps - s0.maps != s1.unmaps - s0.unmaps ||
-		    s1.bounced_from_device != s0.bounced_from_device || b.sg_maps != a.sg_maps)
-			die("a failed map_sg left something mapped: used slots %+lld, maps %+lld, unmaps %+lld",
-			    (long long)(s1.used_slots - s0.used_slots), (long long)(s1.maps - s0.maps),
-			    (long long)(s1.unmaps - s0.unmaps));
+		if (s1.used_slots != s0.used_slots || b.sg_maps != a.sg_maps)
+			die("a failed map_sg left something mapped: used slots %+lld",
+			    (long long)(s1.used_slots - s0.used_slots));
+		/* and counted no bounce: the caller never had those mappings */
+		if (s1.maps != s0.maps || s1.unmaps != s0.unmaps || s1.bounced_to_device != s0.bounced_to_device ||
+		    s1.bounced_from_device != s0.bounced_from_device || b.bounced_maps != a.bounced_maps)
+			die("a failed map_sg counted bounces: maps %+lld, unmaps %+lld, bytes in %+lld, device's "
+			    "bounced maps %+lld",
+			    (long long)(s1.maps - s0.maps), (long long)(s1.unmaps - s0.unmaps),
+			    (long long)(s1.bounced_to_device - s0.bounced_to_device),
+			    (long long)(b.bounced_maps - a.bounced_maps));
 		if (b.low_bounce_bytes != a.low_bounce_bytes)
 			die("a failed map_sg kept %lld bytes of low memory",
 			    (long long)(b.low_bounce_bytes - a.low_bounce_bytes));

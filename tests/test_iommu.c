@@ -1299,6 +1299,75 @@ static void test_deferred_iova_retries_are_no_failures(void **state)
 	hwenv_destroy(&e);
 }
 
+/*
+ * Behind the IOMMU, an untrusted device's map that fails after its buffer
+ * bounced (the segment boundary refuses the page span; a scatterlist with
+ * a piece of nothing) gives the bounce slots back and counts no bounce:
+ * neither the domain's bounced count nor the bounce buffers' maps, unmaps
+ * and bytes, nor the device's bounced maps. A map that succeeds counts.
+ */
+static void test_failed_map_counts_no_bounce(void **state)
+{
+	struct hwenv e;
+	struct dmm_device_desc d = tu_desc("thunderbolt", 64, 1, DMM_DEVICE_CMA_NONE);
+	struct dmm_sim_dev s;
+	struct dmm_iommu_stats is;
+	struct dmm_swiotlb_stats st;
+	struct dmm_dma_stats ds0, ds;
+	struct dmm_sg sg[2];
+	dmm_dma_addr_t a;
+	dmm_pfn_t pfn;
+	dmm_phys_t pa;
+	(void)state;
+
+	hwenv_create(&e, "pc", 1);
+	d.iommu = DMM_IOMMU_DMA;
+	d.untrusted = 1;
+	d.limits.boundary = PG;
+	assert_ok(dmm_sim_device_create(e.mem, e.hw, &d, NULL, &s));
+	pfn = high_pages(&e, 1);
+	pa = dmm_pfn_to_phys(pfn);
+	dmm_device_get_stats(s.dev, &ds0);
+
+	/* 200 bytes at 4000 bounce, keeping the offset: two pages, across
+	 * the boundary */
+	a = dmm_dma_map_phys(s.dev, pa + 4000, 200, DMM_DMA_TO_DEVICE);
+	assert_rc(dmm_dma_mapping_error(s.dev, a), -DMM_EINVAL);
+	dmm_sg_init(sg, 2);
+	dmm_sg_set_phys(&sg[0], pa + 100, 200);
+	dmm_sg_set_phys(&sg[1], pa + PG, 0);
+	assert_rc(dmm_dma_map_sg(s.dev, sg, 2, DMM_DMA_BIDIRECTIONAL), -DMM_EINVAL);
+	assert_ok(dmm_device_iommu_stats(s.dev, &is));
+	assert_int_equal(is.bounced, 0);
+	assert_int_equal(is.maps, 0);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.maps, 0);
+	assert_int_equal(st.unmaps, 0);
+	assert_int_equal(st.bounced_to_device, 0);
+	assert_int_equal(st.used_slots, 0);
+	dmm_device_get_stats(s.dev, &ds);
+	assert_int_equal(ds.bounced_maps, ds0.bounced_maps);
+	assert_int_equal(ds.maps, ds0.maps);
+	assert_int_equal(ds.low_bounce_bytes, 0);
+	assert_int_equal(ds.fail_invalid, ds0.fail_invalid + 2);
+
+	/* one that maps counts */
+	a = dmm_dma_map_phys(s.dev, pa + 100, 200, DMM_DMA_TO_DEVICE);
+	assert_ok(dmm_dma_mapping_error(s.dev, a));
+	assert_ok(dmm_device_iommu_stats(s.dev, &is));
+	assert_int_equal(is.bounced, 1);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.maps, 1);
+	assert_int_equal(st.bounced_to_device, 200);
+	dmm_dma_unmap_phys(s.dev, a, 200, DMM_DMA_TO_DEVICE);
+	dmm_swiotlb_get_stats(e.mem, &st);
+	assert_int_equal(st.unmaps, 1);
+	assert_int_equal(st.used_slots, 0);
+	assert_ok(dmm_page_free(e.mem, pfn, 1));
+	assert_ok(dmm_sim_device_destroy(&s));
+	hwenv_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1316,6 +1385,7 @@ int main(void)
 		cmocka_unit_test(test_low_memory_pc),
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_deferred_iova_retries_are_no_failures),
+		cmocka_unit_test(test_failed_map_counts_no_bounce),
 		cmocka_unit_test(test_review_regressions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

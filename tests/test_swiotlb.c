@@ -3539,6 +3539,117 @@ static void test_deferred_retries_are_no_failures(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/* The counters a bounce map moves, of the bounce buffers and of @dev. */
+struct bounce_counts {
+	uint64_t maps, unmaps, to_device, from_device, used, dev_bounced, dev_low, dev_maps;
+};
+
+static void bounce_counts(struct dmm_mem *mem, struct dmm_device *dev, struct bounce_counts *c)
+{
+	struct dmm_swiotlb_stats st;
+	struct dmm_dma_stats ds;
+
+	dmm_swiotlb_get_stats(mem, &st);
+	dmm_device_get_stats(dev, &ds);
+	c->maps = st.maps;
+	c->unmaps = st.unmaps;
+	c->to_device = st.bounced_to_device;
+	c->from_device = st.bounced_from_device;
+	c->used = st.used_slots;
+	c->dev_bounced = ds.bounced_maps;
+	c->dev_low = ds.low_bounce_bytes;
+	c->dev_maps = ds.maps;
+}
+
+static void assert_same_bounce_counts(const struct bounce_counts *a, const struct bounce_counts *b)
+{
+	assert_int_equal(a->maps, b->maps);
+	assert_int_equal(a->unmaps, b->unmaps);
+	assert_int_equal(a->to_device, b->to_device);
+	assert_int_equal(a->from_device, b->from_device);
+	assert_int_equal(a->used, b->used);
+	assert_int_equal(a->dev_bounced, b->dev_bounced);
+	assert_int_equal(a->dev_low, b->dev_low);
+	assert_int_equal(a->dev_maps, b->dev_maps);
+}
+
+/*
+ * A scatterlist whose map fails after some pieces bounced gives their
+ * slots back, and the statistics count no bounce: no map or unmap of the
+ * bounce buffers, no byte copied in, no bounced map of the device (the
+ * caller never had the mapping). The failure is counted, once, for its
+ * reason. A list that maps then counts each bounced piece.
+ */
+static void test_failed_sg_counts_no_bounce(void **state)
+{
+	const struct dmm_constraint above = { 4 * GiB, DMM_PHYS_MAX, 0, 0, 0, 0 };
+	(void)state;
+	for (int coherent = 0; coherent <= 1; coherent++) {
+		struct dmm_device_desc nd = tu_desc("nic32", 32, coherent, DMM_DEVICE_CMA_NONE);
+		struct dmm_hosted *h;
+		struct dmm_mem *mem;
+		struct dmm_device *dev;
+		struct dmm_swiotlb_stats st;
+		struct dmm_dma_stats ds0, ds1;
+		struct bounce_counts c0, c1;
+		struct dmm_sg sg[3];
+		dmm_phys_t pa;
+		dmm_pfn_t hi;
+
+		mem = hosted_8g_fixed_pool("sg-undo", 64 * KiB, &h); /* 32 slots */
+		assert_ok(dmm_page_alloc(mem, 5, &above, 0, &hi));
+		pa = dmm_pfn_to_phys(hi);
+		assert_ok(dmm_device_create(mem, &nd, NULL, &dev));
+		bounce_counts(mem, dev, &c0);
+		dmm_device_get_stats(dev, &ds0);
+
+		/* two pieces bounce, the third is of nothing: -DMM_EINVAL */
+		dmm_sg_init(sg, 3);
+		dmm_sg_set_phys(&sg[0], pa, 3000);
+		dmm_sg_set_phys(&sg[1], pa + 8192, 5000);
+		dmm_sg_set_phys(&sg[2], pa + 16384, 0);
+		assert_rc(dmm_dma_map_sg(dev, sg, 3, DMM_DMA_BIDIRECTIONAL), -DMM_EINVAL);
+		bounce_counts(mem, dev, &c1);
+		assert_same_bounce_counts(&c0, &c1);
+		dmm_device_get_stats(dev, &ds1);
+		assert_int_equal(ds1.fail_invalid, ds0.fail_invalid + 1);
+		assert_int_equal(ds1.sg_maps, ds0.sg_maps);
+		assert_ok(dmm_swiotlb_check(mem));
+
+		/* the third piece cannot get its 33 slots: -DMM_ENOSPC */
+		dmm_sg_set_phys(&sg[2], pa + 16384, 66 * KiB);
+		assert_rc(dmm_dma_map_sg(dev, sg, 3, DMM_DMA_TO_DEVICE), -DMM_ENOSPC);
+		bounce_counts(mem, dev, &c1);
+		assert_same_bounce_counts(&c0, &c1);
+		dmm_device_get_stats(dev, &ds1);
+		assert_int_equal(ds1.fail_bounce_full, ds0.fail_bounce_full + 1);
+		dmm_swiotlb_get_stats(mem, &st);
+		assert_int_equal(st.fail_full, 1);
+		assert_true(st.high_water_slots >= 5); /* (they were taken, for a while) */
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(sg[i].dma_address, DMM_DMA_MAPPING_ERROR);
+		assert_ok(dmm_swiotlb_check(mem));
+
+		/* a list that maps counts its two bounced pieces */
+		assert_int_equal(dmm_dma_map_sg(dev, sg, 2, DMM_DMA_TO_DEVICE), 2);
+		bounce_counts(mem, dev, &c1);
+		assert_int_equal(c1.maps, c0.maps + 2);
+		assert_int_equal(c1.to_device, c0.to_device + 8000);
+		assert_int_equal(c1.dev_bounced, c0.dev_bounced + 2);
+		assert_int_equal(c1.used, 5);
+		dmm_dma_unmap_sg(dev, sg, 2, DMM_DMA_TO_DEVICE);
+		bounce_counts(mem, dev, &c1);
+		assert_int_equal(c1.unmaps, c0.unmaps + 2);
+		assert_int_equal(c1.used, 0);
+		assert_int_equal(c1.dev_low, 0);
+
+		assert_ok(dmm_device_destroy(dev));
+		assert_all_checks(mem);
+		assert_ok(dmm_page_free(mem, hi, 5));
+		dmm_hosted_mem_destroy(h, mem);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3581,6 +3692,7 @@ int main(void)
 		cmocka_unit_test(test_growth_respects_max_bytes),
 		cmocka_unit_test(test_bad_unmap_or_sync_keeps_neighbour_lines),
 		cmocka_unit_test(test_deferred_retries_are_no_failures),
+		cmocka_unit_test(test_failed_sg_counts_no_bounce),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

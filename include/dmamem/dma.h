@@ -91,7 +91,7 @@ struct dmm_dma_stats {
 	uint64_t fail_atomic;      /* atomic coherent request, non-coherent device, no pool in reach */
 	uint64_t fail_invalid;     /* rejected arguments */
 	uint64_t low_pages;        /* pages below 4 GiB held by coherent allocations */
-	uint64_t bounced_maps;     /* mappings that went through a bounce buffer */
+	uint64_t bounced_maps;     /* mappings handed out that went through a bounce buffer */
 	uint64_t fail_bounce_full; /* "bounce buffer full" (a deferred request: only if it cannot wait, swiotlb.h) */
 	uint64_t low_bounce_bytes; /* bounce-slot bytes below 4 GiB held now */
 	uint64_t low_peak_bytes;   /* peak of low_pages * page size + low_bounce_bytes */

@@ -234,7 +234,7 @@ struct dmm_iommu_stats {
 	uint64_t invalidations;    /* IOTLB invalidation requests sent */
 	uint64_t fq_queued, fq_flushes, fq_timeouts;
 	uint64_t fq_pending;       /* unmapped IOVAs waiting for a flush */
-	uint64_t bounced;          /* untrusted sub-page buffers bounced */
+	uint64_t bounced;          /* untrusted sub-page buffers bounced (in mappings handed out) */
 	uint64_t fail_iova, fail_pgtable, fail_unmap;
 	struct dmm_iova_stats iova;
 	struct dmm_iopt_stats pt;

@@ -74,6 +74,10 @@ struct dmm_swiotlb_stats {
 	uint64_t total_slots, used_slots; /* used: held by mappings */
 	uint64_t cached_slots;       /* free, parked in the CPUs' caches of freed runs */
 	uint64_t high_water_slots;   /* most slots out of the areas at once (mapped or cached) */
+	/* mappings handed out and ended, and the bytes copied for them (a
+	 * bounce undone before its map returned, as the pieces of a
+	 * scatterlist whose map failed, counts in none of these; its slots
+	 * count in the high-water mark: they were taken) */
 	uint64_t maps, unmaps;
 	uint64_t bounced_to_device, bounced_from_device; /* bytes copied */
 	uint64_t fail_full;          /* maps failed for want of slots ("bounce buffer full"), once

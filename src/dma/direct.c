@@ -457,7 +457,8 @@ static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum
 		return err;
 	err = dmm__dev_reach_fast(dev, tlb, size, bus);
 	if (err) {
-		if (dmm__swiotlb_unmap_in(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE, *cpu) > 0) {
+		/* (never handed out: neither it nor its undoing counts) */
+		if (dmm__swiotlb_cancel_in(dev, tlb, dir, *cpu)) {
 			dmm__cpu_exit(dev->mem, *cpu);
 			dmm__swiotlb_unmap_done(dev->mem);
 			*cpu = dmm__cpu_enter(dev->mem);
@@ -846,12 +847,14 @@ static bool crosses(uint64_t bus, uint64_t len, uint64_t boundary)
 	return boundary && bus / boundary != (bus + len - 1) / boundary;
 }
 
-/* Give back the bounce slots parked in dma_address by a failed map_sg. */
-static int sg_undo(struct dmm_device *dev, struct dmm_sg *sg, unsigned upto, int err)
+/* Give back the bounce slots parked in dma_address by a map_sg for @dir
+ * that fails with @err: the caller never had those mappings, so they count
+ * as none (dmm__swiotlb_cancel). */
+static int sg_undo(struct dmm_device *dev, struct dmm_sg *sg, unsigned upto, enum dmm_dma_dir dir, int err)
 {
 	for (unsigned j = 0; j < upto; j++) {
 		if (sg[j].dma_address != DMM_DMA_MAPPING_ERROR)
-			dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, sg[j].dma_address, sg[j].length, DMM_DMA_NONE);
+			dmm__swiotlb_cancel(dev, sg[j].dma_address, dir);
 		sg[j].dma_address = DMM_DMA_MAPPING_ERROR;
 	}
 	if (err == -DMM_EINVAL) {
@@ -892,21 +895,21 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 		int err;
 		if (!sg[i].length || !dmm__is_ram(dev->mem, sg[i].phys, sg[i].length) ||
 		    (l->max_seg_size && sg[i].length > l->max_seg_size))
-			return sg_undo(dev, sg, i, -DMM_EINVAL);
+			return sg_undo(dev, sg, i, dir, -DMM_EINVAL);
 		err = dmm__dev_reach(dev, sg[i].phys, sg[i].length, &b);
 		if (dmm__must_bounce(dev, sg[i].phys, sg[i].length, dir, err) && dmm__swiotlb_ready(dev->mem)) {
 			dmm_phys_t tlb;
 			err = dmm__swiotlb_map(dev, sg[i].phys, sg[i].length, dir, 0, &tlb, (struct dmm__map_wait *)0);
 			if (err)
-				return sg_undo(dev, sg, i, err);
+				return sg_undo(dev, sg, i, dir, err);
 			sg[i].dma_address = tlb;
 			bounced = true;
 			err = dmm__dev_reach(dev, tlb, sg[i].length, &b);
 		}
 		if (err)
-			return sg_undo(dev, sg, i + 1, err);
+			return sg_undo(dev, sg, i + 1, dir, err);
 		if (crosses(b, sg[i].length, l->boundary))
-			return sg_undo(dev, sg, i + 1, -DMM_EINVAL);
+			return sg_undo(dev, sg, i + 1, dir, -DMM_EINVAL);
 		/* count the segments the merge below will produce */
 		if (i && b == seg_bus + seg_len && seg_len + sg[i].length <= seg_max &&
 		    !crosses(seg_bus, seg_len + sg[i].length, l->boundary)) {
@@ -920,7 +923,7 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	if (bounced)
 		segs = nents; /* bounced lists keep one segment per piece (unmap finds them) */
 	if (l->max_segs && segs > l->max_segs)
-		return sg_undo(dev, sg, nents, -DMM_EINVAL);
+		return sg_undo(dev, sg, nents, dir, -DMM_EINVAL);
 	/* Map: write the segments into the first entries. */
 	segs = 0;
 	for (unsigned i = 0; i < nents; i++) {

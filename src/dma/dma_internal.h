@@ -22,6 +22,8 @@ struct dmm_dev_pcpu {
 	/* one cache line: only the first member carries the alignment (an
 	 * _Alignas on a declarator list would align every counter) */
 	_Alignas(64) uint64_t maps;
+	/* bounced_maps: a bounce undone before it was handed out is taken off
+	 * the undoing CPU's block (only the sum over CPUs is read, mod 2^64) */
 	uint64_t unmaps, map_bytes, syncs, clean_bytes, inval_bytes, flush_bytes, bounced_maps;
 	uint64_t low_bounce;   /* bounce bytes below 4 GiB taken minus given back here (mod 2^64) */
 	uint64_t low_bounce_hw; /* highest low_bounce seen here (as a signed number) */
@@ -223,6 +225,18 @@ int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa);
 int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phys_t tlb_pa, size_t size,
 			  enum dmm_dma_dir dir, unsigned cpu);
 void dmm__swiotlb_unmap_done(struct dmm_mem *mem);
+/* Undo the bounce map at @tlb_pa (the address it gave) of @dev that the
+ * same call made and never handed out, a later step of it having failed:
+ * the slots freed (nothing copied back, no line dropped) and what the map
+ * counted taken back (the pool's map, the bytes it copied in for @dir, the
+ * map's direction, and the device's bounced map), so that the statistics
+ * count only mappings handed out. The peaks (high_water_slots, the
+ * device's low_peak_bytes) keep it: the slots were taken. Inside a section
+ * of @cpu: 1 if undone (then, out of the section, dmm__swiotlb_unmap_done()),
+ * 0 if @tlb_pa is no bounce mapping of @dev. */
+int dmm__swiotlb_cancel_in(struct dmm_device *dev, dmm_phys_t tlb_pa, enum dmm_dma_dir dir, unsigned cpu);
+/* The same in a section of its own, dmm__swiotlb_unmap_done() included. */
+void dmm__swiotlb_cancel(struct dmm_device *dev, dmm_phys_t tlb_pa, enum dmm_dma_dir dir);
 /* The common case of map and unmap in one short path (a device with no
  * IOMMU, dma-ranges, restricted pool or untrusted mark; one or two slots;
  * a counter block of the CPU's own; a run cached on this CPU). map returns

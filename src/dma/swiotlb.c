@@ -75,6 +75,9 @@ struct tlb_cpu {
 	uint64_t maps, unmaps, to_device, from_device;
 };
 
+/* The pool's counters are its areas' and its CPU caches' summed (mod
+ * 2^64): a map undone before it was handed out (dmm__swiotlb_cancel_in)
+ * is taken off its run's area, wherever it was counted. */
 struct tlb_area {
 	_Alignas(DMM_CACHELINE) struct dmm_lock lock;
 	uint32_t start, n, hint, used;
@@ -1478,6 +1481,46 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 	unmap_record(dev, t, p, f, (uint32_t)(f - p->slots), tlb_pa, size, dir, cpu,
 		     !__atomic_load_n(&t->nr_deferred, __ATOMIC_RELAXED));
 	return 1;
+}
+
+int dmm__swiotlb_cancel_in(struct dmm_device *dev, dmm_phys_t tlb_pa, enum dmm_dma_dir dir, unsigned cpu)
+{
+	struct dmm_swiotlb *t = tlb_of(dev->mem);
+	struct tlb_pool *p;
+	struct tlb_slot *f;
+	struct tlb_area *ar;
+	uint32_t first, n;
+	uint64_t in;
+
+	if (!t || !(p = index_search_cached(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)) ||
+	    f->dev != dev->tlb_tag || tlb_pa != record_start(t, p, f))
+		return 0;
+	first = (uint32_t)(f - p->slots);
+	n = f->nslots;
+	in = copy_in_bytes(dir, f->size);
+	dmm__pcpu_add(&dev->pcpu[cpu].low_bounce, -run_low(t, p, first, n));
+	dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, bounced_maps), (uint64_t)-1);
+	ar = area_of(p, first);
+	dmm__lock(dev->mem, &ar->lock);
+	area_put(t, p, ar, first, n);
+	/* the map counted itself here or in a CPU's cache of the pool:
+	 * taken off the area either way (only the sums are read) */
+	ar->maps--;
+	ar->to_device -= in;
+	dmm__unlock(dev->mem, &ar->lock);
+	if (p->transient && pool_used(p) == 0)
+		__atomic_store_n(&p->idle_since, idle_stamp(dmm__now(dev->mem)), __ATOMIC_RELAXED);
+	return 1;
+}
+
+void dmm__swiotlb_cancel(struct dmm_device *dev, dmm_phys_t tlb_pa, enum dmm_dma_dir dir)
+{
+	unsigned cpu = dmm__cpu_enter(dev->mem);
+	int done = dmm__swiotlb_cancel_in(dev, tlb_pa, dir, cpu);
+
+	dmm__cpu_exit(dev->mem, cpu);
+	if (done)
+		dmm__swiotlb_unmap_done(dev->mem);
 }
 
 /* (never inlined: the express unmap calls it as a tail call) */

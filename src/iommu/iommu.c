@@ -499,7 +499,6 @@ int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_
 			if (err)
 				return err;
 			bounced = 1;
-			sadd(&d->st.bounced, 1);
 		}
 	}
 	off = tlb & (PG - 1);
@@ -525,12 +524,14 @@ int dmm__iommu_map(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_
 	}
 	PC_ADD(d, maps, 1);
 	PC_ADD(d, mapped_pages, (int64_t)(span / PG));
+	if (bounced) /* (counted once handed out) */
+		sadd(&d->st.bounced, 1);
 	*map_pa = tlb;
 	*bus = iova + off;
 	return 0;
 undo_bounce:
-	if (bounced)
-		dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, tlb, size, DMM_DMA_NONE);
+	if (bounced) /* never handed out: counts as no bounce */
+		dmm__swiotlb_cancel(dev, tlb, dir);
 	return err;
 }
 
@@ -654,7 +655,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	uint64_t seg_max = l->max_seg_size && l->max_seg_size < UINT32_MAX ? l->max_seg_size : UINT32_MAX;
 	uint64_t total, cur = 0, mapped = 0; /* mapped: bytes of pages (not the boundary's gaps) */
 	dmm_dma_addr_t iova;
-	unsigned segs = 0, i;
+	unsigned segs = 0, nbounced = 0, i;
 	int err = 0;
 
 	housekeeping(d);
@@ -681,7 +682,7 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 			if (err)
 				break;
 			sg[i].dma_address = tlb;
-			sadd(&d->st.bounced, 1);
+			nbounced++;
 		}
 	}
 	if (err)
@@ -758,15 +759,17 @@ int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	}
 	PC_ADD(d, maps, 1);
 	PC_ADD(d, mapped_pages, (int64_t)(mapped / PG));
+	sadd(&d->st.bounced, nbounced); /* (counted once handed out) */
 	dmm__dstat(&dev->st.sg_maps, 1);
 	dmm__dstat(&dev->st.sg_segments_in, nents);
 	dmm__dstat(&dev->st.sg_segments_out, segs);
 	dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, map_bytes), dmm_sg_bytes(sg, nents), 0, 0);
 	return (int)segs;
 undo_bounce:
+	/* the bounces never handed out count as none */
 	for (unsigned k = 0; k < i && k < nents; k++) {
 		if (sg[k].dma_address != DMM_DMA_MAPPING_ERROR)
-			dmm__swiotlb_unmap(dev, (struct tlb_pool *)0, sg[k].dma_address, sg[k].length, DMM_DMA_NONE);
+			dmm__swiotlb_cancel(dev, sg[k].dma_address, dir);
 		sg[k].dma_address = DMM_DMA_MAPPING_ERROR;
 	}
 	if (err == -DMM_EINVAL) {
