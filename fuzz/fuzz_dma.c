@@ -80,7 +80,8 @@
  * map/unmap/bounced-byte counters and device counters move by exactly one
  * operation's worth; live objects per size class and blocks per DMA pool
  * equal the model's. Bad calls (unmap inside a bounced mapping, by another
- * device, twice, of 0 bytes; a sync either way past the end of its mapping or
+ * device, twice (a bounced mapping or list: counted as a refused unmap,
+ * not as an unmap), of 0 bytes; a sync either way past the end of its mapping or
  * before its start, or by another device; kfree inside an object, of a page,
  * twice; coherent free with a wrong size, CPU address, twice or of a page;
  * DMA pool free of a foreign, freed or misaddressed block; bad kmalloc flags
@@ -877,7 +878,7 @@ static void op_page_alloc(struct rd *r)
 }
 
 static void unmap_one(int j);
-static void sg_unmap(int l);
+static void sg_unmap(int l, int again);
 
 /* Free live item @i (its mappings first). */
 static void free_item(int i)
@@ -888,7 +889,7 @@ static void free_item(int i)
 	for (int j = 0; j < MAX_MAPS; j++)
 		if (F.mp[j].used && F.mp[j].item == i) {
 			if (F.mp[j].sgl)
-				sg_unmap(F.mp[j].sgl - 1); /* (the whole list) */
+				sg_unmap(F.mp[j].sgl - 1, 0); /* (the whole list) */
 			else
 				unmap_one(j);
 		}
@@ -1302,6 +1303,20 @@ static void unmap_one(int j)
 	unmap_as(j, F.mp[j].len, F.mp[j].dir);
 }
 
+/* The device of the live bounced mapping whose slots hold @tlb, or -1. */
+static int slot_holder(dmm_phys_t tlb)
+{
+	for (int q = 0; q < MAX_MAPS; q++) {
+		const struct map *x = &F.mp[q];
+		if (x->used && x->bounced) {
+			dmm_phys_t s = x->tlb - (x->tlb & ALIGN_MASK & (SLOT - 1));
+			if (tlb >= s && tlb < s + (uint64_t)x->nslots * SLOT)
+				return x->dev;
+		}
+	}
+	return -1;
+}
+
 static void op_unmap(struct rd *r)
 {
 	uint64_t k = u8(r), how = u8(r);
@@ -1334,21 +1349,27 @@ static void op_unmap(struct rd *r)
 		struct dmm_swiotlb_stats s0, s1;
 		swiotlb_stats(&s0);
 		/* unless the address is inside a live mapping of that device now */
-		for (int q = 0; q < MAX_MAPS; q++) {
-			const struct map *x = &F.mp[q];
-			if (x->used && x->bounced && x->dev == m.dev) {
-				dmm_phys_t s = x->tlb - (x->tlb & ALIGN_MASK & (SLOT - 1));
-				if (m.tlb >= s && m.tlb < s + (uint64_t)x->nslots * SLOT)
-					return;
-			}
-		}
+		int holder = slot_holder(m.tlb);
+		if (holder == m.dev)
+			return;
+		struct dmm_dma_stats a, b;
+		dev_stats(F.dev[m.dev].d, &a);
 		dmm_dma_unmap_phys(F.dev[m.dev].d, m.bus, m.len, m.dir);
 		F.cnt.bad_calls++;
 		trace("bad: second unmap %s %#llx", F.dev[m.dev].name, (unsigned long long)m.bus);
 		swiotlb_stats(&s1);
+		dev_stats(F.dev[m.dev].d, &b);
 		if (s1.used_slots != s0.used_slots || s1.unmaps != s0.unmaps || s1.cached_slots != s0.cached_slots ||
 		    s1.bounced_from_device != s0.bounced_from_device)
 			die("a second unmap changed the bounce buffers");
+		/* refused where no mapping is: counted as such, not as an unmap
+		 * (inside another device's mapping now, it cannot be told from
+		 * the device's own direct mapping of that memory: an unmap) */
+		if (holder < 0 ? b.unmaps != a.unmaps || b.fail_unmap != a.fail_unmap + 1
+			       : b.unmaps != a.unmaps + 1 || b.fail_unmap != a.fail_unmap)
+			die("a second unmap (slot %s): unmaps %+lld, refused %+lld",
+			    holder < 0 ? "free" : "another device's", (long long)(b.unmaps - a.unmaps),
+			    (long long)(b.fail_unmap - a.fail_unmap));
 	}
 }
 
@@ -1635,18 +1656,25 @@ static void op_sg_map(struct rd *r)
 }
 
 /* Unmap list @l, as map_sg left it, with its direction: each bounced piece
- * copied back as the direction says, in the list's order. */
-static void sg_unmap(int l)
+ * copied back as the direction says, in the list's order. @again: then
+ * unmap the list once more, as it was mapped: refused if a piece bounced
+ * (its bounce address is no mapping any more), changing nothing. */
+static void sg_unmap(int l, int again)
 {
 	struct fsgl *L = &F.sl[l];
 	struct fdev *d = &F.dev[L->dev];
 	struct dmm_swiotlb_stats s0, s1;
 	struct dmm_dma_stats a, b;
 	int items[MAX_SG];
+	struct fsgl was = *L;
+	dmm_phys_t tlb[MAX_SG];
+	int nb = 0;
 
 	for (unsigned p = 0; p < L->nents; p++) {
 		verify_map(L->map[p]);
 		items[p] = F.mp[L->map[p]].item;
+		tlb[p] = F.mp[L->map[p]].bounced ? F.mp[L->map[p]].tlb : 0;
+		nb += F.mp[L->map[p]].bounced;
 	}
 	swiotlb_stats(&s0);
 	dev_stats(d->d, &a);
@@ -1669,6 +1697,27 @@ static void sg_unmap(int l)
 		verify_item(items[p]);
 	memset(L, 0, sizeof(*L));
 	F.cnt.sg_unmaps++;
+	if (!again || !nb)
+		return;
+	/* (unless a piece's bounce slots hold a live mapping again: then it
+	 * is no second unmap the library can tell) */
+	for (unsigned p = 0; p < was.nents; p++)
+		if (tlb[p] && slot_holder(tlb[p]) >= 0)
+			return;
+	swiotlb_stats(&s0);
+	dev_stats(d->d, &a);
+	dmm_dma_unmap_sg(d->d, was.sg, was.nents, was.dir);
+	trace("bad: second unmap_sg %s (%u pieces, %d bounced)", d->name, was.nents, nb);
+	F.cnt.bad_calls++;
+	swiotlb_stats(&s1);
+	dev_stats(d->d, &b);
+	if (s1.used_slots != s0.used_slots || s1.unmaps != s0.unmaps || s1.cached_slots != s0.cached_slots ||
+	    s1.bounced_from_device != s0.bounced_from_device)
+		die("a second unmap_sg changed the bounce buffers");
+	if (b.unmaps != a.unmaps || b.fail_unmap != a.fail_unmap + 1 || b.cache_inval_bytes != a.cache_inval_bytes)
+		die("a second unmap_sg: unmaps %+lld, refused %+lld, invalidated %+lld bytes",
+		    (long long)(b.unmaps - a.unmaps), (long long)(b.fail_unmap - a.fail_unmap),
+		    (long long)(b.cache_inval_bytes - a.cache_inval_bytes));
 }
 
 /* Unmap a list, or sync all of it either way: each bounced piece copied in
@@ -1682,7 +1731,7 @@ static void op_sg(struct rd *r)
 	struct fsgl *L = &F.sl[l];
 	struct fdev *d = &F.dev[L->dev];
 	if (!(how & 3)) {
-		sg_unmap(l);
+		sg_unmap(l, (how & 0x0c) == 0x0c);
 		return;
 	}
 	int for_cpu = (int)(how >> 7);
@@ -2283,7 +2332,7 @@ static void teardown(void)
 		int live = 0;
 		for (int l = 0; l < MAX_SGL; l++)
 			if (F.sl[l].used) {
-				sg_unmap(l);
+				sg_unmap(l, 0);
 				live = 1;
 			}
 		for (int j = 0; j < MAX_MAPS; j++)

@@ -1368,6 +1368,56 @@ static void test_failed_map_counts_no_bounce(void **state)
 	hwenv_destroy(&e);
 }
 
+/*
+ * A scatterlist unmap the IOMMU refuses (the list unmapped already, a
+ * piece of nothing, a list of none) counts as a refused unmap, not as an
+ * unmap: the device's unmaps move only for the unmap that was done.
+ */
+static void test_refused_sg_unmap_uncounted(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev s;
+	struct dmm_dma_stats a, b;
+	struct dmm_sg sg[2], saved[2];
+	dmm_pfn_t pfn;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	s = sdev(&e, "nic", 32, 1, DMM_IOMMU_DMA, NULL);
+	pfn = high_pages(&e, 1);
+	dmm_sg_init(sg, 2);
+	dmm_sg_set_phys(&sg[0], dmm_pfn_to_phys(pfn), PG);
+	dmm_sg_set_phys(&sg[1], dmm_pfn_to_phys(pfn) + PG, PG);
+	assert_int_equal(dmm_dma_map_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE), 1);
+	memcpy(saved, sg, sizeof(sg));
+	dmm_device_get_stats(s.dev, &a);
+	/* a piece of nothing, a list of none: refused, still mapped */
+	sg[1].length = 0;
+	dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+	memcpy(sg, saved, sizeof(sg));
+	dmm_dma_unmap_sg(s.dev, sg, 0, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(s.dev, &b);
+	assert_int_equal(b.unmaps, a.unmaps);
+	assert_int_equal(b.fail_unmap, a.fail_unmap + 2);
+	assert_ok(dmm_device_iommu_check(s.dev));
+	/* the unmap */
+	dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(s.dev, &b);
+	assert_int_equal(b.unmaps, a.unmaps + 1);
+	assert_int_equal(b.fail_unmap, a.fail_unmap + 2);
+	/* twice: the list as the unmap left it, and as it was mapped */
+	dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+	memcpy(sg, saved, sizeof(sg));
+	dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(s.dev, &b);
+	assert_int_equal(b.unmaps, a.unmaps + 1);
+	assert_int_equal(b.fail_unmap, a.fail_unmap + 4);
+	assert_ok(dmm_device_iommu_check(s.dev));
+	assert_ok(dmm_page_free(e.mem, pfn, 1));
+	assert_ok(dmm_sim_device_destroy(&s));
+	hwenv_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1386,6 +1436,7 @@ int main(void)
 		cmocka_unit_test(test_two_threads),
 		cmocka_unit_test(test_deferred_iova_retries_are_no_failures),
 		cmocka_unit_test(test_failed_map_counts_no_bounce),
+		cmocka_unit_test(test_refused_sg_unmap_uncounted),
 		cmocka_unit_test(test_review_regressions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

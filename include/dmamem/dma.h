@@ -96,7 +96,8 @@ struct dmm_dma_stats {
 	uint64_t low_bounce_bytes; /* bounce-slot bytes below 4 GiB held now */
 	uint64_t low_peak_bytes;   /* peak of low_pages * page size + low_bounce_bytes */
 	uint64_t fail_iova;        /* IOMMU: no IOVA space below the mask (a deferred request: as above) */
-	uint64_t fail_unmap;       /* unmap/free of an address that is not a mapping */
+	uint64_t fail_unmap;       /* unmap/free of an address that is not a mapping: refused
+				    * (not counted in unmaps), as a second unmap of a bounce mapping */
 };
 
 /*
@@ -220,7 +221,11 @@ uint64_t dmm_sg_bytes(const struct dmm_sg *sg, unsigned nents);
  * on failure.
  */
 int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir);
-/* @nents: the count passed to map_sg (not its return value). */
+/* @nents: the count passed to map_sg (not its return value). A list the
+ * library can tell is not mapped (nents 0; a bounced piece whose bounce
+ * slots hold no mapping any more, as after its unmap; behind an IOMMU, any
+ * list that is not one mapping of its domain) is refused: nothing changes,
+ * and it counts as a refused unmap (fail_unmap), not as an unmap. */
 void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir);
 void dmm_dma_sync_sg_for_cpu(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 			     enum dmm_dma_dir dir);

@@ -329,7 +329,7 @@ int dmm_device_destroy(struct dmm_device *dev)
 		__atomic_fetch_sub(&dev->parent->nr_children, 1, __ATOMIC_RELAXED);
 	/* leaked bounce mappings carry the tag: it stays taken (the device's
 	 * map and unmap counts cannot say: a list's unmap counts with no map
-	 * counted, and so does a second unmap) */
+	 * counted) */
 	if (!dmm__swiotlb_device_gone(dev))
 		tag_put(mem, dev->tlb_tag);
 	/* the record is the library's own memory: no pin holds it, the free

@@ -689,7 +689,9 @@ int dmm_dma_mapping_error(struct dmm_device *dev, dmm_dma_addr_t dma)
  * its slots freed, and (@count) the device's unmap counter. In a bounce
  * pool the bounce buffers do the cache maintenance, over the mapping's own
  * bytes only: a wrong size or address must not drop another mapping's
- * lines. */
+ * lines. An address in a bounce pool where no mapping is (a bounce mapping
+ * unmapped already) is refused: nothing done, counted (@count) as a
+ * refused unmap, not as an unmap. */
 static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir, bool count)
 {
 	unsigned cpu = dmm__cpu_enter(dev->mem);
@@ -698,8 +700,10 @@ static void unmap_pa(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dm
 
 	if (pool)
 		bounced = dmm__swiotlb_unmap_in(dev, pool, pa, size, dir_ok(dir) ? dir : DMM_DMA_NONE, cpu);
-	if (count && bounced >= 0) /* (-1: inside one of its bounce mappings, refused) */
+	if (count && bounced >= 0) /* (-1: inside one of its bounce mappings, counted as invalid) */
 		dmm__dstat_in(dev, cpu, offsetof(struct dmm_dev_pcpu, unmaps), 1);
+	else if (count && bounced == -2)
+		dmm__dstat(&dev->st.fail_unmap, 1);
 	dmm__cpu_exit(dev->mem, cpu);
 	if (bounced > 0)
 		dmm__swiotlb_unmap_done(dev->mem);
@@ -968,6 +972,30 @@ static bool sg_bounce(struct dmm_device *dev, const struct dmm_sg *e, dmm_dma_ad
 	return true;
 }
 
+/* May @sg (@nents pieces) be unmapped: does a bounce mapping hold each
+ * bounced piece? If one is vacant (the list was unmapped already), DMA
+ * debug hears of it and the unmap is refused as a whole, counted as a
+ * refused unmap: nothing changes, and no direct piece is invalidated (the
+ * CPU may have written it since). */
+static bool sg_unmappable(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+			  const void *site)
+{
+	for (unsigned i = 0; i < nents; i++) {
+		dmm_dma_addr_t b = 0;
+		dmm_phys_t tlb = 0;
+		if (sg_bounce(dev, &sg[i], &b, &tlb) && dmm__swiotlb_vacant(dev->mem, tlb)) {
+			if (dmm__dbg_on(dev)) {
+				struct dmm__dbg_saved saved;
+				dmm__dbg_unmap(dev, DMM__DBG_SG, b, sg[i].length, dir, site, &saved);
+				dmm__dbg_restore(dev, &saved); /* (refused: a live entry stays) */
+			}
+			dmm__dstat(&dev->st.fail_unmap, 1);
+			return false;
+		}
+	}
+	return true;
+}
+
 void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir)
 {
 	const void *site = __builtin_return_address(0);
@@ -975,10 +1003,16 @@ void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 	if (!dev || !sg)
 		return;
 	if (dmm__iommu_translating(dev)) {
-		dmm__iommu_unmap_sg(dev, sg, nents, dir, site);
-		dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
+		if (!dmm__iommu_unmap_sg(dev, sg, nents, dir, site))
+			dmm__dstat2(dev, offsetof(struct dmm_dev_pcpu, unmaps), 1, 0, 0);
 		return;
 	}
+	if (!nents) { /* no list map_sg took */
+		dmm__dstat(&dev->st.fail_unmap, 1);
+		return;
+	}
+	if (dmm__swiotlb_ready(dev->mem) && !sg_unmappable(dev, sg, nents, dir, site))
+		return;
 	for (unsigned i = 0; i < nents; i++) {
 		dmm_dma_addr_t b = 0;
 		dmm_phys_t tlb = 0;

@@ -214,11 +214,19 @@ static inline bool dmm__coherent_claim(struct dmm_page *pg)
 /* Does @pa lie inside a bounce mapping of @dev without being its start
  * (where an unmap is refused)? */
 int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa);
+/* Does @pa lie in a bounce pool but in no bounce mapping (a free slot, or
+ * one parked in a CPU's cache)? An unmap of it is one of a mapping that
+ * ended already (or never was). */
+int dmm__swiotlb_vacant(struct dmm_mem *mem, dmm_phys_t pa);
 /* Inside a section of @cpu: if @tlb_pa is the start of a bounce mapping of
  * @dev (in @pool, or looked up when NULL), copy back as @dir needs
  * (DMM_DMA_NONE: nothing), free its slots and return 1; -1 for an address
- * inside one of @dev's bounce mappings (refused, counted as invalid); else
- * 0 (no bounce mapping of @dev). The bounce buffer's lines are invalidated
+ * inside one of @dev's bounce mappings (refused, counted as invalid); -2
+ * for an address in a pool that no mapping holds (dmm__swiotlb_vacant:
+ * ended already; refused, nothing done, the caller counts it); else 0 (no
+ * bounce pool, or another device's mapping: no bounce mapping of @dev,
+ * whose direct mapping of that memory is its own business). The bounce
+ * buffer's lines are invalidated
  * (FROM_DEVICE, BIDIRECTIONAL, a non-coherent device) over the bytes copied
  * back only, and only for a 1. After a 1, once out of the section, call
  * dmm__swiotlb_unmap_done(). */
@@ -367,8 +375,10 @@ void dmm__iommu_count_iova_full(struct dmm_device *dev);
 int dmm__iommu_unmap(struct dmm_device *dev, dmm_dma_addr_t dma, size_t size, enum dmm_dma_dir dir);
 int dmm__iommu_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
 		      const void *site);
-void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
-			 const void *site);
+/* 0, or the list is no mapping of the domain: refused (counted as
+ * fail_unmap), nothing changed, -DMM_EINVAL / -DMM_ENOENT. */
+int dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+			const void *site);
 void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
 			int to_device, const void *site);
 int dmm__iommu_alloc_coherent(struct dmm_device *dev, size_t size, unsigned gfp, void **cpu, dmm_dma_addr_t *dma,

@@ -1022,6 +1022,22 @@ int dmm__swiotlb_inside(struct dmm_device *dev, dmm_phys_t pa)
 	return inside;
 }
 
+int dmm__swiotlb_vacant(struct dmm_mem *mem, dmm_phys_t pa)
+{
+	struct dmm_swiotlb *t = tlb_of(mem);
+	struct tlb_pool *p;
+	unsigned cpu;
+	int vacant;
+
+	if (!t)
+		return 0;
+	cpu = dmm__cpu_enter(mem);
+	p = index_search(index_get(t), pa);
+	vacant = p && !lookup(t, p, pa, &p);
+	dmm__cpu_exit(mem, cpu);
+	return vacant;
+}
+
 struct tlb_pool *dmm__swiotlb_pool_of(struct dmm_mem *mem, dmm_phys_t pa)
 {
 	struct dmm_swiotlb *t = tlb_of(mem);
@@ -1465,9 +1481,12 @@ int dmm__swiotlb_unmap_in(struct dmm_device *dev, struct tlb_pool *pool, dmm_phy
 	struct tlb_pool *p;
 	struct tlb_slot *f;
 
-	if (!t || !(p = pool ? pool : index_search_cached(index_get(t), tlb_pa)) || !(f = lookup(t, p, tlb_pa, &p)) ||
-	    f->dev != dev->tlb_tag)
-		return 0; /* no bounce mapping of @dev */
+	if (!t || !(p = pool ? pool : index_search_cached(index_get(t), tlb_pa)))
+		return 0;
+	if (!(f = lookup(t, p, tlb_pa, &p)))
+		return -2; /* no mapping there: ended already (refused) */
+	if (f->dev != dev->tlb_tag)
+		return 0; /* another device's: no bounce mapping of @dev */
 	if (tlb_pa != record_start(t, p, f)) {
 		/* inside a mapping, not its start: refused, nothing copied or freed */
 		dmm__count_invalid(dev->mem);

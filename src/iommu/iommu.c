@@ -784,8 +784,8 @@ undo_bounce:
  * segment's page; the pieces' places follow from their CPU addresses (a
  * bounced piece keeps its offset within the page).
  */
-void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
-			 const void *site)
+int dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
+			const void *site)
 {
 	struct dmm_iommu_dom *d = dev->iommu;
 	uint64_t boundary = dev->lim[0].boundary, total, at;
@@ -796,11 +796,13 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 		dmm__dstat(&dev->st.fail_unmap, 1);
 		if (nents && dmm__dbg_on(dev)) /* unmapped already, or never mapped */
 			dmm__dbg_report(dev, DMM_DBG_UNMAP_NOT_MAPPED, sg[0].dma_address, sg[0].length, dir, site);
-		return;
+		return -DMM_EINVAL;
 	}
 	for (unsigned i = 0; i < nents; i++)
-		if (!sg[i].length)
-			return;
+		if (!sg[i].length) { /* no list map_sg took */
+			dmm__dstat(&dev->st.fail_unmap, 1);
+			return -DMM_EINVAL;
+		}
 	iova = sg[0].dma_address & ~(PG - 1); /* the first piece sits at the range's start */
 	total = sg_layout(sg, nents, boundary);
 	if (!claim_mapping(d, iova, total, false, &pa)) {
@@ -814,7 +816,7 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 				dmm__dbg_report(dev, DMM_DBG_UNMAP_WRONG_SIZE, sg[0].dma_address, total, dir, site);
 			dmm__dbg_restore(dev, &saved);
 		}
-		return;
+		return -DMM_ENOENT;
 	}
 	/* the CPU side of each piece after the range is unmapped: park the
 	 * physical address of each piece in dma_address meanwhile */
@@ -845,6 +847,7 @@ void dmm__iommu_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nen
 	else
 		fq_push(d, iova, total);
 	PC_ADD(d, unmaps, 1);
+	return 0;
 }
 
 void dmm__iommu_sync_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir,
