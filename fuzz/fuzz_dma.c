@@ -35,7 +35,8 @@
  * of 1 to 6 pieces of live buffers (some continuing the piece before them, so
  * that they merge; pieces that bounce and pieces that do not in one list; one
  * list in eight with a piece of nothing), mapped, synced whole either way and
- * unmapped; deferred maps of part of a live buffer (half of them for the
+ * unmapped (some with their bounced pieces' lengths changed first, some
+ * twice); deferred maps of part of a live buffer (half of them for the
  * restricted device, whose 32 KiB pool fills; one in eight of those 40 KiB,
  * which it never holds); device writes to what the device sees (for an
  * untrusted device's bounced mapping also into the rest of its slots); CPU
@@ -878,7 +879,7 @@ static void op_page_alloc(struct rd *r)
 }
 
 static void unmap_one(int j);
-static void sg_unmap(int l, int again);
+static void sg_unmap(int l, int again, unsigned relen);
 
 /* Free live item @i (its mappings first). */
 static void free_item(int i)
@@ -889,7 +890,7 @@ static void free_item(int i)
 	for (int j = 0; j < MAX_MAPS; j++)
 		if (F.mp[j].used && F.mp[j].item == i) {
 			if (F.mp[j].sgl)
-				sg_unmap(F.mp[j].sgl - 1, 0); /* (the whole list) */
+				sg_unmap(F.mp[j].sgl - 1, 0, 0); /* (the whole list) */
 			else
 				unmap_one(j);
 		}
@@ -1212,7 +1213,8 @@ static void settle(int all)
 		while (x->next < L->nents && (all || x->nb < upto)) {
 			const struct map *m = &F.mp[L->map[x->next]];
 			x->nb += (uint64_t)m->bounced;
-			x->back += end_map(L->map[x->next], m->len, m->dir, &n);
+			/* (the size the unmap names: the piece's length now) */
+			x->back += end_map(L->map[x->next], L->sg[x->next].length, m->dir, &n);
 			x->slots += n;
 			x->next++;
 		}
@@ -1656,10 +1658,13 @@ static void op_sg_map(struct rd *r)
 }
 
 /* Unmap list @l, as map_sg left it, with its direction: each bounced piece
- * copied back as the direction says, in the list's order. @again: then
- * unmap the list once more, as it was mapped: refused if a piece bounced
- * (its bounce address is no mapping any more), changing nothing. */
-static void sg_unmap(int l, int again)
+ * copied back as the direction says, in the list's order. @relen (not 0):
+ * the caller first changes each bounced piece's length (0 up to past its
+ * mapping), naming another size for its unmap: the mapping still ends,
+ * copying back at most its bytes. @again: then unmap the list once more,
+ * as it was mapped: refused if a piece bounced (its bounce address is no
+ * mapping any more), changing nothing. */
+static void sg_unmap(int l, int again, unsigned relen)
 {
 	struct fsgl *L = &F.sl[l];
 	struct fdev *d = &F.dev[L->dev];
@@ -1676,6 +1681,13 @@ static void sg_unmap(int l, int again)
 		tlb[p] = F.mp[L->map[p]].bounced ? F.mp[L->map[p]].tlb : 0;
 		nb += F.mp[L->map[p]].bounced;
 	}
+	if (relen)
+		for (unsigned p = 0; p < L->nents; p++)
+			if (tlb[p]) {
+				size_t len = F.mp[L->map[p]].len;
+				L->sg[p].length = (uint32_t)((relen * 2654435761u + p * 977u) % (len + 64));
+				trace("unmap_sg: piece %u's length %zu -> %u", p, len, L->sg[p].length);
+			}
 	swiotlb_stats(&s0);
 	dev_stats(d->d, &a);
 	trace("unmap_sg %s list %d (%u pieces, %u segments) %s", d->name, l, L->nents, L->segs, dir_name(L->dir));
@@ -1731,7 +1743,7 @@ static void op_sg(struct rd *r)
 	struct fsgl *L = &F.sl[l];
 	struct fdev *d = &F.dev[L->dev];
 	if (!(how & 3)) {
-		sg_unmap(l, (how & 0x0c) == 0x0c);
+		sg_unmap(l, (how & 0x0c) == 0x0c, (how & 0x70) == 0x70 ? (unsigned)k | 1u : 0);
 		return;
 	}
 	int for_cpu = (int)(how >> 7);
@@ -2332,7 +2344,7 @@ static void teardown(void)
 		int live = 0;
 		for (int l = 0; l < MAX_SGL; l++)
 			if (F.sl[l].used) {
-				sg_unmap(l, 0);
+				sg_unmap(l, 0, 0);
 				live = 1;
 			}
 		for (int j = 0; j < MAX_MAPS; j++)

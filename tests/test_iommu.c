@@ -1418,6 +1418,50 @@ static void test_refused_sg_unmap_uncounted(void **state)
 	hwenv_destroy(&e);
 }
 
+/*
+ * Behind the IOMMU a list is one mapping whose layout unmap recomputes
+ * from the pieces' lengths: a caller that changed a length so that the
+ * layout no longer matches has its unmap refused (fail_unmap, not an
+ * unmap; the list stays mapped, nothing leaks unseen), and the list as
+ * mapped then unmaps.
+ */
+static void test_sg_piece_length_changed_refused(void **state)
+{
+	struct hwenv e;
+	struct dmm_sim_dev s;
+	struct dmm_dma_stats a, b;
+	struct dmm_iommu_stats is;
+	struct dmm_sg sg[2];
+	dmm_pfn_t pfn;
+	(void)state;
+
+	hwenv_create(&e, "pc", 0);
+	s = sdev(&e, "nic", 32, 1, DMM_IOMMU_DMA, NULL);
+	pfn = high_pages(&e, 2);
+	dmm_sg_init(sg, 2);
+	dmm_sg_set_phys(&sg[0], dmm_pfn_to_phys(pfn), PG);
+	dmm_sg_set_phys(&sg[1], dmm_pfn_to_phys(pfn) + PG, PG);
+	assert_true(dmm_dma_map_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE) > 0);
+	dmm_device_get_stats(s.dev, &a);
+	sg[1].length = 2 * PG; /* a page more */
+	dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(s.dev, &b);
+	assert_int_equal(b.unmaps, a.unmaps);
+	assert_int_equal(b.fail_unmap, a.fail_unmap + 1);
+	assert_ok(dmm_device_iommu_stats(s.dev, &is));
+	assert_int_equal(is.mapped_pages, 2);
+	sg[1].length = PG;
+	dmm_dma_unmap_sg(s.dev, sg, 2, DMM_DMA_TO_DEVICE);
+	dmm_device_get_stats(s.dev, &b);
+	assert_int_equal(b.unmaps, a.unmaps + 1);
+	assert_ok(dmm_device_iommu_stats(s.dev, &is));
+	assert_int_equal(is.mapped_pages, 0);
+	assert_ok(dmm_device_iommu_check(s.dev));
+	assert_ok(dmm_page_free(e.mem, pfn, 2));
+	assert_ok(dmm_sim_device_destroy(&s));
+	hwenv_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1437,6 +1481,7 @@ int main(void)
 		cmocka_unit_test(test_deferred_iova_retries_are_no_failures),
 		cmocka_unit_test(test_failed_map_counts_no_bounce),
 		cmocka_unit_test(test_refused_sg_unmap_uncounted),
+		cmocka_unit_test(test_sg_piece_length_changed_refused),
 		cmocka_unit_test(test_review_regressions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

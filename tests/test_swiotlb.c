@@ -3778,6 +3778,80 @@ static void test_second_unmap_refused_uncounted(void **state)
 	dmm_hosted_mem_destroy(h, mem);
 }
 
+/*
+ * A caller that changes a bounced piece's length between dmm_dma_map_sg()
+ * and dmm_dma_unmap_sg() names another size for that piece's unmap, as a
+ * single unmap may: the piece's bounce mapping still ends (its slots come
+ * back: no leak), copying back what the unmap names and never more than
+ * the mapping's bytes, and DMA debug reports the size. A sync names its
+ * range the same way: inside the mapping it copies, past its end nothing.
+ */
+static void test_sg_piece_length_changed(void **state)
+{
+	(void)state;
+	for (int debug = 0; debug <= 1; debug++)
+		for (int coherent = 0; coherent <= 1; coherent++) {
+			struct hwenv e;
+			struct dmm_sim_dev sd;
+			struct dmm_swiotlb_opts o;
+			struct dmm_swiotlb_stats st0, st1;
+			struct dmm_sg sg[2];
+			static uint8_t mine[2][3000], devb[2][3000], got[3000];
+			uint64_t c[DMM_NR_DBG_RULES];
+			dmm_phys_t pa;
+
+			cache_opts(&o, 1 * MiB);
+			cache_env(&e, &sd, coherent, &o);
+			if (debug)
+				assert_ok(dmm_dma_debug_enable(e.mem, 1));
+			pa = high_buffer(&e, 2);
+			dmm_sg_init(sg, 2);
+			dmm_sg_set_phys(&sg[0], pa + 64, 3000);
+			dmm_sg_set_phys(&sg[1], pa + 8192, 2000);
+			for (int i = 0; i < 2; i++) {
+				fill(mine[i], 3000, 30u + (unsigned)i);
+				assert_ok(dmm_hw_cpu_write(e.hw, sg[i].phys, mine[i], 3000));
+			}
+			assert_int_equal(dmm_dma_map_sg(sd.dev, sg, 2, DMM_DMA_FROM_DEVICE), 2);
+			for (int i = 0; i < 2; i++) {
+				assert_true(dmm_swiotlb_is_bounce(e.mem, sg[i].dma_address));
+				fill(devb[i], 3000, 40u + (unsigned)i);
+				assert_ok(dmm_hw_dev_write(sd.hw, sg[i].dma_address, devb[i], sg[i].dma_length));
+			}
+			dmm_swiotlb_get_stats(e.mem, &st0);
+			assert_int_equal(st0.used_slots, 3);
+			/* the caller shortens the first piece and lengthens the
+			 * second (past its mapping: clamped to it) */
+			sg[0].length = 1000;
+			sg[1].length = 2500;
+			dmm_dma_sync_sg_for_cpu(sd.dev, sg, 2, DMM_DMA_FROM_DEVICE);
+			assert_ok(dmm_hw_cpu_read(e.hw, sg[0].phys, got, 3000));
+			assert_memory_equal(got, devb[0], 1000); /* inside its mapping: copied */
+			assert_memory_equal(got + 1000, mine[0] + 1000, 2000);
+			assert_ok(dmm_hw_cpu_read(e.hw, sg[1].phys, got, 2000));
+			assert_memory_equal(got, mine[1], 2000); /* past its end: nothing */
+			dmm_dma_unmap_sg(sd.dev, sg, 2, DMM_DMA_FROM_DEVICE);
+			dmm_swiotlb_get_stats(e.mem, &st1);
+			assert_int_equal(st1.used_slots, 0); /* no leak */
+			assert_int_equal(st1.unmaps, st0.unmaps + 2);
+			assert_int_equal(st1.bounced_from_device, st0.bounced_from_device + 1000 + 1000 + 2000);
+			assert_ok(dmm_hw_cpu_read(e.hw, sg[0].phys, got, 3000));
+			assert_memory_equal(got, devb[0], 1000);
+			assert_memory_equal(got + 1000, mine[0] + 1000, 2000);
+			assert_ok(dmm_hw_cpu_read(e.hw, sg[1].phys, got, 2000));
+			assert_memory_equal(got, devb[1], 2000);
+			assert_ok(dmm_swiotlb_check(e.mem));
+			if (debug) {
+				dmm_dma_debug_counts(e.mem, c);
+				assert_int_equal(c[DMM_DBG_UNMAP_WRONG_SIZE], 2);
+				assert_int_equal(dmm_dma_debug_active(e.mem, sd.dev), 0);
+			}
+			assert_ok(dmm_page_free(e.mem, dmm_phys_to_pfn(pa), 2));
+			assert_ok(dmm_sim_device_destroy(&sd));
+			hwenv_destroy(&e);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3822,6 +3896,7 @@ int main(void)
 		cmocka_unit_test(test_deferred_retries_are_no_failures),
 		cmocka_unit_test(test_failed_sg_counts_no_bounce),
 		cmocka_unit_test(test_second_unmap_refused_uncounted),
+		cmocka_unit_test(test_sg_piece_length_changed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

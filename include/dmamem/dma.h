@@ -225,7 +225,11 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
  * library can tell is not mapped (nents 0; a bounced piece whose bounce
  * slots hold no mapping any more, as after its unmap; behind an IOMMU, any
  * list that is not one mapping of its domain) is refused: nothing changes,
- * and it counts as a refused unmap (fail_unmap), not as an unmap. */
+ * and it counts as a refused unmap (fail_unmap), not as an unmap. A piece
+ * whose length changed since the map names another size, as a single
+ * unmap may (DMA debug reports it): a bounced piece's mapping still ends,
+ * copying back at most its bytes; behind an IOMMU a list whose layout no
+ * longer matches its mapping is refused. */
 void dmm_dma_unmap_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, enum dmm_dma_dir dir);
 void dmm_dma_sync_sg_for_cpu(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents,
 			     enum dmm_dma_dir dir);

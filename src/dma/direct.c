@@ -958,14 +958,20 @@ int dmm_dma_map_sg(struct dmm_device *dev, struct dmm_sg *sg, unsigned nents, en
 	return (int)segs;
 }
 
-/* The bounce buffer of piece @e of a mapped list, if it was bounced. */
+/* The bounce buffer of piece @e of a mapped list, if it was bounced (a
+ * list with a bounced piece keeps a segment per piece): its address lies
+ * in a bounce pool, and is not the piece's own. Whatever its length says
+ * now: a caller that changed it names another size for the piece's unmap
+ * or sync, which the bounce buffers take as they take a single unmap's
+ * (never past the mapping, and the mapping still ends) and DMA debug
+ * reports; were it taken for a direct piece, its slots would never come
+ * back and its data never be copied. */
 static bool sg_bounce(struct dmm_device *dev, const struct dmm_sg *e, dmm_dma_addr_t *bus, dmm_phys_t *tlb)
 {
 	dmm_phys_t p;
 
-	if (e->dma_address == DMM_DMA_MAPPING_ERROR || e->dma_length != e->length ||
-	    e->dma_address == dmm_dma_phys_to_bus(dev, e->phys) || dmm_dma_bus_to_phys(dev, e->dma_address, &p) ||
-	    !dmm__swiotlb_pool_of(dev->mem, p))
+	if (e->dma_address == DMM_DMA_MAPPING_ERROR || e->dma_address == dmm_dma_phys_to_bus(dev, e->phys) ||
+	    dmm_dma_bus_to_phys(dev, e->dma_address, &p) || !dmm__swiotlb_pool_of(dev->mem, p))
 		return false;
 	*bus = e->dma_address;
 	*tlb = p;
