@@ -440,9 +440,13 @@ bool dmm__must_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum d
 
 /* Bounce if needed, inside a CPU-local section of *@cpu (which a slow
  * path may leave and enter again): *map_pa is what the device will access.
- * @w: see dmm__dma_map_wait. */
-static int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size, enum dmm_dma_dir dir,
-			dmm_phys_t *map_pa, dmm_dma_addr_t *bus, unsigned *cpu, struct dmm__map_wait *w)
+ * @w: see dmm__dma_map_wait. (Inlined into both expansions of map_general,
+ * as it was into its one caller: the general path's direct map, which
+ * only checks here, pays no call.) */
+static inline __attribute__((always_inline)) int maybe_bounce(struct dmm_device *dev, dmm_phys_t pa, size_t size,
+							      enum dmm_dma_dir dir, dmm_phys_t *map_pa,
+							      dmm_dma_addr_t *bus, unsigned *cpu,
+							      struct dmm__map_wait *w)
 {
 	int err = dmm__dev_reach_fast(dev, pa, size, bus);
 	dmm_phys_t tlb;
